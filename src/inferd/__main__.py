@@ -1,0 +1,5 @@
+import sys
+
+from inferd.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""Server settings: one dataclass, filled from CLI flags defaulting to INFERD_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_PREFIX = "INFERD_"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    model_repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_level: str = "info"
+    http_max_body_bytes: int = 256 * 1024 * 1024
+    default_max_batch_size: int = 4
+    auto_complete_config: bool = True
+    strict_readiness: bool = True
+    shutdown_grace_seconds: float = 30.0
+
+
+def env_default(name: str, default: str | None = None) -> str | None:
+    """The value of INFERD_<NAME>, or `default`."""
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def _flag(
+    parser: argparse.ArgumentParser, name: str, kind: type, default: object, text: str
+) -> None:
+    env = ENV_PREFIX + name.upper().replace("-", "_")
+    raw = env_default(name)
+    value = kind(raw) if raw is not None else default
+    parser.add_argument(
+        f"--{name}", type=kind, default=value, help=f"{text} [env {env}; default {default}]"
+    )
+
+
+def _switch(parser: argparse.ArgumentParser, name: str, default: bool, text: str) -> None:
+    env = ENV_PREFIX + name.upper().replace("-", "_")
+    raw = env_default(name)
+    value = raw.lower() in ("1", "true", "yes", "on") if raw is not None else default
+    parser.add_argument(
+        f"--{name}",
+        action=argparse.BooleanOptionalAction,
+        default=value,
+        help=f"{text} [env {env}; default {default}]",
+    )
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ServerSettings(model_repository=Path("."))
+    repo = env_default("model-repository")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=Path(repo) if repo else None,
+        required=repo is None,
+        help="folder of models in Triton's layout [env INFERD_MODEL_REPOSITORY]",
+    )
+    _flag(parser, "host", str, defaults.host, "address to listen on")
+    _flag(parser, "http-port", int, defaults.http_port, "HTTP port (0 picks a free one)")
+    _flag(parser, "log-level", str, defaults.log_level, "debug, info, warning or error")
+    _flag(parser, "http-max-body-bytes", int, defaults.http_max_body_bytes, "largest request body")
+    _flag(
+        parser,
+        "default-max-batch-size",
+        int,
+        defaults.default_max_batch_size,
+        "max_batch_size given to auto-completed models whose first axis is dynamic",
+    )
+    _switch(parser, "auto-complete-config", True, "fill missing config fields from the model file")
+    _switch(parser, "strict-readiness", True, "ready only when every model loaded")
+    _flag(
+        parser,
+        "shutdown-grace-seconds",
+        float,
+        defaults.shutdown_grace_seconds,
+        "on SIGTERM, how long in-flight requests may take to finish",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        model_repository=args.model_repository,
+        host=args.host,
+        http_port=args.http_port,
+        log_level=args.log_level,
+        http_max_body_bytes=args.http_max_body_bytes,
+        default_max_batch_size=args.default_max_batch_size,
+        auto_complete_config=args.auto_complete_config,
+        strict_readiness=args.strict_readiness,
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+    )

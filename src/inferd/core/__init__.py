@@ -1,0 +1,1 @@
+"""Core types shared by every layer: requests, responses, datatypes, errors, observers."""

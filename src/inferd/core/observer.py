@@ -1,0 +1,29 @@
+"""What the engine and schedulers report as work flows through them.
+
+Statistics, Prometheus metrics and tracing implement `Observer`; the engine calls every
+registered observer and depends on none of them. Calls happen on the event loop and must
+be cheap (counters, no I/O).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from inferd.core.types import Timestamps
+
+
+class Observer(Protocol):
+    def request_finished(
+        self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
+    ) -> None:
+        """One request left the engine, answered (`success`) or failed; `timestamps.sent` is set."""
+
+    def batch_executed(
+        self,
+        model_name: str,
+        model_version: str,
+        batch_size: int,
+        compute_start_ns: int,
+        compute_end_ns: int,
+    ) -> None:
+        """One execution ran on an instance; `batch_size` counts rows over all its requests."""

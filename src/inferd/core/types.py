@@ -1,0 +1,64 @@
+"""The in-process request and response that every frontend decodes into and encodes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+Parameters = dict[str, Any]
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    """An output the client asked for; `parameters` carries frontend-specific options."""
+
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Timestamps:
+    """Monotonic nanosecond marks along a request's path (0 = not reached)."""
+
+    received: int = 0
+    queued: int = 0
+    compute_start: int = 0
+    compute_end: int = 0
+    sent: int = 0
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """One inference request.
+
+    `model_version` is "" when the client named none (the server picks per version policy).
+    `outputs` is None when the client asked for every output.
+    """
+
+    model_name: str
+    inputs: dict[str, Array]
+    model_version: str = ""
+    id: str = ""
+    outputs: list[RequestedOutput] | None = None
+    parameters: Parameters = field(default_factory=dict)
+    timestamps: Timestamps = field(default_factory=Timestamps)
+
+    def batch_size(self) -> int:
+        """Rows along the first axis of the first input (1 for a scalar-only request)."""
+        for array in self.inputs.values():
+            return int(array.shape[0]) if array.ndim else 1
+        return 0
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """The outputs of one request, in the order they should be reported."""
+
+    model_name: str
+    model_version: str
+    outputs: dict[str, Array]
+    id: str = ""
+    parameters: Parameters = field(default_factory=dict)

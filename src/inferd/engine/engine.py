@@ -1,0 +1,290 @@
+"""The Engine: which models are loaded, their states, and `infer()`. Frontends talk only to it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferd.backends.registry import BackendRegistry
+from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailable
+from inferd.core.observer import Observer
+from inferd.core.types import InferRequest, InferResponse
+from inferd.engine.lifecycle import ModelState, VersionStatus
+from inferd.engine.loader import LoadedVersion, LoadOptions, load_version
+from inferd.engine.validation import TensorSpec, apply_reshape, check_request
+from inferd.repository.config import config_from_dict
+from inferd.repository.layout import ModelFolder, list_model_names, read_model_folder
+from inferd.repository.versions import select_versions
+from inferd.scheduling.dynamic import BatchCallback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    repository: Path
+    load: LoadOptions = field(default_factory=LoadOptions)
+    # Triton's --strict-readiness: the server is ready only when every model asked for is.
+    strict_readiness: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+@dataclass(slots=True)
+class _Model:
+    """Every version of one model that is serving, plus the status of each version asked for."""
+
+    versions: dict[int, LoadedVersion] = field(default_factory=dict)
+    statuses: list[VersionStatus] = field(default_factory=list)
+
+    def latest(self) -> LoadedVersion | None:
+        return self.versions[max(self.versions)] if self.versions else None
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        registry: BackendRegistry,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.settings = settings
+        self._registry = registry
+        self._observers = tuple(observers)
+        self._models: dict[str, _Model] = {}
+        self._stopping = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def repository_model_names(self) -> list[str]:
+        return list_model_names(self.settings.repository)
+
+    async def load_all(self) -> None:
+        """Load every model in the repository (Triton's `none` control mode)."""
+        for name in await asyncio.to_thread(self.repository_model_names):
+            try:
+                await self.load_model(name)
+            except InferdError:
+                continue  # recorded as UNAVAILABLE with its reason; the other models still load
+
+    async def load_model(self, name: str, config_override: dict[str, Any] | None = None) -> None:
+        """(Re)load a model's versions; failures are recorded as UNAVAILABLE with their reason,
+        and raised when no version of the model could be served."""
+        self._models.setdefault(name, _Model()).statuses = [
+            VersionStatus(name, "", ModelState.LOADING)
+        ]
+        try:
+            folder = await asyncio.to_thread(read_model_folder, self.settings.repository, name)
+            if config_override is not None:
+                folder.config = config_from_dict(config_override, "config override")
+                folder.config.name = name
+        except InferdError as exc:
+            logger.error("model '%s' failed to load: %s", name, exc.message)
+            await self._replace(name, _Model(statuses=[_unavailable(name, "", exc.message)]))
+            raise
+        model = await self._load_versions(folder)
+        await self._replace(name, model)
+        if not model.versions:
+            reasons = "; ".join(f"{s.version or '-'}: {s.reason}" for s in model.statuses)
+            raise InvalidArgument(f"failed to load model '{name}': {reasons}")
+
+    async def _load_versions(self, folder: ModelFolder) -> _Model:
+        model = _Model()
+        wanted, missing = select_versions(folder.config.version_policy, folder.versions)
+        for version in missing:
+            model.statuses.append(
+                _unavailable(folder.name, str(version), "version folder not found")
+            )
+        if not wanted and not missing:
+            model.statuses.append(_unavailable(folder.name, "", "no version folder to serve"))
+        for version in wanted:
+            try:
+                loaded = await asyncio.to_thread(
+                    load_version,
+                    folder.config,
+                    version,
+                    folder.versions[version],
+                    self._registry,
+                    self.settings.load,
+                    self._batch_reporter(folder.name, str(version)),
+                )
+            except InferdError as exc:
+                logger.error(
+                    "model '%s' version %d failed to load: %s", folder.name, version, exc.message
+                )
+                model.statuses.append(_unavailable(folder.name, str(version), exc.message))
+                continue
+            except Exception as exc:  # a backend bug must not take the server down
+                logger.exception("model '%s' version %d failed to load", folder.name, version)
+                model.statuses.append(_unavailable(folder.name, str(version), repr(exc)))
+                continue
+            loaded.scheduler.start()
+            model.versions[version] = loaded
+            model.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
+            logger.info(
+                "model '%s' version %d ready (%s, %d instance(s) on %s)",
+                folder.name,
+                version,
+                loaded.backend.name,
+                len(loaded.instances),
+                ", ".join(sorted({str(i.device) for i in loaded.instances})),
+            )
+        return model
+
+    async def unload_model(self, name: str) -> None:
+        if name not in self._models:
+            raise NotFound(f"model '{name}' is not loaded")
+        await self._replace(name, None)
+
+    async def _replace(self, name: str, model: _Model | None) -> None:
+        """Swap a model's entry at once; the old versions finish what they accepted, then close."""
+        old = self._models.pop(name, None)
+        if model is not None:
+            self._models[name] = model
+        if old is not None:
+            for loaded in old.versions.values():
+                await self._close_version(loaded)
+
+    async def _close_version(self, loaded: LoadedVersion) -> None:
+        await loaded.scheduler.stop()
+        await asyncio.to_thread(loaded.close)
+
+    async def stop(self) -> None:
+        """Finish every accepted request, then unload everything."""
+        self._stopping = True
+        for name in list(self._models):
+            await self._replace(name, None)
+
+    def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
+        if not self._observers:
+            return None
+        observers = self._observers
+
+        def report(rows: int, start_ns: int, end_ns: int) -> None:
+            for observer in observers:
+                observer.batch_executed(name, version, rows, start_ns, end_ns)
+
+        return report
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def is_live(self) -> bool:
+        return not self._stopping
+
+    def is_ready(self) -> bool:
+        if self._stopping:
+            return False
+        if not self.settings.strict_readiness:
+            return True
+        return all(s.state is ModelState.READY for m in self._models.values() for s in m.statuses)
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.find_version(name, version)
+        except InferdError:
+            return False
+        return True
+
+    def find_version(self, name: str, version: str = "") -> LoadedVersion:
+        """The loaded version a request names ("" = the highest ready one)."""
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name}'")
+        if not version:
+            loaded = model.latest()
+            if loaded is None:
+                reasons = "; ".join(s.reason for s in model.statuses if s.reason) or "not ready"
+                raise Unavailable(f"model '{name}' has no ready version: {reasons}")
+            return loaded
+        number = int(version) if version.isdigit() else -1
+        loaded = model.versions.get(number)
+        if loaded is None:
+            raise NotFound(f"unknown version '{version}' of model '{name}'")
+        return loaded
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        loaded = self.find_version(name, version)
+        batch = loaded.config.max_batch_size
+        model = self._models[name]
+        return ModelMetadata(
+            name=name,
+            versions=[str(v) for v in sorted(model.versions)],
+            platform=loaded.config.platform or loaded.config.backend,
+            inputs=[_tensor_metadata(s, batch) for s in loaded.inputs.values()],
+            outputs=[_tensor_metadata(s, batch) for s in loaded.outputs.values()],
+        )
+
+    def model_config(self, name: str, version: str = "") -> Any:
+        return self.find_version(name, version).config
+
+    def repository_index(self, ready_only: bool = False) -> list[VersionStatus]:
+        """Every model in the repository folder and every version asked for, with its state."""
+        rows: list[VersionStatus] = []
+        try:
+            names = set(self.repository_model_names())
+        except InferdError:
+            names = set()
+        for name in sorted(names | set(self._models)):
+            model = self._models.get(name)
+            statuses = model.statuses if model else [VersionStatus(name, "", ModelState.UNKNOWN)]
+            rows.extend(s for s in statuses if not ready_only or s.state is ModelState.READY)
+        return rows
+
+    # ---- inference -------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        timestamps = request.timestamps
+        if not timestamps.received:
+            timestamps.received = time.monotonic_ns()
+        loaded = self.find_version(request.model_name, request.model_version)
+        version = str(loaded.version)
+        success = False
+        try:
+            outputs = await self._run(loaded, request)
+            success = True
+        finally:
+            timestamps.sent = time.monotonic_ns()
+            for observer in self._observers:
+                observer.request_finished(request.model_name, version, timestamps, success)
+        return InferResponse(request.model_name, version, outputs, request.id)
+
+    async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Any]:
+        batched = loaded.config.max_batch_size > 0
+        check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
+        for name, array in request.inputs.items():
+            spec = loaded.inputs[name]
+            if spec.reshape is not None:
+                request.inputs[name] = apply_reshape(array, spec, spec.reshape, batched)
+        outputs = await loaded.scheduler.submit(request)
+        for name, array in outputs.items():
+            spec = loaded.outputs[name]
+            if spec.reshape is not None:
+                outputs[name] = apply_reshape(array, spec, spec.dims, batched)
+        return outputs
+
+
+def _tensor_metadata(spec: TensorSpec, max_batch_size: int) -> TensorMetadata:
+    return TensorMetadata(spec.name, spec.datatype, spec.wire_shape(max_batch_size))
+
+
+def _unavailable(name: str, version: str, reason: str) -> VersionStatus:
+    return VersionStatus(name, version, ModelState.UNAVAILABLE, reason)

@@ -1,0 +1,128 @@
+"""Turn one model version folder into something that serves: config, instances, scheduler.
+
+Blocking (backends read files and build sessions), so the engine runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
+from inferd.backends.registry import BackendRegistry
+from inferd.core.errors import InferdError, Unsupported
+from inferd.engine.validation import TensorSpec
+from inferd.instances.instance import ModelInstance
+from inferd.repository.config import ModelConfig
+from inferd.repository.validation import validate_config
+from inferd.scheduling.base import Scheduler
+from inferd.scheduling.dynamic import BatchCallback, BatchingSettings, DynamicBatcher
+
+logger = logging.getLogger(__name__)
+
+_KIND = ModelConfig.DESCRIPTOR.fields_by_name["instance_group"].message_type.enum_types_by_name[
+    "Kind"
+]
+KIND_AUTO, KIND_GPU, KIND_CPU = (
+    _KIND.values_by_name[n].number for n in ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    default_max_batch_size: int = 4
+    auto_complete_config: bool = True
+
+
+@dataclass(slots=True)
+class LoadedVersion:
+    """A model version ready to serve: everything the request path needs, resolved once."""
+
+    model_name: str
+    version: int
+    config: Any
+    backend: Backend
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    instances: list[ModelInstance]
+    scheduler: Scheduler
+    loaded_model: LoadedModel
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.close()
+        self.loaded_model.close()
+
+
+def complete_config(config: Any, version_path: Path, backend: Backend, options: LoadOptions) -> Any:
+    """A completed, validated copy of `config` for one version folder."""
+    completed = ModelConfig()
+    completed.CopyFrom(config)
+    if options.auto_complete_config:
+        had_batch_size = completed.max_batch_size > 0
+        backend.complete_config(completed, version_path, options.default_max_batch_size)
+        scheduled = completed.WhichOneof("scheduling_choice") is not None
+        if completed.max_batch_size > 0 and not had_batch_size and not scheduled:
+            completed.dynamic_batching.SetInParent()  # Triton enables batching it inferred
+    if completed.HasField("sequence_batching") or completed.HasField("ensemble_scheduling"):
+        raise Unsupported("sequence batching and ensembles are not supported yet")
+    _complete_instance_groups(completed, backend)
+    validate_config(completed)
+    return completed
+
+
+def _complete_instance_groups(config: Any, backend: Backend) -> None:
+    if not config.instance_group:
+        config.instance_group.add()
+    for index, group in enumerate(config.instance_group):
+        if not group.name:
+            group.name = f"{config.name}_{index}"
+        if group.count < 1:
+            group.count = 1
+        if group.kind == KIND_AUTO:
+            group.kind = KIND_GPU if backend.gpu_available() else KIND_CPU
+        if group.kind == KIND_GPU and not group.gpus:
+            group.gpus.append(0)
+        elif group.kind not in (KIND_GPU, KIND_CPU):
+            raise Unsupported(f"instance group '{group.name}' asks for an unsupported kind")
+
+
+def _devices(group: Any) -> list[Device]:
+    if group.kind == KIND_CPU:
+        return [Device(DeviceKind.CPU)] * group.count
+    return [Device(DeviceKind.GPU, gpu) for gpu in group.gpus for _ in range(group.count)]
+
+
+def load_version(
+    config: Any,
+    version: int,
+    version_path: Path,
+    registry: BackendRegistry,
+    options: LoadOptions,
+    on_batch: BatchCallback | None = None,
+) -> LoadedVersion:
+    """Load one version; `on_batch` is told of every batch its scheduler runs."""
+    backend = registry.resolve(config, [version_path])
+    config = complete_config(config, version_path, backend, options)
+    loaded_model = backend.load(config, version_path)
+    instances: list[ModelInstance] = []
+    try:
+        for group in config.instance_group:
+            for index, device in enumerate(_devices(group)):
+                name = f"{group.name}_{index}"
+                instances.append(ModelInstance(name, device, loaded_model.create_instance(device)))
+    except InferdError:
+        for instance in instances:
+            instance.close()
+        loaded_model.close()
+        raise
+    inputs = {t.name: TensorSpec.from_config(t) for t in config.input}
+    outputs = {t.name: TensorSpec.from_config(t) for t in config.output}
+    scheduler = DynamicBatcher(
+        instances, BatchingSettings.from_config(config), list(outputs), on_batch
+    )
+    return LoadedVersion(
+        config.name, version, config, backend, inputs, outputs, instances, scheduler, loaded_model
+    )

@@ -1,0 +1,1 @@
+"""KServe V2 HTTP/REST frontend as a raw ASGI application."""

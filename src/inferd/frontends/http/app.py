@@ -1,0 +1,251 @@
+"""The KServe V2 HTTP/REST frontend: a raw ASGI app (no framework on the infer path).
+
+Routes (`{m}` a model name, `[/versions/{v}]` optional):
+    GET  /v2                               server metadata
+    GET  /v2/health/live | /v2/health/ready
+    GET  /v2/models/{m}[/versions/{v}]     model metadata
+    GET  /v2/models/{m}[/versions/{v}]/ready
+    GET  /v2/models/{m}[/versions/{v}]/config
+    POST /v2/models/{m}[/versions/{v}]/infer
+    POST /v2/repository/index
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from inferd import __version__
+from inferd.core.errors import (
+    InferdError,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from inferd.engine.engine import Engine, ModelMetadata
+from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
+from inferd.frontends.http.errors import http_status
+from inferd.repository.config import config_to_dict
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
+
+JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
+HEADER_LENGTH = b"inference-header-content-length"
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "parameters"]
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+class MethodNotAllowed(InvalidArgument):
+    pass
+
+
+class HttpFrontend:
+    """ASGI app serving the V2 protocol for one engine."""
+
+    def __init__(self, engine: Engine, max_body_bytes: int = 256 * 1024 * 1024) -> None:
+        self._engine = engine
+        self._max_body_bytes = max_body_bytes
+        self._server_metadata = orjson.dumps(
+            {"name": "inferd", "version": __version__, "extensions": EXTENSIONS}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            await self._dispatch(scope, receive, send)
+        except ClientDisconnected:
+            return
+        except InferdError as exc:
+            await _respond_error(send, exc)
+        except Exception as exc:  # a bug of ours: answer, log, keep serving
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await _respond_json(send, 500, {"error": f"internal error: {exc!r}"})
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].strip("/").split("/")
+        if not parts or parts[0] != "v2":
+            raise NotFound(f"no route for {scope['path']}")
+        method = scope["method"]
+        if len(parts) >= 3 and parts[1] == "models":
+            await self._model_route(scope, receive, send, method, parts[2:])
+        elif parts == ["v2"]:
+            _expect(method, "GET")
+            await _respond(send, 200, self._server_metadata)
+        elif len(parts) == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
+            _expect(method, "GET")
+            ok = self._engine.is_live() if parts[2] == "live" else self._engine.is_ready()
+            await _respond(send, 200 if ok else 503, b"")
+        elif parts[1:] == ["repository", "index"]:
+            _expect(method, "POST")
+            await self._repository_index(scope, receive, send)
+        else:
+            raise NotFound(f"no route for {scope['path']}")
+
+    async def _model_route(
+        self, scope: Scope, receive: Receive, send: Send, method: str, rest: list[str]
+    ) -> None:
+        model, version = rest[0], ""
+        rest = rest[1:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else "" if not rest else None
+        if action == "infer":
+            _expect(method, "POST")
+            await self._infer(scope, receive, send, model, version)
+        elif action == "ready":
+            _expect(method, "GET")
+            try:
+                self._engine.find_version(model, version)  # unknown model or version: 404
+                status = 200
+            except Unavailable:
+                status = 400
+            await _respond(send, status, b"")
+        elif action == "config":
+            _expect(method, "GET")
+            config = self._engine.model_config(model, version)
+            await _respond(send, 200, orjson.dumps(config_to_dict(config)))
+        elif action == "":
+            _expect(method, "GET")
+            metadata = self._engine.model_metadata(model, version)
+            await _respond(send, 200, orjson.dumps(_metadata_json(metadata)))
+        else:
+            raise NotFound(f"no route for {scope['path']}")
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str
+    ) -> None:
+        received = time.monotonic_ns()
+        headers = _headers(scope)
+        body = await self._read_body(receive, headers)
+        header_length = headers.get(HEADER_LENGTH)
+        request = decode_infer_request(
+            body, _header_int(header_length) if header_length is not None else None, model, version
+        )
+        request.timestamps.received = received
+        response = await self._engine.infer(request)
+        payload, json_length = encode_infer_response(response, request)
+        if json_length is None:
+            await _respond(send, 200, payload)
+        else:
+            extra = [(b"inference-header-content-length", str(json_length).encode())]
+            await _respond(send, 200, payload, OCTET_STREAM, extra)
+
+    async def _repository_index(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._read_body(receive, _headers(scope))
+        document = loads(body) if body.strip() else {}
+        if not isinstance(document, dict):
+            raise InvalidArgument("the repository index request must be a JSON object")
+        rows = self._engine.repository_index(ready_only=bool(document.get("ready", False)))
+        index = [
+            {"name": row.name, "state": row.state.value}
+            | ({"version": row.version} if row.version else {})
+            | ({"reason": row.reason} if row.reason else {})
+            for row in rows
+        ]
+        await _respond(send, 200, orjson.dumps(index))
+
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        limit = self._max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and _header_int(declared) > limit:
+            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = headers.get(b"content-encoding")
+        return body if encoding in (None, b"identity") else _decompress(body, encoding, limit)
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    windows = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+    if encoding not in windows:
+        raise InvalidArgument(f"unsupported Content-Encoding '{encoding.decode(errors='replace')}'")
+    decompressor = zlib.decompressobj(windows[encoding])
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidArgument(f"body is not valid {encoding.decode()}: {exc}") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"decompressed body is larger than the {limit}-byte limit")
+    return data
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+def _header_int(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"header value '{value.decode(errors='replace')}' is not an integer"
+        ) from None
+
+
+def _expect(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(f"method {method} not allowed here; use {allowed}")
+
+
+def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
+    def tensors(items: list[Any]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in items]
+
+    return {
+        "name": metadata.name,
+        "versions": metadata.versions,
+        "platform": metadata.platform,
+        "inputs": tensors(metadata.inputs),
+        "outputs": tensors(metadata.outputs),
+    }
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = JSON,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra_headers:
+        headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_json(send: Send, status: int, document: Any) -> None:
+    await _respond(send, status, orjson.dumps(document))
+
+
+async def _respond_error(send: Send, error: InferdError) -> None:
+    status = 405 if isinstance(error, MethodNotAllowed) else http_status(error)
+    await _respond_json(send, status, {"error": error.message})

@@ -1,0 +1,245 @@
+"""KServe V2 JSON bodies and the binary tensor data extension <-> InferRequest / InferResponse.
+
+Binary inputs become numpy views of the request body (no copy); JSON inputs are converted by
+numpy in one call per tensor; outputs are written with orjson's native numpy support or as
+raw bytes appended after the JSON header.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inferd.core.datatypes import (
+    BYTES,
+    as_bytes,
+    deserialize_bytes,
+    element_size,
+    numpy_dtype,
+    serialize_bytes,
+    v2_datatype,
+)
+from inferd.core.errors import InvalidArgument
+from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
+
+_JSON_KINDS_ALLOWED = {"b": "b", "i": "iub", "u": "iub", "f": "iubf"}
+
+
+def loads(data: bytes | memoryview, what: str = "request") -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"malformed JSON in {what}: {exc}") from None
+
+
+def decode_infer_request(
+    body: bytes, header_length: int | None, model_name: str, model_version: str
+) -> InferRequest:
+    header: bytes | memoryview
+    if header_length is None:
+        header, binary = body, memoryview(b"")
+    else:
+        if not 0 <= header_length <= len(body):
+            raise InvalidArgument(
+                f"Inference-Header-Content-Length {header_length} is outside the "
+                f"{len(body)}-byte body"
+            )
+        view = memoryview(body)
+        header, binary = view[:header_length], view[header_length:]
+    document = loads(header)
+    if not isinstance(document, dict):
+        raise InvalidArgument("the inference request must be a JSON object")
+    inputs = _decode_inputs(document.get("inputs"), binary)
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidArgument("'id' must be a string")
+    return InferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        id=request_id,
+        outputs=_decode_outputs(document.get("outputs")),
+        parameters=_parameters(document, "request"),
+    )
+
+
+def _parameters(item: dict[str, Any], owner: str) -> dict[str, Any]:
+    parameters = item.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidArgument(f"'parameters' of {owner} must be an object")
+    return parameters
+
+
+def _decode_inputs(items: Any, binary: memoryview) -> dict[str, Array]:
+    if not isinstance(items, list) or not items:
+        raise InvalidArgument("'inputs' must be a non-empty list")
+    inputs: dict[str, Array] = {}
+    offset = 0
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidArgument("each input must be an object")
+        name, datatype, shape = _tensor_header(item)
+        if name in inputs:
+            raise InvalidArgument(f"input '{name}' appears more than once")
+        parameters = _parameters(item, f"input '{name}'")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidArgument(
+                    f"input '{name}': binary_data_size must be a non-negative integer"
+                )
+            if offset + size > len(binary):
+                raise InvalidArgument(
+                    f"input '{name}': binary_data_size {size} runs past the end of the binary data"
+                )
+            inputs[name] = array_from_bytes(binary[offset : offset + size], name, datatype, shape)
+            offset += size
+        elif "data" in item:
+            inputs[name] = _array_from_json(item["data"], name, datatype, shape)
+        else:
+            raise InvalidArgument(f"input '{name}' has neither 'data' nor binary_data_size")
+    if offset != len(binary):
+        raise InvalidArgument(
+            f"the body holds {len(binary) - offset} bytes of binary data no input claims"
+        )
+    return inputs
+
+
+def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("each input needs a non-empty string 'name'")
+    datatype = item.get("datatype")
+    if not isinstance(datatype, str):
+        raise InvalidArgument(f"input '{name}' needs a string 'datatype'")
+    numpy_dtype(datatype)
+    shape = item.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidArgument(f"input '{name}': 'shape' must be a list of non-negative integers")
+    return name, datatype, shape
+
+
+def array_from_bytes(data: memoryview, name: str, datatype: str, shape: list[int]) -> Array:
+    """A tensor viewing raw little-endian bytes (BYTES: length-prefixed elements)."""
+    count = math.prod(shape)
+    if datatype == BYTES:
+        return deserialize_bytes(data, count).reshape(shape)
+    expected = count * element_size(datatype)
+    if len(data) != expected:
+        raise InvalidArgument(
+            f"input '{name}' has {len(data)} bytes of data, but shape {shape} of {datatype} "
+            f"needs {expected}"
+        )
+    return np.frombuffer(data, dtype=numpy_dtype(datatype)).reshape(shape)
+
+
+def _array_from_json(data: Any, name: str, datatype: str, shape: list[int]) -> Array:
+    if not isinstance(data, list):
+        raise InvalidArgument(f"input '{name}': 'data' must be a list")
+    count = math.prod(shape)
+    try:
+        array = _bytes_from_json(data) if datatype == BYTES else _numbers_from_json(data, datatype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidArgument(
+            f"input '{name}': 'data' does not hold {datatype} values: {exc}"
+        ) from None
+    if array.size != count:
+        raise InvalidArgument(
+            f"input '{name}' has {array.size} elements in 'data', but shape {shape} needs {count}"
+        )
+    return array.reshape(shape)
+
+
+def _numbers_from_json(data: list[Any], datatype: str) -> Array:
+    dtype = numpy_dtype(datatype)
+    parsed = np.array(data)
+    if parsed.size == 0:
+        return parsed.astype(dtype)
+    allowed = _JSON_KINDS_ALLOWED.get(dtype.kind, "iubf")  # BF16 and FP16 behave like floats
+    if parsed.dtype.kind not in allowed:
+        raise ValueError(f"found {parsed.dtype.kind!r}-kind values")
+    if dtype.kind in "iu" and parsed.dtype.kind in "iu":
+        limits = np.iinfo(dtype)  # type: ignore[type-var]
+        if parsed.min() < limits.min or parsed.max() > limits.max:
+            raise ValueError(f"values outside the {datatype} range")
+    return parsed.astype(dtype)
+
+
+def _bytes_from_json(data: list[Any]) -> Array:
+    parsed = np.array(data, dtype=np.object_).reshape(-1)
+    out = np.empty(parsed.size, dtype=np.object_)
+    for index, item in enumerate(parsed):
+        if not isinstance(item, str):
+            raise TypeError("BYTES elements in JSON must be strings")
+        out[index] = item.encode()
+    return out
+
+
+def _decode_outputs(items: Any) -> list[RequestedOutput] | None:
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        raise InvalidArgument("'outputs' must be a list")
+    outputs: list[RequestedOutput] = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidArgument("each requested output needs a string 'name'")
+        outputs.append(RequestedOutput(item["name"], _parameters(item, f"output '{item['name']}'")))
+    return outputs
+
+
+def encode_infer_response(
+    response: InferResponse, request: InferRequest
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length when binary data follows it, else None)."""
+    binary_default = bool(request.parameters.get("binary_data_output", False))
+    requested = {o.name: o.parameters for o in request.outputs or ()}
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes | memoryview] = []
+    for name, array in response.outputs.items():
+        datatype = v2_datatype(array.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if bool(requested.get(name, {}).get("binary_data", binary_default)):
+            raw = raw_bytes(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = _json_data(array, datatype)
+        outputs.append(entry)
+    document: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    }
+    if response.id:
+        document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def raw_bytes(array: Array, datatype: str) -> bytes | memoryview:
+    """A tensor's wire bytes: row-major little-endian, BYTES length-prefixed."""
+    if datatype == BYTES:
+        return serialize_bytes(array)
+    raw: Any = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    return memoryview(raw)
+
+
+def _json_data(array: Array, datatype: str) -> Any:
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if datatype == BYTES:
+        return [as_bytes(item).decode(errors="replace") for item in flat]
+    if datatype == "BF16":
+        return flat.astype(np.float32)
+    return flat

@@ -1,0 +1,35 @@
+"""The one table from inferd errors to HTTP statuses, looked up along the exception's MRO."""
+
+from __future__ import annotations
+
+from inferd.core.errors import (
+    AlreadyExists,
+    Cancelled,
+    InferdError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unsupported,
+)
+
+_STATUS_BY_ERROR: dict[type[InferdError], int] = {
+    PayloadTooLarge: 413,
+    InvalidArgument: 400,
+    NotFound: 404,
+    Unavailable: 503,
+    Unsupported: 400,
+    AlreadyExists: 409,
+    Cancelled: 400,
+    Internal: 500,
+    InferdError: 500,
+}
+
+
+def http_status(error: InferdError) -> int:
+    for cls in type(error).__mro__:
+        status = _STATUS_BY_ERROR.get(cls)
+        if status is not None:
+            return status
+    return 500

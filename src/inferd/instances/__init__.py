@@ -1,0 +1,1 @@
+"""Model instances: where, and on which device, a batch runs."""

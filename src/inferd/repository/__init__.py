@@ -1,0 +1,1 @@
+"""Reads Triton-style model repositories: folders, versions and config files. Imports no backend."""

@@ -1,0 +1,126 @@
+"""Model configuration in Triton's schema, read from config.pbtxt, config.json or config.yaml.
+
+The schema is the official `model_config_pb2` shipped with tritonclient; inferd keeps no copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf import descriptor, json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from inferd.core.errors import InvalidArgument
+
+ModelConfig = model_config_pb2.ModelConfig
+
+CONFIG_FILE_NAMES = ("config.pbtxt", "config.json", "config.yaml", "config.yml")
+
+_INT64_TYPES = frozenset(
+    {
+        descriptor.FieldDescriptor.TYPE_INT64,
+        descriptor.FieldDescriptor.TYPE_UINT64,
+        descriptor.FieldDescriptor.TYPE_SINT64,
+        descriptor.FieldDescriptor.TYPE_FIXED64,
+        descriptor.FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def find_config_file(model_dir: Path) -> Path | None:
+    """The first config file present in a model folder, in Triton's order of preference."""
+    for name in CONFIG_FILE_NAMES:
+        candidate = model_dir / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_config_file(path: Path) -> Any:
+    """Parse one config file into a `ModelConfig`; raises `InvalidArgument` naming the problem."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read {path.name}: {exc}") from exc
+    if path.suffix == ".pbtxt":
+        return parse_pbtxt(text, path.name)
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else _load_json(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"{path.name} is not valid: {exc}") from exc
+    return config_from_dict(data if data is not None else {}, path.name)
+
+
+def _load_json(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def parse_pbtxt(text: str, source: str = "config.pbtxt") -> Any:
+    config = ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise InvalidArgument(f"{source}: {exc}") from exc
+    return config
+
+
+def config_from_dict(data: Any, source: str = "config") -> Any:
+    """A `ModelConfig` from its JSON/YAML form (snake_case or camelCase field names)."""
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{source}: expected an object of model config fields")
+    config = ModelConfig()
+    try:
+        json_format.ParseDict(data, config)
+    except json_format.ParseError as exc:
+        raise InvalidArgument(f"{source}: {exc}") from exc
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The JSON Triton serves at /config: proto field names, defaults included, int64 as numbers."""
+    data = json_format.MessageToDict(
+        config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    _int64_to_numbers(data, config.DESCRIPTOR)
+    return data
+
+
+def _int64_to_numbers(data: dict[str, Any], message: descriptor.Descriptor) -> None:
+    """Protobuf's JSON mapping writes 64-bit integers as strings; Triton clients expect numbers."""
+    for field in message.fields:
+        value = data.get(field.name)
+        if value is None:
+            continue
+        repeated = field.label == descriptor.FieldDescriptor.LABEL_REPEATED  # type: ignore[attr-defined]
+        if field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                _map_values_to_numbers(value, field.message_type.fields_by_name["value"])
+            elif repeated:
+                for item in value:
+                    _int64_to_numbers(item, field.message_type)
+            else:
+                _int64_to_numbers(value, field.message_type)
+        elif field.type in _INT64_TYPES:
+            data[field.name] = [int(v) for v in value] if repeated else int(value)
+
+
+def _map_values_to_numbers(
+    mapping: dict[str, Any], value_field: descriptor.FieldDescriptor
+) -> None:
+    if value_field.message_type is not None:
+        for item in mapping.values():
+            _int64_to_numbers(item, value_field.message_type)
+    elif value_field.type in _INT64_TYPES:
+        for key, item in mapping.items():
+            mapping[key] = int(item)
+
+
+def string_parameter(config: Any, key: str) -> str | None:
+    """A config `parameters { key: ... value: { string_value: ... } }` entry, or None."""
+    if key in config.parameters:
+        return str(config.parameters[key].string_value)
+    return None

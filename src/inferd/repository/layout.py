@@ -1,0 +1,55 @@
+"""The folders of a Triton-style model repository: `<repo>/<model>/<version>/<files>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferd.core.errors import InvalidArgument, NotFound
+from inferd.repository.config import ModelConfig, find_config_file, read_config_file
+
+
+@dataclass(slots=True)
+class ModelFolder:
+    """One model's folder as found on disk, before any backend looks at it."""
+
+    name: str
+    path: Path
+    config: Any  # ModelConfig
+    config_file: Path | None
+    versions: dict[int, Path]
+
+
+def check_model_name(name: str) -> None:
+    """Reject names that could escape the repository folder or hide files."""
+    if not name or name.startswith(".") or "/" in name or "\\" in name or "\x00" in name:
+        raise InvalidArgument(f"invalid model name '{name}'")
+
+
+def list_model_names(repository: Path) -> list[str]:
+    """Model folder names in a repository, sorted; hidden folders are ignored."""
+    if not repository.is_dir():
+        raise NotFound(f"model repository '{repository}' is not a folder")
+    return sorted(p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_model_folder(repository: Path, name: str) -> ModelFolder:
+    """Read one model's config file (empty config when none) and its numeric version folders."""
+    check_model_name(name)
+    path = repository / name
+    if not path.is_dir():
+        raise NotFound(f"model '{name}' is not in the repository")
+    config_file = find_config_file(path)
+    config = read_config_file(config_file) if config_file else ModelConfig()
+    if config.name and config.name != name:
+        raise InvalidArgument(
+            f"config name '{config.name}' does not match the model folder name '{name}'"
+        )
+    config.name = name
+    versions = {
+        int(child.name): child
+        for child in path.iterdir()
+        if child.is_dir() and child.name.isdigit() and int(child.name) > 0
+    }
+    return ModelFolder(name, path, config, config_file, versions)

@@ -1,0 +1,55 @@
+"""Checks of a complete model config, done once when the model loads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd.core.datatypes import from_config_datatype
+from inferd.core.errors import InvalidArgument
+from inferd.repository.config import ModelConfig
+
+_DATA_TYPE_NAME = (
+    ModelConfig.DESCRIPTOR.fields_by_name["input"]
+    .message_type.fields_by_name["data_type"]
+    .enum_type.values_by_number
+)
+
+
+def data_type_name(number: int) -> str:
+    """TYPE_* name of a model-config DataType number."""
+    value = _DATA_TYPE_NAME.get(number)
+    return value.name if value is not None else f"DataType({number})"
+
+
+def validate_config(config: Any) -> None:
+    """Raise `InvalidArgument` naming the first problem in a config about to be served."""
+    if config.max_batch_size < 0:
+        raise InvalidArgument("max_batch_size must be 0 or more")
+    if not config.input:
+        raise InvalidArgument("the config declares no inputs and none could be auto-completed")
+    if not config.output:
+        raise InvalidArgument("the config declares no outputs and none could be auto-completed")
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        names = [t.name for t in tensors]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InvalidArgument(f"{kind} names {duplicates} appear more than once")
+        for tensor in tensors:
+            _validate_tensor(kind, tensor)
+    for preferred in config.dynamic_batching.preferred_batch_size:
+        if not 0 < preferred <= config.max_batch_size:
+            raise InvalidArgument(
+                f"preferred_batch_size {preferred} must be between 1 and max_batch_size"
+            )
+
+
+def _validate_tensor(kind: str, tensor: Any) -> None:
+    if not tensor.name:
+        raise InvalidArgument(f"an {kind} has no name")
+    from_config_datatype(data_type_name(tensor.data_type))
+    if any(d < -1 for d in tensor.dims):
+        raise InvalidArgument(
+            f"{kind} '{tensor.name}' has a dimension below -1: {list(tensor.dims)}"
+        )
+    if tensor.HasField("reshape") and any(d < -1 for d in tensor.reshape.shape):
+        raise InvalidArgument(f"{kind} '{tensor.name}' has an invalid reshape")

@@ -1,0 +1,1 @@
+"""Schedulers: queue requests for one model version and hand work to its free instances."""

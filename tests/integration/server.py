@@ -1,0 +1,88 @@
+"""Start the real `inferd serve` in a subprocess on free loopback ports, and stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Every frontend logs "<service> service listening on [scheme://]host:port" once bound.
+_LISTENING = re.compile(r"(\S+) service listening on (?:\w+://)?([^\s:]+):(\d+)")
+_READY = "inferd is ready"
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    ports: dict[str, int] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def http_port(self) -> int:
+        return self.ports["HTTP"]
+
+    @property
+    def http_url(self) -> str:
+        """host:port, as tritonclient.http wants it."""
+        return f"127.0.0.1:{self.http_port}"
+
+    def log_text(self) -> str:
+        return "\n".join(self.log)
+
+
+def _pump(server: RunningServer, ready: threading.Event) -> None:
+    assert server.process.stderr is not None
+    for line in server.process.stderr:
+        server.log.append(line.rstrip())
+        match = _LISTENING.search(line)
+        if match:
+            server.ports[match.group(1)] = int(match.group(3))
+        if _READY in line:
+            ready.set()
+    ready.set()
+
+
+@contextmanager
+def running_server(
+    repository: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> Iterator[RunningServer]:
+    command = [
+        sys.executable, "-m", "inferd", "serve",
+        "--model-repository", str(repository), "--http-port", "0", *args,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    server = RunningServer(process)
+    ready = threading.Event()
+    pump = threading.Thread(target=_pump, args=(server, ready), daemon=True)
+    pump.start()
+    try:
+        if not ready.wait(timeout) or process.poll() is not None:
+            raise RuntimeError(f"inferd did not start:\n{server.log_text()}")
+        yield server
+    finally:
+        stop_server(server)
+        pump.join(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def stop_server(server: RunningServer, timeout: float = 30) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while server.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if server.process.poll() is None:
+            server.process.kill()
+    return server.process.wait()
