@@ -83,6 +83,18 @@ def mlp_model(path: Path, sizes: tuple[int, ...] = (256, 1024, 1024, 256), seed:
     _save(graph, path)
 
 
+def identity_model(path: Path, datatype: int, dims: list[int | str] | None = None) -> None:
+    """OUTPUT0 = INPUT0 for any ONNX tensor type, shape [batch, 4] unless `dims` says otherwise."""
+    shape = dims if dims is not None else ["batch", 4]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        "identity",
+        [helper.make_tensor_value_info("INPUT0", datatype, shape)],
+        [helper.make_tensor_value_info("OUTPUT0", datatype, shape)],
+    )
+    _save(graph, path)
+
+
 def write_example_repository(repository: Path) -> None:
     simple_model(repository / "simple" / "1" / "model.onnx")
     (repository / "simple" / "config.pbtxt").write_text(SIMPLE_CONFIG)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 # Every frontend logs "<service> service listening on [scheme://]host:port" once bound.
 _LISTENING = re.compile(r"(\S+) service listening on (?:\w+://)?([^\s:]+):(\d+)")
 _READY = "inferd is ready"
+_PORT_FLAGS = ("--grpc-port", "--metrics-port")
 
 
 @dataclass
@@ -34,6 +36,16 @@ class RunningServer:
         """host:port, as tritonclient.http wants it."""
         return f"127.0.0.1:{self.http_port}"
 
+    @property
+    def grpc_url(self) -> str:
+        """host:port, as tritonclient.grpc wants it."""
+        return f"127.0.0.1:{self.ports['gRPC']}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The Prometheus endpoint."""
+        return f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+
     def log_text(self) -> str:
         return "\n".join(self.log)
 
@@ -50,13 +62,24 @@ def _pump(server: RunningServer, ready: threading.Event) -> None:
     ready.set()
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 @contextmanager
 def running_server(
     repository: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> Iterator[RunningServer]:
     command = [
         sys.executable, "-m", "inferd", "serve",
-        "--model-repository", str(repository), "--http-port", "0", *args,
+        "--model-repository", str(repository), "--http-port", "0",
+        # For these flags 0 disables the service, so a free port is picked here instead.
+        *(arg for flag in _PORT_FLAGS if flag not in args for arg in (flag, str(free_port()))),
+        *args,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

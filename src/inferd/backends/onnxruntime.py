@@ -33,9 +33,9 @@ _CONFIG_TYPE_BY_ORT = {
     "tensor(float16)": "TYPE_FP16",
     "tensor(float)": "TYPE_FP32",
     "tensor(double)": "TYPE_FP64",
-    "tensor(bfloat16)": "TYPE_BF16",
     "tensor(string)": "TYPE_STRING",
 }
+_UNSUPPORTED_ORT_TYPES = frozenset({"tensor(bfloat16)"})
 _OPTIMIZATION_LEVELS = {"disable_all": 0, "basic": 1, "extended": 2, "all": 99}
 # Triton's optimization.graph.level: -1 basic, 0 (unset) everything, 1 extended.
 _TRITON_GRAPH_LEVELS = {-1: "basic", 0: "all", 1: "extended"}
@@ -146,6 +146,11 @@ def _complete_tensors(
     if fill_outputs:
         for tensor in outputs:
             _add_tensor(config.output.add(), tensor, skip)
+    unsupported = [t.name for t in [*inputs, *outputs] if t.type in _UNSUPPORTED_ORT_TYPES]
+    if unsupported:
+        raise InvalidArgument(
+            f"{unsupported}: BF16 tensors cannot cross ONNX Runtime's Python binding as numpy"
+        )
     _check_names("input", [t.name for t in config.input], [t.name for t in inputs])
     _check_names("output", [t.name for t in config.output], [t.name for t in outputs])
 

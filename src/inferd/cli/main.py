@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from inferd import __version__
-from inferd.cli import serve
+from inferd.cli import bench, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inferd {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(subparsers)
+    bench.add_parser(subparsers)
     return parser
 
 

@@ -8,16 +8,24 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import uvicorn
+from prometheus_client import make_asgi_app
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
+from inferd.core.observer import Observer
 from inferd.engine.engine import Engine, EngineSettings
 from inferd.engine.lifecycle import ModelState
 from inferd.engine.loader import LoadOptions
+from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
+from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.metrics.prometheus import PrometheusMetrics
+from inferd.metrics.statistics import Statistics
+from inferd.metrics.trace import TraceLog
 
 logger = logging.getLogger("inferd")
 
@@ -40,10 +48,43 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_engine(settings: ServerSettings) -> Engine:
+def build_engine(settings: ServerSettings, observers: Sequence[Observer] = ()) -> Engine:
     load = LoadOptions(settings.default_max_batch_size, settings.auto_complete_config)
-    engine_settings = EngineSettings(settings.model_repository, load, settings.strict_readiness)
-    return Engine(engine_settings, BackendRegistry())
+    engine_settings = EngineSettings(
+        settings.model_repository,
+        load,
+        settings.strict_readiness,
+        settings.model_control_mode,
+        settings.load_model,
+        settings.repository_poll_secs,
+    )
+    return Engine(engine_settings, BackendRegistry(), observers)
+
+
+def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+    return _UvicornServer(config)
+
+
+def _start_metrics(
+    metrics: PrometheusMetrics, settings: ServerSettings
+) -> tuple[_UvicornServer, asyncio.Task[None]] | None:
+    """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
+    if not settings.metrics_port:
+        return None
+    sock = bind_socket(settings.host, settings.metrics_port)
+    server = _uvicorn_server(make_asgi_app(metrics.registry()), settings)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    host, port = sock.getsockname()[:2]
+    logger.info("metrics service listening on http://%s:%d", host, port)
+    return server, task
 
 
 def _log_models(engine: Engine) -> None:
@@ -55,24 +96,50 @@ def _log_models(engine: Engine) -> None:
             logger.warning("model %s: %s %s", label, row.state.value, row.reason)
 
 
+async def _start_grpc(
+    engine: Engine,
+    statistics: Statistics,
+    shared_memory: SharedMemoryRegistry,
+    settings: ServerSettings,
+) -> Any:
+    """The started gRPC server, or None when `--grpc-port 0` disables it."""
+    if not settings.grpc_port:
+        return None
+    server, port = create_grpc_server(
+        engine,
+        statistics,
+        settings.host,
+        settings.grpc_port,
+        settings.grpc_max_message_bytes,
+        shared_memory,
+    )
+    await server.start()
+    logger.info("gRPC service listening on %s:%d", settings.host, port)
+    return server
+
+
 async def serve(settings: ServerSettings) -> None:
-    engine = build_engine(settings)
-    await engine.load_all()
+    statistics = Statistics()
+    metrics = PrometheusMetrics(statistics)
+    observers: list[Observer] = [statistics, metrics]
+    if settings.log_verbose:
+        observers.append(TraceLog())
+    engine = build_engine(settings, observers)
+    metrics.watch_pending(engine.pending_requests)
+    await engine.start()
     _log_models(engine)
 
+    shared_memory = SharedMemoryRegistry(enabled=settings.enable_shared_memory)
     http_socket = bind_socket(settings.host, settings.http_port)
-    config = uvicorn.Config(
-        HttpFrontend(engine, settings.http_max_body_bytes),
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    http_server = _uvicorn_server(
+        HttpFrontend(engine, settings.http_max_body_bytes, shared_memory, statistics=statistics),
+        settings,
     )
-    http_server = _UvicornServer(config)
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on http://%s:%d", host, port)
+    grpc_server = await _start_grpc(engine, statistics, shared_memory, settings)
+    metrics_server = _start_metrics(metrics, settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,8 +150,13 @@ async def serve(settings: ServerSettings) -> None:
 
     logger.info("stopping: finishing in-flight requests")
     http_server.should_exit = True
-    await http_task
+    grace = settings.shutdown_grace_seconds
+    await asyncio.gather(http_task, *([grpc_server.stop(grace)] if grpc_server else []))
+    shared_memory.close()
     await engine.stop()
+    if metrics_server is not None:
+        metrics_server[0].should_exit = True
+        await metrics_server[1]
     logger.info("stopped")
 
 

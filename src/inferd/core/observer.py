@@ -7,12 +7,16 @@ be cheap (counters, no I/O).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from inferd.core.types import Timestamps
 
 
 class Observer(Protocol):
+    def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
+        """The versions of a model now serving (empty: none); called after every (un)load."""
+
     def request_finished(
         self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
     ) -> None:
@@ -23,7 +27,10 @@ class Observer(Protocol):
         model_name: str,
         model_version: str,
         batch_size: int,
-        compute_start_ns: int,
-        compute_end_ns: int,
+        compute: Timestamps,
     ) -> None:
-        """One execution ran on an instance; `batch_size` counts rows over all its requests."""
+        """One execution ran on an instance; `batch_size` counts rows over all its requests.
+
+        Only the four compute marks of `compute` are set; they are shared by every request
+        of the batch.
+        """

@@ -21,13 +21,27 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class Timestamps:
-    """Monotonic nanosecond marks along a request's path (0 = not reached)."""
+    """Monotonic nanosecond marks along a request's path (0 = not reached).
+
+    The compute marks are Triton's: inputs are gathered between `compute_start` and
+    `compute_input_end`, the model runs until `compute_output_start`, and outputs are
+    split per request until `compute_end`.
+    """
 
     received: int = 0
     queued: int = 0
     compute_start: int = 0
+    compute_input_end: int = 0
+    compute_output_start: int = 0
     compute_end: int = 0
     sent: int = 0
+
+    def copy_compute(self, batch: Timestamps) -> None:
+        """Take the compute marks of the batch this request ran in."""
+        self.compute_start = batch.compute_start
+        self.compute_input_end = batch.compute_input_end
+        self.compute_output_start = batch.compute_output_start
+        self.compute_end = batch.compute_end
 
 
 @dataclass(slots=True)

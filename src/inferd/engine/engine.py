@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -11,14 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailable
+from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailable, Unsupported
 from inferd.core.observer import Observer
-from inferd.core.types import InferRequest, InferResponse
+from inferd.core.types import InferRequest, InferResponse, Timestamps
+from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
 from inferd.engine.lifecycle import ModelState, VersionStatus
 from inferd.engine.loader import LoadedVersion, LoadOptions, load_version
 from inferd.engine.validation import TensorSpec, apply_reshape, check_request
 from inferd.repository.config import config_from_dict
-from inferd.repository.layout import ModelFolder, list_model_names, read_model_folder
+from inferd.repository.layout import (
+    ModelFolder,
+    check_model_name,
+    list_model_names,
+    read_model_folder,
+)
+from inferd.repository.poller import Fingerprint
 from inferd.repository.versions import select_versions
 from inferd.scheduling.dynamic import BatchCallback
 
@@ -31,6 +39,9 @@ class EngineSettings:
     load: LoadOptions = field(default_factory=LoadOptions)
     # Triton's --strict-readiness: the server is ready only when every model asked for is.
     strict_readiness: bool = True
+    control_mode: ControlMode = ControlMode.NONE
+    startup_models: tuple[str, ...] = ()  # explicit mode: loaded at start ("*" = all)
+    poll_interval_s: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,10 @@ class Engine:
         self._registry = registry
         self._observers = tuple(observers)
         self._models: dict[str, _Model] = {}
+        self._unloaded: set[str] = set()  # unloaded on request: indexed as such, not UNKNOWN
+        # One load or unload at a time, so a reload never races another change of a model.
+        self._control_lock = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
         self._stopping = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -78,31 +93,97 @@ class Engine:
     def repository_model_names(self) -> list[str]:
         return list_model_names(self.settings.repository)
 
+    async def start(self) -> None:
+        """Load what the control mode asks for; in poll mode, then follow the repository."""
+        settings = self.settings
+        if settings.control_mode is ControlMode.EXPLICIT and "*" not in settings.startup_models:
+            for name in settings.startup_models:
+                check_model_name(name)  # a path-like --load-model is a usage error
+            for name in settings.startup_models:
+                await self._load_quietly(name)
+            return
+        known: dict[str, Fingerprint] = {}
+        if settings.control_mode is ControlMode.POLL:
+            known = await asyncio.to_thread(scan_repository, settings.repository)
+        await self.load_all()
+        if settings.control_mode is ControlMode.POLL:
+            poller = RepositoryPoller(
+                settings.repository,
+                settings.poll_interval_s,
+                known,
+                self._load_quietly,
+                self._unload_if_loaded,
+            )
+            self._poller = asyncio.create_task(poller.run(), name="repository-poller")
+
     async def load_all(self) -> None:
         """Load every model in the repository (Triton's `none` control mode)."""
         for name in await asyncio.to_thread(self.repository_model_names):
-            try:
-                await self.load_model(name)
-            except InferdError:
-                continue  # recorded as UNAVAILABLE with its reason; the other models still load
+            await self._load_quietly(name)
+
+    async def _load_quietly(self, name: str) -> None:
+        # A failure is logged and recorded as UNAVAILABLE with its reason; the others still load.
+        with contextlib.suppress(InferdError):
+            await self.load_model(name)
+
+    async def _unload_if_loaded(self, name: str) -> None:
+        if name in self._models:
+            await self.unload_model(name)
+
+    async def control_load(self, name: str, config_override: dict[str, Any] | None) -> None:
+        """The repository API's load (explicit mode only); `config_override` replaces the
+        model's config file (its JSON form)."""
+        self._check_explicit("load")
+        check_model_name(name)
+        await self.load_model(name, config_override)
+
+    async def control_unload(self, name: str) -> None:
+        """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
+        self._check_explicit("unload")
+        check_model_name(name)
+        if name in self._models:
+            await self.unload_model(name)
+        elif name not in await asyncio.to_thread(self.repository_model_names):
+            raise NotFound(f"model '{name}' is not in the repository")
+
+    def _check_explicit(self, action: str) -> None:
+        mode = self.settings.control_mode
+        if mode is not ControlMode.EXPLICIT:
+            raise Unsupported(
+                f"cannot {action} models in model control mode '{mode.value}'; "
+                "start the server with --model-control-mode explicit"
+            )
 
     async def load_model(self, name: str, config_override: dict[str, Any] | None = None) -> None:
         """(Re)load a model's versions; failures are recorded as UNAVAILABLE with their reason,
-        and raised when no version of the model could be served."""
-        self._models.setdefault(name, _Model()).statuses = [
-            VersionStatus(name, "", ModelState.LOADING)
-        ]
-        try:
-            folder = await asyncio.to_thread(read_model_folder, self.settings.repository, name)
-            if config_override is not None:
-                folder.config = config_from_dict(config_override, "config override")
-                folder.config.name = name
-        except InferdError as exc:
-            logger.error("model '%s' failed to load: %s", name, exc.message)
-            await self._replace(name, _Model(statuses=[_unavailable(name, "", exc.message)]))
-            raise
-        model = await self._load_versions(folder)
-        await self._replace(name, model)
+        and raised when no version of the model could be served.
+
+        A reload swaps atomically: the old versions keep serving until the new ones are
+        ready, then finish what they accepted. A failed reload keeps the old versions.
+        """
+        async with self._control_lock:
+            self._unloaded.discard(name)
+            current = self._models.get(name)
+            serving = current is not None and bool(current.versions)
+            if not serving:
+                self._models[name] = _Model(statuses=[VersionStatus(name, "", ModelState.LOADING)])
+            try:
+                folder = await asyncio.to_thread(read_model_folder, self.settings.repository, name)
+                if config_override is not None:
+                    folder.config = config_from_dict(config_override, "config override")
+                    folder.config.name = name
+            except InferdError as exc:
+                logger.error("model '%s' failed to load: %s", name, exc.message)
+                if not serving:
+                    # A name not in the repository leaves no trace in the index.
+                    failed = _Model(statuses=[_unavailable(name, "", exc.message)])
+                    await self._replace(name, None if isinstance(exc, NotFound) else failed)
+                raise
+            model = await self._load_versions(folder)
+            if model.versions or not serving or not folder.versions:
+                await self._replace(name, model)
+            else:
+                logger.error("model '%s' failed to reload; the loaded versions keep serving", name)
         if not model.versions:
             reasons = "; ".join(f"{s.version or '-'}: {s.reason}" for s in model.statuses)
             raise InvalidArgument(f"failed to load model '{name}': {reasons}")
@@ -151,15 +232,20 @@ class Engine:
         return model
 
     async def unload_model(self, name: str) -> None:
-        if name not in self._models:
-            raise NotFound(f"model '{name}' is not loaded")
-        await self._replace(name, None)
+        async with self._control_lock:
+            if name not in self._models:
+                raise NotFound(f"model '{name}' is not loaded")
+            self._unloaded.add(name)
+            await self._replace(name, None)
 
     async def _replace(self, name: str, model: _Model | None) -> None:
         """Swap a model's entry at once; the old versions finish what they accepted, then close."""
         old = self._models.pop(name, None)
         if model is not None:
             self._models[name] = model
+        versions = [str(v) for v in sorted(model.versions)] if model else []
+        for observer in self._observers:
+            observer.model_versions_changed(name, versions)
         if old is not None:
             for loaded in old.versions.values():
                 await self._close_version(loaded)
@@ -171,17 +257,20 @@ class Engine:
     async def stop(self) -> None:
         """Finish every accepted request, then unload everything."""
         self._stopping = True
-        for name in list(self._models):
-            await self._replace(name, None)
+        if self._poller is not None:
+            self._poller.cancel()
+        async with self._control_lock:
+            for name in list(self._models):
+                await self._replace(name, None)
 
     def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
         if not self._observers:
             return None
         observers = self._observers
 
-        def report(rows: int, start_ns: int, end_ns: int) -> None:
+        def report(rows: int, compute: Timestamps) -> None:
             for observer in observers:
-                observer.batch_executed(name, version, rows, start_ns, end_ns)
+                observer.batch_executed(name, version, rows, compute)
 
         return report
 
@@ -245,9 +334,22 @@ class Engine:
             names = set()
         for name in sorted(names | set(self._models)):
             model = self._models.get(name)
-            statuses = model.statuses if model else [VersionStatus(name, "", ModelState.UNKNOWN)]
+            if model is not None:
+                statuses = model.statuses
+            elif name in self._unloaded:
+                statuses = [_unavailable(name, "", "unloaded")]
+            else:
+                statuses = [VersionStatus(name, "", ModelState.UNKNOWN)]
             rows.extend(s for s in statuses if not ready_only or s.state is ModelState.READY)
         return rows
+
+    def pending_requests(self) -> list[tuple[str, str, int]]:
+        """(model, version, requests queued and not yet executing) for every serving version."""
+        return [
+            (name, str(number), loaded.scheduler.pending())
+            for name, model in self._models.items()
+            for number, loaded in model.versions.items()
+        ]
 
     # ---- inference -------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from inferd.instances.instance import ModelInstance
 from inferd.repository.config import ModelConfig
 from inferd.repository.validation import validate_config
 from inferd.scheduling.base import Scheduler
-from inferd.scheduling.dynamic import BatchCallback, BatchingSettings, DynamicBatcher
+from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
+from inferd.scheduling.settings import BatchingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def load_version(
     """Load one version; `on_batch` is told of every batch its scheduler runs."""
     backend = registry.resolve(config, [version_path])
     config = complete_config(config, version_path, backend, options)
+    batching = BatchingSettings.from_config(config)  # checked before anything is built
     loaded_model = backend.load(config, version_path)
     instances: list[ModelInstance] = []
     try:
@@ -120,9 +122,7 @@ def load_version(
         raise
     inputs = {t.name: TensorSpec.from_config(t) for t in config.input}
     outputs = {t.name: TensorSpec.from_config(t) for t in config.output}
-    scheduler = DynamicBatcher(
-        instances, BatchingSettings.from_config(config), list(outputs), on_batch
-    )
+    scheduler = DynamicBatcher(instances, batching, list(outputs), on_batch)
     return LoadedVersion(
         config.name, version, config, backend, inputs, outputs, instances, scheduler, loaded_model
     )

@@ -1,57 +1,35 @@
 """The dynamic batcher, which is also the default scheduler (with batching off, as in Triton).
 
-Requests wait in one queue per model version. Each instance runs a worker; a free worker
-takes the forming lock, gathers the next batch (shape-compatible requests from the head of
-the queue, up to `max_batch_size`, dispatched at once on reaching a preferred size or after
-`max_queue_delay_microseconds`), releases the lock so the next free worker can form the
-following batch, and executes. Each caller awaits its own future.
+Requests wait in one priority queue per model version (`queue.py`). Each instance runs a
+worker; a free worker takes the forming lock, gathers the next batch (shape-compatible
+requests in priority order, up to `max_batch_size`; sent at once when full, when a preferred
+size is reached, or when the next request cannot join; else after `max_queue_delay`, counted
+from the oldest request), releases the lock so the next free worker can form the following
+batch, and executes. Each caller awaits its own future.
+
+The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
+wakes it only when the arrivals since it slept could complete the batch, so a batch costs
+a few wake-ups however many requests it gathers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from inferd.core.errors import InferdError, Internal, Unavailable
-from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import ModelInstance
+from inferd.core.types import Array, InferRequest, Timestamps
+from inferd.instances.instance import ExecutionResult, ModelInstance
+from inferd.scheduling.adaptive import SloController
+from inferd.scheduling.ordering import ResponseOrder, Slot
+from inferd.scheduling.queue import Pending, PriorityQueue
+from inferd.scheduling.settings import BatchingSettings
 
-BatchCallback = Callable[[int, int, int], None]  # rows, compute start ns, compute end ns
-
-
-@dataclass(frozen=True, slots=True)
-class BatchingSettings:
-    max_batch_size: int
-    enabled: bool
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_ns: int = 0
-
-    @classmethod
-    def from_config(cls, config: Any) -> BatchingSettings:
-        enabled = config.max_batch_size > 0 and config.HasField("dynamic_batching")
-        dynamic = config.dynamic_batching
-        return cls(
-            max_batch_size=config.max_batch_size,
-            enabled=enabled,
-            preferred_batch_sizes=tuple(sorted(set(dynamic.preferred_batch_size))),
-            max_queue_delay_ns=int(dynamic.max_queue_delay_microseconds) * 1000,
-        )
-
-
-@dataclass(slots=True)
-class _Pending:
-    request: InferRequest
-    rows: int
-    signature: tuple[Any, ...]
-    future: asyncio.Future[dict[str, Array]]
-    enqueued_ns: int
+BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -71,11 +49,32 @@ class DynamicBatcher:
         self._settings = settings
         self._output_names = list(output_names)
         self._on_batch = on_batch
-        self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
+        self._queue = PriorityQueue(settings)
         self._forming = asyncio.Lock()
+        self._forming_count = 0
+        self._order = ResponseOrder() if settings.preserve_ordering else None
+        self._slo = (
+            SloController(
+                settings.latency_slo_ns,
+                settings.max_queue_delay_ns,
+                settings.max_batch_size,
+                time.monotonic_ns(),
+            )
+            if settings.latency_slo_ns
+            else None
+        )
+        # The forming worker's sleep: woken by its deadline, or by `submit` once `_wake_rows`
+        # more rows (or a request of another shape) arrived.
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_rows = 0
+        self._wake_signature: tuple[Any, ...] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    @property
+    def slo(self) -> SloController | None:
+        """The adaptive controller when the model sets a latency target (for tests and docs)."""
+        return self._slo
 
     def start(self) -> None:
         self._workers = [
@@ -84,94 +83,169 @@ class DynamicBatcher:
         ]
 
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._forming_count
 
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
             raise Unavailable(f"model '{request.model_name}' is being unloaded")
+        pending = self._enqueue(request)
+        waiter = self._waiter
+        if waiter is not None:
+            self._wake_rows -= pending.rows
+            if self._wake_rows <= 0 or pending.signature != self._wake_signature:
+                self._wake()
+        return await pending.future
+
+    def _enqueue(self, request: InferRequest) -> Pending:
+        settings = self._settings
         now = time.monotonic_ns()
         request.timestamps.queued = now
-        rows = request.batch_size() if self._settings.max_batch_size > 0 else 1
-        future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(request, rows, _signature(request), future, now))
-        self._wakeup.set()
-        return await future
+        loop = asyncio.get_running_loop()
+        if not settings.enabled:
+            rows = request.batch_size() if settings.max_batch_size > 0 else 1
+            pending = Pending(request, rows, (), loop.create_future(), now)
+            self._queue.push(pending)
+            return pending
+        level = settings.level_index(request.parameters)
+        timeout = self._queue.policy(level).timeout_ns(request.parameters)
+        pending = Pending(
+            request, request.batch_size(), _signature(request), loop.create_future(), now, level
+        )
+        self._queue.push(pending)
+        if timeout:
+            pending.deadline_ns = now + timeout
+            if not self._queue.policy(level).delay_on_timeout:
+                pending.timer = loop.call_later(timeout / 1e9, self._queue.expire, pending)
+        return pending
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wakeup.set()
+        self._wake()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _worker(self, instance: ModelInstance) -> None:
         while True:
+            slot: Slot | None = None
             async with self._forming:
                 batch = await self._next_batch()
+                if self._order is not None and batch:
+                    slot = self._order.reserve()
             if not batch:
                 return
-            await self._execute(instance, batch)
+            await self._execute(instance, batch, slot)
 
-    async def _next_batch(self) -> list[_Pending]:
-        while not self._queue:
-            if self._stopping:
-                return []
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        if not self._settings.enabled:
-            return [self._queue.popleft()]
-        deadline = self._queue[0].enqueued_ns + self._settings.max_queue_delay_ns
-        while True:
-            count, ready = self._candidate()
-            remaining = deadline - time.monotonic_ns()
-            if ready or remaining <= 0 or self._stopping:
-                return [self._queue.popleft() for _ in range(count)]
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
-
-    def _candidate(self) -> tuple[int, bool]:
-        """(requests from the head that would form the batch now, whether to send it at once)."""
+    async def _next_batch(self) -> list[Pending]:
+        """The next batch to run, or [] once stopping with nothing left."""
         settings = self._settings
-        head = self._queue[0]
+        slo = self._slo
+        max_rows = 1 if not settings.enabled else slo.batch_cap if slo else settings.max_batch_size
+        delay = slo.delay_ns if slo else settings.max_queue_delay_ns
+        batch: list[Pending] = []
         rows = 0
-        count = 0
-        preferred_count = 0
-        for pending in self._queue:
-            if pending.signature != head.signature or rows + pending.rows > settings.max_batch_size:
-                break
-            rows += pending.rows
-            count += 1
-            if rows in settings.preferred_batch_sizes:
-                preferred_count = count
-        if rows >= settings.max_batch_size or count < len(self._queue):
-            return count, True  # full, or the next request cannot join this batch anyway
-        if preferred_count:
-            return preferred_count, True
-        return count, False
-
-    async def _execute(self, instance: ModelInstance, batch: list[_Pending]) -> None:
-        batch = [pending for pending in batch if not pending.future.done()]
-        if not batch:
-            return
         try:
-            result = await instance.execute(_stack_inputs(batch), self._batch_outputs(batch))
-            per_request = self._split(batch, result.outputs)
-        except InferdError as exc:
-            _fail(batch, exc)
+            while True:
+                now = time.monotonic_ns()
+                rows, blocked = self._queue.fill(batch, rows, max_rows, now)
+                self._forming_count = len(batch)
+                if not batch:
+                    if self._stopping:
+                        return batch
+                    await self._sleep(None, 1, None)
+                    continue
+                deadline = batch[0].enqueued_ns + delay
+                if blocked or rows >= max_rows or now >= deadline or self._stopping:
+                    return batch
+                cut = _preferred_cut(batch, settings.preferred_batch_sizes)
+                if cut:
+                    self._queue.give_back(batch[cut:])
+                    return batch[:cut]
+                await self._sleep(deadline, self._rows_to_wake(rows, max_rows), batch[0].signature)
+        finally:
+            self._forming_count = 0
+
+    def _rows_to_wake(self, rows: int, max_rows: int) -> int:
+        """Rows that must arrive before the batch could be sent: the next preferred or full."""
+        for size in self._settings.preferred_batch_sizes:
+            if size > rows:
+                return min(size, max_rows) - rows
+        return max_rows - rows
+
+    async def _sleep(
+        self, deadline_ns: int | None, wake_rows: int, signature: tuple[Any, ...] | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        self._wake_rows = wake_rows
+        self._wake_signature = signature
+        timer = None
+        if deadline_ns is not None:
+            timer = loop.call_later((deadline_ns - time.monotonic_ns()) / 1e9, self._wake)
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _execute(
+        self, instance: ModelInstance, batch: list[Pending], slot: Slot | None
+    ) -> None:
+        for pending in batch:
+            if pending.timer is not None:
+                pending.timer.cancel()
+        live = [pending for pending in batch if not pending.future.done()]
+        if not live:  # every request timed out or was abandoned while the batch formed
+            self._finish(slot, _nothing)
             return
-        except Exception as exc:  # a fault of ours, not the client's: report it, keep serving
-            _fail(batch, Internal(f"batch execution failed: {exc}"))
+        compute = Timestamps(compute_start=time.monotonic_ns())
+        try:
+            result = await instance.execute(_stack_inputs(live), self._batch_outputs(live))
+            per_request = self._split(live, result.outputs)
+        except Exception as exc:
+            # Not InferdError: a fault of ours, not the client's; report it, keep serving.
+            error = exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
+            self._finish(slot, lambda: _fail(live, error))
             return
+        self._finish(slot, lambda: self._deliver(live, per_request, compute, result))
+
+    def _finish(self, slot: Slot | None, deliver: Callable[[], None]) -> None:
+        if slot is None:
+            deliver()
+        else:
+            assert self._order is not None  # a slot is only handed out when ordering
+            self._order.complete(slot, deliver)
+
+    def _deliver(
+        self,
+        batch: list[Pending],
+        per_request: list[dict[str, Array]],
+        compute: Timestamps,
+        result: ExecutionResult,
+    ) -> None:
+        compute.compute_input_end = result.compute_start_ns
+        compute.compute_output_start = result.compute_end_ns
+        compute.compute_end = end = time.monotonic_ns()
+        rows = sum(p.rows for p in batch)
         if self._on_batch is not None:
-            self._on_batch(
-                sum(p.rows for p in batch), result.compute_start_ns, result.compute_end_ns
-            )
+            self._on_batch(rows, compute)
         for pending, outputs in zip(batch, per_request, strict=True):
-            pending.request.timestamps.compute_start = result.compute_start_ns
-            pending.request.timestamps.compute_end = result.compute_end_ns
+            pending.request.timestamps.copy_compute(compute)
             if not pending.future.done():
                 pending.future.set_result(outputs)
+        if self._slo is not None:
+            latencies = [end - (p.request.timestamps.received or p.enqueued_ns) for p in batch]
+            execution = result.compute_end_ns - result.compute_start_ns
+            self._slo.record(latencies, rows, execution, end)
 
-    def _batch_outputs(self, batch: list[_Pending]) -> list[str]:
+    def _batch_outputs(self, batch: list[Pending]) -> list[str]:
         wanted: set[str] = set()
         for pending in batch:
             requested = pending.request.outputs
@@ -180,7 +254,7 @@ class DynamicBatcher:
             wanted.update(output.name for output in requested)
         return [name for name in self._output_names if name in wanted]
 
-    def _split(self, batch: list[_Pending], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+    def _split(self, batch: list[Pending], outputs: dict[str, Array]) -> list[dict[str, Array]]:
         if len(batch) == 1:
             return [_select(batch[0].request, outputs)]
         total = sum(p.rows for p in batch)
@@ -196,7 +270,24 @@ class DynamicBatcher:
         return split
 
 
-def _stack_inputs(batch: list[_Pending]) -> dict[str, Array]:
+def _nothing() -> None:
+    pass
+
+
+def _preferred_cut(batch: list[Pending], preferred: tuple[int, ...]) -> int:
+    """How many requests from the head make the largest preferred size reached (0: none)."""
+    if not preferred:
+        return 0
+    rows = 0
+    cut = 0
+    for count, pending in enumerate(batch, 1):
+        rows += pending.rows
+        if rows in preferred:
+            cut = count
+    return cut
+
+
+def _stack_inputs(batch: list[Pending]) -> dict[str, Array]:
     first = batch[0].request.inputs
     if len(batch) == 1:
         return first
@@ -209,7 +300,6 @@ def _select(request: InferRequest, outputs: dict[str, Array]) -> dict[str, Array
     return {o.name: outputs[o.name] for o in request.outputs}
 
 
-def _fail(batch: list[_Pending], error: InferdError) -> None:
+def _fail(batch: list[Pending], error: InferdError) -> None:
     for pending in batch:
-        if not pending.future.done():
-            pending.future.set_exception(error)
+        pending.fail(error)

@@ -8,6 +8,9 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
     GET  /v2/models/{m}[/versions/{v}]/config
     POST /v2/models/{m}[/versions/{v}]/infer
     POST /v2/repository/index
+    POST /v2/repository/models/{m}/load | unload   (explicit model control mode)
+    GET  /v2/models[/{m}[/versions/{v}]]/stats      (statistics extension)
+    GET|POST /v2/systemsharedmemory/... and /v2/cudasharedmemory/...   (http/shared_memory.py)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -27,10 +31,15 @@ from inferd.core.errors import (
     NotFound,
     PayloadTooLarge,
     Unavailable,
+    Unsupported,
 )
 from inferd.engine.engine import Engine, ModelMetadata
+from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
+from inferd.frontends.http.model_control import config_override, statistics_target
+from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
+from inferd.metrics.statistics import Statistics, statistics_document
 from inferd.repository.config import config_to_dict
 
 Scope = dict[str, Any]
@@ -57,11 +66,21 @@ class MethodNotAllowed(InvalidArgument):
 class HttpFrontend:
     """ASGI app serving the V2 protocol for one engine."""
 
-    def __init__(self, engine: Engine, max_body_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_body_bytes: int = 256 * 1024 * 1024,
+        shared_memory: SharedMemoryRegistry = DISABLED,
+        statistics: Statistics | None = None,
+    ) -> None:
         self._engine = engine
+        self._statistics = statistics
         self._max_body_bytes = max_body_bytes
+        self._shared_memory = shared_memory
+        extensions = EXTENSIONS + (["system_shared_memory"] if shared_memory.enabled else [])
+        extensions += ["statistics"] if statistics is not None else []
         self._server_metadata = orjson.dumps(
-            {"name": "inferd", "version": __version__, "extensions": EXTENSIONS}
+            {"name": "inferd", "version": __version__, "extensions": extensions}
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,11 +97,14 @@ class HttpFrontend:
             await _respond_json(send, 500, {"error": f"internal error: {exc!r}"})
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        parts = scope["path"].strip("/").split("/")
+        parts = _path_parts(scope)
         if not parts or parts[0] != "v2":
             raise NotFound(f"no route for {scope['path']}")
         method = scope["method"]
-        if len(parts) >= 3 and parts[1] == "models":
+        if len(parts) >= 3 and parts[1] == "models" and parts[-1] == "stats":
+            _expect(method, "GET")
+            await self._statistics_route(send, parts[2:-1])
+        elif len(parts) >= 3 and parts[1] == "models":
             await self._model_route(scope, receive, send, method, parts[2:])
         elif parts == ["v2"]:
             _expect(method, "GET")
@@ -94,6 +116,15 @@ class HttpFrontend:
         elif parts[1:] == ["repository", "index"]:
             _expect(method, "POST")
             await self._repository_index(scope, receive, send)
+        elif len(parts) == 5 and parts[1:3] == ["repository", "models"]:
+            _expect(method, "POST")
+            await self._model_control(scope, receive, send, parts[3], parts[4])
+        elif len(parts) >= 3 and parts[1] in shm_routes.KINDS:
+            _expect(method, shm_routes.method_for(parts[-1]))
+            body = await self._read_body(receive, _headers(scope))
+            document = loads(body) if body.strip() else None
+            answer = shm_routes.handle(self._shared_memory, parts[1], parts[2:], document)
+            await _respond(send, 200, b"" if answer is None else orjson.dumps(answer))
         else:
             raise NotFound(f"no route for {scope['path']}")
 
@@ -135,11 +166,15 @@ class HttpFrontend:
         body = await self._read_body(receive, headers)
         header_length = headers.get(HEADER_LENGTH)
         request = decode_infer_request(
-            body, _header_int(header_length) if header_length is not None else None, model, version
+            body,
+            _header_int(header_length) if header_length is not None else None,
+            model,
+            version,
+            self._shared_memory,
         )
         request.timestamps.received = received
         response = await self._engine.infer(request)
-        payload, json_length = encode_infer_response(response, request)
+        payload, json_length = encode_infer_response(response, request, self._shared_memory)
         if json_length is None:
             await _respond(send, 200, payload)
         else:
@@ -159,6 +194,26 @@ class HttpFrontend:
             for row in rows
         ]
         await _respond(send, 200, orjson.dumps(index))
+
+    async def _statistics_route(self, send: Send, rest: list[str]) -> None:
+        if self._statistics is None:
+            raise Unsupported("the statistics extension is not enabled on this server")
+        model, version = statistics_target(rest)
+        snapshot = self._statistics.snapshot(model, version)
+        await _respond(send, 200, orjson.dumps(statistics_document(snapshot)))
+
+    async def _model_control(
+        self, scope: Scope, receive: Receive, send: Send, model: str, action: str
+    ) -> None:
+        if action not in ("load", "unload"):
+            raise NotFound(f"no route for {scope['path']}")
+        body = await self._read_body(receive, _headers(scope))
+        document = loads(body) if body.strip() else None
+        if action == "load":
+            await self._engine.control_load(model, config_override(document))
+        else:
+            await self._engine.control_unload(model)
+        await _respond(send, 200, b"")
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes
@@ -195,6 +250,13 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"decompressed body is larger than the {limit}-byte limit")
     return data
+
+
+def _path_parts(scope: Scope) -> list[str]:
+    """Path segments, each percent-decoded on its own: an encoded "/" stays inside its segment,
+    so a model named "../x" reaches the handler (and is refused there) instead of routing."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return [unquote(part) for part in raw.decode("latin-1").strip("/").split("/")]
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

@@ -16,14 +16,20 @@ import orjson
 from inferd.core.datatypes import (
     BYTES,
     as_bytes,
-    deserialize_bytes,
-    element_size,
     numpy_dtype,
-    serialize_bytes,
     v2_datatype,
 )
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
+from inferd.frontends.shared_memory import (
+    DISABLED,
+    REGION,
+    SharedMemoryRegistry,
+    read_tensor,
+    tensor_location,
+    write_tensor,
+)
+from inferd.frontends.tensors import array_from_bytes, raw_bytes
 
 _JSON_KINDS_ALLOWED = {"b": "b", "i": "iub", "u": "iub", "f": "iubf"}
 
@@ -36,7 +42,11 @@ def loads(data: bytes | memoryview, what: str = "request") -> Any:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str,
+    shared_memory: SharedMemoryRegistry = DISABLED,
 ) -> InferRequest:
     header: bytes | memoryview
     if header_length is None:
@@ -52,7 +62,7 @@ def decode_infer_request(
     document = loads(header)
     if not isinstance(document, dict):
         raise InvalidArgument("the inference request must be a JSON object")
-    inputs = _decode_inputs(document.get("inputs"), binary)
+    inputs = _decode_inputs(document.get("inputs"), binary, shared_memory)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")
@@ -61,7 +71,7 @@ def decode_infer_request(
         model_version=model_version,
         inputs=inputs,
         id=request_id,
-        outputs=_decode_outputs(document.get("outputs")),
+        outputs=_decode_outputs(document.get("outputs"), shared_memory),
         parameters=_parameters(document, "request"),
     )
 
@@ -75,7 +85,9 @@ def _parameters(item: dict[str, Any], owner: str) -> dict[str, Any]:
     return parameters
 
 
-def _decode_inputs(items: Any, binary: memoryview) -> dict[str, Array]:
+def _decode_inputs(
+    items: Any, binary: memoryview, shared_memory: SharedMemoryRegistry
+) -> dict[str, Array]:
     if not isinstance(items, list) or not items:
         raise InvalidArgument("'inputs' must be a non-empty list")
     inputs: dict[str, Array] = {}
@@ -88,26 +100,52 @@ def _decode_inputs(items: Any, binary: memoryview) -> dict[str, Array]:
             raise InvalidArgument(f"input '{name}' appears more than once")
         parameters = _parameters(item, f"input '{name}'")
         size = parameters.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise InvalidArgument(
-                    f"input '{name}': binary_data_size must be a non-negative integer"
-                )
-            if offset + size > len(binary):
-                raise InvalidArgument(
-                    f"input '{name}': binary_data_size {size} runs past the end of the binary data"
-                )
-            inputs[name] = array_from_bytes(binary[offset : offset + size], name, datatype, shape)
+        if REGION in parameters:
+            header = (name, datatype, shape)
+            inputs[name] = _shared_memory_input(item, header, parameters, shared_memory)
+        elif size is not None:
+            inputs[name] = _binary_input(binary, offset, size, name, datatype, shape)
             offset += size
         elif "data" in item:
             inputs[name] = _array_from_json(item["data"], name, datatype, shape)
         else:
-            raise InvalidArgument(f"input '{name}' has neither 'data' nor binary_data_size")
+            raise InvalidArgument(
+                f"input '{name}' has no 'data', binary_data_size or shared_memory_region"
+            )
     if offset != len(binary):
         raise InvalidArgument(
             f"the body holds {len(binary) - offset} bytes of binary data no input claims"
         )
     return inputs
+
+
+def _binary_input(
+    binary: memoryview, offset: int, size: Any, name: str, datatype: str, shape: list[int]
+) -> Array:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidArgument(f"input '{name}': binary_data_size must be a non-negative integer")
+    if offset + size > len(binary):
+        raise InvalidArgument(
+            f"input '{name}': binary_data_size {size} runs past the end of the binary data"
+        )
+    return array_from_bytes(binary[offset : offset + size], name, datatype, shape)
+
+
+def _shared_memory_input(
+    item: dict[str, Any],
+    header: tuple[str, str, list[int]],
+    parameters: dict[str, Any],
+    shared_memory: SharedMemoryRegistry,
+) -> Array:
+    """The input copied out of the shared-memory region its parameters name."""
+    name, datatype, shape = header
+    location = tensor_location(parameters, f"input '{name}'")
+    if location is None or "data" in item or "binary_data_size" in parameters:
+        raise InvalidArgument(
+            f"input '{name}' must set only one of 'data', 'binary_data_size' and "
+            "'shared_memory_region'"
+        )
+    return read_tensor(shared_memory, location, name, datatype, shape)
 
 
 def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
@@ -124,20 +162,6 @@ def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
     ):
         raise InvalidArgument(f"input '{name}': 'shape' must be a list of non-negative integers")
     return name, datatype, shape
-
-
-def array_from_bytes(data: memoryview, name: str, datatype: str, shape: list[int]) -> Array:
-    """A tensor viewing raw little-endian bytes (BYTES: length-prefixed elements)."""
-    count = math.prod(shape)
-    if datatype == BYTES:
-        return deserialize_bytes(data, count).reshape(shape)
-    expected = count * element_size(datatype)
-    if len(data) != expected:
-        raise InvalidArgument(
-            f"input '{name}' has {len(data)} bytes of data, but shape {shape} of {datatype} "
-            f"needs {expected}"
-        )
-    return np.frombuffer(data, dtype=numpy_dtype(datatype)).reshape(shape)
 
 
 def _array_from_json(data: Any, name: str, datatype: str, shape: list[int]) -> Array:
@@ -182,7 +206,9 @@ def _bytes_from_json(data: list[Any]) -> Array:
     return out
 
 
-def _decode_outputs(items: Any) -> list[RequestedOutput] | None:
+def _decode_outputs(
+    items: Any, shared_memory: SharedMemoryRegistry
+) -> list[RequestedOutput] | None:
     if items is None:
         return None
     if not isinstance(items, list):
@@ -191,12 +217,19 @@ def _decode_outputs(items: Any) -> list[RequestedOutput] | None:
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument("each requested output needs a string 'name'")
-        outputs.append(RequestedOutput(item["name"], _parameters(item, f"output '{item['name']}'")))
+        what = f"output '{item['name']}'"
+        parameters = _parameters(item, what)
+        location = tensor_location(parameters, what)
+        if location is not None:  # fail before inference, as Triton does
+            shared_memory.check(location)
+        outputs.append(RequestedOutput(item["name"], parameters))
     return outputs
 
 
 def encode_infer_response(
-    response: InferResponse, request: InferRequest
+    response: InferResponse,
+    request: InferRequest,
+    shared_memory: SharedMemoryRegistry = DISABLED,
 ) -> tuple[bytes, int | None]:
     """(body, JSON header length when binary data follows it, else None)."""
     binary_default = bool(request.parameters.get("binary_data_output", False))
@@ -206,7 +239,12 @@ def encode_infer_response(
     for name, array in response.outputs.items():
         datatype = v2_datatype(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if bool(requested.get(name, {}).get("binary_data", binary_default)):
+        parameters = requested.get(name, {})
+        location = tensor_location(parameters, f"output '{name}'")
+        if location is not None:  # reported without data, as Triton does
+            write_tensor(shared_memory, location, name, array, datatype)
+            entry["parameters"] = location.parameters()
+        elif bool(parameters.get("binary_data", binary_default)):
             raw = raw_bytes(array, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
@@ -226,14 +264,6 @@ def encode_infer_response(
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def raw_bytes(array: Array, datatype: str) -> bytes | memoryview:
-    """A tensor's wire bytes: row-major little-endian, BYTES length-prefixed."""
-    if datatype == BYTES:
-        return serialize_bytes(array)
-    raw: Any = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-    return memoryview(raw)
 
 
 def _json_data(array: Array, datatype: str) -> Any:

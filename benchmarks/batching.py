@@ -1,0 +1,255 @@
+"""Dynamic batching on the example MLP (256->1024->1024->256 FP32), next to raw ONNX Runtime.
+
+    python benchmarks/batching.py                 # compare: concurrency 16, no batching vs
+                                                  # dynamic batching (1 and 2 instances)
+    python benchmarks/batching.py --mode target   # server pinned to core 0, client on core 1,
+                                                  # concurrency 32, 1 instance, ratio to ORT b16
+    python benchmarks/batching.py --mode slo      # fixed delays vs the adaptive SLO batcher
+
+Clients are tritonclient.http (binary tensors), one gevent greenlet per concurrent request,
+each sending batch-1 requests back to back. Raw ONNX Runtime runs in this process with one
+intra-op thread (pinned like the server when pinning). Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))
+
+import gevent  # noqa: E402  (tritonclient.http runs on gevent)
+import onnxruntime as ort  # noqa: E402
+import tritonclient.http as httpclient  # noqa: E402
+from tests.integration.server import running_server  # noqa: E402
+
+import generate_models  # noqa: E402
+
+WIDTH = 256
+CONFIG = """\
+name: "mlp"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+input [ {{ name: "input", data_type: TYPE_FP32, dims: [ {width} ] }} ]
+output [ {{ name: "output", data_type: TYPE_FP32, dims: [ {width} ] }} ]
+instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]
+parameters {{ key: "intra_op_thread_count" value {{ string_value: "1" }} }}
+{extra}
+"""
+
+
+@dataclass(frozen=True)
+class Setup:
+    label: str
+    instances: int = 1
+    batching: str = ""  # the dynamic_batching block, "" for none
+    slo_ms: float = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    concurrency: int
+    throughput: float  # samples per second
+    p50_ms: float
+    p99_ms: float
+    # Samples per CPU-second the server (or ORT thread) used: what one dedicated core would
+    # give, less sensitive than wall time to other work on a shared machine.
+    per_cpu_second: float = 0.0
+
+
+def write_repository(root: Path, setup: Setup, max_batch_size: int) -> Path:
+    repository = root / setup.label.replace(" ", "_")
+    generate_models.mlp_model(repository / "mlp" / "1" / "model.onnx")
+    extra = setup.batching
+    if setup.slo_ms:
+        extra += (
+            '\nparameters { key: "inferd.latency_slo_ms" '
+            f'value {{ string_value: "{setup.slo_ms}" }} }}'
+        )
+    config = CONFIG.format(
+        max_batch_size=max_batch_size, width=WIDTH, instances=setup.instances, extra=extra
+    )
+    (repository / "mlp" / "config.pbtxt").write_text(config)
+    return repository
+
+
+@contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run the block (and the processes it starts) on `cpus`, then restore this process."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def load(url: str, concurrency: int, seconds: float, label: str) -> Result:
+    """Closed loop: `concurrency` greenlets each send batch-1 requests back to back."""
+    client = httpclient.InferenceServerClient(url, concurrency=concurrency)
+    rng = np.random.default_rng(0)
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop_at = 0.0
+
+    def one_client(index: int) -> None:
+        data = rng.standard_normal((1, WIDTH)).astype(np.float32) + index
+        infer_input = httpclient.InferInput("input", [1, WIDTH], "FP32")
+        infer_input.set_data_from_numpy(data, binary_data=True)
+        outputs = [httpclient.InferRequestedOutput("output", binary_data=True)]
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            try:
+                client.infer("mlp", [infer_input], outputs=outputs)
+            except Exception as exc:  # counted and shown: a benchmark reports, it doesn't stop
+                errors.append(repr(exc))
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    begin = time.perf_counter()
+    stop_at = begin + seconds
+    gevent.joinall([gevent.spawn(one_client, i) for i in range(concurrency)])
+    elapsed = time.perf_counter() - begin
+    client.close()
+    if errors:
+        print(f"  {label}: {len(errors)} errors, first: {errors[0]}")
+    ms = np.asarray(latencies) * 1e3
+    return Result(
+        label, concurrency, len(latencies) / elapsed, *np.percentile(ms, [50, 99]).tolist()
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve_and_load(
+    root: Path, setup: Setup, concurrency: int, seconds: float, server_cpus: set[int] | None
+) -> Result:
+    repository = write_repository(root, setup, max_batch_size=32)
+    with ExitStack() as stack:
+        with pinned(server_cpus):  # the server process inherits the pinning
+            running = stack.enter_context(running_server(repository))
+        client_cpus = None if server_cpus is None else set(os.sched_getaffinity(0)) - server_cpus
+        with pinned(client_cpus or None):
+            load(running.http_url, concurrency, 0.5, setup.label)  # warm-up
+            before = cpu_seconds(running.process.pid)
+            result = load(running.http_url, concurrency, seconds, setup.label)
+            used = cpu_seconds(running.process.pid) - before
+        samples = result.throughput * seconds
+        return replace(result, per_cpu_second=samples / used if used else 0.0)
+
+
+def raw_onnxruntime(root: Path, batch: int, seconds: float, cpus: set[int] | None) -> Result:
+    path = root / "raw" / "model.onnx"
+    generate_models.mlp_model(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    with pinned(cpus):
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {"input": np.random.default_rng(0).standard_normal((batch, WIDTH), np.float32)}
+        for _ in range(20):
+            session.run(None, feed)
+        latencies = []
+        begin, begin_cpu = time.perf_counter(), time.thread_time()
+        while time.perf_counter() - begin < seconds:
+            start = time.perf_counter()
+            session.run(None, feed)
+            latencies.append(time.perf_counter() - start)
+        elapsed, cpu = time.perf_counter() - begin, time.thread_time() - begin_cpu
+    ms = np.asarray(latencies) * 1e3
+    samples = len(latencies) * batch
+    return Result(
+        f"raw onnxruntime batch {batch}",
+        1,
+        samples / elapsed,
+        *np.percentile(ms, [50, 99]).tolist(),
+        per_cpu_second=samples / cpu,
+    )
+
+
+def print_table(results: list[Result], reference: Result) -> None:
+    """`x ORT16`: wall-clock samples/s over raw ORT at batch 16; `cpu x ORT16`: the same per
+    CPU-second used (server process vs the ORT thread)."""
+    print(
+        f"{'setup':<44} {'conc':>4} {'samples/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'x ORT16':>8} {'per cpu-s':>10} {'cpu x ORT16':>11}"
+    )
+    for r in results:
+        print(
+            f"{r.label:<44} {r.concurrency:>4} {r.throughput:>10.0f} {r.p50_ms:>8.2f} "
+            f"{r.p99_ms:>8.2f} {r.throughput / reference.throughput:>8.3f} "
+            f"{r.per_cpu_second:>10.0f} {r.per_cpu_second / reference.per_cpu_second:>11.3f}"
+        )
+
+
+DYNAMIC = "dynamic_batching { max_queue_delay_microseconds: 0 }"
+
+
+def compare(root: Path, seconds: float, concurrency: int) -> None:
+    setups = [
+        Setup("no batching, 1 instance"),
+        Setup("dynamic batching, 1 instance", 1, DYNAMIC),
+        Setup("dynamic batching, 2 instances", 2, DYNAMIC),
+    ]
+    results = [raw_onnxruntime(root, b, seconds, None) for b in (1, 16)]
+    results += [serve_and_load(root, s, concurrency, seconds, None) for s in setups]
+    print_table(results, results[1])
+
+
+def target(root: Path, seconds: float, concurrency: int) -> None:
+    results = [raw_onnxruntime(root, b, seconds, {0}) for b in (1, 16)]
+    setup = Setup("dynamic batching, 1 instance, server on cpu 0", 1, DYNAMIC)
+    results.append(serve_and_load(root, setup, concurrency, seconds, {0}))
+    print_table(results, results[1])
+
+
+def slo(root: Path, seconds: float, concurrencies: list[int]) -> None:
+    long_delay = "dynamic_batching { max_queue_delay_microseconds: 20000 }"
+    setups = [
+        Setup("delay 0", 1, DYNAMIC),
+        Setup("fixed delay 20 ms", 1, long_delay),
+        Setup("adaptive, slo 5 ms, delay <= 20 ms", 1, long_delay, slo_ms=5),
+    ]
+    reference = raw_onnxruntime(root, 16, seconds, None)
+    results = [serve_and_load(root, s, c, seconds, None) for c in concurrencies for s in setups]
+    print_table(results, reference)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["compare", "target", "slo"], default="compare")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per setup")
+    parser.add_argument("--concurrency", type=int, help="default 16 (compare) or 32 (target)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        if args.mode == "compare":
+            compare(root, args.seconds, args.concurrency or 16)
+        elif args.mode == "target":
+            if len(os.sched_getaffinity(0)) < 2:
+                parser.error("target mode needs two CPUs: cpu 0 (server) and cpu 1 (client)")
+            target(root, args.seconds, args.concurrency or 32)
+        else:
+            slo(root, args.seconds, [args.concurrency] if args.concurrency else [2, 8, 32])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Shared pieces of the benchmarks: example models, a served repository, latency summaries."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.server import RunningServer, running_server  # noqa: E402
+
+import generate_models  # noqa: E402
+
+MLP_SIZES = (256, 1024, 1024, 256)
+
+
+def write_mlp_repository(repository: Path, config: str | None) -> Path:
+    """The example MLP under `repository/mlp`, with `config` as its config.pbtxt (if given)."""
+    generate_models.mlp_model(repository / "mlp" / "1" / "model.onnx", MLP_SIZES)
+    if config is not None:
+        (repository / "mlp" / "config.pbtxt").write_text(config)
+    return repository / "mlp" / "1" / "model.onnx"
+
+
+@contextmanager
+def served(repository: Path, *args: str, cpu: str | None = None) -> Iterator[RunningServer]:
+    """The real server, optionally pinned to CPUs with taskset (e.g. cpu="0")."""
+    with running_server(repository, *args) as server:
+        if cpu:
+            import subprocess
+
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", cpu, str(server.process.pid)],
+                check=True,
+                capture_output=True,
+            )
+        yield server
+
+
+@dataclass
+class Figures:
+    label: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def row(self, baseline: Figures | None = None, samples_per_request: int = 1) -> str:
+        ratio = ""
+        if baseline is not None:
+            ratio = f"{self.throughput * samples_per_request / baseline.throughput:8.3f}x"
+        return (
+            f"{self.label:<44} {self.throughput:10.1f}/s {self.percentile(50):8.3f} "
+            f"{self.percentile(99):8.3f} {ratio}"
+        )
+
+
+HEADER = f"{'':<44} {'req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>9}"
+
+
+def time_calls(label: str, call: Callable[[], object], seconds: float, warmup: int = 20) -> Figures:
+    for _ in range(warmup):
+        call()
+    latencies: list[float] = []
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        begin = time.perf_counter()
+        call()
+        end = time.perf_counter()
+        latencies.append((end - begin) * 1000)
+        if end >= deadline:
+            break
+    return Figures(label, len(latencies), end - start, latencies)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,1 @@
+"""KServe V2 gRPC frontend (`inference.GRPCInferenceService` from tritonclient's bindings)."""

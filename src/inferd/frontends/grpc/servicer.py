@@ -1,0 +1,305 @@
+"""The KServe V2 gRPC frontend: `inference.GRPCInferenceService`, one method per RPC.
+
+Every RPC runs through `_rpc`, so an inferd error becomes the status of `errors.grpc_status`
+and a bug of ours becomes INTERNAL; RPCs of extensions this server does not offer raise
+`Unsupported` and answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeAlias, TypeVar
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+
+from inferd import __version__
+from inferd.core.errors import InferdError, InvalidArgument, Unsupported
+from inferd.engine.engine import Engine
+from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
+from inferd.frontends.grpc.errors import grpc_status
+from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry, cuda_unsupported
+from inferd.metrics.statistics import Duration, Statistics, VersionStatistics
+
+logger = logging.getLogger(__name__)
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+EXTENSIONS: Final = ["model_repository", "model_configuration", "parameters"]
+# Requests of one stream that may be in the engine at once; the reader waits beyond that.
+STREAM_WINDOW: Final = 64
+
+_Frontend = TypeVar("_Frontend", bound="GrpcFrontend")
+_Handler = Callable[[_Frontend, Any, Any], Awaitable[Any]]
+
+
+def _rpc(method: _Handler[_Frontend]) -> _Handler[_Frontend]:
+    """Answer inferd errors with their mapped status, anything else with INTERNAL."""
+
+    @functools.wraps(method)
+    async def handle(self: _Frontend, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except InferdError as exc:
+            await context.abort(grpc_status(exc), exc.message)
+        except Exception as exc:  # a bug of ours: answer, log, keep serving
+            logger.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+
+    return handle
+
+
+class GrpcFrontend:
+    """Servicer of `inference.GRPCInferenceService` for one engine (method names are the RPCs)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        statistics: Statistics | None = None,
+        shared_memory: SharedMemoryRegistry = DISABLED,
+    ) -> None:
+        self._engine = engine
+        self._statistics = statistics
+        self._shared_memory = shared_memory
+        self._extensions = EXTENSIONS + (["statistics"] if statistics is not None else [])
+        if shared_memory.enabled:
+            self._extensions.append("system_shared_memory")
+
+    # ---- health and metadata ---------------------------------------------------------------
+
+    @_rpc
+    async def ServerLive(self, request: Any, context: Context) -> Any:
+        return pb.ServerLiveResponse(live=self._engine.is_live())
+
+    @_rpc
+    async def ServerReady(self, request: Any, context: Context) -> Any:
+        return pb.ServerReadyResponse(ready=self._engine.is_ready())
+
+    @_rpc
+    async def ModelReady(self, request: Any, context: Context) -> Any:
+        return pb.ModelReadyResponse(ready=self._engine.model_ready(request.name, request.version))
+
+    @_rpc
+    async def ServerMetadata(self, request: Any, context: Context) -> Any:
+        return pb.ServerMetadataResponse(
+            name="inferd", version=__version__, extensions=self._extensions
+        )
+
+    @_rpc
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:
+        metadata = self._engine.model_metadata(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=metadata.name,
+            versions=metadata.versions,
+            platform=metadata.platform,
+            inputs=[
+                tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs
+            ],
+            outputs=[
+                tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs
+            ],
+        )
+
+    @_rpc
+    async def ModelConfig(self, request: Any, context: Context) -> Any:
+        return pb.ModelConfigResponse(
+            config=self._engine.model_config(request.name, request.version)
+        )
+
+    # ---- inference -------------------------------------------------------------------------
+
+    @_rpc
+    async def ModelInfer(self, request: Any, context: Context) -> Any:
+        return await self._infer(request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Context
+    ) -> AsyncIterator[Any]:
+        """Requests run concurrently (up to STREAM_WINDOW); responses leave in request order.
+
+        A failed request is answered in-stream with `error_message`; the stream stays open.
+        """
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        started: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for message in request_iterator:
+                    await window.acquire()
+                    started.put_nowait(asyncio.create_task(self._stream_one(message)))
+            finally:
+                started.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await started.get()) is not None:
+                response = await task
+                window.release()
+                yield response
+            await reader  # a broken request stream ends the RPC with its error
+        finally:
+            reader.cancel()
+            while not started.empty():
+                leftover = started.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _stream_one(self, message: Any) -> Any:
+        try:
+            return pb.ModelStreamInferResponse(infer_response=await self._infer(message))
+        except InferdError as exc:
+            error = exc.message
+        except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
+            logger.exception("unhandled error in ModelStreamInfer")
+            error = f"internal error: {exc!r}"
+        echo = pb.ModelInferResponse(
+            model_name=message.model_name, model_version=message.model_version, id=message.id
+        )
+        return pb.ModelStreamInferResponse(error_message=error, infer_response=echo)
+
+    async def _infer(self, message: Any) -> Any:
+        received = time.monotonic_ns()
+        request = decode_infer_request(message, self._shared_memory)
+        request.timestamps.received = received
+        response = await self._engine.infer(request)
+        return encode_infer_response(
+            response, pb.ModelInferResponse(), request.outputs, self._shared_memory
+        )
+
+    # ---- model repository ------------------------------------------------------------------
+
+    @_rpc
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        _check_repository_name(request.repository_name)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        rows = self._engine.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
+                index(name=r.name, version=r.version, state=r.state.value, reason=r.reason)
+                for r in rows
+            ]
+        )
+
+    @_rpc
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        _check_repository_name(request.repository_name)
+        await self._engine.control_load(request.model_name, _config_override(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        _check_repository_name(request.repository_name)
+        await self._engine.control_unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # ---- statistics ------------------------------------------------------------------------
+
+    @_rpc
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:
+        if self._statistics is None:
+            raise Unsupported("the statistics extension is not enabled on this server")
+        snapshot = self._statistics.snapshot(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[_statistics_message(s) for s in snapshot])
+
+    # ---- shared memory (frontends/shared_memory.py) -----------------------------------------
+
+    @_rpc
+    async def SystemSharedMemoryStatus(self, request: Any, context: Context) -> Any:
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        regions = self._shared_memory.status(request.name)
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={
+                r.name: status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size)
+                for r in regions
+            }
+        )
+
+    @_rpc
+    async def SystemSharedMemoryRegister(self, request: Any, context: Context) -> Any:
+        self._shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_rpc
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
+        self._shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc
+    async def CudaSharedMemoryStatus(self, request: Any, context: Context) -> Any:
+        cuda_unsupported()
+
+    @_rpc
+    async def CudaSharedMemoryRegister(self, request: Any, context: Context) -> Any:
+        cuda_unsupported()
+
+    @_rpc
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
+        cuda_unsupported()
+
+    # ---- extensions this server does not offer over gRPC ------------------------------------
+
+    @_rpc
+    async def TraceSetting(self, request: Any, context: Context) -> Any:
+        raise Unsupported("trace settings are not supported by this server")
+
+    @_rpc
+    async def LogSettings(self, request: Any, context: Context) -> Any:
+        raise Unsupported("log settings are not supported by this server")
+
+
+def _check_repository_name(name: str) -> None:
+    if name:
+        raise Unsupported(f"only the server's own repository is served, not '{name}'")
+
+
+def _config_override(parameters: Any) -> dict[str, Any] | None:
+    """The `config` parameter of a load request (JSON model config), as Triton accepts it."""
+    for key in parameters:
+        if key.startswith("file:"):
+            raise Unsupported("loading model files sent in the request is not supported")
+    if "config" not in parameters:
+        return None
+    text = parameters["config"].string_param
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"the 'config' parameter is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidArgument("the 'config' parameter must be a JSON object")
+    return config
+
+
+def _duration(duration: Duration) -> Any:
+    return pb.StatisticDuration(count=duration.count, ns=duration.ns)
+
+
+def _statistics_message(stats: VersionStatistics) -> Any:
+    return pb.ModelStatistics(
+        name=stats.name,
+        version=stats.version,
+        last_inference=stats.last_inference,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=b.batch_size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for b in stats.batch_stats
+        ],
+    )

@@ -1,0 +1,43 @@
+"""The HTTP side of the model repository extension's load and unload, and of statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd.core.errors import InvalidArgument, NotFound, Unsupported
+from inferd.frontends.http.codec import loads
+
+
+def config_override(document: Any) -> dict[str, Any] | None:
+    """The config a load request carries, as tritonclient sends it:
+    `{"parameters": {"config": "<model config as a JSON string>"}}` (body and both optional)."""
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise InvalidArgument("the load request must be a JSON object")
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidArgument("'parameters' of the load request must be an object")
+    files = sorted(key for key in parameters if key.startswith("file:"))
+    if files:
+        raise Unsupported(f"loading a model from files in the request is not supported: {files}")
+    config = parameters.get("config")
+    if config is None:
+        return None
+    if not isinstance(config, str):
+        raise InvalidArgument("the 'config' parameter must be a string holding JSON")
+    override = loads(config.encode(), "the 'config' parameter")
+    if not isinstance(override, dict):
+        raise InvalidArgument("the 'config' parameter must hold a JSON object")
+    return override
+
+
+def statistics_target(rest: list[str]) -> tuple[str, str]:
+    """(model, version) from the path between /v2/models and /stats ("" = all)."""
+    if not rest:
+        return "", ""
+    if len(rest) == 1:
+        return rest[0], ""
+    if len(rest) == 3 and rest[1] == "versions":
+        return rest[0], rest[2]
+    raise NotFound(f"no statistics route for /v2/models/{'/'.join(rest)}/stats")

@@ -1,0 +1,40 @@
+"""Tensor bytes on the wire, shared by every frontend: raw little-endian data <-> numpy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from inferd.core.datatypes import (
+    BYTES,
+    deserialize_bytes,
+    element_size,
+    numpy_dtype,
+    serialize_bytes,
+)
+from inferd.core.errors import InvalidArgument
+from inferd.core.types import Array
+
+
+def array_from_bytes(data: memoryview, name: str, datatype: str, shape: list[int]) -> Array:
+    """A tensor viewing raw little-endian bytes (BYTES: length-prefixed elements)."""
+    count = math.prod(shape)
+    if datatype == BYTES:
+        return deserialize_bytes(data, count).reshape(shape)
+    expected = count * element_size(datatype)
+    if len(data) != expected:
+        raise InvalidArgument(
+            f"input '{name}' has {len(data)} bytes of data, but shape {shape} of {datatype} "
+            f"needs {expected}"
+        )
+    return np.frombuffer(data, dtype=numpy_dtype(datatype)).reshape(shape)
+
+
+def raw_bytes(array: Array, datatype: str) -> bytes | memoryview:
+    """A tensor's wire bytes: row-major little-endian, BYTES length-prefixed."""
+    if datatype == BYTES:
+        return serialize_bytes(array)
+    raw: Any = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    return memoryview(raw)

@@ -1,0 +1,1 @@
+"""Observers fed by the engine: statistics, Prometheus metrics, per-request trace logging."""

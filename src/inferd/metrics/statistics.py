@@ -1,0 +1,199 @@
+"""Per model version statistics in the shape of the KServe/Triton statistics extension.
+
+Fed by the engine as an `Observer` on the event loop, so plain counters suffice (no locks).
+Counters live while a version serves: a reload that keeps a version keeps its counters,
+and a version that stops serving is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from inferd.core.errors import NotFound
+from inferd.core.types import Timestamps
+
+
+@dataclass(slots=True)
+class Duration:
+    """How many times something happened and the nanoseconds it took in total."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass(slots=True)
+class BatchStatistics:
+    """Executions of one batch size (rows over every request of the batch)."""
+
+    batch_size: int
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(slots=True)
+class VersionStatistics:
+    """Everything counted for one model version; durations are per request except batches."""
+
+    name: str
+    version: str
+    last_inference: int = 0  # milliseconds since the epoch; 0 = never
+    inference_count: int = 0  # rows inferred, over all executions
+    execution_count: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    batch_stats: list[BatchStatistics] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Counters:
+    stats: VersionStatistics
+    last_monotonic_ns: int = 0
+    batches: dict[int, BatchStatistics] = field(default_factory=dict)
+
+
+class Statistics:
+    """An `Observer` that aggregates what `snapshot` reports."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, dict[str, _Counters]] = {}
+        # Requests carry monotonic marks; the protocol wants wall-clock milliseconds.
+        self._epoch_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    # ---- Observer ----------------------------------------------------------------------------
+
+    def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
+        old = self._models.pop(model_name, {})
+        if versions:
+            self._models[model_name] = {
+                v: old.get(v) or _Counters(VersionStatistics(model_name, v)) for v in versions
+            }
+
+    def request_finished(
+        self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
+    ) -> None:
+        counters = self._models.get(model_name, {}).get(model_version)
+        if counters is None:
+            return  # a request that finished on a version already dropped
+        stats = counters.stats
+        counters.last_monotonic_ns = timestamps.sent
+        if not success:
+            stats.fail.add(timestamps.sent - timestamps.received)
+            return
+        stats.success.add(timestamps.sent - timestamps.received)
+        stats.queue.add(timestamps.compute_start - timestamps.queued)
+        stats.compute_input.add(timestamps.compute_input_end - timestamps.compute_start)
+        stats.compute_infer.add(timestamps.compute_output_start - timestamps.compute_input_end)
+        stats.compute_output.add(timestamps.compute_end - timestamps.compute_output_start)
+
+    def batch_executed(
+        self, model_name: str, model_version: str, batch_size: int, compute: Timestamps
+    ) -> None:
+        counters = self._models.get(model_name, {}).get(model_version)
+        if counters is None:
+            return
+        counters.stats.inference_count += batch_size
+        counters.stats.execution_count += 1
+        batch = counters.batches.get(batch_size)
+        if batch is None:
+            batch = counters.batches[batch_size] = BatchStatistics(batch_size)
+        batch.compute_input.add(compute.compute_input_end - compute.compute_start)
+        batch.compute_infer.add(compute.compute_output_start - compute.compute_input_end)
+        batch.compute_output.add(compute.compute_end - compute.compute_output_start)
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def snapshot(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        """Copies of the statistics of every serving version, of one model, or of one version.
+
+        Raises `NotFound` for a model (or version) that is not serving.
+        """
+        if not name:
+            selected = [c for versions in self._models.values() for c in versions.values()]
+        else:
+            versions = self._models.get(name)
+            if versions is None:
+                raise NotFound(f"unknown model '{name}'")
+            if version and version not in versions:
+                raise NotFound(f"unknown version '{version}' of model '{name}'")
+            selected = [versions[version]] if version else list(versions.values())
+        return [self._copy(c) for c in sorted(selected, key=_order)]
+
+    def _copy(self, counters: _Counters) -> VersionStatistics:
+        stats = counters.stats
+        last = counters.last_monotonic_ns
+        return replace(
+            stats,
+            last_inference=(last + self._epoch_offset_ns) // 1_000_000 if last else 0,
+            success=replace(stats.success),
+            fail=replace(stats.fail),
+            queue=replace(stats.queue),
+            compute_input=replace(stats.compute_input),
+            compute_infer=replace(stats.compute_infer),
+            compute_output=replace(stats.compute_output),
+            batch_stats=[
+                BatchStatistics(
+                    b.batch_size,
+                    replace(b.compute_input),
+                    replace(b.compute_infer),
+                    replace(b.compute_output),
+                )
+                for _, b in sorted(counters.batches.items())
+            ],
+        )
+
+
+def _order(counters: _Counters) -> tuple[str, int, str]:
+    version = counters.stats.version
+    return counters.stats.name, int(version) if version.isdigit() else -1, version
+
+
+def statistics_document(stats: Sequence[VersionStatistics]) -> dict[str, Any]:
+    """The statistics extension's JSON (`{"model_stats": [...]}`), which is also the proto3
+    JSON form of gRPC's `ModelStatisticsResponse`, so both frontends report the same numbers."""
+    return {"model_stats": [_version_document(s) for s in stats]}
+
+
+def _version_document(stats: VersionStatistics) -> dict[str, Any]:
+    return {
+        "name": stats.name,
+        "version": stats.version,
+        "last_inference": stats.last_inference,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {
+            "success": _duration(stats.success),
+            "fail": _duration(stats.fail),
+            "queue": _duration(stats.queue),
+            "compute_input": _duration(stats.compute_input),
+            "compute_infer": _duration(stats.compute_infer),
+            "compute_output": _duration(stats.compute_output),
+            # inferd has no response cache; reported for clients that read the fields.
+            "cache_hit": _duration(Duration()),
+            "cache_miss": _duration(Duration()),
+        },
+        "batch_stats": [
+            {
+                "batch_size": b.batch_size,
+                "compute_input": _duration(b.compute_input),
+                "compute_infer": _duration(b.compute_infer),
+                "compute_output": _duration(b.compute_output),
+            }
+            for b in stats.batch_stats
+        ],
+    }
+
+
+def _duration(duration: Duration) -> dict[str, int]:
+    return {"count": duration.count, "ns": duration.ns}

@@ -1,0 +1,129 @@
+"""The request queue of one model version: one deque per priority level, O(1) per request.
+
+Each level holds its queue policy, a main deque and a deque of requests whose timeout expired
+under `timeout_action: DELAY` (served after every on-time request of the same level, as in
+Triton). A request that times out under REJECT fails from a timer; its entry is dropped when
+batch formation reaches it, as are entries whose caller has gone away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from inferd.core.errors import Unavailable
+from inferd.core.types import Array, InferRequest
+from inferd.scheduling.settings import BatchingSettings, QueuePolicy
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A queued request and the future its caller awaits."""
+
+    request: InferRequest
+    rows: int
+    signature: tuple[Any, ...]
+    future: asyncio.Future[dict[str, Array]]
+    enqueued_ns: int
+    level: int = 0
+    deadline_ns: int = 0  # 0: no queue timeout
+    delayed: bool = False
+    queued: bool = True  # False while taken into a forming batch
+    timer: asyncio.TimerHandle | None = None
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class _Level:
+    __slots__ = ("delayed", "policy", "queue", "size")
+
+    def __init__(self, policy: QueuePolicy) -> None:
+        self.policy = policy
+        self.queue: deque[Pending] = deque()
+        self.delayed: deque[Pending] = deque()
+        self.size = 0  # requests in both deques whose callers still wait
+
+
+class PriorityQueue:
+    def __init__(self, settings: BatchingSettings) -> None:
+        self._levels = [_Level(policy) for policy in settings.policies]
+
+    def __len__(self) -> int:
+        return sum(level.size for level in self._levels)
+
+    def push(self, pending: Pending) -> None:
+        """Queue a request; raises `Unavailable` when its level is at `max_queue_size`."""
+        level = self._levels[pending.level]
+        limit = level.policy.max_queue_size
+        if limit and level.size >= limit:
+            raise Unavailable(
+                f"the queue of model '{pending.request.model_name}' is full "
+                f"({limit} requests); retry later"
+            )
+        level.queue.append(pending)
+        level.size += 1
+
+    def policy(self, level: int) -> QueuePolicy:
+        return self._levels[level].policy
+
+    def expire(self, pending: Pending) -> None:
+        """A REJECT timeout fired: fail the request now; its entry is dropped when reached."""
+        if pending.future.done():
+            return
+        if pending.queued:
+            self._levels[pending.level].size -= 1
+        pending.fail(Unavailable("request timed out in the queue before it could be scheduled"))
+
+    def fill(
+        self,
+        batch: list[Pending],
+        rows: int,
+        max_rows: int,
+        now_ns: int,
+    ) -> tuple[int, bool]:
+        """Move requests into `batch` in priority order while they fit and match its shapes.
+
+        Returns the batch's rows and whether the next request is blocked (it cannot join, so
+        waiting longer would not grow this batch).
+        """
+        for level in self._levels:
+            delays = level.policy.delay_on_timeout
+            for source in (level.queue, level.delayed):
+                while source:
+                    pending = source[0]
+                    if pending.future.done():  # timed out (REJECT) or its caller went away
+                        source.popleft()
+                        level.size -= pending.future.cancelled()  # `expire` counted the rest
+                        continue
+                    if (
+                        delays
+                        and not pending.delayed
+                        and pending.deadline_ns
+                        and pending.deadline_ns <= now_ns
+                    ):
+                        source.popleft()
+                        pending.delayed = True
+                        level.delayed.append(pending)
+                        continue
+                    if batch and (
+                        pending.signature != batch[0].signature or rows + pending.rows > max_rows
+                    ):
+                        return rows, True
+                    source.popleft()
+                    level.size -= 1
+                    pending.queued = False
+                    batch.append(pending)
+                    rows += pending.rows
+        return rows, False
+
+    def give_back(self, items: list[Pending]) -> None:
+        """Return requests taken by `fill` to the front of their deques, in order."""
+        for pending in reversed(items):
+            level = self._levels[pending.level]
+            (level.delayed if pending.delayed else level.queue).appendleft(pending)
+            level.size += 1
+            pending.queued = True

@@ -1,0 +1,153 @@
+"""A model's batching and queueing settings, read once from its `dynamic_batching` config.
+
+Triton's fields, plus inferd's opt-in latency target (`inferd.latency_slo_ms` in the model's
+`parameters`). Also parses the two per-request parameters that the queue honours: `priority`
+and `timeout` (microseconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.types import Parameters
+
+LATENCY_SLO_PARAMETER = "inferd.latency_slo_ms"
+
+_TIMEOUT_DELAY = 1  # ModelQueuePolicy.TimeoutAction.DELAY (REJECT is 0)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """Triton's `ModelQueuePolicy` for one priority level (0 = unlimited / no timeout)."""
+
+    max_queue_size: int = 0
+    default_timeout_ns: int = 0
+    allow_timeout_override: bool = False
+    delay_on_timeout: bool = False  # timeout_action DELAY; REJECT otherwise
+
+    @classmethod
+    def from_config(cls, policy: Any) -> QueuePolicy:
+        return cls(
+            max_queue_size=int(policy.max_queue_size),
+            default_timeout_ns=int(policy.default_timeout_microseconds) * 1000,
+            allow_timeout_override=bool(policy.allow_timeout_override),
+            delay_on_timeout=policy.timeout_action == _TIMEOUT_DELAY,
+        )
+
+    def timeout_ns(self, parameters: Parameters) -> int:
+        """The queue timeout of one request: the default, or a shorter one it asks for."""
+        if not self.allow_timeout_override or "timeout" not in parameters:
+            return self.default_timeout_ns
+        requested = _non_negative_int(parameters["timeout"], "timeout") * 1000
+        if requested == 0:
+            return self.default_timeout_ns
+        if self.default_timeout_ns == 0:
+            return requested
+        # As in Triton, a request may shorten the default timeout but not extend it.
+        return min(requested, self.default_timeout_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingSettings:
+    max_batch_size: int
+    enabled: bool
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_ns: int = 0
+    preserve_ordering: bool = False
+    priority_levels: int = 0  # 0: one level, the per-request priority is ignored
+    default_priority_level: int = 0
+    # One policy per level, index 0 for level 1 (or the only level when levels are off).
+    policies: tuple[QueuePolicy, ...] = field(default_factory=lambda: (QueuePolicy(),))
+    latency_slo_ns: int = 0  # 0: no adaptive batching
+
+    @classmethod
+    def from_config(cls, config: Any) -> BatchingSettings:
+        """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
+        enabled = config.max_batch_size > 0 and config.HasField("dynamic_batching")
+        if not enabled:
+            return cls(max_batch_size=config.max_batch_size, enabled=False)
+        _reject_ragged(config)
+        dynamic = config.dynamic_batching
+        levels = int(dynamic.priority_levels)
+        default_level = int(dynamic.default_priority_level)
+        if levels and not 1 <= default_level <= levels:
+            raise InvalidArgument(
+                f"default_priority_level {default_level} must be between 1 and "
+                f"priority_levels ({levels})"
+            )
+        default_policy = QueuePolicy.from_config(dynamic.default_queue_policy)
+        for level in dynamic.priority_queue_policy:
+            if not 1 <= level <= levels:
+                raise InvalidArgument(
+                    f"priority_queue_policy names level {level}, but priority_levels is {levels}"
+                )
+        policies = tuple(
+            QueuePolicy.from_config(dynamic.priority_queue_policy[level])
+            if level in dynamic.priority_queue_policy
+            else default_policy
+            for level in range(1, max(levels, 1) + 1)
+        )
+        return cls(
+            max_batch_size=config.max_batch_size,
+            enabled=True,
+            preferred_batch_sizes=tuple(sorted(set(dynamic.preferred_batch_size))),
+            max_queue_delay_ns=int(dynamic.max_queue_delay_microseconds) * 1000,
+            preserve_ordering=bool(dynamic.preserve_ordering),
+            priority_levels=levels,
+            default_priority_level=default_level if levels else 1,
+            policies=policies,
+            latency_slo_ns=_latency_slo_ns(config),
+        )
+
+    def level_index(self, parameters: Parameters) -> int:
+        """The queue (0 = highest priority) a request goes to; `priority` 0 means the default."""
+        if "priority" not in parameters:
+            return self.default_priority_level - 1 if self.priority_levels else 0
+        priority = _non_negative_int(parameters["priority"], "priority")
+        if not self.priority_levels:
+            return 0  # as in Triton, a model without priority levels ignores the parameter
+        if priority == 0:
+            return self.default_priority_level - 1
+        if priority > self.priority_levels:
+            raise InvalidArgument(
+                f"priority {priority} is out of range: the model has priority levels "
+                f"1 (highest) to {self.priority_levels}"
+            )
+        return priority - 1
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    # bool is an int subclass; `"priority": true` is a client mistake, not priority 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"request parameter '{name}' must be a non-negative integer")
+    return value
+
+
+def _latency_slo_ns(config: Any) -> int:
+    if LATENCY_SLO_PARAMETER not in config.parameters:
+        return 0
+    text = config.parameters[LATENCY_SLO_PARAMETER].string_value
+    try:
+        milliseconds = float(text)
+    except ValueError:
+        milliseconds = 0.0
+    if not milliseconds > 0:
+        raise InvalidArgument(
+            f"parameter '{LATENCY_SLO_PARAMETER}' must be a positive number of milliseconds, "
+            f"got '{text}'"
+        )
+    return int(milliseconds * 1e6)
+
+
+def _reject_ragged(config: Any) -> None:
+    ragged = [t.name for t in config.input if t.allow_ragged_batch]
+    if ragged:
+        raise Unsupported(
+            f"inputs {ragged} set allow_ragged_batch, which inferd cannot serve yet: Triton "
+            "hands ragged inputs to the model flattened, with batch_input tensors describing "
+            "each request, and no inferd backend builds those (padding would change what the "
+            "model computes). Remove allow_ragged_batch: requests whose shapes differ are then "
+            "batched separately."
+        )
