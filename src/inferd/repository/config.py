@@ -95,7 +95,7 @@ def _int64_to_numbers(data: dict[str, Any], message: descriptor.Descriptor) -> N
         value = data.get(field.name)
         if value is None:
             continue
-        repeated = field.label == descriptor.FieldDescriptor.LABEL_REPEATED  # type: ignore[attr-defined]
+        repeated = _is_repeated(field)
         if field.message_type is not None:
             if field.message_type.GetOptions().map_entry:
                 _map_values_to_numbers(value, field.message_type.fields_by_name["value"])
@@ -106,6 +106,14 @@ def _int64_to_numbers(data: dict[str, Any], message: descriptor.Descriptor) -> N
                 _int64_to_numbers(value, field.message_type)
         elif field.type in _INT64_TYPES:
             data[field.name] = [int(v) for v in value] if repeated else int(value)
+
+
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    # protobuf 6 has `is_repeated` and deprecates `label`; older releases only have `label`.
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(field.label == descriptor.FieldDescriptor.LABEL_REPEATED)  # type: ignore[attr-defined]
 
 
 def _map_values_to_numbers(
