@@ -134,6 +134,48 @@ def load(url: str, concurrency: int, seconds: float, label: str) -> Result:
     )
 
 
+def load_grpc(url: str, concurrency: int, seconds: float, label: str) -> Result:
+    """The same closed loop over gRPC: `concurrency` asyncio tasks on tritonclient.grpc.aio."""
+    import asyncio
+
+    import tritonclient.grpc.aio as grpcclient
+
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def run() -> float:
+        client = grpcclient.InferenceServerClient(url)
+        stop_at = time.perf_counter() + seconds
+
+        async def one_client(index: int) -> None:
+            data = np.random.default_rng(index).standard_normal((1, WIDTH)).astype(np.float32)
+            infer_input = grpcclient.InferInput("input", [1, WIDTH], "FP32")
+            infer_input.set_data_from_numpy(data)
+            outputs = [grpcclient.InferRequestedOutput("output")]
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                try:
+                    await client.infer("mlp", [infer_input], outputs=outputs)
+                except Exception as exc:  # counted and shown: a benchmark reports, it doesn't stop
+                    errors.append(repr(exc))
+                    continue
+                latencies.append(time.perf_counter() - start)
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(one_client(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - begin
+        await client.close()
+        return elapsed
+
+    elapsed = asyncio.run(run())
+    if errors:
+        print(f"  {label}: {len(errors)} errors, first: {errors[0]}")
+    ms = np.asarray(latencies) * 1e3
+    return Result(
+        label, concurrency, len(latencies) / elapsed, *np.percentile(ms, [50, 99]).tolist()
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -141,7 +183,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def serve_and_load(
-    root: Path, setup: Setup, concurrency: int, seconds: float, server_cpus: set[int] | None
+    root: Path,
+    setup: Setup,
+    concurrency: int,
+    seconds: float,
+    server_cpus: set[int] | None,
+    protocol: str = "http",
 ) -> Result:
     repository = write_repository(root, setup, max_batch_size=32)
     with ExitStack() as stack:
@@ -149,9 +196,12 @@ def serve_and_load(
             running = stack.enter_context(running_server(repository))
         client_cpus = None if server_cpus is None else set(os.sched_getaffinity(0)) - server_cpus
         with pinned(client_cpus or None):
-            load(running.http_url, concurrency, 0.5, setup.label)  # warm-up
+            url, run_load = (
+                (running.grpc_url, load_grpc) if protocol == "grpc" else (running.http_url, load)
+            )
+            run_load(url, concurrency, 0.5, setup.label)  # warm-up
             before = cpu_seconds(running.process.pid)
-            result = load(running.http_url, concurrency, seconds, setup.label)
+            result = run_load(url, concurrency, seconds, setup.label)
             used = cpu_seconds(running.process.pid) - before
         samples = result.throughput * seconds
         return replace(result, per_cpu_second=samples / used if used else 0.0)
@@ -200,7 +250,7 @@ def print_table(results: list[Result], reference: Result) -> None:
         )
 
 
-DYNAMIC = "dynamic_batching { max_queue_delay_microseconds: 0 }"
+DYNAMIC = "dynamic_batching { max_queue_delay_microseconds: 500 }"
 
 
 def compare(root: Path, seconds: float, concurrency: int) -> None:
@@ -216,8 +266,9 @@ def compare(root: Path, seconds: float, concurrency: int) -> None:
 
 def target(root: Path, seconds: float, concurrency: int) -> None:
     results = [raw_onnxruntime(root, b, seconds, {0}) for b in (1, 16)]
-    setup = Setup("dynamic batching, 1 instance, server on cpu 0", 1, DYNAMIC)
-    results.append(serve_and_load(root, setup, concurrency, seconds, {0}))
+    for protocol in ("http", "grpc"):
+        setup = Setup(f"{protocol}: dynamic batching, server on cpu 0", 1, DYNAMIC)
+        results.append(serve_and_load(root, setup, concurrency, seconds, {0}, protocol))
     print_table(results, results[1])
 
 

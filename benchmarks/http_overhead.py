@@ -1,11 +1,12 @@
-"""What serving over HTTP costs: the example MLP at batch 1 through inferd vs raw ONNX Runtime.
+"""What serving costs: the example MLP at batch 1 via inferd (HTTP and gRPC) vs raw ONNX Runtime.
 
-    python benchmarks/http_overhead.py [--seconds 5] [--concurrency 1 8]
+    python benchmarks/http_overhead.py [--seconds 5] [--concurrency 1 8 32] [--protocol http grpc]
 
 Prints requests/s and p50/p99 latency for batch-1 requests with tritonclient.http (binary data)
-at each concurrency, next to raw in-process onnxruntime calls of the same model in the same
-run, and the ratio (served throughput / raw throughput). Client workers are processes, so the
-client's GIL does not cap the figures.
+and tritonclient.grpc at each concurrency, next to raw in-process onnxruntime calls of the same
+model in the same run, and the ratio (served throughput / raw throughput). The model runs
+without batching (one instance, intra-op threads 1), so the ratio shows the per-request cost
+of the server. Client workers are processes, so the client's GIL does not cap the figures.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from common import HEADER, Figures, served, time_calls, write_mlp_repository
+from common import HEADER, Figures, time_calls, write_mlp_repository
+from common import served as serving
 
 CONFIG = """
 max_batch_size: 8
@@ -38,14 +40,27 @@ def raw_onnxruntime(model_file: Path, seconds: float) -> Figures:
     )
 
 
-def _client_worker(url: str, seconds: float, start_at: float, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    import tritonclient.http as httpclient
+def _client_worker(
+    protocol: str,
+    url: str,
+    seconds: float,
+    start_at: float,
+    queue: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    if protocol == "grpc":
+        import tritonclient.grpc as client_module
+    else:
+        import tritonclient.http as client_module  # type: ignore[no-redef]
 
-    client = httpclient.InferenceServerClient(url)
+    client = client_module.InferenceServerClient(url)
     x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
-    item = httpclient.InferInput("input", [1, 256], "FP32")
-    item.set_data_from_numpy(x, binary_data=True)
-    output = httpclient.InferRequestedOutput("output", binary_data=True)
+    item = client_module.InferInput("input", [1, 256], "FP32")
+    output = client_module.InferRequestedOutput("output")
+    if protocol == "http":
+        item.set_data_from_numpy(x, binary_data=True)
+        output = client_module.InferRequestedOutput("output", binary_data=True)
+    else:
+        item.set_data_from_numpy(x)
     for _ in range(20):
         client.infer("mlp", [item], outputs=[output])
     while time.time() < start_at:
@@ -56,11 +71,13 @@ def _client_worker(url: str, seconds: float, start_at: float, queue: multiproces
     queue.put((figures.requests, figures.seconds, figures.latencies_ms))
 
 
-def served_http(url: str, concurrency: int, seconds: float) -> Figures:
+def served(protocol: str, url: str, concurrency: int, seconds: float) -> Figures:
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 1.0
     workers = [
-        multiprocessing.Process(target=_client_worker, args=(url, seconds, start_at, queue))
+        multiprocessing.Process(
+            target=_client_worker, args=(protocol, url, seconds, start_at, queue)
+        )
         for _ in range(concurrency)
     ]
     for worker in workers:
@@ -71,7 +88,8 @@ def served_http(url: str, concurrency: int, seconds: float) -> Figures:
     latencies = [value for result in results for value in result[2]]
     elapsed = max(result[1] for result in results)
     requests = sum(result[0] for result in results)
-    return Figures(f"inferd HTTP binary, concurrency {concurrency}", requests, elapsed, latencies)
+    label = "HTTP binary" if protocol == "http" else "gRPC"
+    return Figures(f"inferd {label}, concurrency {concurrency}", requests, elapsed, latencies)
 
 
 def main() -> None:
@@ -79,21 +97,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--protocol", nargs="+", choices=["http", "grpc"], default=["http", "grpc"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         model_file = write_mlp_repository(Path(folder), CONFIG)
-        with served(Path(folder)) as server:
-            rows = [served_http(server.http_url, c, args.seconds) for c in args.concurrency]
+        with serving(Path(folder)) as server:
+            urls = {"http": server.http_url, "grpc": server.grpc_url}
+            rows = [
+                served(protocol, urls[protocol], c, args.seconds)
+                for protocol in args.protocol
+                for c in args.concurrency
+            ]
         raw = raw_onnxruntime(model_file, args.seconds)
     print(HEADER)
     print(raw.row(raw))
     for row in rows:
         print(row.row(raw))
-    print(
-        f"\nadded latency at concurrency {rows[0].label.split()[-1]}: "
-        f"p50 {rows[0].percentile(50) - raw.percentile(50):.3f} ms over raw onnxruntime"
-    )
+    for row in rows:
+        if row.label.endswith("concurrency 1"):
+            added = row.percentile(50) - raw.percentile(50)
+            print(f"{row.label}: p50 {added:.3f} ms above raw onnxruntime")
 
 
 if __name__ == "__main__":

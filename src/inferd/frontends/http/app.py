@@ -256,7 +256,8 @@ def _path_parts(scope: Scope) -> list[str]:
     """Path segments, each percent-decoded on its own: an encoded "/" stays inside its segment,
     so a model named "../x" reaches the handler (and is refused there) instead of routing."""
     raw = scope.get("raw_path") or scope["path"].encode()
-    return [unquote(part) for part in raw.decode("latin-1").strip("/").split("/")]
+    parts = raw.decode("latin-1").strip("/").split("/")
+    return [unquote(part) for part in parts] if b"%" in raw else parts
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

@@ -157,11 +157,14 @@ def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
         raise InvalidArgument(f"input '{name}' needs a string 'datatype'")
     numpy_dtype(datatype)
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not _is_shape(shape):
         raise InvalidArgument(f"input '{name}': 'shape' must be a list of non-negative integers")
     return name, datatype, shape
+
+
+def _is_shape(shape: Any) -> bool:
+    # `type(...) is int` also refuses bool, which subclasses int
+    return type(shape) is list and all(type(dim) is int and dim >= 0 for dim in shape)
 
 
 def _array_from_json(data: Any, name: str, datatype: str, shape: list[int]) -> Array:
