@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from inferd.backends.base import BackendInstance, Device
@@ -32,13 +33,28 @@ class ModelInstance:
         self.name = name
         self.device = device
         self._backend_instance = backend_instance
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        # A bare thread and queue rather than a ThreadPoolExecutor: one hop each way per batch,
+        # with no concurrent.futures.Future to chain onto the asyncio one.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
 
     async def execute(
         self, inputs: Mapping[str, Array], output_names: Sequence[str]
     ) -> ExecutionResult:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, inputs, output_names)
+        future: asyncio.Future[ExecutionResult] = loop.create_future()
+        self._jobs.put(_Job(loop, future, inputs, output_names))
+        return await future
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                result = self._run(job.inputs, job.output_names)
+            except BaseException as exc:  # delivered to the awaiting coroutine, which reports it
+                job.loop.call_soon_threadsafe(_deliver_exception, job.future, exc)
+            else:
+                job.loop.call_soon_threadsafe(_deliver_result, job.future, result)
 
     def _run(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> ExecutionResult:
         start = time.monotonic_ns()
@@ -51,5 +67,24 @@ class ModelInstance:
         return ExecutionResult(outputs, start, time.monotonic_ns())
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._jobs.put(None)
+        self._thread.join()
         self._backend_instance.close()
+
+
+@dataclass(slots=True)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[ExecutionResult]
+    inputs: Mapping[str, Array]
+    output_names: Sequence[str]
+
+
+def _deliver_result(future: asyncio.Future[ExecutionResult], result: ExecutionResult) -> None:
+    if not future.done():  # the awaiting request may have been cancelled meanwhile
+        future.set_result(result)
+
+
+def _deliver_exception(future: asyncio.Future[ExecutionResult], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -8,7 +8,7 @@ raw bytes appended after the JSON header.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -162,7 +162,7 @@ def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
     return name, datatype, shape
 
 
-def _is_shape(shape: Any) -> bool:
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
     # `type(...) is int` also refuses bool, which subclasses int
     return type(shape) is list and all(type(dim) is int and dim >= 0 for dim in shape)
 
