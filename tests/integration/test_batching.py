@@ -65,14 +65,17 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     def worker(index: int) -> int:
         client = httpclient.InferenceServerClient(server.http_url)
         checked = 0
-        for step in range(per_thread):
-            rows = 1 + (index + step) % 3  # requests carry 1 to 3 rows each
-            a = np.arange(rows * 16, dtype=np.int32).reshape(rows, 16) + 1000 * index + step
-            b = np.full((rows, 16), index - step, dtype=np.int32)
-            result = client.infer("batched", _inputs(a, b))
-            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
-            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
-            checked += rows
+        try:
+            for step in range(per_thread):
+                rows = 1 + (index + step) % 3  # requests carry 1 to 3 rows each
+                a = np.arange(rows * 16, dtype=np.int32).reshape(rows, 16) + 1000 * index + step
+                b = np.full((rows, 16), index - step, dtype=np.int32)
+                result = client.infer("batched", _inputs(a, b))
+                np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+                np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+                checked += rows
+        finally:
+            client.close()  # in this thread: tritonclient.http's gevent pool belongs to it
         return checked
 
     before_inferences, before_executions = _model_counts(server, "batched")
@@ -96,12 +99,16 @@ def test_a_full_queue_is_a_503_and_accepted_requests_still_complete(
 ) -> None:
     # The batch waits 0.5 s to fill; the queue behind the forming batch holds only 2.
     def send(value: int) -> int | str:
+        # A tritonclient.http client lives on gevent: it must be closed by the thread that
+        # made it, or its garbage collection elsewhere raises in gevent.
         client = httpclient.InferenceServerClient(server.http_url)
         a = np.full((1, 16), value, dtype=np.int32)
         try:
             result = client.infer("prioritised", _inputs(a, a))
         except InferenceServerException as exc:
             return str(exc.status())
+        finally:
+            client.close()
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a * 2)
         return 200
 

@@ -141,6 +141,12 @@ class Traffic:
 
     def _run(self, model: str) -> None:
         client = httpclient.InferenceServerClient(self.url)
+        try:
+            self._send_until_stopped(client, model)
+        finally:
+            client.close()  # in this thread: tritonclient.http's gevent pool belongs to it
+
+    def _send_until_stopped(self, client: httpclient.InferenceServerClient, model: str) -> None:
         while not self._stop.is_set():
             try:
                 if model == "mlp":
