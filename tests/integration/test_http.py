@@ -166,6 +166,9 @@ BAD_REQUESTS = [
     ),
     pytest.param([_simple_input(), _simple_input()], "more than once", id="duplicate-input"),
     pytest.param([], "non-empty list", id="no-inputs"),
+    pytest.param(
+        [_simple_input(shape=[1] * 100, data=[1])], "at most 32", id="too-many-dimensions"
+    ),
 ]
 
 

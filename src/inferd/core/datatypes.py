@@ -82,6 +82,8 @@ def from_config_datatype(config_name: str) -> str:
 def deserialize_bytes(buffer: bytes | memoryview, count: int) -> npt.NDArray[np.object_]:
     """Decode exactly `count` length-prefixed (uint32 little-endian) elements."""
     view = memoryview(buffer)
+    if count * 4 > len(view):  # each element needs its 4-byte length: refuse before allocating
+        raise InvalidArgument(f"{len(view)} bytes cannot hold {count} BYTES elements")
     out = np.empty(count, dtype=np.object_)
     offset = 0
     end = len(view)

@@ -17,6 +17,17 @@ from inferd.core.datatypes import (
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array
 
+# numpy 1.x arrays hold at most 32 dimensions (numpy 2: 64); no model needs more.
+MAX_DIMS = 32
+
+
+def check_shape(shape: list[int], name: str) -> None:
+    """Refuse shapes numpy cannot hold, naming the input."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"input '{name}' has {len(shape)} dimensions; at most {MAX_DIMS}")
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"input '{name}' has a negative dimension in shape {shape}")
+
 
 def array_from_bytes(data: memoryview, name: str, datatype: str, shape: list[int]) -> Array:
     """A tensor viewing raw little-endian bytes (BYTES: length-prefixed elements)."""

@@ -104,3 +104,20 @@ def test_response_outputs_are_raw_and_in_order() -> None:
     np.testing.assert_array_equal(y, [[0, 2], [3, 5]])
     assert message.raw_output_contents[1] == serialize_bytes(outputs["s"])
     assert message.parameters["k"].int64_param == 1
+
+
+@pytest.mark.parametrize(
+    ("shape", "datatype", "message"),
+    [
+        ([1] * 100, "INT32", "at most 32"),
+        ([10**12], "BYTES", "cannot hold"),
+        ([2**62, 4], "INT32", "needs"),
+        ([-1, 4], "INT32", "negative"),
+    ],
+)
+def test_hostile_shapes_are_invalid_argument(shape: list[int], datatype: str, message: str) -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype=datatype, shape=shape)
+    request.raw_input_contents.append(b"\x00" * 4)
+    with pytest.raises(InvalidArgument, match=message):
+        decode_infer_request(request)

@@ -122,3 +122,18 @@ def test_response_binary_and_json_outputs() -> None:
     assert header["outputs"][0]["parameters"] == {"binary_data_size": 8}
     assert header["outputs"][1]["data"] == ["x", "yz"]
     np.testing.assert_array_equal(np.frombuffer(body[length:], dtype=np.int16), a.reshape(-1))
+
+
+def test_bytes_count_beyond_the_data_is_refused_before_allocating() -> None:
+    document = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [10**12],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": 4},
+            }
+        ]
+    }
+    with pytest.raises(InvalidArgument, match="cannot hold"):
+        _decode(document, b"\x00" * 4)

@@ -25,7 +25,7 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, raw_bytes
+from inferd.frontends.tensors import array_from_bytes, check_shape, raw_bytes
 
 # The typed `contents` field that carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD: Final = {
@@ -76,8 +76,7 @@ def decode_infer_request(
             raise InvalidArgument(f"input '{name}' appears more than once")
         numpy_dtype(tensor.datatype)  # rejects an unknown datatype by name
         shape = list(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidArgument(f"input '{name}' has a negative dimension in shape {shape}")
+        check_shape(shape, name)
         if name in shared:
             inputs[name] = _shared_memory_input(tensor, shape, shared_memory)
         elif raw:

@@ -29,7 +29,7 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, raw_bytes
+from inferd.frontends.tensors import array_from_bytes, check_shape, raw_bytes
 
 _JSON_KINDS_ALLOWED = {"b": "b", "i": "iub", "u": "iub", "f": "iubf"}
 
@@ -159,6 +159,7 @@ def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
     shape = item.get("shape")
     if not _is_shape(shape):
         raise InvalidArgument(f"input '{name}': 'shape' must be a list of non-negative integers")
+    check_shape(shape, name)
     return name, datatype, shape
 
 
