@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inferd.core.errors import InvalidArgument
+from inferd.core.types import InferRequest, RequestedOutput
+from inferd.engine.validation import TensorSpec, apply_reshape, check_request
+from inferd.repository.config import parse_pbtxt
+
+CONFIG = parse_pbtxt(
+    """
+    max_batch_size: 4
+    input [
+      { name: "a", data_type: TYPE_FP32, dims: [ 3, -1 ] },
+      { name: "b", data_type: TYPE_INT64, dims: [ 2 ], optional: true },
+      { name: "c", data_type: TYPE_FP32, dims: [ 4 ], reshape: { shape: [ 2, 2 ] } }
+    ]
+    output [ { name: "y", data_type: TYPE_STRING, dims: [ 1 ] } ]
+    """
+)
+INPUTS = {t.name: TensorSpec.from_config(t) for t in CONFIG.input}
+OUTPUTS = {t.name: TensorSpec.from_config(t) for t in CONFIG.output}
+
+
+def _request(**arrays: np.ndarray) -> InferRequest:
+    return InferRequest("m", dict(arrays))
+
+
+def _check(request: InferRequest, max_batch_size: int = 4) -> None:
+    check_request(request, INPUTS, OUTPUTS, max_batch_size)
+
+
+def test_specs_from_config() -> None:
+    assert INPUTS["a"].dtype == np.float32 and INPUTS["a"].dims == (3, -1)
+    assert INPUTS["b"].optional
+    assert INPUTS["c"].reshape == (2, 2)
+    assert OUTPUTS["y"].datatype == "BYTES"
+    assert INPUTS["a"].wire_shape(4) == [-1, 3, -1]
+    assert INPUTS["a"].wire_shape(0) == [3, -1]
+
+
+def test_valid_request_with_wildcard_dims_and_optional_input_left_out() -> None:
+    _check(_request(a=np.zeros((2, 3, 7), np.float32), c=np.zeros((2, 4), np.float32)))
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"a": np.zeros((1, 3, 1), np.float64), "c": np.zeros((1, 4), np.float32)}, "FP64"),
+        ({"a": np.zeros((1, 2, 1), np.float32), "c": np.zeros((1, 4), np.float32)}, "shape"),
+        ({"a": np.zeros((5, 3, 1), np.float32), "c": np.zeros((5, 4), np.float32)}, "batch size 5"),
+        ({"a": np.zeros((0, 3, 1), np.float32), "c": np.zeros((0, 4), np.float32)}, "batch size 0"),
+        ({"a": np.zeros((1, 3, 1), np.float32), "c": np.zeros((2, 4), np.float32)}, "different"),
+        ({"a": np.zeros((1, 3, 1), np.float32)}, "missing inputs ['c']"),
+        ({"z": np.zeros((1,), np.float32)}, "unexpected inference input 'z'"),
+    ],
+)
+def test_invalid_requests(arrays: dict[str, np.ndarray], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _check(_request(**arrays))
+
+
+def test_unknown_requested_output() -> None:
+    request = _request(a=np.zeros((1, 3, 1), np.float32), c=np.zeros((1, 4), np.float32))
+    request.outputs = [RequestedOutput("nope")]
+    with pytest.raises(InvalidArgument, match="unexpected inference output 'nope'"):
+        _check(request)
+
+
+def test_non_batching_model_checks_the_full_shape() -> None:
+    with pytest.raises(InvalidArgument, match="expects"):
+        _check(_request(a=np.zeros((1, 3, 1), np.float32), c=np.zeros((4,), np.float32)), 0)
+    _check(_request(a=np.zeros((3, 1), np.float32), c=np.zeros((4,), np.float32)), 0)
+
+
+def test_reshape_keeps_the_batch_axis() -> None:
+    spec = INPUTS["c"]
+    assert apply_reshape(np.zeros((3, 4)), spec, spec.reshape, True).shape == (3, 2, 2)
+    assert apply_reshape(np.zeros((4,)), spec, spec.reshape, False).shape == (2, 2)
+    with pytest.raises(InvalidArgument, match="cannot be reshaped"):
+        apply_reshape(np.zeros((3, 5)), spec, spec.reshape, True)
