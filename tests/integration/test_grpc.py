@@ -142,7 +142,7 @@ def test_unknown_model_or_version_is_not_found(
     "call",
     [
         lambda c: c.get_system_shared_memory_status(),
-        lambda c: c.unregister_cuda_shared_memory(),
+        lambda c: c.register_cuda_shared_memory("gpu", b"", 0, 64),
         lambda c: c.get_trace_settings(),
         lambda c: c.get_log_settings(),
     ],

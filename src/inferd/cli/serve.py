@@ -21,6 +21,7 @@ from inferd.core.observer import Observer
 from inferd.engine.engine import Engine, EngineSettings
 from inferd.engine.lifecycle import ModelState
 from inferd.engine.loader import LoadOptions
+from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.shared_memory import SharedMemoryRegistry
@@ -142,7 +143,10 @@ async def serve(settings: ServerSettings) -> None:
     await engine.start()
     _log_models(engine)
 
-    shared_memory = SharedMemoryRegistry(enabled=settings.enable_shared_memory)
+    shared_memory = SharedMemoryRegistry(
+        enabled=settings.enable_shared_memory,
+        cuda=cuda_memory.load() if settings.enable_shared_memory else None,
+    )
     http_socket = bind_socket(settings.host, settings.http_port)
     http_server = _uvicorn_server(
         HttpFrontend(engine, settings.http_max_body_bytes, shared_memory, statistics=statistics),

@@ -76,3 +76,9 @@ class ModelExecutionError(Internal):
 
 class Cancelled(InferdError):
     code = ErrorCode.CANCELLED
+
+
+def unknown_model(name: str, version: str = "") -> str:
+    """Triton's wording for a model (or version) that is not served: clients match its prefix."""
+    which = f"'{name}' version {version}" if version else f"'{name}'"
+    return f"Request for unknown model: {which} is not found"

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailable, Unsupported
+from inferd.core.errors import (
+    InferdError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Unsupported,
+    unknown_model,
+)
 from inferd.core.observer import Observer
 from inferd.core.types import InferRequest, InferResponse, Timestamps
 from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
@@ -186,7 +193,7 @@ class Engine:
                 logger.error("model '%s' failed to reload; the loaded versions keep serving", name)
         if not model.versions:
             reasons = "; ".join(f"{s.version or '-'}: {s.reason}" for s in model.statuses)
-            raise InvalidArgument(f"failed to load model '{name}': {reasons}")
+            raise InvalidArgument(f"no version could be served: {reasons}")
 
     async def _load_versions(self, folder: ModelFolder) -> _Model:
         model = _Model()
@@ -297,7 +304,7 @@ class Engine:
         """The loaded version a request names ("" = the highest ready one)."""
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"unknown model '{name}'")
+            raise NotFound(unknown_model(name))
         if not version:
             loaded = model.latest()
             if loaded is None:
@@ -307,7 +314,7 @@ class Engine:
         number = int(version) if version.isdigit() else -1
         loaded = model.versions.get(number)
         if loaded is None:
-            raise NotFound(f"unknown version '{version}' of model '{name}'")
+            raise NotFound(unknown_model(name, version))
         return loaded
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:

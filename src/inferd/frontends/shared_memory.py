@@ -10,9 +10,12 @@ gets an error rather than crashing the server with SIGBUS. Inputs are copied out
 request is decoded, so a client overwriting or unregistering the region afterwards cannot
 change a request in flight.
 
+CUDA regions (device memory a client exports as a CUDA IPC handle) live in the same registry,
+mapped and copied by `cuda_memory.py`; where cuda-python or a CUDA device is missing,
+registering one is answered with `Unsupported`.
+
 Registering makes the server read and write memory a client names, so the registry refuses
-everything unless the server was started with `--enable-shared-memory`. CUDA shared memory is
-not implemented: every CUDA call is answered with `Unsupported`.
+everything unless the server was started with `--enable-shared-memory`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 
 from inferd.core.errors import AlreadyExists, InvalidArgument, NotFound, Unsupported
 from inferd.core.types import Array
+from inferd.frontends.cuda_memory import CudaRuntime
 from inferd.frontends.tensors import array_from_bytes, raw_bytes
 
 SHM_DIRECTORY: Final = Path("/dev/shm")
@@ -55,6 +59,15 @@ class Region:
 
 
 @dataclass(frozen=True, slots=True)
+class CudaRegion:
+    """A registered CUDA allocation: `byte_size` bytes on device `device_id`."""
+
+    name: str
+    device_id: int
+    byte_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class TensorLocation:
     """Where one tensor lives: `byte_size` bytes at `offset` inside region `region`."""
 
@@ -70,51 +83,117 @@ class TensorLocation:
         return found
 
 
-class SharedMemoryRegistry:
-    """The system shared-memory regions registered by clients, by region name."""
+class RegionMemory(Protocol):
+    """The memory behind one region; positions count from the region's start."""
 
-    def __init__(self, enabled: bool = False) -> None:
+    def read_into(self, position: int, out: memoryview) -> None: ...
+
+    def write(self, position: int, data: memoryview) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _ObjectMemory:
+    """A registered window of a POSIX shared-memory object, copied through its descriptor."""
+
+    def __init__(self, region: Region, fd: int) -> None:
+        self._region = region
+        self._fd = fd
+
+    def read_into(self, position: int, out: memoryview) -> None:
+        start = self._region.offset + position
+        done = 0
+        while done < len(out):
+            count = os.preadv(self._fd, [out[done:]], start + done)
+            if count == 0:
+                raise _truncated(self._region)
+            done += count
+
+    def write(self, position: int, data: memoryview) -> None:
+        # Writing past the object's end would grow it; refuse instead.
+        if os.fstat(self._fd).st_size < self._region.offset + self._region.byte_size:
+            raise _truncated(self._region)
+        start = self._region.offset + position
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], start + done)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+_Record = TypeVar("_Record", Region, CudaRegion)
+
+
+class SharedMemoryRegistry:
+    """The system and CUDA shared-memory regions registered by clients, by region name.
+
+    Names are unique across both kinds, as in Triton; a tensor may name a region of either.
+    `cuda` is the CUDA runtime when the server can map CUDA IPC handles (None: it cannot).
+    """
+
+    def __init__(self, enabled: bool = False, cuda: CudaRuntime | None = None) -> None:
         self._enabled = enabled
-        self._regions: dict[str, tuple[Region, int]] = {}
-        # Frontends may decode or encode off the event loop; the lock keeps a descriptor
-        # from being closed (and its number reused) between lookup and copy.
+        self._cuda = cuda if enabled else None
+        self._regions: dict[str, tuple[Region | CudaRegion, RegionMemory]] = {}
+        # Frontends may decode or encode off the event loop; the lock keeps a region from
+        # being closed (and a descriptor number reused) between lookup and copy.
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self._enabled
 
+    @property
+    def cuda_enabled(self) -> bool:
+        return self._cuda is not None
+
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
         self._require_enabled()
-        if not name:
-            raise InvalidArgument("a shared memory region needs a non-empty name")
+        _require_name(name)
         _require_size("offset", offset)
         _require_size("byte_size", byte_size)
+        self._require_unused(name)
         fd = _open_object(key, offset + byte_size)
-        with self._lock:
-            if name in self._regions:
-                os.close(fd)
-                raise AlreadyExists(f"shared memory region '{name}' is already registered")
-            self._regions[name] = (Region(name, key, offset, byte_size), fd)
+        region = Region(name, key, offset, byte_size)
+        self._add(region, _ObjectMemory(region, fd))
+
+    def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        """Map a client's CUDA IPC handle (of memory on `device_id`) as region `name`."""
+        cuda = self.require_cuda()
+        _require_name(name)
+        _require_size("device_id", device_id)
+        _require_size("byte_size", byte_size)
+        self._require_unused(name)
+        memory = cuda.open(raw_handle, device_id, byte_size)
+        self._add(CudaRegion(name, device_id, byte_size), memory)
+
+    def require_cuda(self) -> CudaRuntime:
+        """The CUDA runtime, or `Unsupported` when CUDA regions cannot be registered."""
+        self._require_enabled()
+        if self._cuda is None:
+            raise Unsupported(CUDA_UNSUPPORTED_MESSAGE)
+        return self._cuda
 
     def unregister(self, name: str = "") -> None:
-        """Forget one region, or every region when `name` is empty (unknown names are ignored,
+        """Forget one system region, or all when `name` is empty (unknown names are ignored,
         as Triton does, so clean-up code may unregister unconditionally)."""
         self._require_enabled()
-        with self._lock:
-            names = [name] if name else list(self._regions)
-            for each in names:
-                entry = self._regions.pop(each, None)
-                if entry is not None:
-                    os.close(entry[1])
+        self._forget(name, Region)
+
+    def unregister_cuda(self, name: str = "") -> None:
+        """As `unregister`, for CUDA regions; answers even where CUDA is unsupported (a Triton
+        built without GPU support does too), since clients call it to clean up."""
+        self._forget(name, CudaRegion)
 
     def status(self, name: str = "") -> list[Region]:
-        """One region, or every region when `name` is empty."""
+        """One system region, or every one when `name` is empty."""
         self._require_enabled()
-        with self._lock:
-            if not name:
-                return [region for region, _ in self._regions.values()]
-            return [self._lookup(name)[0]]
+        return self._records(name, Region)
+
+    def cuda_status(self, name: str = "") -> list[CudaRegion]:
+        """One CUDA region, or every one when `name` is empty (none where unsupported)."""
+        return self._records(name, CudaRegion)
 
     def check(self, location: TensorLocation) -> None:
         """Raise unless `location` names a registered region and lies inside it."""
@@ -126,60 +205,79 @@ class SharedMemoryRegistry:
         """Copy the `location.byte_size` bytes at `location` into `out`."""
         self._require_enabled()
         with self._lock:
-            region, fd, position = self._resolve(location)
-            done = 0
-            while done < location.byte_size:
-                count = os.preadv(fd, [out[done:]], position + done)
-                if count == 0:
-                    raise _truncated(region)
-                done += count
+            memory = self._resolve(location)
+            memory.read_into(location.offset, out[: location.byte_size])
 
     def write(self, location: TensorLocation, data: bytes | memoryview) -> None:
         """Copy `data` (at most `location.byte_size` bytes) to the start of `location`."""
         self._require_enabled()
-        view = memoryview(data).cast("B")
         with self._lock:
-            region, fd, position = self._resolve(location)
-            # Writing past the object's end would grow it; refuse instead.
-            if os.fstat(fd).st_size < region.offset + region.byte_size:
-                raise _truncated(region)
-            done = 0
-            while done < len(view):
-                done += os.pwrite(fd, view[done:], position + done)
+            self._resolve(location).write(location.offset, memoryview(data).cast("B"))
 
     def close(self) -> None:
-        """Close every region's descriptor (at shutdown)."""
+        """Close every region (at shutdown)."""
         with self._lock:
-            for _, fd in self._regions.values():
-                os.close(fd)
+            for _, memory in self._regions.values():
+                memory.close()
             self._regions.clear()
 
     def _require_enabled(self) -> None:
         if not self._enabled:
             raise Unsupported(DISABLED_MESSAGE)
 
-    def _lookup(self, name: str) -> tuple[Region, int]:
-        entry = self._regions.get(name)
-        if entry is None:
-            raise NotFound(f"no shared memory region named '{name}' is registered")
-        return entry
+    def _require_unused(self, name: str) -> None:
+        """Checked before opening too, so a taken name is reported as such, whatever the rest."""
+        with self._lock:
+            self._require_new(name)
 
-    def _resolve(self, location: TensorLocation) -> tuple[Region, int, int]:
-        """(region, descriptor, absolute position in the object) of a checked location."""
-        region, fd = self._lookup(location.region)
+    def _require_new(self, name: str) -> None:
+        if name in self._regions:
+            raise AlreadyExists(f"shared memory region '{name}' is already registered")
+
+    def _add(self, record: Region | CudaRegion, memory: RegionMemory) -> None:
+        with self._lock:
+            try:
+                self._require_new(record.name)
+            except AlreadyExists:
+                memory.close()
+                raise
+            self._regions[record.name] = (record, memory)
+
+    def _forget(self, name: str, kind: type[Region | CudaRegion]) -> None:
+        with self._lock:
+            names = [name] if name else list(self._regions)
+            for each in names:
+                entry = self._regions.get(each)
+                if entry is not None and isinstance(entry[0], kind):
+                    del self._regions[each]
+                    entry[1].close()
+
+    def _records(self, name: str, kind: type[_Record]) -> list[_Record]:
+        with self._lock:
+            records = [r for r, _ in self._regions.values() if isinstance(r, kind)]
+        if not name:
+            return records
+        found = [r for r in records if r.name == name]
+        if not found:
+            label = "CUDA " if kind is CudaRegion else ""
+            raise NotFound(f"no {label}shared memory region named '{name}' is registered")
+        return found
+
+    def _resolve(self, location: TensorLocation) -> RegionMemory:
+        """The memory of a location checked to lie inside its region."""
+        entry = self._regions.get(location.region)
+        if entry is None:
+            raise NotFound(f"no shared memory region named '{location.region}' is registered")
+        region, memory = entry
         if location.offset + location.byte_size > region.byte_size:
             raise InvalidArgument(
                 f"offset {location.offset} + byte size {location.byte_size} runs past the end "
                 f"of shared memory region '{region.name}' ({region.byte_size} bytes)"
             )
-        return region, fd, region.offset + location.offset
+        return memory
 
 
 DISABLED: Final = SharedMemoryRegistry(enabled=False)
-
-
-def cuda_unsupported() -> NoReturn:
-    raise Unsupported(CUDA_UNSUPPORTED_MESSAGE)
 
 
 def tensor_location(parameters: Mapping[str, Any], tensor: str) -> TensorLocation | None:
@@ -226,6 +324,11 @@ def write_tensor(
             f"should be at least {size} bytes to hold the results"
         )
     registry.write(location, raw)
+
+
+def _require_name(name: str) -> None:
+    if not name:
+        raise InvalidArgument("a shared memory region needs a non-empty name")
 
 
 def _require_size(what: str, value: object) -> None:

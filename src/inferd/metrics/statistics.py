@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inferd.core.errors import NotFound
+from inferd.core.errors import NotFound, unknown_model
 from inferd.core.types import Timestamps
 
 
@@ -124,9 +124,9 @@ class Statistics:
         else:
             versions = self._models.get(name)
             if versions is None:
-                raise NotFound(f"unknown model '{name}'")
+                raise NotFound(unknown_model(name))
             if version and version not in versions:
-                raise NotFound(f"unknown version '{version}' of model '{name}'")
+                raise NotFound(unknown_model(name, version))
             selected = [versions[version]] if version else list(versions.values())
         return [self._copy(c) for c in sorted(selected, key=_order)]
 

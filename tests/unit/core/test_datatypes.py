@@ -91,9 +91,10 @@ def test_bytes_serialization_round_trip() -> None:
     ("data", "count", "message"),
     [
         (b"\x05\x00\x00\x00abc", 1, "longer than"),
-        (b"\x01\x00", 1, "inside the length"),
+        (b"\x01\x00", 1, "cannot hold"),
+        (b"\x01\x00\x00\x00a\x01\x00\x00", 2, "inside the length"),
         (b"\x01\x00\x00\x00ab", 1, "beyond"),
-        (b"", 1, "inside the length"),
+        (b"", 1, "cannot hold"),
     ],
 )
 def test_bytes_deserialization_errors(data: bytes, count: int, message: str) -> None:

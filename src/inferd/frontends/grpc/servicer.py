@@ -23,7 +23,8 @@ from inferd.core.errors import InferdError, InvalidArgument, Unsupported
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status
-from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry, cuda_unsupported
+from inferd.frontends.load_errors import load_failure
+from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.metrics.statistics import Duration, Statistics, VersionStatistics
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class GrpcFrontend:
         self._extensions = EXTENSIONS + (["statistics"] if statistics is not None else [])
         if shared_memory.enabled:
             self._extensions.append("system_shared_memory")
+        if shared_memory.cuda_enabled:
+            self._extensions.append("cuda_shared_memory")
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -188,7 +191,9 @@ class GrpcFrontend:
     @_rpc
     async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         _check_repository_name(request.repository_name)
-        await self._engine.control_load(request.model_name, _config_override(request.parameters))
+        with load_failure(request.model_name):
+            override = _config_override(request.parameters)
+            await self._engine.control_load(request.model_name, override)
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
@@ -231,15 +236,26 @@ class GrpcFrontend:
 
     @_rpc
     async def CudaSharedMemoryStatus(self, request: Any, context: Context) -> Any:
-        cuda_unsupported()
+        status = pb.CudaSharedMemoryStatusResponse.RegionStatus
+        regions = self._shared_memory.cuda_status(request.name)
+        return pb.CudaSharedMemoryStatusResponse(
+            regions={
+                r.name: status(name=r.name, device_id=r.device_id, byte_size=r.byte_size)
+                for r in regions
+            }
+        )
 
     @_rpc
     async def CudaSharedMemoryRegister(self, request: Any, context: Context) -> Any:
-        cuda_unsupported()
+        self._shared_memory.register_cuda(
+            request.name, request.raw_handle, request.device_id, request.byte_size
+        )
+        return pb.CudaSharedMemoryRegisterResponse()
 
     @_rpc
     async def CudaSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
-        cuda_unsupported()
+        self._shared_memory.unregister_cuda(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # ---- extensions this server does not offer over gRPC ------------------------------------
 

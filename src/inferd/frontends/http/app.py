@@ -38,6 +38,7 @@ from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.model_control import config_override, statistics_target
+from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.metrics.statistics import Statistics, statistics_document
 from inferd.repository.config import config_to_dict
@@ -78,6 +79,7 @@ class HttpFrontend:
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
         extensions = EXTENSIONS + (["system_shared_memory"] if shared_memory.enabled else [])
+        extensions += ["cuda_shared_memory"] if shared_memory.cuda_enabled else []
         extensions += ["statistics"] if statistics is not None else []
         self._server_metadata = orjson.dumps(
             {"name": "inferd", "version": __version__, "extensions": extensions}
@@ -210,7 +212,8 @@ class HttpFrontend:
         body = await self._read_body(receive, _headers(scope))
         document = loads(body) if body.strip() else None
         if action == "load":
-            await self._engine.control_load(model, config_override(document))
+            with load_failure(model):
+                await self._engine.control_load(model, config_override(document))
         else:
             await self._engine.control_unload(model)
         await _respond(send, 200, b"")

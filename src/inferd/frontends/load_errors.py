@@ -1,0 +1,19 @@
+"""Triton's wording for a failed model load, shared by both frontends."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from inferd.core.errors import InferdError
+
+
+@contextlib.contextmanager
+def load_failure(name: str) -> Iterator[None]:
+    """Re-raise an error of a load request (bad override, unknown model, no version served)
+    as the same error type worded "failed to load '<name>': ...", as Triton words it:
+    clients test for that phrase."""
+    try:
+        yield
+    except InferdError as exc:
+        raise type(exc)(f"failed to load '{name}': {exc.message}") from exc
