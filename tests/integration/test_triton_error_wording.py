@@ -85,3 +85,11 @@ def test_failed_loads_say_failed_to_load(explicit: RunningServer, protocol: str)
     unknown = _error(lambda: client.load_model("wrong_model_name"))
     assert unknown.message().startswith(f"{FAILED_TO_LOAD} 'wrong_model_name': ")
     assert unknown.status() == statuses["not_found"]
+
+
+def test_server_name_flag_for_clients_that_check_it(model_repository: Path) -> None:
+    with running_server(model_repository, "--server-name", "triton") as server:
+        for protocol in PROTOCOLS:
+            metadata = _client(server, protocol).get_server_metadata()
+            name = metadata["name"] if protocol == "http" else metadata.name
+            assert name == "triton", protocol

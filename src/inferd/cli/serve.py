@@ -117,6 +117,7 @@ async def _start_grpc(
         settings.grpc_port,
         settings.grpc_max_message_bytes,
         shared_memory,
+        settings.server_name,
     )
     await server.start()
     logger.info("gRPC service listening on %s:%d", settings.host, port)
@@ -149,7 +150,13 @@ async def serve(settings: ServerSettings) -> None:
     )
     http_socket = bind_socket(settings.host, settings.http_port)
     http_server = _uvicorn_server(
-        HttpFrontend(engine, settings.http_max_body_bytes, shared_memory, statistics=statistics),
+        HttpFrontend(
+            engine,
+            settings.http_max_body_bytes,
+            shared_memory,
+            statistics=statistics,
+            server_name=settings.server_name,
+        ),
         settings,
     )
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))

@@ -16,6 +16,7 @@ ENV_PREFIX = "INFERD_"
 class ServerSettings:
     model_repository: Path
     host: str = "127.0.0.1"
+    server_name: str = "inferd"
     http_port: int = 8000
     grpc_port: int = 8001  # 0 disables the gRPC frontend
     metrics_port: int = 8002  # 0 disables the Prometheus endpoint
@@ -72,6 +73,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of models in Triton's layout [env INFERD_MODEL_REPOSITORY]",
     )
     _flag(parser, "host", str, defaults.host, "address to listen on")
+    _flag(
+        parser,
+        "server-name",
+        str,
+        defaults.server_name,
+        "name in server metadata (Triton's example clients expect 'triton')",
+    )
     _flag(parser, "http-port", int, defaults.http_port, "HTTP port (0 picks a free one)")
     _flag(parser, "grpc-port", int, defaults.grpc_port, "gRPC port (0 disables gRPC)")
     _flag(parser, "metrics-port", int, defaults.metrics_port, "Prometheus port (0 disables it)")
@@ -148,6 +156,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         model_repository=args.model_repository,
         host=args.host,
+        server_name=args.server_name,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         log_level=args.log_level,

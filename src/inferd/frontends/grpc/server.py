@@ -9,6 +9,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.servicer import GrpcFrontend
+from inferd.frontends.identity import DEFAULT_SERVER_NAME
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.metrics.statistics import Statistics
 
@@ -20,6 +21,7 @@ def create_grpc_server(
     port: int,
     max_message_bytes: int,
     shared_memory: SharedMemoryRegistry = DISABLED,
+    server_name: str = DEFAULT_SERVER_NAME,
 ) -> tuple[Any, int]:
     """(server, bound port); call within the running event loop, then `await server.start()`."""
     server = grpc.aio.server(
@@ -31,7 +33,7 @@ def create_grpc_server(
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        GrpcFrontend(engine, statistics, shared_memory), server
+        GrpcFrontend(engine, statistics, shared_memory, server_name), server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind

@@ -23,6 +23,7 @@ from inferd.core.errors import InferdError, InvalidArgument, Unsupported
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status
+from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.metrics.statistics import Duration, Statistics, VersionStatistics
@@ -30,7 +31,6 @@ from inferd.metrics.statistics import Duration, Statistics, VersionStatistics
 logger = logging.getLogger(__name__)
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-EXTENSIONS: Final = ["model_repository", "model_configuration", "parameters"]
 # Requests of one stream that may be in the engine at once; the reader waits beyond that.
 STREAM_WINDOW: Final = 64
 
@@ -62,15 +62,13 @@ class GrpcFrontend:
         engine: Engine,
         statistics: Statistics | None = None,
         shared_memory: SharedMemoryRegistry = DISABLED,
+        server_name: str = DEFAULT_SERVER_NAME,
     ) -> None:
         self._engine = engine
         self._statistics = statistics
         self._shared_memory = shared_memory
-        self._extensions = EXTENSIONS + (["statistics"] if statistics is not None else [])
-        if shared_memory.enabled:
-            self._extensions.append("system_shared_memory")
-        if shared_memory.cuda_enabled:
-            self._extensions.append("cuda_shared_memory")
+        self._server_name = server_name
+        self._extensions = extensions(shared_memory, statistics is not None)
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -89,7 +87,7 @@ class GrpcFrontend:
     @_rpc
     async def ServerMetadata(self, request: Any, context: Context) -> Any:
         return pb.ServerMetadataResponse(
-            name="inferd", version=__version__, extensions=self._extensions
+            name=self._server_name, version=__version__, extensions=self._extensions
         )
 
     @_rpc

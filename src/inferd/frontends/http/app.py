@@ -38,6 +38,7 @@ from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.model_control import config_override, statistics_target
+from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.metrics.statistics import Statistics, statistics_document
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "parameters"]
 
 
 class ClientDisconnected(Exception):
@@ -73,16 +73,15 @@ class HttpFrontend:
         max_body_bytes: int = 256 * 1024 * 1024,
         shared_memory: SharedMemoryRegistry = DISABLED,
         statistics: Statistics | None = None,
+        server_name: str = DEFAULT_SERVER_NAME,
     ) -> None:
         self._engine = engine
         self._statistics = statistics
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
-        extensions = EXTENSIONS + (["system_shared_memory"] if shared_memory.enabled else [])
-        extensions += ["cuda_shared_memory"] if shared_memory.cuda_enabled else []
-        extensions += ["statistics"] if statistics is not None else []
+        offered = ["binary_tensor_data", *extensions(shared_memory, statistics is not None)]
         self._server_metadata = orjson.dumps(
-            {"name": "inferd", "version": __version__, "extensions": extensions}
+            {"name": server_name, "version": __version__, "extensions": offered}
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

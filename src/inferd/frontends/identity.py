@@ -1,0 +1,17 @@
+"""What the server says about itself in server metadata, the same over every protocol."""
+
+from __future__ import annotations
+
+from inferd.frontends.shared_memory import SharedMemoryRegistry
+
+DEFAULT_SERVER_NAME = "inferd"
+_ALWAYS = ["model_repository", "model_configuration", "parameters"]
+
+
+def extensions(shared_memory: SharedMemoryRegistry, statistics: bool) -> list[str]:
+    """The V2 protocol extensions this server offers, given what was enabled."""
+    offered = list(_ALWAYS)
+    offered += ["statistics"] if statistics else []
+    offered += ["system_shared_memory"] if shared_memory.enabled else []
+    offered += ["cuda_shared_memory"] if shared_memory.cuda_enabled else []
+    return offered
