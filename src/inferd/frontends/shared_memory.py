@@ -306,6 +306,7 @@ def read_tensor(
     shape: list[int],
 ) -> Array:
     """An input tensor copied out of shared memory (the array owns its bytes)."""
+    registry.check(location)  # before allocating: byte_size is the client's word until checked
     storage: Any = np.empty(location.byte_size, dtype=np.uint8)  # unlike bytearray, no zero-fill
     buffer = memoryview(storage)
     registry.read_into(location, buffer)

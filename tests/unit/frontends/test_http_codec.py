@@ -137,3 +137,11 @@ def test_bytes_count_beyond_the_data_is_refused_before_allocating() -> None:
     }
     with pytest.raises(InvalidArgument, match="cannot hold"):
         _decode(document, b"\x00" * 4)
+
+
+def test_an_empty_outputs_list_asks_for_every_output() -> None:
+    document = {
+        "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+        "outputs": [],
+    }
+    assert decode_infer_request(json.dumps(document).encode(), None, "m", "").outputs is None

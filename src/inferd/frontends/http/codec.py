@@ -227,7 +227,7 @@ def _decode_outputs(
         if location is not None:  # fail before inference, as Triton does
             shared_memory.check(location)
         outputs.append(RequestedOutput(item["name"], parameters))
-    return outputs
+    return outputs or None  # an empty list asks for nothing in particular: every output
 
 
 def encode_infer_response(
