@@ -15,6 +15,7 @@ a few wake-ups however many requests it gathers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,8 @@ from inferd.scheduling.queue import Pending, PriorityQueue
 from inferd.scheduling.settings import BatchingSettings
 
 BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
+
+logger = logging.getLogger(__name__)
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -138,7 +141,11 @@ class DynamicBatcher:
                     slot = self._order.reserve()
             if not batch:
                 return
-            await self._execute(instance, batch, slot)
+            try:
+                await self._execute(instance, batch, slot)
+            except Exception as exc:  # e.g. a failing observer: the worker must survive it
+                logger.exception("delivering a batch of '%s' failed", instance.name)
+                _fail(batch, Internal(f"delivering the batch failed: {exc}"))
 
     async def _next_batch(self) -> list[Pending]:
         """The next batch to run, or [] once stopping with nothing left."""

@@ -335,3 +335,27 @@ def test_stop_finishes_every_accepted_request() -> None:
                 await scheduler.submit(request(4))
 
     run(scenario)
+
+
+def test_a_failing_batch_report_fails_that_batch_and_the_worker_keeps_serving() -> None:
+    async def test() -> None:
+        failures = iter([True, False])
+
+        def on_batch(rows: int, compute: Timestamps) -> None:
+            if next(failures, False):
+                raise RuntimeError("observer bug")
+
+        models = instances(Doubler())
+        scheduler = DynamicBatcher(models, settings(), ["y"], on_batch)
+        scheduler.start()
+        try:
+            with pytest.raises(Exception, match="observer bug"):
+                await asyncio.wait_for(scheduler.submit(request(1.0)), 5)
+            second = await asyncio.wait_for(scheduler.submit(request(2.0)), 5)
+            np.testing.assert_array_equal(second["y"], np.full((1, 4), 4.0))
+        finally:
+            await scheduler.stop()
+            for model in models:
+                model.close()
+
+    run(test)
