@@ -273,6 +273,8 @@ def target(root: Path, seconds: float, concurrency: int) -> None:
         ("http", Setup("http: batching, delay 0.5 ms, server on cpu 0", 1, DYNAMIC)),
         ("grpc", Setup("grpc: batching, delay 0.5 ms, server on cpu 0", 1, DYNAMIC)),
         ("grpc", Setup("grpc: batching, delay 5 ms, server on cpu 0", 1, LONG_DELAY)),
+        ("http", Setup("http: SLO-adaptive 10 ms, server on cpu 0", 1, LONG_DELAY, 10)),
+        ("grpc", Setup("grpc: SLO-adaptive 10 ms, server on cpu 0", 1, LONG_DELAY, 10)),
     ]
     for protocol, setup in runs:
         results.append(serve_and_load(root, setup, concurrency, seconds, {0}, protocol))

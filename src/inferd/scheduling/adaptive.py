@@ -1,15 +1,24 @@
-"""SLO-adaptive batching: steer the queue delay and batch cap to keep p99 under a target.
+"""SLO-adaptive batching: steer the queue delay and batch cap to keep p99 under a target
+while getting the most throughput out of the instances.
 
-An AIMD controller, evaluated once per window of completed requests (at least
-`MIN_SAMPLES` requests and `MIN_WINDOW_NS`), never per request:
+Evaluated once per window of completed requests (at least `MIN_SAMPLES` requests and
+`MIN_WINDOW_NS`), never per request:
 
-- p99 above the target: halve the queue delay (multiplicative decrease). When the delay is
-  already 0 and one batch execution alone takes more than half the target, the batch is
+- **p99 above the target**: halve the queue delay (multiplicative decrease). When the delay
+  is already 0 and one batch execution alone takes more than half the target, the batch is
   too big for the target, so the batch cap shrinks by a quarter as well.
-- p99 below `HEADROOM` x target: add one step (1/20 of the ceiling) to the delay and grow the
-  cap by one step while executions stay under half the target (additive increase). A delay
-  step that lowered the throughput (closed-loop clients wait for their answers, so waiting
-  longer can mean fewer requests) is taken back instead.
+- **p99 within the target**: hill-climb on throughput, one delay step (1/20 of the ceiling)
+  at a time. A step that raised throughput by more than `GAIN` is followed by another in the
+  same direction (upward only while p99 stays under `HEADROOM` x target); a step that cost
+  throughput is taken back; a downward step that changed nothing is kept (same throughput,
+  lower latency). After a step is taken back the controller holds, and probes again after a
+  hold that doubles each time a probe fails (up to `MAX_HOLD` windows), alternating
+  directions, so it follows a load that changes.
+
+Waiting pays when requests reach the batcher slower than a batch runs (a slow frontend such
+as gRPC, or a model whose cost per row falls steeply with batch size): fuller batches raise
+throughput, and the controller climbs. It does not pay for closed-loop clients that the
+server already keeps up with: waiting only lowers their rate, and the controller stays at 0.
 
 Latency is the server's own: from when the frontend received the request (or it was queued)
 to when its batch finished.
@@ -22,8 +31,9 @@ import numpy as np
 MIN_SAMPLES = 100
 MIN_WINDOW_NS = 20_000_000
 HEADROOM = 0.8
+GAIN = 0.03  # a throughput change smaller than this share is noise
+MAX_HOLD = 32
 _STEPS = 20
-_LOST_THROUGHPUT = 0.9  # an increase that left less than this share of throughput is undone
 
 
 class SloController:
@@ -41,7 +51,10 @@ class SloController:
         self._window_rows = 0
         self._max_execution_ns = 0
         self._last_throughput = 0.0
-        self._raised_delay = False
+        self._move = 0  # the step the last window took: +1 up, -1 down, 0 none
+        self._hold = 0  # windows to wait before the next probe
+        self._hold_length = 1
+        self._probe_down = False
 
     def record(self, latencies_ns: list[int], rows: int, execution_ns: int, now_ns: int) -> None:
         """One batch finished: its requests' latencies, its rows and its execution time."""
@@ -59,18 +72,62 @@ class SloController:
     def _adjust(self, throughput: float) -> None:
         p99 = float(np.percentile(np.fromiter(self._latencies, np.int64), 99))
         batch_fits = self._max_execution_ns * 2 <= self.target_ns
-        raised = False
+        room = p99 < self.target_ns * HEADROOM
         if p99 > self.target_ns:
-            self.delay_ns = self.delay_ns // 2 if self.delay_ns > self._delay_step else 0
-            if self.delay_ns == 0 and not batch_fits:
-                self.batch_cap = max(1, self.batch_cap * 3 // 4)
-        elif p99 < self.target_ns * HEADROOM:
-            if self._raised_delay and throughput < self._last_throughput * _LOST_THROUGHPUT:
-                self.delay_ns = max(0, self.delay_ns - self._delay_step)
-            elif self.delay_ns < self.max_delay_ns:
-                self.delay_ns = min(self.delay_ns + self._delay_step, self.max_delay_ns)
-                raised = True
-            if batch_fits:
+            self._shed(batch_fits)
+        else:
+            self._climb(throughput, room)
+            if room and batch_fits:
                 self.batch_cap = min(self.batch_cap + self._cap_step, self.max_batch_size)
-        self._raised_delay = raised
         self._last_throughput = throughput
+
+    def _shed(self, batch_fits: bool) -> None:
+        self.delay_ns = self.delay_ns // 2 if self.delay_ns > self._delay_step else 0
+        if self.delay_ns == 0 and not batch_fits:
+            self.batch_cap = max(1, self.batch_cap * 3 // 4)
+        self._move = 0
+        self._hold = self._hold_length = 1
+
+    def _climb(self, throughput: float, room: bool) -> None:
+        last = self._last_throughput
+        gained = last > 0 and throughput > last * (1 + GAIN)
+        lost = last > 0 and throughput < last * (1 - GAIN)
+        if self._move > 0:
+            if gained and room and self.delay_ns < self.max_delay_ns:
+                self._step(+1)
+            elif gained:
+                self._settle(success=True)
+            else:
+                self._step(-1)  # waiting longer bought nothing: take it back
+                self._settle(success=False)
+        elif self._move < 0:
+            if lost:
+                self._step(+1)  # waiting less cost throughput: take it back
+                self._settle(success=False)
+            elif self.delay_ns > 0:
+                self._step(-1)  # no worse with less waiting: keep going down
+            else:
+                self._settle(success=True)
+        else:
+            self._hold -= 1
+            if self._hold <= 0:
+                self._probe(room)
+
+    def _probe(self, room: bool) -> None:
+        self._probe_down = not self._probe_down
+        if self._probe_down and self.delay_ns > 0:
+            self._step(-1)
+        elif room and self.delay_ns < self.max_delay_ns:
+            self._step(+1)
+        else:
+            self._settle(success=True)
+
+    def _step(self, direction: int) -> None:
+        delay = self.delay_ns + direction * self._delay_step
+        self.delay_ns = min(max(delay, 0), self.max_delay_ns)
+        self._move = direction
+
+    def _settle(self, success: bool) -> None:
+        self._move = 0
+        self._hold_length = 1 if success else min(self._hold_length * 2, MAX_HOLD)
+        self._hold = self._hold_length
