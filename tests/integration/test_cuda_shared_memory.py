@@ -29,22 +29,27 @@ if cuda_memory.load() is None:
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 import tritonclient.utils.cuda_shared_memory as cudashm  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from tests.integration.http_helpers import get_json, post_json  # noqa: E402
 from tests.integration.server import RunningServer, running_server  # noqa: E402
+from tests.integration.shm_helpers import (  # noqa: E402
+    ALREADY_EXISTS,
+    INVALID,
+    NOT_FOUND,
+    TENSOR_BYTES,
+    A,
+    B,
+    Client,
+    assert_still_serving,
+    expect_error,
+    is_http,
+    simple_inputs,
+    simple_outputs,
+)
 
-A = np.arange(16, dtype=np.int32).reshape(1, 16)
-B = np.full((1, 16), 3, dtype=np.int32)
-TENSOR_BYTES = A.nbytes  # 64
 DEVICE = 0
 
-Client = Any  # tritonclient.http or tritonclient.grpc InferenceServerClient
 Region = Any  # tritonclient.utils.cuda_shared_memory.CudaSharedMemoryRegion
-
-NOT_FOUND = ("404", "NOT_FOUND")
-INVALID = ("400", "INVALID_ARGUMENT")
-ALREADY_EXISTS = ("409", "ALREADY_EXISTS")
 
 
 @pytest.fixture(scope="module")
@@ -82,20 +87,6 @@ def make_region() -> Iterator[Callable[[int], tuple[str, Region]]]:
         cudashm.destroy_shared_memory_region(handle)
 
 
-def _is_http(client: Client) -> bool:
-    return isinstance(client, httpclient.InferenceServerClient)
-
-
-def _inputs(client: Client) -> list[Any]:
-    module = httpclient if _is_http(client) else grpcclient
-    return [module.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-
-
-def _outputs(client: Client) -> list[Any]:
-    module = httpclient if _is_http(client) else grpcclient
-    return [module.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
-
-
 def _register(client: Client, name: str, handle: Region, byte_size: int) -> None:
     client.register_cuda_shared_memory(name, cudashm.get_raw_handle(handle), DEVICE, byte_size)
 
@@ -103,31 +94,14 @@ def _register(client: Client, name: str, handle: Region, byte_size: int) -> None
 def _status(client: Client, name: str = "") -> dict[str, tuple[int, int]]:
     """{region name: (device_id, byte_size)} as the server reports it."""
     status = client.get_cuda_shared_memory_status(name)
-    if _is_http(client):
+    if is_http(client):
         return {r["name"]: (r["device_id"], r["byte_size"]) for r in status}
     return {n: (r.device_id, r.byte_size) for n, r in status.regions.items()}
 
 
-def _expect_error(call: Callable[[], Any], status: tuple[str, str], text: str) -> None:
-    """`call` fails with `status` (HTTP code, gRPC code: whichever the client speaks)."""
-    with pytest.raises(InferenceServerException) as caught:
-        call()
-    http, grpc = status
-    assert caught.value.status() in (http, f"StatusCode.{grpc}"), caught.value
-    assert text in caught.value.message(), caught.value.message()
-
-
-def _assert_still_serving(client: Client) -> None:
-    inputs = _inputs(client)
-    inputs[0].set_data_from_numpy(A)
-    inputs[1].set_data_from_numpy(B)
-    result = client.infer("simple", inputs)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
-
-
 def test_extension_is_listed(client: Client) -> None:
     metadata = client.get_server_metadata()
-    extensions = metadata["extensions"] if _is_http(client) else list(metadata.extensions)
+    extensions = metadata["extensions"] if is_http(client) else list(metadata.extensions)
     assert {"cuda_shared_memory", "system_shared_memory"} <= set(extensions)
 
 
@@ -143,7 +117,7 @@ def test_simple_model_with_inputs_and_outputs_in_cuda_shared_memory(
     _register(client, out0_name, out0_handle, TENSOR_BYTES)
     _register(client, out1_name, out1_handle, TENSOR_BYTES)
 
-    inputs, outputs = _inputs(client), _outputs(client)
+    inputs, outputs = simple_inputs(client), simple_outputs(client)
     inputs[0].set_shared_memory(in_name, TENSOR_BYTES)
     inputs[1].set_shared_memory(in_name, TENSOR_BYTES, offset=TENSOR_BYTES)
     outputs[0].set_shared_memory(out0_name, TENSOR_BYTES)
@@ -155,10 +129,10 @@ def test_simple_model_with_inputs_and_outputs_in_cuda_shared_memory(
         (out1_handle, "OUTPUT1", A - B),
     ):
         output = result.get_output(name)
-        shape = output["shape"] if _is_http(client) else list(output.shape)
+        shape = output["shape"] if is_http(client) else list(output.shape)
         contents = cudashm.get_contents_as_numpy(handle, np.int32, shape)
         np.testing.assert_array_equal(contents, expected)
-    if _is_http(client):
+    if is_http(client):
         assert "data" not in result.get_output("OUTPUT1")
         assert result.get_output("OUTPUT1")["parameters"] == {
             "shared_memory_region": out1_name,
@@ -174,7 +148,7 @@ def test_mixed_cuda_and_inline_tensors(
     name, handle = make_region(TENSOR_BYTES)
     cudashm.set_shared_memory_region(handle, [B])
     _register(client, name, handle, TENSOR_BYTES)
-    inputs, outputs = _inputs(client), _outputs(client)
+    inputs, outputs = simple_inputs(client), simple_outputs(client)
     inputs[0].set_data_from_numpy(A)
     inputs[1].set_shared_memory(name, TENSOR_BYTES)
     outputs[1].set_shared_memory(name, TENSOR_BYTES)  # overwrites the input, after reading it
@@ -193,11 +167,11 @@ def test_status_and_unregister(
     assert _status(client) == {first: (DEVICE, 64), second: (DEVICE, 256)}
     assert _status(client, first) == {first: (DEVICE, 64)}
     system = client.get_system_shared_memory_status()
-    assert (system if _is_http(client) else list(system.regions)) == []  # kinds stay apart
+    assert (system if is_http(client) else list(system.regions)) == []  # kinds stay apart
 
     client.unregister_cuda_shared_memory(first)
     assert _status(client) == {second: (DEVICE, 256)}
-    _expect_error(lambda: client.get_cuda_shared_memory_status(first), NOT_FOUND, first)
+    expect_error(lambda: client.get_cuda_shared_memory_status(first), NOT_FOUND, first)
     client.unregister_cuda_shared_memory(first)  # unknown names are ignored, as Triton does
     client.unregister_system_shared_memory(second)  # a system unregister leaves CUDA alone
     assert _status(client) == {second: (DEVICE, 256)}
@@ -213,18 +187,18 @@ def test_bad_registrations(
     _register(client, name, handle, 128)
     register = client.register_cuda_shared_memory
     count = cuda_memory.load().device_count  # type: ignore[union-attr]
-    _expect_error(lambda: register(name, raw, DEVICE, 64), ALREADY_EXISTS, "already registered")
+    expect_error(lambda: register(name, raw, DEVICE, 64), ALREADY_EXISTS, "already registered")
     # One namespace for both kinds, as in Triton.
     system = client.register_system_shared_memory
-    _expect_error(lambda: system(name, "/inferd_any", 64), ALREADY_EXISTS, "already registered")
+    expect_error(lambda: system(name, "/inferd_any", 64), ALREADY_EXISTS, "already registered")
     short = base64.b64encode(b"\1" * 10)
-    _expect_error(lambda: register("other", short, DEVICE, 64), INVALID, "64 bytes, not 10")
+    expect_error(lambda: register("other", short, DEVICE, 64), INVALID, "64 bytes, not 10")
     zeros = base64.b64encode(b"\0" * 64)
-    _expect_error(lambda: register("other", zeros, DEVICE, 64), INVALID, "unable to open")
-    _expect_error(lambda: register("other", raw, count, 64), INVALID, "does not exist")
-    _expect_error(lambda: register("other", raw, DEVICE, 1 << 30), INVALID, "exceeds the")
+    expect_error(lambda: register("other", zeros, DEVICE, 64), INVALID, "unable to open")
+    expect_error(lambda: register("other", raw, count, 64), INVALID, "does not exist")
+    expect_error(lambda: register("other", raw, DEVICE, 1 << 30), INVALID, "exceeds the")
     assert _status(client) == {name: (DEVICE, 128)}
-    _assert_still_serving(client)
+    assert_still_serving(client)
 
 
 def test_bad_tensor_references(
@@ -235,17 +209,17 @@ def test_bad_tensor_references(
     _register(client, name, handle, 2 * TENSOR_BYTES)
 
     def infer(region: str = name, input_offset: int = 0, output_size: int | None = None) -> None:
-        inputs, outputs = _inputs(client), _outputs(client)
+        inputs, outputs = simple_inputs(client), simple_outputs(client)
         inputs[0].set_shared_memory(region, TENSOR_BYTES, offset=input_offset)
         inputs[1].set_data_from_numpy(B)
         if output_size is not None:
             outputs[0].set_shared_memory(name, output_size)
         client.infer("simple", inputs, outputs=outputs)
 
-    _expect_error(lambda: infer(region="nope"), NOT_FOUND, "'nope'")
-    _expect_error(lambda: infer(input_offset=TENSOR_BYTES + 8), INVALID, "runs past the end")
-    _expect_error(lambda: infer(output_size=32), INVALID, "should be at least 64 bytes")
-    _assert_still_serving(client)
+    expect_error(lambda: infer(region="nope"), NOT_FOUND, "'nope'")
+    expect_error(lambda: infer(input_offset=TENSOR_BYTES + 8), INVALID, "runs past the end")
+    expect_error(lambda: infer(output_size=32), INVALID, "should be at least 64 bytes")
+    assert_still_serving(client)
 
 
 @pytest.mark.parametrize(

@@ -18,18 +18,25 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from tritonclient.utils import InferenceServerException
 
 from inferd.frontends import cuda_memory
 from tests.integration.grpc_helpers import simple_request, stub
 from tests.integration.http_helpers import post_json, request
 from tests.integration.server import RunningServer, running_server
+from tests.integration.shm_helpers import (
+    ALREADY_EXISTS,
+    INVALID,
+    NOT_FOUND,
+    TENSOR_BYTES,
+    A,
+    B,
+    Client,
+    assert_still_serving,
+    expect_error,
+    simple_inputs,
+    simple_outputs,
+)
 
-A = np.arange(16, dtype=np.int32).reshape(1, 16)
-B = np.full((1, 16), 3, dtype=np.int32)
-TENSOR_BYTES = A.nbytes  # 64
-
-Client = Any  # tritonclient.http or tritonclient.grpc InferenceServerClient
 Region = Any  # tritonclient.utils.shared_memory.SharedMemoryRegion
 
 
@@ -67,20 +74,6 @@ def make_region() -> Iterator[Callable[[int], tuple[str, str, Region]]]:
         shm.destroy_shared_memory_region(handle)
 
 
-def _module(client: Client) -> Any:
-    return httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
-
-
-def _inputs(client: Client) -> list[Any]:
-    module = _module(client)
-    return [module.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-
-
-def _outputs(client: Client) -> list[Any]:
-    module = _module(client)
-    return [module.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
-
-
 def _status_names(client: Client) -> set[str]:
     status = client.get_system_shared_memory_status()
     if isinstance(client, httpclient.InferenceServerClient):
@@ -88,27 +81,7 @@ def _status_names(client: Client) -> set[str]:
     return set(status.regions)
 
 
-NOT_FOUND = ("404", "NOT_FOUND")
-INVALID = ("400", "INVALID_ARGUMENT")
-ALREADY_EXISTS = ("409", "ALREADY_EXISTS")
 UNSUPPORTED = ("400", "UNIMPLEMENTED")
-
-
-def _expect_error(call: Callable[[], Any], status: tuple[str, str], text: str) -> None:
-    """`call` fails with `status` (HTTP code, gRPC code: whichever the client speaks)."""
-    with pytest.raises(InferenceServerException) as caught:
-        call()
-    http, grpc = status
-    assert caught.value.status() in (http, f"StatusCode.{grpc}"), caught.value
-    assert text in caught.value.message(), caught.value.message()
-
-
-def _assert_still_serving(client: Client) -> None:
-    inputs = _inputs(client)
-    inputs[0].set_data_from_numpy(A)
-    inputs[1].set_data_from_numpy(B)
-    result = client.infer("simple", inputs)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
 
 
 def test_simple_model_with_inputs_and_outputs_in_shared_memory(
@@ -121,7 +94,7 @@ def test_simple_model_with_inputs_and_outputs_in_shared_memory(
     client.register_system_shared_memory(in_name, in_key, 2 * TENSOR_BYTES)
     client.register_system_shared_memory(out_name, out_key, 2 * TENSOR_BYTES)
 
-    inputs, outputs = _inputs(client), _outputs(client)
+    inputs, outputs = simple_inputs(client), simple_outputs(client)
     inputs[0].set_shared_memory(in_name, TENSOR_BYTES)
     inputs[1].set_shared_memory(in_name, TENSOR_BYTES, offset=TENSOR_BYTES)
     outputs[0].set_shared_memory(out_name, TENSOR_BYTES)
@@ -155,7 +128,7 @@ def test_mixed_shared_memory_and_inline_tensors(
     shm.set_shared_memory_region(handle, [B], offset=TENSOR_BYTES)
     client.register_system_shared_memory(name, key, TENSOR_BYTES, offset=TENSOR_BYTES)
 
-    inputs, outputs = _inputs(client), _outputs(client)
+    inputs, outputs = simple_inputs(client), simple_outputs(client)
     inputs[0].set_data_from_numpy(A)
     inputs[1].set_shared_memory(name, TENSOR_BYTES)  # region offset 64 = object offset 64
     outputs[1].set_shared_memory(name, TENSOR_BYTES)
@@ -184,7 +157,7 @@ def test_status_and_unregister(
 
     client.unregister_system_shared_memory(first)
     assert _status_names(client) == {second}
-    _expect_error(lambda: client.get_system_shared_memory_status(first), NOT_FOUND, first)
+    expect_error(lambda: client.get_system_shared_memory_status(first), NOT_FOUND, first)
     client.unregister_system_shared_memory(first)  # unknown names are ignored, as Triton does
     client.unregister_system_shared_memory()
     assert _status_names(client) == set()
@@ -196,12 +169,12 @@ def test_bad_registrations(
     name, key, _ = make_region(128)
     client.register_system_shared_memory(name, key, 128)
     register = client.register_system_shared_memory
-    _expect_error(lambda: register(name, key, 64), ALREADY_EXISTS, "already registered")
-    _expect_error(lambda: register("other", "/inferd_no_object", 64), NOT_FOUND, "does not exist")
-    _expect_error(lambda: register("other", key, 128, offset=8), INVALID, "exceeds the 128 bytes")
-    _expect_error(lambda: register("other", "/../etc/passwd", 8), INVALID, "not a valid")
+    expect_error(lambda: register(name, key, 64), ALREADY_EXISTS, "already registered")
+    expect_error(lambda: register("other", "/inferd_no_object", 64), NOT_FOUND, "does not exist")
+    expect_error(lambda: register("other", key, 128, offset=8), INVALID, "exceeds the 128 bytes")
+    expect_error(lambda: register("other", "/../etc/passwd", 8), INVALID, "not a valid")
     assert _status_names(client) == {name}
-    _assert_still_serving(client)
+    assert_still_serving(client)
 
 
 def test_bad_tensor_references(
@@ -217,18 +190,18 @@ def test_bad_tensor_references(
         input_offset: int = 0,
         output_size: int | None = None,
     ) -> None:
-        inputs, outputs = _inputs(client), _outputs(client)
+        inputs, outputs = simple_inputs(client), simple_outputs(client)
         inputs[0].set_shared_memory(region, input_size, offset=input_offset)
         inputs[1].set_data_from_numpy(B)
         if output_size is not None:
             outputs[0].set_shared_memory(name, output_size)
         client.infer("simple", inputs, outputs=outputs)
 
-    _expect_error(lambda: infer(region="nope"), NOT_FOUND, "'nope'")
-    _expect_error(lambda: infer(input_size=60), INVALID, "needs 64")
-    _expect_error(lambda: infer(input_offset=TENSOR_BYTES + 8), INVALID, "runs past the end")
-    _expect_error(lambda: infer(output_size=32), INVALID, "should be at least 64 bytes")
-    _assert_still_serving(client)
+    expect_error(lambda: infer(region="nope"), NOT_FOUND, "'nope'")
+    expect_error(lambda: infer(input_size=60), INVALID, "needs 64")
+    expect_error(lambda: infer(input_offset=TENSOR_BYTES + 8), INVALID, "runs past the end")
+    expect_error(lambda: infer(output_size=32), INVALID, "should be at least 64 bytes")
+    assert_still_serving(client)
 
 
 @pytest.mark.parametrize(
@@ -323,14 +296,14 @@ def test_truncated_object_is_an_error_not_a_crash(
     name, key, _ = make_region(2 * TENSOR_BYTES)
     client.register_system_shared_memory(name, key, 2 * TENSOR_BYTES)
     os.truncate(f"/dev/shm/{key.lstrip('/')}", 8)
-    inputs, outputs = _inputs(client), _outputs(client)
+    inputs, outputs = simple_inputs(client), simple_outputs(client)
     inputs[0].set_shared_memory(name, TENSOR_BYTES, offset=TENSOR_BYTES)
     inputs[1].set_data_from_numpy(B)
-    _expect_error(lambda: client.infer("simple", inputs), INVALID, "shrank")
+    expect_error(lambda: client.infer("simple", inputs), INVALID, "shrank")
     outputs[0].set_shared_memory(name, TENSOR_BYTES)
     inputs[0].set_data_from_numpy(A)
-    _expect_error(lambda: client.infer("simple", inputs, outputs=outputs), INVALID, "shrank")
-    _assert_still_serving(client)
+    expect_error(lambda: client.infer("simple", inputs, outputs=outputs), INVALID, "shrank")
+    assert_still_serving(client)
 
 
 def test_cuda_shared_memory_is_not_supported(client: Client) -> None:
@@ -341,13 +314,13 @@ def test_cuda_shared_memory_is_not_supported(client: Client) -> None:
     assert "cuda_shared_memory" not in extensions
     text = "CUDA shared memory is not supported"
     register = client.register_cuda_shared_memory
-    _expect_error(lambda: register("gpu", b"\0" * 64, 0, 64), UNSUPPORTED, text)
+    expect_error(lambda: register("gpu", b"\0" * 64, 0, 64), UNSUPPORTED, text)
     # Status and unregister answer with nothing registered, as Triton without GPUs does.
     status = client.get_cuda_shared_memory_status()
     assert (status if isinstance(status, list) else list(status.regions)) == []
-    _expect_error(lambda: client.get_cuda_shared_memory_status("gpu"), NOT_FOUND, "'gpu'")
+    expect_error(lambda: client.get_cuda_shared_memory_status("gpu"), NOT_FOUND, "'gpu'")
     client.unregister_cuda_shared_memory()
-    _assert_still_serving(client)
+    assert_still_serving(client)
 
 
 def test_refused_unless_enabled(
@@ -358,13 +331,13 @@ def test_refused_unless_enabled(
     client = httpclient.InferenceServerClient(server.http_url)
     assert "system_shared_memory" not in client.get_server_metadata()["extensions"]
     text = "shared memory is disabled"
-    _expect_error(lambda: client.register_system_shared_memory(name, key, 64), UNSUPPORTED, text)
-    _expect_error(client.get_system_shared_memory_status, UNSUPPORTED, text)
-    inputs = _inputs(client)
+    expect_error(lambda: client.register_system_shared_memory(name, key, 64), UNSUPPORTED, text)
+    expect_error(client.get_system_shared_memory_status, UNSUPPORTED, text)
+    inputs = simple_inputs(client)
     inputs[0].set_shared_memory(name, TENSOR_BYTES)
     inputs[1].set_data_from_numpy(B)
-    _expect_error(lambda: client.infer("simple", inputs), UNSUPPORTED, text)
+    expect_error(lambda: client.infer("simple", inputs), UNSUPPORTED, text)
 
     grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['gRPC']}")
-    _expect_error(lambda: grpc.register_system_shared_memory(name, key, 64), UNSUPPORTED, text)
-    _assert_still_serving(client)
+    expect_error(lambda: grpc.register_system_shared_memory(name, key, 64), UNSUPPORTED, text)
+    assert_still_serving(client)
