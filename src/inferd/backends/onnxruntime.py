@@ -216,7 +216,7 @@ class OnnxInstance:
     def execute(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> dict[str, Array]:
         feed = dict(inputs)
         for name in self._string_inputs.intersection(feed):
-            feed[name] = _as_str_array(feed[name])
+            feed[name] = _as_str_array(feed[name], name)
         try:
             results = self._session.run(list(output_names), feed)
         except _ort().capi.onnxruntime_pybind11_state.InvalidArgument as exc:
@@ -228,7 +228,16 @@ class OnnxInstance:
         self._session = None
 
 
-def _as_str_array(array: Array) -> Array:
+def _as_str_array(array: Array, name: str) -> Array:
     """ONNX Runtime string tensors take str elements; BYTES inputs arrive as bytes."""
-    flat = [item.decode() if isinstance(item, bytes) else str(item) for item in array.reshape(-1)]
+    try:
+        flat = [
+            item.decode() if isinstance(item, bytes) else str(item) for item in array.reshape(-1)
+        ]
+    except UnicodeDecodeError as exc:
+        # ONNX Runtime's Python API holds strings as UTF-8 text, so other bytes cannot reach it.
+        raise InvalidArgument(
+            f"BYTES input '{name}' holds an element that is not UTF-8 ({exc.reason}); "
+            "ONNX Runtime string tensors take UTF-8 text only"
+        ) from None
     return np.array(flat, dtype=np.object_).reshape(array.shape)

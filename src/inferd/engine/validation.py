@@ -96,12 +96,16 @@ def check_request(
         missing = sorted(n for n, s in inputs.items() if not s.optional and n not in request.inputs)
         if missing:
             raise InvalidArgument(f"request for model '{model}' is missing inputs {missing}")
+    requested: set[str] = set()
     for output in request.outputs or ():
         if output.name not in outputs:
             raise InvalidArgument(
                 f"unexpected inference output '{output.name}' for model '{model}', "
                 f"its outputs are {sorted(outputs)}"
             )
+        if output.name in requested:  # Triton's wording, which its clients' tests match
+            raise InvalidArgument(f"output '{output.name}' already exists in request")
+        requested.add(output.name)
 
 
 def apply_reshape(

@@ -38,6 +38,7 @@ from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.model_control import config_override, statistics_target
+from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
@@ -165,14 +166,13 @@ class HttpFrontend:
         received = time.monotonic_ns()
         headers = _headers(scope)
         body = await self._read_body(receive, headers)
-        header_length = headers.get(HEADER_LENGTH)
-        request = decode_infer_request(
-            body,
-            _header_int(header_length) if header_length is not None else None,
-            model,
-            version,
-            self._shared_memory,
-        )
+        header = headers.get(HEADER_LENGTH)
+        header_length = _header_int(header) if header is not None else None
+        if header_length == 0:
+            config = self._engine.model_config(model, version)
+            request = decode_raw_request(body, config, model, version)
+        else:
+            request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
         response = await self._engine.infer(request)
         payload, json_length = encode_infer_response(response, request, self._shared_memory)
