@@ -15,6 +15,7 @@ a few wake-ups however many requests it gathers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from inferd.core.errors import InferdError, Internal, Unavailable
+from inferd.core.errors import InferdError, Internal, InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ExecutionResult, ModelInstance
 from inferd.scheduling.adaptive import SloController
@@ -216,12 +217,30 @@ class DynamicBatcher:
         try:
             result = await instance.execute(_stack_inputs(live), self._batch_outputs(live))
             per_request = self._split(live, result.outputs)
+        except InvalidArgument as exc:
+            if len(live) == 1:
+                refused = exc  # `exc` is unbound after this block; the delivery may run later
+                self._finish(slot, lambda: _fail(live, refused))
+                return
+            # The model refused one request's input: run them one by one, so only it fails.
+            deliveries = [await self._run_alone(instance, pending) for pending in live]
+            self._finish(slot, lambda: _call_all(deliveries))
+            return
         except Exception as exc:
-            # Not InferdError: a fault of ours, not the client's; report it, keep serving.
-            error = exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
+            error = _as_inferd_error(exc)
             self._finish(slot, lambda: _fail(live, error))
             return
         self._finish(slot, lambda: self._deliver(live, per_request, compute, result))
+
+    async def _run_alone(self, instance: ModelInstance, pending: Pending) -> Callable[[], None]:
+        """Execute one request by itself; returns what delivers its answer."""
+        compute = Timestamps(compute_start=time.monotonic_ns())
+        try:
+            result = await instance.execute(pending.request.inputs, self._batch_outputs([pending]))
+            outputs = self._split([pending], result.outputs)
+        except Exception as exc:
+            return functools.partial(_fail, [pending], _as_inferd_error(exc))
+        return functools.partial(self._deliver, [pending], outputs, compute, result)
 
     def _finish(self, slot: Slot | None, deliver: Callable[[], None]) -> None:
         if slot is None:
@@ -279,6 +298,16 @@ class DynamicBatcher:
 
 def _nothing() -> None:
     pass
+
+
+def _call_all(calls: list[Callable[[], None]]) -> None:
+    for call in calls:
+        call()
+
+
+def _as_inferd_error(exc: Exception) -> InferdError:
+    # Anything but an InferdError is a fault of ours, not the client's: report it, keep serving.
+    return exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
 
 
 def _preferred_cut(batch: list[Pending], preferred: tuple[int, ...]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -357,5 +357,38 @@ def test_a_failing_batch_report_fails_that_batch_and_the_worker_keeps_serving() 
             await scheduler.stop()
             for model in models:
                 model.close()
+
+    run(test)
+
+
+class Picky(Doubler):
+    """Refuses, as a backend refusing a client's input, any batch holding a negative value."""
+
+    def execute(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> dict[str, Array]:
+        if (inputs["x"] < 0).any():
+            raise InvalidArgument("negative input")
+        return super().execute(inputs, output_names)
+
+
+def test_one_refused_input_fails_only_its_own_request_in_a_batch() -> None:
+    async def test() -> None:
+        gate = threading.Event()
+        backend = Picky(gate)
+        async with batcher(settings("dynamic_batching { }"), backend) as scheduler:
+            blocker = asyncio.ensure_future(scheduler.submit(request(0.0)))
+            await asyncio.sleep(0.05)  # the instance is busy: the next three queue together
+            requests = [request(1.0), request(-1.0), request(2.0)]
+            results = asyncio.gather(
+                *(scheduler.submit(r) for r in requests), return_exceptions=True
+            )
+            await asyncio.sleep(0.05)
+            gate.set()
+            first, refused, third = await results
+            await blocker
+        assert isinstance(refused, InvalidArgument)
+        assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
+        np.testing.assert_array_equal(first["y"], np.full((1, 4), 2.0))
+        np.testing.assert_array_equal(third["y"], np.full((1, 4), 4.0))
+        assert [1.0] in backend.batches and [2.0] in backend.batches
 
     run(test)
