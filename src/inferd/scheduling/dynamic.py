@@ -55,7 +55,6 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._queue = PriorityQueue(settings)
         self._forming = asyncio.Lock()
-        self._forming_count = 0
         self._order = ResponseOrder() if settings.preserve_ordering else None
         self._slo = (
             SloController(
@@ -87,7 +86,7 @@ class DynamicBatcher:
         ]
 
     def pending(self) -> int:
-        return len(self._queue) + self._forming_count
+        return len(self._queue)
 
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
@@ -138,6 +137,7 @@ class DynamicBatcher:
             slot: Slot | None = None
             async with self._forming:
                 batch = await self._next_batch()
+                self._queue.dispatched(batch)
                 if self._order is not None and batch:
                     slot = self._order.reserve()
             if not batch:
@@ -156,26 +156,22 @@ class DynamicBatcher:
         delay = slo.delay_ns if slo else settings.max_queue_delay_ns
         batch: list[Pending] = []
         rows = 0
-        try:
-            while True:
-                now = time.monotonic_ns()
-                rows, blocked = self._queue.fill(batch, rows, max_rows, now)
-                self._forming_count = len(batch)
-                if not batch:
-                    if self._stopping:
-                        return batch
-                    await self._sleep(None, 1, None)
-                    continue
-                deadline = batch[0].enqueued_ns + delay
-                if blocked or rows >= max_rows or now >= deadline or self._stopping:
+        while True:
+            now = time.monotonic_ns()
+            rows, blocked = self._queue.fill(batch, rows, max_rows, now)
+            if not batch:
+                if self._stopping:
                     return batch
-                cut = _preferred_cut(batch, settings.preferred_batch_sizes)
-                if cut:
-                    self._queue.give_back(batch[cut:])
-                    return batch[:cut]
-                await self._sleep(deadline, self._rows_to_wake(rows, max_rows), batch[0].signature)
-        finally:
-            self._forming_count = 0
+                await self._sleep(None, 1, None)
+                continue
+            deadline = batch[0].enqueued_ns + delay
+            if blocked or rows >= max_rows or now >= deadline or self._stopping:
+                return batch
+            cut = _preferred_cut(batch, settings.preferred_batch_sizes)
+            if cut:
+                self._queue.give_back(batch[cut:])
+                return batch[:cut]
+            await self._sleep(deadline, self._rows_to_wake(rows, max_rows), batch[0].signature)
 
     def _rows_to_wake(self, rows: int, max_rows: int) -> int:
         """Rows that must arrive before the batch could be sent: the next preferred or full."""

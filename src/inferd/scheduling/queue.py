@@ -30,7 +30,7 @@ class Pending:
     level: int = 0
     deadline_ns: int = 0  # 0: no queue timeout
     delayed: bool = False
-    queued: bool = True  # False while taken into a forming batch
+    queued: bool = True  # counted in its level's size: until its batch goes to an instance
     timer: asyncio.TimerHandle | None = None
 
     def fail(self, error: Exception) -> None:
@@ -114,9 +114,7 @@ class PriorityQueue:
                     ):
                         return rows, True
                     source.popleft()
-                    level.size -= 1
-                    pending.queued = False
-                    batch.append(pending)
+                    batch.append(pending)  # still counted against max_queue_size, as in Triton
                     rows += pending.rows
         return rows, False
 
@@ -125,5 +123,11 @@ class PriorityQueue:
         for pending in reversed(items):
             level = self._levels[pending.level]
             (level.delayed if pending.delayed else level.queue).appendleft(pending)
-            level.size += 1
-            pending.queued = True
+
+    def dispatched(self, batch: list[Pending]) -> None:
+        """The batch leaves the queue for an instance: its requests stop counting in it."""
+        for pending in batch:
+            future = pending.future
+            if pending.queued and (not future.done() or future.cancelled()):
+                self._levels[pending.level].size -= 1  # `expire` already counted the rest
+            pending.queued = False

@@ -392,3 +392,23 @@ def test_one_refused_input_fails_only_its_own_request_in_a_batch() -> None:
         assert [1.0] in backend.batches and [2.0] in backend.batches
 
     run(test)
+
+
+def test_a_batch_still_forming_counts_against_max_queue_size() -> None:
+    async def scenario() -> None:
+        config = settings(
+            "dynamic_batching { max_queue_delay_microseconds: 200000 "
+            "default_queue_policy { max_queue_size: 1 } }"
+        )
+        async with batcher(config, Doubler()) as scheduler:
+            # The first request waits in a forming batch for more (200 ms): the queue is full.
+            first = asyncio.ensure_future(scheduler.submit(request(1)))
+            await asyncio.sleep(0.02)
+            assert scheduler.pending() == 1
+            with pytest.raises(Unavailable, match="full"):
+                await scheduler.submit(request(2))
+            await first
+            assert scheduler.pending() == 0
+            await scheduler.submit(request(3))  # room again once the batch went to the instance
+
+    run(scenario)
