@@ -13,3 +13,12 @@ def server(model_repository: Path) -> Iterator[RunningServer]:
     """One real server on the shared test repository for the whole session."""
     with running_server(model_repository) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def explicit_server(model_repository: Path) -> Iterator[RunningServer]:
+    """Explicit control mode with only `simple` loaded at start (one server per module)."""
+    with running_server(
+        model_repository, "--model-control-mode", "explicit", "--load-model", "simple"
+    ) as running:
+        yield running

@@ -13,6 +13,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.server import RunningServer
+
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.full((1, 16), 3, dtype=np.int32)
 TENSOR_BYTES = A.nbytes  # 64
@@ -23,6 +25,13 @@ Client = Any  # tritonclient.http or tritonclient.grpc InferenceServerClient
 NOT_FOUND = ("404", "NOT_FOUND")
 INVALID = ("400", "INVALID_ARGUMENT")
 ALREADY_EXISTS = ("409", "ALREADY_EXISTS")
+
+
+def connect(server: RunningServer, protocol: str) -> Client:
+    """A tritonclient of `protocol` ("http" or "grpc") for `server`."""
+    if protocol == "http":
+        return httpclient.InferenceServerClient(server.http_url)
+    return grpcclient.InferenceServerClient(server.grpc_url)
 
 
 def is_http(client: Client) -> bool:

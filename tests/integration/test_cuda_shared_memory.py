@@ -26,8 +26,6 @@ from inferd.frontends import cuda_memory  # noqa: E402
 if cuda_memory.load() is None:
     pytest.skip("no CUDA device", allow_module_level=True)
 
-import tritonclient.grpc as grpcclient  # noqa: E402
-import tritonclient.http as httpclient  # noqa: E402
 import tritonclient.utils.cuda_shared_memory as cudashm  # noqa: E402
 
 from tests.integration.http_helpers import get_json, post_json  # noqa: E402
@@ -41,6 +39,7 @@ from tests.integration.shm_helpers import (  # noqa: E402
     B,
     Client,
     assert_still_serving,
+    connect,
     expect_error,
     is_http,
     simple_inputs,
@@ -60,10 +59,7 @@ def cuda_server(model_repository: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture(params=["http", "grpc"])
 def client(request: pytest.FixtureRequest, cuda_server: RunningServer) -> Iterator[Client]:
-    if request.param == "http":
-        connection: Client = httpclient.InferenceServerClient(cuda_server.http_url)
-    else:
-        connection = grpcclient.InferenceServerClient(cuda_server.grpc_url)
+    connection = connect(cuda_server, request.param)
     yield connection
     # Leave the server as we found it, and unmap before the memory is freed below.
     connection.unregister_cuda_shared_memory()

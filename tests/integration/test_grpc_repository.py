@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.grpc_helpers import A, B, assert_serving, output, simple_request, stub
-from tests.integration.server import RunningServer, running_server
+from tests.integration.server import RunningServer
 
 
 def _status(call: Any) -> str:
@@ -22,15 +20,6 @@ def _status(call: Any) -> str:
         call()
     status: str = caught.value.status()
     return status
-
-
-@pytest.fixture(scope="module")
-def explicit_server(model_repository: Path) -> Iterator[RunningServer]:
-    """Explicit control mode with only `simple` loaded at start."""
-    with running_server(
-        model_repository, "--model-control-mode", "explicit", "--load-model", "simple"
-    ) as running:
-        yield running
 
 
 def test_load_and_unload_in_explicit_mode(explicit_server: RunningServer) -> None:

@@ -32,6 +32,7 @@ from tests.integration.shm_helpers import (
     B,
     Client,
     assert_still_serving,
+    connect,
     expect_error,
     simple_inputs,
     simple_outputs,
@@ -48,10 +49,7 @@ def shm_server(model_repository: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture(params=["http", "grpc"])
 def client(request: pytest.FixtureRequest, shm_server: RunningServer) -> Iterator[Client]:
-    if request.param == "http":
-        connection: Client = httpclient.InferenceServerClient(shm_server.http_url)
-    else:
-        connection = grpcclient.InferenceServerClient(f"127.0.0.1:{shm_server.ports['gRPC']}")
+    connection = connect(shm_server, request.param)
     yield connection
     connection.unregister_system_shared_memory()  # leave the server as we found it
     connection.close()

@@ -3,7 +3,7 @@ status codes, so inferd words these errors as Triton does."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -51,14 +51,6 @@ def _simple_inputs(protocol: str) -> list[Any]:
     return inputs
 
 
-@pytest.fixture(scope="module")
-def explicit(model_repository: Path) -> Iterator[RunningServer]:
-    with running_server(
-        model_repository, "--model-control-mode", "explicit", "--load-model", "simple"
-    ) as server:
-        yield server
-
-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize(("model", "version"), [("wrong_model_name", ""), ("simple", "9")])
 def test_infer_on_an_unknown_model_or_version(
@@ -74,8 +66,8 @@ def test_infer_on_an_unknown_model_or_version(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_failed_loads_say_failed_to_load(explicit: RunningServer, protocol: str) -> None:
-    client = _client(explicit, protocol)
+def test_failed_loads_say_failed_to_load(explicit_server: RunningServer, protocol: str) -> None:
+    client = _client(explicit_server, protocol)
     statuses = PROTOCOLS[protocol][1]
     malformed = _error(lambda: client.load_model("simple", config=MALFORMED_CONFIG))
     assert malformed.message().startswith(f"{FAILED_TO_LOAD} 'simple': "), malformed.message()
