@@ -5,17 +5,22 @@
 - `LoadedModel`: one per loaded model version; owns what instances share (weights, sessions).
 - `BackendInstance`: one per instance in the model's `instance_group`; `execute` runs one
   batch and is called from that instance's own thread, never from the event loop.
+
+A batch arrives stacked (input name -> array, batch axis first) with each request's row range,
+id and parameters. A backend answers with stacked outputs (the scheduler splits them back per
+request), or with one answer per request -- outputs or an error -- when requests differ.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from inferd.core.types import Array
+from inferd.core.errors import InferdError
+from inferd.core.types import Array, Parameters
 
 
 class DeviceKind(enum.Enum):
@@ -32,8 +37,28 @@ class Device:
         return self.kind.value if self.kind is DeviceKind.CPU else f"{self.kind.value}:{self.index}"
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """One request's share of a batch: rows [start, end) of every stacked input."""
+
+    start: int
+    end: int
+    id: str = ""
+    parameters: Parameters = field(default_factory=dict)
+
+
+# Stacked outputs for the whole batch, or one answer per request in the batch's order.
+PerRequestOutputs = list[dict[str, Array] | InferdError]
+BatchOutputs = dict[str, Array] | PerRequestOutputs
+
+
 class BackendInstance(Protocol):
-    def execute(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> dict[str, Array]:
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> BatchOutputs:
         """Run one batch: inputs have the batch axis first when the model batches."""
 
     def close(self) -> None:
@@ -41,8 +66,9 @@ class BackendInstance(Protocol):
 
 
 class LoadedModel(Protocol):
-    def create_instance(self, device: Device) -> BackendInstance:
-        """A new instance on `device`, sharing this model's weights where the framework allows."""
+    def create_instance(self, device: Device, name: str) -> BackendInstance:
+        """A new instance named `name` on `device`, sharing this model's weights where the
+        framework allows."""
 
     def close(self) -> None:
         """Release everything the model holds; called after every instance is closed."""

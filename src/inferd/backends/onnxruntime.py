@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from inferd.backends.base import Device, DeviceKind
+from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array
 from inferd.repository.config import string_parameter
@@ -200,7 +200,7 @@ class OnnxModel:
                 self._sessions[device] = session
             return session
 
-    def create_instance(self, device: Device) -> OnnxInstance:
+    def create_instance(self, device: Device, name: str) -> OnnxInstance:
         return OnnxInstance(self.session(device))
 
     def close(self) -> None:
@@ -213,7 +213,12 @@ class OnnxInstance:
         self._session = session
         self._string_inputs = {i.name for i in session.get_inputs() if i.type == "tensor(string)"}
 
-    def execute(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> dict[str, Array]:
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
         feed = dict(inputs)
         for name in self._string_inputs.intersection(feed):
             feed[name] = _as_str_array(feed[name], name)

@@ -67,8 +67,10 @@ def complete_config(config: Any, version_path: Path, backend: Backend, options: 
         scheduled = completed.WhichOneof("scheduling_choice") is not None
         if completed.max_batch_size > 0 and not had_batch_size and not scheduled:
             completed.dynamic_batching.SetInParent()  # Triton enables batching it inferred
-    if completed.HasField("sequence_batching") or completed.HasField("ensemble_scheduling"):
-        raise Unsupported("sequence batching and ensembles are not supported yet")
+    if completed.HasField("ensemble_scheduling"):
+        raise Unsupported("ensembles are not supported yet")
+    if completed.HasField("sequence_batching"):
+        raise Unsupported("sequence batching is not supported yet")
     _complete_instance_groups(completed, backend)
     validate_config(completed)
     return completed
@@ -114,7 +116,8 @@ def load_version(
         for group in config.instance_group:
             for index, device in enumerate(_devices(group)):
                 name = f"{group.name}_{index}"
-                instances.append(ModelInstance(name, device, loaded_model.create_instance(device)))
+                backend_instance = loaded_model.create_instance(device, name)
+                instances.append(ModelInstance(name, device, backend_instance))
     except InferdError:
         for instance in instances:
             instance.close()

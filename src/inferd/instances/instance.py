@@ -9,14 +9,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from inferd.backends.base import BackendInstance, Device
+from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device
 from inferd.core.errors import InferdError, ModelExecutionError
 from inferd.core.types import Array
 
 
 @dataclass(slots=True)
 class ExecutionResult:
-    outputs: dict[str, Array]
+    outputs: BatchOutputs
     compute_start_ns: int
     compute_end_ns: int
 
@@ -40,26 +40,34 @@ class ModelInstance:
         self._thread.start()
 
     async def execute(
-        self, inputs: Mapping[str, Array], output_names: Sequence[str]
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ExecutionResult] = loop.create_future()
-        self._jobs.put(_Job(loop, future, inputs, output_names))
+        self._jobs.put(_Job(loop, future, inputs, output_names, requests))
         return await future
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
-                result = self._run(job.inputs, job.output_names)
+                result = self._run(job.inputs, job.output_names, job.requests)
             except BaseException as exc:  # delivered to the awaiting coroutine, which reports it
                 job.loop.call_soon_threadsafe(_deliver_exception, job.future, exc)
             else:
                 job.loop.call_soon_threadsafe(_deliver_result, job.future, result)
 
-    def _run(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> ExecutionResult:
+    def _run(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult:
         start = time.monotonic_ns()
         try:
-            outputs = self._backend_instance.execute(inputs, output_names)
+            outputs = self._backend_instance.execute(inputs, output_names, requests)
         except InferdError:
             raise
         except Exception as exc:
@@ -78,6 +86,7 @@ class _Job:
     future: asyncio.Future[ExecutionResult]
     inputs: Mapping[str, Array]
     output_names: Sequence[str]
+    requests: Sequence[BatchRequest]
 
 
 def _deliver_result(future: asyncio.Future[ExecutionResult], result: ExecutionResult) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.core.errors import InferdError, Internal, InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ExecutionResult, ModelInstance
@@ -32,6 +33,7 @@ from inferd.scheduling.queue import Pending, PriorityQueue
 from inferd.scheduling.settings import BatchingSettings
 
 BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
+Answer = dict[str, Array] | InferdError  # what one request of a batch gets back
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +213,9 @@ class DynamicBatcher:
             return
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
-            result = await instance.execute(_stack_inputs(live), self._batch_outputs(live))
+            result = await instance.execute(
+                _stack_inputs(live), self._batch_outputs(live), batch_requests(live)
+            )
             per_request = self._split(live, result.outputs)
         except InvalidArgument as exc:
             if len(live) == 1:
@@ -232,7 +236,9 @@ class DynamicBatcher:
         """Execute one request by itself; returns what delivers its answer."""
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
-            result = await instance.execute(pending.request.inputs, self._batch_outputs([pending]))
+            result = await instance.execute(
+                pending.request.inputs, self._batch_outputs([pending]), batch_requests([pending])
+            )
             outputs = self._split([pending], result.outputs)
         except Exception as exc:
             return functools.partial(_fail, [pending], _as_inferd_error(exc))
@@ -248,7 +254,7 @@ class DynamicBatcher:
     def _deliver(
         self,
         batch: list[Pending],
-        per_request: list[dict[str, Array]],
+        per_request: list[Answer],
         compute: Timestamps,
         result: ExecutionResult,
     ) -> None:
@@ -258,10 +264,12 @@ class DynamicBatcher:
         rows = sum(p.rows for p in batch)
         if self._on_batch is not None:
             self._on_batch(rows, compute)
-        for pending, outputs in zip(batch, per_request, strict=True):
+        for pending, answer in zip(batch, per_request, strict=True):
             pending.request.timestamps.copy_compute(compute)
-            if not pending.future.done():
-                pending.future.set_result(outputs)
+            if isinstance(answer, InferdError):
+                pending.fail(answer)
+            elif not pending.future.done():
+                pending.future.set_result(answer)
         if self._slo is not None:
             latencies = [end - (p.request.timestamps.received or p.enqueued_ns) for p in batch]
             execution = result.compute_end_ns - result.compute_start_ns
@@ -276,14 +284,21 @@ class DynamicBatcher:
             wanted.update(output.name for output in requested)
         return [name for name in self._output_names if name in wanted]
 
-    def _split(self, batch: list[Pending], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+    def _split(self, batch: list[Pending], outputs: BatchOutputs) -> list[Answer]:
+        if isinstance(outputs, list):
+            if len(outputs) != len(batch):
+                raise Internal(f"the backend answered {len(outputs)} of {len(batch)} requests")
+            return [
+                answer if isinstance(answer, InferdError) else _select(pending.request, answer)
+                for pending, answer in zip(batch, outputs, strict=True)
+            ]
         if len(batch) == 1:
             return [_select(batch[0].request, outputs)]
         total = sum(p.rows for p in batch)
         for name, array in outputs.items():
             if array.ndim == 0 or array.shape[0] != total:
                 raise Internal(f"output '{name}' has {array.shape} for a batch of {total} rows")
-        split: list[dict[str, Array]] = []
+        split: list[Answer] = []
         start = 0
         for pending in batch:
             end = start + pending.rows
@@ -317,6 +332,17 @@ def _preferred_cut(batch: list[Pending], preferred: tuple[int, ...]) -> int:
         if rows in preferred:
             cut = count
     return cut
+
+
+def batch_requests(batch: Sequence[Pending]) -> list[BatchRequest]:
+    """Each request's row range and what it carries, as the backend sees it."""
+    described: list[BatchRequest] = []
+    start = 0
+    for pending in batch:
+        request = pending.request
+        described.append(BatchRequest(start, start + pending.rows, request.id, request.parameters))
+        start += pending.rows
+    return described
 
 
 def _stack_inputs(batch: list[Pending]) -> dict[str, Array]:

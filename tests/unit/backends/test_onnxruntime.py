@@ -99,11 +99,11 @@ def test_instances_share_one_session_and_compute(mlp_version: Path) -> None:
     model = backend.load(config, mlp_version)
     cpu = Device(DeviceKind.CPU)
     assert model.session(cpu) is model.session(cpu)
-    instance = model.create_instance(cpu)
-    out = instance.execute({"input": np.ones((2, 8), np.float32)}, ["output"])
+    instance = model.create_instance(cpu, "mlp_0")
+    out = instance.execute({"input": np.ones((2, 8), np.float32)}, ["output"], [])
     assert out["output"].shape == (2, 4)
     with pytest.raises(InvalidArgument, match="rejected"):
-        instance.execute({"input": np.ones((2, 9), np.float32)}, ["output"])
+        instance.execute({"input": np.ones((2, 9), np.float32)}, ["output"], [])
 
 
 def test_gpu_without_cuda_is_unavailable(mlp_version: Path) -> None:
@@ -113,7 +113,7 @@ def test_gpu_without_cuda_is_unavailable(mlp_version: Path) -> None:
     config = ModelConfig(name="mlp")
     backend.complete_config(config, mlp_version, 4)
     with pytest.raises(Unavailable, match="CUDA"):
-        backend.load(config, mlp_version).create_instance(Device(DeviceKind.GPU, 0))
+        backend.load(config, mlp_version).create_instance(Device(DeviceKind.GPU, 0), "mlp_0")
 
 
 def test_registry_finds_builtin_by_entry_point(mlp_version: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from inferd.backends.base import Device, DeviceKind
+from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
 from inferd.repository.config import parse_pbtxt
@@ -43,7 +43,12 @@ class Doubler:
         self.slow = slow
         self.batches: list[list[float]] = []
 
-    def execute(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> dict[str, Array]:
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest] = (),
+    ) -> dict[str, Array]:
         x = inputs["x"]
         if self.gate is not None:
             self.gate.wait(10)

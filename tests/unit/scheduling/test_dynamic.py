@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from inferd.backends.base import BatchRequest
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.scheduling.dynamic import DynamicBatcher
@@ -364,10 +365,15 @@ def test_a_failing_batch_report_fails_that_batch_and_the_worker_keeps_serving() 
 class Picky(Doubler):
     """Refuses, as a backend refusing a client's input, any batch holding a negative value."""
 
-    def execute(self, inputs: Mapping[str, Array], output_names: Sequence[str]) -> dict[str, Array]:
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest] = (),
+    ) -> dict[str, Array]:
         if (inputs["x"] < 0).any():
             raise InvalidArgument("negative input")
-        return super().execute(inputs, output_names)
+        return super().execute(inputs, output_names, requests)
 
 
 def test_one_refused_input_fails_only_its_own_request_in_a_batch() -> None:
