@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import sys
 import time
@@ -91,3 +92,32 @@ def time_calls(label: str, call: Callable[[], object], seconds: float, warmup: i
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def load_from_processes(
+    make_call: Callable[[], Callable[[], object]], concurrency: int, seconds: float, label: str
+) -> Figures:
+    """Closed loop from `concurrency` client processes (so the client's GIL caps nothing), each
+    making its own call with `make_call()` and repeating it back to back for `seconds`."""
+    context = multiprocessing.get_context("fork")
+    results: multiprocessing.Queue[tuple[int, float, list[float]]] = context.Queue()
+    start_at = time.time() + 2.0
+
+    def client() -> None:
+        call = make_call()
+        for _ in range(20):
+            call()
+        while time.time() < start_at:
+            time.sleep(0.001)
+        figures = time_calls("", call, seconds, warmup=0)
+        results.put((figures.requests, figures.seconds, figures.latencies_ms))
+
+    workers = [context.Process(target=client) for _ in range(concurrency)]
+    for worker in workers:
+        worker.start()
+    reports = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    requests = sum(report[0] for report in reports)
+    elapsed = max(report[1] for report in reports)
+    return Figures(label, requests, elapsed, [ms for report in reports for ms in report[2]])

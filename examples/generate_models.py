@@ -95,10 +95,110 @@ def identity_model(path: Path, datatype: int, dims: list[int | str] | None = Non
     _save(graph, path)
 
 
+def affine_model(path: Path, scale: float, bias: float, width: int = 4) -> None:
+    """OUTPUT0 = INPUT0 * scale + bias, FP32 [batch, width]."""
+    shape = ["batch", width]
+    constants = [
+        numpy_helper.from_array(np.array(scale, np.float32), "scale"),
+        numpy_helper.from_array(np.array(bias, np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["INPUT0", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["OUTPUT0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "affine",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, shape)],
+        constants,
+    )
+    _save(graph, path)
+
+
+# The ONNX-only pipeline: IN -> pre (affine) -> X -> {mlp_a, mlp_b} in parallel -> post (sum and
+# difference). The example's `pipeline` ensemble has the same shape with Python end steps.
+PIPELINE_WIDTH = 4
+_ONNX_STEP = """name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ 4 ] }} ]
+output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 4 ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: {delay} }}
+"""
+ONNX_PIPELINE_CONFIG = """name: "onnx_pipeline"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "IN", data_type: TYPE_FP32, dims: [ 4 ] } ]
+output [
+  { name: "SUM", data_type: TYPE_FP32, dims: [ 4 ] },
+  { name: "DIFF", data_type: TYPE_FP32, dims: [ 4 ] }
+]
+ensemble_scheduling { step [
+  { model_name: "pre", model_version: -1,
+    input_map { key: "INPUT0", value: "IN" }, output_map { key: "OUTPUT0", value: "X" } },
+  { model_name: "mlp_a", model_version: -1,
+    input_map { key: "input", value: "X" }, output_map { key: "output", value: "A" } },
+  { model_name: "mlp_b", model_version: -1,
+    input_map { key: "input", value: "X" }, output_map { key: "output", value: "B" } },
+  { model_name: "post", model_version: -1,
+    input_map [ { key: "INPUT0", value: "A" }, { key: "INPUT1", value: "B" } ],
+    output_map [ { key: "OUTPUT0", value: "SUM" }, { key: "OUTPUT1", value: "DIFF" } ] }
+] }
+"""
+
+
+def write_onnx_pipeline(repository: Path, queue_delay_us: int = 0) -> None:
+    """The `onnx_pipeline` ensemble and its four ONNX models (all batching up to 8)."""
+    width = PIPELINE_WIDTH
+    affine_model(repository / "pre" / "1" / "model.onnx", 2.0, 1.0, width)
+    mlp_model(repository / "mlp_a" / "1" / "model.onnx", (width, 8, width), seed=1)
+    mlp_model(repository / "mlp_b" / "1" / "model.onnx", (width, 8, width), seed=2)
+    simple_model(repository / "post" / "1" / "model.onnx", TensorProto.FLOAT, width)
+    for name, input_name, output_name in (
+        ("pre", "INPUT0", "OUTPUT0"),
+        ("mlp_a", "input", "output"),
+        ("mlp_b", "input", "output"),
+    ):
+        config = _ONNX_STEP.format(
+            name=name, input=input_name, output=output_name, delay=queue_delay_us
+        )
+        (repository / name / "config.pbtxt").write_text(config)
+    post = SIMPLE_CONFIG.replace('"simple"', '"post"').replace("TYPE_INT32", "TYPE_FP32")
+    post = post.replace("[ 16 ]", f"[ {width} ]")
+    (repository / "post" / "config.pbtxt").write_text(post)
+    (repository / "onnx_pipeline" / "1").mkdir(parents=True, exist_ok=True)
+    (repository / "onnx_pipeline" / "config.pbtxt").write_text(ONNX_PIPELINE_CONFIG)
+
+
+def accumulate_state_model(path: Path) -> None:
+    """OUTPUT = OUTPUT_STATE = INPUT_STATE + INPUT, INT32 [batch, 1]: an accumulator whose
+    running sum the sequence batcher keeps as implicit state."""
+    shape: list[int | str] = ["batch", 1]
+    tensors = ("INPUT", "INPUT_STATE", "OUTPUT", "OUTPUT_STATE")
+    info = {n: helper.make_tensor_value_info(n, TensorProto.INT32, shape) for n in tensors}
+    nodes = [
+        helper.make_node("Add", ["INPUT_STATE", "INPUT"], ["OUTPUT"]),
+        helper.make_node("Identity", ["OUTPUT"], ["OUTPUT_STATE"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "accumulate_state",
+        [info["INPUT"], info["INPUT_STATE"]],
+        [info["OUTPUT"], info["OUTPUT_STATE"]],
+    )
+    _save(graph, path)
+
+
 def write_example_repository(repository: Path) -> None:
     simple_model(repository / "simple" / "1" / "model.onnx")
     (repository / "simple" / "config.pbtxt").write_text(SIMPLE_CONFIG)
     mlp_model(repository / "mlp" / "1" / "model.onnx")  # no config: auto-completed at load
+    # Its config.pbtxt is checked in next to it, as is the Python `sequence_accumulate`.
+    accumulate_state_model(repository / "sequence_accumulate_state" / "1" / "model.onnx")
+    # The two parallel ONNX branches of the `pipeline` ensemble (its Python steps are files).
+    mlp_model(repository / "pipeline_branch_a" / "1" / "model.onnx", (8, 16, 4), seed=1)
+    mlp_model(repository / "pipeline_branch_b" / "1" / "model.onnx", (8, 16, 4), seed=2)
 
 
 if __name__ == "__main__":

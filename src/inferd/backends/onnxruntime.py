@@ -3,11 +3,13 @@
 Session options come from config `parameters` (the keys Triton's ONNX Runtime backend uses):
 `intra_op_thread_count`, `inter_op_thread_count`, `execution_mode` (0 sequential, 1 parallel)
 and inferd's `graph_optimization_level` (disable_all|basic|extended|all), or Triton's
-`optimization { graph { level: -1|0|1 } }`.
+`optimization { graph { level: -1|0|1 } }`. GPU instances use the CUDA provider on their device,
+behind the TensorRT provider when Triton's `gpu_execution_accelerator` names "tensorrt".
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from inferd.backends.autocomplete import ModelTensor, complete_tensors
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array
 from inferd.repository.config import string_parameter
+from inferd.repository.validation import sequence_tensors
 
 _CONFIG_TYPE_BY_ORT = {
     "tensor(bool)": "TYPE_BOOL",
@@ -39,6 +43,9 @@ _UNSUPPORTED_ORT_TYPES = frozenset({"tensor(bfloat16)"})
 _OPTIMIZATION_LEVELS = {"disable_all": 0, "basic": 1, "extended": 2, "all": 99}
 # Triton's optimization.graph.level: -1 basic, 0 (unset) everything, 1 extended.
 _TRITON_GRAPH_LEVELS = {-1: "basic", 0: "all", 1: "extended"}
+_TRT_PRECISION_FLAGS = {"FP32": None, "FP16": "trt_fp16_enable", "INT8": "trt_int8_enable"}
+
+logger = logging.getLogger(__name__)
 
 
 def _ort() -> Any:
@@ -84,12 +91,42 @@ def session_options(config: Any) -> Any:
     return options
 
 
-def _providers(device: Device) -> list[Any]:
+def tensorrt_options(config: Any) -> dict[str, str] | None:
+    """TensorRT provider options from Triton's `optimization { execution_accelerators {
+    gpu_execution_accelerator: [{ name: "tensorrt" }] } }`; None when the config asks for none."""
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    for accelerator in accelerators:
+        if accelerator.name == "tensorrt":
+            pairs = (_tensorrt_option(k, v) for k, v in accelerator.parameters.items())
+            return dict(pair for pair in pairs if pair is not None)
+    return None
+
+
+def _tensorrt_option(key: str, value: str) -> tuple[str, str] | None:
+    """One of Triton's accelerator parameters as an ONNX Runtime TensorRT provider option."""
+    if key.startswith("trt_"):  # ONNX Runtime's own option names pass through
+        return key, value
+    if key == "max_workspace_size_bytes":
+        return "trt_max_workspace_size", value
+    if key == "precision_mode" and value in _TRT_PRECISION_FLAGS:
+        flag = _TRT_PRECISION_FLAGS[value]
+        return (flag, "True") if flag else None
+    raise InvalidArgument(f"unsupported tensorrt accelerator parameter {key}: {value}")
+
+
+def _providers(device: Device, tensorrt: dict[str, str] | None) -> list[Any]:
     if device.kind is DeviceKind.CPU:
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in _ort().get_available_providers():
+    available = _ort().get_available_providers()
+    if "CUDAExecutionProvider" not in available:
         raise Unavailable("KIND_GPU instance asked for, but ONNX Runtime has no CUDA provider here")
-    return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
+    cuda = [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
+    if tensorrt is None:
+        return cuda
+    if "TensorrtExecutionProvider" not in available:
+        logger.warning("the config asks for TensorRT, which this ONNX Runtime lacks: using CUDA")
+        return cuda
+    return [("TensorrtExecutionProvider", {**tensorrt, "device_id": device.index}), *cuda]
 
 
 class OnnxRuntimeBackend:
@@ -125,63 +162,78 @@ class OnnxRuntimeBackend:
         )
 
     def load(self, config: Any, version_path: Path) -> OnnxModel:
-        return OnnxModel(_model_file(config, version_path), session_options(config))
+        return OnnxModel(
+            _model_file(config, version_path), session_options(config), tensorrt_options(config)
+        )
 
 
 def _complete_tensors(
     config: Any, inputs: list[Any], outputs: list[Any], default_batch: int
 ) -> None:
-    fill_inputs, fill_outputs = not config.input, not config.output
-    infer_batching = fill_inputs and fill_outputs and config.max_batch_size == 0
-    if (
-        infer_batching
-        and default_batch > 0
-        and all(_dynamic_first_axis(t.shape) for t in [*inputs, *outputs])
-    ):
-        config.max_batch_size = default_batch
-    skip = 1 if config.max_batch_size > 0 else 0
-    if fill_inputs:
-        for tensor in inputs:
-            _add_tensor(config.input.add(), tensor, skip)
-    if fill_outputs:
-        for tensor in outputs:
-            _add_tensor(config.output.add(), tensor, skip)
+    # Sequence control and state tensors are fed by the server, never by clients: they are
+    # checked against the model here and kept out of the config's inputs and outputs.
+    fed, taken = sequence_tensors(config)
+    model_inputs = [_model_tensor(t) for t in inputs]
+    model_outputs = [_model_tensor(t) for t in outputs]
+    complete_tensors(
+        config,
+        [t for t in model_inputs if t.name not in fed],
+        [t for t in model_outputs if t.name not in taken],
+        default_batch,
+        "the ONNX model",
+    )
+    if fed:
+        skip = 1 if config.max_batch_size > 0 else 0
+        states = {s.output_name: fed[s.input_name] for s in config.sequence_batching.state}
+        _check_sequence_tensors("input", fed, model_inputs, skip)
+        _check_sequence_tensors("output", states, model_outputs, skip)
     unsupported = [t.name for t in [*inputs, *outputs] if t.type in _UNSUPPORTED_ORT_TYPES]
     if unsupported:
         raise InvalidArgument(
             f"{unsupported}: BF16 tensors cannot cross ONNX Runtime's Python binding as numpy"
         )
-    _check_names("input", [t.name for t in config.input], [t.name for t in inputs])
-    _check_names("output", [t.name for t in config.output], [t.name for t in outputs])
 
 
-def _dynamic_first_axis(shape: list[Any]) -> bool:
-    return len(shape) > 0 and not isinstance(shape[0], int)
-
-
-def _add_tensor(entry: Any, tensor: Any, skip: int) -> None:
-    config_type = _CONFIG_TYPE_BY_ORT.get(tensor.type)
-    if config_type is None:
-        raise InvalidArgument(f"'{tensor.name}' has unsupported ONNX type {tensor.type}")
-    entry.name = tensor.name
-    entry.data_type = config_type
-    entry.dims.extend(d if isinstance(d, int) and d >= 0 else -1 for d in tensor.shape[skip:])
-
-
-def _check_names(kind: str, configured: list[str], in_model: list[str]) -> None:
-    unknown = sorted(set(configured) - set(in_model))
-    if unknown:
-        raise InvalidArgument(
-            f"config {kind} {unknown} not in the ONNX model, whose {kind}s are {in_model}"
+def _check_sequence_tensors(
+    kind: str,
+    expected: dict[str, tuple[str, tuple[int, ...]]],
+    tensors: list[ModelTensor],
+    skip: int,
+) -> None:
+    by_name = {t.name: t for t in tensors}
+    for name, (data_type, dims) in expected.items():
+        tensor = by_name.get(name)
+        if tensor is None:
+            raise InvalidArgument(
+                f"sequence_batching names {kind} '{name}', which the ONNX model lacks; "
+                f"its {kind}s are {list(by_name)}"
+            )
+        shape = tensor.shape[skip:]
+        fits = len(shape) == len(dims) and all(
+            m is None or m < 0 or d in (-1, m) for m, d in zip(shape, dims, strict=True)
         )
+        if tensor.data_type != data_type or not fits:
+            raise InvalidArgument(
+                f"sequence_batching {kind} '{name}' is {data_type} {list(dims)}, but the ONNX "
+                f"model declares {tensor.framework_type} {list(tensor.shape)}"
+            )
+
+
+def _model_tensor(tensor: Any) -> ModelTensor:
+    # ONNX marks a dynamic axis with a symbolic name (str) or None.
+    shape = tuple(d if isinstance(d, int) else None for d in tensor.shape)
+    return ModelTensor(tensor.name, _CONFIG_TYPE_BY_ORT.get(tensor.type), shape, tensor.type)
 
 
 class OnnxModel:
     """Sessions per device, created on first use; ONNX Runtime sessions accept concurrent `run`."""
 
-    def __init__(self, model_file: Path, options: Any) -> None:
+    def __init__(
+        self, model_file: Path, options: Any, tensorrt: dict[str, str] | None = None
+    ) -> None:
         self._model_file = model_file
         self._options = options
+        self._tensorrt = tensorrt
         self._sessions: dict[Device, Any] = {}
         self._lock = threading.Lock()
 
@@ -191,7 +243,9 @@ class OnnxModel:
             if session is None:
                 try:
                     session = _ort().InferenceSession(
-                        str(self._model_file), self._options, providers=_providers(device)
+                        str(self._model_file),
+                        self._options,
+                        providers=_providers(device, self._tensorrt),
                     )
                 except Unavailable:
                     raise

@@ -141,6 +141,7 @@ async def serve(settings: ServerSettings) -> None:
         observers.append(TraceLog())
     engine = build_engine(settings, observers)
     metrics.watch_pending(engine.pending_requests)
+    metrics.watch_instances(engine.instance_devices)
     await engine.start()
     _log_models(engine)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import (
     InferdError,
@@ -23,9 +24,17 @@ from inferd.core.errors import (
 from inferd.core.observer import Observer
 from inferd.core.types import InferRequest, InferResponse, Timestamps
 from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
+from inferd.engine.ensembles import (
+    EnsembleIndex,
+    composing_to_load,
+    ensembles_last,
+    is_ensemble,
+    load_ensemble,
+)
 from inferd.engine.lifecycle import ModelState, VersionStatus
 from inferd.engine.loader import LoadedVersion, LoadOptions, load_version
 from inferd.engine.validation import TensorSpec, apply_reshape, check_request
+from inferd.instances.instance import ModelInstance
 from inferd.repository.config import config_from_dict
 from inferd.repository.layout import (
     ModelFolder,
@@ -59,12 +68,20 @@ class TensorMetadata:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceMetadata:
+    name: str
+    kind: str  # KIND_CPU | KIND_GPU, as the config names it
+    device: str  # "cpu", "gpu:0"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelMetadata:
     name: str
     versions: list[str]
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    instances: list[InstanceMetadata] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -90,6 +107,8 @@ class Engine:
         self._observers = tuple(observers)
         self._models: dict[str, _Model] = {}
         self._unloaded: set[str] = set()  # unloaded on request: indexed as such, not UNKNOWN
+        self._ensembles = EnsembleIndex()
+        self._rechecking: set[str] = set()  # ensembles being re-checked (ends loops of them)
         # One load or unload at a time, so a reload never races another change of a model.
         self._control_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
@@ -107,6 +126,7 @@ class Engine:
             for name in settings.startup_models:
                 check_model_name(name)  # a path-like --load-model is a usage error
             for name in settings.startup_models:
+                await self._load_composing(name, None)
                 await self._load_quietly(name)
             return
         known: dict[str, Fingerprint] = {}
@@ -125,7 +145,8 @@ class Engine:
 
     async def load_all(self) -> None:
         """Load every model in the repository (Triton's `none` control mode)."""
-        for name in await asyncio.to_thread(self.repository_model_names):
+        names = await asyncio.to_thread(self.repository_model_names)
+        for name in await asyncio.to_thread(ensembles_last, self.settings.repository, names):
             await self._load_quietly(name)
 
     async def _load_quietly(self, name: str) -> None:
@@ -142,7 +163,21 @@ class Engine:
         model's config file (its JSON form)."""
         self._check_explicit("load")
         check_model_name(name)
+        await self._load_composing(name, config_override)
         await self.load_model(name, config_override)
+
+    async def _load_composing(self, name: str, config_override: dict[str, Any] | None) -> None:
+        """Explicit mode, as in Triton: loading an ensemble first loads the models it uses."""
+        try:
+            folder = await asyncio.to_thread(read_model_folder, self.settings.repository, name)
+            config = folder.config if config_override is None else config_from_dict(config_override)
+        except InferdError:
+            return  # the load itself reports it
+        config.name = name
+        serving = [n for n, m in self._models.items() if m.versions]
+        repository = self.settings.repository
+        for model in await asyncio.to_thread(composing_to_load, repository, config, serving):
+            await self._load_quietly(model)
 
     async def control_unload(self, name: str) -> None:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
@@ -197,6 +232,11 @@ class Engine:
 
     async def _load_versions(self, folder: ModelFolder) -> _Model:
         model = _Model()
+        ensemble = is_ensemble(folder.config)
+        if ensemble:
+            self._ensembles.remember(folder)
+        else:
+            self._ensembles.forget(folder.name)
         wanted, missing = select_versions(folder.config.version_policy, folder.versions)
         for version in missing:
             model.statuses.append(
@@ -206,15 +246,18 @@ class Engine:
             model.statuses.append(_unavailable(folder.name, "", "no version folder to serve"))
         for version in wanted:
             try:
-                loaded = await asyncio.to_thread(
-                    load_version,
-                    folder.config,
-                    version,
-                    folder.versions[version],
-                    self._registry,
-                    self.settings.load,
-                    self._batch_reporter(folder.name, str(version)),
-                )
+                if ensemble:
+                    loaded = load_ensemble(folder.config, version, self.find_version, self._step)
+                else:
+                    loaded = await asyncio.to_thread(
+                        load_version,
+                        folder.config,
+                        version,
+                        folder.versions[version],
+                        self._registry,
+                        self.settings.load,
+                        self._batch_reporter(folder.name, str(version)),
+                    )
             except InferdError as exc:
                 logger.error(
                     "model '%s' version %d failed to load: %s", folder.name, version, exc.message
@@ -232,7 +275,7 @@ class Engine:
                 "model '%s' version %d ready (%s, %d instance(s) on %s)",
                 folder.name,
                 version,
-                loaded.backend.name,
+                loaded.backend.name if loaded.backend else "ensemble",
                 len(loaded.instances),
                 ", ".join(sorted({str(i.device) for i in loaded.instances})),
             )
@@ -253,9 +296,26 @@ class Engine:
         versions = [str(v) for v in sorted(model.versions)] if model else []
         for observer in self._observers:
             observer.model_versions_changed(name, versions)
+        if model is None:
+            self._ensembles.forget(name)
         if old is not None:
             for loaded in old.versions.values():
                 await self._close_version(loaded)
+        if not self._stopping:
+            await self._recheck_ensembles_using(name)
+
+    async def _recheck_ensembles_using(self, name: str) -> None:
+        """Load again each ensemble that uses `name`, so it serves only while every composing
+        model does (unavailable with the reason otherwise) and follows their reloads."""
+        for ensemble in self._ensembles.dependents(name):
+            if ensemble in self._rechecking:
+                continue
+            self._rechecking.add(ensemble)
+            try:
+                model = await self._load_versions(self._ensembles.folder(ensemble))
+                await self._replace(ensemble, model)
+            finally:
+                self._rechecking.discard(ensemble)
 
     async def _close_version(self, loaded: LoadedVersion) -> None:
         await loaded.scheduler.stop()
@@ -327,6 +387,7 @@ class Engine:
             platform=loaded.config.platform or loaded.config.backend,
             inputs=[_tensor_metadata(s, batch) for s in loaded.inputs.values()],
             outputs=[_tensor_metadata(s, batch) for s in loaded.outputs.values()],
+            instances=[_instance_metadata(i) for i in loaded.instances],
         )
 
     def model_config(self, name: str, version: str = "") -> Any:
@@ -350,6 +411,15 @@ class Engine:
             rows.extend(s for s in statuses if not ready_only or s.state is ModelState.READY)
         return rows
 
+    def instance_devices(self) -> list[tuple[str, str, str, str]]:
+        """(model, version, instance, device) for every instance of every serving version."""
+        return [
+            (name, str(number), instance.name, str(instance.device))
+            for name, model in self._models.items()
+            for number, loaded in model.versions.items()
+            for instance in loaded.instances
+        ]
+
     def pending_requests(self) -> list[tuple[str, str, int]]:
         """(model, version, requests queued and not yet executing) for every serving version."""
         return [
@@ -359,6 +429,13 @@ class Engine:
         ]
 
     # ---- inference -------------------------------------------------------------------------
+
+    async def _step(self, request: InferRequest) -> dict[str, Any]:
+        """One ensemble step, through its composing model's own path (validation, scheduler,
+        statistics)."""
+        if not self._models.get(request.model_name, _Model()).versions:
+            raise Unavailable(f"composing model '{request.model_name}' is not loaded")
+        return (await self.infer(request)).outputs
 
     async def infer(self, request: InferRequest) -> InferResponse:
         timestamps = request.timestamps
@@ -393,6 +470,11 @@ class Engine:
 
 def _tensor_metadata(spec: TensorSpec, max_batch_size: int) -> TensorMetadata:
     return TensorMetadata(spec.name, spec.datatype, spec.wire_shape(max_batch_size))
+
+
+def _instance_metadata(instance: ModelInstance) -> InstanceMetadata:
+    kind = "KIND_GPU" if instance.device.kind is DeviceKind.GPU else "KIND_CPU"
+    return InstanceMetadata(instance.name, kind, str(instance.device))
 
 
 def _unavailable(name: str, version: str, reason: str) -> VersionStatus:

@@ -12,13 +12,15 @@ from typing import Any
 
 from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import InferdError, Unsupported
+from inferd.core.errors import InferdError, InvalidArgument, Unavailable, Unsupported
 from inferd.engine.validation import TensorSpec
 from inferd.instances.instance import ModelInstance
 from inferd.repository.config import ModelConfig
 from inferd.repository.validation import validate_config
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
+from inferd.scheduling.sequence import SequenceBatcher
+from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.settings import BatchingSettings
 
 logger = logging.getLogger(__name__)
@@ -44,17 +46,18 @@ class LoadedVersion:
     model_name: str
     version: int
     config: Any
-    backend: Backend
+    backend: Backend | None  # None for an ensemble, which runs other models
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     instances: list[ModelInstance]
     scheduler: Scheduler
-    loaded_model: LoadedModel
+    loaded_model: LoadedModel | None
 
     def close(self) -> None:
         for instance in self.instances:
             instance.close()
-        self.loaded_model.close()
+        if self.loaded_model is not None:
+            self.loaded_model.close()
 
 
 def complete_config(config: Any, version_path: Path, backend: Backend, options: LoadOptions) -> Any:
@@ -67,10 +70,6 @@ def complete_config(config: Any, version_path: Path, backend: Backend, options: 
         scheduled = completed.WhichOneof("scheduling_choice") is not None
         if completed.max_batch_size > 0 and not had_batch_size and not scheduled:
             completed.dynamic_batching.SetInParent()  # Triton enables batching it inferred
-    if completed.HasField("ensemble_scheduling"):
-        raise Unsupported("ensembles are not supported yet")
-    if completed.HasField("sequence_batching"):
-        raise Unsupported("sequence batching is not supported yet")
     _complete_instance_groups(completed, backend)
     validate_config(completed)
     return completed
@@ -85,11 +84,40 @@ def _complete_instance_groups(config: Any, backend: Backend) -> None:
         if group.count < 1:
             group.count = 1
         if group.kind == KIND_AUTO:
-            group.kind = KIND_GPU if backend.gpu_available() else KIND_CPU
-        if group.kind == KIND_GPU and not group.gpus:
-            group.gpus.append(0)
-        elif group.kind not in (KIND_GPU, KIND_CPU):
+            _resolve_auto(group, backend)
+        if group.kind == KIND_GPU:
+            _check_gpus(group, backend)
+        elif group.kind != KIND_CPU:
             raise Unsupported(f"instance group '{group.name}' asks for an unsupported kind")
+
+
+def _resolve_auto(group: Any, backend: Backend) -> None:
+    """KIND_AUTO: the listed GPUs (or GPU 0) when the backend can use a GPU, else the CPU."""
+    if backend.gpu_available():
+        group.kind = KIND_GPU
+        return
+    group.kind = KIND_CPU
+    if group.gpus:
+        logger.warning(
+            "instance group '%s': no GPU usable by backend '%s', so KIND_AUTO runs on CPU "
+            "and ignores gpus %s",
+            group.name,
+            backend.name,
+            list(group.gpus),
+        )
+        del group.gpus[:]
+
+
+def _check_gpus(group: Any, backend: Backend) -> None:
+    if not backend.gpu_available():
+        raise Unavailable(
+            f"instance group '{group.name}' asks for KIND_GPU, but backend '{backend.name}' "
+            "finds no usable GPU on this machine (use KIND_CPU, or KIND_AUTO to fall back)"
+        )
+    if not group.gpus:
+        group.gpus.append(0)
+    if any(gpu < 0 for gpu in group.gpus):
+        raise InvalidArgument(f"instance group '{group.name}' lists a negative GPU index")
 
 
 def _devices(group: Any) -> list[Device]:
@@ -110,6 +138,11 @@ def load_version(
     backend = registry.resolve(config, [version_path])
     config = complete_config(config, version_path, backend, options)
     batching = BatchingSettings.from_config(config)  # checked before anything is built
+    sequence = (
+        SequenceSettings.from_config(config, version_path.parent)
+        if config.HasField("sequence_batching")
+        else None
+    )
     loaded_model = backend.load(config, version_path)
     instances: list[ModelInstance] = []
     try:
@@ -125,7 +158,11 @@ def load_version(
         raise
     inputs = {t.name: TensorSpec.from_config(t) for t in config.input}
     outputs = {t.name: TensorSpec.from_config(t) for t in config.output}
-    scheduler = DynamicBatcher(instances, batching, list(outputs), on_batch)
+    scheduler: Scheduler = (
+        DynamicBatcher(instances, batching, list(outputs), on_batch)
+        if sequence is None
+        else SequenceBatcher(instances, sequence, list(outputs), on_batch)
+    )
     return LoadedVersion(
         config.name, version, config, backend, inputs, outputs, instances, scheduler, loaded_model
     )

@@ -29,6 +29,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, pending)
+InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
     (
@@ -101,11 +102,16 @@ class PrometheusMetrics(Collector):
     def __init__(self, statistics: Statistics, pending: PendingCounts | None = None) -> None:
         self._statistics = statistics
         self._pending = pending
+        self._instances: InstanceDevices | None = None
         self._latency: dict[tuple[str, str], _Histogram] = {}
 
     def watch_pending(self, pending: PendingCounts) -> None:
         """Set where pending counts come from (the engine exists only after its observers)."""
         self._pending = pending
+
+    def watch_instances(self, instances: InstanceDevices) -> None:
+        """Set where the instances of serving versions and their devices come from."""
+        self._instances = instances
 
     def registry(self) -> CollectorRegistry:
         """A registry holding only these metrics."""
@@ -148,6 +154,7 @@ class PrometheusMetrics(Collector):
                 )
             yield family
         yield self._pending_family()
+        yield self._instance_family()
         yield self._latency_family()
 
     def _pending_family(self) -> Metric:
@@ -158,6 +165,17 @@ class PrometheusMetrics(Collector):
         )
         for model, version, count in self._pending() if self._pending else []:
             family.add_metric([model, version], count)
+        return family
+
+    def _instance_family(self) -> Metric:
+        # Triton labels only its GPU metrics by device; an info-style gauge places every instance.
+        family = GaugeMetricFamily(
+            "inferd_model_instance",
+            "One per model instance of a serving version, labelled with its device",
+            labels=[*LABELS, "instance", "device"],
+        )
+        for model, version, instance, device in self._instances() if self._instances else []:
+            family.add_metric([model, version, instance, device], 1)
         return family
 
     def _latency_family(self) -> Metric:

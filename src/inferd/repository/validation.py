@@ -53,3 +53,24 @@ def _validate_tensor(kind: str, tensor: Any) -> None:
         )
     if tensor.HasField("reshape") and any(d < -1 for d in tensor.reshape.shape):
         raise InvalidArgument(f"{kind} '{tensor.name}' has an invalid reshape")
+
+
+def sequence_tensors(config: Any) -> tuple[dict[str, tuple[str, tuple[int, ...]]], set[str]]:
+    """What the sequence batcher feeds the model (name -> TYPE_* name and dims without the
+    batch axis: control inputs and state inputs) and the state outputs it takes back. Clients
+    never send nor see these, so they are not config inputs or outputs."""
+    fed: dict[str, tuple[str, tuple[int, ...]]] = {}
+    sequence = config.sequence_batching
+    for entry in sequence.control_input:
+        for control in entry.control:
+            if control.int32_false_true:
+                fed[entry.name] = ("TYPE_INT32", (1,))
+            elif control.fp32_false_true:
+                fed[entry.name] = ("TYPE_FP32", (1,))
+            elif control.bool_false_true:
+                fed[entry.name] = ("TYPE_BOOL", (1,))
+            else:
+                fed[entry.name] = (data_type_name(control.data_type), (1,))
+    for state in sequence.state:
+        fed[state.input_name] = (data_type_name(state.data_type), tuple(state.dims))
+    return fed, {state.output_name for state in sequence.state}

@@ -290,6 +290,10 @@ def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
         "platform": metadata.platform,
         "inputs": tensors(metadata.inputs),
         "outputs": tensors(metadata.outputs),
+        # inferd's addition: where each instance runs (clients ignore fields they do not know).
+        "instances": [
+            {"name": i.name, "kind": i.kind, "device": i.device} for i in metadata.instances
+        ],
     }
 
 

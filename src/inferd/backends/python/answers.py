@@ -1,0 +1,130 @@
+"""Between the backend interface and the user's code: the `Batch` a model sees, and what its
+`execute` returns turned into `BatchOutputs` (checked against the config's outputs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.api import Batch, InferenceError, Request
+from inferd.core.errors import InferdError, InvalidArgument, ModelExecutionError
+from inferd.core.types import Array
+
+logger = logging.getLogger(__name__)
+
+# Output name -> the numpy dtype its config datatype stands for (object for BYTES).
+OutputDtypes = Mapping[str, np.dtype[Any]]
+
+
+def make_batch(
+    inputs: Mapping[str, Array],
+    output_names: Sequence[str],
+    requests: Sequence[BatchRequest],
+    batched: bool,
+) -> Batch:
+    """The user's view of a batch: the stacked arrays as they are, each request's rows as views.
+
+    Without a batch axis (max_batch_size 0) a batch holds one request, which owns every input.
+    """
+    stacked = dict(inputs)
+    described = [
+        Request(
+            {name: array[r.start : r.end] for name, array in stacked.items()}
+            if batched
+            else stacked,
+            r.start,
+            r.end,
+            r.id,
+            dict(r.parameters),
+        )
+        for r in requests
+    ]
+    return Batch(stacked, list(output_names), described)
+
+
+def as_inferd_error(error: BaseException) -> InferdError:
+    """What a failure of user code means to the client: its fault, or the model's."""
+    if isinstance(error, InferdError):
+        return error
+    if isinstance(error, InferenceError):
+        return InvalidArgument(str(error))
+    logger.error("the Python model raised", exc_info=error)
+    return ModelExecutionError(f"{type(error).__name__}: {error}")
+
+
+def to_batch_outputs(
+    result: object, batch: Batch, dtypes: OutputDtypes, batched: bool
+) -> BatchOutputs:
+    """Check and convert what `execute` returned; raises `ModelExecutionError` for a stacked
+    answer that does not fit, while in the list form a bad answer fails only its request."""
+    if isinstance(result, Mapping):
+        rows = batch.requests[-1].end if batched and batch.requests else None
+        return _outputs(result, batch.output_names, dtypes, rows)
+    if isinstance(result, list | tuple):
+        if len(result) != len(batch.requests):
+            raise ModelExecutionError(
+                f"execute returned {len(result)} answers for {len(batch.requests)} requests"
+            )
+        return [
+            _answer(answer, request, batch.output_names, dtypes, batched)
+            for answer, request in zip(result, batch.requests, strict=True)
+        ]
+    raise ModelExecutionError(
+        "execute must return a dict of outputs or a list with one answer per request, "
+        f"not {type(result).__name__}"
+    )
+
+
+def _answer(
+    answer: object,
+    request: Request,
+    names: Sequence[str],
+    dtypes: OutputDtypes,
+    batched: bool,
+) -> dict[str, Array] | InferdError:
+    if isinstance(answer, BaseException):
+        return as_inferd_error(answer)
+    if not isinstance(answer, Mapping):
+        return ModelExecutionError(
+            f"the answer for request {request.start} is a {type(answer).__name__}, "
+            "not a dict of outputs or an exception"
+        )
+    try:
+        return _outputs(answer, names, dtypes, request.end - request.start if batched else None)
+    except ModelExecutionError as exc:
+        return exc
+
+
+def _outputs(
+    returned: Mapping[str, Any], names: Sequence[str], dtypes: OutputDtypes, rows: int | None
+) -> dict[str, Array]:
+    outputs: dict[str, Array] = {}
+    for name in names:
+        if name not in returned:
+            raise ModelExecutionError(
+                f"execute did not return output '{name}' (returned: {sorted(returned)})"
+            )
+        array = _converted(name, np.asarray(returned[name]), dtypes[name])
+        if rows is not None and (array.ndim == 0 or array.shape[0] != rows):
+            raise ModelExecutionError(
+                f"output '{name}' has shape {list(array.shape)}, expected {rows} rows first"
+            )
+        outputs[name] = array
+    return outputs
+
+
+def _converted(name: str, array: Array, dtype: np.dtype[Any]) -> Array:
+    if array.dtype == dtype:
+        return array
+    if dtype.kind == "O":  # BYTES: str, bytes and object arrays are all encoded as they are
+        if array.dtype.kind in "USO":
+            return array
+    elif np.can_cast(array.dtype, dtype, casting="same_kind"):
+        return array.astype(dtype)
+    raise ModelExecutionError(
+        f"output '{name}' has dtype {array.dtype}, which does not convert to the config's {dtype}"
+    )

@@ -1,0 +1,54 @@
+"""The types a user's `model.py` sees: the batch it executes, its requests, its context.
+
+Duck typing works too: a model never has to import these, they only name what it receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferd.core.types import Array
+
+
+class InferenceError(Exception):
+    """Raised (or returned in the list form) for a client-side error: HTTP 400 /
+    INVALID_ARGUMENT. Any other exception is reported as a model error."""
+
+
+@dataclass(slots=True)
+class Request:
+    """One request's share of a batch: `inputs` are views of rows [start, end) of the batch."""
+
+    inputs: dict[str, Array]
+    start: int
+    end: int
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Stacked inputs (batch axis first when the model batches), the outputs to produce, and
+    the requests the rows belong to, in order."""
+
+    inputs: dict[str, Array]
+    output_names: list[str]
+    requests: list[Request]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelContext:
+    """What `initialize` learns about the model and the instance it runs as."""
+
+    model_name: str
+    model_version: int
+    model_dir: Path
+    version_dir: Path
+    config: dict[str, Any]  # the completed config in its JSON form
+    parameters: dict[str, str]  # config `parameters`, string values
+    instance_name: str
+    device: str  # "cpu" | "gpu:0"
+    device_kind: str  # "cpu" | "gpu"
+    device_id: int

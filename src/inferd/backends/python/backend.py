@@ -1,0 +1,138 @@
+"""The custom Python backend: a `model.py` defining `InferdModel` (or Triton's
+`TritonPythonModel`), run in the server's process or in one worker process per instance.
+
+Config `parameters`: `isolation` (`none`, the default, or `process`) and `execute_timeout_s`
+(process isolation only: a batch running longer is a hang; the worker is replaced).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferd.backends.base import BackendInstance, Device, DeviceKind
+from inferd.backends.python.api import ModelContext
+from inferd.backends.python.in_process import InProcessInstance
+from inferd.backends.python.isolated import IsolatedInstance
+from inferd.backends.python.model_file import check_model_file, forget_model, import_model
+from inferd.backends.python.protocol import WorkerSetup
+from inferd.core.datatypes import from_config_datatype, numpy_dtype
+from inferd.core.errors import InvalidArgument
+from inferd.repository.config import config_to_dict, string_parameter
+from inferd.repository.validation import data_type_name
+
+ISOLATION_MODES = ("none", "process")
+
+
+@dataclass(frozen=True, slots=True)
+class PythonSettings:
+    isolated: bool
+    execute_timeout_s: float | None
+
+    @classmethod
+    def from_config(cls, config: Any) -> PythonSettings:
+        isolation = string_parameter(config, "isolation") or "none"
+        if isolation not in ISOLATION_MODES:
+            raise InvalidArgument(
+                f"parameter 'isolation' must be one of {', '.join(ISOLATION_MODES)}, "
+                f"got '{isolation}'"
+            )
+        timeout = string_parameter(config, "execute_timeout_s") or None
+        seconds = None
+        if timeout is not None:
+            try:
+                seconds = float(timeout)
+            except ValueError:
+                seconds = 0.0
+            if not seconds > 0:
+                raise InvalidArgument(
+                    f"parameter 'execute_timeout_s' must be a positive number, got '{timeout}'"
+                )
+            if isolation != "process":
+                raise InvalidArgument("parameter 'execute_timeout_s' needs isolation 'process'")
+        return cls(isolation == "process", seconds)
+
+
+def _model_file(config: Any, version_path: Path) -> Path:
+    return version_path / (config.default_model_filename or PythonBackend.default_model_filename)
+
+
+class PythonBackend:
+    name = "python"
+    platforms: tuple[str, ...] = ()
+    default_model_filename = "model.py"
+
+    def gpu_available(self) -> bool:
+        return False  # user code places itself; a KIND_GPU instance is told its device
+
+    def matches(self, version_path: Path) -> bool:
+        return (version_path / self.default_model_filename).is_file()
+
+    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+        check_model_file(_model_file(config, version_path))
+        PythonSettings.from_config(config)
+        if not config.backend:
+            config.backend = self.name
+        if not config.input or not config.output:
+            raise InvalidArgument(
+                "a Python model cannot be inspected: its config must declare inputs and outputs"
+            )
+
+    def load(self, config: Any, version_path: Path) -> PythonModel:
+        return PythonModel(config, version_path)
+
+
+class PythonModel:
+    """What the instances of one model version share: the config, and (in the server's
+    process) the imported module; each instance gets its own model object."""
+
+    def __init__(self, config: Any, version_path: Path) -> None:
+        self._settings = PythonSettings.from_config(config)
+        self._model_file = _model_file(config, version_path)
+        check_model_file(self._model_file)
+        self._name = config.name
+        self._version_path = version_path
+        self._config = config_to_dict(config)
+        self._parameters = {key: value.string_value for key, value in config.parameters.items()}
+        self._datatypes = {
+            output.name: from_config_datatype(data_type_name(output.data_type))
+            for output in config.output
+        }
+        self._batched = config.max_batch_size > 0
+        self._label = f"{config.name}_{version_path.name}"
+        self._module_name = ""
+        if not self._settings.isolated:
+            self._module_name, self._factory = import_model(self._model_file, self._label)
+
+    def _context(self, device: Device, name: str) -> ModelContext:
+        try:
+            version = int(self._version_path.name)
+        except ValueError:
+            version = 0
+        return ModelContext(
+            model_name=self._name,
+            model_version=version,
+            model_dir=self._version_path.parent,
+            version_dir=self._version_path,
+            config=self._config,
+            parameters=dict(self._parameters),
+            instance_name=name,
+            device=str(device),
+            device_kind=device.kind.value,
+            device_id=device.index if device.kind is DeviceKind.GPU else 0,
+        )
+
+    def create_instance(self, device: Device, name: str) -> BackendInstance:
+        context = self._context(device, name)
+        if self._settings.isolated:
+            setup = WorkerSetup(
+                self._model_file, self._label, context, self._datatypes, self._batched
+            )
+            return IsolatedInstance(setup, self._settings.execute_timeout_s)
+        dtypes = {name: numpy_dtype(datatype) for name, datatype in self._datatypes.items()}
+        return InProcessInstance(self._factory, context, dtypes, self._batched)
+
+    def close(self) -> None:
+        if self._module_name:
+            forget_model(self._module_name)

@@ -1,0 +1,183 @@
+"""A Python model instance in a worker process of its own (the server's side).
+
+The worker is a fresh interpreter (`python -m inferd.backends.python.worker`), never a fork
+of the server, whose threads and event loop would not survive one. A worker that dies or
+overruns `execute_timeout_s` fails only the batch it was running; it is replaced (and
+initialized again) when the instance's next batch arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+
+from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.protocol import BatchDone, ExecuteBatch, Failed, Ready, WorkerSetup
+from inferd.backends.python.transport import Segment
+from inferd.core.errors import InferdError, Unavailable
+from inferd.core.types import Array
+
+logger = logging.getLogger(__name__)
+
+_STOP_GRACE_S = 5.0
+
+
+class WorkerLost(Exception):
+    """The worker crashed or hung; the message says which."""
+
+
+class Worker:
+    """One worker process with its pipe and shared-memory segments."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.inputs = Segment.create()
+        self.outputs = Segment.create()
+        ours, theirs = socket.socketpair()
+        fds = (theirs.fileno(), self.inputs.fd, self.outputs.fd)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "inferd.backends.python.worker", *map(str, fds)],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=2,  # user prints go to the server's stderr, with its logs
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        try:
+            self._send(setup)
+            reply = self._receive(None)
+        except WorkerLost:
+            self.kill()
+            raise
+        if isinstance(reply, Failed):
+            self.stop()
+            raise reply.error.error()
+        assert isinstance(reply, Ready)
+        self.pid = reply.pid
+
+    def run(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+        timeout: float | None,
+    ) -> BatchOutputs:
+        size, groups = self.inputs.write([inputs])
+        described = [(r.start, r.end, r.id, r.parameters) for r in requests]
+        self._send(ExecuteBatch(size, groups[0], list(output_names), described))
+        reply = self._receive(timeout)
+        if isinstance(reply, Failed):
+            raise reply.error.error()
+        assert isinstance(reply, BatchDone)
+        # Copied out: the segment is overwritten by the next batch while these are being sent.
+        answers = [
+            answer.error()
+            if not isinstance(answer, list)
+            else self.outputs.read(reply.size, answer, copy=True)
+            for answer in reply.answers
+        ]
+        if reply.stacked:
+            stacked = answers[0]
+            assert not isinstance(stacked, InferdError)
+            return stacked
+        return answers
+
+    def _send(self, message: object) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:
+            raise WorkerLost(self._crashed()) from None
+
+    def _receive(self, timeout: float | None) -> object:
+        try:
+            if not self._conn.poll(timeout):
+                raise WorkerLost(f"timed out after {timeout:g} s")
+            return self._conn.recv()
+        except (EOFError, OSError):
+            raise WorkerLost(self._crashed()) from None
+
+    def _crashed(self) -> str:
+        try:
+            code = self.process.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            return "stopped answering"
+        if code < 0:
+            return f"crashed (killed by {signal.Signals(-code).name})"
+        return f"crashed (exit code {code})"
+
+    def stop(self) -> None:
+        """Close the pipe (the worker finalizes and exits); kill it if it does not in time."""
+        self._conn.close()
+        try:
+            self.process.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "worker %d did not exit in %g s: killed", self.process.pid, _STOP_GRACE_S
+            )
+            self.kill()
+        self._release()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._conn.close()
+        self._release()
+
+    def _release(self) -> None:
+        self.inputs.close()
+        self.outputs.close()
+
+
+class IsolatedInstance:
+    def __init__(self, setup: WorkerSetup, execute_timeout_s: float | None) -> None:
+        self._setup = setup
+        self._timeout = execute_timeout_s
+        try:
+            self._worker: Worker | None = Worker(setup)
+        except WorkerLost as lost:
+            name = setup.context.instance_name
+            raise Unavailable(f"the worker of instance {name} {lost} while starting") from None
+
+    @property
+    def pid(self) -> int | None:
+        """The running worker's process id (None between a crash and the next batch)."""
+        return self._worker.pid if self._worker is not None else None
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> BatchOutputs:
+        worker = self._worker or self._restart()
+        try:
+            return worker.run(inputs, output_names, requests, self._timeout)
+        except WorkerLost as lost:
+            self._worker = None
+            worker.kill()
+            context = self._setup.context
+            message = (
+                f"instance {context.instance_name} of model '{context.model_name}' {lost}; "
+                "restarting"
+            )
+            logger.error("%s", message)
+            raise Unavailable(message) from None
+
+    def _restart(self) -> Worker:
+        try:
+            self._worker = Worker(self._setup)
+        except (InferdError, WorkerLost) as exc:
+            name = self._setup.context.instance_name
+            raise Unavailable(f"instance {name} could not be restarted: {exc}") from exc
+        return self._worker
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None

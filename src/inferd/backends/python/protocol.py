@@ -1,0 +1,81 @@
+"""The messages between the server and a worker process (pickled over a socket pair).
+
+server -> worker: WorkerSetup, then ExecuteBatch ... (the pipe closing means: finalize, exit)
+worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferd.backends.python.api import ModelContext
+from inferd.backends.python.transport import ArrayMeta
+from inferd.core.errors import (
+    AlreadyExists,
+    Cancelled,
+    ErrorCode,
+    InferdError,
+    InvalidArgument,
+    ModelExecutionError,
+    NotFound,
+    Unavailable,
+    Unsupported,
+)
+
+_ERRORS: dict[ErrorCode, type[InferdError]] = {
+    ErrorCode.INVALID_ARG: InvalidArgument,
+    ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.UNAVAILABLE: Unavailable,
+    ErrorCode.UNSUPPORTED: Unsupported,
+    ErrorCode.ALREADY_EXISTS: AlreadyExists,
+    ErrorCode.CANCELLED: Cancelled,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, error: InferdError) -> WireError:
+        return cls(error.code.value, error.message)
+
+    def error(self) -> InferdError:
+        return _ERRORS.get(ErrorCode(self.code), ModelExecutionError)(self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    model_file: Path
+    label: str  # names the imported module
+    context: ModelContext
+    output_datatypes: dict[str, str]  # V2 datatypes
+    batched: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: WireError
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteBatch:
+    size: int  # bytes of the input segment in use
+    inputs: list[ArrayMeta]
+    output_names: list[str]
+    requests: list[tuple[int, int, str, dict[str, Any]]]  # start, end, id, parameters
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    size: int  # bytes of the output segment in use
+    stacked: bool  # one group of outputs for the batch, or one answer per request
+    answers: list[list[ArrayMeta] | WireError]

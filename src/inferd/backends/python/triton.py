@@ -1,0 +1,59 @@
+"""Run a Triton-style `TritonPythonModel` as an inferd model: the batch is cut back into one
+`InferenceRequest` per request, and its `InferenceResponse`s become the per-request answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from inferd.backends.python import triton_utils as pb_utils
+from inferd.backends.python.api import Batch, InferenceError, ModelContext, Request
+
+
+def triton_args(context: ModelContext) -> dict[str, str]:
+    """What Triton passes to `initialize(args)`, from inferd's context."""
+    return {
+        "model_config": json.dumps(context.config),
+        "model_instance_kind": context.device_kind.upper(),
+        "model_instance_name": context.instance_name,
+        "model_instance_device_id": str(context.device_id),
+        "model_repository": str(context.model_dir),
+        "model_version": str(context.model_version),
+        "model_name": context.model_name,
+    }
+
+
+class TritonModelAdapter:
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def initialize(self, context: ModelContext) -> None:
+        initialize = getattr(self._model, "initialize", None)
+        if initialize is not None:
+            initialize(triton_args(context))
+
+    def execute(self, batch: Batch) -> list[dict[str, Any] | Exception]:
+        requests = [_request(r, batch.output_names) for r in batch.requests]
+        responses = self._model.execute(requests)
+        if not isinstance(responses, list | tuple):
+            raise TypeError(f"execute returned {type(responses).__name__}, not a list of responses")
+        return [_answer(response) for response in responses]
+
+    def finalize(self) -> None:
+        finalize = getattr(self._model, "finalize", None)
+        if finalize is not None:
+            finalize()
+
+
+def _request(request: Request, output_names: list[str]) -> pb_utils.InferenceRequest:
+    tensors = [pb_utils.Tensor(name, array) for name, array in request.inputs.items()]
+    return pb_utils.InferenceRequest(tensors, output_names, request.id, request.parameters)
+
+
+def _answer(response: Any) -> dict[str, Any] | Exception:
+    error = response.error()
+    if error is not None:
+        if error.code() == pb_utils.TritonError.INVALID_ARG:
+            return InferenceError(error.message())
+        return RuntimeError(error.message())
+    return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}

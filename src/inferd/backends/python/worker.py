@@ -1,0 +1,111 @@
+"""A worker process's main loop: import the model, initialize it, then run batches until the
+server's end of the pipe closes (or the server itself is gone).
+
+Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT` (inherited
+file descriptors: the socket to the server, the input and output shared-memory segments).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.in_process import InProcessInstance
+from inferd.backends.python.model_file import import_model
+from inferd.backends.python.protocol import (
+    BatchDone,
+    ExecuteBatch,
+    Failed,
+    Ready,
+    WireError,
+    WorkerSetup,
+)
+from inferd.backends.python.transport import Segment
+from inferd.core.datatypes import numpy_dtype
+from inferd.core.errors import InferdError, ModelExecutionError
+
+logger = logging.getLogger("inferd.backends.python.worker")
+
+_PARENT_CHECK_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The pipe's EOF stops an idle worker; this stops one busy in user code when the server
+    is gone (killed), so no worker outlives it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _start(setup: WorkerSetup) -> InProcessInstance:
+    _, factory = import_model(setup.model_file, setup.label)
+    dtypes = {name: numpy_dtype(datatype) for name, datatype in setup.output_datatypes.items()}
+    return InProcessInstance(factory, setup.context, dtypes, setup.batched)
+
+
+def _run(
+    instance: InProcessInstance, message: ExecuteBatch, inputs: Segment, outputs: Segment
+) -> BatchDone | Failed:
+    arrays = inputs.read(message.size, message.inputs, copy=False)
+    requests = [BatchRequest(*request) for request in message.requests]
+    try:
+        result = instance.execute(arrays, message.output_names, requests)
+        return _done(result, outputs)
+    except InferdError as exc:
+        return Failed(WireError.of(exc))
+    except Exception as exc:  # e.g. an output that cannot be pickled
+        logger.exception("sending the outputs failed")
+        return Failed(WireError.of(ModelExecutionError(f"sending the outputs failed: {exc}")))
+
+
+def _done(result: BatchOutputs, outputs: Segment) -> BatchDone:
+    if isinstance(result, dict):
+        size, groups = outputs.write([result])
+        return BatchDone(size, True, list(groups))
+    size, groups = outputs.write([a for a in result if not isinstance(a, InferdError)])
+    placed = iter(groups)
+    answers = [WireError.of(a) if isinstance(a, InferdError) else next(placed) for a in result]
+    return BatchDone(size, False, answers)
+
+
+def main(argv: list[str]) -> int:
+    conn_fd, input_fd, output_fd = (int(arg) for arg in argv)
+    # Ctrl-C reaches the whole process group: the server decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format=f"worker {os.getpid()}: %(message)s"
+    )
+    _exit_with_parent(os.getppid())
+    conn = Connection(conn_fd)
+    inputs, outputs = Segment(input_fd), Segment(output_fd)
+    setup: WorkerSetup = conn.recv()
+    try:
+        instance = _start(setup)
+    except InferdError as exc:
+        conn.send(Failed(WireError.of(exc)))
+        return 1
+    conn.send(Ready(os.getpid()))
+    try:
+        while True:
+            try:
+                message: ExecuteBatch = conn.recv()
+            except EOFError:
+                break
+            conn.send(_run(instance, message, inputs, outputs))
+    finally:
+        instance.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""How config tensor names map onto a module's `forward` arguments and its results.
+
+Inputs: names equal to `forward`'s argument names are passed by name (TorchScript, eager) or in
+the signature's order (exported programs); otherwise every name must follow Triton's
+`<name>__<index>` convention (`INPUT__0`, `INPUT__1`, ...) and is passed at that position.
+
+Outputs: a `dict` result is read by key; a tuple or list by the name's `__<index>` suffix
+(`OUTPUT__1` is element 1), or else by the output's position in the config; a lone tensor is
+the first output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from inferd.core.errors import InvalidArgument, ModelExecutionError
+
+if TYPE_CHECKING:
+    import torch
+
+_INDEXED = re.compile(r".+__(\d+)")
+
+
+def _index(name: str) -> int | None:
+    match = _INDEXED.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    positional: tuple[str, ...]
+    keyword: tuple[str, ...]
+    output_index: Mapping[str, int]
+
+    def call(self, module: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+        return module(
+            *(tensors[name] for name in self.positional),
+            **{name: tensors[name] for name in self.keyword if name in tensors},
+        )
+
+    def outputs(self, result: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The requested outputs out of what `forward` returned."""
+        import torch
+
+        if isinstance(result, dict):
+            missing = [name for name in names if name not in result]
+            if missing:
+                raise ModelExecutionError(
+                    f"forward returned a dict with keys {sorted(result)}, without {missing}"
+                )
+            return {name: result[name] for name in names}
+        items = (result,) if isinstance(result, torch.Tensor) else result
+        if not isinstance(items, tuple | list):
+            raise ModelExecutionError(
+                f"forward returned {type(result).__name__}; expected a tensor, a tuple or list "
+                "of tensors, or a dict of them"
+            )
+        picked = {}
+        for name in names:
+            index = self.output_index[name]
+            if index >= len(items):
+                raise ModelExecutionError(
+                    f"output '{name}' is element {index} of forward's result, which has "
+                    f"{len(items)}"
+                )
+            picked[name] = items[index]
+        return picked
+
+
+def plan_call(
+    inputs: Sequence[Any],
+    outputs: Sequence[str],
+    arguments: Sequence[str] | None,
+    by_keyword: bool,
+) -> CallPlan:
+    """The plan for config `inputs` (TensorConfig entries) and output names, given `forward`'s
+    argument names (None when unknown, e.g. `*args`); raises `InvalidArgument` when the names
+    fit neither convention."""
+    names = [t.name for t in inputs]
+    output_index = {
+        name: index if (index := _index(name)) is not None else position
+        for position, name in enumerate(outputs)
+    }
+    if arguments is not None and set(names) <= set(arguments):
+        if by_keyword:
+            return CallPlan((), tuple(names), output_index)
+        missing = [a for a in arguments if a not in names]
+        if missing:
+            raise InvalidArgument(f"the config lacks inputs {missing} that forward takes")
+        return CallPlan(tuple(arguments), (), output_index)
+    indices = [_index(name) for name in names]
+    if None in indices:
+        known = f"forward's arguments {list(arguments)} or " if arguments is not None else ""
+        raise InvalidArgument(
+            f"config inputs {names} must be named after {known}Triton's <name>__<index> "
+            "convention (INPUT__0, INPUT__1, ...)"
+        )
+    by_position = sorted(zip(indices, names, strict=True))
+    if [index for index, _ in by_position] != list(range(len(names))):
+        raise InvalidArgument(
+            f"config inputs {names} must be numbered __0 to __{len(names) - 1}, one each"
+        )
+    optional = [t.name for t in inputs if t.optional]
+    if optional:
+        raise InvalidArgument(f"inputs {optional} passed by position cannot be optional")
+    return CallPlan(tuple(name for _, name in by_position), (), output_index)

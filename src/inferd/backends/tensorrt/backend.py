@@ -1,0 +1,66 @@
+"""TensorRT backend: serves serialized engines (`model.plan`, platform `tensorrt_plan`).
+
+A plan is built for one TensorRT version and one GPU model, so it only runs on GPU instances;
+`tensorrt` and a CUDA build of torch (for device memory) are imported on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from inferd.backends.tensorrt.plan import complete_tensors, describe_engine
+from inferd.backends.tensorrt.runtime import (
+    PlanModel,
+    cuda_available,
+    deserialize,
+    import_tensorrt,
+)
+from inferd.core.errors import InvalidArgument, Unsupported
+
+
+def _model_file(config: Any, version_path: Path) -> Path:
+    return version_path / (config.default_model_filename or TensorRTBackend.default_model_filename)
+
+
+def _kind_name(group: Any) -> str:
+    kind: str = group.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[group.kind].name
+    return kind
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+    platforms = ("tensorrt_plan",)
+    default_model_filename = "model.plan"
+
+    def gpu_available(self) -> bool:
+        return cuda_available()
+
+    def matches(self, version_path: Path) -> bool:
+        return (version_path / self.default_model_filename).is_file()
+
+    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+        model_file = _model_file(config, version_path)
+        if not model_file.is_file():
+            raise InvalidArgument(f"model file '{model_file.name}' not found in version folder")
+        _, engine = deserialize(model_file.read_bytes(), _first_gpu(config))
+        if not config.backend:
+            config.backend = self.name
+        if not config.platform:
+            config.platform = self.platforms[0]
+        complete_tensors(config, describe_engine(engine, import_tensorrt()), default_max_batch_size)
+
+    def load(self, config: Any, version_path: Path) -> PlanModel:
+        for group in config.instance_group:
+            if _kind_name(group) != "KIND_GPU":
+                raise Unsupported(
+                    f"instance group '{group.name}' is {_kind_name(group)}: TensorRT plans run "
+                    "on KIND_GPU instances only (KIND_AUTO falls back to CPU where no GPU is "
+                    "visible)"
+                )
+        return PlanModel(_model_file(config, version_path))
+
+
+def _first_gpu(config: Any) -> int:
+    """The GPU to read the plan on while auto-completing: the first one the config lists."""
+    return next((gpu for group in config.instance_group for gpu in group.gpus), 0)

@@ -1,0 +1,198 @@
+"""Ensembles in the engine: loading one against the composing models serving now, the order
+models load in, and which ensembles to re-check when a model they use changes.
+
+An ensemble has no backend and no instances; its version folder (`1/`) is empty, as Triton
+requires. It is checked when it loads and again whenever a composing model is loaded,
+reloaded or unloaded, so it serves only while every step can run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from inferd.core.errors import InferdError, InvalidArgument, Unavailable
+from inferd.engine.loader import LoadedVersion
+from inferd.engine.validation import TensorSpec
+from inferd.repository.config import ModelConfig
+from inferd.repository.layout import ModelFolder, read_model_folder
+from inferd.repository.validation import validate_config
+from inferd.scheduling.ensemble import EnsembleScheduler, StepCall
+from inferd.scheduling.ensemble_graph import (
+    LATEST,
+    EnsembleGraph,
+    ModelSignature,
+    Step,
+    TensorType,
+    build_graph,
+    check_signatures,
+    steps_from_config,
+)
+
+PLATFORM = "ensemble"
+
+# The engine's lookup of a serving version: (model name, version or "") -> LoadedVersion.
+FindVersion = Callable[[str, str], LoadedVersion]
+
+
+def is_ensemble(config: Any) -> bool:
+    return bool(config.platform == PLATFORM or config.HasField("ensemble_scheduling"))
+
+
+def composing_names(config: Any) -> list[str]:
+    """The models an ensemble config's steps name, in step order, each once."""
+    return list(dict.fromkeys(step.model_name for step in config.ensemble_scheduling.step))
+
+
+def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) -> LoadedVersion:
+    """Check an ensemble against the models serving now; raise `InvalidArgument` or
+    `Unavailable` naming the step and tensor at fault."""
+    completed = ModelConfig()
+    completed.CopyFrom(config)
+    name = completed.name
+    if completed.platform and completed.platform != PLATFORM:
+        raise InvalidArgument(
+            f"model '{name}' has ensemble_scheduling, so its platform must be '{PLATFORM}'"
+        )
+    if not completed.HasField("ensemble_scheduling"):
+        raise InvalidArgument(f"ensemble '{name}' has no ensemble_scheduling")
+    completed.platform = PLATFORM
+    validate_config(completed)
+    inputs = {t.name: TensorSpec.from_config(t) for t in completed.input}
+    outputs = {t.name: TensorSpec.from_config(t) for t in completed.output}
+    graph = build_graph(name, steps_from_config(completed), list(inputs), list(outputs))
+    composing = [_composing_version(name, step, find) for step in graph.steps]
+    _check_no_loop(graph, find)
+    batch = completed.max_batch_size
+    check_signatures(
+        graph,
+        ModelSignature(batch, _types(inputs, batch), _types(outputs, batch)),
+        [_signature(loaded) for loaded in composing],
+    )
+    scheduler = EnsembleScheduler(graph, call)
+    return LoadedVersion(name, version, completed, None, inputs, outputs, [], scheduler, None)
+
+
+def _composing_version(ensemble: str, step: Step, find: FindVersion) -> LoadedVersion:
+    if step.model_name == ensemble:
+        raise InvalidArgument(f"ensemble '{ensemble}' {step.describe()} names the ensemble itself")
+    version = "" if step.model_version == LATEST else str(step.model_version)
+    try:
+        return find(step.model_name, version)
+    except InferdError as exc:
+        raise Unavailable(
+            f"ensemble '{ensemble}' {step.describe()}: the composing model is not available "
+            f"({exc.message})"
+        ) from exc
+
+
+def _check_no_loop(graph: EnsembleGraph, find: FindVersion) -> None:
+    """An ensemble must not reach itself through the ensembles it uses."""
+    stack = [(s.model_name, s.model_name) for s in graph.steps]
+    seen: set[str] = set()
+    while stack:
+        model, via = stack.pop()
+        if model == graph.name:
+            raise InvalidArgument(f"ensemble '{graph.name}' uses itself through model '{via}'")
+        if model in seen:
+            continue
+        seen.add(model)
+        with_steps = _nested_graph(model, find)
+        if with_steps is not None:
+            stack.extend((s.model_name, via) for s in with_steps.steps)
+
+
+def _nested_graph(model: str, find: FindVersion) -> EnsembleGraph | None:
+    try:
+        scheduler = find(model, "").scheduler
+    except InferdError:
+        return None
+    return scheduler.graph if isinstance(scheduler, EnsembleScheduler) else None
+
+
+def _types(specs: dict[str, TensorSpec], max_batch_size: int) -> dict[str, TensorType]:
+    return {
+        name: TensorType(spec.datatype, tuple(spec.wire_shape(max_batch_size)), spec.optional)
+        for name, spec in specs.items()
+    }
+
+
+def _signature(loaded: LoadedVersion) -> ModelSignature:
+    batch = loaded.config.max_batch_size
+    return ModelSignature(batch, _types(loaded.inputs, batch), _types(loaded.outputs, batch))
+
+
+class EnsembleIndex:
+    """Every ensemble asked to load, serving or not, with the folder it was read from: when a
+    model changes, the ensembles using it are loaded again from these folders."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, ModelFolder] = {}
+
+    def remember(self, folder: ModelFolder) -> None:
+        self._folders[folder.name] = folder
+
+    def forget(self, name: str) -> None:
+        self._folders.pop(name, None)
+
+    def folder(self, name: str) -> ModelFolder:
+        return self._folders[name]
+
+    def dependents(self, model: str) -> list[str]:
+        return [
+            name
+            for name, folder in self._folders.items()
+            if name != model and model in composing_names(folder.config)
+        ]
+
+
+def _read_config(repository: Path, name: str) -> Any | None:
+    try:
+        return read_model_folder(repository, name).config
+    except InferdError:
+        return None  # its own load reports the problem
+
+
+def ensembles_last(repository: Path, names: Iterable[str]) -> list[str]:
+    """Blocking: `names` with each ensemble after the models it uses (Triton's load order)."""
+    configs = {name: _read_config(repository, name) for name in names}
+    ensembles = {n: c for n, c in configs.items() if c is not None and is_ensemble(c)}
+    order = [name for name in configs if name not in ensembles]
+    placed = set(order)
+    while ensembles:
+        ready = [
+            n
+            for n, c in ensembles.items()
+            if all(m in placed or m not in ensembles for m in composing_names(c))
+        ]
+        ready = ready or list(ensembles)  # a loop between ensembles: each load reports it
+        for name in ready:
+            order.append(name)
+            placed.add(name)
+            del ensembles[name]
+    return order
+
+
+def composing_to_load(repository: Path, config: Any, serving: Iterable[str]) -> list[str]:
+    """Blocking: the models an ensemble uses, directly or through other ensembles, that are
+    in the repository and not serving, each after the models it uses (explicit mode loads
+    them with the ensemble, as Triton does)."""
+    skip = {config.name, *serving}
+    order: list[str] = []
+
+    def visit(current: Any) -> None:
+        for model in composing_names(current):
+            if model in skip:
+                continue
+            skip.add(model)
+            nested = _read_config(repository, model)
+            if nested is None:
+                continue  # not in the repository: the ensemble's load names it
+            if is_ensemble(nested):
+                visit(nested)
+            order.append(model)
+
+    if is_ensemble(config):
+        visit(config)
+    return order

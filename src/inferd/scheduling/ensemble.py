@@ -1,0 +1,154 @@
+"""The ensemble scheduler: one request's tensors flow through a DAG of composing models.
+
+A step starts as soon as every tensor it reads exists, so independent branches run at the
+same time. Each step is one request to its composing model through `StepCall`, which the
+engine provides: the composing model's own validation and scheduler run it, so its dynamic
+batcher batches steps of concurrent ensemble requests together. A tensor is dropped as soon
+as no remaining step reads it and it is not returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from inferd.core.errors import InferdError, Internal, Unavailable
+from inferd.core.types import Array, InferRequest, RequestedOutput
+from inferd.scheduling.ensemble_graph import LATEST, EnsembleGraph, Plan, Step
+
+# Runs one step request through its composing model and returns the outputs it asked for.
+StepCall = Callable[[InferRequest], Coroutine[Any, Any, dict[str, Array]]]
+
+
+class EnsembleScheduler:
+    def __init__(self, graph: EnsembleGraph, call: StepCall) -> None:
+        self._graph = graph
+        self._call = call
+        self._plans: dict[tuple[str, ...], Plan] = {}  # by requested outputs; few per ensemble
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    @property
+    def graph(self) -> EnsembleGraph:
+        return self._graph
+
+    def start(self) -> None:
+        """Nothing to start: steps queue in the composing models' schedulers."""
+
+    def pending(self) -> int:
+        # An ensemble request waits in its composing models' queues, and is counted there.
+        return 0
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._idle.wait()
+
+    async def submit(self, request: InferRequest) -> dict[str, Array]:
+        if self._stopping:
+            raise Unavailable(f"model '{request.model_name}' is being unloaded")
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._run(request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    def _plan(self, wanted: tuple[str, ...]) -> Plan:
+        plan = self._plans.get(wanted)
+        if plan is None:
+            plan = self._plans[wanted] = self._graph.plan(wanted)
+        return plan
+
+    async def _run(self, request: InferRequest) -> dict[str, Array]:
+        graph = self._graph
+        wanted = tuple(o.name for o in request.outputs) if request.outputs else graph.outputs
+        flow = _Flow(graph, self._plan(wanted), request, self._call)
+        try:
+            await flow.run()
+        finally:
+            flow.cancel()  # after a failure, the other steps' results are not needed
+        return {name: flow.tensors[name] for name in wanted}
+
+
+class _Flow:
+    """One request on its way through the graph."""
+
+    def __init__(
+        self, graph: EnsembleGraph, plan: Plan, request: InferRequest, call: StepCall
+    ) -> None:
+        self._graph = graph
+        self._plan = plan
+        self._request = request
+        self._call = call
+        self.tensors: dict[str, Array] = dict(request.inputs)
+        self._uses = dict(plan.uses)
+        self._waiting = dict(plan.waiting)
+        self._running: dict[asyncio.Task[dict[str, Array]], Step] = {}
+
+    async def run(self) -> None:
+        for index in self._plan.steps:
+            if not self._waiting[index]:
+                self._launch(self._graph.steps[index])
+        while self._running:
+            done, _ = await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                step = self._running.pop(task)
+                self._store(step, _step_result(task, step, self._graph.name))
+
+    def cancel(self) -> None:
+        for task in self._running:
+            task.cancel()
+
+    def _launch(self, step: Step) -> None:
+        request = _step_request(self._request, step, self.tensors)
+        self._running[asyncio.create_task(self._call(request))] = step
+        # Once handed to the step, an input no later step reads (nor the answer) is dropped.
+        for tensor in step.input_map.values():
+            self._uses[tensor] -= 1
+            if not self._uses[tensor]:
+                self.tensors.pop(tensor, None)
+
+    def _store(self, step: Step, outputs: dict[str, Array]) -> None:
+        for model_output, tensor in step.output_map.items():
+            if not self._uses.get(tensor):
+                continue  # produced, but nothing this request needs reads it
+            self.tensors[tensor] = outputs[model_output]
+            for reader in self._plan.readers.get(tensor, ()):
+                self._waiting[reader] -= 1
+                if not self._waiting[reader]:
+                    self._launch(self._graph.steps[reader])
+
+
+def _step_request(request: InferRequest, step: Step, tensors: dict[str, Array]) -> InferRequest:
+    inputs = {m: tensors[t] for m, t in step.input_map.items() if t in tensors}
+    return InferRequest(
+        model_name=step.model_name,
+        inputs=inputs,
+        model_version="" if step.model_version == LATEST else str(step.model_version),
+        id=request.id,
+        outputs=[RequestedOutput(name) for name in step.output_map],
+        # Sequence flags, priority and timeout apply to every step, as in Triton.
+        parameters=dict(request.parameters),
+    )
+
+
+def _step_result(
+    task: asyncio.Task[dict[str, Array]], step: Step, ensemble: str
+) -> dict[str, Array]:
+    """The step's outputs, or its error re-raised with the step named and its code kept."""
+    exc: BaseException | None = task.exception()
+    if exc is None:
+        return task.result()
+    where = f"ensemble '{ensemble}' {step.describe()} failed"
+    if isinstance(exc, InferdError):
+        # Same class (so the same status: a 400 stays a 400), whatever its constructor takes.
+        error = type(exc).__new__(type(exc))
+        error.__dict__.update(exc.__dict__)
+        InferdError.__init__(error, f"{where}: {exc.message}")
+        raise error from exc
+    raise Internal(f"{where}: {exc!r}") from exc

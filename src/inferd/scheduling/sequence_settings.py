@@ -1,0 +1,274 @@
+"""A sequence model's settings, read and checked once from its `sequence_batching` config.
+
+Triton's fields: the strategy (`direct`, the default, or `oldest`), the idle timeout, the
+control inputs (START, END, READY as boolean-like tensors; CORRID carrying the sequence id)
+and the implicit state the server keeps between a sequence's requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferd.core.datatypes import BYTES, from_config_datatype, numpy_dtype
+from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.types import Array
+from inferd.repository.config import ModelConfig, string_parameter
+from inferd.repository.validation import data_type_name
+
+# inferd's limit on sequences waiting for a slot (Triton has none), in the model's `parameters`.
+MAX_BACKLOG_PARAMETER = "inferd.max_sequence_backlog"
+# Triton's default when max_sequence_idle_microseconds is 0 (unset): one second.
+DEFAULT_IDLE_NS = 1_000_000_000
+
+_KIND_NAMES = {
+    number: value.name
+    for number, value in ModelConfig.DESCRIPTOR.fields_by_name["sequence_batching"]
+    .message_type.nested_types_by_name["Control"]
+    .enum_types_by_name["Kind"]
+    .values_by_number.items()
+}
+START, READY, END, CORRID = (
+    "CONTROL_SEQUENCE_START",
+    "CONTROL_SEQUENCE_READY",
+    "CONTROL_SEQUENCE_END",
+    "CONTROL_SEQUENCE_CORRID",
+)
+_CORRID_TYPES = ("UINT64", "INT64", "UINT32", "INT32", BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One control input: the tensor `name` carries `kind` as `dtype`.
+
+    Boolean kinds use `false`/`true`; CORRID carries the sequence id itself.
+    """
+
+    name: str
+    kind: str
+    dtype: np.dtype[Any]
+    false: Any = None
+    true: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    """Implicit state: fed as `input_name`, read back from `output_name`; `initial` has no
+    batch axis."""
+
+    input_name: str
+    output_name: str
+    dtype: np.dtype[Any]
+    initial: Array
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSettings:
+    strategy: str  # "direct" or "oldest"
+    max_batch_size: int
+    slots_per_instance: int
+    idle_ns: int
+    max_queue_delay_ns: int = 0
+    minimum_slot_utilization: float = 0.0  # direct only
+    preferred_batch_sizes: tuple[int, ...] = ()  # oldest only
+    controls: tuple[Control, ...] = ()
+    states: tuple[StateSpec, ...] = ()
+    string_ids: bool | None = None  # what CORRID declares; None: both kinds of id accepted
+    max_backlog: int = 0  # sequences waiting for a slot beyond this get Unavailable; 0: no limit
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0
+
+    @property
+    def state_outputs(self) -> tuple[str, ...]:
+        return tuple(state.output_name for state in self.states)
+
+    @classmethod
+    def from_config(cls, config: Any, model_dir: Path) -> SequenceSettings:
+        """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
+        sequence = config.sequence_batching
+        if sequence.iterative_sequence:
+            raise Unsupported("sequence_batching.iterative_sequence is not supported")
+        controls = _controls(config)
+        _check_names(config, controls, sequence.state)
+        states = tuple(_state(state, model_dir) for state in sequence.state)
+        corrid = next((c for c in controls if c.kind == CORRID), None)
+        idle_us = int(sequence.max_sequence_idle_microseconds)
+        common: dict[str, Any] = {
+            "max_batch_size": int(config.max_batch_size),
+            "idle_ns": idle_us * 1000 if idle_us else DEFAULT_IDLE_NS,
+            "controls": controls,
+            "states": states,
+            "string_ids": None if corrid is None else corrid.dtype.kind == "O",
+            "max_backlog": _max_backlog(config),
+        }
+        slots = max(1, int(config.max_batch_size))
+        if sequence.WhichOneof("strategy_choice") == "oldest":
+            oldest = sequence.oldest
+            preferred = tuple(sorted(set(oldest.preferred_batch_size)))
+            for size in preferred:
+                if not 0 < size <= slots:
+                    raise InvalidArgument(
+                        f"sequence_batching.oldest.preferred_batch_size {size} must be "
+                        "between 1 and max_batch_size"
+                    )
+            return cls(
+                strategy="oldest",
+                slots_per_instance=int(oldest.max_candidate_sequences) or slots,
+                max_queue_delay_ns=int(oldest.max_queue_delay_microseconds) * 1000,
+                preferred_batch_sizes=preferred,
+                **common,
+            )
+        direct = sequence.direct
+        utilization = float(direct.minimum_slot_utilization)
+        if not 0.0 <= utilization <= 1.0:
+            raise InvalidArgument(
+                f"sequence_batching.direct.minimum_slot_utilization {utilization} must be "
+                "between 0 and 1"
+            )
+        return cls(
+            strategy="direct",
+            slots_per_instance=slots,
+            # As in Triton, the delay only matters once a minimum utilization is asked for.
+            max_queue_delay_ns=int(direct.max_queue_delay_microseconds) * 1000
+            if utilization
+            else 0,
+            minimum_slot_utilization=utilization,
+            **common,
+        )
+
+
+def _max_backlog(config: Any) -> int:
+    text = string_parameter(config, MAX_BACKLOG_PARAMETER)
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidArgument(
+            f"parameter '{MAX_BACKLOG_PARAMETER}' must be a non-negative integer, got '{text}'"
+        )
+    return value
+
+
+def _controls(config: Any) -> tuple[Control, ...]:
+    controls: list[Control] = []
+    for entry in config.sequence_batching.control_input:
+        if not entry.name:
+            raise InvalidArgument("a sequence_batching control_input has no name")
+        if len(entry.control) != 1:
+            raise InvalidArgument(
+                f"sequence_batching control_input '{entry.name}' has {len(entry.control)} "
+                "controls; one tensor carries exactly one"
+            )
+        controls.append(_control(entry.name, entry.control[0]))
+    kinds = [c.kind for c in controls]
+    repeated = sorted({k for k in kinds if kinds.count(k) > 1})
+    if repeated:
+        raise InvalidArgument(f"sequence_batching specifies more than one tensor for {repeated}")
+    return tuple(controls)
+
+
+def _control(name: str, control: Any) -> Control:
+    kind = _KIND_NAMES.get(control.kind)
+    if kind is None:
+        raise InvalidArgument(f"control_input '{name}' has unknown control kind {control.kind}")
+    given = [
+        (field, list(getattr(control, field)))
+        for field in ("int32_false_true", "fp32_false_true", "bool_false_true")
+        if getattr(control, field)
+    ]
+    if kind == CORRID:
+        datatype = "" if given else from_config_datatype(data_type_name(control.data_type))
+        if datatype not in _CORRID_TYPES:
+            raise InvalidArgument(
+                f"control_input '{name}' ({kind}) must set only data_type, one of "
+                "TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32, TYPE_STRING"
+            )
+        return Control(name, kind, numpy_dtype(datatype))
+    if len(given) != 1 or control.data_type:
+        raise InvalidArgument(
+            f"control_input '{name}' ({kind}) must set exactly one of int32_false_true, "
+            "fp32_false_true, bool_false_true"
+        )
+    field, values = given[0]
+    if len(values) != 2:
+        raise InvalidArgument(f"control_input '{name}': {field} must hold [false, true]")
+    dtype = {"int32_false_true": np.int32, "fp32_false_true": np.float32}.get(field, np.bool_)
+    return Control(name, kind, np.dtype(dtype), values[0], values[1])
+
+
+def _check_names(config: Any, controls: tuple[Control, ...], states: Any) -> None:
+    inputs = {t.name for t in config.input}
+    outputs = {t.name for t in config.output}
+    fed = [c.name for c in controls] + [s.input_name for s in states]
+    clashes = sorted(inputs.intersection(fed))
+    if clashes:
+        raise InvalidArgument(
+            f"sequence control or state inputs {clashes} are also config inputs; the server "
+            "feeds them, so they must not be listed under input"
+        )
+    repeated = sorted({n for n in fed if fed.count(n) > 1})
+    if repeated:
+        raise InvalidArgument(f"sequence control/state input names {repeated} are used twice")
+    state_outputs = [s.output_name for s in states]
+    clashes = sorted(outputs.intersection(state_outputs))
+    if clashes or len(set(state_outputs)) != len(state_outputs):
+        raise InvalidArgument(
+            f"state output names must be unique and not config outputs: {state_outputs}"
+        )
+
+
+def _state(state: Any, model_dir: Path) -> StateSpec:
+    name = state.input_name
+    if not name or not state.output_name:
+        raise InvalidArgument("a sequence_batching state needs input_name and output_name")
+    datatype = from_config_datatype(data_type_name(state.data_type))
+    dtype = numpy_dtype(datatype)
+    dims = tuple(int(d) for d in state.dims)
+    if not dims or any(d < -1 or d == 0 for d in dims):
+        raise InvalidArgument(f"state '{name}' must have dims, each positive or -1: {list(dims)}")
+    shape = dims
+    if len(state.initial_state) > 1:
+        raise InvalidArgument(f"state '{name}' has more than one initial_state")
+    initial = state.initial_state[0] if state.initial_state else None
+    if initial is not None:
+        if initial.data_type != state.data_type:
+            raise InvalidArgument(f"initial_state of state '{name}' has another data_type")
+        shape = tuple(int(d) for d in initial.dims)
+        if len(shape) != len(dims) or any(
+            s < 1 or d not in (-1, s) for s, d in zip(shape, dims, strict=False)
+        ):
+            raise InvalidArgument(
+                f"initial_state dims {list(shape)} of state '{name}' do not fit its dims "
+                f"{list(dims)}"
+            )
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"state '{name}' has variable dims: give initial_state dims")
+    if initial is not None and initial.WhichOneof("state_data") == "data_file":
+        return StateSpec(name, state.output_name, dtype, _read_initial(model_dir, initial, shape))
+    if datatype == BYTES:
+        raise Unsupported(f"state '{name}': BYTES states are not supported")
+    return StateSpec(name, state.output_name, dtype, np.zeros(shape, dtype=dtype))
+
+
+def _read_initial(model_dir: Path, initial: Any, shape: tuple[int, ...]) -> Array:
+    """Triton reads `data_file` from the model folder's `initial_state/`, row-major, raw."""
+    path = model_dir / "initial_state" / initial.data_file
+    dtype = numpy_dtype(from_config_datatype(data_type_name(initial.data_type)))
+    try:
+        data = np.fromfile(path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"cannot read initial_state data_file '{path.name}': {exc}") from exc
+    if data.size != int(np.prod(shape)):
+        raise InvalidArgument(
+            f"initial_state data_file '{path.name}' holds {data.size} values, "
+            f"dims {list(shape)} need {int(np.prod(shape))}"
+        )
+    return data.reshape(shape)

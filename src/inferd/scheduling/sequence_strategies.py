@@ -1,0 +1,82 @@
+"""Which sequences' next steps form an instance's next batch, for Triton's two strategies.
+
+- Direct: row i of the batch is slot i. A batch holds the next step of every ready slot whose
+  shapes match (the oldest ready step's shapes lead), up to the highest such slot; the slots
+  below it without a step are sent as padding rows (READY false), as Triton does, so a model
+  that keeps state per batch row sees each sequence in the same row every time.
+- Oldest: the instance's slots are candidate sequences; a batch takes the oldest next steps,
+  one per sequence, no padding.
+
+Each returns the rows to run now, or None and the time to look again (None: on arrival).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd.core.types import Array
+from inferd.scheduling.sequence_settings import SequenceSettings
+from inferd.scheduling.sequence_slots import Sequence
+
+Rows = list[Sequence | None]  # None: a padding row (direct only)
+Choice = tuple[Rows | None, int | None]
+
+
+def _ready(slots: list[Sequence | None]) -> list[Sequence]:
+    return [s for s in slots if s is not None and s.steps and not s.running]
+
+
+def _matching(ready: list[Sequence], initial: dict[str, Array], limit: int) -> list[Sequence]:
+    """Up to `limit` of `ready` (oldest next step first) whose shapes match the oldest's."""
+    ready.sort(key=lambda s: s.steps[0].enqueued_ns)
+    if len(ready) == 1 or limit == 1:
+        return ready[:1]
+    lead: Any = ready[0].head_shapes(initial)
+    return [s for s in ready if s.head_shapes(initial) == lead][:limit]
+
+
+def direct_rows(
+    slots: list[Sequence | None],
+    settings: SequenceSettings,
+    initial: dict[str, Array],
+    now_ns: int,
+    flush: bool,
+) -> Choice:
+    ready = _ready(slots)
+    if not ready:
+        return None, None
+    chosen = _matching(ready, initial, len(slots))
+    wanted = settings.minimum_slot_utilization * len(slots)
+    if not flush and len(chosen) < wanted:
+        deadline = chosen[0].steps[0].enqueued_ns + settings.max_queue_delay_ns
+        if now_ns < deadline:
+            return None, deadline
+    rows: Rows = [None] * (max(s.index for s in chosen) + 1)
+    for sequence in chosen:
+        rows[sequence.index] = sequence
+    return rows, None
+
+
+def oldest_rows(
+    slots: list[Sequence | None],
+    settings: SequenceSettings,
+    initial: dict[str, Array],
+    now_ns: int,
+    flush: bool,
+) -> Choice:
+    ready = _ready(slots)
+    if not ready:
+        return None, None
+    max_rows = max(1, settings.max_batch_size)
+    chosen: Rows = list(_matching(ready, initial, max_rows))
+    if flush or len(chosen) >= max_rows:
+        return chosen, None
+    cut = max((size for size in settings.preferred_batch_sizes if size <= len(chosen)), default=0)
+    if cut:
+        return chosen[:cut], None
+    first = chosen[0]
+    assert first is not None
+    deadline = first.steps[0].enqueued_ns + settings.max_queue_delay_ns
+    if now_ns >= deadline:
+        return chosen, None
+    return None, deadline

@@ -1,0 +1,296 @@
+"""The sequence batcher through the real server and tritonclient: many sequences interleaved
+over HTTP and gRPC streams, each getting exactly its own running sums; and the error cases."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+import generate_models
+from tests.integration.http_helpers import post_json
+from tests.integration.server import RunningServer, running_server
+
+EXAMPLES = Path(generate_models.__file__).parent / "model_repository"
+STATE = "sequence_accumulate_state"
+OLDEST = "sequence_accumulate_oldest"
+SMALL = "sequence_small"  # one instance, two slots, a backlog of one
+OLDEST_SETTINGS = "max_candidate_sequences: 4, max_queue_delay_microseconds: 500"
+IDLE = "sequence_idle"  # sequences idle out after 200 ms
+PYTHON = "sequence_accumulate"
+PYTHON_STRING = "sequence_accumulate_string"
+
+
+def _variant(repository: Path, name: str, source: str, **replacements: str) -> None:
+    config = (EXAMPLES / source / "config.pbtxt").read_text()
+    config = config.replace(f'name: "{source}"', f'name: "{name}"')
+    for old, new in replacements.items():
+        assert old in config or old.startswith("#"), old
+        config = config.replace(old, new)
+    (repository / name).mkdir()
+    (repository / name / "config.pbtxt").write_text(config)
+
+
+@pytest.fixture(scope="module")
+def sequence_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    repository = tmp_path_factory.mktemp("sequences")
+    model = repository / "_model.onnx"
+    generate_models.accumulate_state_model(model)
+    _variant(repository, STATE, STATE)
+    _variant(
+        repository,
+        OLDEST,
+        STATE,
+        **{"  state [": f"  oldest {{ {OLDEST_SETTINGS} }}\n  state ["},
+    )
+    _variant(
+        repository,
+        SMALL,
+        STATE,
+        **{
+            "max_batch_size: 8": "max_batch_size: 2",
+            "count: 2": "count: 1",
+            "instance_group": 'parameters { key: "inferd.max_sequence_backlog" '
+            'value: { string_value: "1" } }\ninstance_group',
+        },
+    )
+    _variant(repository, IDLE, STATE, **{"5000000": "200000"})
+    for name in (STATE, OLDEST, SMALL, IDLE):
+        (repository / name / "1").mkdir()
+        shutil.copy(model, repository / name / "1" / "model.onnx")
+    model.unlink()
+    shutil.copytree(EXAMPLES / PYTHON, repository / PYTHON)
+    _variant(repository, PYTHON_STRING, PYTHON, TYPE_UINT64="TYPE_STRING")
+    shutil.copytree(EXAMPLES / PYTHON / "1", repository / PYTHON_STRING / "1")
+    with running_server(repository) as server:
+        yield server
+
+
+def _http_step(
+    client: httpclient.InferenceServerClient,
+    model: str,
+    value: int,
+    sequence_id: int | str,
+    start: bool = False,
+    end: bool = False,
+) -> int:
+    data = np.array([[value]], dtype=np.int32)
+    infer_input = httpclient.InferInput("INPUT", [1, 1], "INT32")
+    infer_input.set_data_from_numpy(data)
+    result = client.infer(
+        model, [infer_input], sequence_id=sequence_id, sequence_start=start, sequence_end=end
+    )
+    output = result.as_numpy("OUTPUT")
+    assert output.shape == (1, 1)
+    return int(output[0, 0])
+
+
+def _values(sequence: int, steps: int) -> list[int]:
+    return [sequence * 100 + step for step in range(steps)]
+
+
+def _run_http_sequence(
+    url: str, model: str, sequence_id: int | str, number: int, steps: int
+) -> None:
+    values = _values(number, steps)
+    client = httpclient.InferenceServerClient(url)
+    try:
+        sums = [
+            _http_step(client, model, value, sequence_id, start=i == 0, end=i == steps - 1)
+            for i, value in enumerate(values)
+        ]
+    finally:
+        client.close()
+    assert sums == list(np.cumsum(values)), (sequence_id, sums)
+
+
+@pytest.mark.parametrize("model", [STATE, OLDEST, PYTHON])
+def test_many_http_sequences_at_once_each_get_their_own_sums(
+    sequence_server: RunningServer, model: str
+) -> None:
+    # 24 sequences over 2 instances x 8 slots (or 4 candidates): some wait in the backlog.
+    with ThreadPoolExecutor(12) as pool:
+        futures = [
+            pool.submit(_run_http_sequence, sequence_server.http_url, model, 1000 + n, n, 8)
+            for n in range(24)
+        ]
+        for future in futures:
+            future.result(timeout=60)
+
+
+def test_string_ids_reach_the_model_as_corrid(sequence_server: RunningServer) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(_run_http_sequence, sequence_server.http_url, PYTHON_STRING, f"s-{n}", n, 5)
+            for n in range(6)
+        ]
+        for future in futures:
+            future.result(timeout=60)
+    client = httpclient.InferenceServerClient(sequence_server.http_url)
+    with pytest.raises(InferenceServerException, match="takes string sequence ids"):
+        _http_step(client, PYTHON_STRING, 1, 7, start=True)
+
+
+def _stream_sequences(url: str, model: str, numbers: list[int], steps: int) -> None:
+    """Send every sequence's steps interleaved on one stream; check each one's sums."""
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for step in range(steps):
+            for number in numbers:
+                infer_input = grpcclient.InferInput("INPUT", [1, 1], "INT32")
+                value = _values(number, steps)[step]
+                infer_input.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+                client.async_stream_infer(
+                    model,
+                    [infer_input],
+                    request_id=f"{number}:{step}",
+                    sequence_id=5000 + number,
+                    sequence_start=step == 0,
+                    sequence_end=step == steps - 1,
+                )
+        got: dict[int, list[int]] = {n: [] for n in numbers}
+        for _ in range(steps * len(numbers)):
+            result, error = answers.get(timeout=30)
+            assert error is None, error
+            number, step = map(int, result.get_response().id.split(":"))
+            assert step == len(got[number])  # a sequence's answers come in order
+            got[number].append(int(result.as_numpy("OUTPUT")[0, 0]))
+    finally:
+        client.stop_stream()
+        client.close()
+    for number in numbers:
+        assert got[number] == list(np.cumsum(_values(number, steps)))
+
+
+@pytest.mark.parametrize("model", [STATE, OLDEST])
+def test_grpc_streams_interleave_many_sequences(sequence_server: RunningServer, model: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(
+                _stream_sequences,
+                sequence_server.grpc_url,
+                model,
+                list(range(c * 4, c * 4 + 4)),
+                10,
+            )
+            for c in range(4)
+        ]
+        for future in futures:
+            future.result(timeout=60)
+
+
+def test_restart_of_a_live_sequence_begins_from_the_initial_state(
+    sequence_server: RunningServer,
+) -> None:
+    client = httpclient.InferenceServerClient(sequence_server.http_url)
+    assert _http_step(client, STATE, 5, 77, start=True) == 5
+    assert _http_step(client, STATE, 6, 77) == 11
+    assert _http_step(client, STATE, 1, 77, start=True) == 1  # Triton: the old one ends early
+    assert _http_step(client, STATE, 2, 77, end=True) == 3
+
+
+def _http_error(server: RunningServer, model: str, parameters: dict[str, Any]) -> tuple[int, str]:
+    document = {
+        "inputs": [{"name": "INPUT", "datatype": "INT32", "shape": [1, 1], "data": [1]}],
+        "parameters": parameters,
+    }
+    status, body = post_json(server.http_port, f"/v2/models/{model}/infer", document)
+    return status, body.get("error", "")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({}, "must specify a non-zero or non-empty correlation ID"),
+        ({"sequence_id": 0, "sequence_start": True}, "non-zero or non-empty correlation ID"),
+        ({"sequence_id": 424242}, "must specify the START flag on the first request"),
+        ({"sequence_id": 1, "sequence_start": "yes"}, "'sequence_start' must be a boolean"),
+        ({"sequence_id": -3, "sequence_start": True}, "out of range"),
+    ],
+)
+def test_bad_sequence_requests_get_400(
+    sequence_server: RunningServer, parameters: dict[str, Any], message: str
+) -> None:
+    status, error = _http_error(sequence_server, STATE, parameters)
+    assert status == 400
+    assert message in error
+
+
+def test_batch_of_two_and_server_fed_inputs_are_refused(sequence_server: RunningServer) -> None:
+    document = {
+        "inputs": [{"name": "INPUT", "datatype": "INT32", "shape": [2, 1], "data": [1, 2]}],
+        "parameters": {"sequence_id": 9, "sequence_start": True},
+    }
+    status, body = post_json(sequence_server.http_port, f"/v2/models/{STATE}/infer", document)
+    assert status == 400 and "batch-size 1" in body["error"]
+    document["inputs"] = [
+        {"name": n, "datatype": "INT32", "shape": [1, 1], "data": [1]}
+        for n in ("INPUT", "INPUT_STATE")
+    ]
+    status, body = post_json(sequence_server.http_port, f"/v2/models/{STATE}/infer", document)
+    assert status == 400 and "INPUT_STATE" in body["error"]
+
+
+def test_grpc_errors_are_invalid_argument(sequence_server: RunningServer) -> None:
+    client = grpcclient.InferenceServerClient(sequence_server.grpc_url)
+    infer_input = grpcclient.InferInput("INPUT", [1, 1], "INT32")
+    infer_input.set_data_from_numpy(np.array([[1]], dtype=np.int32))
+    with pytest.raises(InferenceServerException) as missing:
+        client.infer(STATE, [infer_input], sequence_id=31337)
+    assert missing.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "START flag" in missing.value.message()
+    with pytest.raises(InferenceServerException) as no_id:
+        client.infer(STATE, [infer_input])
+    assert no_id.value.status() == "StatusCode.INVALID_ARGUMENT"
+    result = client.infer(STATE, [infer_input], sequence_id=31337, sequence_start=True)
+    assert int(result.as_numpy("OUTPUT")[0, 0]) == 1  # the server kept serving
+
+
+def test_idle_sequence_is_released(sequence_server: RunningServer) -> None:
+    client = httpclient.InferenceServerClient(sequence_server.http_url)
+    assert _http_step(client, IDLE, 4, 11, start=True) == 4
+    assert _http_step(client, IDLE, 4, 11) == 8
+    time.sleep(0.6)
+    with pytest.raises(InferenceServerException, match="START flag"):
+        _http_step(client, IDLE, 4, 11)
+    assert _http_step(client, IDLE, 4, 11, start=True, end=True) == 4
+
+
+def test_backlog_waits_for_a_slot_and_a_full_backlog_is_503(
+    sequence_server: RunningServer,
+) -> None:
+    client = httpclient.InferenceServerClient(sequence_server.http_url)
+    # SMALL has two slots: sequences 21 and 22 take them, 23 waits in the backlog.
+    assert _http_step(client, SMALL, 1, 21, start=True) == 1
+    assert _http_step(client, SMALL, 2, 22, start=True) == 2
+    results: list[int] = []
+
+    def start_23() -> None:  # its own client: a tritonclient.http client is not thread-safe
+        other = httpclient.InferenceServerClient(sequence_server.http_url)
+        results.append(_http_step(other, SMALL, 3, 23, start=True))
+        other.close()
+
+    waiting = threading.Thread(target=start_23)
+    waiting.start()
+    time.sleep(0.1)
+    assert not results
+    status, error = _http_error(sequence_server, SMALL, {"sequence_id": 24, "sequence_start": True})
+    assert status == 503 and "retry later" in error
+    assert _http_step(client, SMALL, 10, 21, end=True) == 11  # frees a slot for 23
+    waiting.join(timeout=10)
+    assert results == [3]
+    assert _http_step(client, SMALL, 1, 23, end=True) == 4
+    assert _http_step(client, SMALL, 1, 22, end=True) == 3

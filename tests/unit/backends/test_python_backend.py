@@ -1,0 +1,117 @@
+"""The Python backend's config checks and the in-process instance lifecycle."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferd.backends.base import BatchRequest, Device, DeviceKind
+from inferd.backends.python import PythonBackend
+from inferd.backends.registry import BackendRegistry
+from inferd.core.errors import InvalidArgument, ModelExecutionError
+from inferd.repository.config import parse_pbtxt
+
+CONFIG = """
+name: "m" backend: "python" max_batch_size: 4
+input [{name: "IN" data_type: TYPE_FP32 dims: [2]}]
+output [{name: "OUT" data_type: TYPE_FP32 dims: [2]}]
+"""
+
+# Records its lifecycle in a file next to it, so the test sees every hook that ran.
+LIFECYCLE = """
+from pathlib import Path
+
+class InferdModel:
+    def initialize(self, context):
+        self.log = context.version_dir / "log.txt"
+        self.name = context.instance_name
+        where = f"{context.device} {context.model_version}"
+        self._write(f"init {self.name} {where} {context.parameters}")
+
+    def execute(self, batch):
+        if batch.requests[0].id == "boom":
+            raise ValueError("boom")
+        return {"OUT": batch.inputs["IN"] + 1}
+
+    def finalize(self):
+        self._write(f"finalize {self.name}")
+
+    def _write(self, line):
+        with self.log.open("a") as log:
+            log.write(line + "\\n")
+"""
+
+
+def version(tmp_path: Path, code: str | None) -> Path:
+    folder = tmp_path / "m" / "1"
+    folder.mkdir(parents=True)
+    if code is not None:
+        (folder / "model.py").write_text(textwrap.dedent(code))
+    return folder
+
+
+def test_registered_by_entry_point_and_recognises_model_py(tmp_path: Path) -> None:
+    backend = BackendRegistry().get("python")
+    assert isinstance(backend, PythonBackend)
+    assert backend.matches(version(tmp_path, LIFECYCLE))
+    assert not backend.gpu_available()
+
+
+@pytest.mark.parametrize(
+    ("code", "extra", "message"),
+    [
+        (None, "", "model file 'model.py' not found"),
+        ("class Other: pass", "", "defines no class 'InferdModel'"),
+        ("def broken(:", "", "is not valid Python"),
+        (LIFECYCLE, 'parameters {key: "isolation" value: {string_value: "thread"}}', "isolation"),
+        (
+            LIFECYCLE,
+            'parameters {key: "execute_timeout_s" value: {string_value: "2"}}',
+            "needs isolation 'process'",
+        ),
+        (
+            LIFECYCLE,
+            'parameters [{key: "isolation" value: {string_value: "process"}},'
+            ' {key: "execute_timeout_s" value: {string_value: "-1"}}]',
+            "must be a positive number",
+        ),
+    ],
+)
+def test_complete_config_refuses_clearly(
+    tmp_path: Path, code: str | None, extra: str, message: str
+) -> None:
+    config = parse_pbtxt(CONFIG + extra)
+    with pytest.raises(InvalidArgument, match=message):
+        PythonBackend().complete_config(config, version(tmp_path, code), 4)
+
+
+def test_config_must_declare_tensors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="must declare inputs and outputs"):
+        PythonBackend().complete_config(parse_pbtxt('name: "m"'), version(tmp_path, LIFECYCLE), 4)
+
+
+def test_one_object_per_instance_from_initialize_to_finalize(tmp_path: Path) -> None:
+    folder = version(tmp_path, LIFECYCLE)
+    config = parse_pbtxt(CONFIG + 'parameters {key: "k" value: {string_value: "v"}}')
+    PythonBackend().complete_config(config, folder, 4)
+    model = PythonBackend().load(config, folder)
+    first = model.create_instance(Device(DeviceKind.CPU), "m_0_0")
+    second = model.create_instance(Device(DeviceKind.GPU, 1), "m_0_1")
+    inputs = {"IN": np.zeros((2, 2), dtype=np.float32)}
+    outputs = first.execute(inputs, ["OUT"], [BatchRequest(0, 2)])
+    assert isinstance(outputs, dict)
+    np.testing.assert_array_equal(outputs["OUT"], np.ones((2, 2)))
+    with pytest.raises(ModelExecutionError, match="ValueError: boom"):
+        second.execute(inputs, ["OUT"], [BatchRequest(0, 2, "boom")])
+    first.close()
+    second.close()
+    model.close()
+    assert (folder / "log.txt").read_text().splitlines() == [
+        "init m_0_0 cpu 1 {'k': 'v'}",
+        "init m_0_1 gpu:1 1 {'k': 'v'}",
+        "finalize m_0_0",
+        "finalize m_0_1",
+    ]

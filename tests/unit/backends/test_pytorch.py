@@ -1,0 +1,416 @@
+"""The PyTorch backend on real models generated here: TorchScript, torch.export and model.py.
+
+The `write_*` builders are shared with tests/integration/test_pytorch.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+from tritonclient.grpc import model_config_pb2
+
+from inferd.backends.base import Device, DeviceKind
+from inferd.backends.pytorch import PyTorchBackend
+from inferd.backends.registry import BackendRegistry
+from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
+from inferd.repository.config import ModelConfig, config_to_dict, parse_pbtxt
+
+CPU = Device(DeviceKind.CPU)
+
+MLP_CONFIG = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ 8 ] }]
+output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 4 ] }]
+"""
+NAMED_CONFIG = """
+backend: "pytorch"
+max_batch_size: 8
+input [
+  { name: "a" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "b" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+output [
+  { name: "sum" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "scaled" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+"""
+EAGER_CONFIG = """
+backend: "pytorch"
+max_batch_size: 8
+input [{ name: "features" data_type: TYPE_FP32 dims: [ 8 ] }]
+output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 3 ] }]
+"""
+EAGER_SOURCE = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.linear(features))
+
+
+def build_model() -> torch.nn.Module:
+    return Net()
+"""
+
+
+class Named(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.linspace(0.5, 2.0, 4))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"sum": a + b, "scaled": (a - b) * self.scale}
+
+
+class TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.linear(x)
+        return logits, torch.softmax(logits, dim=-1).double()
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+def script(module: torch.nn.Module) -> Any:
+    """torch.jit.script without its deprecation warning (TorchScript is what is tested here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
+
+
+def write_mlp_torchscript(model_dir: Path) -> Any:
+    """A scripted MLP 8 -> 4 in Triton's INPUT__0/OUTPUT__0 convention; returns the module."""
+    module = script(_mlp().eval())
+    (model_dir / "1").mkdir(parents=True)
+    module.save(str(model_dir / "1" / "model.pt"))
+    (model_dir / "config.pbtxt").write_text(MLP_CONFIG)
+    return module
+
+
+def write_named_torchscript(model_dir: Path) -> Any:
+    """forward(a, b) returning a dict {sum, scaled}, served with inputs named a and b."""
+    module = script(Named().eval())
+    (model_dir / "1").mkdir(parents=True)
+    module.save(str(model_dir / "1" / "model.pt"))
+    (model_dir / "config.pbtxt").write_text(NAMED_CONFIG)
+    return module
+
+
+def write_exported(model_dir: Path, dynamic_batch: bool = True) -> torch.nn.Module:
+    """A torch.export archive of forward(x) -> (logits, probabilities as FP64); no config."""
+    torch.manual_seed(1)
+    module = TwoHeads().eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic = {"x": {0: batch}} if dynamic_batch else None
+    program = torch.export.export(module, (torch.ones(2, 8),), dynamic_shapes=dynamic)
+    (model_dir / "1").mkdir(parents=True)
+    torch.export.save(program, str(model_dir / "1" / "model.pt2"))
+    return module
+
+
+def write_eager(model_dir: Path) -> torch.nn.Module:
+    """model.py's build_model() plus its weights in model.pth; returns the reference module."""
+    namespace: dict[str, Any] = {}
+    exec(EAGER_SOURCE, namespace)
+    torch.manual_seed(2)
+    module: torch.nn.Module = namespace["build_model"]().eval()
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "1" / "model.py").write_text(EAGER_SOURCE)
+    torch.save(module.state_dict(), model_dir / "1" / "model.pth")
+    (model_dir / "config.pbtxt").write_text(EAGER_CONFIG)
+    return module
+
+
+def run(module: Any, *inputs: np.ndarray) -> Any:
+    """The module run directly: the reference the served results must equal."""
+    with torch.inference_mode():
+        return module(*(torch.from_numpy(array) for array in inputs))
+
+
+def _config(model_dir: Path) -> Any:
+    config = parse_pbtxt((model_dir / "config.pbtxt").read_text())
+    config.name = model_dir.name
+    return config
+
+
+def _completed(model_dir: Path, config: Any | None = None) -> Any:
+    config = _config(model_dir) if config is None else config
+    PyTorchBackend().complete_config(config, model_dir / "1", default_max_batch_size=4)
+    return config
+
+
+def _instance(model_dir: Path, config: Any | None = None, device: Device = CPU) -> Any:
+    config = _completed(model_dir, config)
+    return PyTorchBackend().load(config, model_dir / "1").create_instance(device, "m_0")
+
+
+def _tensors(config: Any) -> list[tuple[str, str, list[int]]]:
+    as_dict = config_to_dict(config)
+    return [
+        (t["name"], t["data_type"], t["dims"])
+        for kind in ("input", "output")
+        for t in as_dict[kind]
+    ]
+
+
+def test_matches_pt_and_pt2_but_leaves_model_py_to_the_python_backend(tmp_path: Path) -> None:
+    backend = PyTorchBackend()
+    write_mlp_torchscript(tmp_path / "ts")
+    write_exported(tmp_path / "ep")
+    write_eager(tmp_path / "eager")
+    assert backend.matches(tmp_path / "ts" / "1")
+    assert backend.matches(tmp_path / "ep" / "1")
+    assert not backend.matches(tmp_path / "eager" / "1")
+    registry = BackendRegistry()
+    assert registry.resolve(ModelConfig(platform="pytorch_torchscript"), []).name == "pytorch"
+    assert registry.resolve(ModelConfig(), [tmp_path / "ep" / "1"]).name == "pytorch"
+
+
+def test_exported_program_is_auto_completed(tmp_path: Path) -> None:
+    write_exported(tmp_path / "ep")
+    config = _completed(tmp_path / "ep", ModelConfig(name="ep"))
+    assert config.backend == "pytorch"
+    assert config.max_batch_size == 4  # every first axis is dynamic
+    assert _tensors(config) == [
+        ("x", "TYPE_FP32", [8]),
+        ("OUTPUT__0", "TYPE_FP32", [4]),
+        ("OUTPUT__1", "TYPE_FP64", [4]),
+    ]
+
+
+def test_static_exported_program_keeps_its_batch_axis(tmp_path: Path) -> None:
+    write_exported(tmp_path / "ep", dynamic_batch=False)
+    config = _completed(tmp_path / "ep", ModelConfig(name="ep"))
+    assert config.max_batch_size == 0
+    assert _tensors(config)[0] == ("x", "TYPE_FP32", [2, 8])
+
+
+def test_exported_config_names_are_checked(tmp_path: Path) -> None:
+    write_exported(tmp_path / "ep")
+    config = parse_pbtxt('input [{ name: "y" data_type: TYPE_FP32 dims: [ 8 ] }]')
+    with pytest.raises(InvalidArgument, match=r"\['y'\] not in the exported program"):
+        _completed(tmp_path / "ep", config)
+
+
+def test_torchscript_without_tensors_says_what_the_config_must_give(tmp_path: Path) -> None:
+    write_named_torchscript(tmp_path / "named")
+    with pytest.raises(InvalidArgument, match=r"named \['a', 'b'\].*data_type and dims"):
+        _completed(tmp_path / "named", ModelConfig(name="named"))
+
+
+def test_torchscript_config_is_completed_and_names_checked(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    config = _config(tmp_path / "mlp")
+    config.ClearField("platform")
+    _completed(tmp_path / "mlp", config)
+    assert (config.backend, config.platform) == ("pytorch", "pytorch_libtorch")
+    bad = _config(tmp_path / "mlp")
+    bad.input[0].name = "features"
+    with pytest.raises(InvalidArgument, match=r"forward's arguments \['input'\].*INPUT__0"):
+        _completed(tmp_path / "mlp", bad)
+    gap = parse_pbtxt(NAMED_CONFIG.replace('"a"', '"IN__0"').replace('"b"', '"IN__2"'))
+    write_named_torchscript(tmp_path / "named")
+    with pytest.raises(InvalidArgument, match="numbered __0 to __1"):
+        _completed(tmp_path / "named", gap)
+
+
+def test_torchscript_by_index_convention(tmp_path: Path) -> None:
+    module = write_mlp_torchscript(tmp_path / "mlp")
+    x = np.random.default_rng(0).standard_normal((3, 8), dtype=np.float32)
+    out = _instance(tmp_path / "mlp").execute({"INPUT__0": x}, ["OUTPUT__0"], [])
+    assert out["OUTPUT__0"].dtype == np.float32
+    np.testing.assert_allclose(out["OUTPUT__0"], run(module, x).numpy(), rtol=1e-6)
+
+
+def test_torchscript_named_inputs_and_dict_outputs(tmp_path: Path) -> None:
+    module = write_named_torchscript(tmp_path / "named")
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.ones((2, 4), dtype=np.float32)
+    out = _instance(tmp_path / "named").execute({"b": b, "a": a}, ["scaled", "sum"], [])
+    expected = run(module, a, b)
+    np.testing.assert_allclose(out["sum"], a + b)
+    np.testing.assert_allclose(out["scaled"], expected["scaled"].numpy())
+
+
+def test_indexed_inputs_go_by_their_index_not_their_config_order(tmp_path: Path) -> None:
+    module = write_named_torchscript(tmp_path / "named")
+    config = parse_pbtxt(NAMED_CONFIG.replace('"a"', '"INPUT__1"').replace('"b"', '"INPUT__0"'))
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.ones((2, 4), dtype=np.float32)
+    out = _instance(tmp_path / "named", config).execute(
+        {"INPUT__0": a, "INPUT__1": b}, ["scaled"], []
+    )
+    np.testing.assert_allclose(out["scaled"], run(module, a, b)["scaled"].numpy())
+
+
+def test_exported_program_executes_with_tuple_outputs(tmp_path: Path) -> None:
+    module = write_exported(tmp_path / "ep")
+    x = np.random.default_rng(1).standard_normal((5, 8), dtype=np.float32)
+    out = _instance(tmp_path / "ep", ModelConfig(name="ep")).execute(
+        {"x": x}, ["OUTPUT__0", "OUTPUT__1"], []
+    )
+    logits, probabilities = run(module, x)
+    np.testing.assert_allclose(out["OUTPUT__0"], logits.numpy(), rtol=1e-6)
+    assert out["OUTPUT__1"].dtype == np.float64
+    np.testing.assert_allclose(out["OUTPUT__1"], probabilities.numpy(), rtol=1e-6)
+
+
+def test_model_py_builds_the_module_and_loads_its_weights(tmp_path: Path) -> None:
+    module = write_eager(tmp_path / "eager")
+    x = np.random.default_rng(2).standard_normal((2, 8), dtype=np.float32)
+    out = _instance(tmp_path / "eager").execute({"features": x}, ["OUTPUT__0"], [])
+    np.testing.assert_allclose(out["OUTPUT__0"], run(module, x).numpy(), rtol=1e-6)
+
+
+def test_model_py_without_build_model(tmp_path: Path) -> None:
+    write_eager(tmp_path / "eager")
+    (tmp_path / "eager" / "1" / "model.py").write_text("MODEL = None\n")
+    with pytest.raises(InvalidArgument, match=r"defines no build_model\(\)"):
+        _completed(tmp_path / "eager")
+
+
+def test_instances_on_one_device_share_one_module(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    config = _completed(tmp_path / "mlp")
+    model = PyTorchBackend().load(config, tmp_path / "mlp" / "1")
+    first, second = model.create_instance(CPU, "a"), model.create_instance(CPU, "b")
+    assert first._module is second._module
+    x = np.ones((1, 8), dtype=np.float32)
+    np.testing.assert_array_equal(
+        first.execute({"INPUT__0": x}, ["OUTPUT__0"], [])["OUTPUT__0"],
+        second.execute({"INPUT__0": x}, ["OUTPUT__0"], [])["OUTPUT__0"],
+    )
+
+
+def test_read_only_request_buffers_are_used_without_a_copy_or_warning(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    instance = _instance(tmp_path / "mlp")
+    x = np.frombuffer(np.ones(8, dtype=np.float32).tobytes(), dtype=np.float32).reshape(1, 8)
+    assert not x.flags.writeable
+    out = instance.execute({"INPUT__0": x}, ["OUTPUT__0"], [])  # warnings are errors here
+    assert out["OUTPUT__0"].shape == (1, 4)
+
+
+def test_bf16_tensors_cross_as_the_same_bits(tmp_path: Path) -> None:
+    model_dir = tmp_path / "bf16"
+    (model_dir / "1").mkdir(parents=True)
+    script(torch.nn.Tanh()).save(str(model_dir / "1" / "model.pt"))
+    config = parse_pbtxt(
+        'input [{ name: "INPUT__0" data_type: TYPE_BF16 dims: [ 3 ] }]'
+        'output [{ name: "OUTPUT__0" data_type: TYPE_BF16 dims: [ 3 ] }]'
+    )
+    x = np.array([-1.0, 0.5, 2.0], dtype=ml_dtypes.bfloat16)
+    out = _instance(model_dir, config).execute({"INPUT__0": x}, ["OUTPUT__0"], [])["OUTPUT__0"]
+    assert out.dtype == x.dtype
+    expected = torch.tanh(torch.tensor([-1.0, 0.5, 2.0], dtype=torch.bfloat16))
+    np.testing.assert_array_equal(out.astype(np.float32), expected.float().numpy())
+
+
+def test_wrong_outputs_of_forward_fail_the_batch_clearly(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    config = _config(tmp_path / "mlp")
+    config.output[0].name = "OUTPUT__1"
+    instance = _instance(tmp_path / "mlp", config)
+    with pytest.raises(ModelExecutionError, match="element 1 of forward's result, which has 1"):
+        instance.execute({"INPUT__0": np.ones((1, 8), np.float32)}, ["OUTPUT__1"], [])
+
+
+def test_string_tensors_are_refused_at_load(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    config = _completed(tmp_path / "mlp")
+    config.input[0].data_type = model_config_pb2.TYPE_STRING
+    with pytest.raises(InvalidArgument, match="no string tensors"):
+        PyTorchBackend().load(config, tmp_path / "mlp" / "1")
+
+
+def _with_parameter(config: Any, key: str, value: str) -> Any:
+    config.parameters[key].string_value = value
+    return config
+
+
+def test_parameters_are_checked(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    for key, value, message in [
+        ("torch_compile", "yes", "'true' or 'false'"),
+        ("intra_op_thread_count", "0", "positive integer"),
+        ("torch_compile", "true", "cannot compile TorchScript"),
+    ]:
+        config = _with_parameter(_completed(tmp_path / "mlp"), key, value)
+        with pytest.raises(InvalidArgument, match=message):
+            PyTorchBackend().load(config, tmp_path / "mlp" / "1")
+
+
+def test_intra_op_thread_count_sets_torch_threads(tmp_path: Path) -> None:
+    write_mlp_torchscript(tmp_path / "mlp")
+    before = torch.get_num_threads()
+    config = _with_parameter(_completed(tmp_path / "mlp"), "intra_op_thread_count", "1")
+    try:
+        PyTorchBackend().load(config, tmp_path / "mlp" / "1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_no_grad_mode_gives_the_same_results(tmp_path: Path) -> None:
+    module = write_mlp_torchscript(tmp_path / "mlp")
+    config = _with_parameter(_config(tmp_path / "mlp"), "inference_mode", "false")
+    x = np.full((2, 8), 0.25, dtype=np.float32)
+    out = _instance(tmp_path / "mlp", config).execute({"INPUT__0": x}, ["OUTPUT__0"], [])
+    np.testing.assert_allclose(out["OUTPUT__0"], run(module, x).numpy(), rtol=1e-6)
+
+
+# Inductor's CPU path scripts a helper internally with torch 2.13.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_torch_compile_of_model_py(tmp_path: Path) -> None:
+    module = write_eager(tmp_path / "eager")
+    config = _with_parameter(_config(tmp_path / "eager"), "torch_compile", "true")
+    instance = _instance(tmp_path / "eager", config)
+    assert isinstance(instance._module._orig_mod, torch.nn.Module)  # what torch.compile wraps
+    x = np.random.default_rng(3).standard_normal((2, 8), dtype=np.float32)
+    out = instance.execute({"features": x}, ["OUTPUT__0"], [])
+    np.testing.assert_allclose(out["OUTPUT__0"], run(module, x).numpy(), rtol=1e-5)
+
+
+def test_gpu_instance_without_cuda_is_unavailable(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    write_mlp_torchscript(tmp_path / "mlp")
+    assert not PyTorchBackend().gpu_available()
+    with pytest.raises(Unavailable, match="no CUDA device"):
+        _instance(tmp_path / "mlp", device=Device(DeviceKind.GPU, 0))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_instances_match_cpu(tmp_path: Path) -> None:
+    gpu = Device(DeviceKind.GPU, 0)
+    x = np.random.default_rng(4).standard_normal((4, 8), dtype=np.float32)
+    ts = write_mlp_torchscript(tmp_path / "mlp")
+    out = _instance(tmp_path / "mlp", device=gpu).execute({"INPUT__0": x}, ["OUTPUT__0"], [])
+    np.testing.assert_allclose(out["OUTPUT__0"], run(ts, x).numpy(), rtol=1e-4, atol=1e-5)
+    ep = write_exported(tmp_path / "ep")
+    out = _instance(tmp_path / "ep", ModelConfig(name="ep"), gpu).execute(
+        {"x": x}, ["OUTPUT__0"], []
+    )
+    np.testing.assert_allclose(out["OUTPUT__0"], run(ep, x)[0].numpy(), rtol=1e-4, atol=1e-5)
+    eager = write_eager(tmp_path / "eager")
+    out = _instance(tmp_path / "eager", device=gpu).execute({"features": x}, ["OUTPUT__0"], [])
+    np.testing.assert_allclose(out["OUTPUT__0"], run(eager, x).numpy(), rtol=1e-4, atol=1e-5)
