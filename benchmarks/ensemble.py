@@ -12,16 +12,14 @@ the ensemble's throughput over the client chain's at the same concurrency.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common import HEADER, Figures, generate_models, served, time_calls
+from common import HEADER, Figures, generate_models, load_from_processes, served
 
 
 def _infer(client: Any, model: str, name: str, array: np.ndarray, outputs: list[str]) -> Any:
@@ -53,44 +51,22 @@ def _pipeline_call(client: Any, mode: str, x: np.ndarray) -> Callable[[], object
     return ensemble if mode == "ensemble" else chain
 
 
-def _worker(
-    mode: str,
-    url: str,
-    seconds: float,
-    start_at: float,
-    queue: multiprocessing.Queue,  # type: ignore[type-arg]
-) -> None:
-    import tritonclient.grpc as grpcclient
+def _client(mode: str, url: str) -> Callable[[], Callable[[], object]]:
+    def make_call() -> Callable[[], object]:
+        import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(url)
-    x = np.random.default_rng(0).standard_normal((1, generate_models.PIPELINE_WIDTH))
-    call = _pipeline_call(client, mode, x.astype(np.float32))
-    for _ in range(20):
-        call()
-    while time.time() < start_at:
-        time.sleep(0.001)
-    figures = time_calls("", call, seconds, warmup=0)
-    queue.put((figures.requests, figures.seconds, figures.latencies_ms))
-    client.close()
+        client = grpcclient.InferenceServerClient(url)
+        x = np.random.default_rng(0).standard_normal((1, generate_models.PIPELINE_WIDTH))
+        return _pipeline_call(client, mode, x.astype(np.float32))
+
+    return make_call
 
 
 def measure(mode: str, url: str, concurrency: int, seconds: float) -> Figures:
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    start_at = time.time() + 1.0
-    workers = [
-        multiprocessing.Process(target=_worker, args=(mode, url, seconds, start_at, queue))
-        for _ in range(concurrency)
-    ]
-    for worker in workers:
-        worker.start()
-    results = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    latencies = [value for result in results for value in result[2]]
-    requests = sum(result[0] for result in results)
     label = "ensemble" if mode == "ensemble" else "client chain (4 calls)"
-    elapsed = max(result[1] for result in results)
-    return Figures(f"{label}, concurrency {concurrency}", requests, elapsed, latencies)
+    return load_from_processes(
+        _client(mode, url), concurrency, seconds, f"{label}, concurrency {concurrency}"
+    )
 
 
 def main() -> None:

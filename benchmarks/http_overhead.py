@@ -12,15 +12,14 @@ of the server. Client workers are processes, so the client's GIL does not cap th
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from common import HEADER, Figures, time_calls, write_mlp_repository
+from common import HEADER, Figures, load_from_processes, time_calls, write_mlp_repository
 from common import served as serving
 
 CONFIG = """
@@ -40,56 +39,32 @@ def raw_onnxruntime(model_file: Path, seconds: float) -> Figures:
     )
 
 
-def _client_worker(
-    protocol: str,
-    url: str,
-    seconds: float,
-    start_at: float,
-    queue: multiprocessing.Queue,  # type: ignore[type-arg]
-) -> None:
-    if protocol == "grpc":
-        import tritonclient.grpc as client_module
-    else:
-        import tritonclient.http as client_module  # type: ignore[no-redef]
+def _client(protocol: str, url: str) -> Callable[[], Callable[[], object]]:
+    def make_call() -> Callable[[], object]:
+        if protocol == "grpc":
+            import tritonclient.grpc as client_module
+        else:
+            import tritonclient.http as client_module  # type: ignore[no-redef]
 
-    client = client_module.InferenceServerClient(url)
-    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
-    item = client_module.InferInput("input", [1, 256], "FP32")
-    output = client_module.InferRequestedOutput("output")
-    if protocol == "http":
-        item.set_data_from_numpy(x, binary_data=True)
-        output = client_module.InferRequestedOutput("output", binary_data=True)
-    else:
-        item.set_data_from_numpy(x)
-    for _ in range(20):
-        client.infer("mlp", [item], outputs=[output])
-    while time.time() < start_at:
-        time.sleep(0.001)
-    figures = time_calls(
-        "", lambda: client.infer("mlp", [item], outputs=[output]), seconds, warmup=0
-    )
-    queue.put((figures.requests, figures.seconds, figures.latencies_ms))
+        client = client_module.InferenceServerClient(url)
+        x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+        item = client_module.InferInput("input", [1, 256], "FP32")
+        output = client_module.InferRequestedOutput("output")
+        if protocol == "http":
+            item.set_data_from_numpy(x, binary_data=True)
+            output = client_module.InferRequestedOutput("output", binary_data=True)
+        else:
+            item.set_data_from_numpy(x)
+        return lambda: client.infer("mlp", [item], outputs=[output])
+
+    return make_call
 
 
 def served(protocol: str, url: str, concurrency: int, seconds: float) -> Figures:
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    start_at = time.time() + 1.0
-    workers = [
-        multiprocessing.Process(
-            target=_client_worker, args=(protocol, url, seconds, start_at, queue)
-        )
-        for _ in range(concurrency)
-    ]
-    for worker in workers:
-        worker.start()
-    results = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    latencies = [value for result in results for value in result[2]]
-    elapsed = max(result[1] for result in results)
-    requests = sum(result[0] for result in results)
     label = "HTTP binary" if protocol == "http" else "gRPC"
-    return Figures(f"inferd {label}, concurrency {concurrency}", requests, elapsed, latencies)
+    return load_from_processes(
+        _client(protocol, url), concurrency, seconds, f"inferd {label}, concurrency {concurrency}"
+    )
 
 
 def main() -> None:

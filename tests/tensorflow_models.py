@@ -82,6 +82,20 @@ def any_rank_model(version_path: Path) -> Path:
     return _save(AnyRank(), version_path, "serve")
 
 
+def accumulate_state_model(version_path: Path) -> Path:
+    """The implicit-state accumulator: `INPUT`, `INPUT_STATE` [None, 1] int32 -> `OUTPUT` and
+    `OUTPUT_STATE`, both INPUT_STATE + INPUT."""
+    tf = _tf()
+
+    class Accumulate(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.int32)] * 2)
+        def serve(self, INPUT: Any, INPUT_STATE: Any) -> Any:  # the signature input names
+            total = INPUT_STATE + INPUT
+            return {"OUTPUT": total, "OUTPUT_STATE": total}
+
+    return _save(Accumulate(), version_path, "serve")
+
+
 def _save(module: Any, version_path: Path, default: str, **signatures: Any) -> Path:
     tf = _tf()
     path = version_path / SAVED_MODEL

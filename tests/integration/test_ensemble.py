@@ -9,6 +9,7 @@ import queue
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import generate_models
 from tests.integration.http_helpers import post_json
+from tests.integration.infer_helpers import infer
 from tests.integration.server import RunningServer, running_server
 
 # An ensemble whose input dims are loose ([-1]) so a wrong width reaches step 0, which refuses it.
@@ -59,36 +61,32 @@ def grpc(server: RunningServer) -> Iterator[grpcclient.InferenceServerClient]:
     client.close()
 
 
+@pytest.fixture(params=["http", "grpc"])
+def either(request: pytest.FixtureRequest) -> tuple[Any, ModuleType]:
+    """Runs the test over HTTP and over gRPC: a client and its tritonclient module."""
+    client = request.getfixturevalue(request.param)
+    return client, httpclient if request.param == "http" else grpcclient
+
+
 def rows(count: int = 3) -> np.ndarray:
     return np.random.default_rng(count).standard_normal((count, 4)).astype(np.float32)
 
 
-def call(client: Any, module: Any, model: str, inputs: dict[str, np.ndarray]) -> Any:
-    tensors = []
-    for name, array in inputs.items():
-        tensor = module.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return client.infer(model, tensors)
-
-
 def by_hand(client: Any, module: Any, data: np.ndarray) -> dict[str, np.ndarray]:
     """The pipeline's steps, each called as its own model."""
-    x = call(client, module, "pre", {"INPUT0": data}).as_numpy("OUTPUT0")
-    a = call(client, module, "mlp_a", {"input": x}).as_numpy("output")
-    b = call(client, module, "mlp_b", {"input": x}).as_numpy("output")
-    post = call(client, module, "post", {"INPUT0": a, "INPUT1": b})
+    x = infer(client, module, "pre", {"INPUT0": data}).as_numpy("OUTPUT0")
+    a = infer(client, module, "mlp_a", {"input": x}).as_numpy("output")
+    b = infer(client, module, "mlp_b", {"input": x}).as_numpy("output")
+    post = infer(client, module, "post", {"INPUT0": a, "INPUT1": b})
     return {"SUM": post.as_numpy("OUTPUT0"), "DIFF": post.as_numpy("OUTPUT1")}
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_outputs_equal_the_steps_called_by_hand(
-    protocol: str, request: pytest.FixtureRequest
+    either: tuple[Any, ModuleType],
 ) -> None:
-    client = request.getfixturevalue(protocol)
-    module = httpclient if protocol == "http" else grpcclient
+    client, module = either
     data = rows()
-    answer = call(client, module, "onnx_pipeline", {"IN": data})
+    answer = infer(client, module, "onnx_pipeline", {"IN": data})
     expected = by_hand(client, module, data)
     for name in ("SUM", "DIFF"):
         np.testing.assert_allclose(answer.as_numpy(name), expected[name], rtol=1e-6)
@@ -120,19 +118,17 @@ def test_metadata_and_config_over_http_and_grpc(
     assert grpc_config.ensemble_scheduling.step[3].output_map["OUTPUT1"] == "DIFF"
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_failing_step_keeps_its_code_and_names_the_step(
-    protocol: str, request: pytest.FixtureRequest
+    either: tuple[Any, ModuleType],
 ) -> None:
-    client = request.getfixturevalue(protocol)
-    module = httpclient if protocol == "http" else grpcclient
+    client, module = either
     with pytest.raises(InferenceServerException) as info:
-        call(client, module, "loose", {"IN": np.ones((1, 5), np.float32)})
+        infer(client, module, "loose", {"IN": np.ones((1, 5), np.float32)})
     assert "ensemble 'loose' step 0 (model 'pre') failed" in info.value.message()
     assert "has shape [1, 5]" in info.value.message()
     assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
     # The ensemble and its step go on serving the next request.
-    good = call(client, module, "loose", {"IN": np.ones((1, 4), np.float32)})
+    good = infer(client, module, "loose", {"IN": np.ones((1, 4), np.float32)})
     np.testing.assert_array_equal(good.as_numpy("X"), np.full((1, 4), 3, np.float32))
 
 
@@ -198,20 +194,20 @@ def test_unloading_a_composing_model_makes_the_ensemble_unavailable_until_it_ret
     server: RunningServer, http: httpclient.InferenceServerClient
 ) -> None:
     data = rows()
-    expected = call(http, httpclient, "onnx_pipeline", {"IN": data}).as_numpy("SUM")
+    expected = infer(http, httpclient, "onnx_pipeline", {"IN": data}).as_numpy("SUM")
     http.unload_model("mlp_b")
     try:
         assert not http.is_model_ready("onnx_pipeline")
         row = index(server)["onnx_pipeline"]
         assert row["state"] == "UNAVAILABLE" and "mlp_b" in row["reason"]
         with pytest.raises(InferenceServerException) as info:
-            call(http, httpclient, "onnx_pipeline", {"IN": data})
+            infer(http, httpclient, "onnx_pipeline", {"IN": data})
         assert info.value.status() == "503" and "mlp_b" in info.value.message()
         assert http.is_model_ready("mlp_a")  # the other composing models keep serving
     finally:
         http.load_model("mlp_b")
     assert http.is_model_ready("onnx_pipeline")
-    answer = call(http, httpclient, "onnx_pipeline", {"IN": data}).as_numpy("SUM")
+    answer = infer(http, httpclient, "onnx_pipeline", {"IN": data}).as_numpy("SUM")
     np.testing.assert_allclose(answer, expected, rtol=1e-6)
 
 
@@ -220,7 +216,7 @@ def test_reloading_a_composing_model_keeps_the_ensemble_serving(
 ) -> None:
     http.load_model("mlp_a")  # a reload of a serving model
     assert http.is_model_ready("onnx_pipeline")
-    assert call(http, httpclient, "onnx_pipeline", {"IN": rows()}).as_numpy("SUM").shape == (3, 4)
+    assert infer(http, httpclient, "onnx_pipeline", {"IN": rows()}).as_numpy("SUM").shape == (3, 4)
 
 
 def test_an_ensemble_whose_step_does_not_fit_is_unavailable_with_the_reason(
@@ -282,10 +278,10 @@ def test_the_example_pipeline_with_python_steps_equals_its_steps_by_hand() -> No
         client = grpcclient.InferenceServerClient(running.grpc_url)
         try:
             raw = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
-            answer = call(client, grpcclient, "pipeline", {"RAW": raw})
+            answer = infer(client, grpcclient, "pipeline", {"RAW": raw})
             features = (raw - raw.mean(1, keepdims=True)) / (raw.std(1, keepdims=True) + 1e-6)
-            a = call(client, grpcclient, "pipeline_branch_a", {"input": features})
-            b = call(client, grpcclient, "pipeline_branch_b", {"input": features})
+            a = infer(client, grpcclient, "pipeline_branch_a", {"input": features})
+            b = infer(client, grpcclient, "pipeline_branch_b", {"input": features})
             scores = (a.as_numpy("output") + b.as_numpy("output")) / 2
             np.testing.assert_allclose(answer.as_numpy("SCORES"), scores, rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(answer.as_numpy("LABEL")[:, 0], scores.argmax(1))

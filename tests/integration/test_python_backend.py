@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.infer_helpers import infer
 from tests.integration.server import RunningServer, running_server
 
 ADD_SUB = """
@@ -155,30 +157,18 @@ def pair(seed: int, rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((rows, 4), dtype=np.float32), rng.random((rows, 4), dtype=np.float32)
 
 
-def http_infer(
-    client: httpclient.InferenceServerClient, model: str, a: np.ndarray, b: np.ndarray
-) -> httpclient.InferResult:
-    inputs = [httpclient.InferInput(n, list(a.shape), "FP32") for n in ("INPUT0", "INPUT1")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(b)
-    return client.infer(model, inputs)
-
-
-def grpc_infer(
-    client: grpcclient.InferenceServerClient, model: str, a: np.ndarray, b: np.ndarray
-) -> grpcclient.InferResult:
-    inputs = [grpcclient.InferInput(n, list(a.shape), "FP32") for n in ("INPUT0", "INPUT1")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(b)
-    return client.infer(model, inputs)
+def pair_infer(client: Any, model: str, a: np.ndarray, b: np.ndarray) -> Any:
+    """`model` called with INPUT0=a and INPUT1=b by a tritonclient HTTP or gRPC client."""
+    module = httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
+    return infer(client, module, model, {"INPUT0": a, "INPUT1": b})
 
 
 def test_http_and_grpc_results_equal_numpy(server: RunningServer) -> None:
     a, b = pair(0, rows=3)
-    http = http_infer(httpclient.InferenceServerClient(server.http_url), "add_sub", a, b)
+    http = pair_infer(httpclient.InferenceServerClient(server.http_url), "add_sub", a, b)
     np.testing.assert_allclose(http.as_numpy("OUTPUT0"), (a + b) * 10, rtol=1e-6)
     np.testing.assert_allclose(http.as_numpy("OUTPUT1"), a - b, rtol=1e-6)
-    grpc = grpc_infer(grpcclient.InferenceServerClient(server.grpc_url), "add_sub", a, b)
+    grpc = pair_infer(grpcclient.InferenceServerClient(server.grpc_url), "add_sub", a, b)
     np.testing.assert_allclose(grpc.as_numpy("OUTPUT0"), (a + b) * 10, rtol=1e-6)
     np.testing.assert_allclose(grpc.as_numpy("OUTPUT1"), a - b, rtol=1e-6)
 
@@ -189,7 +179,7 @@ def test_concurrent_clients_each_get_their_own_rows(server: RunningServer, model
 
     def one(seed: int) -> None:
         a, b = pair(seed, rows=1 + seed % 3)
-        result = http_infer(httpclient.InferenceServerClient(server.http_url), model, a, b)
+        result = pair_infer(httpclient.InferenceServerClient(server.http_url), model, a, b)
         np.testing.assert_allclose(result.as_numpy("OUTPUT0"), (a + b) * scale, rtol=1e-6)
         np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b, rtol=1e-6)
 
@@ -205,7 +195,7 @@ def test_list_form_fails_only_the_bad_request(server: RunningServer) -> None:
         elif seed == 5:
             a[0, 0] = np.nan
         try:
-            result = http_infer(
+            result = pair_infer(
                 httpclient.InferenceServerClient(server.http_url), "per_request", a, b
             )
         except InferenceServerException as exc:
@@ -224,7 +214,7 @@ def test_list_form_error_over_grpc_is_invalid_argument(server: RunningServer) ->
     a, b = pair(1)
     a[0, 0] = -2
     with pytest.raises(InferenceServerException) as caught:
-        grpc_infer(grpcclient.InferenceServerClient(server.grpc_url), "per_request", a, b)
+        pair_infer(grpcclient.InferenceServerClient(server.grpc_url), "per_request", a, b)
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "negative input" in str(caught.value.message())
 
@@ -232,18 +222,18 @@ def test_list_form_error_over_grpc_is_invalid_argument(server: RunningServer) ->
 def test_a_missing_output_is_a_model_error_naming_it(server: RunningServer) -> None:
     a, b = pair(2)
     with pytest.raises(InferenceServerException) as caught:
-        http_infer(httpclient.InferenceServerClient(server.http_url), "wrong_output", a, b)
+        pair_infer(httpclient.InferenceServerClient(server.http_url), "wrong_output", a, b)
     assert caught.value.status() == "500"
     assert "did not return output 'OUTPUT1'" in str(caught.value.message())
-    http_infer(httpclient.InferenceServerClient(server.http_url), "add_sub", a, b)  # still serving
+    pair_infer(httpclient.InferenceServerClient(server.http_url), "add_sub", a, b)  # still serving
 
 
 def test_triton_add_sub_model_runs_unchanged(server: RunningServer) -> None:
     rng = np.random.default_rng(7)
     a, b = rng.random(4, dtype=np.float32), rng.random(4, dtype=np.float32)
     for result in (
-        http_infer(httpclient.InferenceServerClient(server.http_url), "triton_add_sub", a, b),
-        grpc_infer(grpcclient.InferenceServerClient(server.grpc_url), "triton_add_sub", a, b),
+        pair_infer(httpclient.InferenceServerClient(server.http_url), "triton_add_sub", a, b),
+        pair_infer(grpcclient.InferenceServerClient(server.grpc_url), "triton_add_sub", a, b),
     ):
         np.testing.assert_allclose(result.as_numpy("OUTPUT0"), a + b, rtol=1e-6)
         np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b, rtol=1e-6)

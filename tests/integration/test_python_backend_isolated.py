@@ -50,6 +50,18 @@ class InferdModel:
         return {"OUT": batch.inputs["IN"] * 2, "PID": np.full((rows, 1), os.getpid())}
 """
 
+THREADS = """
+import os
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        rows = len(batch.inputs["IN"])
+        threads = int(os.environ["OPENBLAS_NUM_THREADS"]) * int(os.environ["OMP_NUM_THREADS"])
+        return {"OUT": np.full((rows, 1), threads), "PID": np.full((rows, 1), os.getpid())}
+"""
+WORKER_THREADS = 'parameters { key: "worker_threads" value: { string_value: "3" } }'
+
 UPPER = """
 import numpy as np
 
@@ -96,6 +108,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write(root, "fragile", FRAGILE, NUMERIC_CONFIG.format(name="fragile", count=1))
     write(root, "spin", SPIN, NUMERIC_CONFIG.format(name="spin", count=2))
     write(root, "upper", UPPER, BYTES_CONFIG)
+    write(root, "threads", THREADS, NUMERIC_CONFIG.format(name="threads", count=1))
+    threes = NUMERIC_CONFIG.format(name="threads_3", count=1) + WORKER_THREADS
+    write(root, "threads_3", THREADS, threes)
     return root
 
 
@@ -198,3 +213,11 @@ def test_unload_and_stop_leave_no_worker_behind(repository: Path) -> None:
         wait_gone(spin)
         assert alive(fragile)
     wait_gone({fragile})
+
+
+def test_workers_run_numeric_libraries_on_one_thread_unless_configured(
+    server: RunningServer,
+) -> None:
+    # OUT = OPENBLAS_NUM_THREADS * OMP_NUM_THREADS as the worker sees them.
+    assert infer(server, "threads", 0)[0] == 1
+    assert infer(server, "threads_3", 0)[0] == 9

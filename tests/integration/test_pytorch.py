@@ -17,8 +17,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from tests.integration.infer_helpers import infer
 from tests.integration.server import RunningServer, running_server
-from tests.unit.backends.test_pytorch import (
+from tests.pytorch_models import (
     run,
     write_eager,
     write_exported,
@@ -95,15 +96,6 @@ CASES: dict[str, Case] = {
 }
 
 
-def _infer(client: Any, module: Any, model: str, inputs: dict[str, np.ndarray]) -> Any:
-    tensors = []
-    for name, array in inputs.items():
-        tensor = module.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return client.infer(model, tensors)
-
-
 @pytest.mark.parametrize("model", sorted(CASES))
 def test_http_results_equal_the_module_run_directly(
     server: RunningServer, modules: dict[str, Any], model: str
@@ -111,7 +103,7 @@ def test_http_results_equal_the_module_run_directly(
     inputs, expected = CASES[model](modules)
     client = httpclient.InferenceServerClient(server.http_url)
     try:
-        result = _infer(client, httpclient, model, inputs)
+        result = infer(client, httpclient, model, inputs)
     finally:
         client.close()
     for name, value in expected.items():
@@ -124,7 +116,7 @@ def test_grpc_results_equal_the_module_run_directly(
 ) -> None:
     inputs, expected = CASES[model](modules)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        result = _infer(client, grpcclient, model, inputs)
+        result = infer(client, grpcclient, model, inputs)
     for name, value in expected.items():
         np.testing.assert_allclose(result.as_numpy(name), value, rtol=1e-5, atol=1e-6)
 
@@ -160,7 +152,7 @@ def test_concurrent_requests_are_batched_and_answered_each(
             for step in range(per_thread):
                 rows = 1 + (index + step) % 2
                 x = _rows(100 * index + step, rows, 8)
-                result = _infer(client, httpclient, "ts_mlp", {"INPUT__0": x})
+                result = infer(client, httpclient, "ts_mlp", {"INPUT__0": x})
                 expected = run(modules["ts_mlp"], x).numpy()
                 np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), expected, rtol=1e-5)
                 sent += rows
@@ -195,7 +187,7 @@ def test_wrong_shape_or_dtype_is_a_400_and_serving_goes_on(
             client.infer("ts_mlp", [tensor])
         assert caught.value.status() == "400"
         inputs, expected = _ts_mlp(modules)
-        result = _infer(client, httpclient, "ts_mlp", inputs)
+        result = infer(client, httpclient, "ts_mlp", inputs)
         np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), expected["OUTPUT__0"], rtol=1e-5)
     finally:
         client.close()
@@ -223,7 +215,7 @@ def test_gpu_instances_serve_the_same_results(tmp_path: Path) -> None:
         running_server(tmp_path) as gpu_server,
         grpcclient.InferenceServerClient(gpu_server.grpc_url) as client,
     ):
-        result = _infer(client, grpcclient, "gpu_mlp", {"INPUT__0": x})
+        result = infer(client, grpcclient, "gpu_mlp", {"INPUT__0": x})
     np.testing.assert_allclose(
         result.as_numpy("OUTPUT__0"), run(module, x).numpy(), rtol=1e-4, atol=1e-5
     )

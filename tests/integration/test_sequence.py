@@ -30,6 +30,40 @@ OLDEST_SETTINGS = "max_candidate_sequences: 4, max_queue_delay_microseconds: 500
 IDLE = "sequence_idle"  # sequences idle out after 200 ms
 PYTHON = "sequence_accumulate"
 PYTHON_STRING = "sequence_accumulate_string"
+PYTHON_STATE = "sequence_python_state"  # a Python model with implicit state, in process
+PYTHON_STATE_ISOLATED = "sequence_python_state_isolated"
+# Implicit state in a custom Python model: OUTPUT = OUTPUT_STATE = INPUT_STATE + INPUT. A
+# negative INPUT is refused, and each of the two slots waits up to 2 s for the other, so two
+# sequences' steps that arrive together run as one batch.
+PYTHON_STATE_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 2
+input [ {{ name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+sequence_batching {{
+  direct {{ minimum_slot_utilization: 1.0, max_queue_delay_microseconds: 2000000 }}
+  state [ {{
+    input_name: "INPUT_STATE", output_name: "OUTPUT_STATE", data_type: TYPE_INT32, dims: [ 1 ]
+  }} ]
+}}
+parameters {{ key: "isolation" value: {{ string_value: "{isolation}" }} }}
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+"""
+PYTHON_STATE_MODEL = """
+import numpy as np
+
+from inferd.backends.python import InferenceError
+
+
+class InferdModel:
+    def execute(self, batch):
+        values = batch.inputs["INPUT"]
+        if (values < 0).any():
+            raise InferenceError("INPUT must not be negative")
+        total = batch.inputs["INPUT_STATE"] + values
+        return {"OUTPUT": total, "OUTPUT_STATE": total}
+"""
 
 
 def _variant(repository: Path, name: str, source: str, **replacements: str) -> None:
@@ -73,6 +107,11 @@ def sequence_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     shutil.copytree(EXAMPLES / PYTHON, repository / PYTHON)
     _variant(repository, PYTHON_STRING, PYTHON, TYPE_UINT64="TYPE_STRING")
     shutil.copytree(EXAMPLES / PYTHON / "1", repository / PYTHON_STRING / "1")
+    for name, isolation in ((PYTHON_STATE, "none"), (PYTHON_STATE_ISOLATED, "process")):
+        (repository / name / "1").mkdir(parents=True)
+        config = PYTHON_STATE_CONFIG.format(name=name, isolation=isolation)
+        (repository / name / "config.pbtxt").write_text(config)
+        (repository / name / "1" / "model.py").write_text(PYTHON_STATE_MODEL)
     with running_server(repository) as server:
         yield server
 
@@ -120,10 +159,14 @@ def test_many_http_sequences_at_once_each_get_their_own_sums(
     sequence_server: RunningServer, model: str
 ) -> None:
     # 24 sequences over 2 instances x 8 slots (or 4 candidates): some wait in the backlog.
-    with ThreadPoolExecutor(12) as pool:
+    _run_http_sequences(sequence_server.http_url, model, 1000, 24, 12)
+
+
+def _run_http_sequences(url: str, model: str, first_id: int, count: int, clients: int) -> None:
+    """`count` sequences of 8 steps from `clients` clients at once, each checking its sums."""
+    with ThreadPoolExecutor(clients) as pool:
         futures = [
-            pool.submit(_run_http_sequence, sequence_server.http_url, model, 1000 + n, n, 8)
-            for n in range(24)
+            pool.submit(_run_http_sequence, url, model, first_id + n, n, 8) for n in range(count)
         ]
         for future in futures:
             future.result(timeout=60)
@@ -294,3 +337,60 @@ def test_backlog_waits_for_a_slot_and_a_full_backlog_is_503(
     assert results == [3]
     assert _http_step(client, SMALL, 1, 23, end=True) == 4
     assert _http_step(client, SMALL, 1, 22, end=True) == 3
+
+
+@pytest.mark.parametrize("model", [PYTHON_STATE, PYTHON_STATE_ISOLATED])
+def test_python_model_with_implicit_state(sequence_server: RunningServer, model: str) -> None:
+    # Two sequences at once fill the model's two slots, so no step waits for the delay.
+    _run_http_sequences(sequence_server.http_url, model, 600, 2, 2)
+
+
+def _run_with_refused_step(url: str, model: str, sequence_id: int, refused: int) -> list[int]:
+    """Steps 1..5 of a sequence with step `refused` sent as -1; returns the sums answered."""
+    client = httpclient.InferenceServerClient(url)
+    sums = []
+    try:
+        for step in range(1, 6):
+            first, last = step == 1, step == 5
+            if step == refused:
+                with pytest.raises(InferenceServerException, match="must not be negative"):
+                    _http_step(client, model, -1, sequence_id, first, last)
+                continue
+            sums.append(_http_step(client, model, step, sequence_id, first, last))
+    finally:
+        client.close()
+    return sums
+
+
+@pytest.mark.parametrize("model", [PYTHON_STATE, PYTHON_STATE_ISOLATED])
+def test_a_refused_step_fails_only_its_own_sequence(
+    sequence_server: RunningServer, model: str
+) -> None:
+    # The two sequences' steps run as one batch (each slot waits for the other); when the
+    # model refuses sequence 702's third step, sequence 701's third step still runs, and 702's
+    # state stays where it was.
+    with ThreadPoolExecutor(2) as pool:
+        good = pool.submit(_run_with_refused_step, sequence_server.http_url, model, 701, 0)
+        bad = pool.submit(_run_with_refused_step, sequence_server.http_url, model, 702, 3)
+        assert good.result(timeout=60) == [1, 3, 6, 10, 15]
+        assert bad.result(timeout=60) == [1, 3, 7, 12]
+
+
+def test_tensorflow_savedmodel_with_implicit_state(tmp_path: Path) -> None:
+    # Auto-complete fills the config from the signature, leaving the state tensors to the
+    # server: the client sees INPUT and OUTPUT only.
+    pytest.importorskip("tensorflow")
+    from tests import tensorflow_models
+
+    name = "sequence_tensorflow_state"
+    tensorflow_models.accumulate_state_model(tmp_path / name / "1")
+    state = (EXAMPLES / STATE / "config.pbtxt").read_text().split("sequence_batching")[1]
+    config = f'name: "{name}"\nmax_batch_size: 8\nsequence_batching{state}'
+    (tmp_path / name / "config.pbtxt").write_text(config.replace("count: 2", "count: 1"))
+    with running_server(tmp_path) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        completed = client.get_model_config(name)
+        client.close()
+        assert [t["name"] for t in completed["input"]] == ["INPUT"]
+        assert [t["name"] for t in completed["output"]] == ["OUTPUT"]
+        _run_http_sequences(server.http_url, name, 800, 6, 6)

@@ -15,6 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests import tensorflow_models
+from tests.integration.infer_helpers import infer_inputs
 from tests.integration.server import RunningServer, running_server
 
 pytest.importorskip("tensorflow")
@@ -60,26 +61,6 @@ def _saved_model(repository: Path, name: str) -> Path:
     return repository / name / "1" / tensorflow_models.SAVED_MODEL
 
 
-def _http_inputs(arrays: dict[str, np.ndarray]) -> list[httpclient.InferInput]:
-    inputs = []
-    for name, array in arrays.items():
-        datatype = "BYTES" if array.dtype == np.object_ else "FP32"
-        tensor = httpclient.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array, binary_data=True)
-        inputs.append(tensor)
-    return inputs
-
-
-def _grpc_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
-    inputs = []
-    for name, array in arrays.items():
-        datatype = "BYTES" if array.dtype == np.object_ else "FP32"
-        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return inputs
-
-
 def _floats(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -102,7 +83,7 @@ def test_autocompleted_config_is_served(server: RunningServer) -> None:
 def test_http_results_equal_tensorflow(server: RunningServer, repository: Path) -> None:
     x = _floats(0, (3, 8))
     client = httpclient.InferenceServerClient(server.http_url)
-    result = client.infer("mlp", _http_inputs({"x": x}))
+    result = client.infer("mlp", infer_inputs(httpclient, {"x": x}))
     client.close()
     expected = tensorflow_models.call(_saved_model(repository, "mlp"), x=x)
     np.testing.assert_array_equal(result.as_numpy("y"), expected["y"])
@@ -111,9 +92,11 @@ def test_http_results_equal_tensorflow(server: RunningServer, repository: Path) 
 def test_grpc_returns_only_the_requested_output(server: RunningServer, repository: Path) -> None:
     a, b = _floats(1, (2, 4)), _floats(2, (2, 4))
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        every = client.infer("two", _grpc_inputs({"a": a, "b": b}))
+        every = client.infer("two", infer_inputs(grpcclient, {"a": a, "b": b}))
         only = client.infer(
-            "two", _grpc_inputs({"a": a, "b": b}), outputs=[grpcclient.InferRequestedOutput("sum")]
+            "two",
+            infer_inputs(grpcclient, {"a": a, "b": b}),
+            outputs=[grpcclient.InferRequestedOutput("sum")],
         )
     expected = tensorflow_models.call(_saved_model(repository, "two"), a=a, b=b)
     np.testing.assert_array_equal(every.as_numpy("sum"), expected["sum"])
@@ -125,7 +108,7 @@ def test_grpc_returns_only_the_requested_output(server: RunningServer, repositor
 def test_signature_chosen_in_config(server: RunningServer, repository: Path) -> None:
     a, b = _floats(3, (1, 4)), _floats(4, (1, 4))
     client = httpclient.InferenceServerClient(server.http_url)
-    result = client.infer("two_difference", _http_inputs({"a": a, "b": b}))
+    result = client.infer("two_difference", infer_inputs(httpclient, {"a": a, "b": b}))
     client.close()
     expected = tensorflow_models.call(
         _saved_model(repository, "two_difference"), "difference", a=a, b=b
@@ -137,10 +120,10 @@ def test_strings_over_http_and_grpc(server: RunningServer) -> None:
     # Batched scalars: the signature takes [None], so the config dims are [].
     text = np.array([b"tensor", b"\xff\x00flow"], dtype=np.object_)
     http = httpclient.InferenceServerClient(server.http_url)
-    http_result = http.infer("strings", _http_inputs({"text": text}))
+    http_result = http.infer("strings", infer_inputs(httpclient, {"text": text}))
     http.close()
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        grpc_result = client.infer("strings", _grpc_inputs({"text": text}))
+        grpc_result = client.infer("strings", infer_inputs(grpcclient, {"text": text}))
     for result in (http_result, grpc_result):
         assert result.as_numpy("upper").tolist() == [b"TENSOR", b"\xff\x00FLOW"]
         np.testing.assert_array_equal(result.as_numpy("length"), [6, 6])
@@ -157,7 +140,12 @@ def test_concurrent_requests_are_batched(server: RunningServer, repository: Path
             for step in range(per_thread):
                 x = _floats(100 * index + step, (1 + step % 3, 8))
                 answers.append(
-                    (x, client.infer("mlp_batched", _http_inputs({"x": x})).as_numpy("y"))
+                    (
+                        x,
+                        client.infer("mlp_batched", infer_inputs(httpclient, {"x": x})).as_numpy(
+                            "y"
+                        ),
+                    )
                 )
         finally:
             client.close()  # in this thread: tritonclient.http's gevent pool belongs to it
@@ -181,14 +169,14 @@ def test_shape_the_graph_rejects_is_a_client_error(server: RunningServer) -> Non
     wide = _floats(5, (2, 9))
     client = httpclient.InferenceServerClient(server.http_url)
     with pytest.raises(InferenceServerException, match="TensorFlow rejected") as http_error:
-        client.infer("mlp_loose", _http_inputs({"x": wide}))
+        client.infer("mlp_loose", infer_inputs(httpclient, {"x": wide}))
     assert http_error.value.status() == "400"
     with (
         grpcclient.InferenceServerClient(server.grpc_url) as grpc_client,
         pytest.raises(InferenceServerException, match="TensorFlow rejected") as grpc_error,
     ):
-        grpc_client.infer("mlp_loose", _grpc_inputs({"x": wide}))
+        grpc_client.infer("mlp_loose", infer_inputs(grpcclient, {"x": wide}))
     assert grpc_error.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
-    good = client.infer("mlp_loose", _http_inputs({"x": _floats(6, (2, 8))}))
+    good = client.infer("mlp_loose", infer_inputs(httpclient, {"x": _floats(6, (2, 8))}))
     client.close()
     assert good.as_numpy("y").shape == (2, 4)

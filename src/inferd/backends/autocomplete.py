@@ -3,16 +3,20 @@
 Triton's rules, shared by every backend that can read its model's tensors: inputs and outputs
 are filled only when the config lists none; `max_batch_size` is inferred (set to the server's
 default) only when the config gives no tensors and no batch size and every tensor's first axis
-is dynamic; tensor names the config gives must exist in the model.
+is dynamic; tensor names the config gives must exist in the model. Sequence control and
+state tensors (`sequence_batching`) are fed by the server, never by clients: they are left out
+of the config's inputs and outputs, and checked against the model's tensors instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from inferd.core.errors import InvalidArgument
+from inferd.repository.validation import sequence_tensors
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,23 +38,30 @@ def complete_tensors(
 ) -> None:
     """Complete `config` from a model's tensors; `model` names the model in errors
     ("the ONNX model")."""
+    fed, taken = sequence_tensors(config)
+    client_inputs = [t for t in inputs if t.name not in fed]
+    client_outputs = [t for t in outputs if t.name not in taken]
     fill_inputs, fill_outputs = not config.input, not config.output
     infer_batching = fill_inputs and fill_outputs and config.max_batch_size == 0
     if (
         infer_batching
         and default_batch > 0
-        and all(_dynamic_first_axis(t.shape) for t in [*inputs, *outputs])
+        and all(_dynamic_first_axis(t.shape) for t in [*client_inputs, *client_outputs])
     ):
         config.max_batch_size = default_batch
     skip = 1 if config.max_batch_size > 0 else 0
     if fill_inputs:
-        for tensor in inputs:
+        for tensor in client_inputs:
             _add_tensor(config.input.add(), tensor, skip)
     if fill_outputs:
-        for tensor in outputs:
+        for tensor in client_outputs:
             _add_tensor(config.output.add(), tensor, skip)
-    check_names("input", [t.name for t in config.input], [t.name for t in inputs], model)
-    check_names("output", [t.name for t in config.output], [t.name for t in outputs], model)
+    check_names("input", [t.name for t in config.input], [t.name for t in client_inputs], model)
+    check_names("output", [t.name for t in config.output], [t.name for t in client_outputs], model)
+    if fed:
+        states = {s.output_name: fed[s.input_name] for s in config.sequence_batching.state}
+        _check_sequence_tensors("input", fed, inputs, skip, model)
+        _check_sequence_tensors("output", states, outputs, skip, model)
 
 
 def check_names(kind: str, configured: list[str], in_model: list[str], model: str) -> None:
@@ -59,6 +70,49 @@ def check_names(kind: str, configured: list[str], in_model: list[str], model: st
         raise InvalidArgument(
             f"config {kind} {unknown} not in {model}, whose {kind}s are {in_model}"
         )
+
+
+def existing_model_file(config: Any, version_path: Path, default_filename: str) -> Path:
+    """The model file a version folder must hold: the config's `default_model_filename`, else
+    the backend's."""
+    model_file = version_path / (config.default_model_filename or default_filename)
+    if not model_file.is_file():
+        raise InvalidArgument(f"model file '{model_file.name}' not found in version folder")
+    return model_file
+
+
+def name_backend(config: Any, backend: str, platform: str | None) -> None:
+    """Fill the `backend` and `platform` (where the model has one) a config leaves out."""
+    if not config.backend:
+        config.backend = backend
+    if not config.platform and platform is not None:
+        config.platform = platform
+
+
+def _check_sequence_tensors(
+    kind: str,
+    expected: dict[str, tuple[str, tuple[int, ...]]],
+    tensors: Sequence[ModelTensor],
+    skip: int,
+    model: str,
+) -> None:
+    by_name = {t.name: t for t in tensors}
+    for name, (data_type, dims) in expected.items():
+        tensor = by_name.get(name)
+        if tensor is None:
+            raise InvalidArgument(
+                f"sequence_batching names {kind} '{name}', which {model} lacks; "
+                f"its {kind}s are {list(by_name)}"
+            )
+        shape = tensor.shape[skip:]
+        fits = len(shape) == len(dims) and all(
+            m is None or m < 0 or d in (-1, m) for m, d in zip(shape, dims, strict=True)
+        )
+        if tensor.data_type != data_type or not fits:
+            raise InvalidArgument(
+                f"sequence_batching {kind} '{name}' is {data_type} {list(dims)}, but {model} "
+                f"declares {tensor.framework_type} {list(tensor.shape)}"
+            )
 
 
 def _dynamic_first_axis(shape: tuple[int | None, ...]) -> bool:

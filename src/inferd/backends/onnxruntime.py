@@ -17,12 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from inferd.backends.autocomplete import ModelTensor, complete_tensors
+from inferd.backends.autocomplete import (
+    ModelTensor,
+    complete_tensors,
+    existing_model_file,
+    name_backend,
+)
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array
-from inferd.repository.config import string_parameter
-from inferd.repository.validation import sequence_tensors
+from inferd.repository.config import int_parameter, string_parameter
 
 _CONFIG_TYPE_BY_ORT = {
     "tensor(bool)": "TYPE_BOOL",
@@ -60,26 +64,16 @@ def _model_file(config: Any, version_path: Path) -> Path:
     )
 
 
-def _int_parameter(config: Any, key: str) -> int | None:
-    value = string_parameter(config, key)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(f"parameter '{key}' must be an integer, got '{value}'") from None
-
-
 def session_options(config: Any) -> Any:
     ort = _ort()
     options = ort.SessionOptions()
-    intra = _int_parameter(config, "intra_op_thread_count")
+    intra = int_parameter(config, "intra_op_thread_count")
     if intra is not None:
         options.intra_op_num_threads = intra
-    inter = _int_parameter(config, "inter_op_thread_count")
+    inter = int_parameter(config, "inter_op_thread_count")
     if inter is not None:
         options.inter_op_num_threads = inter
-    if _int_parameter(config, "execution_mode") == 1:
+    if int_parameter(config, "execution_mode") == 1:
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     level_name = string_parameter(config, "graph_optimization_level") or _TRITON_GRAPH_LEVELS.get(
         config.optimization.graph.level, "all"
@@ -141,9 +135,7 @@ class OnnxRuntimeBackend:
         return (version_path / self.default_model_filename).is_file()
 
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
-        model_file = _model_file(config, version_path)
-        if not model_file.is_file():
-            raise InvalidArgument(f"model file '{model_file.name}' not found in version folder")
+        model_file = existing_model_file(config, version_path, self.default_model_filename)
         ort = _ort()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -153,10 +145,7 @@ class OnnxRuntimeBackend:
             )
         except Exception as exc:
             raise InvalidArgument(f"ONNX Runtime cannot read '{model_file.name}': {exc}") from exc
-        if not config.backend:
-            config.backend = self.name
-        if not config.platform:
-            config.platform = self.platforms[0]
+        name_backend(config, self.name, self.platforms[0])
         _complete_tensors(
             config, session.get_inputs(), session.get_outputs(), default_max_batch_size
         )
@@ -170,53 +159,18 @@ class OnnxRuntimeBackend:
 def _complete_tensors(
     config: Any, inputs: list[Any], outputs: list[Any], default_batch: int
 ) -> None:
-    # Sequence control and state tensors are fed by the server, never by clients: they are
-    # checked against the model here and kept out of the config's inputs and outputs.
-    fed, taken = sequence_tensors(config)
-    model_inputs = [_model_tensor(t) for t in inputs]
-    model_outputs = [_model_tensor(t) for t in outputs]
     complete_tensors(
         config,
-        [t for t in model_inputs if t.name not in fed],
-        [t for t in model_outputs if t.name not in taken],
+        [_model_tensor(t) for t in inputs],
+        [_model_tensor(t) for t in outputs],
         default_batch,
         "the ONNX model",
     )
-    if fed:
-        skip = 1 if config.max_batch_size > 0 else 0
-        states = {s.output_name: fed[s.input_name] for s in config.sequence_batching.state}
-        _check_sequence_tensors("input", fed, model_inputs, skip)
-        _check_sequence_tensors("output", states, model_outputs, skip)
     unsupported = [t.name for t in [*inputs, *outputs] if t.type in _UNSUPPORTED_ORT_TYPES]
     if unsupported:
         raise InvalidArgument(
             f"{unsupported}: BF16 tensors cannot cross ONNX Runtime's Python binding as numpy"
         )
-
-
-def _check_sequence_tensors(
-    kind: str,
-    expected: dict[str, tuple[str, tuple[int, ...]]],
-    tensors: list[ModelTensor],
-    skip: int,
-) -> None:
-    by_name = {t.name: t for t in tensors}
-    for name, (data_type, dims) in expected.items():
-        tensor = by_name.get(name)
-        if tensor is None:
-            raise InvalidArgument(
-                f"sequence_batching names {kind} '{name}', which the ONNX model lacks; "
-                f"its {kind}s are {list(by_name)}"
-            )
-        shape = tensor.shape[skip:]
-        fits = len(shape) == len(dims) and all(
-            m is None or m < 0 or d in (-1, m) for m, d in zip(shape, dims, strict=True)
-        )
-        if tensor.data_type != data_type or not fits:
-            raise InvalidArgument(
-                f"sequence_batching {kind} '{name}' is {data_type} {list(dims)}, but the ONNX "
-                f"model declares {tensor.framework_type} {list(tensor.shape)}"
-            )
 
 
 def _model_tensor(tensor: Any) -> ModelTensor:

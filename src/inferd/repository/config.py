@@ -132,3 +132,39 @@ def string_parameter(config: Any, key: str) -> str | None:
     if key in config.parameters:
         return str(config.parameters[key].string_value)
     return None
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def int_parameter(config: Any, key: str, minimum: int | None = None) -> int | None:
+    """An integer config parameter, None when absent or empty; one below `minimum` is refused."""
+    text = string_parameter(config, key)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or (minimum is not None and value < minimum):
+        raise InvalidArgument(f"parameter '{key}' must be {_integer_kind(minimum)}, got '{text}'")
+    return value
+
+
+def _integer_kind(minimum: int | None) -> str:
+    if minimum is None:
+        return "an integer"
+    return {0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer >= {minimum}"
+    )
+
+
+def bool_parameter(config: Any, key: str, default: bool) -> bool:
+    """A `true`/`false` config parameter (any case), `default` when absent or empty."""
+    text = string_parameter(config, key)
+    if not text:
+        return default
+    flag = _BOOLEANS.get(text.strip().lower())
+    if flag is None:
+        raise InvalidArgument(f"parameter '{key}' must be 'true' or 'false', got '{text}'")
+    return flag

@@ -27,7 +27,7 @@ from inferd.instances.instance import ModelInstance
 from inferd.scheduling.dynamic import BatchCallback
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import Sequence, SequenceKey, SlotTable, Step
-from inferd.scheduling.sequence_strategies import Choice, direct_rows, oldest_rows
+from inferd.scheduling.sequence_strategies import Choice, choose_rows
 from inferd.scheduling.sequence_tensors import (
     Row,
     batch_inputs,
@@ -57,7 +57,6 @@ class SequenceBatcher:
             len(self._instances), settings.slots_per_instance, settings.max_backlog
         )
         self._initial = {s.input_name: s.initial for s in settings.states}
-        self._choose = direct_rows if settings.strategy == "direct" else oldest_rows
         self._corrid = next((c for c in settings.controls if c.kind == CORRID), None)
         self._waiters: list[asyncio.Future[None] | None] = [None] * len(self._instances)
         self._workers: list[asyncio.Task[None]] = []
@@ -192,7 +191,7 @@ class SequenceBatcher:
         """The rows of the instance's next batch, or None once stopping with nothing left."""
         slots = self._table.slots[index]
         while True:
-            choice: Choice = self._choose(
+            choice: Choice = choose_rows(
                 slots, self._settings, self._initial, time.monotonic_ns(), self._stopping
             )
             chosen, deadline = choice
@@ -234,6 +233,12 @@ class SequenceBatcher:
             )
             answers = split_outputs(result.outputs, rows, settings.batched)
         except Exception as exc:
+            if isinstance(exc, InvalidArgument) and len(real) > 1:
+                # The model refused one request's input: run them one by one, so only it fails
+                # and every other sequence's state advances as if the batch had run.
+                for alone in self._one_by_one(rows):
+                    await self._execute(instance, alone)
+                return
             error = exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
             for _, step in real:
                 step.fail(error)
@@ -255,6 +260,16 @@ class SequenceBatcher:
                 continue
             if not step.future.done():
                 step.future.set_result(_select(step.request, outputs))
+
+    def _one_by_one(self, rows: list[Row]) -> list[list[Row]]:
+        """Each real row as a batch of its own; in the direct strategy still in its slot's row
+        (padding rows below it), so a model that keeps state per row sees it where it was."""
+        direct = self._settings.strategy == "direct"
+        return [
+            [None] * index + [row] if direct else [row]
+            for index, row in enumerate(rows)
+            if row is not None
+        ]
 
     def _batch_outputs(self, real: list[tuple[Sequence, Step]]) -> list[str]:
         names = self._output_names

@@ -16,7 +16,7 @@ import numpy as np
 from inferd.core.datatypes import BYTES, from_config_datatype, numpy_dtype
 from inferd.core.errors import InvalidArgument, Unsupported
 from inferd.core.types import Array
-from inferd.repository.config import ModelConfig, string_parameter
+from inferd.repository.config import ModelConfig, int_parameter
 from inferd.repository.validation import data_type_name
 
 # inferd's limit on sequences waiting for a slot (Triton has none), in the model's `parameters`.
@@ -143,18 +143,7 @@ class SequenceSettings:
 
 
 def _max_backlog(config: Any) -> int:
-    text = string_parameter(config, MAX_BACKLOG_PARAMETER)
-    if text is None:
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise InvalidArgument(
-            f"parameter '{MAX_BACKLOG_PARAMETER}' must be a non-negative integer, got '{text}'"
-        )
-    return value
+    return int_parameter(config, MAX_BACKLOG_PARAMETER, minimum=0) or 0
 
 
 def _controls(config: Any) -> tuple[Control, ...]:

@@ -35,20 +35,35 @@ def _matching(ready: list[Sequence], initial: dict[str, Array], limit: int) -> l
     return [s for s in ready if s.head_shapes(initial) == lead][:limit]
 
 
-def direct_rows(
+def choose_rows(
     slots: list[Sequence | None],
     settings: SequenceSettings,
     initial: dict[str, Array],
     now_ns: int,
     flush: bool,
 ) -> Choice:
+    """The rows of an instance's next batch by the settings' strategy; `flush` (stopping)
+    takes what is ready without waiting."""
     ready = _ready(slots)
     if not ready:
         return None, None
-    chosen = _matching(ready, initial, len(slots))
-    wanted = settings.minimum_slot_utilization * len(slots)
+    if settings.strategy == "direct":
+        return _direct_rows(ready, len(slots), settings, initial, now_ns, flush)
+    return _oldest_rows(ready, settings, initial, now_ns, flush)
+
+
+def _direct_rows(
+    ready: list[Sequence],
+    slot_count: int,
+    settings: SequenceSettings,
+    initial: dict[str, Array],
+    now_ns: int,
+    flush: bool,
+) -> Choice:
+    chosen = _matching(ready, initial, slot_count)
+    wanted = settings.minimum_slot_utilization * slot_count
     if not flush and len(chosen) < wanted:
-        deadline = chosen[0].steps[0].enqueued_ns + settings.max_queue_delay_ns
+        deadline = _deadline(chosen[0], settings)
         if now_ns < deadline:
             return None, deadline
     rows: Rows = [None] * (max(s.index for s in chosen) + 1)
@@ -57,26 +72,26 @@ def direct_rows(
     return rows, None
 
 
-def oldest_rows(
-    slots: list[Sequence | None],
+def _oldest_rows(
+    ready: list[Sequence],
     settings: SequenceSettings,
     initial: dict[str, Array],
     now_ns: int,
     flush: bool,
 ) -> Choice:
-    ready = _ready(slots)
-    if not ready:
-        return None, None
     max_rows = max(1, settings.max_batch_size)
-    chosen: Rows = list(_matching(ready, initial, max_rows))
+    chosen = _matching(ready, initial, max_rows)
     if flush or len(chosen) >= max_rows:
-        return chosen, None
+        return list(chosen), None
     cut = max((size for size in settings.preferred_batch_sizes if size <= len(chosen)), default=0)
     if cut:
-        return chosen[:cut], None
-    first = chosen[0]
-    assert first is not None
-    deadline = first.steps[0].enqueued_ns + settings.max_queue_delay_ns
+        return list(chosen[:cut]), None
+    deadline = _deadline(chosen[0], settings)
     if now_ns >= deadline:
-        return chosen, None
+        return list(chosen), None
     return None, deadline
+
+
+def _deadline(oldest: Sequence, settings: SequenceSettings) -> int:
+    """When the batch led by `oldest`'s next step stops waiting for more sequences."""
+    return oldest.steps[0].enqueued_ns + settings.max_queue_delay_ns

@@ -1,11 +1,8 @@
-"""The PyTorch backend on real models generated here: TorchScript, torch.export and model.py.
-
-The `write_*` builders are shared with tests/integration/test_pytorch.py.
-"""
+"""The PyTorch backend on real models generated here: TorchScript, torch.export and model.py
+(builders in tests/pytorch_models.py)."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,129 +17,17 @@ from inferd.backends.pytorch import PyTorchBackend
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
 from inferd.repository.config import ModelConfig, config_to_dict, parse_pbtxt
+from tests.pytorch_models import (
+    NAMED_CONFIG,
+    run,
+    save_torchscript,
+    write_eager,
+    write_exported,
+    write_mlp_torchscript,
+    write_named_torchscript,
+)
 
 CPU = Device(DeviceKind.CPU)
-
-MLP_CONFIG = """
-platform: "pytorch_libtorch"
-max_batch_size: 8
-input [{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ 8 ] }]
-output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 4 ] }]
-"""
-NAMED_CONFIG = """
-backend: "pytorch"
-max_batch_size: 8
-input [
-  { name: "a" data_type: TYPE_FP32 dims: [ 4 ] },
-  { name: "b" data_type: TYPE_FP32 dims: [ 4 ] }
-]
-output [
-  { name: "sum" data_type: TYPE_FP32 dims: [ 4 ] },
-  { name: "scaled" data_type: TYPE_FP32 dims: [ 4 ] }
-]
-"""
-EAGER_CONFIG = """
-backend: "pytorch"
-max_batch_size: 8
-input [{ name: "features" data_type: TYPE_FP32 dims: [ 8 ] }]
-output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 3 ] }]
-"""
-EAGER_SOURCE = """
-import torch
-
-
-class Net(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(8, 3)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.linear(features))
-
-
-def build_model() -> torch.nn.Module:
-    return Net()
-"""
-
-
-class Named(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.linspace(0.5, 2.0, 4))
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"sum": a + b, "scaled": (a - b) * self.scale}
-
-
-class TwoHeads(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.linear(x)
-        return logits, torch.softmax(logits, dim=-1).double()
-
-
-def _mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
-
-
-def script(module: torch.nn.Module) -> Any:
-    """torch.jit.script without its deprecation warning (TorchScript is what is tested here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.script(module)
-
-
-def write_mlp_torchscript(model_dir: Path) -> Any:
-    """A scripted MLP 8 -> 4 in Triton's INPUT__0/OUTPUT__0 convention; returns the module."""
-    module = script(_mlp().eval())
-    (model_dir / "1").mkdir(parents=True)
-    module.save(str(model_dir / "1" / "model.pt"))
-    (model_dir / "config.pbtxt").write_text(MLP_CONFIG)
-    return module
-
-
-def write_named_torchscript(model_dir: Path) -> Any:
-    """forward(a, b) returning a dict {sum, scaled}, served with inputs named a and b."""
-    module = script(Named().eval())
-    (model_dir / "1").mkdir(parents=True)
-    module.save(str(model_dir / "1" / "model.pt"))
-    (model_dir / "config.pbtxt").write_text(NAMED_CONFIG)
-    return module
-
-
-def write_exported(model_dir: Path, dynamic_batch: bool = True) -> torch.nn.Module:
-    """A torch.export archive of forward(x) -> (logits, probabilities as FP64); no config."""
-    torch.manual_seed(1)
-    module = TwoHeads().eval()
-    batch = torch.export.Dim("batch", min=1, max=64)
-    dynamic = {"x": {0: batch}} if dynamic_batch else None
-    program = torch.export.export(module, (torch.ones(2, 8),), dynamic_shapes=dynamic)
-    (model_dir / "1").mkdir(parents=True)
-    torch.export.save(program, str(model_dir / "1" / "model.pt2"))
-    return module
-
-
-def write_eager(model_dir: Path) -> torch.nn.Module:
-    """model.py's build_model() plus its weights in model.pth; returns the reference module."""
-    namespace: dict[str, Any] = {}
-    exec(EAGER_SOURCE, namespace)
-    torch.manual_seed(2)
-    module: torch.nn.Module = namespace["build_model"]().eval()
-    (model_dir / "1").mkdir(parents=True)
-    (model_dir / "1" / "model.py").write_text(EAGER_SOURCE)
-    torch.save(module.state_dict(), model_dir / "1" / "model.pth")
-    (model_dir / "config.pbtxt").write_text(EAGER_CONFIG)
-    return module
-
-
-def run(module: Any, *inputs: np.ndarray) -> Any:
-    """The module run directly: the reference the served results must equal."""
-    with torch.inference_mode():
-        return module(*(torch.from_numpy(array) for array in inputs))
 
 
 def _config(model_dir: Path) -> Any:
@@ -311,8 +196,7 @@ def test_read_only_request_buffers_are_used_without_a_copy_or_warning(tmp_path: 
 
 def test_bf16_tensors_cross_as_the_same_bits(tmp_path: Path) -> None:
     model_dir = tmp_path / "bf16"
-    (model_dir / "1").mkdir(parents=True)
-    script(torch.nn.Tanh()).save(str(model_dir / "1" / "model.pt"))
+    save_torchscript(model_dir, torch.nn.Tanh())
     config = parse_pbtxt(
         'input [{ name: "INPUT__0" data_type: TYPE_BF16 dims: [ 3 ] }]'
         'output [{ name: "OUTPUT__0" data_type: TYPE_BF16 dims: [ 3 ] }]'

@@ -6,8 +6,10 @@ import pytest
 
 from inferd.core.errors import InvalidArgument, NotFound
 from inferd.repository.config import (
+    bool_parameter,
     config_from_dict,
     config_to_dict,
+    int_parameter,
     parse_pbtxt,
     read_config_file,
 )
@@ -127,3 +129,29 @@ def test_validate_config_catches_problems() -> None:
         )
     with pytest.raises(InvalidArgument, match="unsupported config datatype"):
         validate_config(parse_pbtxt(PBTXT.replace("TYPE_INT64", "TYPE_INVALID")))
+
+
+def _with_parameter(value: str) -> object:
+    return parse_pbtxt(f'name: "m" parameters {{ key: "p" value {{ string_value: "{value}" }} }}')
+
+
+def test_int_parameter() -> None:
+    assert int_parameter(parse_pbtxt('name: "m"'), "p") is None
+    assert int_parameter(_with_parameter(""), "p", minimum=1) is None
+    assert int_parameter(_with_parameter("-3"), "p") == -3
+    assert int_parameter(_with_parameter("0"), "p", minimum=0) == 0
+    with pytest.raises(InvalidArgument, match="'p' must be an integer, got 'x'"):
+        int_parameter(_with_parameter("x"), "p")
+    with pytest.raises(InvalidArgument, match="'p' must be a non-negative integer, got '-1'"):
+        int_parameter(_with_parameter("-1"), "p", minimum=0)
+    with pytest.raises(InvalidArgument, match="'p' must be a positive integer, got '0'"):
+        int_parameter(_with_parameter("0"), "p", minimum=1)
+
+
+def test_bool_parameter() -> None:
+    assert bool_parameter(parse_pbtxt('name: "m"'), "p", default=True) is True
+    assert bool_parameter(_with_parameter(""), "p", default=False) is False
+    assert bool_parameter(_with_parameter(" TRUE "), "p", default=False) is True
+    assert bool_parameter(_with_parameter("false"), "p", default=True) is False
+    with pytest.raises(InvalidArgument, match="'p' must be 'true' or 'false', got 'yes'"):
+        bool_parameter(_with_parameter("yes"), "p", default=True)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
+from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
 from inferd.repository.config import parse_pbtxt
@@ -35,12 +36,19 @@ def request(value: float, rows: int = 1, width: int = 4, **parameters: object) -
 
 
 class Doubler:
-    """y = 2x. Records each batch's first-column values; `gate` holds executions back, and a
-    row whose value is in `slow` makes its batch sleep 0.1 s."""
+    """y = 2x. Records each batch's first-column values; `gate` holds executions back, a row
+    whose value is in `slow` makes its batch sleep 0.1 s, and one whose value is in `refuse`
+    makes the batch fail as a backend refusing a client's input does."""
 
-    def __init__(self, gate: threading.Event | None = None, slow: frozenset[float] = frozenset()):
+    def __init__(
+        self,
+        gate: threading.Event | None = None,
+        slow: frozenset[float] = frozenset(),
+        refuse: frozenset[float] = frozenset(),
+    ):
         self.gate = gate
         self.slow = slow
+        self.refuse = refuse
         self.batches: list[list[float]] = []
 
     def execute(
@@ -50,6 +58,8 @@ class Doubler:
         requests: Sequence[BatchRequest] = (),
     ) -> dict[str, Array]:
         x = inputs["x"]
+        if self.refuse.intersection(x[:, 0].tolist()):
+            raise InvalidArgument("refused input")
         if self.gate is not None:
             self.gate.wait(10)
         if self.slow.intersection(x[:, 0].tolist()):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
-from inferd.backends.base import BatchRequest
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.scheduling.dynamic import DynamicBatcher
@@ -362,24 +361,10 @@ def test_a_failing_batch_report_fails_that_batch_and_the_worker_keeps_serving() 
     run(test)
 
 
-class Picky(Doubler):
-    """Refuses, as a backend refusing a client's input, any batch holding a negative value."""
-
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest] = (),
-    ) -> dict[str, Array]:
-        if (inputs["x"] < 0).any():
-            raise InvalidArgument("negative input")
-        return super().execute(inputs, output_names, requests)
-
-
 def test_one_refused_input_fails_only_its_own_request_in_a_batch() -> None:
     async def test() -> None:
         gate = threading.Event()
-        backend = Picky(gate)
+        backend = Doubler(gate, refuse=frozenset({-1.0}))
         async with batcher(settings("dynamic_batching { }"), backend) as scheduler:
             blocker = asyncio.ensure_future(scheduler.submit(request(0.0)))
             await asyncio.sleep(0.05)  # the instance is busy: the next three queue together

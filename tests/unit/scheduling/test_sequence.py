@@ -52,7 +52,8 @@ def sequence_settings(
 
 
 class Accumulator:
-    """y = S_OUT = S_IN + x. Records every batch's inputs; `gate` holds executions back."""
+    """y = S_OUT = S_IN + x. Records every batch's inputs, then refuses one with a negative x;
+    `gate` holds executions back."""
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate = gate
@@ -67,6 +68,8 @@ class Accumulator:
         if self.gate is not None:
             self.gate.wait(10)
         self.batches.append({name: array.copy() for name, array in inputs.items()})
+        if (inputs["x"] < 0).any():
+            raise InvalidArgument("x must not be negative")
         total = inputs["S_IN"] + inputs["x"]
         return {"y": total, "S_OUT": total}
 
@@ -326,4 +329,38 @@ async def test_string_ids_without_corrid_are_their_own_sequences() -> None:
     assert await value(scheduler, step(1, "1", start=True)) == 1
     assert await value(scheduler, step(5, 1, start=True)) == 5
     assert await value(scheduler, step(1, "1")) == 2
+    await scheduler.stop()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "ready"),
+    [
+        ("direct { }", [[1, 1, 1], [1], [0, 1], [0, 0, 1]]),  # alone, still in its slot's row
+        ("oldest { max_candidate_sequences: 4 }", [[1, 1, 1], [1], [1], [1]]),
+    ],
+)
+@synchronous
+async def test_a_refused_row_fails_alone_and_other_states_advance(
+    strategy: str, ready: list[list[int]]
+) -> None:
+    gate = threading.Event()
+    backend = Accumulator(gate)
+    scheduler = batcher(sequence_settings(strategy), backend)
+    held = asyncio.create_task(value(scheduler, step(1, 1, start=True)))  # slot 0
+    await asyncio.sleep(0.05)  # executing, held by the gate
+    steps = [
+        asyncio.create_task(value(scheduler, step(2, 1))),
+        asyncio.create_task(value(scheduler, step(-1, 2, start=True))),  # slot 1, refused
+        asyncio.create_task(value(scheduler, step(10, 3, start=True))),  # slot 2
+    ]
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await held == 1
+    assert await steps[0] == 3
+    with pytest.raises(InvalidArgument, match="must not be negative"):
+        await steps[1]
+    assert await steps[2] == 10
+    assert [b["READY"][:, 0].astype(int).tolist() for b in backend.batches[1:]] == ready
+    assert await value(scheduler, step(5, 3, end=True)) == 15
+    assert await value(scheduler, step(4, 1, end=True)) == 7
     await scheduler.stop()

@@ -1,5 +1,5 @@
-"""Loading a sequence model: ONNX auto-complete leaves control and state tensors to the server
-and checks them against the model."""
+"""Loading a sequence model: auto-complete (ONNX, TensorFlow) leaves control and state tensors
+to the server and checks them against the model."""
 
 from __future__ import annotations
 
@@ -45,3 +45,19 @@ def test_state_type_must_match_the_model(tmp_path: Path) -> None:
 def test_control_input_must_exist_in_the_model(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="names input 'START', which the ONNX model lacks"):
         completed(tmp_path, STATE.replace("{state_type}", "TYPE_INT32") + " " + CONTROL)
+
+
+def test_tensorflow_auto_complete_leaves_sequence_tensors_to_the_server(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from inferd.backends.tensorflow import TensorFlowBackend
+    from tests import tensorflow_models
+
+    tensorflow_models.accumulate_state_model(tmp_path / "1")
+    state = STATE.replace("{state_type}", "TYPE_INT32")
+    config = parse_pbtxt(f'name: "acc"\nsequence_batching {{ {state} }}')
+    result = complete_config(config, tmp_path / "1", TensorFlowBackend(), LoadOptions())
+    assert [t.name for t in result.input] == ["INPUT"]
+    assert [t.name for t in result.output] == ["OUTPUT"]
+    config = parse_pbtxt(f'name: "acc"\nsequence_batching {{ {state} {CONTROL} }}')
+    with pytest.raises(InvalidArgument, match="'START', which the SavedModel signature"):
+        complete_config(config, tmp_path / "1", TensorFlowBackend(), LoadOptions())

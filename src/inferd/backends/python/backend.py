@@ -1,8 +1,9 @@
 """The custom Python backend: a `model.py` defining `InferdModel` (or Triton's
 `TritonPythonModel`), run in the server's process or in one worker process per instance.
 
-Config `parameters`: `isolation` (`none`, the default, or `process`) and `execute_timeout_s`
-(process isolation only: a batch running longer is a hang; the worker is replaced).
+Config `parameters`: `isolation` (`none`, the default, or `process`), and for process isolation
+`execute_timeout_s` (a batch running longer is a hang; the worker is replaced) and
+`worker_threads` (the thread pools of numeric libraries in each worker; default 1).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inferd.backends.autocomplete import name_backend
 from inferd.backends.base import BackendInstance, Device, DeviceKind
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.in_process import InProcessInstance
@@ -19,7 +21,7 @@ from inferd.backends.python.model_file import check_model_file, forget_model, im
 from inferd.backends.python.protocol import WorkerSetup
 from inferd.core.datatypes import from_config_datatype, numpy_dtype
 from inferd.core.errors import InvalidArgument
-from inferd.repository.config import config_to_dict, string_parameter
+from inferd.repository.config import config_to_dict, int_parameter, string_parameter
 from inferd.repository.validation import data_type_name
 
 ISOLATION_MODES = ("none", "process")
@@ -29,6 +31,7 @@ ISOLATION_MODES = ("none", "process")
 class PythonSettings:
     isolated: bool
     execute_timeout_s: float | None
+    worker_threads: int
 
     @classmethod
     def from_config(cls, config: Any) -> PythonSettings:
@@ -51,7 +54,10 @@ class PythonSettings:
                 )
             if isolation != "process":
                 raise InvalidArgument("parameter 'execute_timeout_s' needs isolation 'process'")
-        return cls(isolation == "process", seconds)
+        threads = int_parameter(config, "worker_threads", minimum=1)
+        if threads is not None and isolation != "process":
+            raise InvalidArgument("parameter 'worker_threads' needs isolation 'process'")
+        return cls(isolation == "process", seconds, threads or 1)
 
 
 def _model_file(config: Any, version_path: Path) -> Path:
@@ -72,8 +78,7 @@ class PythonBackend:
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
         check_model_file(_model_file(config, version_path))
         PythonSettings.from_config(config)
-        if not config.backend:
-            config.backend = self.name
+        name_backend(config, self.name, None)
         if not config.input or not config.output:
             raise InvalidArgument(
                 "a Python model cannot be inspected: its config must declare inputs and outputs"
@@ -95,9 +100,14 @@ class PythonModel:
         self._version_path = version_path
         self._config = config_to_dict(config)
         self._parameters = {key: value.string_value for key, value in config.parameters.items()}
+        # The sequence batcher also asks for the implicit states' outputs, which are no config
+        # outputs: their types come from the state declarations.
         self._datatypes = {
-            output.name: from_config_datatype(data_type_name(output.data_type))
-            for output in config.output
+            entry.name: from_config_datatype(data_type_name(entry.data_type))
+            for entry in config.output
+        } | {
+            state.output_name: from_config_datatype(data_type_name(state.data_type))
+            for state in config.sequence_batching.state
         }
         self._batched = config.max_batch_size > 0
         self._label = f"{config.name}_{version_path.name}"
@@ -129,7 +139,9 @@ class PythonModel:
             setup = WorkerSetup(
                 self._model_file, self._label, context, self._datatypes, self._batched
             )
-            return IsolatedInstance(setup, self._settings.execute_timeout_s)
+            return IsolatedInstance(
+                setup, self._settings.execute_timeout_s, self._settings.worker_threads
+            )
         dtypes = {name: numpy_dtype(datatype) for name, datatype in self._datatypes.items()}
         return InProcessInstance(self._factory, context, dtypes, self._batched)
 

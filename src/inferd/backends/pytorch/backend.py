@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inferd.backends.autocomplete import complete_tensors
+from inferd.backends.autocomplete import complete_tensors, name_backend
 from inferd.backends.pytorch.calling import plan_call
 from inferd.backends.pytorch.formats import (
     ModelFormat,
@@ -46,10 +46,8 @@ class PyTorchBackend:
 
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
         source = find_source(config, version_path)
-        if not config.backend:
-            config.backend = self.name
-        if not config.platform and source.format is ModelFormat.TORCHSCRIPT:
-            config.platform = self.platforms[0]
+        torchscript = source.format is ModelFormat.TORCHSCRIPT
+        name_backend(config, self.name, self.platforms[0] if torchscript else None)
         if source.format is ModelFormat.EXPORTED:
             try:
                 program = load_exported_program(source.path)

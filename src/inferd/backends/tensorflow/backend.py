@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from inferd.backends.autocomplete import complete_tensors
+from inferd.backends.autocomplete import complete_tensors, name_backend
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.tensorflow.framework import device_name, tensorflow
 from inferd.backends.tensorflow.signature import (
@@ -40,10 +40,7 @@ class TensorFlowBackend:
 
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
         signature = _signature(config, version_path)
-        if not config.backend:
-            config.backend = self.name
-        if not config.platform:
-            config.platform = self.platforms[0]
+        name_backend(config, self.name, self.platforms[0])
         check_known_ranks(config, signature)
         complete_tensors(
             config,

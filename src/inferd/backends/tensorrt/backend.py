@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from inferd.backends.autocomplete import existing_model_file, name_backend
 from inferd.backends.tensorrt.plan import complete_tensors, describe_engine
 from inferd.backends.tensorrt.runtime import (
     PlanModel,
@@ -16,7 +17,7 @@ from inferd.backends.tensorrt.runtime import (
     deserialize,
     import_tensorrt,
 )
-from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.errors import Unsupported
 
 
 def _model_file(config: Any, version_path: Path) -> Path:
@@ -40,14 +41,9 @@ class TensorRTBackend:
         return (version_path / self.default_model_filename).is_file()
 
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
-        model_file = _model_file(config, version_path)
-        if not model_file.is_file():
-            raise InvalidArgument(f"model file '{model_file.name}' not found in version folder")
+        model_file = existing_model_file(config, version_path, self.default_model_filename)
         _, engine = deserialize(model_file.read_bytes(), _first_gpu(config))
-        if not config.backend:
-            config.backend = self.name
-        if not config.platform:
-            config.platform = self.platforms[0]
+        name_backend(config, self.name, self.platforms[0])
         complete_tensors(config, describe_engine(engine, import_tensorrt()), default_max_batch_size)
 
     def load(self, config: Any, version_path: Path) -> PlanModel:
