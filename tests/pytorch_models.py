@@ -52,6 +52,66 @@ def build_model() -> torch.nn.Module:
     return Net()
 """
 
+# Sequence accumulators with implicit state: the server keeps each sequence's running sum and
+# feeds it back, so OUTPUT = OUTPUT_STATE = INPUT_STATE + INPUT. `{names}` are the tensor names.
+_STATE = """
+  state [{{
+    input_name: "{state_in}" output_name: "{state_out}" data_type: TYPE_INT32 dims: [ 1 ]
+    initial_state {{ name: "zeros" data_type: TYPE_INT32 dims: [ 1 ] zero_data: true }}
+  }}]
+"""
+SEQUENCE_INDEXED_CONFIG = (
+    """
+platform: "pytorch_libtorch"
+max_batch_size: 4
+input [{ name: "INPUT__0" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "OUTPUT__0" data_type: TYPE_INT32 dims: [ 1 ] }]
+instance_group [{ count: 2, kind: KIND_CPU }]
+sequence_batching {"""
+    + _STATE.format(state_in="INPUT_STATE__1", state_out="OUTPUT_STATE__1")
+    + "}\n"
+)
+# Named tensors, and a START control input that resets the sum (so the model must receive it).
+SEQUENCE_NAMED_CONFIG = (
+    """
+backend: "pytorch"
+max_batch_size: 4
+input [{ name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }]
+sequence_batching {
+  control_input [{
+    name: "START" control [{ kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] }]
+  }]"""
+    + _STATE.format(state_in="INPUT_STATE", state_out="OUTPUT_STATE")
+    + "}\n"
+)
+# The exported accumulator's inputs and outputs are auto-completed from the program.
+SEQUENCE_EXPORTED_CONFIG = (
+    "max_batch_size: 4\nsequence_batching {"
+    + _STATE.format(state_in="INPUT_STATE", state_out="OUTPUT_STATE")
+    + "}\n"
+)
+
+
+class IndexedAccumulator(torch.nn.Module):
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = state + x
+        return total, total
+
+
+class NamedAccumulator(torch.nn.Module):
+    def forward(
+        self, INPUT: torch.Tensor, INPUT_STATE: torch.Tensor, START: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        total = INPUT_STATE * (1 - START) + INPUT
+        return {"OUTPUT": total, "OUTPUT_STATE": total}
+
+
+class ExportedAccumulator(torch.nn.Module):
+    def forward(self, INPUT: torch.Tensor, INPUT_STATE: torch.Tensor) -> dict[str, torch.Tensor]:
+        total = INPUT_STATE + INPUT
+        return {"OUTPUT": total, "OUTPUT_STATE": total}
+
 
 class Named(torch.nn.Module):
     def __init__(self) -> None:
@@ -115,6 +175,27 @@ def write_exported(model_dir: Path, dynamic_batch: bool = True) -> torch.nn.Modu
     (model_dir / "1").mkdir(parents=True)
     torch.export.save(program, str(model_dir / "1" / "model.pt2"))
     return module
+
+
+def write_sequence_accumulators(root: Path) -> list[str]:
+    """Three accumulators with implicit state under `root` (TorchScript in Triton's __<index>
+    convention, TorchScript with named tensors and a START control, a torch.export archive);
+    returns their model names."""
+    save_torchscript(root / "seq_ts_indexed", IndexedAccumulator(), SEQUENCE_INDEXED_CONFIG)
+    save_torchscript(root / "seq_ts_named", NamedAccumulator(), SEQUENCE_NAMED_CONFIG)
+    # Two distinct example tensors: export would treat one tensor passed twice as an alias.
+    example = (torch.ones(2, 1, dtype=torch.int32), torch.zeros(2, 1, dtype=torch.int32))
+    batch = torch.export.Dim("batch", min=1, max=4)
+    program = torch.export.export(
+        ExportedAccumulator().eval(),
+        example,
+        dynamic_shapes={"INPUT": {0: batch}, "INPUT_STATE": {0: batch}},
+    )
+    exported = root / "seq_exported"
+    (exported / "1").mkdir(parents=True)
+    torch.export.save(program, str(exported / "1" / "model.pt2"))
+    (exported / "config.pbtxt").write_text(SEQUENCE_EXPORTED_CONFIG)
+    return ["seq_ts_indexed", "seq_ts_named", "seq_exported"]
 
 
 def write_eager(model_dir: Path) -> torch.nn.Module:

@@ -39,6 +39,7 @@ class InferdModel:
 # Pure Python (holds the GIL) long enough for two concurrent requests to overlap.
 SPIN = """
 import os
+import time
 import numpy as np
 
 class InferdModel:
@@ -46,6 +47,7 @@ class InferdModel:
         total = 0
         for i in range(300_000):
             total += i
+        time.sleep(0.05)  # long enough that concurrent requests always reach both instances
         rows = len(batch.inputs["IN"])
         return {"OUT": batch.inputs["IN"] * 2, "PID": np.full((rows, 1), os.getpid())}
 """

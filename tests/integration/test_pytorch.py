@@ -25,6 +25,7 @@ from tests.pytorch_models import (
     write_exported,
     write_mlp_torchscript,
     write_named_torchscript,
+    write_sequence_accumulators,
 )
 
 BATCHING = (
@@ -44,6 +45,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     }
     with (root / "ts_mlp" / "config.pbtxt").open("a") as config:
         config.write(BATCHING)
+    write_sequence_accumulators(root)
     return root, modules
 
 
@@ -132,6 +134,61 @@ def test_exported_program_config_is_auto_completed(server: RunningServer) -> Non
     ]
     assert [t["name"] for t in config["output"]] == ["OUTPUT__0", "OUTPUT__1"]
     assert metadata["platform"] == "pytorch_libtorch"
+
+
+# sequence model -> its client input and output names
+SEQUENCE_MODELS = {
+    "seq_ts_indexed": ("INPUT__0", "OUTPUT__0"),
+    "seq_ts_named": ("INPUT", "OUTPUT"),
+    "seq_exported": ("INPUT", "OUTPUT"),
+}
+
+
+def _accumulate(url: str, model: str, sequence_id: int, values: list[int]) -> list[int]:
+    """One sequence's running sums, one request per value."""
+    input_name, output_name = SEQUENCE_MODELS[model]
+    client = httpclient.InferenceServerClient(url)
+    sums = []
+    try:
+        for step, value in enumerate(values):
+            tensor = httpclient.InferInput(input_name, [1, 1], "INT32")
+            tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+            result = client.infer(
+                model,
+                [tensor],
+                sequence_id=sequence_id,
+                sequence_start=step == 0,
+                sequence_end=step == len(values) - 1,
+            )
+            sums.append(int(result.as_numpy(output_name)[0, 0]))
+    finally:
+        client.close()  # in this thread: tritonclient.http's gevent pool belongs to it
+    return sums
+
+
+@pytest.mark.parametrize("model", sorted(SEQUENCE_MODELS))
+def test_sequence_models_get_their_implicit_state_and_controls(
+    server: RunningServer, model: str
+) -> None:
+    # 12 sequences over 2 x 4 slots (or 1 x 4): batches mix sequences and some wait a slot.
+    sequences = {1000 + n: [n * 100 + step for step in range(6)] for n in range(12)}
+    with ThreadPoolExecutor(6) as pool:
+        sums = {
+            sequence_id: pool.submit(_accumulate, server.http_url, model, sequence_id, values)
+            for sequence_id, values in sequences.items()
+        }
+        for sequence_id, values in sequences.items():
+            assert sums[sequence_id].result(timeout=60) == list(np.cumsum(values))
+
+
+def test_exported_sequence_model_leaves_state_out_of_its_config(server: RunningServer) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        config = client.get_model_config("seq_exported")
+    finally:
+        client.close()
+    assert [t["name"] for t in config["input"]] == ["INPUT"]
+    assert [t["name"] for t in config["output"]] == ["OUTPUT"]
 
 
 def _counts(server: RunningServer, model: str) -> tuple[int, int]:

@@ -18,9 +18,18 @@ class Observer(Protocol):
         """The versions of a model now serving (empty: none); called after every (un)load."""
 
     def request_finished(
-        self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
+        self,
+        model_name: str,
+        model_version: str,
+        timestamps: Timestamps,
+        success: bool,
+        inferred_rows: int = 0,
     ) -> None:
-        """One request left the engine, answered (`success`) or failed; `timestamps.sent` is set."""
+        """One request left the engine, answered (`success`) or failed; `timestamps.sent` is set.
+
+        `inferred_rows`: rows the request adds to its model's inference count by itself, for a
+        model without executions that would count them (an ensemble, as in Triton); else 0.
+        """
 
     def batch_executed(
         self,

@@ -444,13 +444,19 @@ class Engine:
         loaded = self.find_version(request.model_name, request.model_version)
         version = str(loaded.version)
         success = False
+        # An ensemble has no execution of its own to count its rows; read them before its
+        # steps may release the inputs.
+        ensemble_rows = 0
+        if loaded.backend is None:
+            ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
         try:
             outputs = await self._run(loaded, request)
             success = True
         finally:
             timestamps.sent = time.monotonic_ns()
+            rows = ensemble_rows if success else 0
             for observer in self._observers:
-                observer.request_finished(request.model_name, version, timestamps, success)
+                observer.request_finished(request.model_name, version, timestamps, success, rows)
         return InferResponse(request.model_name, version, outputs, request.id)
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Any]:

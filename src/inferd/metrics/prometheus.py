@@ -126,7 +126,12 @@ class PrometheusMetrics(Collector):
             del self._latency[key]
 
     def request_finished(
-        self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
+        self,
+        model_name: str,
+        model_version: str,
+        timestamps: Timestamps,
+        success: bool,
+        inferred_rows: int = 0,
     ) -> None:
         key = (model_name, model_version)
         histogram = self._latency.get(key)

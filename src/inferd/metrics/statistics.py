@@ -81,7 +81,12 @@ class Statistics:
             }
 
     def request_finished(
-        self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
+        self,
+        model_name: str,
+        model_version: str,
+        timestamps: Timestamps,
+        success: bool,
+        inferred_rows: int = 0,
     ) -> None:
         counters = self._models.get(model_name, {}).get(model_version)
         if counters is None:
@@ -92,6 +97,7 @@ class Statistics:
             stats.fail.add(timestamps.sent - timestamps.received)
             return
         stats.success.add(timestamps.sent - timestamps.received)
+        stats.inference_count += inferred_rows
         stats.queue.add(timestamps.compute_start - timestamps.queued)
         stats.compute_input.add(timestamps.compute_input_end - timestamps.compute_start)
         stats.compute_infer.add(timestamps.compute_output_start - timestamps.compute_input_end)

@@ -25,7 +25,12 @@ class TraceLog:
         logger.info("model '%s' serving versions [%s]", model_name, ", ".join(versions))
 
     def request_finished(
-        self, model_name: str, model_version: str, timestamps: Timestamps, success: bool
+        self,
+        model_name: str,
+        model_version: str,
+        timestamps: Timestamps,
+        success: bool,
+        inferred_rows: int = 0,
     ) -> None:
         t = timestamps
         logger.info(

@@ -11,8 +11,8 @@ import pytest
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.python import PythonBackend
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import InvalidArgument, ModelExecutionError
-from inferd.repository.config import parse_pbtxt
+from inferd.core.errors import InvalidArgument, ModelExecutionError, Unsupported
+from inferd.repository.config import config_to_dict, parse_pbtxt
 
 CONFIG = """
 name: "m" backend: "python" max_batch_size: 4
@@ -91,6 +91,87 @@ def test_complete_config_refuses_clearly(
 def test_config_must_declare_tensors(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="must declare inputs and outputs"):
         PythonBackend().complete_config(parse_pbtxt('name: "m"'), version(tmp_path, LIFECYCLE), 4)
+
+
+# `{cls}` is InferdModel or TritonPythonModel; the hook body is `{body}`.
+HOOK = """
+class {cls}:
+    @staticmethod
+    def auto_complete_config(config):
+        {body}
+        return config
+
+    def execute(self, batch):
+        raise AssertionError("auto-complete makes no model object")
+
+    def __init__(self):
+        raise AssertionError("auto-complete makes no model object")
+"""
+ADD_TENSORS = (
+    'config.add_input({"name": "IN", "data_type": "TYPE_FP32", "dims": [2]}); '
+    'config.add_output({"name": "OUT", "data_type": "TYPE_FP32", "dims": [2]}); '
+    "config.set_max_batch_size(4); config.set_dynamic_batching()"
+)
+
+
+@pytest.mark.parametrize("cls", ["InferdModel", "TritonPythonModel"])
+def test_auto_complete_config_hook_fills_the_config(tmp_path: Path, cls: str) -> None:
+    config = parse_pbtxt('name: "m"')
+    folder = version(tmp_path, HOOK.format(cls=cls, body=ADD_TENSORS))
+    PythonBackend().complete_config(config, folder, 8)
+    completed = config_to_dict(config)
+    assert (completed["backend"], completed["max_batch_size"]) == ("python", 4)
+    assert config.HasField("dynamic_batching")
+    assert [(t["name"], t["data_type"], t["dims"]) for t in completed["input"]] == [
+        ("IN", "TYPE_FP32", [2])
+    ]
+    assert [t["name"] for t in completed["output"]] == ["OUT"]
+
+
+def test_auto_complete_fills_a_declared_tensor_instead_of_adding_it(tmp_path: Path) -> None:
+    config = parse_pbtxt('name: "m" input [{name: "IN"}] output [{name: "OUT"}]')
+    folder = version(tmp_path, HOOK.format(cls="InferdModel", body=ADD_TENSORS))
+    PythonBackend().complete_config(config, folder, 8)
+    assert [(t.name, list(t.dims)) for t in config.input] == [("IN", [2])]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("OUT", [2])]
+
+
+@pytest.mark.parametrize(
+    ("config_text", "body", "message"),
+    [
+        (
+            'input [{name: "IN" data_type: TYPE_INT32 dims: [2]}]',
+            ADD_TENSORS,
+            r"ValueError: input 'IN': the configuration gives data_type TYPE_INT32",
+        ),
+        ("max_batch_size: 16", ADD_TENSORS, "specified max_batch_size 16"),
+        ("sequence_batching {}", ADD_TENSORS, "'sequence_batching'"),
+        ("", 'config.add_input({"name": "IN"})', "needs 'name', 'data_type' and 'dims'"),
+        ("", "return 5", "returned int, not the config object"),
+    ],
+)
+def test_auto_complete_hook_errors_fail_the_load_clearly(
+    tmp_path: Path, config_text: str, body: str, message: str
+) -> None:
+    folder = version(tmp_path, HOOK.format(cls="TritonPythonModel", body=body))
+    with pytest.raises(InvalidArgument, match=message):
+        PythonBackend().complete_config(parse_pbtxt(f'name: "m" {config_text}'), folder, 8)
+
+
+def test_a_decoupled_model_is_refused(tmp_path: Path) -> None:
+    body = ADD_TENSORS + '; config.set_model_transaction_policy({"decoupled": True})'
+    folder = version(tmp_path, HOOK.format(cls="TritonPythonModel", body=body))
+    with pytest.raises(Unsupported, match="decoupled"):
+        PythonBackend().complete_config(parse_pbtxt('name: "m"'), folder, 8)
+
+
+def test_a_model_without_the_hook_is_not_imported_to_complete_its_config(
+    tmp_path: Path,
+) -> None:
+    folder = version(tmp_path, 'raise SystemExit("imported")\n' + LIFECYCLE)
+    config = parse_pbtxt(CONFIG)
+    PythonBackend().complete_config(config, folder, 4)
+    assert [t.name for t in config.input] == ["IN"]
 
 
 def test_one_object_per_instance_from_initialize_to_finalize(tmp_path: Path) -> None:

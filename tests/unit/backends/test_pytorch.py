@@ -25,6 +25,7 @@ from tests.pytorch_models import (
     write_exported,
     write_mlp_torchscript,
     write_named_torchscript,
+    write_sequence_accumulators,
 )
 
 CPU = Device(DeviceKind.CPU)
@@ -206,6 +207,52 @@ def test_bf16_tensors_cross_as_the_same_bits(tmp_path: Path) -> None:
     assert out.dtype == x.dtype
     expected = torch.tanh(torch.tensor([-1.0, 0.5, 2.0], dtype=torch.bfloat16))
     np.testing.assert_array_equal(out.astype(np.float32), expected.float().numpy())
+
+
+def _column(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.int32).reshape(-1, 1)
+
+
+def test_sequence_controls_and_states_reach_forward_and_come_back(tmp_path: Path) -> None:
+    write_sequence_accumulators(tmp_path)
+    indexed = _instance(tmp_path / "seq_ts_indexed").execute(
+        {"INPUT__0": _column(1, 2), "INPUT_STATE__1": _column(10, 20)},
+        ["OUTPUT__0", "OUTPUT_STATE__1"],
+        [],
+    )
+    assert {name: a.ravel().tolist() for name, a in indexed.items()} == {
+        "OUTPUT__0": [11, 22],
+        "OUTPUT_STATE__1": [11, 22],
+    }
+    named = _instance(tmp_path / "seq_ts_named").execute(
+        {"INPUT": _column(1, 2), "INPUT_STATE": _column(10, 20), "START": _column(1, 0)},
+        ["OUTPUT_STATE"],
+        [],
+    )
+    assert named["OUTPUT_STATE"].ravel().tolist() == [1, 22]  # START drops the old sum
+
+
+def test_exported_sequence_model_keeps_state_out_of_its_config(tmp_path: Path) -> None:
+    write_sequence_accumulators(tmp_path)
+    config = _completed(tmp_path / "seq_exported")
+    # The program's argument names as written (the graph itself lower-cases them).
+    assert _tensors(config) == [("INPUT", "TYPE_INT32", [1]), ("OUTPUT", "TYPE_INT32", [1])]
+    out = _instance(tmp_path / "seq_exported", config).execute(
+        {"INPUT": _column(3), "INPUT_STATE": _column(4)}, ["OUTPUT", "OUTPUT_STATE"], []
+    )
+    assert (out["OUTPUT"].item(), out["OUTPUT_STATE"].item()) == (7, 7)
+
+
+def test_sequence_tensors_must_fit_forward(tmp_path: Path) -> None:
+    write_sequence_accumulators(tmp_path)
+    config = _config(tmp_path / "seq_ts_named")
+    config.sequence_batching.state[0].input_name = "STATE"
+    with pytest.raises(InvalidArgument, match=r"\['INPUT', 'START', 'STATE'\] must be named"):
+        _completed(tmp_path / "seq_ts_named", config)
+    config = _config(tmp_path / "seq_ts_indexed")
+    config.sequence_batching.state[0].input_name = "INPUT_STATE__2"
+    with pytest.raises(InvalidArgument, match="numbered __0 to __1"):
+        _completed(tmp_path / "seq_ts_indexed", config)
 
 
 def test_wrong_outputs_of_forward_fail_the_batch_clearly(tmp_path: Path) -> None:

@@ -17,11 +17,21 @@ from inferd.backends.base import BackendInstance, Device, DeviceKind
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.isolated import IsolatedInstance
-from inferd.backends.python.model_file import check_model_file, forget_model, import_model
+from inferd.backends.python.model_file import (
+    auto_complete,
+    check_model_file,
+    forget_model,
+    import_model,
+)
 from inferd.backends.python.protocol import WorkerSetup
 from inferd.core.datatypes import from_config_datatype, numpy_dtype
-from inferd.core.errors import InvalidArgument
-from inferd.repository.config import config_to_dict, int_parameter, string_parameter
+from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.repository.config import (
+    config_from_dict,
+    config_to_dict,
+    int_parameter,
+    string_parameter,
+)
 from inferd.repository.validation import data_type_name
 
 ISOLATION_MODES = ("none", "process")
@@ -76,12 +86,19 @@ class PythonBackend:
         return (version_path / self.default_model_filename).is_file()
 
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
-        check_model_file(_model_file(config, version_path))
+        model_file = _model_file(config, version_path)
+        if check_model_file(model_file):
+            completed = auto_complete(model_file, config_to_dict(config))
+            if completed is not None:
+                config.CopyFrom(config_from_dict(completed, "auto_complete_config's config"))
         PythonSettings.from_config(config)
         name_backend(config, self.name, None)
+        if config.model_transaction_policy.decoupled:
+            raise Unsupported("decoupled Python models are not supported")
         if not config.input or not config.output:
             raise InvalidArgument(
-                "a Python model cannot be inspected: its config must declare inputs and outputs"
+                "a Python model's config must declare inputs and outputs, or its "
+                "auto_complete_config must add them"
             )
 
     def load(self, config: Any, version_path: Path) -> PythonModel:

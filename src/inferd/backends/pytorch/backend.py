@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.backends.autocomplete import complete_tensors, name_backend
-from inferd.backends.pytorch.calling import plan_call
+from inferd.backends.pytorch.calling import plan_for
 from inferd.backends.pytorch.formats import (
     ModelFormat,
     ModelSource,
@@ -98,4 +98,4 @@ def _check_declared_tensors(config: Any, source: ModelSource) -> None:
             "(OUTPUT__0, OUTPUT__1, ... or the keys of the dict forward returns), each with "
             "data_type and dims"
         )
-    plan_call(config.input, [t.name for t in config.output], loaded.arguments, loaded.by_keyword)
+    plan_for(config, loaded.arguments, loaded.by_keyword)

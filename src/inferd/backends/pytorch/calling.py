@@ -1,22 +1,27 @@
-"""How config tensor names map onto a module's `forward` arguments and its results.
+"""How tensor names map onto a module's `forward` arguments and its results.
+
+The tensors are the config's inputs and outputs plus, for a `sequence_batching` model, what the
+sequence batcher feeds (control inputs, then state inputs) and takes back (state outputs, after
+the config's outputs): the server passes and reads them like any other tensor.
 
 Inputs: names equal to `forward`'s argument names are passed by name (TorchScript, eager) or in
 the signature's order (exported programs); otherwise every name must follow Triton's
 `<name>__<index>` convention (`INPUT__0`, `INPUT__1`, ...) and is passed at that position.
 
 Outputs: a `dict` result is read by key; a tuple or list by the name's `__<index>` suffix
-(`OUTPUT__1` is element 1), or else by the output's position in the config; a lone tensor is
-the first output.
+(`OUTPUT__1` is element 1), or else by the output's position (config outputs, then state
+outputs); a lone tensor is the first output.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inferd.core.errors import InvalidArgument, ModelExecutionError
+from inferd.repository.validation import sequence_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -70,16 +75,27 @@ class CallPlan:
         return picked
 
 
-def plan_call(
-    inputs: Sequence[Any],
+def plan_for(config: Any, arguments: Sequence[str] | None, by_keyword: bool) -> CallPlan:
+    """The plan for a model config, given `forward`'s argument names (None when unknown, e.g.
+    `*args`); raises `InvalidArgument` when the names fit neither convention."""
+    fed, _ = sequence_tensors(config)
+    inputs = list(dict.fromkeys([*(t.name for t in config.input), *fed]))
+    outputs = [
+        *(t.name for t in config.output),
+        *(state.output_name for state in config.sequence_batching.state),
+    ]
+    optional = {t.name for t in config.input if t.optional}
+    return _plan_call(inputs, optional, list(dict.fromkeys(outputs)), arguments, by_keyword)
+
+
+def _plan_call(
+    names: Sequence[str],
+    optional: Collection[str],
     outputs: Sequence[str],
     arguments: Sequence[str] | None,
     by_keyword: bool,
 ) -> CallPlan:
-    """The plan for config `inputs` (TensorConfig entries) and output names, given `forward`'s
-    argument names (None when unknown, e.g. `*args`); raises `InvalidArgument` when the names
-    fit neither convention."""
-    names = [t.name for t in inputs]
+    """The plan for input `names` (of which `optional` may be absent) and output names."""
     output_index = {
         name: index if (index := _index(name)) is not None else position
         for position, name in enumerate(outputs)
@@ -95,15 +111,15 @@ def plan_call(
     if None in indices:
         known = f"forward's arguments {list(arguments)} or " if arguments is not None else ""
         raise InvalidArgument(
-            f"config inputs {names} must be named after {known}Triton's <name>__<index> "
+            f"inputs {list(names)} must be named after {known}Triton's <name>__<index> "
             "convention (INPUT__0, INPUT__1, ...)"
         )
     by_position = sorted(zip(indices, names, strict=True))
     if [index for index, _ in by_position] != list(range(len(names))):
         raise InvalidArgument(
-            f"config inputs {names} must be numbered __0 to __{len(names) - 1}, one each"
+            f"inputs {list(names)} must be numbered __0 to __{len(names) - 1}, one each"
         )
-    optional = [t.name for t in inputs if t.optional]
-    if optional:
-        raise InvalidArgument(f"inputs {optional} passed by position cannot be optional")
+    positional_optional = [name for name in names if name in optional]
+    if positional_optional:
+        raise InvalidArgument(f"inputs {positional_optional} passed by position cannot be optional")
     return CallPlan(tuple(name for _, name in by_position), (), output_index)

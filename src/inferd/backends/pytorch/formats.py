@@ -121,8 +121,16 @@ def _load_exported(path: Path, device: torch.device) -> LoadedModule:
 
         program = move_to_device_pass(program, device)
     # An exported module keeps the mode it was exported in (it refuses .eval()).
-    arguments = list(program.graph_signature.user_inputs)
-    return LoadedModule(program.module(), arguments, by_keyword=False)
+    return LoadedModule(program.module(), input_names(program), by_keyword=False)
+
+
+def input_names(program: Any) -> list[str]:
+    """`forward`'s argument names as written: the graph's own input names are sanitized
+    (`INPUT_STATE` becomes `input_state`), the recorded call signature keeps them."""
+    graph_names = list(program.graph_signature.user_inputs)
+    signature = program.module_call_graph[0].signature if program.module_call_graph else None
+    names = getattr(signature, "forward_arg_names", None)
+    return list(names) if names and len(names) == len(graph_names) else graph_names
 
 
 def _load_eager(path: Path, device: torch.device) -> LoadedModule:
@@ -161,7 +169,10 @@ def exported_tensors(program: Any) -> tuple[list[ModelTensor], list[ModelTensor]
     as None. Outputs are named by a returned dict's keys, else OUTPUT__0, OUTPUT__1, ..."""
     nodes = {node.name: node for node in program.graph.nodes}
     signature = program.graph_signature
-    inputs = [_model_tensor(name, nodes[name]) for name in signature.user_inputs]
+    inputs = [
+        _model_tensor(name, nodes[node_name])
+        for name, node_name in zip(input_names(program), signature.user_inputs, strict=True)
+    ]
     out_spec = program.call_spec.out_spec
     if out_spec.is_leaf():
         names = ["OUTPUT__0"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
-from inferd.backends.pytorch.calling import CallPlan, plan_call
+from inferd.backends.pytorch.calling import CallPlan, plan_for
 from inferd.backends.pytorch.formats import ModelSource, load_module
 from inferd.backends.pytorch.options import TorchOptions
 from inferd.backends.pytorch.tensors import to_numpy, to_torch
@@ -65,8 +65,7 @@ class PyTorchModel:
     def __init__(self, source: ModelSource, config: Any, options: TorchOptions) -> None:
         self._source = source
         self._options = options
-        self._inputs = list(config.input)
-        self._outputs = [t.name for t in config.output]
+        self._config = config
         self._modules: dict[Device, Any] = {}
         self._plan: CallPlan | None = None
         self._lock = threading.Lock()
@@ -78,9 +77,7 @@ class PyTorchModel:
             if module is None:
                 loaded = load_module(self._source, target)
                 if self._plan is None:
-                    self._plan = plan_call(
-                        self._inputs, self._outputs, loaded.arguments, loaded.by_keyword
-                    )
+                    self._plan = plan_for(self._config, loaded.arguments, loaded.by_keyword)
                 module = loaded.module
                 if self._options.torch_compile:
                     import torch
