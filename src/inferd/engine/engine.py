@@ -272,12 +272,7 @@ class Engine:
             model.versions[version] = loaded
             model.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
             logger.info(
-                "model '%s' version %d ready (%s, %d instance(s) on %s)",
-                folder.name,
-                version,
-                loaded.backend.name if loaded.backend else "ensemble",
-                len(loaded.instances),
-                ", ".join(sorted({str(i.device) for i in loaded.instances})),
+                "model '%s' version %d ready (%s)", folder.name, version, _placement(loaded)
             )
         return model
 
@@ -476,6 +471,15 @@ class Engine:
 
 def _tensor_metadata(spec: TensorSpec, max_batch_size: int) -> TensorMetadata:
     return TensorMetadata(spec.name, spec.datatype, spec.wire_shape(max_batch_size))
+
+
+def _placement(loaded: LoadedVersion) -> str:
+    """Where a version runs, for the log: its backend and instances, or its steps."""
+    if loaded.backend is None:
+        steps = loaded.config.ensemble_scheduling.step
+        return f"ensemble of {len(steps)} step(s)"
+    devices = ", ".join(sorted({str(i.device) for i in loaded.instances}))
+    return f"{loaded.backend.name}, {len(loaded.instances)} instance(s) on {devices}"
 
 
 def _instance_metadata(instance: ModelInstance) -> InstanceMetadata:

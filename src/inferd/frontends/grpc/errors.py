@@ -36,3 +36,18 @@ def grpc_status(error: InferdError) -> grpc.StatusCode:
         if status is not None:
             return status
     return grpc.StatusCode.INTERNAL
+
+
+# Status details travel in a trailer, percent-encoded (up to 3 bytes per UTF-8 byte), and gRPC
+# clients drop a response whose metadata passes 16 KiB (8 KiB soft): an error that echoes a
+# huge client string (a model name, a sequence id) would reach the client as RESOURCE_EXHAUSTED.
+_MAX_DETAILS_BYTES = 2048
+
+
+def status_details(message: str) -> str:
+    """`message`, cut to what every gRPC client accepts as status details."""
+    encoded = message.encode()
+    if len(encoded) <= _MAX_DETAILS_BYTES:
+        return message
+    kept = encoded[:_MAX_DETAILS_BYTES].decode(errors="ignore")
+    return f"{kept}... (truncated, {len(encoded)} bytes in all)"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
 
 from inferd.engine.engine import Engine
+from inferd.frontends.grpc.malformed import parser
 from inferd.frontends.grpc.servicer import GrpcFrontend
 from inferd.frontends.identity import DEFAULT_SERVER_NAME
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
@@ -32,9 +33,28 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        GrpcFrontend(engine, statistics, shared_memory, server_name), server
+    server.add_generic_rpc_handlers(
+        (_service_handler(GrpcFrontend(engine, statistics, shared_memory, server_name)),)
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     return server, bound
+
+
+def _service_handler(frontend: GrpcFrontend) -> Any:
+    """The generated `add_GRPCInferenceServiceServicer_to_server`, but with deserializers that
+    hand the servicer unparseable bytes as `Malformed` rather than failing with UNKNOWN."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(frontend, method.name),
+            request_deserializer=parser(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

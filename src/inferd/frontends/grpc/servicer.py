@@ -22,7 +22,8 @@ from inferd import __version__
 from inferd.core.errors import InferdError, InvalidArgument, Unsupported
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
-from inferd.frontends.grpc.errors import grpc_status
+from inferd.frontends.grpc.errors import grpc_status, status_details
+from inferd.frontends.grpc.malformed import Malformed
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
@@ -44,9 +45,11 @@ def _rpc(method: _Handler[_Frontend]) -> _Handler[_Frontend]:
     @functools.wraps(method)
     async def handle(self: _Frontend, request: Any, context: Any) -> Any:
         try:
+            if isinstance(request, Malformed):
+                raise request.error()
             return await method(self, request, context)
         except InferdError as exc:
-            await context.abort(grpc_status(exc), exc.message)
+            await context.abort(grpc_status(exc), status_details(exc.message))
         except Exception as exc:  # a bug of ours: answer, log, keep serving
             logger.exception("unhandled error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
@@ -165,6 +168,8 @@ class GrpcFrontend:
 
     async def _infer(self, message: Any) -> Any:
         received = time.monotonic_ns()
+        if isinstance(message, Malformed):  # a stream's message; `_rpc` catches the others
+            raise message.error()
         request = decode_infer_request(message, self._shared_memory)
         request.timestamps.received = received
         response = await self._engine.infer(request)
