@@ -32,6 +32,7 @@ PYTHON = "sequence_accumulate"
 PYTHON_STRING = "sequence_accumulate_string"
 PYTHON_STATE = "sequence_python_state"  # a Python model with implicit state, in process
 PYTHON_STATE_ISOLATED = "sequence_python_state_isolated"
+PYTHON_STATE_CRASHING = "sequence_python_state_crashing"  # isolated; INPUT 999 kills its worker
 # Implicit state in a custom Python model: OUTPUT = OUTPUT_STATE = INPUT_STATE + INPUT. A
 # negative INPUT is refused, and each of the two slots waits up to 2 s for the other, so two
 # sequences' steps that arrive together run as one batch.
@@ -51,6 +52,8 @@ parameters {{ key: "isolation" value: {{ string_value: "{isolation}" }} }}
 instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 """
 PYTHON_STATE_MODEL = """
+import os
+
 import numpy as np
 
 from inferd.backends.python import InferenceError
@@ -61,6 +64,8 @@ class InferdModel:
         values = batch.inputs["INPUT"]
         if (values < 0).any():
             raise InferenceError("INPUT must not be negative")
+        if (values == 999).any():
+            os._exit(1)  # only the crashing variant, isolated in a worker, is sent 999
         total = batch.inputs["INPUT_STATE"] + values
         return {"OUTPUT": total, "OUTPUT_STATE": total}
 """
@@ -112,6 +117,13 @@ def sequence_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         config = PYTHON_STATE_CONFIG.format(name=name, isolation=isolation)
         (repository / name / "config.pbtxt").write_text(config)
         (repository / name / "1" / "model.py").write_text(PYTHON_STATE_MODEL)
+    (repository / PYTHON_STATE_CRASHING / "1").mkdir(parents=True)
+    config = PYTHON_STATE_CONFIG.format(name=PYTHON_STATE_CRASHING, isolation="process")
+    config = config.replace(
+        "minimum_slot_utilization: 1.0, max_queue_delay_microseconds: 2000000", ""
+    )
+    (repository / PYTHON_STATE_CRASHING / "config.pbtxt").write_text(config)
+    (repository / PYTHON_STATE_CRASHING / "1" / "model.py").write_text(PYTHON_STATE_MODEL)
     with running_server(repository) as server:
         yield server
 
@@ -374,6 +386,22 @@ def test_a_refused_step_fails_only_its_own_sequence(
         bad = pool.submit(_run_with_refused_step, sequence_server.http_url, model, 702, 3)
         assert good.result(timeout=60) == [1, 3, 6, 10, 15]
         assert bad.result(timeout=60) == [1, 3, 7, 12]
+
+
+def test_implicit_state_survives_a_crash_of_the_models_worker(
+    sequence_server: RunningServer,
+) -> None:
+    # The state lives in the server, so the worker that replaces a crashed one carries on.
+    client = httpclient.InferenceServerClient(sequence_server.http_url)
+    try:
+        assert _http_step(client, PYTHON_STATE_CRASHING, 1, 901, start=True) == 1
+        assert _http_step(client, PYTHON_STATE_CRASHING, 2, 901) == 3
+        with pytest.raises(InferenceServerException) as crashed:
+            _http_step(client, PYTHON_STATE_CRASHING, 999, 901)
+        assert crashed.value.status() == "503"
+        assert _http_step(client, PYTHON_STATE_CRASHING, 3, 901, end=True) == 6
+    finally:
+        client.close()
 
 
 def test_tensorflow_savedmodel_with_implicit_state(tmp_path: Path) -> None:
