@@ -422,3 +422,57 @@ def test_tensorflow_savedmodel_with_implicit_state(tmp_path: Path) -> None:
         assert [t["name"] for t in completed["input"]] == ["INPUT"]
         assert [t["name"] for t in completed["output"]] == ["OUTPUT"]
         _run_http_sequences(server.http_url, name, 800, 6, 6)
+
+
+BYTES_STATE_CONFIG = """
+name: "previous_word"
+max_batch_size: 4
+sequence_batching {
+  state [ {
+    input_name: "INPUT_STATE", output_name: "OUTPUT_STATE", data_type: TYPE_STRING, dims: [ 1 ]
+  } ]
+}
+"""
+
+
+def _previous_word_model(path: Path) -> None:
+    """OUTPUT = the state (the previous step's INPUT), OUTPUT_STATE = INPUT: BYTES throughout."""
+    from onnx import TensorProto, helper, save
+
+    def tensor(name: str) -> Any:
+        return helper.make_tensor_value_info(name, TensorProto.STRING, ["batch", 1])
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["INPUT_STATE"], ["OUTPUT"]),
+            helper.make_node("Identity", ["INPUT"], ["OUTPUT_STATE"]),
+        ],
+        "previous_word",
+        [tensor("INPUT"), tensor("INPUT_STATE")],
+        [tensor("OUTPUT"), tensor("OUTPUT_STATE")],
+    )
+    path.parent.mkdir(parents=True)
+    save(helper.make_model(graph), str(path))
+
+
+def test_bytes_state_starts_empty_and_carries_over(tmp_path: Path) -> None:
+    _previous_word_model(tmp_path / "previous_word" / "1" / "model.onnx")
+    (tmp_path / "previous_word" / "config.pbtxt").write_text(BYTES_STATE_CONFIG)
+    with running_server(tmp_path) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            answers = []
+            for step, word in enumerate([b"alpha", "béta".encode(), b"gamma"]):
+                item = httpclient.InferInput("INPUT", [1, 1], "BYTES")
+                item.set_data_from_numpy(np.array([[word]], dtype=np.object_))
+                result = client.infer(
+                    "previous_word",
+                    [item],
+                    sequence_id=77,
+                    sequence_start=step == 0,
+                    sequence_end=step == 2,
+                )
+                answers.append(result.as_numpy("OUTPUT")[0, 0])
+        finally:
+            client.close()
+    assert answers == [b"", b"alpha", "béta".encode()]

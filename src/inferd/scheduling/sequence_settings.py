@@ -241,10 +241,12 @@ def _state(state: Any, model_dir: Path) -> StateSpec:
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"state '{name}' has variable dims: give initial_state dims")
     if initial is not None and initial.WhichOneof("state_data") == "data_file":
+        if datatype == BYTES:
+            raise Unsupported(f"state '{name}': a BYTES initial_state cannot come from a data_file")
         return StateSpec(name, state.output_name, dtype, _read_initial(model_dir, initial, shape))
-    if datatype == BYTES:
-        raise Unsupported(f"state '{name}': BYTES states are not supported")
-    return StateSpec(name, state.output_name, dtype, np.zeros(shape, dtype=dtype))
+    # A BYTES state starts as empty elements, as Triton's zero_data does for strings.
+    zeros = np.full(shape, b"", dtype=dtype) if datatype == BYTES else np.zeros(shape, dtype)
+    return StateSpec(name, state.output_name, dtype, zeros)
 
 
 def _read_initial(model_dir: Path, initial: Any, shape: tuple[int, ...]) -> Array:

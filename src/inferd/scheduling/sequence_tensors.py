@@ -45,7 +45,7 @@ def batch_inputs(rows: Seq[Row], settings: SequenceSettings) -> dict[str, Array]
             inputs[name] = values[0] if values[0] is not None else state.initial
             continue
         # Padding rows get zeros shaped like a real row's state (states may grow over time).
-        blank = np.zeros_like(next(v for v in values if v is not None))
+        blank = _blank(next(v for v in values if v is not None))
         inputs[name] = np.stack([blank if v is None else v for v in values])
     return inputs
 
