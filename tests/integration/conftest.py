@@ -22,3 +22,10 @@ def explicit_server(model_repository: Path) -> Iterator[RunningServer]:
         model_repository, "--model-control-mode", "explicit", "--load-model", "simple"
     ) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def shm_server(model_repository: Path) -> Iterator[RunningServer]:
+    """`--enable-shared-memory` (system and CUDA regions), one server per module."""
+    with running_server(model_repository, "--enable-shared-memory") as running:
+        yield running

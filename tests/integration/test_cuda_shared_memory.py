@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ if cuda_memory.load() is None:
 import tritonclient.utils.cuda_shared_memory as cudashm  # noqa: E402
 
 from tests.integration.http_helpers import get_json, post_json  # noqa: E402
-from tests.integration.server import RunningServer, running_server  # noqa: E402
+from tests.integration.server import RunningServer  # noqa: E402
 from tests.integration.shm_helpers import (  # noqa: E402
     ALREADY_EXISTS,
     INVALID,
@@ -51,15 +50,9 @@ DEVICE = 0
 Region = Any  # tritonclient.utils.cuda_shared_memory.CudaSharedMemoryRegion
 
 
-@pytest.fixture(scope="module")
-def cuda_server(model_repository: Path) -> Iterator[RunningServer]:
-    with running_server(model_repository, "--enable-shared-memory") as running:
-        yield running
-
-
 @pytest.fixture(params=["http", "grpc"])
-def client(request: pytest.FixtureRequest, cuda_server: RunningServer) -> Iterator[Client]:
-    connection = connect(cuda_server, request.param)
+def client(request: pytest.FixtureRequest, shm_server: RunningServer) -> Iterator[Client]:
+    connection = connect(shm_server, request.param)
     yield connection
     # Leave the server as we found it, and unmap before the memory is freed below.
     connection.unregister_cuda_shared_memory()
@@ -229,10 +222,10 @@ def test_bad_tensor_references(
     ],
 )
 def test_malformed_http_registrations(
-    cuda_server: RunningServer, body: dict[str, Any], text: str
+    shm_server: RunningServer, body: dict[str, Any], text: str
 ) -> None:
     status, document = post_json(
-        cuda_server.http_port, "/v2/cudasharedmemory/region/r/register", body
+        shm_server.http_port, "/v2/cudasharedmemory/region/r/register", body
     )
     assert (status, text in document["error"]) == (400, True), document
-    assert get_json(cuda_server.http_port, "/v2/cudasharedmemory/status") == (200, [])
+    assert get_json(shm_server.http_port, "/v2/cudasharedmemory/status") == (200, [])

@@ -118,6 +118,18 @@ def test_repository_index(client: grpcclient.InferenceServerClient) -> None:
     assert {("mlp", "1", "READY"), ("simple", "1", "READY")} <= rows
 
 
+def _fails_then_serves(
+    client: grpcclient.InferenceServerClient,
+    server: RunningServer,
+    call: Any,
+    status: grpc.StatusCode,
+) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        call(client)
+    assert caught.value.status() == str(status)
+    assert_serving(server.grpc_url)
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -132,10 +144,7 @@ def test_repository_index(client: grpcclient.InferenceServerClient) -> None:
 def test_unknown_model_or_version_is_not_found(
     client: grpcclient.InferenceServerClient, server: RunningServer, call: Any
 ) -> None:
-    with pytest.raises(InferenceServerException) as caught:
-        call(client)
-    assert caught.value.status() == str(grpc.StatusCode.NOT_FOUND)
-    assert_serving(server.grpc_url)
+    _fails_then_serves(client, server, call, grpc.StatusCode.NOT_FOUND)
 
 
 @pytest.mark.parametrize(
@@ -151,10 +160,7 @@ def test_unknown_model_or_version_is_not_found(
 def test_unoffered_extensions_answer_unimplemented(
     client: grpcclient.InferenceServerClient, server: RunningServer, call: Any
 ) -> None:
-    with pytest.raises(InferenceServerException) as caught:
-        call(client)
-    assert caught.value.status() == str(grpc.StatusCode.UNIMPLEMENTED)
-    assert_serving(server.grpc_url)
+    _fails_then_serves(client, server, call, grpc.StatusCode.UNIMPLEMENTED)
 
 
 def test_stream_answers_in_order_and_reports_errors_in_stream(

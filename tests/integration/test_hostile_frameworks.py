@@ -14,6 +14,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from tests.integration.http_helpers import post_json
 from tests.integration.server import RunningServer, running_server
+from tests.integration.test_hostile_inputs import tensor
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -40,10 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     (root / ANY_RANK / "config.pbtxt").write_text(ANY_RANK_CONFIG)
     with running_server(root) as running:
         yield running
-
-
-def tensor(name: str, datatype: str, shape: list[int], data: list[Any]) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
 
 
 def cases(name: str, width: int) -> list[tuple[dict[str, Any], str]]:

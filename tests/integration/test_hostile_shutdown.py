@@ -3,7 +3,6 @@ every accepted request is answered, the server exits 0 and no worker process out
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from tests.integration.http_helpers import post_json
 from tests.integration.server import running_server
 from tests.integration.test_hostile_inputs import COPIED, EXAMPLES, tensor
+from tests.integration.test_python_backend_isolated import alive
 
 # Sleeps so that its batches are still executing when SIGTERM arrives; answers its pid.
 SLOW_MODEL = """
@@ -41,14 +41,6 @@ dynamic_batching { max_queue_delay_microseconds: 50000 }
 instance_group [ { count: 2, kind: KIND_CPU } ]
 parameters { key: "isolation" value: { string_value: "process" } }
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_sigterm_finishes_sequences_ensembles_and_isolated_batches(tmp_path: Path) -> None:

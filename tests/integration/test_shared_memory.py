@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +21,7 @@ import tritonclient.utils.shared_memory as shm
 from inferd.frontends import cuda_memory
 from tests.integration.grpc_helpers import simple_request, stub
 from tests.integration.http_helpers import post_json, request
-from tests.integration.server import RunningServer, running_server
+from tests.integration.server import RunningServer
 from tests.integration.shm_helpers import (
     ALREADY_EXISTS,
     INVALID,
@@ -39,12 +38,6 @@ from tests.integration.shm_helpers import (
 )
 
 Region = Any  # tritonclient.utils.shared_memory.SharedMemoryRegion
-
-
-@pytest.fixture(scope="module")
-def shm_server(model_repository: Path) -> Iterator[RunningServer]:
-    with running_server(model_repository, "--enable-shared-memory") as running:
-        yield running
 
 
 @pytest.fixture(params=["http", "grpc"])

@@ -72,10 +72,15 @@ def check_names(kind: str, configured: list[str], in_model: list[str], model: st
         )
 
 
+def model_path(config: Any, version_path: Path, default_filename: str) -> Path:
+    """The model file (or folder) of a version: the config's `default_model_filename`, else the
+    backend's."""
+    return version_path / (config.default_model_filename or default_filename)
+
+
 def existing_model_file(config: Any, version_path: Path, default_filename: str) -> Path:
-    """The model file a version folder must hold: the config's `default_model_filename`, else
-    the backend's."""
-    model_file = version_path / (config.default_model_filename or default_filename)
+    """The model file a version folder must hold (see `model_path`)."""
+    model_file = model_path(config, version_path, default_filename)
     if not model_file.is_file():
         raise InvalidArgument(f"model file '{model_file.name}' not found in version folder")
     return model_file

@@ -37,7 +37,9 @@ class Device:
         return self.kind.value if self.kind is DeviceKind.CPU else f"{self.kind.value}:{self.index}"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request of every batch, and a frozen dataclass's __init__
+# costs about 5x more.
+@dataclass(slots=True)
 class BatchRequest:
     """One request's share of a batch: rows [start, end) of every stacked input."""
 

@@ -21,6 +21,7 @@ from inferd.backends.autocomplete import (
     ModelTensor,
     complete_tensors,
     existing_model_file,
+    model_path,
     name_backend,
 )
 from inferd.backends.base import BatchRequest, Device, DeviceKind
@@ -56,12 +57,6 @@ def _ort() -> Any:
     import onnxruntime
 
     return onnxruntime
-
-
-def _model_file(config: Any, version_path: Path) -> Path:
-    return version_path / (
-        config.default_model_filename or OnnxRuntimeBackend.default_model_filename
-    )
 
 
 def session_options(config: Any) -> Any:
@@ -152,7 +147,9 @@ class OnnxRuntimeBackend:
 
     def load(self, config: Any, version_path: Path) -> OnnxModel:
         return OnnxModel(
-            _model_file(config, version_path), session_options(config), tensorrt_options(config)
+            model_path(config, version_path, self.default_model_filename),
+            session_options(config),
+            tensorrt_options(config),
         )
 
 

@@ -428,7 +428,8 @@ class Engine:
     async def _step(self, request: InferRequest) -> dict[str, Any]:
         """One ensemble step, through its composing model's own path (validation, scheduler,
         statistics)."""
-        if not self._models.get(request.model_name, _Model()).versions:
+        model = self._models.get(request.model_name)
+        if model is None or not model.versions:
             raise Unavailable(f"composing model '{request.model_name}' is not loaded")
         return (await self.infer(request)).outputs
 

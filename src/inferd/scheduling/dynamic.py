@@ -214,7 +214,7 @@ class DynamicBatcher:
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
             result = await instance.execute(
-                _stack_inputs(live), self._batch_outputs(live), batch_requests(live)
+                _stack_inputs(live), self._batch_outputs(live), _batch_requests(live)
             )
             per_request = self._split(live, result.outputs)
         except InvalidArgument as exc:
@@ -227,7 +227,7 @@ class DynamicBatcher:
             self._finish(slot, lambda: _call_all(deliveries))
             return
         except Exception as exc:
-            error = _as_inferd_error(exc)
+            error = as_inferd_error(exc)
             self._finish(slot, lambda: _fail(live, error))
             return
         self._finish(slot, lambda: self._deliver(live, per_request, compute, result))
@@ -237,11 +237,11 @@ class DynamicBatcher:
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
             result = await instance.execute(
-                pending.request.inputs, self._batch_outputs([pending]), batch_requests([pending])
+                pending.request.inputs, self._batch_outputs([pending]), _batch_requests([pending])
             )
             outputs = self._split([pending], result.outputs)
         except Exception as exc:
-            return functools.partial(_fail, [pending], _as_inferd_error(exc))
+            return functools.partial(_fail, [pending], as_inferd_error(exc))
         return functools.partial(self._deliver, [pending], outputs, compute, result)
 
     def _finish(self, slot: Slot | None, deliver: Callable[[], None]) -> None:
@@ -289,11 +289,13 @@ class DynamicBatcher:
             if len(outputs) != len(batch):
                 raise Internal(f"the backend answered {len(outputs)} of {len(batch)} requests")
             return [
-                answer if isinstance(answer, InferdError) else _select(pending.request, answer)
+                answer
+                if isinstance(answer, InferdError)
+                else select_outputs(pending.request, answer)
                 for pending, answer in zip(batch, outputs, strict=True)
             ]
         if len(batch) == 1:
-            return [_select(batch[0].request, outputs)]
+            return [select_outputs(batch[0].request, outputs)]
         total = sum(p.rows for p in batch)
         for name, array in outputs.items():
             if array.ndim == 0 or array.shape[0] != total:
@@ -302,7 +304,9 @@ class DynamicBatcher:
         start = 0
         for pending in batch:
             end = start + pending.rows
-            split.append(_select(pending.request, {n: a[start:end] for n, a in outputs.items()}))
+            split.append(
+                select_outputs(pending.request, {n: a[start:end] for n, a in outputs.items()})
+            )
             start = end
         return split
 
@@ -316,7 +320,7 @@ def _call_all(calls: list[Callable[[], None]]) -> None:
         call()
 
 
-def _as_inferd_error(exc: Exception) -> InferdError:
+def as_inferd_error(exc: Exception) -> InferdError:
     # Anything but an InferdError is a fault of ours, not the client's: report it, keep serving.
     return exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
 
@@ -334,7 +338,7 @@ def _preferred_cut(batch: list[Pending], preferred: tuple[int, ...]) -> int:
     return cut
 
 
-def batch_requests(batch: Sequence[Pending]) -> list[BatchRequest]:
+def _batch_requests(batch: Sequence[Pending]) -> list[BatchRequest]:
     """Each request's row range and what it carries, as the backend sees it."""
     described: list[BatchRequest] = []
     start = 0
@@ -352,7 +356,8 @@ def _stack_inputs(batch: list[Pending]) -> dict[str, Array]:
     return {name: np.concatenate([p.request.inputs[name] for p in batch]) for name in first}
 
 
-def _select(request: InferRequest, outputs: dict[str, Array]) -> dict[str, Array]:
+def select_outputs(request: InferRequest, outputs: dict[str, Array]) -> dict[str, Array]:
+    """The outputs the request asked for (all of them when it named none)."""
     if request.outputs is None:
         return outputs
     return {o.name: outputs[o.name] for o in request.outputs}

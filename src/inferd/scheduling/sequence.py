@@ -24,7 +24,7 @@ import numpy as np
 from inferd.core.errors import InferdError, Internal, InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters, Timestamps
 from inferd.instances.instance import ModelInstance
-from inferd.scheduling.dynamic import BatchCallback
+from inferd.scheduling.dynamic import BatchCallback, as_inferd_error, select_outputs
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import Sequence, SequenceKey, SlotTable, Step
 from inferd.scheduling.sequence_strategies import Choice, choose_rows
@@ -57,7 +57,12 @@ class SequenceBatcher:
             len(self._instances), settings.slots_per_instance, settings.max_backlog
         )
         self._initial = {s.input_name: s.initial for s in settings.states}
-        self._corrid = next((c for c in settings.controls if c.kind == CORRID), None)
+        corrid = next((c for c in settings.controls if c.kind == CORRID), None)
+        # The number ids an integer CORRID control can carry: resolved once, checked per request.
+        self._id_range = (1, _UINT64_MAX)
+        if corrid is not None and corrid.dtype.kind in "iu":
+            info = np.iinfo(corrid.dtype)
+            self._id_range = (max(1, int(info.min)), int(info.max))
         self._waiters: list[asyncio.Future[None] | None] = [None] * len(self._instances)
         self._workers: list[asyncio.Task[None]] = []
         self._queued = 0
@@ -140,11 +145,7 @@ class SequenceBatcher:
     def _check_number_id(self, model: str, key: int) -> None:
         if self._settings.string_ids:
             raise InvalidArgument(f"model '{model}' takes string sequence ids; got {key}")
-        limit = _UINT64_MAX
-        low = 1
-        if self._corrid is not None:
-            info = np.iinfo(self._corrid.dtype)
-            low, limit = max(low, int(info.min)), int(info.max)
+        low, limit = self._id_range
         if not low <= key <= limit:
             raise InvalidArgument(f"sequence_id {key} is out of range ({low} to {limit})")
 
@@ -239,7 +240,7 @@ class SequenceBatcher:
                 for alone in self._one_by_one(rows):
                     await self._execute(instance, alone)
                 return
-            error = exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
+            error = as_inferd_error(exc)
             for _, step in real:
                 step.fail(error)
             return
@@ -259,7 +260,7 @@ class SequenceBatcher:
                 step.fail(exc)
                 continue
             if not step.future.done():
-                step.future.set_result(_select(step.request, outputs))
+                step.future.set_result(select_outputs(step.request, outputs))
 
     def _one_by_one(self, rows: list[Row]) -> list[list[Row]]:
         """Each real row as a batch of its own; in the direct strategy still in its slot's row
@@ -311,9 +312,3 @@ def _flag(parameters: Parameters, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgument(f"request parameter '{name}' must be a boolean")
     return value
-
-
-def _select(request: InferRequest, outputs: dict[str, Array]) -> dict[str, Array]:
-    if request.outputs is None:
-        return outputs
-    return {o.name: outputs[o.name] for o in request.outputs}

@@ -12,13 +12,13 @@ from collections.abc import Sequence as Seq
 import numpy as np
 
 from inferd.backends.base import BatchOutputs, BatchRequest
-from inferd.core.errors import InferdError, Internal
+from inferd.core.errors import Internal
 from inferd.core.types import Array
+from inferd.scheduling.dynamic import Answer
 from inferd.scheduling.sequence_settings import CORRID, END, START, Control, SequenceSettings
 from inferd.scheduling.sequence_slots import Sequence, Step
 
 Row = tuple[Sequence, Step] | None  # None: a padding row
-Answer = dict[str, Array] | InferdError
 
 
 def batch_inputs(rows: Seq[Row], settings: SequenceSettings) -> dict[str, Array]:

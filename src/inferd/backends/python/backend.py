@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferd.backends.autocomplete import name_backend
+from inferd.backends.autocomplete import model_path, name_backend
 from inferd.backends.base import BackendInstance, Device, DeviceKind
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.in_process import InProcessInstance
@@ -24,7 +24,7 @@ from inferd.backends.python.model_file import (
     import_model,
 )
 from inferd.backends.python.protocol import WorkerSetup
-from inferd.core.datatypes import from_config_datatype, numpy_dtype
+from inferd.core.datatypes import from_config_datatype
 from inferd.core.errors import InvalidArgument, Unsupported
 from inferd.repository.config import (
     config_from_dict,
@@ -70,10 +70,6 @@ class PythonSettings:
         return cls(isolation == "process", seconds, threads or 1)
 
 
-def _model_file(config: Any, version_path: Path) -> Path:
-    return version_path / (config.default_model_filename or PythonBackend.default_model_filename)
-
-
 class PythonBackend:
     name = "python"
     platforms: tuple[str, ...] = ()
@@ -86,7 +82,7 @@ class PythonBackend:
         return (version_path / self.default_model_filename).is_file()
 
     def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
-        model_file = _model_file(config, version_path)
+        model_file = model_path(config, version_path, self.default_model_filename)
         if check_model_file(model_file):
             completed = auto_complete(model_file, config_to_dict(config))
             if completed is not None:
@@ -111,7 +107,7 @@ class PythonModel:
 
     def __init__(self, config: Any, version_path: Path) -> None:
         self._settings = PythonSettings.from_config(config)
-        self._model_file = _model_file(config, version_path)
+        self._model_file = model_path(config, version_path, PythonBackend.default_model_filename)
         check_model_file(self._model_file)
         self._name = config.name
         self._version_path = version_path
@@ -159,8 +155,7 @@ class PythonModel:
             return IsolatedInstance(
                 setup, self._settings.execute_timeout_s, self._settings.worker_threads
             )
-        dtypes = {name: numpy_dtype(datatype) for name, datatype in self._datatypes.items()}
-        return InProcessInstance(self._factory, context, dtypes, self._batched)
+        return InProcessInstance(self._factory, context, self._datatypes, self._batched)
 
     def close(self) -> None:
         if self._module_name:

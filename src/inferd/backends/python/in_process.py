@@ -18,6 +18,7 @@ from inferd.backends.python.answers import (
 )
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.model_file import ModelFactory
+from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array
 
@@ -26,10 +27,17 @@ logger = logging.getLogger(__name__)
 
 class InProcessInstance:
     def __init__(
-        self, factory: ModelFactory, context: ModelContext, dtypes: OutputDtypes, batched: bool
+        self,
+        factory: ModelFactory,
+        context: ModelContext,
+        output_datatypes: Mapping[str, str],
+        batched: bool,
     ) -> None:
+        """`output_datatypes`: V2 datatype of every output the model may be asked for."""
         self._context = context
-        self._dtypes = dtypes
+        self._dtypes: OutputDtypes = {
+            name: numpy_dtype(datatype) for name, datatype in output_datatypes.items()
+        }
         self._batched = batched
         self._loop: asyncio.AbstractEventLoop | None = None
         try:

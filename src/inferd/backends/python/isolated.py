@@ -82,8 +82,7 @@ class Worker:
         timeout: float | None,
     ) -> BatchOutputs:
         size, groups = self.inputs.write([inputs])
-        described = [(r.start, r.end, r.id, r.parameters) for r in requests]
-        self._send(ExecuteBatch(size, groups[0], list(output_names), described))
+        self._send(ExecuteBatch(size, groups[0], list(output_names), list(requests)))
         reply = self._receive(timeout)
         if isinstance(reply, Failed):
             raise reply.error.error()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from inferd.backends.base import BatchRequest
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.transport import ArrayMeta
 from inferd.core.errors import (
@@ -71,7 +71,7 @@ class ExecuteBatch:
     size: int  # bytes of the input segment in use
     inputs: list[ArrayMeta]
     output_names: list[str]
-    requests: list[tuple[int, int, str, dict[str, Any]]]  # start, end, id, parameters
+    requests: list[BatchRequest]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from inferd.core.datatypes import BYTES, DATATYPES, numpy_dtype
+from inferd.core.datatypes import BYTES, numpy_dtype, v2_datatype
+from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array
 
 _ALIGN = 64
@@ -36,10 +37,12 @@ class ArrayMeta(NamedTuple):
 
 def _raw_datatype(array: Array) -> str:
     """The V2 datatype when the array's bytes can be copied as they are, else ""."""
-    for datatype in DATATYPES:
-        if datatype != BYTES and numpy_dtype(datatype) == array.dtype:
-            return datatype
-    return ""
+    try:
+        datatype = v2_datatype(array.dtype)
+    except InvalidArgument:  # no V2 datatype (complex, datetime, ...): pickled
+        return ""
+    # BYTES covers object, str and bytes arrays, whose elements are not in the array's memory.
+    return "" if datatype == BYTES else datatype
 
 
 class Segment:

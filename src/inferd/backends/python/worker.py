@@ -15,7 +15,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
-from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.base import BatchOutputs
 from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.model_file import import_model
 from inferd.backends.python.protocol import (
@@ -27,7 +27,6 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
-from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import InferdError, ModelExecutionError
 
 logger = logging.getLogger("inferd.backends.python.worker")
@@ -49,17 +48,15 @@ def _exit_with_parent(parent: int) -> None:
 
 def _start(setup: WorkerSetup) -> InProcessInstance:
     _, factory = import_model(setup.model_file, setup.label)
-    dtypes = {name: numpy_dtype(datatype) for name, datatype in setup.output_datatypes.items()}
-    return InProcessInstance(factory, setup.context, dtypes, setup.batched)
+    return InProcessInstance(factory, setup.context, setup.output_datatypes, setup.batched)
 
 
 def _run(
     instance: InProcessInstance, message: ExecuteBatch, inputs: Segment, outputs: Segment
 ) -> BatchDone | Failed:
     arrays = inputs.read(message.size, message.inputs, copy=False)
-    requests = [BatchRequest(*request) for request in message.requests]
     try:
-        result = instance.execute(arrays, message.output_names, requests)
+        result = instance.execute(arrays, message.output_names, message.requests)
         return _done(result, outputs)
     except InferdError as exc:
         return Failed(WireError.of(exc))

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from inferd.backends.autocomplete import complete_tensors, name_backend
+from inferd.backends.autocomplete import complete_tensors, model_path, name_backend
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.tensorflow.framework import device_name, tensorflow
 from inferd.backends.tensorflow.signature import (
@@ -53,19 +53,13 @@ class TensorFlowBackend:
     def load(self, config: Any, version_path: Path) -> SavedModel:
         signature = _signature(config, version_path)
         check_config(config, signature)  # auto-complete may have been switched off
-        return SavedModel(_saved_model_dir(config, version_path), signature)
-
-
-def _saved_model_dir(config: Any, version_path: Path) -> Path:
-    return version_path / (
-        config.default_model_filename or TensorFlowBackend.default_model_filename
-    )
+        return SavedModel(model_path(config, version_path, self.default_model_filename), signature)
 
 
 def _signature(config: Any, version_path: Path) -> Signature:
     if config.platform == "tensorflow_graphdef":
         raise Unsupported("TensorFlow GraphDef models are not supported: export a SavedModel")
-    saved_model = _saved_model_dir(config, version_path)
+    saved_model = model_path(config, version_path, TensorFlowBackend.default_model_filename)
     if not (saved_model / "saved_model.pb").is_file():
         raise InvalidArgument(
             f"SavedModel folder '{saved_model.name}' (with saved_model.pb) not found in version "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inferd.backends.autocomplete import existing_model_file, name_backend
+from inferd.backends.autocomplete import existing_model_file, model_path, name_backend
 from inferd.backends.tensorrt.plan import complete_tensors, describe_engine
 from inferd.backends.tensorrt.runtime import (
     PlanModel,
@@ -18,10 +18,6 @@ from inferd.backends.tensorrt.runtime import (
     import_tensorrt,
 )
 from inferd.core.errors import Unsupported
-
-
-def _model_file(config: Any, version_path: Path) -> Path:
-    return version_path / (config.default_model_filename or TensorRTBackend.default_model_filename)
 
 
 def _kind_name(group: Any) -> str:
@@ -54,7 +50,7 @@ class TensorRTBackend:
                     "on KIND_GPU instances only (KIND_AUTO falls back to CPU where no GPU is "
                     "visible)"
                 )
-        return PlanModel(_model_file(config, version_path))
+        return PlanModel(model_path(config, version_path, self.default_model_filename))
 
 
 def _first_gpu(config: Any) -> int:
