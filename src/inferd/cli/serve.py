@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
 import signal
@@ -30,6 +31,15 @@ from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
 
 logger = logging.getLogger("inferd")
+
+# uvicorn logs its lifecycle ("Started server process [PID]", "Shutting down", ...) once per
+# server, and two run in this process (HTTP and metrics): the second would repeat the first's
+# lines. Its server task runs with this set, and `run` filters out its lines below WARNING.
+_quiet_lifecycle = contextvars.ContextVar("quiet_lifecycle", default=False)
+
+
+def _not_quieted(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not _quiet_lifecycle.get()
 
 
 class _UvicornServer(uvicorn.Server):
@@ -86,7 +96,9 @@ def _start_metrics(
         return None
     sock = bind_socket(settings.host, settings.metrics_port)
     server = _uvicorn_server(make_asgi_app(metrics.registry()), settings)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    quiet = contextvars.copy_context()
+    quiet.run(_quiet_lifecycle.set, True)
+    task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
     host, port = sock.getsockname()[:2]
     logger.info("metrics service listening on http://%s:%d", host, port)
     return server, task
@@ -197,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("uvicorn.error").addFilter(_not_quieted)
     try:
         import uvloop
     except ImportError:
