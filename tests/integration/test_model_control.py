@@ -91,7 +91,7 @@ def test_explicit_mode_bad_requests(explicit: RunningServer) -> None:
     status, message = control(explicit, "mlp", "load", bad)
     assert status == 400 and "max_batch_size" in message
     status, _ = control(explicit, "mlp", "load", {"parameters": {"file:1/model.onnx": "AAAA"}})
-    assert status == 400
+    assert status == 501
     status, _ = control(explicit, "mlp", "restart")
     assert status == 404
     status, message = control(explicit, "missing", "unload")
@@ -115,7 +115,7 @@ def test_explicit_mode_logs_request_traces(explicit: RunningServer) -> None:
 def test_load_and_unload_are_refused_outside_explicit_mode(server: RunningServer) -> None:
     for action in ("load", "unload"):
         status, message = control(server, "simple", action)
-        assert status == 400 and "explicit" in message
+        assert status == 501 and "explicit" in message
     assert httpclient.InferenceServerClient(server.http_url).is_model_ready("simple")
 
 

@@ -72,7 +72,7 @@ def _status_names(client: Client) -> set[str]:
     return set(status.regions)
 
 
-UNSUPPORTED = ("400", "UNIMPLEMENTED")
+UNSUPPORTED = ("501", "UNIMPLEMENTED")
 
 
 def test_simple_model_with_inputs_and_outputs_in_shared_memory(

@@ -1,4 +1,8 @@
-"""The one table from inferd errors to HTTP statuses, looked up along the exception's MRO."""
+"""The one table from inferd errors to HTTP statuses, looked up along the exception's MRO.
+
+As Triton's `HttpCodeFromError` (src/http_server.cc), UNSUPPORTED is 501 Not Implemented, the
+HTTP side of gRPC's UNIMPLEMENTED; unlike it, ALREADY_EXISTS is 409 rather than 400.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ _STATUS_BY_ERROR: dict[type[InferdError], int] = {
     InvalidArgument: 400,
     NotFound: 404,
     Unavailable: 503,
-    Unsupported: 400,
+    Unsupported: 501,
     AlreadyExists: 409,
     Cancelled: 400,
     Internal: 500,
