@@ -35,7 +35,9 @@ _STRING_LENGTH = 16
 
 
 @dataclass(frozen=True, slots=True)
-class TensorSpec:
+class InputMetadata:
+    """One input as the server's model metadata describes it."""
+
     name: str
     datatype: str
     shape: tuple[int, ...]  # as the metadata gives it: -1 for a variable dim
@@ -45,7 +47,7 @@ class TensorSpec:
 class ModelInfo:
     name: str
     version: str
-    inputs: tuple[TensorSpec, ...]
+    inputs: tuple[InputMetadata, ...]
     max_batch_size: int  # 0: the model does not batch
 
     @property
@@ -95,7 +97,7 @@ def _check_batch_size(info: ModelInfo, batch_size: int) -> None:
 
 
 def _sample_dims(
-    info: ModelInfo, spec: TensorSpec, override: tuple[int, ...] | None
+    info: ModelInfo, spec: InputMetadata, override: tuple[int, ...] | None
 ) -> tuple[int, ...]:
     """The dims of one sample (batch axis removed), with -1 where still unknown."""
     dims = spec.shape[1:] if info.batches else spec.shape
@@ -113,7 +115,7 @@ def _sample_dims(
     return override
 
 
-def _known(spec: TensorSpec, dims: tuple[int, ...]) -> tuple[int, ...]:
+def _known(spec: InputMetadata, dims: tuple[int, ...]) -> tuple[int, ...]:
     if any(dim < 0 for dim in dims):
         raise InvalidArgument(
             f"input '{spec.name}' has variable dims {list(dims)}:"
@@ -165,7 +167,7 @@ def _from_file(
     return requests
 
 
-def _file_tensor(spec: TensorSpec, value: Any, dims: tuple[int, ...], where: str) -> Array:
+def _file_tensor(spec: InputMetadata, value: Any, dims: tuple[int, ...], where: str) -> Array:
     dtype = numpy_dtype(spec.datatype)
     try:
         if isinstance(value, dict) and "b64" in value:

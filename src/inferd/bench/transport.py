@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from inferd.bench.inputs import ModelInfo, RequestData, TensorSpec
+from inferd.bench.inputs import InputMetadata, ModelInfo, RequestData
 from inferd.bench.options import Protocol as WireProtocol
 from inferd.core.datatypes import v2_datatype
 from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailable
@@ -60,7 +60,7 @@ class _TritonTransport:
         except Exception as error:
             raise _setup_error(error, f"model '{self._model}' at {self._url}") from None
         inputs = tuple(
-            TensorSpec(item["name"], item["datatype"], tuple(int(dim) for dim in item["shape"]))
+            InputMetadata(item["name"], item["datatype"], tuple(int(dim) for dim in item["shape"]))
             for item in metadata.get("inputs", [])
         )
         if not inputs:

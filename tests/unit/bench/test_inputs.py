@@ -6,19 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inferd.bench.inputs import ModelInfo, TensorSpec, build_requests
+from inferd.bench.inputs import InputMetadata, ModelInfo, build_requests
 from inferd.core.datatypes import DATATYPES, numpy_dtype
 from inferd.core.errors import InvalidArgument, NotFound
 
 
-def model(*inputs: TensorSpec, max_batch_size: int = 8) -> ModelInfo:
+def model(*inputs: InputMetadata, max_batch_size: int = 8) -> ModelInfo:
     return ModelInfo("m", "", inputs, max_batch_size)
 
 
 @pytest.mark.parametrize("datatype", DATATYPES)
 @pytest.mark.parametrize("data", ["random", "zero"])
 def test_every_datatype_is_generated(datatype: str, data: str) -> None:
-    (request,) = build_requests(model(TensorSpec("x", datatype, (-1, 2, 3))), 4, {}, data)
+    (request,) = build_requests(model(InputMetadata("x", datatype, (-1, 2, 3))), 4, {}, data)
     array = request["x"]
     assert array.shape == (4, 2, 3)
     assert array.dtype == numpy_dtype(datatype)
@@ -29,12 +29,12 @@ def test_every_datatype_is_generated(datatype: str, data: str) -> None:
 
 
 def test_random_data_is_not_constant() -> None:
-    (request,) = build_requests(model(TensorSpec("x", "FP32", (-1, 64))), 1, {}, "random")
+    (request,) = build_requests(model(InputMetadata("x", "FP32", (-1, 64))), 1, {}, "random")
     assert np.unique(request["x"]).size > 1
 
 
 def test_non_batching_model_uses_its_full_shape() -> None:
-    info = model(TensorSpec("x", "INT64", (-1, 5)), max_batch_size=0)
+    info = model(InputMetadata("x", "INT64", (-1, 5)), max_batch_size=0)
     (request,) = build_requests(info, 1, {"x": (3, 5)}, "zero")
     assert request["x"].shape == (3, 5)
     with pytest.raises(InvalidArgument, match="does not batch"):
@@ -42,7 +42,7 @@ def test_non_batching_model_uses_its_full_shape() -> None:
 
 
 def test_shape_fills_variable_dims_only() -> None:
-    info = model(TensorSpec("x", "FP32", (-1, -1, 4)))
+    info = model(InputMetadata("x", "FP32", (-1, -1, 4)))
     (request,) = build_requests(info, 2, {"x": (7, 4)}, "random")
     assert request["x"].shape == (2, 7, 4)
     with pytest.raises(InvalidArgument, match="--shape x:d1,d2"):
@@ -61,7 +61,7 @@ def test_file_data_round_robin_entries(tmp_path: Path) -> None:
         {"a": {"b64": "BwAAAAgAAAAJAAAA"}, "s": ["k", "l"]},  # int32 7, 8, 9
     ]
     path.write_text(json.dumps({"data": entries}))
-    info = model(TensorSpec("a", "INT32", (-1, 3)), TensorSpec("s", "BYTES", (-1, 2)))
+    info = model(InputMetadata("a", "INT32", (-1, 3)), InputMetadata("s", "BYTES", (-1, 2)))
     requests = build_requests(info, 2, {}, str(path))
     assert [r["a"].tolist() for r in requests] == [
         [[1, 2, 3]] * 2,
@@ -84,4 +84,4 @@ def test_bad_input_files(tmp_path: Path, document: str, message: str) -> None:
     path = tmp_path / "data.json"
     path.write_text(document)
     with pytest.raises(InvalidArgument, match=message):
-        build_requests(model(TensorSpec("a", "INT32", (-1, 3))), 1, {}, str(path))
+        build_requests(model(InputMetadata("a", "INT32", (-1, 3))), 1, {}, str(path))
