@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inferd.core.config_checks import sequence_tensors
 from inferd.core.errors import InvalidArgument
-from inferd.repository.validation import sequence_tensors
 
 
 @dataclass(frozen=True, slots=True)

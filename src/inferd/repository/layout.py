@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from inferd.core.errors import InvalidArgument, NotFound
-from inferd.repository.config import ModelConfig, find_config_file, read_config_file
+from inferd.core.model_config import ModelConfig
+from inferd.repository.config_file import find_config_file, read_config_file
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from inferd.backends.pytorch.formats import (
 from inferd.backends.pytorch.model import PyTorchModel
 from inferd.backends.pytorch.options import TorchOptions
 from inferd.core.errors import InvalidArgument
-from inferd.repository.validation import data_type_name
+from inferd.core.model_config import data_type_name
 
 # Files that mark a version folder as PyTorch's without a config saying so; model.py belongs to
 # the Python backend unless the config names `backend: "pytorch"`.

@@ -20,8 +20,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inferd.core.config_checks import sequence_tensors
 from inferd.core.errors import InvalidArgument, ModelExecutionError
-from inferd.repository.validation import sequence_tensors
 
 if TYPE_CHECKING:
     import torch

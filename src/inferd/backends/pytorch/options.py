@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inferd.repository.config import bool_parameter, int_parameter
+from inferd.core.model_config import bool_parameter, int_parameter
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,7 @@ from typing import Any
 from inferd.backends.autocomplete import ModelTensor, check_names
 from inferd.backends.tensorflow.framework import tensorflow
 from inferd.core.errors import InvalidArgument
-from inferd.repository.config import string_parameter
-from inferd.repository.validation import data_type_name
+from inferd.core.model_config import data_type_name, string_parameter
 
 SIGNATURE_PARAMETER = "TF_SIGNATURE_DEF"
 DEFAULT_SIGNATURE = "serving_default"

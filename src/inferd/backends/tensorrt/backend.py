@@ -18,11 +18,11 @@ from inferd.backends.tensorrt.runtime import (
     import_tensorrt,
 )
 from inferd.core.errors import Unsupported
+from inferd.core.model_config import ModelInstanceGroup
 
 
-def _kind_name(group: Any) -> str:
-    kind: str = group.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[group.kind].name
-    return kind
+def _kind_name(group: ModelInstanceGroup) -> str:
+    return ModelInstanceGroup.Kind.Name(group.kind)
 
 
 class TensorRTBackend:

@@ -12,7 +12,7 @@ from typing import Any
 
 from inferd.backends import autocomplete
 from inferd.core.errors import InvalidArgument, Unsupported
-from inferd.repository.validation import data_type_name
+from inferd.core.model_config import data_type_name
 
 Shape = tuple[int, ...]
 
