@@ -4,7 +4,7 @@ sequence config adds to the model's own."""
 from __future__ import annotations
 
 from inferd.core.errors import InvalidArgument
-from inferd.core.model_config import ModelConfig, ModelTensor, data_type_name, tensor_datatype
+from inferd.core.model_config import ConfigTensor, ModelConfig, data_type_name, tensor_datatype
 
 
 def validate_config(config: ModelConfig) -> None:
@@ -29,7 +29,7 @@ def validate_config(config: ModelConfig) -> None:
             )
 
 
-def _validate_tensor(kind: str, tensor: ModelTensor) -> None:
+def _validate_tensor(kind: str, tensor: ConfigTensor) -> None:
     if not tensor.name:
         raise InvalidArgument(f"an {kind} has no name")
     tensor_datatype(tensor.data_type)

@@ -19,7 +19,7 @@ from inferd.core.errors import InvalidArgument
 ModelConfig: TypeAlias = model_config_pb2.ModelConfig
 ModelInput: TypeAlias = model_config_pb2.ModelInput
 ModelOutput: TypeAlias = model_config_pb2.ModelOutput
-ModelTensor: TypeAlias = model_config_pb2.ModelInput | model_config_pb2.ModelOutput
+ConfigTensor: TypeAlias = model_config_pb2.ModelInput | model_config_pb2.ModelOutput
 ModelInstanceGroup: TypeAlias = model_config_pb2.ModelInstanceGroup
 ModelVersionPolicy: TypeAlias = model_config_pb2.ModelVersionPolicy
 ModelSequenceBatching: TypeAlias = model_config_pb2.ModelSequenceBatching
@@ -112,6 +112,16 @@ def data_type_name(number: int) -> str:
         return model_config_pb2.DataType.Name(number)  # type: ignore[arg-type]
     except ValueError:
         return f"DataType({number})"
+
+
+def data_type_value(name: str) -> DataType:
+    """The model-config DataType number of a TYPE_* name."""
+    return model_config_pb2.DataType.Value(name)
+
+
+def config_tensors(config: ModelConfig) -> list[ConfigTensor]:
+    """The config's inputs, then its outputs."""
+    return [*config.input, *config.output]
 
 
 def tensor_datatype(number: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from inferd.core.errors import InvalidArgument, NotFound
 from inferd.core.model_config import ModelConfig
@@ -17,7 +16,7 @@ class ModelFolder:
 
     name: str
     path: Path
-    config: Any  # ModelConfig
+    config: ModelConfig
     config_file: Path | None
     versions: dict[int, Path]
 
