@@ -34,7 +34,7 @@ logger = logging.getLogger("inferd")
 
 # uvicorn logs its lifecycle ("Started server process [PID]", "Shutting down", ...) once per
 # server, and two run in this process (HTTP and metrics): the second would repeat the first's
-# lines. Its server task runs with this set, and `run` filters out its lines below WARNING.
+# lines. The metrics server's task runs with this set, and `run` drops its lines below WARNING.
 _quiet_lifecycle = contextvars.ContextVar("quiet_lifecycle", default=False)
 
 
