@@ -33,7 +33,7 @@ from inferd.engine.ensembles import (
 )
 from inferd.engine.lifecycle import ModelState, VersionStatus
 from inferd.engine.loader import LoadedVersion, LoadOptions, load_version
-from inferd.engine.validation import TensorSpec, apply_reshape, check_request
+from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
 from inferd.instances.instance import ModelInstance
 from inferd.repository.config import config_from_dict
 from inferd.repository.layout import (
@@ -470,7 +470,7 @@ class Engine:
         return outputs
 
 
-def _tensor_metadata(spec: TensorSpec, max_batch_size: int) -> TensorMetadata:
+def _tensor_metadata(spec: ModelTensor, max_batch_size: int) -> TensorMetadata:
     return TensorMetadata(spec.name, spec.datatype, spec.wire_shape(max_batch_size))
 
 

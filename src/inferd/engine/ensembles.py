@@ -14,7 +14,7 @@ from typing import Any
 
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.engine.loader import LoadedVersion
-from inferd.engine.validation import TensorSpec
+from inferd.engine.request_checks import ModelTensor
 from inferd.repository.config import ModelConfig
 from inferd.repository.layout import ModelFolder, read_model_folder
 from inferd.repository.validation import validate_config
@@ -59,8 +59,8 @@ def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) 
         raise InvalidArgument(f"ensemble '{name}' has no ensemble_scheduling")
     completed.platform = PLATFORM
     validate_config(completed)
-    inputs = {t.name: TensorSpec.from_config(t) for t in completed.input}
-    outputs = {t.name: TensorSpec.from_config(t) for t in completed.output}
+    inputs = {t.name: ModelTensor.from_config(t) for t in completed.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in completed.output}
     graph = build_graph(name, steps_from_config(completed), list(inputs), list(outputs))
     composing = [_composing_version(name, step, find) for step in graph.steps]
     _check_no_loop(graph, find)
@@ -111,7 +111,7 @@ def _nested_graph(model: str, find: FindVersion) -> EnsembleGraph | None:
     return scheduler.graph if isinstance(scheduler, EnsembleScheduler) else None
 
 
-def _types(specs: dict[str, TensorSpec], max_batch_size: int) -> dict[str, TensorType]:
+def _types(specs: dict[str, ModelTensor], max_batch_size: int) -> dict[str, TensorType]:
     return {
         name: TensorType(spec.datatype, tuple(spec.wire_shape(max_batch_size)), spec.optional)
         for name, spec in specs.items()

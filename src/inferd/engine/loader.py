@@ -13,7 +13,7 @@ from typing import Any
 from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable, Unsupported
-from inferd.engine.validation import TensorSpec
+from inferd.engine.request_checks import ModelTensor
 from inferd.instances.instance import ModelInstance
 from inferd.repository.config import ModelConfig
 from inferd.repository.validation import validate_config
@@ -47,8 +47,8 @@ class LoadedVersion:
     version: int
     config: Any
     backend: Backend | None  # None for an ensemble, which runs other models
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
+    inputs: dict[str, ModelTensor]
+    outputs: dict[str, ModelTensor]
     instances: list[ModelInstance]
     scheduler: Scheduler
     loaded_model: LoadedModel | None
@@ -156,8 +156,8 @@ def load_version(
             instance.close()
         loaded_model.close()
         raise
-    inputs = {t.name: TensorSpec.from_config(t) for t in config.input}
-    outputs = {t.name: TensorSpec.from_config(t) for t in config.output}
+    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
     scheduler: Scheduler = (
         DynamicBatcher(instances, batching, list(outputs), on_batch)
         if sequence is None

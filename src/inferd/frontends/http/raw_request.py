@@ -14,7 +14,7 @@ import numpy as np
 from inferd.core.datatypes import BYTES, element_size
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest
-from inferd.engine.validation import TensorSpec
+from inferd.engine.request_checks import ModelTensor
 from inferd.frontends.tensors import array_from_bytes
 
 
@@ -27,7 +27,7 @@ def decode_raw_request(
             "Raw request must only have 1 input (found 1) to be deduced but got "
             f"{len(config.input)} inputs in '{model_name}' model configuration"
         )
-    spec = TensorSpec.from_config(config.input[0])
+    spec = ModelTensor.from_config(config.input[0])
     batch = [1] if config.max_batch_size > 0 else []
     return InferRequest(
         model_name=model_name,
@@ -37,7 +37,7 @@ def decode_raw_request(
     )
 
 
-def _raw_input(body: bytes, spec: TensorSpec, batch: list[int]) -> Array:
+def _raw_input(body: bytes, spec: ModelTensor, batch: list[int]) -> Array:
     if spec.datatype == BYTES:
         # The body is one element, sent without the usual 4-byte length prefix.
         if spec.dims != (1,):
@@ -51,7 +51,7 @@ def _raw_input(body: bytes, spec: TensorSpec, batch: list[int]) -> Array:
     return array_from_bytes(memoryview(body), spec.name, spec.datatype, batch + shape)
 
 
-def _deduced_shape(spec: TensorSpec, byte_size: int) -> list[int]:
+def _deduced_shape(spec: ModelTensor, byte_size: int) -> list[int]:
     """The configured dims with their one variable-sized dimension (if any) filled from
     the body's size."""
     variable = [i for i, d in enumerate(spec.dims) if d < 0]
