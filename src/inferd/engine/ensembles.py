@@ -1,9 +1,13 @@
-"""Ensembles in the engine: loading one against the composing models serving now, the order
-models load in, and which ensembles to re-check when a model they use changes.
+"""Ensembles in the engine: loading one against the composing models serving now, and the
+order models load in.
 
 An ensemble has no backend and no instances; its version folder (`1/`) is empty, as Triton
 requires. It is checked when it loads and again whenever a composing model is loaded,
-reloaded or unloaded, so it serves only while every step can run.
+reloaded or unloaded (the lifecycle asks the model table which ensembles use it), so it
+serves only while every step can run.
+
+Whether something is an ensemble is asked one way per stage: `is_ensemble` of a config, and
+`LoadedVersion.ensemble` (set only by `load_ensemble`) of a loaded version.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.request_checks import ModelTensor
 from inferd.repository.config import ModelConfig
-from inferd.repository.layout import ModelFolder, read_model_folder
+from inferd.repository.layout import read_model_folder
 from inferd.repository.validation import validate_config
 from inferd.scheduling.ensemble import EnsembleScheduler, StepCall
 from inferd.scheduling.ensemble_graph import (
@@ -37,6 +41,8 @@ FindVersion = Callable[[str, str], LoadedVersion]
 
 
 def is_ensemble(config: Any) -> bool:
+    """A config is an ensemble's when it names the `ensemble` platform or has
+    `ensemble_scheduling` (`load_ensemble` refuses one without the other)."""
     return bool(config.platform == PLATFORM or config.HasField("ensemble_scheduling"))
 
 
@@ -71,7 +77,10 @@ def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) 
         [_signature(loaded) for loaded in composing],
     )
     scheduler = EnsembleScheduler(graph, call)
-    return LoadedVersion(name, version, completed, None, inputs, outputs, [], scheduler, None)
+    placement = f"ensemble of {len(graph.steps)} step(s)"
+    return LoadedVersion(
+        name, version, completed, inputs, outputs, scheduler, placement, ensemble=graph
+    )
 
 
 def _composing_version(ensemble: str, step: Step, find: FindVersion) -> LoadedVersion:
@@ -105,10 +114,9 @@ def _check_no_loop(graph: EnsembleGraph, find: FindVersion) -> None:
 
 def _nested_graph(model: str, find: FindVersion) -> EnsembleGraph | None:
     try:
-        scheduler = find(model, "").scheduler
+        return find(model, "").ensemble
     except InferdError:
         return None
-    return scheduler.graph if isinstance(scheduler, EnsembleScheduler) else None
 
 
 def _types(specs: dict[str, ModelTensor], max_batch_size: int) -> dict[str, TensorType]:
@@ -121,30 +129,6 @@ def _types(specs: dict[str, ModelTensor], max_batch_size: int) -> dict[str, Tens
 def _signature(loaded: LoadedVersion) -> ModelSignature:
     batch = loaded.config.max_batch_size
     return ModelSignature(batch, _types(loaded.inputs, batch), _types(loaded.outputs, batch))
-
-
-class EnsembleIndex:
-    """Every ensemble asked to load, serving or not, with the folder it was read from: when a
-    model changes, the ensembles using it are loaded again from these folders."""
-
-    def __init__(self) -> None:
-        self._folders: dict[str, ModelFolder] = {}
-
-    def remember(self, folder: ModelFolder) -> None:
-        self._folders[folder.name] = folder
-
-    def forget(self, name: str) -> None:
-        self._folders.pop(name, None)
-
-    def folder(self, name: str) -> ModelFolder:
-        return self._folders[name]
-
-    def dependents(self, model: str) -> list[str]:
-        return [
-            name
-            for name, folder in self._folders.items()
-            if name != model and model in composing_names(folder.config)
-        ]
 
 
 def _read_config(repository: Path, name: str) -> Any | None:

@@ -6,19 +6,21 @@ Blocking (backends read files and build sessions), so the engine runs it in a th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable, Unsupported
+from inferd.engine.api import LoadOptions
 from inferd.engine.request_checks import ModelTensor
 from inferd.instances.instance import ModelInstance
 from inferd.repository.config import ModelConfig
 from inferd.repository.validation import validate_config
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
+from inferd.scheduling.ensemble_graph import EnsembleGraph
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.settings import BatchingSettings
@@ -33,12 +35,6 @@ KIND_AUTO, KIND_GPU, KIND_CPU = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    default_max_batch_size: int = 4
-    auto_complete_config: bool = True
-
-
 @dataclass(slots=True)
 class LoadedVersion:
     """A model version ready to serve: everything the request path needs, resolved once."""
@@ -46,12 +42,15 @@ class LoadedVersion:
     model_name: str
     version: int
     config: Any
-    backend: Backend | None  # None for an ensemble, which runs other models
     inputs: dict[str, ModelTensor]
     outputs: dict[str, ModelTensor]
-    instances: list[ModelInstance]
     scheduler: Scheduler
-    loaded_model: LoadedModel | None
+    placement: str  # where it runs, for the log: its backend and devices, or its steps
+    instances: list[ModelInstance] = field(default_factory=list)
+    loaded_model: LoadedModel | None = None
+    # The steps it runs when it is an ensemble (which has no backend, model or instances):
+    # the one place a loaded version says it is one.
+    ensemble: EnsembleGraph | None = None
 
     def close(self) -> None:
         for instance in self.instances:
@@ -163,6 +162,15 @@ def load_version(
         if sequence is None
         else SequenceBatcher(instances, sequence, list(outputs), on_batch)
     )
+    devices = ", ".join(sorted({str(i.device) for i in instances}))
     return LoadedVersion(
-        config.name, version, config, backend, inputs, outputs, instances, scheduler, loaded_model
+        config.name,
+        version,
+        config,
+        inputs,
+        outputs,
+        scheduler,
+        f"{backend.name}, {len(instances)} instance(s) on {devices}",
+        instances,
+        loaded_model,
     )

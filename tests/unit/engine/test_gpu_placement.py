@@ -12,7 +12,8 @@ from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array
-from inferd.engine.loader import LoadOptions, load_version
+from inferd.engine.api import LoadOptions
+from inferd.engine.loader import load_version
 from inferd.repository.config import parse_pbtxt
 
 

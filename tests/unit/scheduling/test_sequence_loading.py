@@ -11,7 +11,8 @@ import pytest
 import generate_models
 from inferd.backends.onnxruntime import OnnxRuntimeBackend
 from inferd.core.errors import InvalidArgument
-from inferd.engine.loader import LoadOptions, complete_config
+from inferd.engine.api import LoadOptions
+from inferd.engine.loader import complete_config
 from inferd.repository.config import parse_pbtxt
 
 STATE = (

@@ -12,12 +12,10 @@ from inferd.frontends.grpc.malformed import parser
 from inferd.frontends.grpc.servicer import GrpcFrontend
 from inferd.frontends.identity import DEFAULT_SERVER_NAME
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-from inferd.metrics.statistics import Statistics
 
 
 def create_grpc_server(
     engine: Engine,
-    statistics: Statistics | None,
     host: str,
     port: int,
     max_message_bytes: int,
@@ -34,7 +32,7 @@ def create_grpc_server(
         ]
     )
     server.add_generic_rpc_handlers(
-        (_service_handler(GrpcFrontend(engine, statistics, shared_memory, server_name)),)
+        (_service_handler(GrpcFrontend(engine, shared_memory, server_name)),)
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind

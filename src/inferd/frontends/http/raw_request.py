@@ -7,7 +7,7 @@ Error texts are Triton's, which clients and Triton's own tests match.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,16 +19,21 @@ from inferd.frontends.tensors import array_from_bytes
 
 
 def decode_raw_request(
-    body: bytes, config: Any, model_name: str, model_version: str
+    body: bytes,
+    inputs: Sequence[ModelTensor],
+    max_batch_size: int,
+    model_name: str,
+    model_version: str,
 ) -> InferRequest:
-    """The request for `body`; every output is answered as binary data, as Triton does."""
-    if len(config.input) != 1:
+    """The request for `body` to a model with `inputs` (the engine's, resolved at load); every
+    output is answered as binary data, as Triton does."""
+    if len(inputs) != 1:
         raise InvalidArgument(
             "Raw request must only have 1 input (found 1) to be deduced but got "
-            f"{len(config.input)} inputs in '{model_name}' model configuration"
+            f"{len(inputs)} inputs in '{model_name}' model configuration"
         )
-    spec = ModelTensor.from_config(config.input[0])
-    batch = [1] if config.max_batch_size > 0 else []
+    spec = inputs[0]
+    batch = [1] if max_batch_size > 0 else []
     return InferRequest(
         model_name=model_name,
         model_version=model_version,
