@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from inferd.core.errors import NotFound, Unavailable, unknown_model
 from inferd.engine.api import ModelState, VersionStatus
-from inferd.engine.ensembles import composing_names, is_ensemble
+from inferd.engine.ensembles import composing_names
 from inferd.engine.loader import LoadedVersion
 from inferd.repository.layout import ModelFolder
 
@@ -109,6 +109,5 @@ class ModelTable:
             for name, entry in self._entries.items()
             if name != model
             and entry.folder is not None
-            and is_ensemble(entry.folder.config)
             and model in composing_names(entry.folder.config)
         ]

@@ -5,20 +5,20 @@ and strict readiness. No server: the Engine is called as the frontends call it."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from inferd.backends.base import BatchRequest, Device
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, NotFound, Unavailable, Unsupported
-from inferd.core.types import Array, InferRequest
+from inferd.core.types import InferRequest
 from inferd.engine.api import EngineSettings, ModelState, VersionStatus
 from inferd.engine.control import ControlMode
 from inferd.engine.engine import Engine
+from tests.unit.engine.fakes import FakeBackend
 
 
 def model_config(name: str, offset: int = 1, fail: bool = False) -> str:
@@ -45,55 +45,6 @@ ensemble_scheduling { step [ { model_name: "m", model_version: -1,
 """
 
 
-class _Instance:
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> dict[str, Array]:
-        return {"y": inputs["x"] + self.offset}
-
-    def close(self) -> None:
-        pass
-
-
-class _Model:
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def create_instance(self, device: Device, name: str) -> _Instance:
-        return _Instance(self.offset)
-
-    def close(self) -> None:
-        pass
-
-
-class _FakeBackend:
-    """Loads any model whose config names it, unless its `fail` parameter is set."""
-
-    name = "fake"
-    platforms = ("fake",)
-    default_model_filename = "model.fake"
-
-    def gpu_available(self) -> bool:
-        return False
-
-    def matches(self, version_path: Path) -> bool:
-        return False
-
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
-        pass
-
-    def load(self, config: Any, version_path: Path) -> _Model:
-        if "fail" in config.parameters:
-            raise InvalidArgument(f"model '{config.name}' asked the fake backend to fail")
-        return _Model(float(config.parameters["offset"].string_value))
-
-
 def write_model(repository: Path, name: str, config: str) -> None:
     (repository / name / "1").mkdir(parents=True, exist_ok=True)
     (repository / name / "config.pbtxt").write_text(config)
@@ -104,7 +55,7 @@ def run(repository: Path, scenario: Callable[[Engine], Awaitable[None]], **setti
 
     async def main() -> None:
         engine = Engine(
-            EngineSettings(repository, **settings), BackendRegistry({"fake": _FakeBackend})
+            EngineSettings(repository, **settings), BackendRegistry({"fake": FakeBackend})
         )
         await engine.start()
         try:
@@ -248,7 +199,7 @@ def test_a_stopped_engine_is_neither_live_nor_ready(tmp_path: Path) -> None:
     write_model(tmp_path, "m", model_config("m"))
 
     async def main() -> None:
-        engine = Engine(EngineSettings(tmp_path), BackendRegistry({"fake": _FakeBackend}))
+        engine = Engine(EngineSettings(tmp_path), BackendRegistry({"fake": FakeBackend}))
         await engine.start()
         assert engine.is_ready()
         await engine.stop()
