@@ -10,6 +10,7 @@ from typing import Any
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InferdError, Unavailable, Unsupported
+from inferd.core.model_config import config_to_dict
 from inferd.core.observer import Observer
 from inferd.core.statistics import StatisticsSource, VersionStatistics
 from inferd.core.types import InferRequest, InferResponse
@@ -25,7 +26,6 @@ from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
 from inferd.instances.instance import ModelInstance
-from inferd.repository.config import config_to_dict
 
 
 class Engine:

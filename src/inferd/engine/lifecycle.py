@@ -17,6 +17,7 @@ from typing import Any
 
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
+from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
 from inferd.core.types import Timestamps
 from inferd.engine.api import EngineSettings, ModelState, VersionStatus
@@ -24,7 +25,6 @@ from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
 from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemble, load_ensemble
 from inferd.engine.loader import LoadedVersion, load_version
 from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
-from inferd.repository.config import config_from_dict
 from inferd.repository.layout import (
     ModelFolder,
     check_model_name,

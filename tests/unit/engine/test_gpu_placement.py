@@ -9,9 +9,9 @@ import pytest
 from inferd.backends.base import Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import parse_pbtxt
 from inferd.engine.api import LoadOptions
 from inferd.engine.loader import load_version
-from inferd.repository.config import parse_pbtxt
 from tests.unit.engine.fakes import FakeBackend
 
 
