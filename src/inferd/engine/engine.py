@@ -10,10 +10,10 @@ from typing import Any
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InferdError, Unavailable, Unsupported
-from inferd.core.model_config import config_to_dict
+from inferd.core.model_config import ModelConfig, config_to_dict
 from inferd.core.observer import Observer
 from inferd.core.statistics import StatisticsSource, VersionStatistics
-from inferd.core.types import InferRequest, InferResponse
+from inferd.core.types import Array, InferRequest, InferResponse
 from inferd.engine.api import (
     EngineSettings,
     InstanceMetadata,
@@ -103,7 +103,7 @@ class Engine:
             instances=[_instance_metadata(i) for i in loaded.instances],
         )
 
-    def model_config(self, name: str, version: str = "") -> Any:
+    def model_config(self, name: str, version: str = "") -> ModelConfig:
         """The completed config the version serves with (a `ModelConfig` message)."""
         return self._table.find_version(name, version).config
 
@@ -156,7 +156,7 @@ class Engine:
 
     # ---- inference -------------------------------------------------------------------------
 
-    async def _step(self, request: InferRequest) -> dict[str, Any]:
+    async def _step(self, request: InferRequest) -> dict[str, Array]:
         """One ensemble step, through its composing model's own path (validation, scheduler,
         statistics)."""
         entry = self._table.get(request.model_name)
@@ -186,7 +186,7 @@ class Engine:
                 observer.request_finished(request.model_name, version, timestamps, success, rows)
         return InferResponse(request.model_name, version, outputs, request.id)
 
-    async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Any]:
+    async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
         batched = loaded.config.max_batch_size > 0
         check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
         for name, array in request.inputs.items():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
@@ -40,18 +39,20 @@ PLATFORM = "ensemble"
 FindVersion = Callable[[str, str], LoadedVersion]
 
 
-def is_ensemble(config: Any) -> bool:
+def is_ensemble(config: ModelConfig) -> bool:
     """A config is an ensemble's when it names the `ensemble` platform or has
     `ensemble_scheduling` (`load_ensemble` refuses one without the other)."""
     return bool(config.platform == PLATFORM or config.HasField("ensemble_scheduling"))
 
 
-def composing_names(config: Any) -> list[str]:
+def composing_names(config: ModelConfig) -> list[str]:
     """The models an ensemble config's steps name, in step order, each once."""
     return list(dict.fromkeys(step.model_name for step in config.ensemble_scheduling.step))
 
 
-def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) -> LoadedVersion:
+def load_ensemble(
+    config: ModelConfig, version: int, find: FindVersion, call: StepCall
+) -> LoadedVersion:
     """Check an ensemble against the models serving now; raise `InvalidArgument` or
     `Unavailable` naming the step and tensor at fault."""
     completed = ModelConfig()
@@ -131,7 +132,7 @@ def _signature(loaded: LoadedVersion) -> ModelSignature:
     return ModelSignature(batch, _types(loaded.inputs, batch), _types(loaded.outputs, batch))
 
 
-def _read_config(repository: Path, name: str) -> Any | None:
+def _read_config(repository: Path, name: str) -> ModelConfig | None:
     try:
         return read_model_folder(repository, name).config
     except InferdError:
@@ -158,14 +159,14 @@ def ensembles_last(repository: Path, names: Iterable[str]) -> list[str]:
     return order
 
 
-def composing_to_load(repository: Path, config: Any, serving: Iterable[str]) -> list[str]:
+def composing_to_load(repository: Path, config: ModelConfig, serving: Iterable[str]) -> list[str]:
     """Blocking: the models an ensemble uses, directly or through other ensembles, that are
     in the repository and not serving, each after the models it uses (explicit mode loads
     them with the ensemble, as Triton does)."""
     skip = {config.name, *serving}
     order: list[str] = []
 
-    def visit(current: Any) -> None:
+    def visit(current: ModelConfig) -> None:
         for model in composing_names(current):
             if model in skip:
                 continue

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
 from inferd.backends.registry import BackendRegistry
@@ -34,7 +33,7 @@ class LoadedVersion:
 
     model_name: str
     version: int
-    config: Any
+    config: ModelConfig
     inputs: dict[str, ModelTensor]
     outputs: dict[str, ModelTensor]
     scheduler: Scheduler
@@ -52,7 +51,9 @@ class LoadedVersion:
             self.loaded_model.close()
 
 
-def complete_config(config: Any, version_path: Path, backend: Backend, options: LoadOptions) -> Any:
+def complete_config(
+    config: ModelConfig, version_path: Path, backend: Backend, options: LoadOptions
+) -> ModelConfig:
     """A completed, validated copy of `config` for one version folder."""
     completed = ModelConfig()
     completed.CopyFrom(config)
@@ -67,7 +68,7 @@ def complete_config(config: Any, version_path: Path, backend: Backend, options: 
     return completed
 
 
-def _complete_instance_groups(config: Any, backend: Backend) -> None:
+def _complete_instance_groups(config: ModelConfig, backend: Backend) -> None:
     if not config.instance_group:
         config.instance_group.add()
     for index, group in enumerate(config.instance_group):
@@ -83,7 +84,7 @@ def _complete_instance_groups(config: Any, backend: Backend) -> None:
             raise Unsupported(f"instance group '{group.name}' asks for an unsupported kind")
 
 
-def _resolve_auto(group: Any, backend: Backend) -> None:
+def _resolve_auto(group: ModelInstanceGroup, backend: Backend) -> None:
     """KIND_AUTO: the listed GPUs (or GPU 0) when the backend can use a GPU, else the CPU."""
     if backend.gpu_available():
         group.kind = ModelInstanceGroup.KIND_GPU
@@ -100,7 +101,7 @@ def _resolve_auto(group: Any, backend: Backend) -> None:
         del group.gpus[:]
 
 
-def _check_gpus(group: Any, backend: Backend) -> None:
+def _check_gpus(group: ModelInstanceGroup, backend: Backend) -> None:
     if not backend.gpu_available():
         raise Unavailable(
             f"instance group '{group.name}' asks for KIND_GPU, but backend '{backend.name}' "
@@ -112,14 +113,14 @@ def _check_gpus(group: Any, backend: Backend) -> None:
         raise InvalidArgument(f"instance group '{group.name}' lists a negative GPU index")
 
 
-def _devices(group: Any) -> list[Device]:
+def _devices(group: ModelInstanceGroup) -> list[Device]:
     if group.kind == ModelInstanceGroup.KIND_CPU:
         return [Device(DeviceKind.CPU)] * group.count
     return [Device(DeviceKind.GPU, gpu) for gpu in group.gpus for _ in range(group.count)]
 
 
 def load_version(
-    config: Any,
+    config: ModelConfig,
     version: int,
     version_path: Path,
     registry: BackendRegistry,
