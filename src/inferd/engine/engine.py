@@ -96,7 +96,7 @@ class Engine:
         batch = loaded.config.max_batch_size
         return ModelMetadata(
             name=name,
-            versions=[str(v) for v in sorted(self._versions_of(name))],
+            versions=self._table.version_names(name),
             platform=loaded.config.platform or loaded.config.backend,
             inputs=[_tensor_metadata(s, batch) for s in loaded.inputs.values()],
             outputs=[_tensor_metadata(s, batch) for s in loaded.outputs.values()],
@@ -149,10 +149,6 @@ class Engine:
             (loaded.model_name, str(loaded.version), loaded.scheduler.pending())
             for loaded in self._table.loaded_versions()
         ]
-
-    def _versions_of(self, name: str) -> list[int]:
-        entry = self._table.get(name)
-        return list(entry.versions) if entry is not None else []
 
     # ---- inference -------------------------------------------------------------------------
 

@@ -234,7 +234,7 @@ class ModelLifecycle:
     async def _replace(self, name: str, entry: ModelEntry | None, unloaded: bool = False) -> None:
         """Swap a model's entry at once; the old versions finish what they accepted, then close."""
         old = self._table.put(name, entry, unloaded)
-        versions = [str(v) for v in sorted(entry.versions)] if entry else []
+        versions = entry.version_names() if entry is not None else []
         for observer in self._observers:
             observer.model_versions_changed(name, versions)
         if old is not None:

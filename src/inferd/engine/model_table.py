@@ -31,12 +31,18 @@ class ModelEntry:
     def latest(self) -> LoadedVersion | None:
         return self.versions[max(self.versions)] if self.versions else None
 
+    def version_names(self) -> list[str]:
+        """The versions serving, in order, as the protocol names them."""
+        return [str(v) for v in sorted(self.versions)]
+
 
 def unavailable(name: str, version: str, reason: str) -> VersionStatus:
     return VersionStatus(name, version, ModelState.UNAVAILABLE, reason)
 
 
 class ModelTable:
+    """Model name -> `ModelEntry`, plus the names unloaded on request."""
+
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
         self._unloaded: set[str] = set()  # unloaded on request: indexed as such, not UNKNOWN
@@ -46,6 +52,11 @@ class ModelTable:
 
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def version_names(self, name: str) -> list[str]:
+        """The versions of `name` serving, in order (none when it is not in the table)."""
+        entry = self._entries.get(name)
+        return entry.version_names() if entry is not None else []
 
     def serving(self) -> list[str]:
         """The models with at least one version serving."""
