@@ -19,9 +19,9 @@ from inferd.repository.config import ModelConfig
 from inferd.repository.validation import validate_config
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
+from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
-from inferd.scheduling.settings import BatchingSettings
 
 logger = logging.getLogger(__name__)
 
