@@ -5,7 +5,8 @@ worker; a free worker takes the forming lock, gathers the next batch (shape-comp
 requests in priority order, up to `max_batch_size`; sent at once when full, when a preferred
 size is reached, or when the next request cannot join; else after `max_queue_delay`, counted
 from the oldest request), releases the lock so the next free worker can form the following
-batch, and executes. Each caller awaits its own future.
+batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
+future.
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs

@@ -5,7 +5,8 @@ A starting sequence takes a batch slot on one instance (`sequence_slots.py`) and
 until it ends or stays idle past `max_sequence_idle_microseconds`; later requests of it queue
 in that slot, in order. Each instance runs a worker that forms its next batch from its
 slots (`sequence_strategies.py`), adds the control inputs and implicit states
-(`sequence_tensors.py`), executes it, stores the new states and answers each caller.
+(`sequence_tensors.py`), executes it with the shared batch core (`batch.py`), stores the
+new states and answers each caller.
 
 A sequence has at most one request executing, and the worker awaits each batch before
 forming the next, so a sequence's requests run in the order they arrived.

@@ -47,8 +47,9 @@ class SequenceBatches:
         return split_rows(batch, outputs) if self._settings.batched else [outputs]
 
     def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
-        """Each step as a batch of its own; in the direct strategy still in its slot's row
-        (padding rows below it), so a model that keeps state per row sees it where it was."""
+        """Each step as a batch of its own, so every other sequence's state advances as if the
+        batch had run; in the direct strategy still in its slot's row (padding rows below
+        it), so a model that keeps state per row sees it where it was."""
         direct = self._settings.strategy == "direct"
         return [
             [None] * index + [row] if direct else [row]
