@@ -1,4 +1,4 @@
-"""A sequence batch as the backend sees it, and its answer split back per request.
+"""A sequence batch as the backend sees it, and what each of its steps gets back.
 
 The model's inputs are stacked over the rows (padding rows are zeros); each control input is
 one value per row ([rows, 1] when the model batches, [1] when it does not); each implicit
