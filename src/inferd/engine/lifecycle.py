@@ -33,7 +33,7 @@ from inferd.repository.layout import (
 )
 from inferd.repository.poller import Fingerprint
 from inferd.repository.versions import select_versions
-from inferd.scheduling.dynamic import BatchCallback
+from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.ensemble import StepCall
 
 logger = logging.getLogger(__name__)

@@ -18,11 +18,12 @@ from inferd.engine.api import LoadOptions
 from inferd.engine.request_checks import ModelTensor
 from inferd.instances.instance import ModelInstance
 from inferd.scheduling.base import Scheduler
-from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
+from inferd.scheduling.batch import BatchCallback
+from inferd.scheduling.dynamic import DynamicBatcher
+from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.ensemble_graph import EnsembleGraph
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
-from inferd.scheduling.settings import BatchingSettings
 
 logger = logging.getLogger(__name__)
 
