@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -238,16 +238,29 @@ class OnnxInstance:
         self._session = None
 
 
+def _text(item: object) -> str:
+    return item.decode() if isinstance(item, bytes) else str(item)
+
+
+# Elementwise in numpy's C loop, written straight into the array ONNX Runtime takes (no list
+# of str in between). BYTES from a frontend are bytes; other elements (an ONNX model's str
+# output fed on by an ensemble, a Python model's values) take the general function.
+_DECODE_UTF8: Final = np.frompyfunc(bytes.decode, 1, 1)
+_AS_TEXT: Final = np.frompyfunc(_text, 1, 1)
+
+
 def _as_str_array(array: Array, name: str) -> Array:
     """ONNX Runtime string tensors take str elements; BYTES inputs arrive as bytes."""
+    text = np.empty(array.shape, dtype=np.object_)
     try:
-        flat = [
-            item.decode() if isinstance(item, bytes) else str(item) for item in array.reshape(-1)
-        ]
+        try:
+            _DECODE_UTF8(array, out=text)
+        except TypeError:  # an element that is not bytes
+            _AS_TEXT(array, out=text)
     except UnicodeDecodeError as exc:
         # ONNX Runtime's Python API holds strings as UTF-8 text, so other bytes cannot reach it.
         raise InvalidArgument(
             f"BYTES input '{name}' holds an element that is not UTF-8 ({exc.reason}); "
             "ONNX Runtime string tensors take UTF-8 text only"
         ) from None
-    return np.array(flat, dtype=np.object_).reshape(array.shape)
+    return text
