@@ -3,7 +3,7 @@
 Inputs arrive either as `raw_input_contents` (one little-endian buffer per input, viewed by
 numpy without a further copy) or as typed `contents` (one repeated field per datatype family,
 converted by numpy in C). Outputs always go back as `raw_output_contents`, which is what
-tritonclient reads.
+tritonclient reads, appended to the rest of the message by `wire.py` without protobuf's copies.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from inferd.core.datatypes import BYTES, numpy_dtype, v2_datatype
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest, InferResponse, Parameters, RequestedOutput
+from inferd.frontends.grpc.wire import Chunk, EncodedInferResponse
 from inferd.frontends.shared_memory import (
     DISABLED,
     REGION,
@@ -190,8 +191,9 @@ def encode_infer_response(
     message: Any,
     requested: list[RequestedOutput] | None = None,
     shared_memory: SharedMemoryRegistry = DISABLED,
-) -> Any:
-    """Fill `message` (an empty `ModelInferResponse`) from `response`; returns it.
+) -> EncodedInferResponse:
+    """`response` as `message` (an empty `ModelInferResponse`, which gets all but the raw output
+    contents) and the raw contents, viewing the output arrays where they are contiguous.
 
     An output `requested` in shared memory is written there and gets an empty raw entry.
     """
@@ -200,6 +202,7 @@ def encode_infer_response(
     message.model_version = response.model_version
     message.id = response.id
     encode_parameters(response.parameters, message.parameters)
+    raw_outputs: list[Chunk] = []
     for name, array in response.outputs.items():
         datatype = v2_datatype(array.dtype)
         output = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
@@ -207,9 +210,7 @@ def encode_infer_response(
         if location is not None:
             write_tensor(shared_memory, location, name, array, datatype)
             encode_parameters(location.parameters(), output.parameters)
-            message.raw_output_contents.append(b"")
+            raw_outputs.append(b"")
             continue
-        data = raw_bytes(array, datatype)
-        # protobuf copies into its own buffer and takes only `bytes`: one copy is the floor.
-        message.raw_output_contents.append(data if isinstance(data, bytes) else data.tobytes())
-    return message
+        raw_outputs.append(raw_bytes(array, datatype))
+    return EncodedInferResponse(message, raw_outputs)

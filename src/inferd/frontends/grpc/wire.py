@@ -1,0 +1,86 @@
+"""ModelInfer and ModelStreamInfer answers serialised with their raw output contents taken
+straight from the output arrays.
+
+Through protobuf each output would be copied three times before grpc sees it: into `bytes`
+(the only type `raw_output_contents` takes), into the message, and into the serialised
+message. Here protobuf serialises the rest of the message (the header) and each output is
+copied once, into the joined result. Protobuf writes fields in field-number order, and
+`raw_output_contents` is the last field of `ModelInferResponse` (as `infer_response` is of
+`ModelStreamInferResponse`), so the header followed by one length-delimited entry per output
+is exactly what protobuf would write. Both facts are checked against the descriptors at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tritonclient.grpc import service_pb2 as pb
+
+# A tensor's wire bytes: `bytes`, or a memoryview of them (any format; `nbytes` counts).
+Chunk = bytes | memoryview
+
+_LENGTH_DELIMITED: Final = 2  # the protobuf wire type of bytes and embedded messages
+
+
+def _varint(value: int) -> bytes:
+    """A non-negative integer in protobuf's base-128 varint encoding."""
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
+
+
+def _last_field_tag(message_class: Any, field_name: str) -> bytes:
+    """The encoded tag of `field_name`, which must be the last field of its message."""
+    descriptor = message_class.DESCRIPTOR
+    number: int = descriptor.fields_by_name[field_name].number
+    if number != max(field.number for field in descriptor.fields):
+        raise RuntimeError(
+            f"{descriptor.full_name}.{field_name} is not its last field: "
+            "appending it after the other fields would reorder the message"
+        )
+    return _varint(number << 3 | _LENGTH_DELIMITED)
+
+
+_RAW_OUTPUT_TAG: Final = _last_field_tag(pb.ModelInferResponse, "raw_output_contents")
+_INFER_RESPONSE_TAG: Final = _last_field_tag(pb.ModelStreamInferResponse, "infer_response")
+
+
+def _size(chunk: Chunk) -> int:
+    return len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedInferResponse:
+    """A `ModelInferResponse` in two parts: `header`, the message without
+    `raw_output_contents`, and `raw_outputs`, the entries that field would hold, in order."""
+
+    header: Any
+    raw_outputs: list[Chunk]
+
+    def chunks(self) -> list[Chunk]:
+        """The serialised message, in pieces to join."""
+        chunks: list[Chunk] = [self.header.SerializeToString()]
+        for data in self.raw_outputs:
+            chunks += (_RAW_OUTPUT_TAG, _varint(_size(data)), data)
+        return chunks
+
+
+def serialize_infer_response(response: EncodedInferResponse) -> bytes:
+    """The bytes of a ModelInfer answer."""
+    return b"".join(response.chunks())
+
+
+def serialize_stream_response(response: EncodedInferResponse | Any) -> bytes:
+    """The bytes of a ModelStreamInfer answer: an `EncodedInferResponse` (a success, sent as
+    the `infer_response` of a `ModelStreamInferResponse` without `error_message`) or a
+    `ModelStreamInferResponse` (a failure)."""
+    if not isinstance(response, EncodedInferResponse):
+        error: bytes = response.SerializeToString()
+        return error
+    chunks = response.chunks()
+    length = sum(_size(chunk) for chunk in chunks)
+    return b"".join([_INFER_RESPONSE_TAG, _varint(length), *chunks])
