@@ -92,7 +92,7 @@ def decode_infer_request(
             inputs[name] = _array_from_contents(tensor, shape)
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in message.outputs]
     for output in outputs:
-        location = tensor_location(output.parameters, f"output '{output.name}'")
+        location = tensor_location(output.parameters, "output", output.name)
         if location is not None:  # fail before inference, as Triton does
             shared_memory.check(location)
     return InferRequest(
@@ -110,7 +110,7 @@ def _shared_memory_input(
 ) -> Array:
     """The input copied out of the shared-memory region its parameters name."""
     name = tensor.name
-    location = tensor_location(decode_parameters(tensor.parameters), f"input '{name}'")
+    location = tensor_location(decode_parameters(tensor.parameters), "input", name)
     if location is None or tensor.HasField("contents"):
         raise InvalidArgument(f"input '{name}' has both contents and a shared memory region")
     return read_tensor(shared_memory, location, name, tensor.datatype, shape)
@@ -206,7 +206,7 @@ def encode_infer_response(
     for name, array in response.outputs.items():
         datatype = v2_datatype(array.dtype)
         output = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
-        location = tensor_location(in_memory.get(name, {}), f"output '{name}'")
+        location = tensor_location(in_memory.get(name, {}), "output", name)
         if location is not None:
             write_tensor(shared_memory, location, name, array, datatype)
             encode_parameters(location.parameters(), output.parameters)
