@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from inferd.core.datatypes import serialize_bytes
+from inferd.core.datatypes import numpy_dtype, serialize_bytes, v2_datatype
 from inferd.core.types import Array, InferResponse
 from inferd.frontends.grpc.codec import encode_infer_response
 from inferd.frontends.grpc.wire import serialize_infer_response, serialize_stream_response
@@ -23,16 +23,11 @@ def _standard(response: InferResponse) -> Any:
     for key, value in response.parameters.items():
         message.parameters[key].int64_param = value
     for name, array in response.outputs.items():
-        datatype = "BYTES" if array.dtype == np.object_ else None
-        data = serialize_bytes(array) if datatype else np.ascontiguousarray(array).tobytes()
-        message.outputs.add(
-            name=name, datatype=datatype or _NUMERIC[array.dtype.str], shape=array.shape
-        )
+        datatype = v2_datatype(array.dtype)
+        data = serialize_bytes(array) if datatype == "BYTES" else array.tobytes()
+        message.outputs.add(name=name, datatype=datatype, shape=array.shape)
         message.raw_output_contents.append(data)
     return message
-
-
-_NUMERIC = {"<f4": "FP32", "<i2": "INT16", "<f8": "FP64", "|u1": "UINT8", "|b1": "BOOL"}
 
 
 def _encoded(response: InferResponse) -> Any:
@@ -55,6 +50,10 @@ _CASES: dict[str, dict[str, Array]] = {
     },
     "no outputs": {},
     "bool and a 0-d tensor": {"f": np.array([True, False]), "z": np.array(2.5)},
+    "16-bit floats": {
+        "bf16": np.arange(6).astype(numpy_dtype("BF16")).reshape(2, 3),
+        "fp16": np.arange(6, dtype=np.float16)[::2],
+    },
 }
 
 
@@ -84,8 +83,7 @@ def test_stream_error_answer_goes_through_protobuf() -> None:
 def test_outputs_are_read_where_they_are() -> None:
     contiguous = np.arange(8, dtype=np.float32)
     (raw,) = _encoded(InferResponse("m", "1", {"y": contiguous})).raw_outputs
-    assert isinstance(raw, memoryview)
-    assert np.shares_memory(np.asarray(raw), contiguous)
+    assert np.shares_memory(raw, contiguous)
 
 
 def test_many_parameters_in_protobufs_own_order() -> None:

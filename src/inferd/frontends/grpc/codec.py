@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from inferd.core.datatypes import BYTES, numpy_dtype, v2_datatype
+from inferd.core.datatypes import BYTES, numpy_dtype, serialize_bytes, v2_datatype
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest, InferResponse, Parameters, RequestedOutput
 from inferd.frontends.grpc.wire import Chunk, EncodedInferResponse
@@ -26,7 +26,7 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, check_shape, raw_bytes
+from inferd.frontends.tensors import array_from_bytes, check_shape
 
 # The typed `contents` field that carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD: Final = {
@@ -193,7 +193,7 @@ def encode_infer_response(
     shared_memory: SharedMemoryRegistry = DISABLED,
 ) -> EncodedInferResponse:
     """`response` as `message` (an empty `ModelInferResponse`, which gets all but the raw output
-    contents) and the raw contents, viewing the output arrays where they are contiguous.
+    contents) and the raw contents: the output arrays themselves where they are contiguous.
 
     An output `requested` in shared memory is written there and gets an empty raw entry.
     """
@@ -212,5 +212,7 @@ def encode_infer_response(
             encode_parameters(location.parameters(), output.parameters)
             raw_outputs.append(b"")
             continue
-        raw_outputs.append(raw_bytes(array, datatype))
+        raw_outputs.append(
+            serialize_bytes(array) if datatype == BYTES else np.ascontiguousarray(array)
+        )
     return EncodedInferResponse(message, raw_outputs)

@@ -12,19 +12,24 @@ is exactly what protobuf would write. Both facts are checked against the descrip
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, cast
 
 from tritonclient.grpc import service_pb2 as pb
 
-# A tensor's wire bytes: `bytes`, or a memoryview of them (any format; `nbytes` counts).
-Chunk = bytes | memoryview
+from inferd.core.types import Array
+
+# A tensor's wire bytes: `bytes`, or a C-contiguous array whose buffer they are, joined as it
+# is (a byte view would cost more than copying a small output, and memoryview refuses BF16).
+Chunk = bytes | Array
 
 _LENGTH_DELIMITED: Final = 2  # the protobuf wire type of bytes and embedded messages
+_ONE_BYTE_VARINTS: Final = [bytes((value,)) for value in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
     """A non-negative integer in protobuf's base-128 varint encoding."""
+    if value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
     encoded = bytearray()
     while value > 0x7F:
         encoded.append(value & 0x7F | 0x80)
@@ -49,29 +54,35 @@ _RAW_OUTPUT_TAG: Final = _last_field_tag(pb.ModelInferResponse, "raw_output_cont
 _INFER_RESPONSE_TAG: Final = _last_field_tag(pb.ModelStreamInferResponse, "infer_response")
 
 
-def _size(chunk: Chunk) -> int:
-    return len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedInferResponse:
+class EncodedInferResponse(NamedTuple):
     """A `ModelInferResponse` in two parts: `header`, the message without
     `raw_output_contents`, and `raw_outputs`, the entries that field would hold, in order."""
 
     header: Any
     raw_outputs: list[Chunk]
 
-    def chunks(self) -> list[Chunk]:
-        """The serialised message, in pieces to join."""
-        chunks: list[Chunk] = [self.header.SerializeToString()]
-        for data in self.raw_outputs:
-            chunks += (_RAW_OUTPUT_TAG, _varint(_size(data)), data)
-        return chunks
+
+def _chunks(response: EncodedInferResponse) -> tuple[list[Chunk], int]:
+    """The serialised message in pieces to join, and its length."""
+    header: bytes = response.header.SerializeToString()
+    chunks: list[Chunk] = [header]
+    length = len(header)
+    for data in response.raw_outputs:
+        size = len(data) if isinstance(data, bytes) else data.nbytes
+        prefix = _RAW_OUTPUT_TAG + _varint(size)
+        chunks += (prefix, data)
+        length += len(prefix) + size
+    return chunks, length
+
+
+def _join(chunks: list[Chunk]) -> bytes:
+    # numpy's stubs give ndarray the buffer protocol only from Python 3.12.
+    return b"".join(cast("list[bytes]", chunks))
 
 
 def serialize_infer_response(response: EncodedInferResponse) -> bytes:
     """The bytes of a ModelInfer answer."""
-    return b"".join(response.chunks())
+    return _join(_chunks(response)[0])
 
 
 def serialize_stream_response(response: EncodedInferResponse | Any) -> bytes:
@@ -81,6 +92,5 @@ def serialize_stream_response(response: EncodedInferResponse | Any) -> bytes:
     if not isinstance(response, EncodedInferResponse):
         error: bytes = response.SerializeToString()
         return error
-    chunks = response.chunks()
-    length = sum(_size(chunk) for chunk in chunks)
-    return b"".join([_INFER_RESPONSE_TAG, _varint(length), *chunks])
+    chunks, length = _chunks(response)
+    return _join([_INFER_RESPONSE_TAG + _varint(length), *chunks])
