@@ -26,7 +26,7 @@ from inferd.backends.autocomplete import (
 )
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
-from inferd.core.model_config import int_parameter, string_parameter
+from inferd.core.model_config import ModelConfig, int_parameter, string_parameter
 from inferd.core.types import Array
 
 _CONFIG_TYPE_BY_ORT = {
@@ -59,7 +59,7 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def session_options(config: Any) -> Any:
+def session_options(config: ModelConfig) -> Any:
     ort = _ort()
     options = ort.SessionOptions()
     intra = int_parameter(config, "intra_op_thread_count")
@@ -80,7 +80,7 @@ def session_options(config: Any) -> Any:
     return options
 
 
-def tensorrt_options(config: Any) -> dict[str, str] | None:
+def tensorrt_options(config: ModelConfig) -> dict[str, str] | None:
     """TensorRT provider options from Triton's `optimization { execution_accelerators {
     gpu_execution_accelerator: [{ name: "tensorrt" }] } }`; None when the config asks for none."""
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
@@ -129,7 +129,9 @@ class OnnxRuntimeBackend:
     def matches(self, version_path: Path) -> bool:
         return (version_path / self.default_model_filename).is_file()
 
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+    def complete_config(
+        self, config: ModelConfig, version_path: Path, default_max_batch_size: int
+    ) -> None:
         model_file = existing_model_file(config, version_path, self.default_model_filename)
         ort = _ort()
         options = ort.SessionOptions()
@@ -145,7 +147,7 @@ class OnnxRuntimeBackend:
             config, session.get_inputs(), session.get_outputs(), default_max_batch_size
         )
 
-    def load(self, config: Any, version_path: Path) -> OnnxModel:
+    def load(self, config: ModelConfig, version_path: Path) -> OnnxModel:
         return OnnxModel(
             model_path(config, version_path, self.default_model_filename),
             session_options(config),
@@ -154,7 +156,7 @@ class OnnxRuntimeBackend:
 
 
 def _complete_tensors(
-    config: Any, inputs: list[Any], outputs: list[Any], default_batch: int
+    config: ModelConfig, inputs: list[Any], outputs: list[Any], default_batch: int
 ) -> None:
     complete_tensors(
         config,

@@ -9,10 +9,11 @@ tritonclient reads, appended to the rest of the message by `wire.py` without pro
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Mapping, MutableMapping
+from typing import Final
 
 import numpy as np
+from tritonclient.grpc import service_pb2 as pb
 
 from inferd.core.datatypes import BYTES, numpy_dtype, serialize_bytes, v2_datatype
 from inferd.core.errors import InvalidArgument
@@ -56,7 +57,7 @@ _FIELD_DTYPE: Final = {
 
 
 def decode_infer_request(
-    message: Any, shared_memory: SharedMemoryRegistry = DISABLED
+    message: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry = DISABLED
 ) -> InferRequest:
     """A `ModelInferRequest` as an `InferRequest`; raises `InvalidArgument` naming the fault.
 
@@ -106,7 +107,9 @@ def decode_infer_request(
 
 
 def _shared_memory_input(
-    tensor: Any, shape: list[int], shared_memory: SharedMemoryRegistry
+    tensor: pb.ModelInferRequest.InferInputTensor,
+    shape: list[int],
+    shared_memory: SharedMemoryRegistry,
 ) -> Array:
     """The input copied out of the shared-memory region its parameters name."""
     name = tensor.name
@@ -116,7 +119,7 @@ def _shared_memory_input(
     return read_tensor(shared_memory, location, name, tensor.datatype, shape)
 
 
-def _array_from_contents(tensor: Any, shape: list[int]) -> Array:
+def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> Array:
     name, datatype = tensor.name, tensor.datatype
     expected = _CONTENTS_FIELD.get(datatype)
     present = [field.name for field, _ in tensor.contents.ListFields()]
@@ -157,7 +160,7 @@ def _narrow(wide: Array, name: str, datatype: str) -> Array:
     return wide.astype(dtype)
 
 
-def decode_parameters(parameters: Mapping[str, Any]) -> Parameters:
+def decode_parameters(parameters: Mapping[str, pb.InferParameter]) -> Parameters:
     """A map of `InferParameter` as plain Python values."""
     decoded: Parameters = {}
     for key, parameter in parameters.items():
@@ -168,7 +171,9 @@ def decode_parameters(parameters: Mapping[str, Any]) -> Parameters:
     return decoded
 
 
-def encode_parameters(parameters: Parameters, target: Any) -> None:
+def encode_parameters(
+    parameters: Parameters, target: MutableMapping[str, pb.InferParameter]
+) -> None:
     """Write plain values into a map of `InferParameter` (`target`, a protobuf map field)."""
     for key, value in parameters.items():
         parameter = target[key]
@@ -188,7 +193,7 @@ def encode_parameters(parameters: Parameters, target: Any) -> None:
 
 def encode_infer_response(
     response: InferResponse,
-    message: Any,
+    message: pb.ModelInferResponse,
     requested: list[RequestedOutput] | None = None,
     shared_memory: SharedMemoryRegistry = DISABLED,
 ) -> EncodedInferResponse:

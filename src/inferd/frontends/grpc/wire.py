@@ -12,8 +12,9 @@ is exactly what protobuf would write. Both facts are checked against the descrip
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple, cast
+from typing import Final, NamedTuple, cast
 
+from google.protobuf.message import Message
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd.core.types import Array
@@ -38,7 +39,7 @@ def _varint(value: int) -> bytes:
     return bytes(encoded)
 
 
-def _last_field_tag(message_class: Any, field_name: str) -> bytes:
+def _last_field_tag(message_class: type[Message], field_name: str) -> bytes:
     """The encoded tag of `field_name`, which must be the last field of its message."""
     descriptor = message_class.DESCRIPTOR
     number: int = descriptor.fields_by_name[field_name].number
@@ -58,13 +59,13 @@ class EncodedInferResponse(NamedTuple):
     """A `ModelInferResponse` in two parts: `header`, the message without
     `raw_output_contents`, and `raw_outputs`, the entries that field would hold, in order."""
 
-    header: Any
+    header: pb.ModelInferResponse
     raw_outputs: list[Chunk]
 
 
 def _chunks(response: EncodedInferResponse) -> tuple[list[Chunk], int]:
     """The serialised message in pieces to join, and its length."""
-    header: bytes = response.header.SerializeToString()
+    header = response.header.SerializeToString()
     chunks: list[Chunk] = [header]
     length = len(header)
     for data in response.raw_outputs:
@@ -85,12 +86,13 @@ def serialize_infer_response(response: EncodedInferResponse) -> bytes:
     return _join(_chunks(response)[0])
 
 
-def serialize_stream_response(response: EncodedInferResponse | Any) -> bytes:
+def serialize_stream_response(
+    response: EncodedInferResponse | pb.ModelStreamInferResponse,
+) -> bytes:
     """The bytes of a ModelStreamInfer answer: an `EncodedInferResponse` (a success, sent as
     the `infer_response` of a `ModelStreamInferResponse` without `error_message`) or a
     `ModelStreamInferResponse` (a failure)."""
     if not isinstance(response, EncodedInferResponse):
-        error: bytes = response.SerializeToString()
-        return error
+        return response.SerializeToString()
     chunks, length = _chunks(response)
     return _join([_INFER_RESPONSE_TAG + _varint(length), *chunks])
