@@ -14,12 +14,10 @@ from inferd.frontends.grpc.servicer import GrpcFrontend
 from inferd.frontends.grpc.wire import serialize_infer_response, serialize_stream_response
 from inferd.frontends.identity import DEFAULT_SERVER_NAME
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-from inferd.metrics.statistics import Statistics
 
 
 def create_grpc_server(
     engine: Engine,
-    statistics: Statistics | None,
     host: str,
     port: int,
     max_message_bytes: int,
@@ -36,7 +34,7 @@ def create_grpc_server(
         ]
     )
     server.add_generic_rpc_handlers(
-        (_service_handler(GrpcFrontend(engine, statistics, shared_memory, server_name)),)
+        (_service_handler(GrpcFrontend(engine, shared_memory, server_name)),)
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
