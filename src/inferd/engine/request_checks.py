@@ -9,7 +9,7 @@ import numpy as np
 
 from inferd.core.datatypes import numpy_dtype, v2_datatype
 from inferd.core.errors import InvalidArgument
-from inferd.core.model_config import tensor_datatype
+from inferd.core.model_config import ConfigTensor, tensor_datatype
 from inferd.core.types import Array, InferRequest
 
 
@@ -25,7 +25,7 @@ class ModelTensor:
     optional: bool
 
     @classmethod
-    def from_config(cls, tensor: Any) -> ModelTensor:
+    def from_config(cls, tensor: ConfigTensor) -> ModelTensor:
         datatype = tensor_datatype(tensor.data_type)
         reshape = tuple(tensor.reshape.shape) if tensor.HasField("reshape") else None
         optional = bool(getattr(tensor, "optional", False))

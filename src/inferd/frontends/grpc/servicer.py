@@ -157,7 +157,7 @@ class GrpcFrontend:
 
     async def _stream_one(self, message: Any) -> Any:
         try:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(message))
+            return await self._infer(message)  # sent as a stream answer by wire.py
         except InferdError as exc:
             error = exc.message
         except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
