@@ -185,15 +185,16 @@ class Engine:
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
         batched = loaded.config.max_batch_size > 0
         check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
-        for name, array in request.inputs.items():
-            spec = loaded.inputs[name]
-            if spec.reshape is not None:
-                request.inputs[name] = apply_reshape(array, spec, spec.reshape, batched)
+        inputs = request.inputs
+        for spec in loaded.reshaped_inputs:
+            array = inputs.get(spec.name)
+            if array is not None:  # an optional input the request left out
+                inputs[spec.name] = apply_reshape(array, spec, spec.reshape, batched)
         outputs = await loaded.scheduler.submit(request)
-        for name, array in outputs.items():
-            spec = loaded.outputs[name]
-            if spec.reshape is not None:
-                outputs[name] = apply_reshape(array, spec, spec.dims, batched)
+        for spec in loaded.reshaped_outputs:
+            array = outputs.get(spec.name)
+            if array is not None:  # an output the request did not ask for
+                outputs[spec.name] = apply_reshape(array, spec, spec.dims, batched)
         return outputs
 
 

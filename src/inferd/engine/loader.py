@@ -44,6 +44,13 @@ class LoadedVersion:
     # The steps it runs when it is an ensemble (which has no backend, model or instances):
     # the one place a loaded version says it is one.
     ensemble: EnsembleGraph | None = None
+    # The few tensors with a config `reshape`, so a request walks only those.
+    reshaped_inputs: tuple[ModelTensor, ...] = field(init=False)
+    reshaped_outputs: tuple[ModelTensor, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reshaped_inputs = tuple(s for s in self.inputs.values() if s.reshape is not None)
+        self.reshaped_outputs = tuple(s for s in self.outputs.values() if s.reshape is not None)
 
     def close(self) -> None:
         for instance in self.instances:

@@ -1,12 +1,15 @@
 """A small fake backend for engine tests: it loads any model whose config names it (unless the
 config's `fail` parameter is set), places instances wherever the config says (`gpus`: whether
-it has GPUs to place them on), and runs y = x + the config's `offset` parameter."""
+it has GPUs to place them on), and runs y = x + the config's `offset` parameter (and, when
+asked for, `x_shape`: the shape of x it was given)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from inferd.backends.base import BatchRequest, Device
 from inferd.core.errors import InvalidArgument
@@ -23,7 +26,11 @@ class FakeInstance:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> dict[str, Array]:
-        return {"y": inputs["x"] + self.offset}
+        outputs = {"y": inputs["x"] + self.offset}
+        if "x_shape" in output_names:  # the shape the model was given, without the batch axis
+            x = inputs["x"]
+            outputs["x_shape"] = np.tile(np.array(x.shape[1:], dtype=np.int64), (len(x), 1))
+        return outputs
 
     def close(self) -> None:
         pass
