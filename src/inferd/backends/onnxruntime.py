@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from inferd.backends.autocomplete import (
 )
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
-from inferd.core.model_config import int_parameter, string_parameter
+from inferd.core.model_config import ModelConfig, int_parameter, string_parameter
 from inferd.core.types import Array
 
 _CONFIG_TYPE_BY_ORT = {
@@ -59,7 +59,7 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def session_options(config: Any) -> Any:
+def session_options(config: ModelConfig) -> Any:
     ort = _ort()
     options = ort.SessionOptions()
     intra = int_parameter(config, "intra_op_thread_count")
@@ -80,7 +80,7 @@ def session_options(config: Any) -> Any:
     return options
 
 
-def tensorrt_options(config: Any) -> dict[str, str] | None:
+def tensorrt_options(config: ModelConfig) -> dict[str, str] | None:
     """TensorRT provider options from Triton's `optimization { execution_accelerators {
     gpu_execution_accelerator: [{ name: "tensorrt" }] } }`; None when the config asks for none."""
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
@@ -129,7 +129,9 @@ class OnnxRuntimeBackend:
     def matches(self, version_path: Path) -> bool:
         return (version_path / self.default_model_filename).is_file()
 
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+    def complete_config(
+        self, config: ModelConfig, version_path: Path, default_max_batch_size: int
+    ) -> None:
         model_file = existing_model_file(config, version_path, self.default_model_filename)
         ort = _ort()
         options = ort.SessionOptions()
@@ -145,7 +147,7 @@ class OnnxRuntimeBackend:
             config, session.get_inputs(), session.get_outputs(), default_max_batch_size
         )
 
-    def load(self, config: Any, version_path: Path) -> OnnxModel:
+    def load(self, config: ModelConfig, version_path: Path) -> OnnxModel:
         return OnnxModel(
             model_path(config, version_path, self.default_model_filename),
             session_options(config),
@@ -154,7 +156,7 @@ class OnnxRuntimeBackend:
 
 
 def _complete_tensors(
-    config: Any, inputs: list[Any], outputs: list[Any], default_batch: int
+    config: ModelConfig, inputs: list[Any], outputs: list[Any], default_batch: int
 ) -> None:
     complete_tensors(
         config,
@@ -238,16 +240,29 @@ class OnnxInstance:
         self._session = None
 
 
+def _text(item: object) -> str:
+    return item.decode() if isinstance(item, bytes) else str(item)
+
+
+# Elementwise in numpy's C loop, written straight into the array ONNX Runtime takes (no list
+# of str in between). BYTES from a frontend are bytes; other elements (an ONNX model's str
+# output fed on by an ensemble, a Python model's values) take the general function.
+_DECODE_UTF8: Final = np.frompyfunc(bytes.decode, 1, 1)
+_AS_TEXT: Final = np.frompyfunc(_text, 1, 1)
+
+
 def _as_str_array(array: Array, name: str) -> Array:
     """ONNX Runtime string tensors take str elements; BYTES inputs arrive as bytes."""
+    text = np.empty(array.shape, dtype=np.object_)
     try:
-        flat = [
-            item.decode() if isinstance(item, bytes) else str(item) for item in array.reshape(-1)
-        ]
+        try:
+            _DECODE_UTF8(array, out=text)
+        except TypeError:  # an element that is not bytes
+            _AS_TEXT(array, out=text)
     except UnicodeDecodeError as exc:
         # ONNX Runtime's Python API holds strings as UTF-8 text, so other bytes cannot reach it.
         raise InvalidArgument(
             f"BYTES input '{name}' holds an element that is not UTF-8 ({exc.reason}); "
             "ONNX Runtime string tensors take UTF-8 text only"
         ) from None
-    return np.array(flat, dtype=np.object_).reshape(array.shape)
+    return text

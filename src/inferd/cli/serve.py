@@ -19,9 +19,8 @@ from prometheus_client import make_asgi_app
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.core.observer import Observer
-from inferd.engine.engine import Engine, EngineSettings
-from inferd.engine.lifecycle import ModelState
-from inferd.engine.loader import LoadOptions
+from inferd.engine.api import EngineSettings, LoadOptions, ModelState
+from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
@@ -60,7 +59,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_engine(settings: ServerSettings, observers: Sequence[Observer] = ()) -> Engine:
+def build_engine(
+    settings: ServerSettings,
+    observers: Sequence[Observer] = (),
+    statistics: Statistics | None = None,
+) -> Engine:
     load = LoadOptions(settings.default_max_batch_size, settings.auto_complete_config)
     engine_settings = EngineSettings(
         settings.model_repository,
@@ -70,7 +73,7 @@ def build_engine(settings: ServerSettings, observers: Sequence[Observer] = ()) -
         settings.load_model,
         settings.repository_poll_secs,
     )
-    return Engine(engine_settings, BackendRegistry(), observers)
+    return Engine(engine_settings, BackendRegistry(), observers, statistics)
 
 
 def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
@@ -115,7 +118,6 @@ def _log_models(engine: Engine) -> None:
 
 async def _start_grpc(
     engine: Engine,
-    statistics: Statistics,
     shared_memory: SharedMemoryRegistry,
     settings: ServerSettings,
 ) -> Any:
@@ -124,7 +126,6 @@ async def _start_grpc(
         return None
     server, port = create_grpc_server(
         engine,
-        statistics,
         settings.host,
         settings.grpc_port,
         settings.grpc_max_message_bytes,
@@ -151,7 +152,7 @@ async def serve(settings: ServerSettings) -> None:
     observers: list[Observer] = [statistics, metrics]
     if settings.log_verbose:
         observers.append(TraceLog())
-    engine = build_engine(settings, observers)
+    engine = build_engine(settings, observers, statistics)
     metrics.watch_pending(engine.pending_requests)
     metrics.watch_instances(engine.instance_devices)
     await engine.start()
@@ -167,7 +168,6 @@ async def serve(settings: ServerSettings) -> None:
             engine,
             settings.http_max_body_bytes,
             shared_memory,
-            statistics=statistics,
             server_name=settings.server_name,
         ),
         settings,
@@ -175,7 +175,7 @@ async def serve(settings: ServerSettings) -> None:
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on http://%s:%d", host, port)
-    grpc_server = await _start_grpc(engine, statistics, shared_memory, settings)
+    grpc_server = await _start_grpc(engine, shared_memory, settings)
     metrics_server = _start_metrics(metrics, settings)
 
     stop = asyncio.Event()

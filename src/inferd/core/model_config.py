@@ -23,6 +23,7 @@ ConfigTensor: TypeAlias = model_config_pb2.ModelInput | model_config_pb2.ModelOu
 ModelInstanceGroup: TypeAlias = model_config_pb2.ModelInstanceGroup
 ModelVersionPolicy: TypeAlias = model_config_pb2.ModelVersionPolicy
 ModelSequenceBatching: TypeAlias = model_config_pb2.ModelSequenceBatching
+ModelQueuePolicy: TypeAlias = model_config_pb2.ModelQueuePolicy
 ModelEnsembling: TypeAlias = model_config_pb2.ModelEnsembling
 # The config's `DataType` enum: TYPE_FP32, TYPE_STRING, ...
 DataType: TypeAlias = model_config_pb2.DataType.ValueType

@@ -1,23 +1,26 @@
-"""Ensembles in the engine: loading one against the composing models serving now, the order
-models load in, and which ensembles to re-check when a model they use changes.
+"""Ensembles in the engine: loading one against the composing models serving now, and the
+order models load in.
 
 An ensemble has no backend and no instances; its version folder (`1/`) is empty, as Triton
 requires. It is checked when it loads and again whenever a composing model is loaded,
-reloaded or unloaded, so it serves only while every step can run.
+reloaded or unloaded (the lifecycle asks the model table which ensembles use it), so it
+serves only while every step can run.
+
+Whether something is an ensemble is asked one way per stage: `is_ensemble` of a config, and
+`LoadedVersion.ensemble` (set only by `load_ensemble`) of a loaded version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.core.model_config import ModelConfig
 from inferd.engine.loader import LoadedVersion
-from inferd.engine.validation import TensorSpec
-from inferd.repository.layout import ModelFolder, read_model_folder
+from inferd.engine.request_checks import ModelTensor
+from inferd.repository.layout import read_model_folder
 from inferd.scheduling.ensemble import EnsembleScheduler, StepCall
 from inferd.scheduling.ensemble_graph import (
     LATEST,
@@ -36,16 +39,20 @@ PLATFORM = "ensemble"
 FindVersion = Callable[[str, str], LoadedVersion]
 
 
-def is_ensemble(config: Any) -> bool:
+def is_ensemble(config: ModelConfig) -> bool:
+    """A config is an ensemble's when it names the `ensemble` platform or has
+    `ensemble_scheduling` (`load_ensemble` refuses one without the other)."""
     return bool(config.platform == PLATFORM or config.HasField("ensemble_scheduling"))
 
 
-def composing_names(config: Any) -> list[str]:
+def composing_names(config: ModelConfig) -> list[str]:
     """The models an ensemble config's steps name, in step order, each once."""
     return list(dict.fromkeys(step.model_name for step in config.ensemble_scheduling.step))
 
 
-def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) -> LoadedVersion:
+def load_ensemble(
+    config: ModelConfig, version: int, find: FindVersion, call: StepCall
+) -> LoadedVersion:
     """Check an ensemble against the models serving now; raise `InvalidArgument` or
     `Unavailable` naming the step and tensor at fault."""
     completed = ModelConfig()
@@ -59,8 +66,8 @@ def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) 
         raise InvalidArgument(f"ensemble '{name}' has no ensemble_scheduling")
     completed.platform = PLATFORM
     validate_config(completed)
-    inputs = {t.name: TensorSpec.from_config(t) for t in completed.input}
-    outputs = {t.name: TensorSpec.from_config(t) for t in completed.output}
+    inputs = {t.name: ModelTensor.from_config(t) for t in completed.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in completed.output}
     graph = build_graph(name, steps_from_config(completed), list(inputs), list(outputs))
     composing = [_composing_version(name, step, find) for step in graph.steps]
     _check_no_loop(graph, find)
@@ -71,7 +78,10 @@ def load_ensemble(config: Any, version: int, find: FindVersion, call: StepCall) 
         [_signature(loaded) for loaded in composing],
     )
     scheduler = EnsembleScheduler(graph, call)
-    return LoadedVersion(name, version, completed, None, inputs, outputs, [], scheduler, None)
+    placement = f"ensemble of {len(graph.steps)} step(s)"
+    return LoadedVersion(
+        name, version, completed, inputs, outputs, scheduler, placement, ensemble=graph
+    )
 
 
 def _composing_version(ensemble: str, step: Step, find: FindVersion) -> LoadedVersion:
@@ -105,13 +115,12 @@ def _check_no_loop(graph: EnsembleGraph, find: FindVersion) -> None:
 
 def _nested_graph(model: str, find: FindVersion) -> EnsembleGraph | None:
     try:
-        scheduler = find(model, "").scheduler
+        return find(model, "").ensemble
     except InferdError:
         return None
-    return scheduler.graph if isinstance(scheduler, EnsembleScheduler) else None
 
 
-def _types(specs: dict[str, TensorSpec], max_batch_size: int) -> dict[str, TensorType]:
+def _types(specs: dict[str, ModelTensor], max_batch_size: int) -> dict[str, TensorType]:
     return {
         name: TensorType(spec.datatype, tuple(spec.wire_shape(max_batch_size)), spec.optional)
         for name, spec in specs.items()
@@ -123,31 +132,7 @@ def _signature(loaded: LoadedVersion) -> ModelSignature:
     return ModelSignature(batch, _types(loaded.inputs, batch), _types(loaded.outputs, batch))
 
 
-class EnsembleIndex:
-    """Every ensemble asked to load, serving or not, with the folder it was read from: when a
-    model changes, the ensembles using it are loaded again from these folders."""
-
-    def __init__(self) -> None:
-        self._folders: dict[str, ModelFolder] = {}
-
-    def remember(self, folder: ModelFolder) -> None:
-        self._folders[folder.name] = folder
-
-    def forget(self, name: str) -> None:
-        self._folders.pop(name, None)
-
-    def folder(self, name: str) -> ModelFolder:
-        return self._folders[name]
-
-    def dependents(self, model: str) -> list[str]:
-        return [
-            name
-            for name, folder in self._folders.items()
-            if name != model and model in composing_names(folder.config)
-        ]
-
-
-def _read_config(repository: Path, name: str) -> Any | None:
+def _read_config(repository: Path, name: str) -> ModelConfig | None:
     try:
         return read_model_folder(repository, name).config
     except InferdError:
@@ -174,14 +159,14 @@ def ensembles_last(repository: Path, names: Iterable[str]) -> list[str]:
     return order
 
 
-def composing_to_load(repository: Path, config: Any, serving: Iterable[str]) -> list[str]:
+def composing_to_load(repository: Path, config: ModelConfig, serving: Iterable[str]) -> list[str]:
     """Blocking: the models an ensemble uses, directly or through other ensembles, that are
     in the repository and not serving, each after the models it uses (explicit mode loads
     them with the ensemble, as Triton does)."""
     skip = {config.name, *serving}
     order: list[str] = []
 
-    def visit(current: Any) -> None:
+    def visit(current: ModelConfig) -> None:
         for model in composing_names(current):
             if model in skip:
                 continue

@@ -1,24 +1,277 @@
-"""Model states, each reported with a reason, as in Triton's repository index."""
+"""The model lifecycle: what the control mode loads at start, load (an atomic reload when the
+model serves), unload, the poll-mode loop, and re-checking the ensembles that use a model
+whenever it changes (Triton's model lifecycle, under its repository manager's control modes).
+
+One load or unload runs at a time. Every change of a model replaces its whole entry in the
+model table, tells the observers which versions now serve, closes what no longer serves, and
+then re-checks the ensembles using it.
+"""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from inferd.backends.registry import BackendRegistry
+from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
+from inferd.core.model_config import config_from_dict
+from inferd.core.observer import Observer
+from inferd.core.types import Timestamps
+from inferd.engine.api import EngineSettings, ModelState, VersionStatus
+from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
+from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemble, load_ensemble
+from inferd.engine.loader import LoadedVersion, load_version
+from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
+from inferd.repository.layout import (
+    ModelFolder,
+    check_model_name,
+    list_model_names,
+    read_model_folder,
+)
+from inferd.repository.poller import Fingerprint
+from inferd.repository.versions import select_versions
+from inferd.scheduling.batch import BatchCallback
+from inferd.scheduling.ensemble import StepCall
+
+logger = logging.getLogger(__name__)
 
 
-class ModelState(enum.Enum):
-    UNKNOWN = "UNKNOWN"
-    LOADING = "LOADING"
-    READY = "READY"
-    UNLOADING = "UNLOADING"
-    UNAVAILABLE = "UNAVAILABLE"
+class ModelLifecycle:
+    """Loads, reloads and unloads the models of `table` as the control mode allows.
 
+    `step` runs one ensemble step through its composing model's request path.
+    """
 
-@dataclass(frozen=True, slots=True)
-class VersionStatus:
-    """One row of the repository index."""
+    def __init__(
+        self,
+        settings: EngineSettings,
+        registry: BackendRegistry,
+        observers: Sequence[Observer],
+        table: ModelTable,
+        step: StepCall,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._observers = tuple(observers)
+        self._table = table
+        self._step = step
+        self._rechecking: set[str] = set()  # ensembles being re-checked (ends loops of them)
+        # One load or unload at a time, so a reload never races another change of a model.
+        self._control_lock = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
+        self.stopping = False
 
-    name: str
-    version: str
-    state: ModelState
-    reason: str = ""
+    def repository_model_names(self) -> list[str]:
+        return list_model_names(self._settings.repository)
+
+    # ---- control modes ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load what the control mode asks for; in poll mode, then follow the repository."""
+        settings = self._settings
+        if settings.control_mode is ControlMode.EXPLICIT and "*" not in settings.startup_models:
+            for name in settings.startup_models:
+                check_model_name(name)  # a path-like --load-model is a usage error
+            for name in settings.startup_models:
+                await self._load_composing(name, None)
+                await self._load_quietly(name)
+            return
+        known: dict[str, Fingerprint] = {}
+        if settings.control_mode is ControlMode.POLL:
+            known = await asyncio.to_thread(scan_repository, settings.repository)
+        await self._load_all()
+        if settings.control_mode is ControlMode.POLL:
+            poller = RepositoryPoller(
+                settings.repository,
+                settings.poll_interval_s,
+                known,
+                self._load_quietly,
+                self._unload_if_loaded,
+            )
+            self._poller = asyncio.create_task(poller.run(), name="repository-poller")
+
+    async def _load_all(self) -> None:
+        """Load every model in the repository (Triton's `none` control mode)."""
+        names = await asyncio.to_thread(self.repository_model_names)
+        for name in await asyncio.to_thread(ensembles_last, self._settings.repository, names):
+            await self._load_quietly(name)
+
+    async def _load_quietly(self, name: str) -> None:
+        # A failure is logged and recorded as UNAVAILABLE with its reason; the others still load.
+        with contextlib.suppress(InferdError):
+            await self.load_model(name)
+
+    async def _unload_if_loaded(self, name: str) -> None:
+        if self._table.get(name) is not None:
+            await self.unload_model(name)
+
+    async def control_load(self, name: str, config_override: dict[str, Any] | None) -> None:
+        """The repository API's load (explicit mode only); `config_override` replaces the
+        model's config file (its JSON form)."""
+        self._check_explicit("load")
+        check_model_name(name)
+        await self._load_composing(name, config_override)
+        await self.load_model(name, config_override)
+
+    async def _load_composing(self, name: str, config_override: dict[str, Any] | None) -> None:
+        """Explicit mode, as in Triton: loading an ensemble first loads the models it uses."""
+        try:
+            folder = await asyncio.to_thread(read_model_folder, self._settings.repository, name)
+            config = folder.config if config_override is None else config_from_dict(config_override)
+        except InferdError:
+            return  # the load itself reports it
+        config.name = name
+        serving = self._table.serving()
+        repository = self._settings.repository
+        for model in await asyncio.to_thread(composing_to_load, repository, config, serving):
+            await self._load_quietly(model)
+
+    async def control_unload(self, name: str) -> None:
+        """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
+        self._check_explicit("unload")
+        check_model_name(name)
+        if self._table.get(name) is not None:
+            await self.unload_model(name)
+        elif name not in await asyncio.to_thread(self.repository_model_names):
+            raise NotFound(f"model '{name}' is not in the repository")
+
+    def _check_explicit(self, action: str) -> None:
+        mode = self._settings.control_mode
+        if mode is not ControlMode.EXPLICIT:
+            raise Unsupported(
+                f"cannot {action} models in model control mode '{mode.value}'; "
+                "start the server with --model-control-mode explicit"
+            )
+
+    # ---- load, reload, unload --------------------------------------------------------------
+
+    async def load_model(self, name: str, config_override: dict[str, Any] | None = None) -> None:
+        """(Re)load a model's versions; failures are recorded as UNAVAILABLE with their reason,
+        and raised when no version of the model could be served.
+
+        A reload swaps atomically: the old versions keep serving until the new ones are
+        ready, then finish what they accepted. A failed reload keeps the old versions.
+        """
+        async with self._control_lock:
+            current = self._table.get(name)
+            serving = current if current is not None and current.versions else None
+            if serving is None:
+                loading = ModelEntry(statuses=[VersionStatus(name, "", ModelState.LOADING)])
+                self._table.put(name, loading)
+            try:
+                folder = await asyncio.to_thread(read_model_folder, self._settings.repository, name)
+                if config_override is not None:
+                    folder.config = config_from_dict(config_override, "config override")
+                    folder.config.name = name
+            except InferdError as exc:
+                logger.error("model '%s' failed to load: %s", name, exc.message)
+                if serving is None:
+                    # A name not in the repository leaves no trace in the index.
+                    failed = ModelEntry(statuses=[unavailable(name, "", exc.message)])
+                    await self._replace(name, None if isinstance(exc, NotFound) else failed)
+                raise
+            entry = await self._load_versions(folder)
+            if entry.versions or serving is None or not folder.versions:
+                await self._replace(name, entry)
+            else:
+                # The ensembles using it are re-checked from the folder asked for last.
+                serving.folder = folder
+                logger.error("model '%s' failed to reload; the loaded versions keep serving", name)
+        if not entry.versions:
+            reasons = "; ".join(f"{s.version or '-'}: {s.reason}" for s in entry.statuses)
+            raise InvalidArgument(f"no version could be served: {reasons}")
+
+    async def _load_versions(self, folder: ModelFolder) -> ModelEntry:
+        entry = ModelEntry(folder=folder)
+        wanted, missing = select_versions(folder.config.version_policy, folder.versions)
+        for version in missing:
+            entry.statuses.append(
+                unavailable(folder.name, str(version), "version folder not found")
+            )
+        if not wanted and not missing:
+            entry.statuses.append(unavailable(folder.name, "", "no version folder to serve"))
+        for version in wanted:
+            try:
+                loaded = await self._load_version(folder, version)
+            except InferdError as exc:
+                logger.error(
+                    "model '%s' version %d failed to load: %s", folder.name, version, exc.message
+                )
+                entry.statuses.append(unavailable(folder.name, str(version), exc.message))
+                continue
+            except Exception as exc:  # a backend bug must not take the server down
+                logger.exception("model '%s' version %d failed to load", folder.name, version)
+                entry.statuses.append(unavailable(folder.name, str(version), repr(exc)))
+                continue
+            loaded.scheduler.start()
+            entry.versions[version] = loaded
+            entry.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
+            logger.info("model '%s' version %d ready (%s)", folder.name, version, loaded.placement)
+        return entry
+
+    async def _load_version(self, folder: ModelFolder, version: int) -> LoadedVersion:
+        if is_ensemble(folder.config):
+            return load_ensemble(folder.config, version, self._table.find_version, self._step)
+        return await asyncio.to_thread(
+            load_version,
+            folder.config,
+            version,
+            folder.versions[version],
+            self._registry,
+            self._settings.load,
+            self._batch_reporter(folder.name, str(version)),
+        )
+
+    async def unload_model(self, name: str) -> None:
+        async with self._control_lock:
+            if self._table.get(name) is None:
+                raise NotFound(f"model '{name}' is not loaded")
+            await self._replace(name, None, unloaded=True)
+
+    async def _replace(self, name: str, entry: ModelEntry | None, unloaded: bool = False) -> None:
+        """Swap a model's entry at once; the old versions finish what they accepted, then close."""
+        old = self._table.put(name, entry, unloaded)
+        versions = entry.version_names() if entry is not None else []
+        for observer in self._observers:
+            observer.model_versions_changed(name, versions)
+        if old is not None:
+            for loaded in old.versions.values():
+                await loaded.scheduler.stop()
+                await asyncio.to_thread(loaded.close)
+        if not self.stopping:
+            await self._recheck_ensembles_using(name)
+
+    async def _recheck_ensembles_using(self, name: str) -> None:
+        """Load again each ensemble that uses `name`, so it serves only while every composing
+        model does (unavailable with the reason otherwise) and follows their reloads."""
+        for folder in self._table.ensembles_using(name):
+            if folder.name in self._rechecking:
+                continue
+            self._rechecking.add(folder.name)
+            try:
+                await self._replace(folder.name, await self._load_versions(folder))
+            finally:
+                self._rechecking.discard(folder.name)
+
+    async def stop(self) -> None:
+        """Stop polling; finish every accepted request, then unload everything."""
+        self.stopping = True
+        if self._poller is not None:
+            self._poller.cancel()
+        async with self._control_lock:
+            for name in self._table.names():
+                await self._replace(name, None)
+
+    def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
+        if not self._observers:
+            return None
+        observers = self._observers
+
+        def report(rows: int, compute: Timestamps) -> None:
+            for observer in observers:
+                observer.batch_executed(name, version, rows, compute)
+
+        return report

@@ -6,30 +6,26 @@ Blocking (backends read files and build sessions), so the engine runs it in a th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
-from inferd.engine.validation import TensorSpec
+from inferd.engine.api import LoadOptions
+from inferd.engine.request_checks import ModelTensor
 from inferd.instances.instance import ModelInstance
 from inferd.scheduling.base import Scheduler
-from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
+from inferd.scheduling.batch import BatchCallback
+from inferd.scheduling.dynamic import DynamicBatcher
+from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.ensemble_graph import EnsembleGraph
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
-from inferd.scheduling.settings import BatchingSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    default_max_batch_size: int = 4
-    auto_complete_config: bool = True
 
 
 @dataclass(slots=True)
@@ -38,13 +34,23 @@ class LoadedVersion:
 
     model_name: str
     version: int
-    config: Any
-    backend: Backend | None  # None for an ensemble, which runs other models
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    instances: list[ModelInstance]
+    config: ModelConfig
+    inputs: dict[str, ModelTensor]
+    outputs: dict[str, ModelTensor]
     scheduler: Scheduler
-    loaded_model: LoadedModel | None
+    placement: str  # where it runs, for the log: its backend and devices, or its steps
+    instances: list[ModelInstance] = field(default_factory=list)
+    loaded_model: LoadedModel | None = None
+    # The steps it runs when it is an ensemble (which has no backend, model or instances):
+    # the one place a loaded version says it is one.
+    ensemble: EnsembleGraph | None = None
+    # The few tensors with a config `reshape`, so a request walks only those.
+    reshaped_inputs: tuple[ModelTensor, ...] = field(init=False)
+    reshaped_outputs: tuple[ModelTensor, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reshaped_inputs = tuple(s for s in self.inputs.values() if s.reshape is not None)
+        self.reshaped_outputs = tuple(s for s in self.outputs.values() if s.reshape is not None)
 
     def close(self) -> None:
         for instance in self.instances:
@@ -53,7 +59,9 @@ class LoadedVersion:
             self.loaded_model.close()
 
 
-def complete_config(config: Any, version_path: Path, backend: Backend, options: LoadOptions) -> Any:
+def complete_config(
+    config: ModelConfig, version_path: Path, backend: Backend, options: LoadOptions
+) -> ModelConfig:
     """A completed, validated copy of `config` for one version folder."""
     completed = ModelConfig()
     completed.CopyFrom(config)
@@ -68,7 +76,7 @@ def complete_config(config: Any, version_path: Path, backend: Backend, options: 
     return completed
 
 
-def _complete_instance_groups(config: Any, backend: Backend) -> None:
+def _complete_instance_groups(config: ModelConfig, backend: Backend) -> None:
     if not config.instance_group:
         config.instance_group.add()
     for index, group in enumerate(config.instance_group):
@@ -84,7 +92,7 @@ def _complete_instance_groups(config: Any, backend: Backend) -> None:
             raise Unsupported(f"instance group '{group.name}' asks for an unsupported kind")
 
 
-def _resolve_auto(group: Any, backend: Backend) -> None:
+def _resolve_auto(group: ModelInstanceGroup, backend: Backend) -> None:
     """KIND_AUTO: the listed GPUs (or GPU 0) when the backend can use a GPU, else the CPU."""
     if backend.gpu_available():
         group.kind = ModelInstanceGroup.KIND_GPU
@@ -101,7 +109,7 @@ def _resolve_auto(group: Any, backend: Backend) -> None:
         del group.gpus[:]
 
 
-def _check_gpus(group: Any, backend: Backend) -> None:
+def _check_gpus(group: ModelInstanceGroup, backend: Backend) -> None:
     if not backend.gpu_available():
         raise Unavailable(
             f"instance group '{group.name}' asks for KIND_GPU, but backend '{backend.name}' "
@@ -113,14 +121,14 @@ def _check_gpus(group: Any, backend: Backend) -> None:
         raise InvalidArgument(f"instance group '{group.name}' lists a negative GPU index")
 
 
-def _devices(group: Any) -> list[Device]:
+def _devices(group: ModelInstanceGroup) -> list[Device]:
     if group.kind == ModelInstanceGroup.KIND_CPU:
         return [Device(DeviceKind.CPU)] * group.count
     return [Device(DeviceKind.GPU, gpu) for gpu in group.gpus for _ in range(group.count)]
 
 
 def load_version(
-    config: Any,
+    config: ModelConfig,
     version: int,
     version_path: Path,
     registry: BackendRegistry,
@@ -149,13 +157,22 @@ def load_version(
             instance.close()
         loaded_model.close()
         raise
-    inputs = {t.name: TensorSpec.from_config(t) for t in config.input}
-    outputs = {t.name: TensorSpec.from_config(t) for t in config.output}
+    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
     scheduler: Scheduler = (
         DynamicBatcher(instances, batching, list(outputs), on_batch)
         if sequence is None
         else SequenceBatcher(instances, sequence, list(outputs), on_batch)
     )
+    devices = ", ".join(sorted({str(i.device) for i in instances}))
     return LoadedVersion(
-        config.name, version, config, backend, inputs, outputs, instances, scheduler, loaded_model
+        config.name,
+        version,
+        config,
+        inputs,
+        outputs,
+        scheduler,
+        f"{backend.name}, {len(instances)} instance(s) on {devices}",
+        instances,
+        loaded_model,
     )

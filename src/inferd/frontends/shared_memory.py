@@ -280,12 +280,16 @@ class SharedMemoryRegistry:
 DISABLED: Final = SharedMemoryRegistry(enabled=False)
 
 
-def tensor_location(parameters: Mapping[str, Any], tensor: str) -> TensorLocation | None:
-    """The shared-memory location named by a tensor's parameters, or None if it names none."""
+def tensor_location(parameters: Mapping[str, Any], kind: str, name: str) -> TensorLocation | None:
+    """The shared-memory location named by a tensor's parameters, or None if it names none.
+
+    `kind` ("input" or "output") and `name` name the tensor in errors.
+    """
     if REGION not in parameters:
         if BYTE_SIZE in parameters or OFFSET in parameters:
-            raise InvalidArgument(f"{tensor}: '{BYTE_SIZE}' needs '{REGION}'")
+            raise InvalidArgument(f"{kind} '{name}': '{BYTE_SIZE}' needs '{REGION}'")
         return None
+    tensor = f"{kind} '{name}'"  # only here: most tensors are not in shared memory
     region = parameters[REGION]
     if not isinstance(region, str) or not region:
         raise InvalidArgument(f"{tensor}: '{REGION}' must be a non-empty string")

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.types import Timestamps
-from inferd.metrics.statistics import Duration, Statistics, VersionStatistics
+from inferd.metrics.statistics import Statistics
 
 LABELS = ["model", "version"]
 # Seconds; from sub-millisecond in-process models to multi-second generative ones.

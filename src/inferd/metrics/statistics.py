@@ -1,4 +1,4 @@
-"""Per model version statistics in the shape of the KServe/Triton statistics extension.
+"""Per model version statistics (the records of `inferd.core.statistics`), counted.
 
 Fed by the engine as an `Observer` on the event loop, so plain counters suffice (no locks).
 Counters live while a version serves: a reload that keeps a version keeps its counters,
@@ -10,50 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from inferd.core.errors import NotFound, unknown_model
+from inferd.core.statistics import BatchStatistics, VersionStatistics
 from inferd.core.types import Timestamps
-
-
-@dataclass(slots=True)
-class Duration:
-    """How many times something happened and the nanoseconds it took in total."""
-
-    count: int = 0
-    ns: int = 0
-
-    def add(self, ns: int) -> None:
-        self.count += 1
-        self.ns += ns
-
-
-@dataclass(slots=True)
-class BatchStatistics:
-    """Executions of one batch size (rows over every request of the batch)."""
-
-    batch_size: int
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
-
-
-@dataclass(slots=True)
-class VersionStatistics:
-    """Everything counted for one model version; durations are per request except batches."""
-
-    name: str
-    version: str
-    last_inference: int = 0  # milliseconds since the epoch; 0 = never
-    inference_count: int = 0  # rows inferred, over all executions
-    execution_count: int = 0
-    success: Duration = field(default_factory=Duration)
-    fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
-    batch_stats: list[BatchStatistics] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -64,7 +24,7 @@ class _Counters:
 
 
 class Statistics:
-    """An `Observer` that aggregates what `snapshot` reports."""
+    """An `Observer` that aggregates what `snapshot` reports (a `StatisticsSource`)."""
 
     def __init__(self) -> None:
         self._models: dict[str, dict[str, _Counters]] = {}
@@ -163,43 +123,3 @@ class Statistics:
 def _order(counters: _Counters) -> tuple[str, int, str]:
     version = counters.stats.version
     return counters.stats.name, int(version) if version.isdigit() else -1, version
-
-
-def statistics_document(stats: Sequence[VersionStatistics]) -> dict[str, Any]:
-    """The statistics extension's JSON (`{"model_stats": [...]}`), which is also the proto3
-    JSON form of gRPC's `ModelStatisticsResponse`, so both frontends report the same numbers."""
-    return {"model_stats": [_version_document(s) for s in stats]}
-
-
-def _version_document(stats: VersionStatistics) -> dict[str, Any]:
-    return {
-        "name": stats.name,
-        "version": stats.version,
-        "last_inference": stats.last_inference,
-        "inference_count": stats.inference_count,
-        "execution_count": stats.execution_count,
-        "inference_stats": {
-            "success": _duration(stats.success),
-            "fail": _duration(stats.fail),
-            "queue": _duration(stats.queue),
-            "compute_input": _duration(stats.compute_input),
-            "compute_infer": _duration(stats.compute_infer),
-            "compute_output": _duration(stats.compute_output),
-            # inferd has no response cache; reported for clients that read the fields.
-            "cache_hit": _duration(Duration()),
-            "cache_miss": _duration(Duration()),
-        },
-        "batch_stats": [
-            {
-                "batch_size": b.batch_size,
-                "compute_input": _duration(b.compute_input),
-                "compute_infer": _duration(b.compute_infer),
-                "compute_output": _duration(b.compute_output),
-            }
-            for b in stats.batch_stats
-        ],
-    }
-
-
-def _duration(duration: Duration) -> dict[str, int]:
-    return {"count": duration.count, "ns": duration.ns}

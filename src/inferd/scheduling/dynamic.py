@@ -5,7 +5,8 @@ worker; a free worker takes the forming lock, gathers the next batch (shape-comp
 requests in priority order, up to `max_batch_size`; sent at once when full, when a preferred
 size is reached, or when the next request cannot join; else after `max_queue_delay`, counted
 from the oldest request), releases the lock so the next free worker can form the following
-batch, and executes. Each caller awaits its own future.
+batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
+future.
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
@@ -15,27 +16,28 @@ a few wake-ups however many requests it gathers.
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from inferd.backends.base import BatchOutputs, BatchRequest
-from inferd.core.errors import InferdError, Internal, InvalidArgument, Unavailable
-from inferd.core.types import Array, InferRequest, Timestamps
-from inferd.instances.instance import ExecutionResult, ModelInstance
+from inferd.core.errors import Unavailable
+from inferd.core.types import Array, InferRequest
+from inferd.instances.instance import ModelInstance
 from inferd.scheduling.adaptive import SloController
-from inferd.scheduling.ordering import ResponseOrder, Slot
-from inferd.scheduling.queue import Pending, PriorityQueue
-from inferd.scheduling.settings import BatchingSettings
-
-BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
-Answer = dict[str, Array] | InferdError  # what one request of a batch gets back
-
-logger = logging.getLogger(__name__)
+from inferd.scheduling.batch import (
+    Batch,
+    BatchCallback,
+    BatchRunner,
+    Wakeup,
+    fail_undelivered,
+    select_outputs,
+    split_rows,
+    stack_inputs,
+    wanted_outputs,
+)
+from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.ordering import ResponseOrder, Turn
+from inferd.scheduling.queue import PriorityQueue, Queued
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -44,6 +46,15 @@ def _signature(request: InferRequest) -> tuple[Any, ...]:
 
 
 class DynamicBatcher:
+    """The scheduler of a model without sequence batching: one priority queue, and one worker
+    per instance that forms the next batch from it and runs it.
+
+    With `dynamic_batching` off it still queues, but every batch is one request. Results are
+    handed back as each batch finishes, or in formation order with `preserve_ordering`; with
+    a latency target (`inferd.latency_slo_ms`) an `SloController` steers the queue delay and
+    the batch cap.
+    """
+
     def __init__(
         self,
         instances: Sequence[ModelInstance],
@@ -53,8 +64,6 @@ class DynamicBatcher:
     ) -> None:
         self._instances = list(instances)
         self._settings = settings
-        self._output_names = list(output_names)
-        self._on_batch = on_batch
         self._queue = PriorityQueue(settings)
         self._forming = asyncio.Lock()
         self._order = ResponseOrder() if settings.preserve_ordering else None
@@ -68,9 +77,10 @@ class DynamicBatcher:
             if settings.latency_slo_ns
             else None
         )
+        self._runner = BatchRunner(_Stacked(list(output_names)), on_batch, self._slo)
         # The forming worker's sleep: woken by its deadline, or by `submit` once `_wake_rows`
         # more rows (or a request of another shape) arrived.
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._wake_rows = 0
         self._wake_signature: tuple[Any, ...] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -93,70 +103,62 @@ class DynamicBatcher:
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
             raise Unavailable(f"model '{request.model_name}' is being unloaded")
-        pending = self._enqueue(request)
-        waiter = self._waiter
-        if waiter is not None:
-            self._wake_rows -= pending.rows
-            if self._wake_rows <= 0 or pending.signature != self._wake_signature:
-                self._wake()
-        return await pending.future
+        queued = self._enqueue(request)
+        if self._wakeup.sleeping:
+            self._wake_rows -= queued.rows
+            if self._wake_rows <= 0 or queued.signature != self._wake_signature:
+                self._wakeup.wake()
+        return await queued.future
 
-    def _enqueue(self, request: InferRequest) -> Pending:
+    def _enqueue(self, request: InferRequest) -> Queued:
         settings = self._settings
         now = time.monotonic_ns()
         request.timestamps.queued = now
         loop = asyncio.get_running_loop()
         if not settings.enabled:
             rows = request.batch_size() if settings.max_batch_size > 0 else 1
-            pending = Pending(request, rows, (), loop.create_future(), now)
-            self._queue.push(pending)
-            return pending
+            queued = Queued(request, loop.create_future(), now, rows)
+            self._queue.push(queued)
+            return queued
         level = settings.level_index(request.parameters)
         timeout = self._queue.policy(level).timeout_ns(request.parameters)
-        pending = Pending(
-            request, request.batch_size(), _signature(request), loop.create_future(), now, level
+        queued = Queued(
+            request, loop.create_future(), now, request.batch_size(), _signature(request), level
         )
-        self._queue.push(pending)
+        self._queue.push(queued)
         if timeout:
-            pending.deadline_ns = now + timeout
+            queued.deadline_ns = now + timeout
             if not self._queue.policy(level).delay_on_timeout:
-                pending.timer = loop.call_later(timeout / 1e9, self._queue.expire, pending)
-        return pending
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+                queued.timer = loop.call_later(timeout / 1e9, self._queue.expire, queued)
+        return queued
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake()
+        self._wakeup.wake()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _worker(self, instance: ModelInstance) -> None:
         while True:
-            slot: Slot | None = None
+            turn: Turn | None = None
             async with self._forming:
                 batch = await self._next_batch()
                 self._queue.dispatched(batch)
                 if self._order is not None and batch:
-                    slot = self._order.reserve()
+                    turn = self._order.reserve()
             if not batch:
                 return
             try:
-                await self._execute(instance, batch, slot)
-            except Exception as exc:  # e.g. a failing observer: the worker must survive it
-                logger.exception("delivering a batch of '%s' failed", instance.name)
-                _fail(batch, Internal(f"delivering the batch failed: {exc}"))
+                await self._execute(instance, batch, turn)
+            except Exception as exc:
+                fail_undelivered(instance.name, batch, exc)
 
-    async def _next_batch(self) -> list[Pending]:
+    async def _next_batch(self) -> list[Queued]:
         """The next batch to run, or [] once stopping with nothing left."""
         settings = self._settings
         slo = self._slo
         max_rows = 1 if not settings.enabled else slo.batch_cap if slo else settings.max_batch_size
         delay = slo.delay_ns if slo else settings.max_queue_delay_ns
-        batch: list[Pending] = []
+        batch: list[Queued] = []
         rows = 0
         while True:
             now = time.monotonic_ns()
@@ -185,184 +187,62 @@ class DynamicBatcher:
     async def _sleep(
         self, deadline_ns: int | None, wake_rows: int, signature: tuple[Any, ...] | None
     ) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiter = waiter
         self._wake_rows = wake_rows
         self._wake_signature = signature
-        timer = None
-        if deadline_ns is not None:
-            timer = loop.call_later((deadline_ns - time.monotonic_ns()) / 1e9, self._wake)
-        try:
-            await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
-            if timer is not None:
-                timer.cancel()
+        await self._wakeup.sleep(deadline_ns)
 
     async def _execute(
-        self, instance: ModelInstance, batch: list[Pending], slot: Slot | None
+        self, instance: ModelInstance, batch: list[Queued], turn: Turn | None
     ) -> None:
-        for pending in batch:
-            if pending.timer is not None:
-                pending.timer.cancel()
-        live = [pending for pending in batch if not pending.future.done()]
-        if not live:  # every request timed out or was abandoned while the batch formed
-            self._finish(slot, _nothing)
-            return
-        compute = Timestamps(compute_start=time.monotonic_ns())
-        try:
-            result = await instance.execute(
-                _stack_inputs(live), self._batch_outputs(live), _batch_requests(live)
-            )
-            per_request = self._split(live, result.outputs)
-        except InvalidArgument as exc:
-            if len(live) == 1:
-                refused = exc  # `exc` is unbound after this block; the delivery may run later
-                self._finish(slot, lambda: _fail(live, refused))
-                return
-            # The model refused one request's input: run them one by one, so only it fails.
-            deliveries = [await self._run_alone(instance, pending) for pending in live]
-            self._finish(slot, lambda: _call_all(deliveries))
-            return
-        except Exception as exc:
-            error = as_inferd_error(exc)
-            self._finish(slot, lambda: _fail(live, error))
-            return
-        self._finish(slot, lambda: self._deliver(live, per_request, compute, result))
-
-    async def _run_alone(self, instance: ModelInstance, pending: Pending) -> Callable[[], None]:
-        """Execute one request by itself; returns what delivers its answer."""
-        compute = Timestamps(compute_start=time.monotonic_ns())
-        try:
-            result = await instance.execute(
-                pending.request.inputs, self._batch_outputs([pending]), _batch_requests([pending])
-            )
-            outputs = self._split([pending], result.outputs)
-        except Exception as exc:
-            return functools.partial(_fail, [pending], as_inferd_error(exc))
-        return functools.partial(self._deliver, [pending], outputs, compute, result)
-
-    def _finish(self, slot: Slot | None, deliver: Callable[[], None]) -> None:
-        if slot is None:
+        for queued in batch:
+            if queued.timer is not None:
+                queued.timer.cancel()
+        live: list[Queued | None] = [queued for queued in batch if not queued.future.done()]
+        # Empty when every request timed out or was abandoned while the batch formed.
+        deliver = await self._runner.run(instance, live) if live else _nothing
+        if turn is None:
             deliver()
         else:
-            assert self._order is not None  # a slot is only handed out when ordering
-            self._order.complete(slot, deliver)
+            assert self._order is not None  # a turn is only handed out when ordering
+            self._order.complete(turn, deliver)
 
-    def _deliver(
-        self,
-        batch: list[Pending],
-        per_request: list[Answer],
-        compute: Timestamps,
-        result: ExecutionResult,
-    ) -> None:
-        compute.compute_input_end = result.compute_start_ns
-        compute.compute_output_start = result.compute_end_ns
-        compute.compute_end = end = time.monotonic_ns()
-        rows = sum(p.rows for p in batch)
-        if self._on_batch is not None:
-            self._on_batch(rows, compute)
-        for pending, answer in zip(batch, per_request, strict=True):
-            pending.request.timestamps.copy_compute(compute)
-            if isinstance(answer, InferdError):
-                pending.fail(answer)
-            elif not pending.future.done():
-                pending.future.set_result(answer)
-        if self._slo is not None:
-            latencies = [end - (p.request.timestamps.received or p.enqueued_ns) for p in batch]
-            execution = result.compute_end_ns - result.compute_start_ns
-            self._slo.record(latencies, rows, execution, end)
 
-    def _batch_outputs(self, batch: list[Pending]) -> list[str]:
-        wanted: set[str] = set()
-        for pending in batch:
-            requested = pending.request.outputs
-            if requested is None:
-                return self._output_names
-            wanted.update(output.name for output in requested)
-        return [name for name in self._output_names if name in wanted]
+class _Stacked:
+    """The dynamic batcher's `BatchKind`: requests stacked along the batch axis, each
+    answered from its own rows."""
 
-    def _split(self, batch: list[Pending], outputs: BatchOutputs) -> list[Answer]:
-        if isinstance(outputs, list):
-            if len(outputs) != len(batch):
-                raise Internal(f"the backend answered {len(outputs)} of {len(batch)} requests")
-            return [
-                answer
-                if isinstance(answer, InferdError)
-                else select_outputs(pending.request, answer)
-                for pending, answer in zip(batch, outputs, strict=True)
-            ]
-        if len(batch) == 1:
-            return [select_outputs(batch[0].request, outputs)]
-        total = sum(p.rows for p in batch)
-        for name, array in outputs.items():
-            if array.ndim == 0 or array.shape[0] != total:
-                raise Internal(f"output '{name}' has {array.shape} for a batch of {total} rows")
-        split: list[Answer] = []
-        start = 0
-        for pending in batch:
-            end = start + pending.rows
-            split.append(
-                select_outputs(pending.request, {n: a[start:end] for n, a in outputs.items()})
-            )
-            start = end
-        return split
+    def __init__(self, output_names: list[str]) -> None:
+        self._output_names = output_names
+
+    def inputs(self, batch: Batch[Queued]) -> dict[str, Array]:
+        return stack_inputs([queued.request.inputs for queued in batch.calls])
+
+    def output_names(self, batch: Batch[Queued]) -> list[str]:
+        return wanted_outputs(batch.calls, self._output_names)
+
+    def split(self, batch: Batch[Queued], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+        # One request has the batch to itself, batch axis or none.
+        return [outputs] if len(batch.calls) == 1 else split_rows(batch, outputs)
+
+    def one_by_one(self, batch: Batch[Queued]) -> list[list[Queued | None]]:
+        return [[queued] for queued in batch.calls]
+
+    def finish(self, call: Queued, outputs: dict[str, Array]) -> dict[str, Array]:
+        return select_outputs(call.request, outputs)
 
 
 def _nothing() -> None:
     pass
 
 
-def _call_all(calls: list[Callable[[], None]]) -> None:
-    for call in calls:
-        call()
-
-
-def as_inferd_error(exc: Exception) -> InferdError:
-    # Anything but an InferdError is a fault of ours, not the client's: report it, keep serving.
-    return exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
-
-
-def _preferred_cut(batch: list[Pending], preferred: tuple[int, ...]) -> int:
+def _preferred_cut(batch: list[Queued], preferred: tuple[int, ...]) -> int:
     """How many requests from the head make the largest preferred size reached (0: none)."""
     if not preferred:
         return 0
     rows = 0
     cut = 0
-    for count, pending in enumerate(batch, 1):
-        rows += pending.rows
+    for count, queued in enumerate(batch, 1):
+        rows += queued.rows
         if rows in preferred:
             cut = count
     return cut
-
-
-def _batch_requests(batch: Sequence[Pending]) -> list[BatchRequest]:
-    """Each request's row range and what it carries, as the backend sees it."""
-    described: list[BatchRequest] = []
-    start = 0
-    for pending in batch:
-        request = pending.request
-        described.append(BatchRequest(start, start + pending.rows, request.id, request.parameters))
-        start += pending.rows
-    return described
-
-
-def _stack_inputs(batch: list[Pending]) -> dict[str, Array]:
-    first = batch[0].request.inputs
-    if len(batch) == 1:
-        return first
-    return {name: np.concatenate([p.request.inputs[name] for p in batch]) for name in first}
-
-
-def select_outputs(request: InferRequest, outputs: dict[str, Array]) -> dict[str, Array]:
-    """The outputs the request asked for (all of them when it named none)."""
-    if request.outputs is None:
-        return outputs
-    return {o.name: outputs[o.name] for o in request.outputs}
-
-
-def _fail(batch: list[Pending], error: InferdError) -> None:
-    for pending in batch:
-        pending.fail(error)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from inferd.core.errors import InvalidArgument
+from inferd.core.model_config import ModelConfig
 
 LATEST = -1  # a step's `model_version` when it follows the composing model's latest version
 
@@ -88,7 +88,7 @@ class EnsembleGraph:
         return Plan(steps, waiting, uses, readers)
 
 
-def steps_from_config(config: Any) -> tuple[Step, ...]:
+def steps_from_config(config: ModelConfig) -> tuple[Step, ...]:
     """The `ensemble_scheduling.step` entries of a `ModelConfig`."""
     return tuple(
         Step(

@@ -1,18 +1,19 @@
 """`preserve_ordering`: hand results back in the order batches were formed.
 
-Each batch takes a slot when it is formed; a finished batch delivers only once every earlier
-slot has delivered, so with several instances responses still complete in request order.
+Each batch takes a turn when it is formed; a finished batch delivers only once every earlier
+turn has delivered, so with several instances responses still complete in request order.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
-Deliver = Callable[[], None]
+from inferd.scheduling.batch import Deliver
 
 
-class Slot:
+class Turn:
+    """A batch's place in the delivery order, and its delivery once it finished."""
+
     __slots__ = ("deliver",)
 
     def __init__(self) -> None:
@@ -21,21 +22,21 @@ class Slot:
 
 class ResponseOrder:
     def __init__(self) -> None:
-        self._slots: deque[Slot] = deque()
+        self._turns: deque[Turn] = deque()
 
-    def reserve(self) -> Slot:
+    def reserve(self) -> Turn:
         """Called in formation order, before the batch executes."""
-        slot = Slot()
-        self._slots.append(slot)
-        return slot
+        turn = Turn()
+        self._turns.append(turn)
+        return turn
 
-    def complete(self, slot: Slot, deliver: Deliver) -> None:
-        """The batch of `slot` finished; deliver it and every later batch already waiting."""
-        slot.deliver = deliver
-        slots = self._slots
-        while slots:
-            ready = slots[0].deliver
+    def complete(self, turn: Turn, deliver: Deliver) -> None:
+        """The batch of `turn` finished; deliver it and every later batch already waiting."""
+        turn.deliver = deliver
+        turns = self._turns
+        while turns:
+            ready = turns[0].deliver
             if ready is None:
                 return
-            slots.popleft()
+            turns.popleft()
             ready()

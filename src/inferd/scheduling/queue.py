@@ -14,28 +14,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferd.core.errors import Unavailable
-from inferd.core.types import Array, InferRequest
-from inferd.scheduling.settings import BatchingSettings, QueuePolicy
+from inferd.scheduling.batch import Pending
+from inferd.scheduling.dynamic_settings import BatchingSettings, QueuePolicy
 
 
 @dataclass(slots=True, eq=False)
-class Pending:
-    """A queued request and the future its caller awaits."""
+class Queued(Pending):
+    """A request in the queue: its shapes, priority level and queue timeout."""
 
-    request: InferRequest
-    rows: int
-    signature: tuple[Any, ...]
-    future: asyncio.Future[dict[str, Array]]
-    enqueued_ns: int
+    signature: tuple[Any, ...] = ()  # what must match for requests to share a batch
     level: int = 0
     deadline_ns: int = 0  # 0: no queue timeout
     delayed: bool = False
     queued: bool = True  # counted in its level's size: until its batch goes to an instance
     timer: asyncio.TimerHandle | None = None
-
-    def fail(self, error: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
 
 
 class _Level:
@@ -43,8 +35,8 @@ class _Level:
 
     def __init__(self, policy: QueuePolicy) -> None:
         self.policy = policy
-        self.queue: deque[Pending] = deque()
-        self.delayed: deque[Pending] = deque()
+        self.queue: deque[Queued] = deque()
+        self.delayed: deque[Queued] = deque()
         self.size = 0  # requests in both deques whose callers still wait
 
 
@@ -55,7 +47,7 @@ class PriorityQueue:
     def __len__(self) -> int:
         return sum(level.size for level in self._levels)
 
-    def push(self, pending: Pending) -> None:
+    def push(self, pending: Queued) -> None:
         """Queue a request; raises `Unavailable` when its level is at `max_queue_size`."""
         level = self._levels[pending.level]
         limit = level.policy.max_queue_size
@@ -70,7 +62,7 @@ class PriorityQueue:
     def policy(self, level: int) -> QueuePolicy:
         return self._levels[level].policy
 
-    def expire(self, pending: Pending) -> None:
+    def expire(self, pending: Queued) -> None:
         """A REJECT timeout fired: fail the request now; its entry is dropped when reached."""
         if pending.future.done():
             return
@@ -80,7 +72,7 @@ class PriorityQueue:
 
     def fill(
         self,
-        batch: list[Pending],
+        batch: list[Queued],
         rows: int,
         max_rows: int,
         now_ns: int,
@@ -118,13 +110,13 @@ class PriorityQueue:
                     rows += pending.rows
         return rows, False
 
-    def give_back(self, items: list[Pending]) -> None:
+    def give_back(self, items: list[Queued]) -> None:
         """Return requests taken by `fill` to the front of their deques, in order."""
         for pending in reversed(items):
             level = self._levels[pending.level]
             (level.delayed if pending.delayed else level.queue).appendleft(pending)
 
-    def dispatched(self, batch: list[Pending]) -> None:
+    def dispatched(self, batch: list[Queued]) -> None:
         """The batch leaves the queue for an instance: its requests stop counting in it."""
         for pending in batch:
             future = pending.future

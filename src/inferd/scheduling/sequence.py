@@ -5,7 +5,8 @@ A starting sequence takes a batch slot on one instance (`sequence_slots.py`) and
 until it ends or stays idle past `max_sequence_idle_microseconds`; later requests of it queue
 in that slot, in order. Each instance runs a worker that forms its next batch from its
 slots (`sequence_strategies.py`), adds the control inputs and implicit states
-(`sequence_tensors.py`), executes it, stores the new states and answers each caller.
+(`sequence_tensors.py`), executes it with the shared batch core (`batch.py`), stores the
+new states and answers each caller.
 
 A sequence has at most one request executing, and the worker awaits each batch before
 forming the next, so a sequence's requests run in the order they arrived.
@@ -16,25 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from inferd.core.errors import InferdError, Internal, InvalidArgument, Unavailable
-from inferd.core.types import Array, InferRequest, Parameters, Timestamps
+from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.types import Array, InferRequest, Parameters
 from inferd.instances.instance import ModelInstance
-from inferd.scheduling.dynamic import BatchCallback, as_inferd_error, select_outputs
+from inferd.scheduling.batch import BatchCallback, BatchRunner, Wakeup, fail_undelivered
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
-from inferd.scheduling.sequence_slots import Sequence, SequenceKey, SlotTable, Step
+from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep, SlotTable
 from inferd.scheduling.sequence_strategies import Choice, choose_rows
-from inferd.scheduling.sequence_tensors import (
-    Row,
-    batch_inputs,
-    batch_requests,
-    keep_states,
-    split_outputs,
-)
+from inferd.scheduling.sequence_tensors import Row, SequenceBatches
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +37,20 @@ _UINT64_MAX = 2**64 - 1
 
 
 class SequenceBatcher:
+    """The scheduler of a stateful model: requests grouped by sequence, each sequence in a batch
+    slot of one instance from its start to its end, batched with other sequences' next steps
+    and fed the control inputs and the implicit state the server keeps for it."""
+
     def __init__(
         self,
-        instances: Seq[ModelInstance],
+        instances: Sequence[ModelInstance],
         settings: SequenceSettings,
-        output_names: Seq[str],
+        output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
     ) -> None:
         self._instances = list(instances)
         self._settings = settings
-        self._output_names = list(output_names)
-        self._on_batch = on_batch
+        self._runner = BatchRunner(SequenceBatches(settings, list(output_names)), on_batch)
         self._table = SlotTable(
             len(self._instances), settings.slots_per_instance, settings.max_backlog
         )
@@ -63,7 +61,7 @@ class SequenceBatcher:
         if corrid is not None and corrid.dtype.kind in "iu":
             info = np.iinfo(corrid.dtype)
             self._id_range = (max(1, int(info.min)), int(info.max))
-        self._waiters: list[asyncio.Future[None] | None] = [None] * len(self._instances)
+        self._wakeups = [Wakeup() for _ in self._instances]
         self._workers: list[asyncio.Task[None]] = []
         self._queued = 0
         self._stopping = False
@@ -108,14 +106,15 @@ class SequenceBatcher:
             table.close(sequence)
         now = time.monotonic_ns()
         request.timestamps.queued = now
-        step = Step(request, asyncio.get_running_loop().create_future(), start, end, now)
+        future = asyncio.get_running_loop().create_future()
+        step = SequenceStep(request, future, now, 1, sequence, start, end)
         sequence.steps.append(step)
         self._queued += 1
         if sequence.idle_timer is not None:
             sequence.idle_timer.cancel()
             sequence.idle_timer = None
         if sequence.instance is not None:
-            self._wake(sequence.instance)
+            self._wakeups[sequence.instance].wake()
         return await step.future
 
     def _read_parameters(self, request: InferRequest) -> tuple[SequenceKey, bool, bool]:
@@ -149,12 +148,6 @@ class SequenceBatcher:
         if not low <= key <= limit:
             raise InvalidArgument(f"sequence_id {key} is out of range ({low} to {limit})")
 
-    def _wake(self, index: int) -> None:
-        waiter = self._waiters[index]
-        self._waiters[index] = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def stop(self) -> None:
         self._stopping = True
         # Backlogged sequences would wait for slots that only end or idle out: fail them now.
@@ -162,8 +155,8 @@ class SequenceBatcher:
             for step in self._table.backlog.popleft().steps:
                 self._queued -= 1
                 step.fail(Unavailable("the model is being unloaded"))
-        for index in range(len(self._instances)):
-            self._wake(index)
+        for wakeup in self._wakeups:
+            wakeup.wake()
         await asyncio.gather(*self._workers, return_exceptions=True)
         for slots in self._table.slots:
             for sequence in slots:
@@ -175,18 +168,16 @@ class SequenceBatcher:
     async def _worker(self, index: int) -> None:
         instance = self._instances[index]
         while (rows := await self._next_batch(index)) is not None:
+            steps = [row for row in rows if row is not None]
             try:
-                await self._execute(instance, rows)
-            except Exception as exc:  # e.g. a failing observer: the worker must survive it
-                logger.exception("delivering a sequence batch of '%s' failed", instance.name)
-                for row in rows:
-                    if row is not None:
-                        row[1].fail(Internal(f"delivering the batch failed: {exc}"))
+                deliver = await self._runner.run(instance, rows)
+                deliver()
+            except Exception as exc:
+                fail_undelivered(instance.name, steps, exc)
             finally:
-                for row in rows:
-                    if row is not None:
-                        row[0].running = False
-                        self._settle(row[0])
+                for step in steps:
+                    step.sequence.running = False
+                    self._settle(step.sequence)
 
     async def _next_batch(self, index: int) -> list[Row] | None:
         """The rows of the instance's next batch, or None once stopping with nothing left."""
@@ -200,88 +191,19 @@ class SequenceBatcher:
                 return [self._take(sequence) if sequence else None for sequence in chosen]
             if self._stopping:
                 return None
-            await self._sleep(index, deadline)
+            await self._wakeups[index].sleep(deadline)
 
-    def _take(self, sequence: Sequence) -> Row:
+    def _take(self, sequence: SequenceRecord) -> SequenceStep:
         step = sequence.steps.popleft()
         self._queued -= 1
         sequence.running = True
         if step.start:
             sequence.states.clear()  # a (re)start begins from the initial state
-        return sequence, step
-
-    async def _sleep(self, index: int, deadline_ns: int | None) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters[index] = waiter
-        timer = None
-        if deadline_ns is not None:
-            delay = max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)
-            timer = loop.call_later(delay, self._wake, index)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    async def _execute(self, instance: ModelInstance, rows: list[Row]) -> None:
-        settings = self._settings
-        real = [row for row in rows if row is not None]
-        compute = Timestamps(compute_start=time.monotonic_ns())
-        try:
-            result = await instance.execute(
-                batch_inputs(rows, settings), self._batch_outputs(real), batch_requests(rows)
-            )
-            answers = split_outputs(result.outputs, rows, settings.batched)
-        except Exception as exc:
-            if isinstance(exc, InvalidArgument) and len(real) > 1:
-                # The model refused one request's input: run them one by one, so only it fails
-                # and every other sequence's state advances as if the batch had run.
-                for alone in self._one_by_one(rows):
-                    await self._execute(instance, alone)
-                return
-            error = as_inferd_error(exc)
-            for _, step in real:
-                step.fail(error)
-            return
-        compute.compute_input_end = result.compute_start_ns
-        compute.compute_output_start = result.compute_end_ns
-        compute.compute_end = time.monotonic_ns()
-        if self._on_batch is not None:
-            self._on_batch(len(real), compute)
-        for (sequence, step), answer in zip(real, answers, strict=True):
-            step.request.timestamps.copy_compute(compute)
-            if isinstance(answer, InferdError):
-                step.fail(answer)
-                continue
-            try:
-                outputs = keep_states(sequence, answer, settings)
-            except InferdError as exc:
-                step.fail(exc)
-                continue
-            if not step.future.done():
-                step.future.set_result(select_outputs(step.request, outputs))
-
-    def _one_by_one(self, rows: list[Row]) -> list[list[Row]]:
-        """Each real row as a batch of its own; in the direct strategy still in its slot's row
-        (padding rows below it), so a model that keeps state per row sees it where it was."""
-        direct = self._settings.strategy == "direct"
-        return [
-            [None] * index + [row] if direct else [row]
-            for index, row in enumerate(rows)
-            if row is not None
-        ]
-
-    def _batch_outputs(self, real: list[tuple[Sequence, Step]]) -> list[str]:
-        names = self._output_names
-        if all(step.request.outputs is not None for _, step in real):
-            wanted = {o.name for _, step in real for o in step.request.outputs or ()}
-            names = [name for name in names if name in wanted]
-        return names + list(self._settings.state_outputs)
+        return step
 
     # ---- sequence lifetimes ------------------------------------------------------------------
 
-    def _settle(self, sequence: Sequence) -> None:
+    def _settle(self, sequence: SequenceRecord) -> None:
         """After a step ran: free the slot of an ended sequence, or start its idle clock."""
         if not sequence.drained():
             return
@@ -293,7 +215,7 @@ class SequenceBatcher:
                 self._settings.idle_ns / 1e9, self._expire, sequence
             )
 
-    def _expire(self, sequence: Sequence) -> None:
+    def _expire(self, sequence: SequenceRecord) -> None:
         sequence.idle_timer = None
         if not sequence.drained() or sequence.ended:
             return
@@ -301,10 +223,10 @@ class SequenceBatcher:
         self._table.close(sequence)
         self._release(sequence)
 
-    def _release(self, sequence: Sequence) -> None:
+    def _release(self, sequence: SequenceRecord) -> None:
         successor = self._table.release(sequence)
         if successor is not None and successor.instance is not None:
-            self._wake(successor.instance)
+            self._wakeups[successor.instance].wake()
 
 
 def _flag(parameters: Parameters, name: str) -> bool:

@@ -7,6 +7,7 @@ and the implicit state the server keeps between a sequence's requests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from inferd.core.datatypes import BYTES, numpy_dtype
 from inferd.core.errors import InvalidArgument, Unsupported
 from inferd.core.model_config import (
+    ModelConfig,
     ModelSequenceBatching,
     int_parameter,
     tensor_datatype,
@@ -34,6 +36,14 @@ START, READY, END, CORRID = (
     "CONTROL_SEQUENCE_CORRID",
 )
 _CORRID_TYPES = ("UINT64", "INT64", "UINT32", "INT32", BYTES)
+# The fields that give a boolean control's [false, true] values, and the tensor type of each.
+_FALSE_TRUE_TYPES: dict[str, np.dtype[Any]] = {
+    "int32_false_true": np.dtype(np.int32),
+    "fp32_false_true": np.dtype(np.float32),
+    "bool_false_true": np.dtype(np.bool_),
+}
+
+Scalar = bool | int | float
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +56,8 @@ class Control:
     name: str
     kind: str
     dtype: np.dtype[Any]
-    false: Any = None
-    true: Any = None
+    false: Scalar | None = None
+    true: Scalar | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +94,7 @@ class SequenceSettings:
         return tuple(state.output_name for state in self.states)
 
     @classmethod
-    def from_config(cls, config: Any, model_dir: Path) -> SequenceSettings:
+    def from_config(cls, config: ModelConfig, model_dir: Path) -> SequenceSettings:
         """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
         sequence = config.sequence_batching
         if sequence.iterative_sequence:
@@ -94,17 +104,13 @@ class SequenceSettings:
         states = tuple(_state(state, model_dir) for state in sequence.state)
         corrid = next((c for c in controls if c.kind == CORRID), None)
         idle_us = int(sequence.max_sequence_idle_microseconds)
-        common: dict[str, Any] = {
-            "max_batch_size": int(config.max_batch_size),
-            "idle_ns": idle_us * 1000 if idle_us else DEFAULT_IDLE_NS,
-            "controls": controls,
-            "states": states,
-            "string_ids": None if corrid is None else corrid.dtype.kind == "O",
-            "max_backlog": _max_backlog(config),
-        }
         slots = max(1, int(config.max_batch_size))
         if sequence.WhichOneof("strategy_choice") == "oldest":
             oldest = sequence.oldest
+            strategy = "oldest"
+            slots_per_instance = int(oldest.max_candidate_sequences) or slots
+            delay_us = int(oldest.max_queue_delay_microseconds)
+            utilization = 0.0
             preferred = tuple(sorted(set(oldest.preferred_batch_size)))
             for size in preferred:
                 if not 0 < size <= slots:
@@ -112,37 +118,39 @@ class SequenceSettings:
                         f"sequence_batching.oldest.preferred_batch_size {size} must be "
                         "between 1 and max_batch_size"
                     )
-            return cls(
-                strategy="oldest",
-                slots_per_instance=int(oldest.max_candidate_sequences) or slots,
-                max_queue_delay_ns=int(oldest.max_queue_delay_microseconds) * 1000,
-                preferred_batch_sizes=preferred,
-                **common,
-            )
-        direct = sequence.direct
-        utilization = float(direct.minimum_slot_utilization)
-        if not 0.0 <= utilization <= 1.0:
-            raise InvalidArgument(
-                f"sequence_batching.direct.minimum_slot_utilization {utilization} must be "
-                "between 0 and 1"
-            )
-        return cls(
-            strategy="direct",
-            slots_per_instance=slots,
+        else:
+            direct = sequence.direct
+            strategy = "direct"
+            slots_per_instance = slots
+            utilization = float(direct.minimum_slot_utilization)
+            if not 0.0 <= utilization <= 1.0:
+                raise InvalidArgument(
+                    f"sequence_batching.direct.minimum_slot_utilization {utilization} must be "
+                    "between 0 and 1"
+                )
             # As in Triton, the delay only matters once a minimum utilization is asked for.
-            max_queue_delay_ns=int(direct.max_queue_delay_microseconds) * 1000
-            if utilization
-            else 0,
+            delay_us = int(direct.max_queue_delay_microseconds) if utilization else 0
+            preferred = ()
+        return cls(
+            strategy=strategy,
+            max_batch_size=int(config.max_batch_size),
+            slots_per_instance=slots_per_instance,
+            idle_ns=idle_us * 1000 if idle_us else DEFAULT_IDLE_NS,
+            max_queue_delay_ns=delay_us * 1000,
             minimum_slot_utilization=utilization,
-            **common,
+            preferred_batch_sizes=preferred,
+            controls=controls,
+            states=states,
+            string_ids=None if corrid is None else corrid.dtype.kind == "O",
+            max_backlog=_max_backlog(config),
         )
 
 
-def _max_backlog(config: Any) -> int:
+def _max_backlog(config: ModelConfig) -> int:
     return int_parameter(config, MAX_BACKLOG_PARAMETER, minimum=0) or 0
 
 
-def _controls(config: Any) -> tuple[Control, ...]:
+def _controls(config: ModelConfig) -> tuple[Control, ...]:
     controls: list[Control] = []
     for entry in config.sequence_batching.control_input:
         if not entry.name:
@@ -160,18 +168,19 @@ def _controls(config: Any) -> tuple[Control, ...]:
     return tuple(controls)
 
 
-def _control(name: str, control: Any) -> Control:
+def _control(name: str, control: ModelSequenceBatching.Control) -> Control:
     try:
         kind = ModelSequenceBatching.Control.Kind.Name(control.kind)
     except ValueError:
         raise InvalidArgument(
             f"control_input '{name}' has unknown control kind {control.kind}"
         ) from None
-    given = [
-        (field, list(getattr(control, field)))
-        for field in ("int32_false_true", "fp32_false_true", "bool_false_true")
-        if getattr(control, field)
-    ]
+    candidates: tuple[tuple[str, Sequence[Scalar]], ...] = (
+        ("int32_false_true", control.int32_false_true),
+        ("fp32_false_true", control.fp32_false_true),
+        ("bool_false_true", control.bool_false_true),
+    )
+    given = [(field, list(values)) for field, values in candidates if values]
     if kind == CORRID:
         datatype = "" if given else tensor_datatype(control.data_type)
         if datatype not in _CORRID_TYPES:
@@ -188,11 +197,14 @@ def _control(name: str, control: Any) -> Control:
     field, values = given[0]
     if len(values) != 2:
         raise InvalidArgument(f"control_input '{name}': {field} must hold [false, true]")
-    dtype = {"int32_false_true": np.int32, "fp32_false_true": np.float32}.get(field, np.bool_)
-    return Control(name, kind, np.dtype(dtype), values[0], values[1])
+    return Control(name, kind, _FALSE_TRUE_TYPES[field], values[0], values[1])
 
 
-def _check_names(config: Any, controls: tuple[Control, ...], states: Any) -> None:
+def _check_names(
+    config: ModelConfig,
+    controls: tuple[Control, ...],
+    states: Iterable[ModelSequenceBatching.State],
+) -> None:
     inputs = {t.name for t in config.input}
     outputs = {t.name for t in config.output}
     fed = [c.name for c in controls] + [s.input_name for s in states]
@@ -213,7 +225,7 @@ def _check_names(config: Any, controls: tuple[Control, ...], states: Any) -> Non
         )
 
 
-def _state(state: Any, model_dir: Path) -> StateSpec:
+def _state(state: ModelSequenceBatching.State, model_dir: Path) -> StateSpec:
     name = state.input_name
     if not name or not state.output_name:
         raise InvalidArgument("a sequence_batching state needs input_name and output_name")
@@ -248,7 +260,9 @@ def _state(state: Any, model_dir: Path) -> StateSpec:
     return StateSpec(name, state.output_name, dtype, zeros)
 
 
-def _read_initial(model_dir: Path, initial: Any, shape: tuple[int, ...]) -> Array:
+def _read_initial(
+    model_dir: Path, initial: ModelSequenceBatching.InitialState, shape: tuple[int, ...]
+) -> Array:
     """Triton reads `data_file` from the model folder's `initial_state/`, row-major, raw."""
     path = model_dir / "initial_state" / initial.data_file
     dtype = numpy_dtype(tensor_datatype(initial.data_type))

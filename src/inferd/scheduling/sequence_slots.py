@@ -12,28 +12,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from inferd.core.types import Array, InferRequest
+from inferd.core.types import Array
+from inferd.scheduling.batch import Pending
 
 SequenceKey = int | str
 
 
-@dataclass(slots=True, eq=False)
-class Step:
-    """One request of a sequence and the future its caller awaits."""
-
-    request: InferRequest
-    future: asyncio.Future[dict[str, Array]]
-    start: bool
-    end: bool
-    enqueued_ns: int
-
-    def fail(self, error: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-class Sequence:
-    """A sequence's queued steps, its slot (None while in the backlog) and its implicit state."""
+class SequenceRecord:
+    """One sequence: its queued steps, its slot (None while in the backlog) and its implicit
+    state."""
 
     __slots__ = ("ended", "idle_timer", "index", "instance", "key", "running", "states", "steps")
 
@@ -41,7 +28,7 @@ class Sequence:
         self.key = key
         self.instance: int | None = None
         self.index = 0
-        self.steps: deque[Step] = deque()
+        self.steps: deque[SequenceStep] = deque()
         self.states: dict[str, Array] = {}
         self.running = False  # a step of it is executing now
         self.ended = False  # its END request has arrived: no more requests join it
@@ -60,14 +47,25 @@ class Sequence:
         return not self.steps and not self.running
 
 
+@dataclass(slots=True, eq=False)
+class SequenceStep(Pending):
+    """One request of a sequence, waiting for its answer; a step is always one batch row."""
+
+    sequence: SequenceRecord
+    start: bool
+    end: bool
+
+
 class SlotTable:
     def __init__(self, instances: int, slots_per_instance: int, max_backlog: int = 0) -> None:
-        self.slots: list[list[Sequence | None]] = [
+        self.slots: list[list[SequenceRecord | None]] = [
             [None] * slots_per_instance for _ in range(instances)
         ]
         self._free = [slots_per_instance] * instances
-        self.live: dict[SequenceKey, Sequence] = {}  # started and not ended (END not yet seen)
-        self.backlog: deque[Sequence] = deque()
+        self.live: dict[
+            SequenceKey, SequenceRecord
+        ] = {}  # started and not ended (END not yet seen)
+        self.backlog: deque[SequenceRecord] = deque()
         self._max_backlog = max_backlog  # 0: unlimited, as in Triton
 
     def backlog_full(self) -> bool:
@@ -76,21 +74,21 @@ class SlotTable:
             not any(self._free) and self._max_backlog > 0 and len(self.backlog) >= self._max_backlog
         )
 
-    def open(self, key: SequenceKey) -> Sequence:
+    def open(self, key: SequenceKey) -> SequenceRecord:
         """A new live sequence, in a free slot or at the back of the backlog."""
-        sequence = Sequence(key)
+        sequence = SequenceRecord(key)
         self.live[key] = sequence
         if not self._place(sequence):
             self.backlog.append(sequence)
         return sequence
 
-    def close(self, sequence: Sequence) -> None:
+    def close(self, sequence: SequenceRecord) -> None:
         """No more requests join `sequence` (its END arrived, or it idled out)."""
         sequence.ended = True
         if self.live.get(sequence.key) is sequence:
             del self.live[sequence.key]
 
-    def release(self, sequence: Sequence) -> Sequence | None:
+    def release(self, sequence: SequenceRecord) -> SequenceRecord | None:
         """Free the slot of a closed, drained sequence; returns the backlogged sequence that
         takes it, if any."""
         sequence.states.clear()
@@ -106,7 +104,7 @@ class SlotTable:
         self._place(waiting)
         return waiting
 
-    def _place(self, sequence: Sequence) -> bool:
+    def _place(self, sequence: SequenceRecord) -> bool:
         # The instance with the most free slots, so sequences spread over instances.
         instance = max(range(len(self._free)), key=self._free.__getitem__)
         if not self._free[instance]:

@@ -16,17 +16,19 @@ from typing import Any
 
 from inferd.core.types import Array
 from inferd.scheduling.sequence_settings import SequenceSettings
-from inferd.scheduling.sequence_slots import Sequence
+from inferd.scheduling.sequence_slots import SequenceRecord
 
-Rows = list[Sequence | None]  # None: a padding row (direct only)
+Rows = list[SequenceRecord | None]  # None: a padding row (direct only)
 Choice = tuple[Rows | None, int | None]
 
 
-def _ready(slots: list[Sequence | None]) -> list[Sequence]:
+def _ready(slots: list[SequenceRecord | None]) -> list[SequenceRecord]:
     return [s for s in slots if s is not None and s.steps and not s.running]
 
 
-def _matching(ready: list[Sequence], initial: dict[str, Array], limit: int) -> list[Sequence]:
+def _matching(
+    ready: list[SequenceRecord], initial: dict[str, Array], limit: int
+) -> list[SequenceRecord]:
     """Up to `limit` of `ready` (oldest next step first) whose shapes match the oldest's."""
     ready.sort(key=lambda s: s.steps[0].enqueued_ns)
     if len(ready) == 1 or limit == 1:
@@ -36,7 +38,7 @@ def _matching(ready: list[Sequence], initial: dict[str, Array], limit: int) -> l
 
 
 def choose_rows(
-    slots: list[Sequence | None],
+    slots: list[SequenceRecord | None],
     settings: SequenceSettings,
     initial: dict[str, Array],
     now_ns: int,
@@ -53,7 +55,7 @@ def choose_rows(
 
 
 def _direct_rows(
-    ready: list[Sequence],
+    ready: list[SequenceRecord],
     slot_count: int,
     settings: SequenceSettings,
     initial: dict[str, Array],
@@ -73,7 +75,7 @@ def _direct_rows(
 
 
 def _oldest_rows(
-    ready: list[Sequence],
+    ready: list[SequenceRecord],
     settings: SequenceSettings,
     initial: dict[str, Array],
     now_ns: int,
@@ -92,6 +94,6 @@ def _oldest_rows(
     return None, deadline
 
 
-def _deadline(oldest: Sequence, settings: SequenceSettings) -> int:
+def _deadline(oldest: SequenceRecord, settings: SequenceSettings) -> int:
     """When the batch led by `oldest`'s next step stops waiting for more sequences."""
     return oldest.steps[0].enqueued_ns + settings.max_queue_delay_ns

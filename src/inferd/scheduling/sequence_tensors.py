@@ -1,4 +1,4 @@
-"""A sequence batch as the backend sees it, and its answer split back per request.
+"""A sequence batch as the backend sees it, and what each of its steps gets back.
 
 The model's inputs are stacked over the rows (padding rows are zeros); each control input is
 one value per row ([rows, 1] when the model batches, [1] when it does not); each implicit
@@ -7,67 +7,90 @@ state is the sequence's last state, or the initial state at its start.
 
 from __future__ import annotations
 
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 
 import numpy as np
 
-from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.core.errors import Internal
 from inferd.core.types import Array
-from inferd.scheduling.dynamic import Answer
+from inferd.scheduling.batch import (
+    Batch,
+    blank,
+    select_outputs,
+    split_rows,
+    stack_inputs,
+    wanted_outputs,
+)
 from inferd.scheduling.sequence_settings import CORRID, END, START, Control, SequenceSettings
-from inferd.scheduling.sequence_slots import Sequence, Step
+from inferd.scheduling.sequence_slots import SequenceRecord, SequenceStep
 
-Row = tuple[Sequence, Step] | None  # None: a padding row
+Row = SequenceStep | None  # None: a padding row
 
 
-def batch_inputs(rows: Seq[Row], settings: SequenceSettings) -> dict[str, Array]:
+class SequenceBatches:
+    """The sequence batcher's `BatchKind`: one row per step, padding rows where the strategy
+    leaves them, control inputs and implicit states added, state outputs kept."""
+
+    def __init__(self, settings: SequenceSettings, output_names: list[str]) -> None:
+        self._settings = settings
+        self._output_names = output_names
+
+    def inputs(self, batch: Batch[SequenceStep]) -> dict[str, Array]:
+        return batch_inputs(batch.rows, self._settings)
+
+    def output_names(self, batch: Batch[SequenceStep]) -> list[str]:
+        return wanted_outputs(batch.calls, self._output_names) + list(self._settings.state_outputs)
+
+    def split(
+        self, batch: Batch[SequenceStep], outputs: dict[str, Array]
+    ) -> list[dict[str, Array]]:
+        return split_rows(batch, outputs) if self._settings.batched else [outputs]
+
+    def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
+        """Each step as a batch of its own, so every other sequence's state advances as if the
+        batch had run; in the direct strategy still in its slot's row (padding rows below
+        it), so a model that keeps state per row sees it where it was."""
+        direct = self._settings.strategy == "direct"
+        return [
+            [None] * index + [row] if direct else [row]
+            for index, row in enumerate(batch.rows)
+            if row is not None
+        ]
+
+    def finish(self, call: SequenceStep, outputs: dict[str, Array]) -> dict[str, Array]:
+        return select_outputs(call.request, keep_states(call.sequence, outputs, self._settings))
+
+
+def batch_inputs(rows: Sequence[Row], settings: SequenceSettings) -> dict[str, Array]:
     """Model inputs, control inputs and states for `rows` (at least one of them real)."""
-    real = next(row for row in rows if row is not None)
-    first = real[1].request.inputs
-    if len(rows) == 1:
-        inputs = dict(first)
-    else:
-        padding = {name: _blank(array) for name, array in first.items()}
-        inputs = {
-            name: np.concatenate(
-                [row[1].request.inputs[name] if row else padding[name] for row in rows]
-            )
-            for name in first
-        }
+    # A copy: the control inputs and states join the request's own inputs.
+    inputs = dict(stack_inputs([row.request.inputs if row else None for row in rows]))
     shape = (len(rows), 1) if settings.batched else (1,)
     for control in settings.controls:
         inputs[control.name] = _control_tensor(control, rows, shape)
     for state in settings.states:
         name = state.input_name
-        values = [row[0].states.get(name, state.initial) if row else None for row in rows]
+        values = [row.sequence.states.get(name, state.initial) if row else None for row in rows]
         if not settings.batched:
             inputs[name] = values[0] if values[0] is not None else state.initial
             continue
         # Padding rows get zeros shaped like a real row's state (states may grow over time).
-        blank = _blank(next(v for v in values if v is not None))
-        inputs[name] = np.stack([blank if v is None else v for v in values])
+        padding = blank(next(v for v in values if v is not None))
+        inputs[name] = np.stack([padding if v is None else v for v in values])
     return inputs
 
 
-def _blank(array: Array) -> Array:
-    if array.dtype.kind == "O":
-        return np.full_like(array, b"")
-    return np.zeros_like(array)
-
-
-def _control_tensor(control: Control, rows: Seq[Row], shape: tuple[int, ...]) -> Array:
+def _control_tensor(control: Control, rows: Sequence[Row], shape: tuple[int, ...]) -> Array:
     if control.kind == CORRID:
         if control.dtype.kind == "O":
-            ids = [_as_bytes(row[0].key) if row else b"" for row in rows]
+            ids = [_as_bytes(row.sequence.key) if row else b"" for row in rows]
             return np.array(ids, dtype=np.object_).reshape(shape)
-        return np.array([row[0].key if row else 0 for row in rows], dtype=control.dtype).reshape(
-            shape
-        )
+        keys = [row.sequence.key if row else 0 for row in rows]
+        return np.array(keys, dtype=control.dtype).reshape(shape)
     if control.kind == START:
-        flags = [row is not None and row[1].start for row in rows]
+        flags = [row is not None and row.start for row in rows]
     elif control.kind == END:
-        flags = [row is not None and row[1].end for row in rows]
+        flags = [row is not None and row.end for row in rows]
     else:  # READY
         flags = [row is not None for row in rows]
     values = [control.true if flag else control.false for flag in flags]
@@ -78,32 +101,8 @@ def _as_bytes(key: int | str) -> bytes:
     return key.encode() if isinstance(key, str) else str(key).encode()
 
 
-def batch_requests(rows: Seq[Row]) -> list[BatchRequest]:
-    """The real rows, one request each, as the backend sees them."""
-    return [
-        BatchRequest(index, index + 1, row[1].request.id, row[1].request.parameters)
-        for index, row in enumerate(rows)
-        if row is not None
-    ]
-
-
-def split_outputs(outputs: BatchOutputs, rows: Seq[Row], batched: bool) -> list[Answer]:
-    """Each real row's outputs (state outputs included), in row order."""
-    indices = [index for index, row in enumerate(rows) if row is not None]
-    if isinstance(outputs, list):
-        if len(outputs) != len(indices):
-            raise Internal(f"the backend answered {len(outputs)} of {len(indices)} requests")
-        return list(outputs)
-    if not batched:
-        return [outputs]
-    for name, array in outputs.items():
-        if array.ndim == 0 or array.shape[0] != len(rows):
-            raise Internal(f"output '{name}' has {array.shape} for a batch of {len(rows)} rows")
-    return [{name: array[i : i + 1] for name, array in outputs.items()} for i in indices]
-
-
 def keep_states(
-    sequence: Sequence, answer: dict[str, Array], settings: SequenceSettings
+    sequence: SequenceRecord, answer: dict[str, Array], settings: SequenceSettings
 ) -> dict[str, Array]:
     """Store the state outputs of one row in its sequence; returns the other outputs."""
     for state in settings.states:

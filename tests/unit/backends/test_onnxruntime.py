@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,3 +136,41 @@ def test_broken_plugin_is_skipped(mlp_version: Path) -> None:
     assert registry.resolve(ModelConfig(), [mlp_version]).name == "onnxruntime"
     with pytest.raises(Unavailable, match="missing framework"):
         registry.get("aaa_broken")
+
+
+@pytest.fixture
+def string_identity(tmp_path: Path) -> Any:
+    generate_models.identity_model(tmp_path / "1" / "model.onnx", TensorProto.STRING)
+    config = ModelConfig(name="strings")
+    backend = OnnxRuntimeBackend()
+    backend.complete_config(config, tmp_path / "1", 4)
+    model = backend.load(config, tmp_path / "1")
+    return model.create_instance(Device(DeviceKind.CPU), "strings_0")
+
+
+@pytest.mark.parametrize(
+    "elements",
+    [
+        [b"a", "é".encode(), b"", b"x\x00y", b"long" * 100, b"b", b"c", b"d"],  # bytes
+        ["a", "é", "", "x\x00y", "s", "t", "u", "v"],  # str: an ONNX string output fed on
+        [b"a", "b", np.bytes_(b"c"), 4, b"e", b"f", b"g", b"h"],  # anything else is formatted
+    ],
+)
+def test_string_inputs_reach_the_model_as_text(string_identity: Any, elements: list[Any]) -> None:
+    array = np.empty(8, dtype=np.object_)
+    array[:] = elements
+    columns = array.reshape(4, 2).T  # not contiguous
+    out = string_identity.execute({"INPUT0": columns}, ["OUTPUT0"], [])["OUTPUT0"]
+    expected = [[e.decode() if isinstance(e, bytes) else str(e) for e in row] for row in columns]
+    assert out.tolist() == expected
+    assert columns.tolist() == array.reshape(4, 2).T.tolist()  # the request's array is kept
+
+
+@pytest.mark.parametrize("elements", [[b"ok", b"\xff"], ["ok", b"\xff"], [b"\xc3", b"\xa9"]])
+def test_string_input_that_is_not_utf8_is_invalid(
+    string_identity: Any, elements: list[Any]
+) -> None:
+    array = np.empty((1, 2), dtype=np.object_)
+    array[0, :] = elements
+    with pytest.raises(InvalidArgument, match="BYTES input 'INPUT0' holds an element that is not"):
+        string_identity.execute({"INPUT0": array}, ["OUTPUT0"], [])

@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from inferd.backends.base import BatchRequest, Device, DeviceKind
+from inferd.backends.base import Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.model_config import parse_pbtxt
-from inferd.core.types import Array
-from inferd.engine.loader import LoadOptions, load_version
-
-
-class _Instance:
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> dict[str, Array]:
-        return dict(inputs)
-
-    def close(self) -> None:
-        pass
-
-
-class _Model:
-    def create_instance(self, device: Device, name: str) -> _Instance:
-        return _Instance()
-
-    def close(self) -> None:
-        pass
-
-
-class _Backend:
-    """A backend that places instances wherever it is told; `gpus` says whether it has any."""
-
-    name = "placed"
-    platforms = ("placed",)
-    default_model_filename = "model.bin"
-
-    def __init__(self, gpus: bool) -> None:
-        self.gpus = gpus
-
-    def gpu_available(self) -> bool:
-        return self.gpus
-
-    def matches(self, version_path: Path) -> bool:
-        return False
-
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
-        pass
-
-    def load(self, config: Any, version_path: Path) -> _Model:
-        return _Model()
+from inferd.engine.api import LoadOptions
+from inferd.engine.loader import load_version
+from tests.unit.engine.fakes import FakeBackend
 
 
 def _load(groups: str, gpus: bool, tmp_path: Path) -> list[tuple[str, Device]]:
@@ -66,7 +21,7 @@ def _load(groups: str, gpus: bool, tmp_path: Path) -> list[tuple[str, Device]]:
         'input [{name: "x" data_type: TYPE_FP32 dims: [1]}] '
         'output [{name: "x" data_type: TYPE_FP32 dims: [1]}] ' + groups
     )
-    registry = BackendRegistry({"placed": lambda: _Backend(gpus)})
+    registry = BackendRegistry({"placed": lambda: FakeBackend("placed", gpus)})
     loaded = load_version(config, 1, tmp_path, registry, LoadOptions())
     try:
         return [(i.name, i.device) for i in loaded.instances]

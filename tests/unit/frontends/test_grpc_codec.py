@@ -15,6 +15,7 @@ from inferd.frontends.grpc.codec import (
     encode_infer_response,
     encode_parameters,
 )
+from inferd.frontends.grpc.wire import serialize_infer_response
 
 
 def _typed(datatype: str, field: str, values: list[Any], shape: list[int]) -> Any:
@@ -91,10 +92,11 @@ def test_response_outputs_are_raw_and_in_order() -> None:
         "y": np.arange(6, dtype=np.int16).reshape(2, 3)[:, ::2],  # not contiguous
         "s": np.array([b"hello", b"!"], dtype=np.object_),
     }
-    message = encode_infer_response(
+    encoded = encode_infer_response(
         InferResponse("m", "3", outputs, id="r", parameters={"k": 1}),
         service_pb2.ModelInferResponse(),
     )
+    message = service_pb2.ModelInferResponse.FromString(serialize_infer_response(encoded))
     assert (message.model_name, message.model_version, message.id) == ("m", "3", "r")
     assert [(o.name, o.datatype, list(o.shape)) for o in message.outputs] == [
         ("y", "INT16", [2, 2]),

@@ -8,9 +8,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from inferd.core.errors import NotFound
+from inferd.core.statistics import Duration
 from inferd.core.types import Timestamps
 from inferd.metrics.prometheus import PrometheusMetrics
-from inferd.metrics.statistics import Duration, Statistics, statistics_document
+from inferd.metrics.statistics import Statistics
 
 
 def request(base: int, queue: int = 10, compute: tuple[int, int, int] = (1, 5, 2)) -> Timestamps:
@@ -115,24 +116,6 @@ def test_reload_keeps_counters_of_versions_still_serving_and_drops_the_rest() ->
     stats.model_versions_changed("m", [])
     with pytest.raises(NotFound):
         stats.snapshot("m")
-
-
-def test_document_has_the_protocol_shape() -> None:
-    stats = Statistics()
-    stats.model_versions_changed("m", ["1"])
-    stats.request_finished("m", "1", request(0), success=True)
-    stats.batch_executed("m", "1", 1, batch(1, 5, 2))
-    (document,) = statistics_document(stats.snapshot())["model_stats"]
-    assert document["inference_stats"]["success"] == {"count": 1, "ns": 25}
-    assert document["inference_stats"]["compute_infer"] == {"count": 1, "ns": 5}
-    assert document["batch_stats"] == [
-        {
-            "batch_size": 1,
-            "compute_input": {"count": 1, "ns": 1},
-            "compute_infer": {"count": 1, "ns": 5},
-            "compute_output": {"count": 1, "ns": 2},
-        }
-    ]
 
 
 def test_prometheus_exports_triton_names_from_the_statistics() -> None:

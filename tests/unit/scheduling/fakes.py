@@ -13,7 +13,7 @@ from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
-from inferd.scheduling.settings import BatchingSettings
+from inferd.scheduling.dynamic_settings import BatchingSettings
 
 MODEL = """
 name: "m"

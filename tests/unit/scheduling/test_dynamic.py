@@ -15,7 +15,7 @@ import pytest
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.scheduling.dynamic import DynamicBatcher
-from inferd.scheduling.settings import BatchingSettings
+from inferd.scheduling.dynamic_settings import BatchingSettings
 from tests.unit.scheduling.fakes import Doubler, instances, request, settings
 
 T = TypeVar("T")

@@ -3,20 +3,22 @@
 Inputs arrive either as `raw_input_contents` (one little-endian buffer per input, viewed by
 numpy without a further copy) or as typed `contents` (one repeated field per datatype family,
 converted by numpy in C). Outputs always go back as `raw_output_contents`, which is what
-tritonclient reads.
+tritonclient reads, appended to the rest of the message by `wire.py` without protobuf's copies.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Mapping, MutableMapping
+from typing import Final
 
 import numpy as np
+from tritonclient.grpc import service_pb2 as pb
 
-from inferd.core.datatypes import BYTES, numpy_dtype, v2_datatype
+from inferd.core.datatypes import BYTES, numpy_dtype, serialize_bytes, v2_datatype
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest, InferResponse, Parameters, RequestedOutput
+from inferd.frontends.grpc.wire import Chunk, EncodedInferResponse
 from inferd.frontends.shared_memory import (
     DISABLED,
     REGION,
@@ -25,7 +27,7 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, check_shape, raw_bytes
+from inferd.frontends.tensors import array_from_bytes, check_shape
 
 # The typed `contents` field that carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD: Final = {
@@ -55,7 +57,7 @@ _FIELD_DTYPE: Final = {
 
 
 def decode_infer_request(
-    message: Any, shared_memory: SharedMemoryRegistry = DISABLED
+    message: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry = DISABLED
 ) -> InferRequest:
     """A `ModelInferRequest` as an `InferRequest`; raises `InvalidArgument` naming the fault.
 
@@ -91,7 +93,7 @@ def decode_infer_request(
             inputs[name] = _array_from_contents(tensor, shape)
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in message.outputs]
     for output in outputs:
-        location = tensor_location(output.parameters, f"output '{output.name}'")
+        location = tensor_location(output.parameters, "output", output.name)
         if location is not None:  # fail before inference, as Triton does
             shared_memory.check(location)
     return InferRequest(
@@ -105,17 +107,19 @@ def decode_infer_request(
 
 
 def _shared_memory_input(
-    tensor: Any, shape: list[int], shared_memory: SharedMemoryRegistry
+    tensor: pb.ModelInferRequest.InferInputTensor,
+    shape: list[int],
+    shared_memory: SharedMemoryRegistry,
 ) -> Array:
     """The input copied out of the shared-memory region its parameters name."""
     name = tensor.name
-    location = tensor_location(decode_parameters(tensor.parameters), f"input '{name}'")
+    location = tensor_location(decode_parameters(tensor.parameters), "input", name)
     if location is None or tensor.HasField("contents"):
         raise InvalidArgument(f"input '{name}' has both contents and a shared memory region")
     return read_tensor(shared_memory, location, name, tensor.datatype, shape)
 
 
-def _array_from_contents(tensor: Any, shape: list[int]) -> Array:
+def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> Array:
     name, datatype = tensor.name, tensor.datatype
     expected = _CONTENTS_FIELD.get(datatype)
     present = [field.name for field, _ in tensor.contents.ListFields()]
@@ -156,7 +160,7 @@ def _narrow(wide: Array, name: str, datatype: str) -> Array:
     return wide.astype(dtype)
 
 
-def decode_parameters(parameters: Mapping[str, Any]) -> Parameters:
+def decode_parameters(parameters: Mapping[str, pb.InferParameter]) -> Parameters:
     """A map of `InferParameter` as plain Python values."""
     decoded: Parameters = {}
     for key, parameter in parameters.items():
@@ -167,7 +171,9 @@ def decode_parameters(parameters: Mapping[str, Any]) -> Parameters:
     return decoded
 
 
-def encode_parameters(parameters: Parameters, target: Any) -> None:
+def encode_parameters(
+    parameters: Parameters, target: MutableMapping[str, pb.InferParameter]
+) -> None:
     """Write plain values into a map of `InferParameter` (`target`, a protobuf map field)."""
     for key, value in parameters.items():
         parameter = target[key]
@@ -187,11 +193,12 @@ def encode_parameters(parameters: Parameters, target: Any) -> None:
 
 def encode_infer_response(
     response: InferResponse,
-    message: Any,
+    message: pb.ModelInferResponse,
     requested: list[RequestedOutput] | None = None,
     shared_memory: SharedMemoryRegistry = DISABLED,
-) -> Any:
-    """Fill `message` (an empty `ModelInferResponse`) from `response`; returns it.
+) -> EncodedInferResponse:
+    """`response` as `message` (an empty `ModelInferResponse`, which gets all but the raw output
+    contents) and the raw contents: the output arrays themselves where they are contiguous.
 
     An output `requested` in shared memory is written there and gets an empty raw entry.
     """
@@ -200,16 +207,17 @@ def encode_infer_response(
     message.model_version = response.model_version
     message.id = response.id
     encode_parameters(response.parameters, message.parameters)
+    raw_outputs: list[Chunk] = []
     for name, array in response.outputs.items():
         datatype = v2_datatype(array.dtype)
         output = message.outputs.add(name=name, datatype=datatype, shape=array.shape)
-        location = tensor_location(in_memory.get(name, {}), f"output '{name}'")
+        location = tensor_location(in_memory.get(name, {}), "output", name)
         if location is not None:
             write_tensor(shared_memory, location, name, array, datatype)
             encode_parameters(location.parameters(), output.parameters)
-            message.raw_output_contents.append(b"")
+            raw_outputs.append(b"")
             continue
-        data = raw_bytes(array, datatype)
-        # protobuf copies into its own buffer and takes only `bytes`: one copy is the floor.
-        message.raw_output_contents.append(data if isinstance(data, bytes) else data.tobytes())
-    return message
+        raw_outputs.append(
+            serialize_bytes(array) if datatype == BYTES else np.ascontiguousarray(array)
+        )
+    return EncodedInferResponse(message, raw_outputs)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
@@ -10,14 +11,13 @@ from tritonclient.grpc import service_pb2 as pb
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.malformed import parser
 from inferd.frontends.grpc.servicer import GrpcFrontend
+from inferd.frontends.grpc.wire import serialize_infer_response, serialize_stream_response
 from inferd.frontends.identity import DEFAULT_SERVER_NAME
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-from inferd.metrics.statistics import Statistics
 
 
 def create_grpc_server(
     engine: Engine,
-    statistics: Statistics | None,
     host: str,
     port: int,
     max_message_bytes: int,
@@ -34,11 +34,18 @@ def create_grpc_server(
         ]
     )
     server.add_generic_rpc_handlers(
-        (_service_handler(GrpcFrontend(engine, statistics, shared_memory, server_name)),)
+        (_service_handler(GrpcFrontend(engine, shared_memory, server_name)),)
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     return server, bound
+
+
+# Inference answers carry their outputs' bytes without protobuf's copies (wire.py).
+_SERIALIZERS: Final[dict[str, Callable[[Any], bytes]]] = {
+    "ModelInfer": serialize_infer_response,
+    "ModelStreamInfer": serialize_stream_response,
+}
 
 
 def _service_handler(frontend: GrpcFrontend) -> Any:
@@ -55,6 +62,8 @@ def _service_handler(frontend: GrpcFrontend) -> Any:
         handlers[method.name] = make(
             getattr(frontend, method.name),
             request_deserializer=parser(getattr(pb, method.input_type.name)),
-            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            response_serializer=_SERIALIZERS.get(
+                method.name, getattr(pb, method.output_type.name).SerializeToString
+            ),
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

@@ -19,7 +19,8 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd import __version__
-from inferd.core.errors import InferdError, InvalidArgument, Unsupported
+from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
+from inferd.core.statistics import Duration, VersionStatistics
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status, status_details
@@ -27,7 +28,6 @@ from inferd.frontends.grpc.malformed import Malformed
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-from inferd.metrics.statistics import Duration, Statistics, VersionStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,13 @@ class GrpcFrontend:
     def __init__(
         self,
         engine: Engine,
-        statistics: Statistics | None = None,
         shared_memory: SharedMemoryRegistry = DISABLED,
         server_name: str = DEFAULT_SERVER_NAME,
     ) -> None:
         self._engine = engine
-        self._statistics = statistics
         self._shared_memory = shared_memory
         self._server_name = server_name
-        self._extensions = extensions(shared_memory, statistics is not None)
+        self._extensions = extensions(shared_memory, engine.statistics_enabled)
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -85,7 +83,11 @@ class GrpcFrontend:
 
     @_rpc
     async def ModelReady(self, request: Any, context: Context) -> Any:
-        return pb.ModelReadyResponse(ready=self._engine.model_ready(request.name, request.version))
+        try:
+            ready = self._engine.model_ready(request.name, request.version)
+        except NotFound:
+            ready = False  # over gRPC an unknown model is "not ready", not an error status
+        return pb.ModelReadyResponse(ready=ready)
 
     @_rpc
     async def ServerMetadata(self, request: Any, context: Context) -> Any:
@@ -155,7 +157,7 @@ class GrpcFrontend:
 
     async def _stream_one(self, message: Any) -> Any:
         try:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(message))
+            return await self._infer(message)  # sent as a stream answer by wire.py
         except InferdError as exc:
             error = exc.message
         except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
@@ -209,9 +211,7 @@ class GrpcFrontend:
 
     @_rpc
     async def ModelStatistics(self, request: Any, context: Context) -> Any:
-        if self._statistics is None:
-            raise Unsupported("the statistics extension is not enabled on this server")
-        snapshot = self._statistics.snapshot(request.name, request.version)
+        snapshot = self._engine.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_statistics_message(s) for s in snapshot])
 
     # ---- shared memory (frontends/shared_memory.py) -----------------------------------------

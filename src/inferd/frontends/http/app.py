@@ -25,25 +25,18 @@ from urllib.parse import unquote
 import orjson
 
 from inferd import __version__
-from inferd.core.errors import (
-    InferdError,
-    InvalidArgument,
-    NotFound,
-    PayloadTooLarge,
-    Unavailable,
-    Unsupported,
-)
-from inferd.core.model_config import config_to_dict
-from inferd.engine.engine import Engine, ModelMetadata
+from inferd.core.errors import InferdError, InvalidArgument, NotFound, PayloadTooLarge
+from inferd.engine.api import ModelMetadata
+from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
-from inferd.frontends.http.model_control import config_override, statistics_target
+from inferd.frontends.http.model_control import config_override
 from inferd.frontends.http.raw_request import decode_raw_request
+from inferd.frontends.http.statistics import statistics_document, statistics_target
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-from inferd.metrics.statistics import Statistics, statistics_document
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -73,14 +66,12 @@ class HttpFrontend:
         engine: Engine,
         max_body_bytes: int = 256 * 1024 * 1024,
         shared_memory: SharedMemoryRegistry = DISABLED,
-        statistics: Statistics | None = None,
         server_name: str = DEFAULT_SERVER_NAME,
     ) -> None:
         self._engine = engine
-        self._statistics = statistics
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
-        offered = ["binary_tensor_data", *extensions(shared_memory, statistics is not None)]
+        offered = ["binary_tensor_data", *extensions(shared_memory, engine.statistics_enabled)]
         self._server_metadata = orjson.dumps(
             {"name": server_name, "version": __version__, "extensions": offered}
         )
@@ -143,16 +134,12 @@ class HttpFrontend:
             await self._infer(scope, receive, send, model, version)
         elif action == "ready":
             _expect(method, "GET")
-            try:
-                self._engine.find_version(model, version)  # unknown model or version: 404
-                status = 200
-            except Unavailable:
-                status = 400
-            await _respond(send, status, b"")
+            ready = self._engine.model_ready(model, version)  # unknown model or version: 404
+            await _respond(send, 200 if ready else 400, b"")
         elif action == "config":
             _expect(method, "GET")
-            config = self._engine.model_config(model, version)
-            await _respond(send, 200, orjson.dumps(config_to_dict(config)))
+            config = self._engine.model_config_json(model, version)
+            await _respond(send, 200, orjson.dumps(config))
         elif action == "":
             _expect(method, "GET")
             metadata = self._engine.model_metadata(model, version)
@@ -169,8 +156,8 @@ class HttpFrontend:
         header = headers.get(HEADER_LENGTH)
         header_length = _header_int(header) if header is not None else None
         if header_length == 0:
-            config = self._engine.model_config(model, version)
-            request = decode_raw_request(body, config, model, version)
+            inputs, max_batch_size = self._engine.input_specs(model, version)
+            request = decode_raw_request(body, inputs, max_batch_size, model, version)
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
@@ -197,10 +184,8 @@ class HttpFrontend:
         await _respond(send, 200, orjson.dumps(index))
 
     async def _statistics_route(self, send: Send, rest: list[str]) -> None:
-        if self._statistics is None:
-            raise Unsupported("the statistics extension is not enabled on this server")
         model, version = statistics_target(rest)
-        snapshot = self._statistics.snapshot(model, version)
+        snapshot = self._engine.model_statistics(model, version)
         await _respond(send, 200, orjson.dumps(statistics_document(snapshot)))
 
     async def _model_control(

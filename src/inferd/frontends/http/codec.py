@@ -76,11 +76,13 @@ def decode_infer_request(
     )
 
 
-def _parameters(item: dict[str, Any], owner: str) -> dict[str, Any]:
+def _parameters(item: dict[str, Any], kind: str, name: str | None = None) -> dict[str, Any]:
+    """`item`'s parameters; `kind` ("request", "input", "output") and `name` name it in errors."""
     parameters = item.get("parameters")
     if parameters is None:
         return {}
     if not isinstance(parameters, dict):
+        owner = kind if name is None else f"{kind} '{name}'"
         raise InvalidArgument(f"'parameters' of {owner} must be an object")
     return parameters
 
@@ -98,7 +100,7 @@ def _decode_inputs(
         name, datatype, shape = _tensor_header(item)
         if name in inputs:
             raise InvalidArgument(f"input '{name}' appears more than once")
-        parameters = _parameters(item, f"input '{name}'")
+        parameters = _parameters(item, "input", name)
         size = parameters.get("binary_data_size")
         if REGION in parameters:
             header = (name, datatype, shape)
@@ -139,7 +141,7 @@ def _shared_memory_input(
 ) -> Array:
     """The input copied out of the shared-memory region its parameters name."""
     name, datatype, shape = header
-    location = tensor_location(parameters, f"input '{name}'")
+    location = tensor_location(parameters, "input", name)
     if location is None or "data" in item or "binary_data_size" in parameters:
         raise InvalidArgument(
             f"input '{name}' must set only one of 'data', 'binary_data_size' and "
@@ -221,12 +223,12 @@ def _decode_outputs(
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument("each requested output needs a string 'name'")
-        what = f"output '{item['name']}'"
-        parameters = _parameters(item, what)
-        location = tensor_location(parameters, what)
+        name = item["name"]
+        parameters = _parameters(item, "output", name)
+        location = tensor_location(parameters, "output", name)
         if location is not None:  # fail before inference, as Triton does
             shared_memory.check(location)
-        outputs.append(RequestedOutput(item["name"], parameters))
+        outputs.append(RequestedOutput(name, parameters))
     return outputs or None  # an empty list asks for nothing in particular: every output
 
 
@@ -244,7 +246,7 @@ def encode_infer_response(
         datatype = v2_datatype(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         parameters = requested.get(name, {})
-        location = tensor_location(parameters, f"output '{name}'")
+        location = tensor_location(parameters, "output", name)
         if location is not None:  # reported without data, as Triton does
             write_tensor(shared_memory, location, name, array, datatype)
             entry["parameters"] = location.parameters()

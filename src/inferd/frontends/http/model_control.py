@@ -1,10 +1,10 @@
-"""The HTTP side of the model repository extension's load and unload, and of statistics."""
+"""The HTTP side of the model repository extension's load and unload."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inferd.core.errors import InvalidArgument, NotFound, Unsupported
+from inferd.core.errors import InvalidArgument, Unsupported
 from inferd.frontends.http.codec import loads
 
 
@@ -30,14 +30,3 @@ def config_override(document: Any) -> dict[str, Any] | None:
     if not isinstance(override, dict):
         raise InvalidArgument("the 'config' parameter must hold a JSON object")
     return override
-
-
-def statistics_target(rest: list[str]) -> tuple[str, str]:
-    """(model, version) from the path between /v2/models and /stats ("" = all)."""
-    if not rest:
-        return "", ""
-    if len(rest) == 1:
-        return rest[0], ""
-    if len(rest) == 3 and rest[1] == "versions":
-        return rest[0], rest[2]
-    raise NotFound(f"no statistics route for /v2/models/{'/'.join(rest)}/stats")

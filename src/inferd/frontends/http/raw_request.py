@@ -7,28 +7,33 @@ Error texts are Triton's, which clients and Triton's own tests match.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from inferd.core.datatypes import BYTES, element_size
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest
-from inferd.engine.validation import TensorSpec
+from inferd.engine.request_checks import ModelTensor
 from inferd.frontends.tensors import array_from_bytes
 
 
 def decode_raw_request(
-    body: bytes, config: Any, model_name: str, model_version: str
+    body: bytes,
+    inputs: Sequence[ModelTensor],
+    max_batch_size: int,
+    model_name: str,
+    model_version: str,
 ) -> InferRequest:
-    """The request for `body`; every output is answered as binary data, as Triton does."""
-    if len(config.input) != 1:
+    """The request for `body` to a model with `inputs` (the engine's, resolved at load); every
+    output is answered as binary data, as Triton does."""
+    if len(inputs) != 1:
         raise InvalidArgument(
             "Raw request must only have 1 input (found 1) to be deduced but got "
-            f"{len(config.input)} inputs in '{model_name}' model configuration"
+            f"{len(inputs)} inputs in '{model_name}' model configuration"
         )
-    spec = TensorSpec.from_config(config.input[0])
-    batch = [1] if config.max_batch_size > 0 else []
+    spec = inputs[0]
+    batch = [1] if max_batch_size > 0 else []
     return InferRequest(
         model_name=model_name,
         model_version=model_version,
@@ -37,7 +42,7 @@ def decode_raw_request(
     )
 
 
-def _raw_input(body: bytes, spec: TensorSpec, batch: list[int]) -> Array:
+def _raw_input(body: bytes, spec: ModelTensor, batch: list[int]) -> Array:
     if spec.datatype == BYTES:
         # The body is one element, sent without the usual 4-byte length prefix.
         if spec.dims != (1,):
@@ -51,7 +56,7 @@ def _raw_input(body: bytes, spec: TensorSpec, batch: list[int]) -> Array:
     return array_from_bytes(memoryview(body), spec.name, spec.datatype, batch + shape)
 
 
-def _deduced_shape(spec: TensorSpec, byte_size: int) -> list[int]:
+def _deduced_shape(spec: ModelTensor, byte_size: int) -> list[int]:
     """The configured dims with their one variable-sized dimension (if any) filled from
     the body's size."""
     variable = [i for i, d in enumerate(spec.dims) if d < 0]

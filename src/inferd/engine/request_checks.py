@@ -9,12 +9,12 @@ import numpy as np
 
 from inferd.core.datatypes import numpy_dtype, v2_datatype
 from inferd.core.errors import InvalidArgument
-from inferd.core.model_config import tensor_datatype
+from inferd.core.model_config import ConfigTensor, tensor_datatype
 from inferd.core.types import Array, InferRequest
 
 
 @dataclass(frozen=True, slots=True)
-class TensorSpec:
+class ModelTensor:
     """A config input or output as the request path needs it; `dims` exclude the batch axis."""
 
     name: str
@@ -25,7 +25,7 @@ class TensorSpec:
     optional: bool
 
     @classmethod
-    def from_config(cls, tensor: Any) -> TensorSpec:
+    def from_config(cls, tensor: ConfigTensor) -> ModelTensor:
         datatype = tensor_datatype(tensor.data_type)
         reshape = tuple(tensor.reshape.shape) if tensor.HasField("reshape") else None
         optional = bool(getattr(tensor, "optional", False))
@@ -46,7 +46,7 @@ def _shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
     )
 
 
-def _check_input(model: str, spec: TensorSpec, array: Array, max_batch_size: int) -> int:
+def _check_input(model: str, spec: ModelTensor, array: Array, max_batch_size: int) -> int:
     """Check one input's datatype and shape; return its batch size (0 when not batching)."""
     if array.dtype != spec.dtype:
         raise InvalidArgument(
@@ -73,8 +73,8 @@ def _check_input(model: str, spec: TensorSpec, array: Array, max_batch_size: int
 
 def check_request(
     request: InferRequest,
-    inputs: dict[str, TensorSpec],
-    outputs: dict[str, TensorSpec],
+    inputs: dict[str, ModelTensor],
+    outputs: dict[str, ModelTensor],
     max_batch_size: int,
 ) -> None:
     """Raise `InvalidArgument` naming the first way `request` does not fit the model."""
@@ -109,7 +109,7 @@ def check_request(
 
 
 def apply_reshape(
-    array: Array, spec: TensorSpec, target: tuple[int, ...] | None, batched: bool
+    array: Array, spec: ModelTensor, target: tuple[int, ...] | None, batched: bool
 ) -> Array:
     """View `array` with `target` as its non-batch shape (a config `reshape`, or back to dims)."""
     if target is None:

@@ -8,14 +8,12 @@ and `timeout` (microseconds).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.model_config import ModelConfig, ModelQueuePolicy, string_parameter
 from inferd.core.types import Parameters
 
 LATENCY_SLO_PARAMETER = "inferd.latency_slo_ms"
-
-_TIMEOUT_DELAY = 1  # ModelQueuePolicy.TimeoutAction.DELAY (REJECT is 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +26,12 @@ class QueuePolicy:
     delay_on_timeout: bool = False  # timeout_action DELAY; REJECT otherwise
 
     @classmethod
-    def from_config(cls, policy: Any) -> QueuePolicy:
+    def from_config(cls, policy: ModelQueuePolicy) -> QueuePolicy:
         return cls(
             max_queue_size=int(policy.max_queue_size),
             default_timeout_ns=int(policy.default_timeout_microseconds) * 1000,
             allow_timeout_override=bool(policy.allow_timeout_override),
-            delay_on_timeout=policy.timeout_action == _TIMEOUT_DELAY,
+            delay_on_timeout=policy.timeout_action == ModelQueuePolicy.DELAY,
         )
 
     def timeout_ns(self, parameters: Parameters) -> int:
@@ -63,7 +61,7 @@ class BatchingSettings:
     latency_slo_ns: int = 0  # 0: no adaptive batching
 
     @classmethod
-    def from_config(cls, config: Any) -> BatchingSettings:
+    def from_config(cls, config: ModelConfig) -> BatchingSettings:
         """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
         enabled = config.max_batch_size > 0 and config.HasField("dynamic_batching")
         if not enabled:
@@ -118,17 +116,17 @@ class BatchingSettings:
         return priority - 1
 
 
-def _non_negative_int(value: Any, name: str) -> int:
+def _non_negative_int(value: object, name: str) -> int:
     # bool is an int subclass; `"priority": true` is a client mistake, not priority 1.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgument(f"request parameter '{name}' must be a non-negative integer")
     return value
 
 
-def _latency_slo_ns(config: Any) -> int:
-    if LATENCY_SLO_PARAMETER not in config.parameters:
+def _latency_slo_ns(config: ModelConfig) -> int:
+    text = string_parameter(config, LATENCY_SLO_PARAMETER)
+    if text is None:
         return 0
-    text = config.parameters[LATENCY_SLO_PARAMETER].string_value
     try:
         milliseconds = float(text)
     except ValueError:
@@ -141,7 +139,7 @@ def _latency_slo_ns(config: Any) -> int:
     return int(milliseconds * 1e6)
 
 
-def _reject_ragged(config: Any) -> None:
+def _reject_ragged(config: ModelConfig) -> None:
     ragged = [t.name for t in config.input if t.allow_ragged_batch]
     if ragged:
         raise Unsupported(

@@ -6,7 +6,7 @@ import pytest
 
 from inferd.core.errors import InvalidArgument, Unsupported
 from inferd.core.model_config import parse_pbtxt
-from inferd.scheduling.settings import BatchingSettings, QueuePolicy
+from inferd.scheduling.dynamic_settings import BatchingSettings, QueuePolicy
 from tests.unit.scheduling.fakes import MODEL, settings
 
 

@@ -6,7 +6,7 @@ import pytest
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import InferRequest, RequestedOutput
-from inferd.engine.validation import TensorSpec, apply_reshape, check_request
+from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
 
 CONFIG = parse_pbtxt(
     """
@@ -19,8 +19,8 @@ CONFIG = parse_pbtxt(
     output [ { name: "y", data_type: TYPE_STRING, dims: [ 1 ] } ]
     """
 )
-INPUTS = {t.name: TensorSpec.from_config(t) for t in CONFIG.input}
-OUTPUTS = {t.name: TensorSpec.from_config(t) for t in CONFIG.output}
+INPUTS = {t.name: ModelTensor.from_config(t) for t in CONFIG.input}
+OUTPUTS = {t.name: ModelTensor.from_config(t) for t in CONFIG.output}
 
 
 def _request(**arrays: np.ndarray) -> InferRequest:

@@ -1,0 +1,276 @@
+"""Executing a formed batch: the part the dynamic and the sequence batcher share.
+
+A batcher forms a batch as rows, each a caller's request with the future it awaits (`Pending`)
+or a padding row (None), and hands it to `BatchRunner.run` with an instance. The runner asks
+the batcher's `BatchKind` for what differs (the stacked inputs, the outputs to compute, how
+stacked outputs split per request, what one request gets), executes the batch, and returns
+the delivery: it stamps the compute times, reports the batch, and answers each caller. The
+batcher calls the delivery when it likes (`preserve_ordering` holds it back until the earlier
+batches delivered).
+
+When the model refuses the batch's input (`InvalidArgument`), its requests run again one by
+one, so only the request at fault fails. A backend may also answer each request on its own,
+an error for some of them; only those fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+
+from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.core.errors import InferdError, Internal, InvalidArgument
+from inferd.core.types import Array, InferRequest, Timestamps
+from inferd.instances.instance import ExecutionResult, ModelInstance
+from inferd.scheduling.adaptive import SloController
+
+BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
+Answer = dict[str, Array] | InferdError  # what one request of a batch gets back
+Deliver = Callable[[], None]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A request waiting for its answer: the future its caller awaits, and its rows."""
+
+    request: InferRequest
+    future: asyncio.Future[dict[str, Array]]
+    enqueued_ns: int
+    rows: int
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+P = TypeVar("P", bound=Pending)
+
+
+class Batch(Generic[P]):
+    """A formed batch: its rows in order (None: a padding row) and each request's share."""
+
+    __slots__ = ("calls", "filled", "requests", "rows", "size")
+
+    def __init__(self, rows: list[P | None]) -> None:
+        self.rows = rows
+        self.calls: list[P] = []  # the rows that carry a request
+        self.requests: list[BatchRequest] = []  # their row ranges, as the backend sees them
+        start = filled = 0
+        for row in rows:
+            if row is None:
+                start += 1
+                continue
+            end = start + row.rows
+            self.calls.append(row)
+            self.requests.append(BatchRequest(start, end, row.request.id, row.request.parameters))
+            filled += row.rows
+            start = end
+        self.size = start  # rows along the batch axis, padding included
+        self.filled = filled  # rows that carry a request
+
+
+class BatchKind(Protocol[P]):
+    """What differs between batchers in executing a batch."""
+
+    def inputs(self, batch: Batch[P]) -> Mapping[str, Array]:
+        """The inputs the instance executes."""
+
+    def output_names(self, batch: Batch[P]) -> list[str]:
+        """The outputs the instance computes."""
+
+    def split(self, batch: Batch[P], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+        """Stacked outputs as each request's, in the order of `batch.calls`."""
+
+    def one_by_one(self, batch: Batch[P]) -> list[list[P | None]]:
+        """Each request of `batch` as rows of its own."""
+
+    def finish(self, call: P, outputs: dict[str, Array]) -> dict[str, Array]:
+        """What the caller gets from its outputs; raises `InferdError` to fail only it."""
+
+
+class BatchRunner(Generic[P]):
+    """Executes formed batches on instances and answers their callers."""
+
+    def __init__(
+        self, kind: BatchKind[P], on_batch: BatchCallback | None, slo: SloController | None = None
+    ) -> None:
+        self._kind = kind
+        self._on_batch = on_batch
+        self._slo = slo
+
+    async def run(self, instance: ModelInstance, rows: list[P | None]) -> Deliver:
+        """Execute the batch of `rows` (at least one real); returns what answers its callers."""
+        kind = self._kind
+        batch = Batch(rows)
+        compute = Timestamps(compute_start=time.monotonic_ns())
+        try:
+            result = await instance.execute(
+                kind.inputs(batch), kind.output_names(batch), batch.requests
+            )
+            answers = self._answers(batch, result.outputs)
+        except InvalidArgument as exc:
+            if len(batch.calls) == 1:
+                return functools.partial(fail_all, batch.calls, exc)
+            # The model refused one request's input: run them one by one, so only it fails.
+            deliveries = [await self.run(instance, alone) for alone in kind.one_by_one(batch)]
+            return functools.partial(_call_all, deliveries)
+        except Exception as exc:
+            return functools.partial(fail_all, batch.calls, batch_failure(exc))
+        return functools.partial(self._deliver, batch, answers, compute, result)
+
+    def _answers(self, batch: Batch[P], outputs: BatchOutputs) -> list[Answer]:
+        calls = batch.calls
+        if isinstance(outputs, list):
+            if len(outputs) != len(calls):
+                raise Internal(f"the backend answered {len(outputs)} of {len(calls)} requests")
+            split: Sequence[Answer] = outputs
+        else:
+            split = self._kind.split(batch, outputs)
+        return [
+            answer if isinstance(answer, InferdError) else self._finish(call, answer)
+            for call, answer in zip(calls, split, strict=True)
+        ]
+
+    def _finish(self, call: P, outputs: dict[str, Array]) -> Answer:
+        try:
+            return self._kind.finish(call, outputs)
+        except InferdError as exc:
+            return exc
+
+    def _deliver(
+        self, batch: Batch[P], answers: list[Answer], compute: Timestamps, result: ExecutionResult
+    ) -> None:
+        compute.compute_input_end = result.compute_start_ns
+        compute.compute_output_start = result.compute_end_ns
+        compute.compute_end = end = time.monotonic_ns()
+        if self._on_batch is not None:
+            self._on_batch(batch.filled, compute)
+        for call, answer in zip(batch.calls, answers, strict=True):
+            call.request.timestamps.copy_compute(compute)
+            if isinstance(answer, InferdError):
+                call.fail(answer)
+            elif not call.future.done():
+                call.future.set_result(answer)
+        if self._slo is not None:
+            calls = batch.calls
+            latencies = [end - (c.request.timestamps.received or c.enqueued_ns) for c in calls]
+            execution = result.compute_end_ns - result.compute_start_ns
+            self._slo.record(latencies, batch.filled, execution, end)
+
+
+class Wakeup:
+    """A worker's sleep until `wake` or a deadline: one future and at most one timer."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def sleeping(self) -> bool:
+        return self._waiter is not None
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def sleep(self, deadline_ns: int | None) -> None:
+        """Until `wake` is called, or until `deadline_ns` (None: no deadline)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = None
+        if deadline_ns is not None:
+            delay = max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)
+            timer = loop.call_later(delay, self.wake)
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def stack_inputs(rows: Sequence[dict[str, Array] | None]) -> dict[str, Array]:
+    """Each input concatenated over the rows' inputs (at least one real); a None row is
+    padding: zeros, or empty elements for BYTES, shaped like the first real row's."""
+    first = next(inputs for inputs in rows if inputs is not None)
+    if len(rows) == 1:
+        return first
+    padded = any(inputs is None for inputs in rows)
+    padding = {name: blank(array) for name, array in first.items()} if padded else {}
+    return {
+        name: np.concatenate([padding[name] if inputs is None else inputs[name] for inputs in rows])
+        for name in first
+    }
+
+
+def blank(array: Array) -> Array:
+    """Zeros shaped and typed like `array` (empty elements for BYTES)."""
+    if array.dtype.kind == "O":
+        return np.full_like(array, b"")
+    return np.zeros_like(array)
+
+
+def split_rows(batch: Batch[P], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+    """Each request's rows of stacked outputs; raises `Internal` for a wrong batch axis."""
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != batch.size:
+            raise Internal(f"output '{name}' has {array.shape} for a batch of {batch.size} rows")
+    return [
+        {name: array[part.start : part.end] for name, array in outputs.items()}
+        for part in batch.requests
+    ]
+
+
+def wanted_outputs(calls: Sequence[Pending], names: list[str]) -> list[str]:
+    """The outputs, in the model's order, that any request asked for (all when one named none)."""
+    wanted: set[str] = set()
+    for call in calls:
+        requested = call.request.outputs
+        if requested is None:
+            return names
+        wanted.update(output.name for output in requested)
+    return [name for name in names if name in wanted]
+
+
+def select_outputs(request: InferRequest, outputs: dict[str, Array]) -> dict[str, Array]:
+    """The outputs the request asked for (all of them when it named none)."""
+    if request.outputs is None:
+        return outputs
+    return {o.name: outputs[o.name] for o in request.outputs}
+
+
+def batch_failure(exc: Exception) -> InferdError:
+    """The error every request of a failed batch gets: an `InferdError` as it is; anything else
+    is a fault of ours, not the client's, so `Internal` (and the server keeps serving)."""
+    return exc if isinstance(exc, InferdError) else Internal(f"batch failed: {exc}")
+
+
+def fail_all(calls: Sequence[Pending], error: Exception) -> None:
+    for call in calls:
+        call.fail(error)
+
+
+def fail_undelivered(instance: str, calls: Sequence[Pending], exc: Exception) -> None:
+    """Delivering a batch raised (e.g. a failing observer): fail its requests still waiting,
+    so the worker survives it."""
+    logger.exception("delivering a batch of '%s' failed", instance)
+    fail_all(calls, Internal(f"delivering the batch failed: {exc}"))
+
+
+def _call_all(calls: list[Deliver]) -> None:
+    for call in calls:
+        call()
