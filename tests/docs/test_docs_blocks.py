@@ -71,9 +71,12 @@ def test_runnable_blocks_work_when_pasted(
     checkout, tmp = tmp_path / "checkout", tmp_path / "tmp"
     copy_examples(checkout)
     tmp.mkdir()
+    failure = None
     with PageRun(checkout, tmp, default_server) as run:
-        for block in blocks:
-            try:
+        try:
+            for block in blocks:
                 run.run(block)
-            except BlockFailed as failed:
-                pytest.fail(str(failed), pytrace=False)
+        except BlockFailed as failed:
+            failure = str(failed)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
