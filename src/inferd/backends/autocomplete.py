@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from inferd.core.config_checks import sequence_tensors
 from inferd.core.errors import InvalidArgument
-from inferd.repository.validation import sequence_tensors
+from inferd.core.model_config import ConfigTensor, ModelConfig, data_type_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class ModelTensor:
 
 
 def complete_tensors(
-    config: Any,
+    config: ModelConfig,
     inputs: Sequence[ModelTensor],
     outputs: Sequence[ModelTensor],
     default_batch: int,
@@ -72,13 +72,13 @@ def check_names(kind: str, configured: list[str], in_model: list[str], model: st
         )
 
 
-def model_path(config: Any, version_path: Path, default_filename: str) -> Path:
+def model_path(config: ModelConfig, version_path: Path, default_filename: str) -> Path:
     """The model file (or folder) of a version: the config's `default_model_filename`, else the
     backend's."""
     return version_path / (config.default_model_filename or default_filename)
 
 
-def existing_model_file(config: Any, version_path: Path, default_filename: str) -> Path:
+def existing_model_file(config: ModelConfig, version_path: Path, default_filename: str) -> Path:
     """The model file a version folder must hold (see `model_path`)."""
     model_file = model_path(config, version_path, default_filename)
     if not model_file.is_file():
@@ -86,7 +86,7 @@ def existing_model_file(config: Any, version_path: Path, default_filename: str) 
     return model_file
 
 
-def name_backend(config: Any, backend: str, platform: str | None) -> None:
+def name_backend(config: ModelConfig, backend: str, platform: str | None) -> None:
     """Fill the `backend` and `platform` (where the model has one) a config leaves out."""
     if not config.backend:
         config.backend = backend
@@ -124,9 +124,9 @@ def _dynamic_first_axis(shape: tuple[int | None, ...]) -> bool:
     return len(shape) > 0 and (shape[0] is None or shape[0] < 0)
 
 
-def _add_tensor(entry: Any, tensor: ModelTensor, skip: int) -> None:
+def _add_tensor(entry: ConfigTensor, tensor: ModelTensor, skip: int) -> None:
     if tensor.data_type is None:
         raise InvalidArgument(f"'{tensor.name}' has unsupported type {tensor.framework_type}")
     entry.name = tensor.name
-    entry.data_type = tensor.data_type
+    entry.data_type = data_type_value(tensor.data_type)
     entry.dims.extend(-1 if d is None or d < 0 else d for d in tensor.shape[skip:])

@@ -17,9 +17,10 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from inferd.core.errors import InferdError
+from inferd.core.model_config import ModelConfig
 from inferd.core.types import Array, Parameters
 
 
@@ -88,8 +89,10 @@ class Backend(Protocol):
         """Whether a version folder holds a model this backend can load (used when the config
         names neither backend nor platform)."""
 
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+    def complete_config(
+        self, config: ModelConfig, version_path: Path, default_max_batch_size: int
+    ) -> None:
         """Fill what a partial `ModelConfig` leaves out from the model file; check what it gives."""
 
-    def load(self, config: Any, version_path: Path) -> LoadedModel:
+    def load(self, config: ModelConfig, version_path: Path) -> LoadedModel:
         """Load a model version described by a complete, validated config."""

@@ -26,8 +26,8 @@ from inferd.backends.autocomplete import (
 )
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import int_parameter, string_parameter
 from inferd.core.types import Array
-from inferd.repository.config import int_parameter, string_parameter
 
 _CONFIG_TYPE_BY_ORT = {
     "tensor(bool)": "TYPE_BOOL",

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
 
 from inferd.backends.base import Backend
 from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import ModelConfig
 
 ENTRY_POINT_GROUP = "inferd.backends"
 
@@ -73,7 +73,7 @@ class BackendRegistry:
         self._backends[name] = backend
         return backend
 
-    def resolve(self, config: Any, version_paths: list[Path]) -> Backend:
+    def resolve(self, config: ModelConfig, version_paths: list[Path]) -> Backend:
         """The backend a model config asks for: by `backend`, then `platform`, then its files."""
         if config.backend:
             return self.get(config.backend)

@@ -21,6 +21,7 @@ from inferd.core.errors import (
     Unsupported,
     unknown_model,
 )
+from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
 from inferd.core.types import InferRequest, InferResponse, Timestamps
 from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
@@ -35,7 +36,6 @@ from inferd.engine.lifecycle import ModelState, VersionStatus
 from inferd.engine.loader import LoadedVersion, LoadOptions, load_version
 from inferd.engine.validation import TensorSpec, apply_reshape, check_request
 from inferd.instances.instance import ModelInstance
-from inferd.repository.config import config_from_dict
 from inferd.repository.layout import (
     ModelFolder,
     check_model_name,

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
+from inferd.core.model_config import ModelConfig
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.validation import TensorSpec
-from inferd.repository.config import ModelConfig
 from inferd.repository.layout import ModelFolder, read_model_folder
-from inferd.repository.validation import validate_config
 from inferd.scheduling.ensemble import EnsembleScheduler, StepCall
 from inferd.scheduling.ensemble_graph import (
     LATEST,

@@ -12,11 +12,11 @@ from typing import Any
 
 from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
 from inferd.backends.registry import BackendRegistry
+from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable, Unsupported
+from inferd.core.model_config import ModelConfig, ModelInstanceGroup
 from inferd.engine.validation import TensorSpec
 from inferd.instances.instance import ModelInstance
-from inferd.repository.config import ModelConfig
-from inferd.repository.validation import validate_config
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.dynamic import BatchCallback, DynamicBatcher
 from inferd.scheduling.sequence import SequenceBatcher
@@ -24,13 +24,6 @@ from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.settings import BatchingSettings
 
 logger = logging.getLogger(__name__)
-
-_KIND = ModelConfig.DESCRIPTOR.fields_by_name["instance_group"].message_type.enum_types_by_name[
-    "Kind"
-]
-KIND_AUTO, KIND_GPU, KIND_CPU = (
-    _KIND.values_by_name[n].number for n in ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,20 +76,20 @@ def _complete_instance_groups(config: Any, backend: Backend) -> None:
             group.name = f"{config.name}_{index}"
         if group.count < 1:
             group.count = 1
-        if group.kind == KIND_AUTO:
+        if group.kind == ModelInstanceGroup.KIND_AUTO:
             _resolve_auto(group, backend)
-        if group.kind == KIND_GPU:
+        if group.kind == ModelInstanceGroup.KIND_GPU:
             _check_gpus(group, backend)
-        elif group.kind != KIND_CPU:
+        elif group.kind != ModelInstanceGroup.KIND_CPU:
             raise Unsupported(f"instance group '{group.name}' asks for an unsupported kind")
 
 
 def _resolve_auto(group: Any, backend: Backend) -> None:
     """KIND_AUTO: the listed GPUs (or GPU 0) when the backend can use a GPU, else the CPU."""
     if backend.gpu_available():
-        group.kind = KIND_GPU
+        group.kind = ModelInstanceGroup.KIND_GPU
         return
-    group.kind = KIND_CPU
+    group.kind = ModelInstanceGroup.KIND_CPU
     if group.gpus:
         logger.warning(
             "instance group '%s': no GPU usable by backend '%s', so KIND_AUTO runs on CPU "
@@ -121,7 +114,7 @@ def _check_gpus(group: Any, backend: Backend) -> None:
 
 
 def _devices(group: Any) -> list[Device]:
-    if group.kind == KIND_CPU:
+    if group.kind == ModelInstanceGroup.KIND_CPU:
         return [Device(DeviceKind.CPU)] * group.count
     return [Device(DeviceKind.GPU, gpu) for gpu in group.gpus for _ in range(group.count)]
 

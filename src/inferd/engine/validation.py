@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from inferd.core.datatypes import from_config_datatype, numpy_dtype, v2_datatype
+from inferd.core.datatypes import numpy_dtype, v2_datatype
 from inferd.core.errors import InvalidArgument
+from inferd.core.model_config import tensor_datatype
 from inferd.core.types import Array, InferRequest
-from inferd.repository.validation import data_type_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class TensorSpec:
 
     @classmethod
     def from_config(cls, tensor: Any) -> TensorSpec:
-        datatype = from_config_datatype(data_type_name(tensor.data_type))
+        datatype = tensor_datatype(tensor.data_type)
         reshape = tuple(tensor.reshape.shape) if tensor.HasField("reshape") else None
         optional = bool(getattr(tensor, "optional", False))
         return cls(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from inferd.core.errors import InvalidArgument, NotFound
-from inferd.repository.config import ModelConfig, find_config_file, read_config_file
+from inferd.core.model_config import ModelConfig
+from inferd.repository.config_file import find_config_file, read_config_file
 
 
 @dataclass(slots=True)
@@ -16,7 +16,7 @@ class ModelFolder:
 
     name: str
     path: Path
-    config: Any  # ModelConfig
+    config: ModelConfig
     config_file: Path | None
     versions: dict[int, Path]
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+
+from inferd.core.model_config import ModelVersionPolicy
 
 
-def select_versions(policy: Any, available: Iterable[int]) -> tuple[list[int], list[int]]:
+def select_versions(
+    policy: ModelVersionPolicy, available: Iterable[int]
+) -> tuple[list[int], list[int]]:
     """(versions to load, ascending; versions the policy names that are not on disk).
 
-    `policy` is a `ModelVersionPolicy`; an unset policy means "latest 1", as in Triton.
+    An unset policy means "latest 1", as in Triton.
     """
     present = sorted(set(available))
     kind = policy.WhichOneof("policy_choice")

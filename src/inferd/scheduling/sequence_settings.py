@@ -13,24 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from inferd.core.datatypes import BYTES, from_config_datatype, numpy_dtype
+from inferd.core.datatypes import BYTES, numpy_dtype
 from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.model_config import (
+    ModelSequenceBatching,
+    int_parameter,
+    tensor_datatype,
+)
 from inferd.core.types import Array
-from inferd.repository.config import ModelConfig, int_parameter
-from inferd.repository.validation import data_type_name
 
 # inferd's limit on sequences waiting for a slot (Triton has none), in the model's `parameters`.
 MAX_BACKLOG_PARAMETER = "inferd.max_sequence_backlog"
 # Triton's default when max_sequence_idle_microseconds is 0 (unset): one second.
 DEFAULT_IDLE_NS = 1_000_000_000
 
-_KIND_NAMES = {
-    number: value.name
-    for number, value in ModelConfig.DESCRIPTOR.fields_by_name["sequence_batching"]
-    .message_type.nested_types_by_name["Control"]
-    .enum_types_by_name["Kind"]
-    .values_by_number.items()
-}
 START, READY, END, CORRID = (
     "CONTROL_SEQUENCE_START",
     "CONTROL_SEQUENCE_READY",
@@ -165,16 +161,19 @@ def _controls(config: Any) -> tuple[Control, ...]:
 
 
 def _control(name: str, control: Any) -> Control:
-    kind = _KIND_NAMES.get(control.kind)
-    if kind is None:
-        raise InvalidArgument(f"control_input '{name}' has unknown control kind {control.kind}")
+    try:
+        kind = ModelSequenceBatching.Control.Kind.Name(control.kind)
+    except ValueError:
+        raise InvalidArgument(
+            f"control_input '{name}' has unknown control kind {control.kind}"
+        ) from None
     given = [
         (field, list(getattr(control, field)))
         for field in ("int32_false_true", "fp32_false_true", "bool_false_true")
         if getattr(control, field)
     ]
     if kind == CORRID:
-        datatype = "" if given else from_config_datatype(data_type_name(control.data_type))
+        datatype = "" if given else tensor_datatype(control.data_type)
         if datatype not in _CORRID_TYPES:
             raise InvalidArgument(
                 f"control_input '{name}' ({kind}) must set only data_type, one of "
@@ -218,7 +217,7 @@ def _state(state: Any, model_dir: Path) -> StateSpec:
     name = state.input_name
     if not name or not state.output_name:
         raise InvalidArgument("a sequence_batching state needs input_name and output_name")
-    datatype = from_config_datatype(data_type_name(state.data_type))
+    datatype = tensor_datatype(state.data_type)
     dtype = numpy_dtype(datatype)
     dims = tuple(int(d) for d in state.dims)
     if not dims or any(d < -1 or d == 0 for d in dims):
@@ -252,7 +251,7 @@ def _state(state: Any, model_dir: Path) -> StateSpec:
 def _read_initial(model_dir: Path, initial: Any, shape: tuple[int, ...]) -> Array:
     """Triton reads `data_file` from the model folder's `initial_state/`, row-major, raw."""
     path = model_dir / "initial_state" / initial.data_file
-    dtype = numpy_dtype(from_config_datatype(data_type_name(initial.data_type)))
+    dtype = numpy_dtype(tensor_datatype(initial.data_type))
     try:
         data = np.fromfile(path, dtype=dtype)
     except (OSError, ValueError) as exc:

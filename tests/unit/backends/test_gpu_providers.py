@@ -6,7 +6,7 @@ import pytest
 
 from inferd.backends.onnxruntime import tensorrt_options
 from inferd.core.errors import InvalidArgument
-from inferd.repository.config import parse_pbtxt
+from inferd.core.model_config import parse_pbtxt
 
 TENSORRT = """
 optimization { execution_accelerators { gpu_execution_accelerator : [ {

@@ -11,7 +11,7 @@ from inferd.backends.base import Device, DeviceKind
 from inferd.backends.onnxruntime import OnnxRuntimeBackend, session_options
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, Unavailable
-from inferd.repository.config import ModelConfig, config_to_dict, parse_pbtxt
+from inferd.core.model_config import ModelConfig, config_to_dict, parse_pbtxt
 
 
 @pytest.fixture

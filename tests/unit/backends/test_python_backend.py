@@ -12,7 +12,7 @@ from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.python import PythonBackend
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, ModelExecutionError, Unsupported
-from inferd.repository.config import config_to_dict, parse_pbtxt
+from inferd.core.model_config import config_to_dict, parse_pbtxt
 
 CONFIG = """
 name: "m" backend: "python" max_batch_size: 4

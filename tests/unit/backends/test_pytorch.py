@@ -16,7 +16,7 @@ from inferd.backends.base import Device, DeviceKind
 from inferd.backends.pytorch import PyTorchBackend
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
-from inferd.repository.config import ModelConfig, config_to_dict, parse_pbtxt
+from inferd.core.model_config import ModelConfig, config_to_dict, parse_pbtxt
 from tests.pytorch_models import (
     NAMED_CONFIG,
     run,

@@ -12,7 +12,7 @@ from inferd.backends.base import Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.backends.tensorflow import TensorFlowBackend
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
-from inferd.repository.config import ModelConfig, config_to_dict, parse_pbtxt
+from inferd.core.model_config import ModelConfig, config_to_dict, parse_pbtxt
 from tests import tensorflow_models
 
 pytest.importorskip("tensorflow")

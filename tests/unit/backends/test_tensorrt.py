@@ -19,7 +19,7 @@ from inferd.backends.tensorrt.plan import (
 )
 from inferd.core.datatypes import from_config_datatype, numpy_dtype
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
-from inferd.repository.config import ModelConfig, config_to_dict, parse_pbtxt
+from inferd.core.model_config import ModelConfig, config_to_dict, parse_pbtxt
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -11,9 +11,9 @@ import pytest
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import Array
 from inferd.engine.loader import LoadOptions, load_version
-from inferd.repository.config import parse_pbtxt
 
 
 class _Instance:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from inferd.core.errors import InvalidArgument
+from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import InferRequest, RequestedOutput
 from inferd.engine.validation import TensorSpec, apply_reshape, check_request
-from inferd.repository.config import parse_pbtxt
 
 CONFIG = parse_pbtxt(
     """

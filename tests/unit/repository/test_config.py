@@ -4,17 +4,17 @@ from pathlib import Path
 
 import pytest
 
+from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, NotFound
-from inferd.repository.config import (
+from inferd.core.model_config import (
     bool_parameter,
     config_from_dict,
     config_to_dict,
     int_parameter,
     parse_pbtxt,
-    read_config_file,
 )
+from inferd.repository.config_file import read_config_file
 from inferd.repository.layout import check_model_name, list_model_names, read_model_folder
-from inferd.repository.validation import validate_config
 
 PBTXT = """
 name: "m"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.repository.config import ModelConfig, parse_pbtxt
+from inferd.core.model_config import ModelConfig, parse_pbtxt
 from inferd.repository.versions import select_versions
 
 AVAILABLE = [3, 1, 7, 2]

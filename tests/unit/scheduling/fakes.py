@@ -10,9 +10,9 @@ import numpy as np
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument
+from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
-from inferd.repository.config import parse_pbtxt
 from inferd.scheduling.settings import BatchingSettings
 
 MODEL = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferd.core.errors import InvalidArgument
-from inferd.repository.config import parse_pbtxt
+from inferd.core.model_config import parse_pbtxt
 from inferd.scheduling.ensemble_graph import (
     EnsembleGraph,
     ModelSignature,

@@ -15,9 +15,9 @@ import pytest
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
-from inferd.repository.config import parse_pbtxt
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
 

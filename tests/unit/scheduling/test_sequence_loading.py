@@ -11,8 +11,8 @@ import pytest
 import generate_models
 from inferd.backends.onnxruntime import OnnxRuntimeBackend
 from inferd.core.errors import InvalidArgument
+from inferd.core.model_config import parse_pbtxt
 from inferd.engine.loader import LoadOptions, complete_config
-from inferd.repository.config import parse_pbtxt
 
 STATE = (
     'state [ { input_name: "INPUT_STATE", output_name: "OUTPUT_STATE", '

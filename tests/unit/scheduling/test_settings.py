@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferd.core.errors import InvalidArgument, Unsupported
-from inferd.repository.config import parse_pbtxt
+from inferd.core.model_config import parse_pbtxt
 from inferd.scheduling.settings import BatchingSettings, QueuePolicy
 from tests.unit.scheduling.fakes import MODEL, settings
 

@@ -24,15 +24,14 @@ from inferd.backends.python.model_file import (
     import_model,
 )
 from inferd.backends.python.protocol import WorkerSetup
-from inferd.core.datatypes import from_config_datatype
 from inferd.core.errors import InvalidArgument, Unsupported
-from inferd.repository.config import (
+from inferd.core.model_config import (
     config_from_dict,
     config_to_dict,
     int_parameter,
     string_parameter,
+    tensor_datatype,
 )
-from inferd.repository.validation import data_type_name
 
 ISOLATION_MODES = ("none", "process")
 
@@ -116,10 +115,9 @@ class PythonModel:
         # The sequence batcher also asks for the implicit states' outputs, which are no config
         # outputs: their types come from the state declarations.
         self._datatypes = {
-            entry.name: from_config_datatype(data_type_name(entry.data_type))
-            for entry in config.output
+            entry.name: tensor_datatype(entry.data_type) for entry in config.output
         } | {
-            state.output_name: from_config_datatype(data_type_name(state.data_type))
+            state.output_name: tensor_datatype(state.data_type)
             for state in config.sequence_batching.state
         }
         self._batched = config.max_batch_size > 0

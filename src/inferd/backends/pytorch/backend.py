@@ -9,7 +9,6 @@ checked against `forward` here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from inferd.backends.autocomplete import complete_tensors, name_backend
 from inferd.backends.pytorch.calling import plan_for
@@ -24,7 +23,7 @@ from inferd.backends.pytorch.formats import (
 from inferd.backends.pytorch.model import PyTorchModel
 from inferd.backends.pytorch.options import TorchOptions
 from inferd.core.errors import InvalidArgument
-from inferd.repository.validation import data_type_name
+from inferd.core.model_config import ModelConfig, config_tensors, data_type_name
 
 # Files that mark a version folder as PyTorch's without a config saying so; model.py belongs to
 # the Python backend unless the config names `backend: "pytorch"`.
@@ -44,7 +43,9 @@ class PyTorchBackend:
     def matches(self, version_path: Path) -> bool:
         return any((version_path / name).is_file() for name in _MARKER_FILES)
 
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+    def complete_config(
+        self, config: ModelConfig, version_path: Path, default_max_batch_size: int
+    ) -> None:
         source = find_source(config, version_path)
         torchscript = source.format is ModelFormat.TORCHSCRIPT
         name_backend(config, self.name, self.platforms[0] if torchscript else None)
@@ -62,12 +63,10 @@ class PyTorchBackend:
             return
         _check_declared_tensors(config, source)
 
-    def load(self, config: Any, version_path: Path) -> PyTorchModel:
+    def load(self, config: ModelConfig, version_path: Path) -> PyTorchModel:
         options = TorchOptions.from_config(config)
         strings = [
-            t.name
-            for t in [*config.input, *config.output]
-            if data_type_name(t.data_type) == "TYPE_STRING"
+            t.name for t in config_tensors(config) if data_type_name(t.data_type) == "TYPE_STRING"
         ]
         if strings:
             raise InvalidArgument(
@@ -85,7 +84,7 @@ class PyTorchBackend:
         return PyTorchModel(source, config, options)
 
 
-def _check_declared_tensors(config: Any, source: ModelSource) -> None:
+def _check_declared_tensors(config: ModelConfig, source: ModelSource) -> None:
     """TorchScript and eager modules carry no dtypes or shapes: the config must give them."""
     import torch
 

@@ -20,8 +20,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inferd.core.config_checks import sequence_tensors
 from inferd.core.errors import InvalidArgument, ModelExecutionError
-from inferd.repository.validation import sequence_tensors
+from inferd.core.model_config import ModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +76,7 @@ class CallPlan:
         return picked
 
 
-def plan_for(config: Any, arguments: Sequence[str] | None, by_keyword: bool) -> CallPlan:
+def plan_for(config: ModelConfig, arguments: Sequence[str] | None, by_keyword: bool) -> CallPlan:
     """The plan for a model config, given `forward`'s argument names (None when unknown, e.g.
     `*args`); raises `InvalidArgument` when the names fit neither convention."""
     fed, _ = sequence_tensors(config)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from inferd.backends.autocomplete import ModelTensor
 from inferd.backends.pytorch.tensors import config_type
 from inferd.core.errors import InvalidArgument
+from inferd.core.model_config import ModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,7 @@ class LoadedModule:
     by_keyword: bool
 
 
-def find_source(config: Any, version_path: Path) -> ModelSource:
+def find_source(config: ModelConfig, version_path: Path) -> ModelSource:
     names = (config.default_model_filename,) if config.default_model_filename else DEFAULT_FILENAMES
     for name in names:
         path = version_path / name

@@ -23,6 +23,7 @@ from inferd.backends.pytorch.formats import ModelSource, load_module
 from inferd.backends.pytorch.options import TorchOptions
 from inferd.backends.pytorch.tensors import to_numpy, to_torch
 from inferd.core.errors import Unavailable
+from inferd.core.model_config import ModelConfig
 from inferd.core.types import Array
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _spend_readonly_warning() -> None:
 class PyTorchModel:
     """Modules per device, each read from the model file when the first instance asks for it."""
 
-    def __init__(self, source: ModelSource, config: Any, options: TorchOptions) -> None:
+    def __init__(self, source: ModelSource, config: ModelConfig, options: TorchOptions) -> None:
         self._source = source
         self._options = options
         self._config = config

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from inferd.repository.config import bool_parameter, int_parameter
+from inferd.core.model_config import ModelConfig, bool_parameter, int_parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +14,7 @@ class TorchOptions:
     intra_op_thread_count: int | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> TorchOptions:
+    def from_config(cls, config: ModelConfig) -> TorchOptions:
         return cls(
             torch_compile=bool_parameter(config, "torch_compile", default=False),
             inference_mode=bool_parameter(config, "inference_mode", default=True),

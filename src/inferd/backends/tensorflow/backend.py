@@ -24,6 +24,7 @@ from inferd.backends.tensorflow.signature import (
     signature_key,
 )
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
+from inferd.core.model_config import ModelConfig
 from inferd.core.types import Array
 
 
@@ -38,7 +39,9 @@ class TensorFlowBackend:
     def matches(self, version_path: Path) -> bool:
         return (version_path / self.default_model_filename / "saved_model.pb").is_file()
 
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+    def complete_config(
+        self, config: ModelConfig, version_path: Path, default_max_batch_size: int
+    ) -> None:
         signature = _signature(config, version_path)
         name_backend(config, self.name, self.platforms[0])
         check_known_ranks(config, signature)
@@ -50,13 +53,13 @@ class TensorFlowBackend:
             signature.description,
         )
 
-    def load(self, config: Any, version_path: Path) -> SavedModel:
+    def load(self, config: ModelConfig, version_path: Path) -> SavedModel:
         signature = _signature(config, version_path)
         check_config(config, signature)  # auto-complete may have been switched off
         return SavedModel(model_path(config, version_path, self.default_model_filename), signature)
 
 
-def _signature(config: Any, version_path: Path) -> Signature:
+def _signature(config: ModelConfig, version_path: Path) -> Signature:
     if config.platform == "tensorflow_graphdef":
         raise Unsupported("TensorFlow GraphDef models are not supported: export a SavedModel")
     saved_model = model_path(config, version_path, TensorFlowBackend.default_model_filename)

@@ -14,8 +14,7 @@ from typing import Any
 from inferd.backends.autocomplete import ModelTensor, check_names
 from inferd.backends.tensorflow.framework import tensorflow
 from inferd.core.errors import InvalidArgument
-from inferd.repository.config import string_parameter
-from inferd.repository.validation import data_type_name
+from inferd.core.model_config import ModelConfig, data_type_name, string_parameter
 
 SIGNATURE_PARAMETER = "TF_SIGNATURE_DEF"
 DEFAULT_SIGNATURE = "serving_default"
@@ -53,7 +52,7 @@ class Signature:
         return f"the SavedModel signature '{self.key}'"
 
 
-def signature_key(config: Any) -> str:
+def signature_key(config: ModelConfig) -> str:
     return string_parameter(config, SIGNATURE_PARAMETER) or DEFAULT_SIGNATURE
 
 
@@ -104,7 +103,7 @@ def _tensors(infos: Mapping[str, Any]) -> tuple[ModelTensor, ...]:
     return tuple(tensors)
 
 
-def check_config(config: Any, signature: Signature) -> None:
+def check_config(config: ModelConfig, signature: Signature) -> None:
     """The config's tensors exist in the signature with the signature's types."""
     for kind, entries, tensors in (
         ("input", config.input, signature.inputs),
@@ -123,7 +122,7 @@ def check_config(config: Any, signature: Signature) -> None:
                 )
 
 
-def check_known_ranks(config: Any, signature: Signature) -> None:
+def check_known_ranks(config: ModelConfig, signature: Signature) -> None:
     """Tensors to be auto-completed need a rank; the config must give the dims of the others."""
     to_fill = [
         t.name

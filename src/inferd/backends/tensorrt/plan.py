@@ -12,7 +12,7 @@ from typing import Any
 
 from inferd.backends import autocomplete
 from inferd.core.errors import InvalidArgument, Unsupported
-from inferd.repository.validation import data_type_name
+from inferd.core.model_config import ModelConfig, config_tensors, data_type_name
 
 Shape = tuple[int, ...]
 
@@ -128,7 +128,9 @@ def _profile_range(engine: Any, name: str, shape: Shape, profile: int) -> Profil
     return ProfileRange(tuple(minimum), tuple(maximum))
 
 
-def complete_tensors(config: Any, signature: PlanSignature, default_max_batch_size: int) -> None:
+def complete_tensors(
+    config: ModelConfig, signature: PlanSignature, default_max_batch_size: int
+) -> None:
     """Fill a config's empty inputs/outputs from the plan (Triton's rules, with the profiles'
     batch capacity as the inferred `max_batch_size`); check the datatypes the config gives."""
     capacity = signature.batch_capacity()
@@ -146,7 +148,7 @@ def complete_tensors(config: Any, signature: PlanSignature, default_max_batch_si
             "in every plan tensor)"
         )
     by_name = {t.name: t for t in signature.tensors}
-    for entry in [*config.input, *config.output]:
+    for entry in config_tensors(config):
         configured = data_type_name(entry.data_type)
         if configured != by_name[entry.name].config_type:
             raise InvalidArgument(

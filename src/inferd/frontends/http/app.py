@@ -33,6 +33,7 @@ from inferd.core.errors import (
     Unavailable,
     Unsupported,
 )
+from inferd.core.model_config import config_to_dict
 from inferd.engine.engine import Engine, ModelMetadata
 from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
@@ -43,7 +44,6 @@ from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.metrics.statistics import Statistics, statistics_document
-from inferd.repository.config import config_to_dict
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

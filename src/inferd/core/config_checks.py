@@ -1,27 +1,13 @@
-"""Checks of a complete model config, done once when the model loads."""
+"""Checks of a complete model config, done once when the model loads, and the tensors a
+sequence config adds to the model's own."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from inferd.core.datatypes import from_config_datatype
 from inferd.core.errors import InvalidArgument
-from inferd.repository.config import ModelConfig
-
-_DATA_TYPE_NAME = (
-    ModelConfig.DESCRIPTOR.fields_by_name["input"]
-    .message_type.fields_by_name["data_type"]
-    .enum_type.values_by_number
-)
+from inferd.core.model_config import ConfigTensor, ModelConfig, data_type_name, tensor_datatype
 
 
-def data_type_name(number: int) -> str:
-    """TYPE_* name of a model-config DataType number."""
-    value = _DATA_TYPE_NAME.get(number)
-    return value.name if value is not None else f"DataType({number})"
-
-
-def validate_config(config: Any) -> None:
+def validate_config(config: ModelConfig) -> None:
     """Raise `InvalidArgument` naming the first problem in a config about to be served."""
     if config.max_batch_size < 0:
         raise InvalidArgument("max_batch_size must be 0 or more")
@@ -43,10 +29,10 @@ def validate_config(config: Any) -> None:
             )
 
 
-def _validate_tensor(kind: str, tensor: Any) -> None:
+def _validate_tensor(kind: str, tensor: ConfigTensor) -> None:
     if not tensor.name:
         raise InvalidArgument(f"an {kind} has no name")
-    from_config_datatype(data_type_name(tensor.data_type))
+    tensor_datatype(tensor.data_type)
     if any(d < -1 for d in tensor.dims):
         raise InvalidArgument(
             f"{kind} '{tensor.name}' has a dimension below -1: {list(tensor.dims)}"
@@ -55,7 +41,9 @@ def _validate_tensor(kind: str, tensor: Any) -> None:
         raise InvalidArgument(f"{kind} '{tensor.name}' has an invalid reshape")
 
 
-def sequence_tensors(config: Any) -> tuple[dict[str, tuple[str, tuple[int, ...]]], set[str]]:
+def sequence_tensors(
+    config: ModelConfig,
+) -> tuple[dict[str, tuple[str, tuple[int, ...]]], set[str]]:
     """What the sequence batcher feeds the model (name -> TYPE_* name and dims without the
     batch axis: control inputs and state inputs) and the state outputs it takes back. Clients
     never send nor see these, so they are not config inputs or outputs."""

@@ -1,22 +1,31 @@
-"""Model configuration in Triton's schema, read from config.pbtxt, config.json or config.yaml.
+"""Triton's `ModelConfig`, typed: parsing and serialising it, its parameters and datatypes.
 
-The schema is the official `model_config_pb2` shipped with tritonclient; inferd keeps no copy.
+The schema is the official `model_config_pb2` shipped with tritonclient; inferd keeps no copy
+of it, only the mypy stubs generated from its descriptors (typings/, see
+scripts/generate_proto_stubs.py). Every layer that reads a model config imports its types and
+helpers from here.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-import yaml
 from google.protobuf import descriptor, json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from inferd.core.datatypes import from_config_datatype
 from inferd.core.errors import InvalidArgument
 
-ModelConfig = model_config_pb2.ModelConfig
-
-CONFIG_FILE_NAMES = ("config.pbtxt", "config.json", "config.yaml", "config.yml")
+ModelConfig: TypeAlias = model_config_pb2.ModelConfig
+ModelInput: TypeAlias = model_config_pb2.ModelInput
+ModelOutput: TypeAlias = model_config_pb2.ModelOutput
+ConfigTensor: TypeAlias = model_config_pb2.ModelInput | model_config_pb2.ModelOutput
+ModelInstanceGroup: TypeAlias = model_config_pb2.ModelInstanceGroup
+ModelVersionPolicy: TypeAlias = model_config_pb2.ModelVersionPolicy
+ModelSequenceBatching: TypeAlias = model_config_pb2.ModelSequenceBatching
+ModelEnsembling: TypeAlias = model_config_pb2.ModelEnsembling
+# The config's `DataType` enum: TYPE_FP32, TYPE_STRING, ...
+DataType: TypeAlias = model_config_pb2.DataType.ValueType
 
 _INT64_TYPES = frozenset(
     {
@@ -29,37 +38,7 @@ _INT64_TYPES = frozenset(
 )
 
 
-def find_config_file(model_dir: Path) -> Path | None:
-    """The first config file present in a model folder, in Triton's order of preference."""
-    for name in CONFIG_FILE_NAMES:
-        candidate = model_dir / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_config_file(path: Path) -> Any:
-    """Parse one config file into a `ModelConfig`; raises `InvalidArgument` naming the problem."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"cannot read {path.name}: {exc}") from exc
-    if path.suffix == ".pbtxt":
-        return parse_pbtxt(text, path.name)
-    try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else _load_json(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidArgument(f"{path.name} is not valid: {exc}") from exc
-    return config_from_dict(data if data is not None else {}, path.name)
-
-
-def _load_json(text: str) -> Any:
-    import json
-
-    return json.loads(text)
-
-
-def parse_pbtxt(text: str, source: str = "config.pbtxt") -> Any:
+def parse_pbtxt(text: str, source: str = "config.pbtxt") -> ModelConfig:
     config = ModelConfig()
     try:
         text_format.Parse(text, config)
@@ -68,7 +47,7 @@ def parse_pbtxt(text: str, source: str = "config.pbtxt") -> Any:
     return config
 
 
-def config_from_dict(data: Any, source: str = "config") -> Any:
+def config_from_dict(data: object, source: str = "config") -> ModelConfig:
     """A `ModelConfig` from its JSON/YAML form (snake_case or camelCase field names)."""
     if not isinstance(data, dict):
         raise InvalidArgument(f"{source}: expected an object of model config fields")
@@ -80,7 +59,7 @@ def config_from_dict(data: Any, source: str = "config") -> Any:
     return config
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """The JSON Triton serves at /config: proto field names, defaults included, int64 as numbers."""
     data = json_format.MessageToDict(
         config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -127,17 +106,41 @@ def _map_values_to_numbers(
             mapping[key] = int(item)
 
 
-def string_parameter(config: Any, key: str) -> str | None:
+def data_type_name(number: int) -> str:
+    """TYPE_* name of a model-config DataType number."""
+    try:
+        return model_config_pb2.DataType.Name(number)  # type: ignore[arg-type]
+    except ValueError:
+        return f"DataType({number})"
+
+
+def data_type_value(name: str) -> DataType:
+    """The model-config DataType number of a TYPE_* name."""
+    return model_config_pb2.DataType.Value(name)
+
+
+def config_tensors(config: ModelConfig) -> list[ConfigTensor]:
+    """The config's inputs, then its outputs."""
+    return [*config.input, *config.output]
+
+
+def tensor_datatype(number: int) -> str:
+    """The V2 datatype (FP32, BYTES, ...) of a model-config DataType number; raises
+    `InvalidArgument` for TYPE_INVALID and numbers the schema does not know."""
+    return from_config_datatype(data_type_name(number))
+
+
+def string_parameter(config: ModelConfig, key: str) -> str | None:
     """A config `parameters { key: ... value: { string_value: ... } }` entry, or None."""
     if key in config.parameters:
-        return str(config.parameters[key].string_value)
+        return config.parameters[key].string_value
     return None
 
 
 _BOOLEANS = {"true": True, "false": False}
 
 
-def int_parameter(config: Any, key: str, minimum: int | None = None) -> int | None:
+def int_parameter(config: ModelConfig, key: str, minimum: int | None = None) -> int | None:
     """An integer config parameter, None when absent or empty; one below `minimum` is refused."""
     text = string_parameter(config, key)
     if not text:
@@ -159,7 +162,7 @@ def _integer_kind(minimum: int | None) -> str:
     )
 
 
-def bool_parameter(config: Any, key: str, default: bool) -> bool:
+def bool_parameter(config: ModelConfig, key: str, default: bool) -> bool:
     """A `true`/`false` config parameter (any case), `default` when absent or empty."""
     text = string_parameter(config, key)
     if not text:
