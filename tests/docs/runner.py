@@ -136,7 +136,8 @@ class PageRun:
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BLOCK_TIMEOUT_S,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            self._fail(block, f"still running after {BLOCK_TIMEOUT_S} s:\n{exc.output or ''}")
+            output = exc.output.decode() if isinstance(exc.output, bytes) else exc.output
+            self._fail(block, f"still running after {BLOCK_TIMEOUT_S} s:\n{output or ''}")
         if done.returncode != 0:
             self._fail(block, f"exit status {done.returncode}:\n{done.stdout}")
 
@@ -156,7 +157,13 @@ class PageRun:
             self._server = self._default()
         else:
             repository = self._workdir / localize(serve.repository, {}, self._tmp)
-            self._server = self._own_server.enter_context(running_server(repository, *serve.args))
+            try:
+                server = running_server(repository, *serve.args)
+                self._server = self._own_server.enter_context(server)
+            except RuntimeError as exc:  # it did not start; the message holds its log
+                self._fail(block, str(exc))
+        if "HTTP" not in self._server.ports:  # it exited before running_server noticed
+            self._fail(block, "inferd did not start")
         _, index = post_json(self._server.http_port, "/v2/repository/index", {})
         failed = [model for model in index if model.get("state") == "UNAVAILABLE"]
         if failed:

@@ -115,3 +115,12 @@ def test_a_failing_block_fails_naming_its_file_and_line(
         with pytest.raises(BlockFailed, match=r"^docs/page\.md:12 failed") as failed:
             run.run(Block(Path("docs/page.md"), 12, kind, text))
         assert message in str(failed.value)
+
+
+def test_a_server_that_does_not_start_fails_its_block(tmp_path: Path) -> None:
+    block = shell("inferd serve --model-repository /tmp/missing\n")
+    with (
+        PageRun(tmp_path, tmp_path, no_server) as run,
+        pytest.raises(BlockFailed, match=r"^page\.md:3 failed: inferd did not start"),
+    ):
+        run.run(block)
