@@ -165,6 +165,43 @@ def test_a_decoupled_model_is_refused(tmp_path: Path) -> None:
         PythonBackend().complete_config(parse_pbtxt('name: "m"'), folder, 8)
 
 
+# A class that only completes its config: it would load READY and fail every request.
+HOOK_ONLY = """
+class {cls}:
+    @staticmethod
+    def auto_complete_config(config):
+        {body}
+        return config
+"""
+
+
+@pytest.mark.parametrize("cls", ["InferdModel", "TritonPythonModel"])
+def test_a_model_class_without_execute_is_refused_when_its_config_completes(
+    tmp_path: Path, cls: str
+) -> None:
+    folder = version(tmp_path, HOOK_ONLY.format(cls=cls, body=ADD_TENSORS))
+    with pytest.raises(InvalidArgument, match=rf"class '{cls}' in model\.py defines no 'execute'"):
+        PythonBackend().complete_config(parse_pbtxt('name: "m"'), folder, 8)
+
+
+@pytest.mark.parametrize("isolation", ["none", "process"])
+def test_a_model_class_without_execute_is_refused_at_load(tmp_path: Path, isolation: str) -> None:
+    """Without auto-complete the class is first imported when the model loads: in the server's
+    process, or in the instance's worker process."""
+    folder = version(tmp_path, HOOK_ONLY.format(cls="InferdModel", body="pass"))
+    config = parse_pbtxt(
+        CONFIG + f'parameters {{key: "isolation" value: {{string_value: "{isolation}"}}}}'
+    )
+    with pytest.raises(
+        InvalidArgument, match=r"class 'InferdModel' in model\.py defines no 'execute'"
+    ):
+        model = PythonBackend().load(config, folder)
+        try:
+            model.create_instance(Device(DeviceKind.CPU), "m_0_0")
+        finally:
+            model.close()
+
+
 def test_a_model_without_the_hook_is_not_imported_to_complete_its_config(
     tmp_path: Path,
 ) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from inferd.backends.autocomplete import model_path, name_backend
 from inferd.backends.base import BackendInstance, Device, DeviceKind
@@ -26,6 +25,7 @@ from inferd.backends.python.model_file import (
 from inferd.backends.python.protocol import WorkerSetup
 from inferd.core.errors import InvalidArgument, Unsupported
 from inferd.core.model_config import (
+    ModelConfig,
     config_from_dict,
     config_to_dict,
     int_parameter,
@@ -43,7 +43,7 @@ class PythonSettings:
     worker_threads: int
 
     @classmethod
-    def from_config(cls, config: Any) -> PythonSettings:
+    def from_config(cls, config: ModelConfig) -> PythonSettings:
         isolation = string_parameter(config, "isolation") or "none"
         if isolation not in ISOLATION_MODES:
             raise InvalidArgument(
@@ -80,7 +80,9 @@ class PythonBackend:
     def matches(self, version_path: Path) -> bool:
         return (version_path / self.default_model_filename).is_file()
 
-    def complete_config(self, config: Any, version_path: Path, default_max_batch_size: int) -> None:
+    def complete_config(
+        self, config: ModelConfig, version_path: Path, default_max_batch_size: int
+    ) -> None:
         model_file = model_path(config, version_path, self.default_model_filename)
         if check_model_file(model_file):
             completed = auto_complete(model_file, config_to_dict(config))
@@ -96,7 +98,7 @@ class PythonBackend:
                 "auto_complete_config must add them"
             )
 
-    def load(self, config: Any, version_path: Path) -> PythonModel:
+    def load(self, config: ModelConfig, version_path: Path) -> PythonModel:
         return PythonModel(config, version_path)
 
 
@@ -104,7 +106,7 @@ class PythonModel:
     """What the instances of one model version share: the config, and (in the server's
     process) the imported module; each instance gets its own model object."""
 
-    def __init__(self, config: Any, version_path: Path) -> None:
+    def __init__(self, config: ModelConfig, version_path: Path) -> None:
         self._settings = PythonSettings.from_config(config)
         self._model_file = model_path(config, version_path, PythonBackend.default_model_filename)
         check_model_file(self._model_file)

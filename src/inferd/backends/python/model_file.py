@@ -22,6 +22,7 @@ MODEL_CLASS = "InferdModel"
 TRITON_MODEL_CLASS = "TritonPythonModel"
 TRITON_UTILS_MODULE = "triton_python_backend_utils"
 AUTO_COMPLETE_HOOK = "auto_complete_config"
+EXECUTE = "execute"
 
 _counter = itertools.count()
 
@@ -98,14 +99,18 @@ def auto_complete(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
 def _import_model_class(path: Path, label: str) -> tuple[str, Any, bool]:
     """The fresh module's name, the model class, and whether it is Triton's."""
     module_name, module = _import(path, label)
-    model_class = getattr(module, MODEL_CLASS, None)
-    if model_class is not None:
-        return module_name, model_class, False
-    triton_class = getattr(module, TRITON_MODEL_CLASS, None)
-    if triton_class is None:
+    triton = getattr(module, MODEL_CLASS, None) is None
+    used = TRITON_MODEL_CLASS if triton else MODEL_CLASS
+    model_class = getattr(module, used, None)
+    if model_class is None:
         del sys.modules[module_name]
         raise InvalidArgument(f"{path.name} defines no class '{MODEL_CLASS}'")
-    return module_name, triton_class, True
+    # Checked here, at load, so that a class with only `auto_complete_config` is refused
+    # instead of loading READY and failing every request.
+    if not callable(getattr(model_class, EXECUTE, None)):
+        del sys.modules[module_name]
+        raise InvalidArgument(f"class '{used}' in {path.name} defines no '{EXECUTE}' method")
+    return module_name, model_class, triton
 
 
 def _import(path: Path, label: str) -> tuple[str, ModuleType]:
