@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,18 @@ sys.path.insert(0, str(ROOT / "examples"))
 import generate_models  # noqa: E402  (lives in examples/, shared with the example repository)
 
 SMALL_MLP = (8, 16, 4)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_in_the_main_thread() -> Iterator[None]:
+    """tritonclient's HTTP client closes its gevent pool in `__del__`, which fails in any thread
+    but the main one (no gevent hub there), and warnings are errors here. A client caught in a
+    reference cycle is freed by whichever thread next triggers a collection, such as a server's
+    log reader. So each test's garbage is collected here, in the main thread; freezing what
+    survives keeps the next collection to the next test's objects."""
+    yield
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
