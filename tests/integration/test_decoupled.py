@@ -68,7 +68,8 @@ class InferdModel:
             sender.send(outputs, final=index == len(values) - 1)
 """
 
-# Sends one response, then waits for the client to cancel, and writes down what it saw.
+# Logs each request it starts; sends one response, then waits for the client to cancel, and
+# logs what it saw.
 CANCEL = """
 import time
 import numpy as np
@@ -77,16 +78,21 @@ class InferdModel:
     def initialize(self, context):
         self.marker = context.parameters["marker"]
 
+    def log(self, line):
+        with open(self.marker, "a") as marker:
+            marker.write(line + "\\n")
+
     def execute(self, batch):
-        sender = batch.requests[0].sender
+        request = batch.requests[0]
+        self.log(f"start {request.id}")
+        sender = request.sender
         response = {"OUT": np.array([1], np.int32), "IDX": np.array([0], np.uint32)}
         sender.send(response)
         deadline = time.monotonic() + 30
         while not sender.is_cancelled() and time.monotonic() < deadline:
             time.sleep(0.01)
         delivered = sender.send(response)
-        with open(self.marker, "w") as marker:
-            marker.write(f"cancelled={sender.is_cancelled()} delivered={delivered}")
+        self.log(f"{request.id} cancelled={sender.is_cancelled()} delivered={delivered}")
 """
 
 # Triton's Python API: for IN = n, n responses of OUT = n from a thread, then the final flag
@@ -319,20 +325,54 @@ def test_unary_infer_of_a_decoupled_model_is_triton_s_error(server: RunningServe
     )
 
 
+def cancel_after_first_response(server: RunningServer, model: str, *ids: str) -> None:
+    """Send requests on a stream of their own; cancel it once the first one answered."""
+    opened = Stream(server)
+    for request_id in ids:
+        opened.send(model, [1], request_id)
+    first, error = opened.results.get(timeout=60)
+    assert error is None and first.get_response().id == ids[0]
+    opened.close(cancel=True)
+
+
+def wait_for_line(marker: Path, line: str) -> list[str]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines = marker.read_text().splitlines() if marker.exists() else []
+        if line in lines:
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"{marker} never got {line!r}")
+
+
 @pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_cancelling_the_stream_is_seen_by_the_model(
+def test_cancelling_the_stream_is_seen_by_the_model_and_empties_the_queue(
     server: RunningServer, repository: Path, isolation: str
 ) -> None:
-    marker = repository / f"cancel_{isolation}.seen"
+    model = f"cancel_{isolation}"
+    marker = repository / f"{model}.seen"
+    # `queued` waits behind `long` for the model's one instance when the stream is cancelled.
+    cancel_after_first_response(server, model, "long", "queued")
+    wait_for_line(marker, "long cancelled=True delivered=False")
+    # The instance is free again; had `queued` stayed in the queue, it would run before this.
+    cancel_after_first_response(server, model, "probe")
+    lines = wait_for_line(marker, "probe cancelled=True delivered=False")
+    assert [line for line in lines if line.startswith("start")] == ["start long", "start probe"]
+
+
+def test_statistics_count_a_decoupled_request_once(server: RunningServer) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    model = "repeat_async_process"
+    before = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
     opened = Stream(server)
-    opened.send(f"cancel_{isolation}", [1], "long")
-    first, error = opened.results.get(timeout=60)
-    assert error is None and first.get_response().id == "long"
-    opened.close(cancel=True)
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.read_text() == "cancelled=True delivered=False"
+    for n in range(3):
+        opened.send(model, [1, 2, 3, 4], f"s{n}")
+    opened.collect(3)
+    opened.close()
+    after = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    success = after["inference_stats"]["success"]
+    previous = before["inference_stats"].get("success", {}).get("count", 0)
+    assert int(success["count"]) - int(previous) == 3
 
 
 def test_a_backend_that_cannot_stream_refuses_a_decoupled_model(

@@ -228,6 +228,9 @@ class Engine:
                 )
                 if item.final:
                     break
+            # The final response may come before `execute` returned: the request's compute
+            # marks are stamped when it does.
+            await asyncio.wait([execution])
             success = True
         finally:
             if execution is not None and not execution.done():
