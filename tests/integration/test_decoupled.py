@@ -5,7 +5,9 @@ model, for Python models in the server's process and in worker processes."""
 
 from __future__ import annotations
 
+import os
 import queue
+import shutil
 import textwrap
 import time
 from collections.abc import Iterator
@@ -395,3 +397,78 @@ def test_a_backend_that_cannot_stream_refuses_a_decoupled_model(
             index = client.get_model_repository_index()
             reason = next(m["reason"] for m in index if m["name"] == "simple_decoupled")
             assert "decoupled" in reason and "onnxruntime" in reason
+
+
+def test_bad_requests_for_a_decoupled_model_are_answered_in_stream(stream: Stream) -> None:
+    wrong_type = grpcclient.InferInput("IN", [2], "FP32")
+    wrong_type.set_data_from_numpy(np.array([1, 2], dtype=np.float32))
+    stream.client.async_stream_infer("repeat_none", [wrong_type], request_id="fp32")
+    values = grpcclient.InferInput("IN", [2], "INT32")
+    values.set_data_from_numpy(np.array([1, 2], dtype=np.int32))
+    unknown_output = [grpcclient.InferRequestedOutput("NOPE")]
+    stream.client.async_stream_infer(
+        "repeat_none", [values], outputs=unknown_output, request_id="nope"
+    )
+    stream.client.async_stream_infer("no_such_model", [values], request_id="missing")
+    messages = [message for message, _, _ in stream.collect(3)]
+    assert any("NOPE" in m for m in messages)
+    assert any("FP32" in m or "datatype" in m for m in messages)
+    assert any("unknown model" in m for m in messages)
+    stream.send("repeat_none", [5], "still-open")
+    assert outputs(stream.collect(1), "still-open") == [(5, 0)]
+
+
+def test_requested_outputs_apply_to_each_response(stream: Stream) -> None:
+    values = grpcclient.InferInput("IN", [3], "INT32")
+    values.set_data_from_numpy(np.array([4, 5, 6], dtype=np.int32))
+    stream.client.async_stream_infer(
+        "repeat_process",
+        [values],
+        outputs=[grpcclient.InferRequestedOutput("IDX")],
+        request_id="idx-only",
+        enable_empty_final_response=True,
+    )
+    seen = stream.collect(1)
+    answered = [result for _, result, final in seen if not final]
+    assert [int(r.as_numpy("IDX")[0]) for r in answered] == [0, 1, 2]
+    assert all(r.as_numpy("OUT") is None for r in answered)
+
+
+# Triton's own example models, when a checkout of triton-inference-server/python_backend is
+# named (they are not part of this repository): copied unchanged into a repository made here.
+TRITON_PYTHON_BACKEND = os.environ.get("INFERD_TRITON_PYTHON_BACKEND", "")
+
+
+@pytest.mark.skipif(
+    not TRITON_PYTHON_BACKEND, reason="INFERD_TRITON_PYTHON_BACKEND names no checkout"
+)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_triton_s_decoupled_examples_run_unchanged(tmp_path: Path, isolation: str) -> None:
+    examples = Path(TRITON_PYTHON_BACKEND) / "examples" / "decoupled"
+    for model in ("repeat", "square"):
+        folder = tmp_path / f"{model}_int32"
+        (folder / "1").mkdir(parents=True)
+        shutil.copy(examples / f"{model}_model.py", folder / "1" / "model.py")
+        config = (examples / f"{model}_config.pbtxt").read_text()
+        isolated = f'parameters {{ key: "isolation", value: {{ string_value: "{isolation}" }} }}'
+        (folder / "config.pbtxt").write_text(f"{config}\n{isolated}\n")
+    with running_server(tmp_path) as running:
+        opened = Stream(running)
+        # repeat_int32: one response per element of IN, DELAY ms apart; execute returns after
+        # WAIT ms, before the last ones are sent.
+        inputs = []
+        for name, data in (("IN", [4, 2, 0, 1]), ("DELAY", [1, 2, 3, 4]), ("WAIT", [5])):
+            datatype = "INT32" if name == "IN" else "UINT32"
+            array = np.array(data, dtype=np.int32 if name == "IN" else np.uint32)
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        opened.client.async_stream_infer("repeat_int32", inputs, request_id="repeat")
+        seen = [opened.results.get(timeout=60) for _ in range(4)]
+        assert [int(r.as_numpy("OUT")[0]) for r, _ in seen] == [4, 2, 0, 1]
+        assert [int(r.as_numpy("IDX")[0]) for r, _ in seen] == [0, 1, 2, 3]
+        for count in (3, 1):
+            opened.send("square_int32", [count], f"square-{count}", empty_final=False)
+        squares = [opened.results.get(timeout=60)[0] for _ in range(4)]
+        assert sorted(int(r.as_numpy("OUT")[0]) for r in squares) == [1, 3, 3, 3]
+        opened.close()
