@@ -9,6 +9,11 @@
 A batch arrives stacked (input name -> array, batch axis first) with each request's row range,
 id and parameters. A backend answers with stacked outputs (the scheduler splits them back per
 request), or with one answer per request -- outputs or an error -- when requests differ.
+
+A backend that can stream responses (a decoupled model, `model_transaction_policy
+{ decoupled: true }`) sets the class attribute `supports_decoupled = True`; the loader refuses
+a decoupled model on any other. Its instances send each request's responses to the
+request's `responses` sink and answer each request with empty outputs (or an error).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Protocol
 
 from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
+from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, Parameters
 
 
@@ -42,12 +48,16 @@ class Device:
 # costs about 5x more.
 @dataclass(slots=True)
 class BatchRequest:
-    """One request's share of a batch: rows [start, end) of every stacked input."""
+    """One request's share of a batch: rows [start, end) of every stacked input.
+
+    `responses`: where a decoupled model sends this request's responses (else None).
+    """
 
     start: int
     end: int
     id: str = ""
     parameters: Parameters = field(default_factory=dict)
+    responses: ResponseChannel | None = None
 
 
 # Stacked outputs for the whole batch, or one answer per request in the batch's order.

@@ -6,6 +6,7 @@
     ├── NotFound               NOT_FOUND        unknown model, version, input or output
     ├── Unavailable            UNAVAILABLE      model not ready, queue full, server stopping
     ├── Unsupported            UNSUPPORTED      a feature this server or backend does not offer
+    │   └── DecoupledModel     UNSUPPORTED      a unary infer of a decoupled model
     ├── AlreadyExists          ALREADY_EXISTS
     ├── Internal               INTERNAL         a fault inside the server
     │   └── ModelExecutionError INTERNAL        the model itself raised while executing a batch
@@ -60,6 +61,11 @@ class Unavailable(InferdError):
 
 class Unsupported(InferdError):
     code = ErrorCode.UNSUPPORTED
+
+
+class DecoupledModel(Unsupported):
+    """A unary infer asked of a model that answers with a stream; each frontend words it as
+    Triton does for its endpoint."""
 
 
 class AlreadyExists(InferdError):

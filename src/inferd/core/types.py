@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from inferd.core.responses import ResponseChannel
 
 Array = npt.NDArray[Any]
 Parameters = dict[str, Any]
@@ -49,7 +52,8 @@ class InferRequest:
     """One inference request.
 
     `model_version` is "" when the client named none (the server picks per version policy).
-    `outputs` is None when the client asked for every output.
+    `outputs` is None when the client asked for every output. `responses` is where a
+    decoupled model sends its responses (set by the engine's `stream`; None otherwise).
     """
 
     model_name: str
@@ -59,6 +63,7 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None
     parameters: Parameters = field(default_factory=dict)
     timestamps: Timestamps = field(default_factory=Timestamps)
+    responses: ResponseChannel | None = None
 
     def batch_size(self) -> int:
         """Rows along the first axis of the first input (1 for a scalar-only request)."""
@@ -69,10 +74,15 @@ class InferRequest:
 
 @dataclass(slots=True)
 class InferResponse:
-    """The outputs of one request, in the order they should be reported."""
+    """The outputs of one request, in the order they should be reported.
+
+    `final` is False for a decoupled model's responses before its last; the final flag may
+    come alone, as a response without outputs.
+    """
 
     model_name: str
     model_version: str
     outputs: dict[str, Array]
     id: str = ""
     parameters: Parameters = field(default_factory=dict)
+    final: bool = True

@@ -3,17 +3,19 @@ model lifecycle that holds the request path. Frontends talk only to it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import InferdError, Unavailable, Unsupported
+from inferd.core.errors import DecoupledModel, InferdError, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, config_to_dict
 from inferd.core.observer import Observer
+from inferd.core.responses import ResponseChannel
 from inferd.core.statistics import StatisticsSource, VersionStatistics
-from inferd.core.types import Array, InferRequest, InferResponse
+from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.api import (
     EngineSettings,
     InstanceMetadata,
@@ -34,8 +36,9 @@ class Engine:
     It has three parts. The model table (`model_table.py`) holds what is loaded and the state
     of every version asked for. The lifecycle (`lifecycle.py`) changes the table as the control
     mode allows: load at start, atomic reload, unload, polling, ensemble re-checks. This facade
-    runs requests (`infer`: check, reshape, the model's scheduler, observers) and answers the
-    frontends' queries, so they never reach past it: readiness, metadata, the config (as the
+    runs requests (`infer`, the unary fast path, and `stream`, every response of a request:
+    check, reshape, the model's scheduler, observers) and answers the frontends' queries, so
+    they never reach past it: readiness, metadata, decoupled or not, the config (as the
     protobuf message or its JSON form), input specs resolved at load, the repository index and
     statistics (from `statistics`, the observer counting them, when the server keeps them).
     """
@@ -90,6 +93,11 @@ class Engine:
         except Unavailable:
             return False
         return True
+
+    def model_decoupled(self, name: str, version: str = "") -> bool:
+        """Whether the version a request names answers with a stream of responses (a
+        decoupled model): only `stream` serves it. Raises as `model_ready` does."""
+        return self._table.find_version(name, version).decoupled
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         loaded = self._table.find_version(name, version)
@@ -165,6 +173,11 @@ class Engine:
         if not timestamps.received:
             timestamps.received = time.monotonic_ns()
         loaded = self._table.find_version(request.model_name, request.model_version)
+        if loaded.decoupled:
+            raise DecoupledModel(
+                f"model '{request.model_name}' is decoupled: it answers with a stream of "
+                "responses, which a unary infer cannot carry"
+            )
         version = str(loaded.version)
         success = False
         # An ensemble has no execution of its own to count its rows; read them before its
@@ -182,7 +195,53 @@ class Engine:
                 observer.request_finished(request.model_name, version, timestamps, success, rows)
         return InferResponse(request.model_name, version, outputs, request.id)
 
-    async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+    async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """Every response of one request, the last with `final` set: exactly one for a model
+        that is not decoupled (through `infer`); zero or more, then the final flag (maybe a
+        response without outputs), for a decoupled one. Closing the iterator early cancels
+        the request: it leaves its queue, or the model sees it cancelled."""
+        loaded = self._table.find_version(request.model_name, request.model_version)
+        if not loaded.decoupled:
+            yield await self.infer(request)
+            return
+        timestamps = request.timestamps
+        if not timestamps.received:
+            timestamps.received = time.monotonic_ns()
+        version = str(loaded.version)
+        success = False
+        channel = ResponseChannel()
+        execution: asyncio.Future[dict[str, Array]] | None = None
+        try:
+            self._prepare(loaded, request)
+            # The model sends every output; each response is cut to those the client asked for.
+            requested, request.outputs = request.outputs, None
+            request.responses = channel
+            execution = asyncio.ensure_future(loaded.scheduler.submit(request))
+            execution.add_done_callback(channel.execution_done)
+            while True:
+                item = await channel.get()
+                if item.error is not None:
+                    raise item.error
+                outputs = _selected(requested, self._finish(loaded, item.outputs or {}))
+                yield InferResponse(
+                    request.model_name, version, outputs, request.id, final=item.final
+                )
+                if item.final:
+                    break
+            # The final response may come before `execute` returned: the request's compute
+            # marks are stamped when it does.
+            await asyncio.wait([execution])
+            success = True
+        finally:
+            if execution is not None and not execution.done():
+                execution.cancel()  # still queued: leaves the queue
+            channel.cancel()  # a no-op once the final response was sent
+            timestamps.sent = time.monotonic_ns()
+            for observer in self._observers:
+                observer.request_finished(request.model_name, version, timestamps, success, 0)
+
+    def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
+        """Check the request against the version's tensors and apply the configured reshapes."""
         batched = loaded.config.max_batch_size > 0
         check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
         inputs = request.inputs
@@ -190,12 +249,28 @@ class Engine:
             array = inputs.get(spec.name)
             if array is not None:  # an optional input the request left out
                 inputs[spec.name] = apply_reshape(array, spec, spec.reshape, batched)
-        outputs = await loaded.scheduler.submit(request)
+
+    def _finish(self, loaded: LoadedVersion, outputs: dict[str, Array]) -> dict[str, Array]:
+        """Outputs reshaped back to their configured dims."""
+        batched = loaded.config.max_batch_size > 0
         for spec in loaded.reshaped_outputs:
             array = outputs.get(spec.name)
             if array is not None:  # an output the request did not ask for
                 outputs[spec.name] = apply_reshape(array, spec, spec.dims, batched)
         return outputs
+
+    async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+        self._prepare(loaded, request)
+        return self._finish(loaded, await loaded.scheduler.submit(request))
+
+
+def _selected(
+    requested: list[RequestedOutput] | None, outputs: dict[str, Array]
+) -> dict[str, Array]:
+    """The outputs of one streamed response that the client asked for (all when it named none)."""
+    if requested is None:
+        return outputs
+    return {o.name: outputs[o.name] for o in requested if o.name in outputs}
 
 
 def _tensor_metadata(spec: ModelTensor, max_batch_size: int) -> TensorMetadata:

@@ -47,8 +47,11 @@ class LoadedVersion:
     # The few tensors with a config `reshape`, so a request walks only those.
     reshaped_inputs: tuple[ModelTensor, ...] = field(init=False)
     reshaped_outputs: tuple[ModelTensor, ...] = field(init=False)
+    # Whether it answers a request with a stream of responses (`model_transaction_policy`).
+    decoupled: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        self.decoupled = self.config.model_transaction_policy.decoupled
         self.reshaped_inputs = tuple(s for s in self.inputs.values() if s.reshape is not None)
         self.reshaped_outputs = tuple(s for s in self.outputs.values() if s.reshape is not None)
 
@@ -73,7 +76,21 @@ def complete_config(
             completed.dynamic_batching.SetInParent()  # Triton enables batching it inferred
     _complete_instance_groups(completed, backend)
     validate_config(completed)
+    _check_decoupled(completed, backend)
     return completed
+
+
+def _check_decoupled(config: ModelConfig, backend: Backend) -> None:
+    """Refuse a decoupled model on a backend that answers each request exactly once (checked
+    here, so also when auto-complete is off and the backend never saw the config)."""
+    if config.model_transaction_policy.decoupled and not getattr(
+        backend, "supports_decoupled", False
+    ):
+        raise Unsupported(
+            f"model '{config.name}' sets model_transaction_policy {{ decoupled: true }}, but "
+            f"backend '{backend.name}' answers each request with exactly one response and "
+            "cannot serve a decoupled model (the python backend can)"
+        )
 
 
 def _complete_instance_groups(config: ModelConfig, backend: Backend) -> None:

@@ -71,7 +71,10 @@ class Batch(Generic[P]):
                 continue
             end = start + row.rows
             self.calls.append(row)
-            self.requests.append(BatchRequest(start, end, row.request.id, row.request.parameters))
+            request = row.request
+            self.requests.append(
+                BatchRequest(start, end, request.id, request.parameters, request.responses)
+            )
             filled += row.rows
             start = end
         self.size = start  # rows along the batch axis, padding included

@@ -11,7 +11,7 @@ import pytest
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.python import PythonBackend
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import InvalidArgument, ModelExecutionError, Unsupported
+from inferd.core.errors import InvalidArgument, ModelExecutionError
 from inferd.core.model_config import config_to_dict, parse_pbtxt
 
 CONFIG = """
@@ -158,11 +158,12 @@ def test_auto_complete_hook_errors_fail_the_load_clearly(
         PythonBackend().complete_config(parse_pbtxt(f'name: "m" {config_text}'), folder, 8)
 
 
-def test_a_decoupled_model_is_refused(tmp_path: Path) -> None:
+def test_auto_complete_may_make_a_model_decoupled(tmp_path: Path) -> None:
     body = ADD_TENSORS + '; config.set_model_transaction_policy({"decoupled": True})'
     folder = version(tmp_path, HOOK.format(cls="TritonPythonModel", body=body))
-    with pytest.raises(Unsupported, match="decoupled"):
-        PythonBackend().complete_config(parse_pbtxt('name: "m"'), folder, 8)
+    config = parse_pbtxt('name: "m"')
+    PythonBackend().complete_config(config, folder, 8)
+    assert config.model_transaction_policy.decoupled
 
 
 # A class that only completes its config: it would load READY and fail every request.

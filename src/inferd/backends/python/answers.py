@@ -108,7 +108,7 @@ def _outputs(
             raise ModelExecutionError(
                 f"execute did not return output '{name}' (returned: {sorted(returned)})"
             )
-        array = _converted(name, np.asarray(returned[name]), dtypes[name])
+        array = convert_output(name, np.asarray(returned[name]), dtypes[name])
         if rows is not None and (array.ndim == 0 or array.shape[0] != rows):
             raise ModelExecutionError(
                 f"output '{name}' has shape {list(array.shape)}, expected {rows} rows first"
@@ -117,7 +117,8 @@ def _outputs(
     return outputs
 
 
-def _converted(name: str, array: Array, dtype: np.dtype[Any]) -> Array:
+def convert_output(name: str, array: Array, dtype: np.dtype[Any]) -> Array:
+    """`array` as the config's dtype; raises `ModelExecutionError` when it does not convert."""
     if array.dtype == dtype:
         return array
     if dtype.kind == "O":  # BYTES: str, bytes and object arrays are all encoded as they are

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferd.core.types import Array
+
+if TYPE_CHECKING:
+    from inferd.backends.python.sender import ResponseSender
 
 
 class InferenceError(Exception):
@@ -19,13 +22,17 @@ class InferenceError(Exception):
 
 @dataclass(slots=True)
 class Request:
-    """One request's share of a batch: `inputs` are views of rows [start, end) of the batch."""
+    """One request's share of a batch: `inputs` are views of rows [start, end) of the batch.
+
+    `sender` sends its responses when the model is decoupled (None otherwise).
+    """
 
     inputs: dict[str, Array]
     start: int
     end: int
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    sender: ResponseSender | None = None
 
 
 @dataclass(slots=True)

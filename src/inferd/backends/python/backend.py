@@ -23,7 +23,7 @@ from inferd.backends.python.model_file import (
     import_model,
 )
 from inferd.backends.python.protocol import WorkerSetup
-from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import (
     ModelConfig,
     config_from_dict,
@@ -73,6 +73,7 @@ class PythonBackend:
     name = "python"
     platforms: tuple[str, ...] = ()
     default_model_filename = "model.py"
+    supports_decoupled = True  # see docs/streaming.md
 
     def gpu_available(self) -> bool:
         return False  # user code places itself; a KIND_GPU instance is told its device
@@ -90,8 +91,6 @@ class PythonBackend:
                 config.CopyFrom(config_from_dict(completed, "auto_complete_config's config"))
         PythonSettings.from_config(config)
         name_backend(config, self.name, None)
-        if config.model_transaction_policy.decoupled:
-            raise Unsupported("decoupled Python models are not supported")
         if not config.input or not config.output:
             raise InvalidArgument(
                 "a Python model's config must declare inputs and outputs, or its "
@@ -123,6 +122,7 @@ class PythonModel:
             for state in config.sequence_batching.state
         }
         self._batched = config.max_batch_size > 0
+        self._decoupled = config.model_transaction_policy.decoupled
         self._label = f"{config.name}_{version_path.name}"
         self._module_name = ""
         if not self._settings.isolated:
@@ -150,12 +150,19 @@ class PythonModel:
         context = self._context(device, name)
         if self._settings.isolated:
             setup = WorkerSetup(
-                self._model_file, self._label, context, self._datatypes, self._batched
+                self._model_file,
+                self._label,
+                context,
+                self._datatypes,
+                self._batched,
+                self._decoupled,
             )
             return IsolatedInstance(
                 setup, self._settings.execute_timeout_s, self._settings.worker_threads
             )
-        return InProcessInstance(self._factory, context, self._datatypes, self._batched)
+        return InProcessInstance(
+            self._factory, context, self._datatypes, self._batched, self._decoupled
+        )
 
     def close(self) -> None:
         if self._module_name:

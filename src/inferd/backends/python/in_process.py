@@ -1,12 +1,18 @@
 """A Python model instance running in the server's process: one user object per instance,
-executed in the instance's thread (an `async def execute` on an event loop of its own)."""
+executed in the instance's thread (an `async def execute` on an event loop of its own).
+
+A decoupled model gets a `ResponseSender` on each request and its `execute` answers nothing;
+its event loop runs in a thread of its own, so tasks it starts keep sending after `execute`
+returned.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from inferd.backends.base import BatchOutputs, BatchRequest
@@ -18,8 +24,10 @@ from inferd.backends.python.answers import (
 )
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.model_file import ModelFactory
+from inferd.backends.python.sender import ResponseSender
 from inferd.core.datatypes import numpy_dtype
-from inferd.core.errors import InvalidArgument
+from inferd.core.errors import Internal, InvalidArgument
+from inferd.core.responses import ResponseSink
 from inferd.core.types import Array
 
 logger = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ class InProcessInstance:
         context: ModelContext,
         output_datatypes: Mapping[str, str],
         batched: bool,
+        decoupled: bool = False,
     ) -> None:
         """`output_datatypes`: V2 datatype of every output the model may be asked for."""
         self._context = context
@@ -39,7 +48,9 @@ class InProcessInstance:
             name: numpy_dtype(datatype) for name, datatype in output_datatypes.items()
         }
         self._batched = batched
+        self._decoupled = decoupled
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None  # a decoupled model's running loop
         try:
             self._model = factory()
             initialize = getattr(self._model, "initialize", None)
@@ -58,12 +69,23 @@ class InProcessInstance:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        sinks: Sequence[ResponseSink | None] | None = None,
     ) -> BatchOutputs:
+        """Run one batch; a decoupled model sends to `sinks` (default: the requests' own)."""
         batch = make_batch(inputs, output_names, requests, self._batched)
+        if self._decoupled:
+            for request, sink in zip(
+                batch.requests, sinks or [r.responses for r in requests], strict=True
+            ):
+                if sink is None:
+                    raise Internal("a request for a decoupled model came without its channel")
+                request.sender = ResponseSender(sink, self._dtypes)
         try:
             result = self._wait(self._model.execute(batch))
         except Exception as exc:
             raise as_inferd_error(exc) from exc
+        if self._decoupled:  # its answers went through the senders
+            return [{} for _ in requests]
         return to_batch_outputs(result, batch, self._dtypes, self._batched)
 
     def close(self) -> None:
@@ -82,9 +104,27 @@ class InProcessInstance:
             return result
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
+            if self._decoupled:
+                self._loop_thread = threading.Thread(
+                    target=self._loop.run_forever,
+                    name=f"{self._context.instance_name}-loop",
+                    daemon=True,
+                )
+                self._loop_thread.start()
+        if self._loop_thread is not None:
+            return asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result()
         return self._loop.run_until_complete(result)
 
     def _close_loop(self) -> None:
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+        if self._loop is None:
+            return
+        if self._loop_thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join()
+            self._loop_thread = None
+        self._loop.close()
+        self._loop = None
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

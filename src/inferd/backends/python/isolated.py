@@ -4,23 +4,42 @@ The worker is a fresh interpreter (`python -m inferd.backends.python.worker`), n
 of the server, whose threads and event loop would not survive one. A worker that dies or
 overruns `execute_timeout_s` fails only the batch it was running; it is replaced (and
 initialized again) when the instance's next batch arrives.
+
+A decoupled model's worker (`StreamingWorker`) has a reader thread of its own on the server's
+side, so its responses reach their requests whenever they are sent, also after `execute`
+returned; the requests it was still answering fail when it dies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import itertools
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs, BatchRequest
-from inferd.backends.python.protocol import BatchDone, ExecuteBatch, Failed, Ready, WorkerSetup
+from inferd.backends.python.protocol import (
+    BatchDone,
+    CancelRequest,
+    ExecuteBatch,
+    Failed,
+    Ready,
+    Streamed,
+    WorkerSetup,
+)
 from inferd.backends.python.transport import Segment
-from inferd.core.errors import InferdError, Unavailable
+from inferd.core.errors import InferdError, Internal, Unavailable
+from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array
 
 logger = logging.getLogger(__name__)
@@ -80,9 +99,10 @@ class Worker:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
         timeout: float | None,
+        streams: list[int] | None = None,
     ) -> BatchOutputs:
         size, groups = self.inputs.write([inputs])
-        self._send(ExecuteBatch(size, groups[0], list(output_names), list(requests)))
+        self._send(ExecuteBatch(size, groups[0], list(output_names), list(requests), streams))
         reply = self._receive(timeout)
         if isinstance(reply, Failed):
             raise reply.error.error()
@@ -146,13 +166,105 @@ class Worker:
         self.outputs.close()
 
 
+class StreamingWorker(Worker):
+    """A decoupled model's worker: a reader thread takes every message, handing each streamed
+    response to its request's channel at once and the rest to the waiting `run`."""
+
+    def __init__(self, setup: WorkerSetup, threads: int) -> None:
+        self._replies: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._channels: dict[int, ResponseChannel] = {}
+        self._keys = itertools.count()
+        self._send_lock = threading.Lock()  # the instance's thread and the event loop send
+        self._reader: threading.Thread | None = None
+        super().__init__(setup, threads)
+
+    def run(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+        timeout: float | None,
+        streams: list[int] | None = None,
+    ) -> BatchOutputs:
+        keys = []
+        for request in requests:
+            channel = request.responses
+            if channel is None:
+                raise Internal("a request for a decoupled model came without its channel")
+            key = next(self._keys)
+            self._channels[key] = channel
+            channel.on_cancel(functools.partial(self._cancel, key))
+            keys.append(key)
+        # The channels stay here; the worker names each request by its key.
+        plain = [dataclasses.replace(request, responses=None) for request in requests]
+        return super().run(inputs, output_names, plain, timeout, keys)
+
+    def stop(self) -> None:
+        # The reader thread's pending recv keeps the socket open past `close`, so the worker
+        # would never see the end of the pipe: shut its sending side down first.
+        with contextlib.suppress(OSError):
+            ours = socket.fromfd(self._conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+            ours.shutdown(socket.SHUT_WR)
+            ours.close()
+        super().stop()
+
+    def _cancel(self, key: int) -> None:
+        if self._channels.pop(key, None) is not None:
+            with contextlib.suppress(WorkerLost):  # its requests fail as it is replaced
+                self._send(CancelRequest(key))
+
+    def _send(self, message: object) -> None:
+        with self._send_lock:
+            super()._send(message)
+
+    def _receive(self, timeout: float | None) -> object:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name="worker-reader", daemon=True)
+            self._reader.start()
+        try:
+            reply = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise WorkerLost(f"timed out after {timeout:g} s") from None
+        if reply is None:
+            raise WorkerLost(self._crashed())
+        return reply
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self._conn.recv()
+                if isinstance(message, Streamed):
+                    self._deliver(message)
+                else:
+                    self._replies.put(message)
+        except (EOFError, OSError):
+            pass
+        finally:
+            self._replies.put(None)
+            lost = Unavailable("the worker of this decoupled model stopped before answering")
+            for channel in list(self._channels.values()):
+                channel.send(error=lost)
+            self._channels.clear()
+
+    def _deliver(self, message: Streamed) -> None:
+        channel = (
+            self._channels.pop(message.key, None)
+            if message.final
+            else self._channels.get(message.key)
+        )
+        if channel is not None:
+            error = None if message.error is None else message.error.error()
+            channel.send(message.outputs, error, message.final)
+
+
 class IsolatedInstance:
     def __init__(self, setup: WorkerSetup, execute_timeout_s: float | None, threads: int) -> None:
         self._setup = setup
         self._timeout = execute_timeout_s
         self._threads = threads
+        self._kind = StreamingWorker if setup.decoupled else Worker
         try:
-            self._worker: Worker | None = Worker(setup, threads)
+            self._worker: Worker | None = self._kind(setup, threads)
         except WorkerLost as lost:
             name = setup.context.instance_name
             raise Unavailable(f"the worker of instance {name} {lost} while starting") from None
@@ -184,7 +296,7 @@ class IsolatedInstance:
 
     def _restart(self) -> Worker:
         try:
-            self._worker = Worker(self._setup, self._threads)
+            self._worker = self._kind(self._setup, self._threads)
         except (InferdError, WorkerLost) as exc:
             name = self._setup.context.instance_name
             raise Unavailable(f"instance {name} could not be restarted: {exc}") from exc

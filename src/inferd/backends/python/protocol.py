@@ -2,6 +2,10 @@
 
 server -> worker: WorkerSetup, then ExecuteBatch ... (the pipe closing means: finalize, exit)
 worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch
+
+A decoupled model's worker also sends `Streamed` responses at any time (before or after its
+batch's `BatchDone`; their arrays pickled with the message), and takes `CancelRequest` at any
+time; each request of a batch is named by a key the server gave it (`ExecuteBatch.streams`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from inferd.core.errors import (
     Unavailable,
     Unsupported,
 )
+from inferd.core.types import Array
 
 _ERRORS: dict[ErrorCode, type[InferdError]] = {
     ErrorCode.INVALID_ARG: InvalidArgument,
@@ -54,6 +59,7 @@ class WorkerSetup:
     context: ModelContext
     output_datatypes: dict[str, str]  # V2 datatypes
     batched: bool
+    decoupled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class ExecuteBatch:
     inputs: list[ArrayMeta]
     output_names: list[str]
     requests: list[BatchRequest]
+    streams: list[int] | None = None  # a decoupled model's: each request's key
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +86,20 @@ class BatchDone:
     size: int  # bytes of the output segment in use
     stacked: bool  # one group of outputs for the batch, or one answer per request
     answers: list[list[ArrayMeta] | WireError]
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """One response of the request named `key` (a decoupled model's)."""
+
+    key: int
+    outputs: dict[str, Array] | None
+    error: WireError | None
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """The client of the request named `key` went away."""
+
+    key: int

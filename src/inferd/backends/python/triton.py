@@ -32,9 +32,11 @@ class TritonModelAdapter:
         if initialize is not None:
             initialize(triton_args(context))
 
-    def execute(self, batch: Batch) -> list[dict[str, Any] | Exception]:
+    def execute(self, batch: Batch) -> list[dict[str, Any] | Exception] | None:
         requests = [_request(r, batch.output_names) for r in batch.requests]
         responses = self._model.execute(requests)
+        if responses is None and batch.requests and batch.requests[0].sender is not None:
+            return None  # decoupled: the model answers through its response senders
         if not isinstance(responses, list | tuple):
             raise TypeError(f"execute returned {type(responses).__name__}, not a list of responses")
         return [_answer(response) for response in responses]
@@ -47,7 +49,12 @@ class TritonModelAdapter:
 
 def _request(request: Request, output_names: list[str]) -> pb_utils.InferenceRequest:
     tensors = [pb_utils.Tensor(name, array) for name, array in request.inputs.items()]
-    return pb_utils.InferenceRequest(tensors, output_names, request.id, request.parameters)
+    triton_request = pb_utils.InferenceRequest(
+        tensors, output_names, request.id, request.parameters
+    )
+    if request.sender is not None:
+        triton_request.attach_sender(pb_utils.InferenceResponseSender(request.sender, _answer))
+    return triton_request
 
 
 def _answer(response: Any) -> dict[str, Any] | Exception:

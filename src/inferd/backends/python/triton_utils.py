@@ -7,13 +7,19 @@ A model defining `TritonPythonModel` imports this module by Triton's name while 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from inferd.core.datatypes import from_config_datatype, numpy_dtype
 from inferd.core.types import Array
+
+if TYPE_CHECKING:
+    from inferd.backends.python.sender import ResponseSender
+
+# The flag of a decoupled model's last response for a request (`sender.send(flags=...)`).
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
 
 class TritonError(Exception):
@@ -36,6 +42,10 @@ class TritonError(Exception):
 
     def code(self) -> int:
         return self._code
+
+
+class TritonModelException(Exception):
+    """What Triton's models raise for a failure of their own."""
 
 
 class Tensor:
@@ -65,6 +75,22 @@ class InferenceRequest:
         self._requested = list(requested_output_names)
         self._id = request_id
         self._parameters = json.dumps(parameters or {})
+        self._sender: InferenceResponseSender | None = None
+
+    def attach_sender(self, sender: InferenceResponseSender) -> None:
+        """Give the request of a decoupled model its response sender (done by inferd)."""
+        self._sender = sender
+
+    def get_response_sender(self) -> InferenceResponseSender:
+        if self._sender is None:
+            raise TritonModelException(
+                "a response sender is only available for a model whose config sets "
+                "model_transaction_policy { decoupled: true }"
+            )
+        return self._sender
+
+    def is_cancelled(self) -> bool:
+        return self._sender is not None and self._sender.is_cancelled()
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -94,6 +120,35 @@ class InferenceResponse:
 
     def error(self) -> TritonError | None:
         return self._error
+
+
+class InferenceResponseSender:
+    """Sends the responses of one request of a decoupled model, from any thread. A send after
+    the request ended or was cancelled is dropped."""
+
+    def __init__(
+        self,
+        sender: ResponseSender,
+        answer: Callable[[InferenceResponse], dict[str, Any] | Exception],
+    ) -> None:
+        self._sender = sender
+        self._answer = answer  # a response as outputs, or its error as an exception
+
+    def send(self, response: InferenceResponse | None = None, flags: int = 0) -> None:
+        final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if response is None:
+            if not final:
+                raise TritonModelException("send needs a response unless flags mark it final")
+            self._sender.close()
+            return
+        answer = self._answer(response)
+        if isinstance(answer, Exception):
+            self._sender.send_error(answer)
+        else:
+            self._sender.send(answer, final=final)
+
+    def is_cancelled(self) -> bool:
+        return self._sender.is_cancelled()
 
 
 class ModelConfig:
@@ -167,6 +222,11 @@ class ModelConfig:
                     f"auto_complete_config gives {tensor[key]}"
                 )
         existing.update(tensor)
+
+
+def using_decoupled_model_transaction_policy(model_config: dict[str, Any]) -> bool:
+    """Whether a config (its JSON form) sets model_transaction_policy { decoupled: true }."""
+    return bool(model_config.get("model_transaction_policy", {}).get("decoupled", False))
 
 
 def get_input_tensor_by_name(request: InferenceRequest, name: str) -> Tensor | None:

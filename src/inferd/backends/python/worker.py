@@ -27,6 +27,7 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
+from inferd.backends.python.worker_streams import BatchReader, LockedPipe, PipeSink
 from inferd.core.errors import InferdError, ModelExecutionError
 
 logger = logging.getLogger("inferd.backends.python.worker")
@@ -48,15 +49,23 @@ def _exit_with_parent(parent: int) -> None:
 
 def _start(setup: WorkerSetup) -> InProcessInstance:
     _, factory = import_model(setup.model_file, setup.label)
-    return InProcessInstance(factory, setup.context, setup.output_datatypes, setup.batched)
+    return InProcessInstance(
+        factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled
+    )
 
 
 def _run(
-    instance: InProcessInstance, message: ExecuteBatch, inputs: Segment, outputs: Segment
+    instance: InProcessInstance,
+    message: ExecuteBatch,
+    inputs: Segment,
+    outputs: Segment,
+    sinks: list[PipeSink] | None = None,
 ) -> BatchDone | Failed:
-    arrays = inputs.read(message.size, message.inputs, copy=False)
+    # A decoupled model may still read its inputs after `execute` returned, when the next
+    # batch has overwritten the segment: it gets copies.
+    arrays = inputs.read(message.size, message.inputs, copy=sinks is not None)
     try:
-        result = instance.execute(arrays, message.output_names, message.requests)
+        result = instance.execute(arrays, message.output_names, message.requests, sinks)
         return _done(result, outputs)
     except InferdError as exc:
         return Failed(WireError.of(exc))
@@ -93,6 +102,9 @@ def main(argv: list[str]) -> int:
         return 1
     conn.send(Ready(os.getpid()))
     try:
+        if setup.decoupled:
+            _serve_streams(instance, conn, inputs, outputs)
+            return 0
         while True:
             try:
                 message: ExecuteBatch = conn.recv()
@@ -102,6 +114,16 @@ def main(argv: list[str]) -> int:
     finally:
         instance.close()
     return 0
+
+
+def _serve_streams(
+    instance: InProcessInstance, conn: Connection, inputs: Segment, outputs: Segment
+) -> None:
+    """A decoupled model's loop: see `worker_streams.py`."""
+    pipe = LockedPipe(conn)
+    reader = BatchReader(pipe)
+    while (message := reader.next_batch()) is not None:
+        pipe.send(_run(instance, message, inputs, outputs, reader.sinks(message)))
 
 
 if __name__ == "__main__":

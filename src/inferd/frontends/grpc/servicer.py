@@ -7,24 +7,30 @@ and a bug of ours becomes INTERNAL; RPCs of extensions this server does not offe
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd import __version__
-from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
+from inferd.core.errors import (
+    DecoupledModel,
+    InferdError,
+    InvalidArgument,
+    NotFound,
+    Unsupported,
+)
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status, status_details
 from inferd.frontends.grpc.malformed import Malformed
+from inferd.frontends.grpc.stream import StreamCall
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
@@ -32,9 +38,6 @@ from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 logger = logging.getLogger(__name__)
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-# Requests of one stream that may be in the engine at once; the reader waits beyond that.
-STREAM_WINDOW: Final = 64
-
 _Frontend = TypeVar("_Frontend", bound="GrpcFrontend")
 _Handler = Callable[[_Frontend, Any, Any], Awaitable[Any]]
 
@@ -126,47 +129,10 @@ class GrpcFrontend:
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[Any]:
-        """Requests run concurrently (up to STREAM_WINDOW); responses leave in request order.
-
-        A failed request is answered in-stream with `error_message`; the stream stays open.
-        """
-        window = asyncio.Semaphore(STREAM_WINDOW)
-        started: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for message in request_iterator:
-                    await window.acquire()
-                    started.put_nowait(asyncio.create_task(self._stream_one(message)))
-            finally:
-                started.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (task := await started.get()) is not None:
-                response = await task
-                window.release()
-                yield response
-            await reader  # a broken request stream ends the RPC with its error
-        finally:
-            reader.cancel()
-            while not started.empty():
-                leftover = started.get_nowait()
-                if leftover is not None:
-                    leftover.cancel()
-
-    async def _stream_one(self, message: Any) -> Any:
-        try:
-            return await self._infer(message)  # sent as a stream answer by wire.py
-        except InferdError as exc:
-            error = exc.message
-        except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
-            logger.exception("unhandled error in ModelStreamInfer")
-            error = f"internal error: {exc!r}"
-        echo = pb.ModelInferResponse(
-            model_name=message.model_name, model_version=message.model_version, id=message.id
-        )
-        return pb.ModelStreamInferResponse(error_message=error, infer_response=echo)
+        """Every response of every request, as `stream.py` describes."""
+        call = StreamCall(self._engine, self._shared_memory, self._infer)
+        async for response in call.responses(request_iterator):
+            yield response
 
     async def _infer(self, message: Any) -> Any:
         received = time.monotonic_ns()
@@ -174,7 +140,12 @@ class GrpcFrontend:
             raise message.error()
         request = decode_infer_request(message, self._shared_memory)
         request.timestamps.received = received
-        response = await self._engine.infer(request)
+        try:
+            response = await self._engine.infer(request)
+        except DecoupledModel:
+            raise Unsupported(
+                "ModelInfer RPC doesn't support models with decoupled transaction policy"
+            ) from None
         return encode_infer_response(
             response, pb.ModelInferResponse(), request.outputs, self._shared_memory
         )

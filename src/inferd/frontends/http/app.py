@@ -25,7 +25,14 @@ from urllib.parse import unquote
 import orjson
 
 from inferd import __version__
-from inferd.core.errors import InferdError, InvalidArgument, NotFound, PayloadTooLarge
+from inferd.core.errors import (
+    DecoupledModel,
+    InferdError,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    Unsupported,
+)
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
@@ -161,7 +168,12 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
-        response = await self._engine.infer(request)
+        try:
+            response = await self._engine.infer(request)
+        except DecoupledModel:
+            raise Unsupported(
+                "HTTP end point doesn't support models with decoupled transaction policy"
+            ) from None
         payload, json_length = encode_infer_response(response, request, self._shared_memory)
         if json_length is None:
             await _respond(send, 200, payload)

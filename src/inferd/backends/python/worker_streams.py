@@ -1,0 +1,108 @@
+"""A decoupled model's worker loop: a reader thread takes the server's messages (batches to
+run, cancellations) while user code runs, and every thread's sends share one locked pipe.
+
+Each request of a batch gets a `PipeSink`, the worker's end of the request's response
+channel: its responses go to the server as `Streamed` messages, from whatever thread sends
+them and also after the batch's `BatchDone`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from multiprocessing.connection import Connection
+
+from inferd.backends.python.protocol import CancelRequest, ExecuteBatch, Streamed, WireError
+from inferd.core.errors import InferdError
+from inferd.core.types import Array
+
+logger = logging.getLogger("inferd.backends.python.worker")
+
+
+class LockedPipe:
+    """The worker's end of the pipe, sendable from any thread."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: object) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+
+class PipeSink:
+    """A `ResponseSink` whose responses cross the pipe to the request's channel."""
+
+    def __init__(self, key: int, pipe: LockedPipe, open_sinks: dict[int, PipeSink]) -> None:
+        self._key = key
+        self._pipe = pipe
+        self._open = open_sinks
+        self._lock = threading.Lock()
+        self._closed = False
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._open.pop(self._key, None)
+
+    def send(
+        self,
+        outputs: dict[str, Array] | None = None,
+        error: InferdError | None = None,
+        final: bool = False,
+    ) -> bool:
+        final = final or error is not None
+        with self._lock:  # one order for sends from several threads
+            if self._closed or self._cancelled:
+                return False
+            self._closed = final
+            if final:
+                self._open.pop(self._key, None)
+            wire_error = None if error is None else WireError.of(error)
+            try:
+                self._pipe.send(Streamed(self._key, outputs, wire_error, final))
+            except OSError:  # the server is gone
+                return False
+        return True
+
+
+class BatchReader:
+    """Reads the server's messages in a thread: batches queue for the main loop,
+    cancellations mark their request's sink at once."""
+
+    def __init__(self, pipe: LockedPipe) -> None:
+        self._pipe = pipe
+        self.open_sinks: dict[int, PipeSink] = {}
+        self._batches: queue.SimpleQueue[ExecuteBatch | None] = queue.SimpleQueue()
+        threading.Thread(target=self._read, name="server-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self._pipe.conn.recv()
+                if isinstance(message, CancelRequest):
+                    sink = self.open_sinks.get(message.key)
+                    if sink is not None:
+                        sink.cancel()
+                else:
+                    self._batches.put(message)
+        except (EOFError, OSError):
+            pass
+        finally:
+            self._batches.put(None)
+
+    def next_batch(self) -> ExecuteBatch | None:
+        """The next batch to run, or None once the server closed the pipe."""
+        return self._batches.get()
+
+    def sinks(self, message: ExecuteBatch) -> list[PipeSink]:
+        sinks = [PipeSink(key, self._pipe, self.open_sinks) for key in message.streams or ()]
+        for key, sink in zip(message.streams or (), sinks, strict=True):
+            self.open_sinks[key] = sink
+        return sinks

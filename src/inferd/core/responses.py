@@ -1,0 +1,130 @@
+"""The per-request response channel of a decoupled model: the backend fills it, the engine
+drains it.
+
+A decoupled model answers a request with zero or more responses, then a final flag, from
+any thread (the instance's, or one of the model's own, even after `execute` returned). Each
+send is handed to the event loop in order; the engine's `stream` awaits them one by one, so
+a stream needs no task of its own. Cancellation flows the other way: `cancel` marks the
+channel, a model polls `cancelled`, and later sends are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inferd.core.errors import InferdError, Internal
+from inferd.core.types import Array
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One send: outputs (None: the final flag alone), or an error; `final` ends the stream."""
+
+    outputs: dict[str, Array] | None
+    error: InferdError | None
+    final: bool
+
+
+class ResponseSink(Protocol):
+    """Where a backend sends the responses of one request (thread-safe)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """The client went away: the model may stop; its sends are dropped."""
+
+    def send(
+        self,
+        outputs: dict[str, Array] | None = None,
+        error: InferdError | None = None,
+        final: bool = False,
+    ) -> bool:
+        """Queue one response; False when dropped (after the final one, or cancelled)."""
+
+
+class ResponseChannel:
+    """A `ResponseSink` drained on the event loop it was made on."""
+
+    __slots__ = (
+        "_cancel_callbacks",
+        "_cancelled",
+        "_closed",
+        "_items",
+        "_lock",
+        "_loop",
+        "_waiter",
+    )
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._items: deque[StreamItem] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lock = threading.Lock()
+        self._closed = False  # the final response (or an error) was sent
+        self._cancelled = False
+        self._cancel_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send(
+        self,
+        outputs: dict[str, Array] | None = None,
+        error: InferdError | None = None,
+        final: bool = False,
+    ) -> bool:
+        item = StreamItem(outputs, error, final or error is not None)
+        with self._lock:  # one order for sends from several threads
+            if self._closed or self._cancelled:
+                return False
+            self._closed = item.final
+            self._loop.call_soon_threadsafe(self._push, item)
+        return True
+
+    def _push(self, item: StreamItem) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> StreamItem:
+        """The next response, in the order they were sent."""
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def execution_done(self, execution: asyncio.Future[Any]) -> None:
+        """The request's execution ended: a failure ends the stream, unless it ended already.
+        A success leaves it open: the model may still send from threads of its own."""
+        if execution.cancelled():
+            return
+        error = execution.exception()
+        if error is not None:
+            failure = error if isinstance(error, InferdError) else Internal(str(error))
+            self.send(error=failure)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop) when the request is cancelled."""
+        self._cancel_callbacks.append(callback)
+
+    def cancel(self) -> None:
+        """The client is gone: mark the request, drop what it would still send."""
+        with self._lock:
+            if self._cancelled or self._closed:
+                return
+            self._cancelled = True
+        for callback in self._cancel_callbacks:
+            callback()

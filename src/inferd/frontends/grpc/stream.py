@@ -1,0 +1,147 @@
+"""One `ModelStreamInfer` call: requests run concurrently, responses go out as they come.
+
+Each request of the stream runs as a task (up to `STREAM_WINDOW` at once; the reader waits
+beyond that) that puts its encoded responses on the call's one outbox:
+
+- a model that is not decoupled answers once, and those answers leave in request order, as
+  they always did (each waits for the answer of the one before it);
+- a decoupled model's responses leave as the model sends them, interleaved with other
+  requests', each tagged with its request's id and the `triton_final_response` parameter.
+  The final flag alone (a response without outputs) is sent only when the request sets
+  `triton_enable_empty_final_response`, as Triton does.
+
+A failed request is answered in-stream with `error_message`; the stream stays open. When the
+call ends early (the client cancels it, e.g. `stop_stream(cancel_requests=True)`), every
+request still running is cancelled: a queued one leaves its queue, a running one is marked
+cancelled for its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+from tritonclient.grpc import service_pb2 as pb
+
+from inferd.core.errors import InferdError
+from inferd.core.types import InferResponse, RequestedOutput
+from inferd.engine.engine import Engine
+from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
+from inferd.frontends.grpc.malformed import Malformed
+from inferd.frontends.shared_memory import SharedMemoryRegistry
+
+logger = logging.getLogger(__name__)
+
+# Requests of one stream that may be in the engine at once; the reader waits beyond that.
+STREAM_WINDOW: Final = 64
+EMPTY_FINAL_PARAMETER: Final = "triton_enable_empty_final_response"
+FINAL_PARAMETER: Final = "triton_final_response"
+
+Infer = Callable[[Any], Awaitable[Any]]  # a unary answer, encoded
+
+
+class StreamCall:
+    """The requests of one call in flight, and the outbox its responses leave through."""
+
+    def __init__(self, engine: Engine, shared_memory: SharedMemoryRegistry, infer: Infer) -> None:
+        self._engine = engine
+        self._shared_memory = shared_memory
+        self._infer = infer
+        self._window = asyncio.Semaphore(STREAM_WINDOW)
+        self._outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._running: set[asyncio.Task[None]] = set()
+        self._reading = True
+        # Set once the last unary answer so far was sent: the next one waits for it.
+        self._last_answer: asyncio.Future[None] | None = None
+
+    async def responses(self, request_iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        reader = asyncio.create_task(self._read(request_iterator))
+        try:
+            while (response := await self._outbox.get()) is not None:
+                yield response
+            await reader  # a broken request stream ends the RPC with its error
+        finally:
+            reader.cancel()
+            for task in list(self._running):
+                task.cancel()
+
+    async def _read(self, request_iterator: AsyncIterator[Any]) -> None:
+        try:
+            async for message in request_iterator:
+                await self._window.acquire()
+                task = asyncio.create_task(self._one(message))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+        finally:
+            self._reading = False
+            if not self._running:
+                self._outbox.put_nowait(None)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._window.release()
+        if not self._reading and not self._running:
+            self._outbox.put_nowait(None)
+
+    def _decoupled(self, message: Any) -> bool:
+        if isinstance(message, Malformed):
+            return False
+        try:
+            return self._engine.model_decoupled(message.model_name, message.model_version)
+        except InferdError:
+            return False  # answered by the unary path, with its error
+
+    async def _one(self, message: Any) -> None:
+        if self._decoupled(message):
+            await self._stream(message)
+            return
+        previous = self._last_answer
+        sent = self._last_answer = asyncio.get_running_loop().create_future()
+        try:
+            answer = await self._answer(message)
+            if previous is not None:
+                await previous
+            self._outbox.put_nowait(answer)
+        finally:
+            sent.set_result(None)
+
+    async def _answer(self, message: Any) -> Any:
+        try:
+            return await self._infer(message)  # sent as a stream answer by wire.py
+        except InferdError as exc:
+            return _error(message, exc.message)
+        except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
+            logger.exception("unhandled error in ModelStreamInfer")
+            return _error(message, f"internal error: {exc!r}")
+
+    async def _stream(self, message: Any) -> None:
+        received = time.monotonic_ns()
+        try:
+            request = decode_infer_request(message, self._shared_memory)
+            request.timestamps.received = received
+            empty_final = request.parameters.get(EMPTY_FINAL_PARAMETER) is True
+            requested = request.outputs
+            async for response in self._engine.stream(request):
+                if response.outputs or not response.final or empty_final:
+                    self._outbox.put_nowait(self._encoded(requested, response))
+        except InferdError as exc:
+            self._outbox.put_nowait(_error(message, exc.message))
+        except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
+            logger.exception("unhandled error in ModelStreamInfer")
+            self._outbox.put_nowait(_error(message, f"internal error: {exc!r}"))
+
+    def _encoded(self, requested: list[RequestedOutput] | None, response: InferResponse) -> Any:
+        response.parameters[FINAL_PARAMETER] = response.final
+        return encode_infer_response(
+            response, pb.ModelInferResponse(), requested, self._shared_memory
+        )
+
+
+def _error(message: Any, error: str) -> Any:
+    echo = pb.ModelInferResponse(
+        model_name=message.model_name, model_version=message.model_version, id=message.id
+    )
+    return pb.ModelStreamInferResponse(error_message=error, infer_response=echo)

@@ -1,0 +1,78 @@
+"""The per-request response channel: order across threads, the final flag, errors, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from inferd.core.errors import InvalidArgument, ModelExecutionError
+from inferd.core.responses import ResponseChannel, StreamItem
+
+
+async def drain(channel: ResponseChannel) -> list[StreamItem]:
+    items = []
+    while True:
+        item = await channel.get()
+        items.append(item)
+        if item.final:
+            return items
+
+
+def test_sends_from_another_thread_arrive_in_order_and_end_at_the_final_flag() -> None:
+    async def scenario() -> list[StreamItem]:
+        channel = ResponseChannel()
+
+        def model() -> None:
+            for value in range(5):
+                assert channel.send({"OUT": np.array([value])})
+            assert channel.send(final=True)
+            assert not channel.send({"OUT": np.array([9])})  # after the final flag: dropped
+
+        thread = threading.Thread(target=model)
+        thread.start()
+        items = await drain(channel)
+        thread.join()
+        return items
+
+    items = asyncio.run(scenario())
+    assert [int(i.outputs["OUT"][0]) for i in items if i.outputs] == [0, 1, 2, 3, 4]
+    assert items[-1] == StreamItem(None, None, True)
+
+
+def test_an_error_ends_the_stream() -> None:
+    async def scenario() -> list[StreamItem]:
+        channel = ResponseChannel()
+        channel.send({"OUT": np.array([1])})
+        channel.send(error=InvalidArgument("bad"))
+        assert not channel.send(final=True)
+        return await drain(channel)
+
+    items = asyncio.run(scenario())
+    assert len(items) == 2
+    assert isinstance(items[1].error, InvalidArgument) and items[1].final
+
+
+def test_a_failed_execution_ends_a_stream_still_open() -> None:
+    async def scenario() -> list[StreamItem]:
+        channel = ResponseChannel()
+        execution: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        execution.add_done_callback(channel.execution_done)
+        execution.set_exception(ModelExecutionError("it raised"))
+        return await drain(channel)
+
+    (item,) = asyncio.run(scenario())
+    assert isinstance(item.error, ModelExecutionError)
+
+
+def test_cancel_marks_the_channel_tells_its_listeners_and_drops_later_sends() -> None:
+    async def scenario() -> tuple[bool, list[str], bool]:
+        channel = ResponseChannel()
+        told: list[str] = []
+        channel.on_cancel(lambda: told.append("cancelled"))
+        channel.cancel()
+        channel.cancel()  # once is enough
+        return channel.cancelled, told, channel.send({"OUT": np.array([1])})
+
+    assert asyncio.run(scenario()) == (True, ["cancelled"], False)
