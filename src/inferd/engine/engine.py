@@ -4,7 +4,7 @@ model lifecycle that holds the request path. Frontends talk only to it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from inferd.backends.base import DeviceKind
@@ -181,6 +181,11 @@ class Engine:
             for observer in self._observers:
                 observer.request_finished(request.model_name, version, timestamps, success, rows)
         return InferResponse(request.model_name, version, outputs, request.id)
+
+    async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """Every response to `request`, in order. Placeholder until decoupled models land (their
+        branch replaces it): the one response `infer` gives."""
+        yield await self.infer(request)
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
         batched = loaded.config.max_batch_size > 0
