@@ -138,7 +138,7 @@ class HttpFrontend:
             await self._infer(scope, receive, send, model, version)
         elif action in ("generate", "generate_stream"):
             _expect(method, "POST")
-            await self._generate(scope, receive, send, (model, version), action)
+            await self._generate(scope, receive, send, model, version, action)
         elif action == "ready":
             _expect(method, "GET")
             ready = self._engine.model_ready(model, version)  # unknown model or version: 404
@@ -177,12 +177,11 @@ class HttpFrontend:
             await _respond(send, 200, payload, OCTET_STREAM, extra)
 
     async def _generate(
-        self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str], action: str
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str, action: str
     ) -> None:
         """Triton's generate extension; the answer stops when its client disconnects."""
         received = time.monotonic_ns()
         body = await self._read_body(receive, _headers(scope))
-        model, version = target
         inputs, max_batch_size = self._engine.input_specs(model, version)
         request = decode_generate_request(body, inputs, max_batch_size, model, version)
         request.timestamps.received = received
@@ -312,18 +311,17 @@ def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
 async def _send_one_response(send: Send, responses: AsyncIterator[InferResponse]) -> None:
     """`generate`: the one response of the request; a model giving more (the stream stops at
     the second) or none is refused with Triton's error."""
-    first: InferResponse | None = None
+    received: list[InferResponse] = []
     async for response in responses:
-        if first is not None:
-            first = None
+        received.append(response)
+        if len(received) > 1:
             break
-        first = response
-    if first is None:
+    if len(received) != 1:
         raise InvalidArgument(
             "generate expects model to produce exactly 1 response, use generate stream for "
             "model that generates various number of responses"
         )
-    await _respond(send, 200, encode_generate_response(first))
+    await _respond(send, 200, encode_generate_response(received[0]))
 
 
 async def _respond(
