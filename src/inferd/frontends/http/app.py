@@ -7,6 +7,7 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
     GET  /v2/models/{m}[/versions/{v}]/ready
     GET  /v2/models/{m}[/versions/{v}]/config
     POST /v2/models/{m}[/versions/{v}]/infer
+    POST /v2/models/{m}[/versions/{v}]/generate | generate_stream   (generate extension)
     POST /v2/repository/index
     POST /v2/repository/models/{m}/load | unload   (explicit model control mode)
     GET  /v2/models[/{m}[/versions/{v}]]/stats      (statistics extension)
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,22 +34,21 @@ from inferd.core.errors import (
     PayloadTooLarge,
     Unsupported,
 )
+from inferd.core.types import InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
+from inferd.frontends.http.asgi import Receive, Scope, Send, until_disconnect
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
+from inferd.frontends.http.generate import decode_generate_request, encode_generate_response
 from inferd.frontends.http.model_control import config_override
 from inferd.frontends.http.raw_request import decode_raw_request
+from inferd.frontends.http.sse import send_event_stream
 from inferd.frontends.http.statistics import statistics_document, statistics_target
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,11 @@ class HttpFrontend:
         self._engine = engine
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
-        offered = ["binary_tensor_data", *extensions(shared_memory, engine.statistics_enabled)]
+        offered = [
+            "binary_tensor_data",
+            "generate",
+            *extensions(shared_memory, engine.statistics_enabled),
+        ]
         self._server_metadata = orjson.dumps(
             {"name": server_name, "version": __version__, "extensions": offered}
         )
@@ -139,6 +143,9 @@ class HttpFrontend:
         if action == "infer":
             _expect(method, "POST")
             await self._infer(scope, receive, send, model, version)
+        elif action in ("generate", "generate_stream"):
+            _expect(method, "POST")
+            await self._generate(scope, receive, send, model, version, action)
         elif action == "ready":
             _expect(method, "GET")
             ready = self._engine.model_ready(model, version)  # unknown model or version: 404
@@ -180,6 +187,25 @@ class HttpFrontend:
         else:
             extra = [(b"inference-header-content-length", str(json_length).encode())]
             await _respond(send, 200, payload, OCTET_STREAM, extra)
+
+    async def _generate(
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str, action: str
+    ) -> None:
+        """Triton's generate extension; the answer stops when its client disconnects."""
+        received = time.monotonic_ns()
+        body = await self._read_body(receive, _headers(scope))
+        inputs, max_batch_size = self._engine.input_specs(model, version)
+        request = decode_generate_request(body, inputs, max_batch_size, model, version)
+        request.timestamps.received = received
+        responses = self._engine.stream(request)
+        try:
+            if action == "generate_stream":
+                await until_disconnect(receive, send_event_stream(send, responses))
+            else:
+                await until_disconnect(receive, _send_one_response(send, responses))
+        finally:
+            if isinstance(responses, AsyncGenerator):  # stop a stream left before its end
+                await responses.aclose()
 
     async def _repository_index(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._read_body(receive, _headers(scope))
@@ -292,6 +318,22 @@ def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
             {"name": i.name, "kind": i.kind, "device": i.device} for i in metadata.instances
         ],
     }
+
+
+async def _send_one_response(send: Send, responses: AsyncIterator[InferResponse]) -> None:
+    """`generate`: the one response of the request; a model giving more (the stream stops at
+    the second) or none is refused with Triton's error."""
+    received: list[InferResponse] = []
+    async for response in responses:
+        received.append(response)
+        if len(received) > 1:
+            break
+    if len(received) != 1:
+        raise InvalidArgument(
+            "generate expects model to produce exactly 1 response, use generate stream for "
+            "model that generates various number of responses"
+        )
+    await _respond(send, 200, encode_generate_response(received[0]))
 
 
 async def _respond(

@@ -174,17 +174,23 @@ def _array_from_json(data: Any, name: str, datatype: str, shape: list[int]) -> A
     if not isinstance(data, list):
         raise InvalidArgument(f"input '{name}': 'data' must be a list")
     count = math.prod(shape)
-    try:
-        array = _bytes_from_json(data) if datatype == BYTES else _numbers_from_json(data, datatype)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidArgument(
-            f"input '{name}': 'data' does not hold {datatype} values: {exc}"
-        ) from None
+    array = values_from_json(data, name, datatype, "'data'")
     if array.size != count:
         raise InvalidArgument(
             f"input '{name}' has {array.size} elements in 'data', but shape {shape} needs {count}"
         )
     return array.reshape(shape)
+
+
+def values_from_json(data: list[Any], name: str, datatype: str, what: str) -> Array:
+    """The JSON values of input `name` (`what` names them in errors) as an array of `datatype`,
+    shaped as the nesting of `data`; values of another JSON type are refused."""
+    try:
+        return _bytes_from_json(data) if datatype == BYTES else _numbers_from_json(data, datatype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidArgument(
+            f"input '{name}': {what} does not hold {datatype} values: {exc}"
+        ) from None
 
 
 def _numbers_from_json(data: list[Any], datatype: str) -> Array:
@@ -203,13 +209,13 @@ def _numbers_from_json(data: list[Any], datatype: str) -> Array:
 
 
 def _bytes_from_json(data: list[Any]) -> Array:
-    parsed = np.array(data, dtype=np.object_).reshape(-1)
+    parsed = np.array(data, dtype=np.object_)
     out = np.empty(parsed.size, dtype=np.object_)
-    for index, item in enumerate(parsed):
+    for index, item in enumerate(parsed.reshape(-1)):
         if not isinstance(item, str):
             raise TypeError("BYTES elements in JSON must be strings")
         out[index] = item.encode()
-    return out
+    return out.reshape(parsed.shape)
 
 
 def _decode_outputs(
@@ -255,7 +261,7 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _json_data(array, datatype)
+            entry["data"] = json_data(array, datatype)
         outputs.append(entry)
     document: dict[str, Any] = {
         "model_name": response.model_name,
@@ -272,7 +278,8 @@ def encode_infer_response(
     return b"".join([header, *chunks]), len(header)
 
 
-def _json_data(array: Array, datatype: str) -> Any:
+def json_data(array: Array, datatype: str) -> Any:
+    """A tensor's elements as JSON writes them, flat (BYTES as text, numbers for orjson)."""
     flat = np.ascontiguousarray(array).reshape(-1)
     if datatype == BYTES:
         return [as_bytes(item).decode(errors="replace") for item in flat]

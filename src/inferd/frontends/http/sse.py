@@ -1,0 +1,53 @@
+"""Triton's `generate_stream` answer: each response of a request as one server-sent event,
+`data: {json}` and a blank line, written as soon as the engine yields it.
+
+The status is sent with the first response, so an error before it is answered as any error
+(its status and `{"error": ...}`); an error after it is one last event whose data is
+`{"error": ...}`, and the stream ends there, as Triton does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+
+from inferd.core.errors import InferdError
+from inferd.core.types import InferResponse
+from inferd.frontends.http.asgi import Send
+from inferd.frontends.http.generate import encode_generate_response
+
+logger = logging.getLogger(__name__)
+
+EVENT_STREAM = b"text/event-stream; charset=utf-8"
+_HEADERS = [(b"content-type", EVENT_STREAM), (b"cache-control", b"no-cache")]
+
+
+async def send_event_stream(send: Send, responses: AsyncIterator[InferResponse]) -> None:
+    started = False
+    try:
+        async for response in responses:
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+                started = True
+            await _send_event(send, encode_generate_response(response))
+    except Exception as exc:
+        if not started:
+            raise
+        await _send_event(send, orjson.dumps({"error": _message(exc)}))
+    if not started:  # a model may answer a request with no response at all
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _send_event(send: Send, data: bytes) -> None:
+    event = b"data: " + data + b"\n\n"
+    await send({"type": "http.response.body", "body": event, "more_body": True})
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, InferdError):
+        return error.message
+    logger.error("generate_stream failed mid-stream", exc_info=error)  # a bug of ours
+    return f"internal error: {error!r}"

@@ -1,0 +1,118 @@
+"""The generate_stream answer and the disconnect watch, driven through the ASGI callables."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.types import InferResponse
+from inferd.frontends.http.asgi import Message, until_disconnect
+from inferd.frontends.http.sse import send_event_stream
+
+
+def response(value: int) -> InferResponse:
+    return InferResponse("m", "1", {"y": np.array([value], dtype=np.int32)})
+
+
+async def responses(count: int, error: Exception | None = None) -> AsyncIterator[InferResponse]:
+    for value in range(count):
+        yield response(value)
+    if error is not None:
+        raise error
+
+
+def stream(source: AsyncIterator[InferResponse]) -> list[Message]:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(send_event_stream(send, source))
+    return sent
+
+
+def events(sent: list[Message]) -> list[Any]:
+    body = b"".join(m["body"] for m in sent if m["type"] == "http.response.body")
+    chunks = body.decode().split("\n\n")
+    assert chunks[-1] == ""
+    return [json.loads(chunk.removeprefix("data: ")) for chunk in chunks[:-1]]
+
+
+def test_each_response_is_one_event_and_the_body_ends() -> None:
+    sent = stream(responses(3))
+    assert sent[0]["status"] == 200
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in sent[0]["headers"]
+    assert [event["y"] for event in events(sent)] == [0, 1, 2]
+    assert sent[-1] == {"type": "http.response.body", "body": b""}
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (Unavailable("the model stopped"), "the model stopped"),
+        (RuntimeError("a bug"), "internal error: RuntimeError('a bug')"),
+    ],
+)
+def test_an_error_after_the_first_response_is_the_last_event(
+    error: Exception, message: str
+) -> None:
+    sent = stream(responses(2, error))
+    assert sent[0]["status"] == 200
+    assert events(sent)[2:] == [{"error": message}]
+    assert sent[-1] == {"type": "http.response.body", "body": b""}
+
+
+def test_an_error_before_the_first_response_is_raised_for_the_caller_to_answer() -> None:
+    with pytest.raises(InvalidArgument, match="bad input"):
+        stream(responses(0, InvalidArgument("bad input")))
+
+
+def test_no_response_is_an_empty_stream() -> None:
+    sent = stream(responses(0))
+    assert sent[0]["status"] == 200 and events(sent) == []
+
+
+def test_a_disconnect_cancels_the_answer() -> None:
+    async def scenario() -> bool:
+        disconnected = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def receive() -> Message:
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def answer() -> None:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        watch = asyncio.create_task(until_disconnect(receive, answer()))
+        await asyncio.sleep(0)
+        disconnected.set()
+        await asyncio.wait_for(watch, 10)
+        return cancelled.is_set()
+
+    assert asyncio.run(scenario())
+
+
+def test_the_answer_s_error_propagates_and_the_watch_ends() -> None:
+    async def scenario() -> None:
+        async def receive() -> Message:
+            await asyncio.sleep(60)
+            return {"type": "http.disconnect"}
+
+        async def answer() -> None:
+            raise InvalidArgument("refused")
+
+        await asyncio.wait_for(until_disconnect(receive, answer()), 10)
+
+    with pytest.raises(InvalidArgument, match="refused"):
+        asyncio.run(scenario())
