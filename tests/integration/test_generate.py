@@ -115,11 +115,12 @@ def write_python_model(repository: Path, name: str, code: str, config: str) -> P
 
 @pytest.fixture(scope="module")
 def repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`simple` and `mlp` (the shared test repository), `add_sub_python` (the example
-    repository's) and the Python models above."""
+    """`simple` and `mlp` (the shared test repository), `add_sub_python` and the decoupled
+    `repeat` (the example repository's) and the Python models above."""
     repository = tmp_path_factory.mktemp("generate")
     shutil.copytree(model_repository, repository, dirs_exist_ok=True)
     shutil.copytree(EXAMPLES / "add_sub_python", repository / "add_sub_python")
+    shutil.copytree(EXAMPLES / "repeat", repository / "repeat")
     write_python_model(repository, "echo", ECHO, ECHO_CONFIG)
     write_python_model(repository, "grid", GRID, GRID_CONFIG)
     write_python_model(repository, "hold", HOLD, HOLD_CONFIG)
@@ -345,3 +346,24 @@ def test_a_client_that_goes_away_stops_its_request(
     status, answer = generate(server, "hold", {"WAIT": False})
     assert (status, answer["DONE"]) == (200, True)
     assert hold_statistics(server) == (successes + 1, failures + 1)
+
+
+def test_a_decoupled_model_streams_one_event_per_response(server: RunningServer) -> None:
+    """`repeat` sends IN back TIMES times, then its final flag alone: no event of its own."""
+    status, _, events = stream_events(server, "repeat", '{"IN": [4, 5], "TIMES": 3}')
+    assert status == 200
+    assert events == [
+        {"OUT": [4, 5], "IDX": index, "model_name": "repeat", "model_version": "1"}
+        for index in range(3)
+    ]
+    assert stream_events(server, "repeat", '{"IN": [4, 5], "TIMES": 0}')[::2] == (200, [])
+
+
+def test_generate_takes_a_decoupled_model_with_exactly_one_response(
+    server: RunningServer,
+) -> None:
+    status, answer = generate(server, "repeat", {"IN": [7], "TIMES": 1})
+    assert (status, answer["OUT"], answer["IDX"]) == (200, 7, 0)
+    status, answer = generate(server, "repeat", {"IN": [7], "TIMES": 2})
+    assert status == 400 and "exactly 1 response" in answer["error"]
+    assert generate(server, "simple", SIMPLE) == (200, SIMPLE_ANSWER)

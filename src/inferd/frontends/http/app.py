@@ -41,7 +41,11 @@ from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.asgi import Receive, Scope, Send, until_disconnect
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
-from inferd.frontends.http.generate import decode_generate_request, encode_generate_response
+from inferd.frontends.http.generate import (
+    decode_generate_request,
+    encode_generate_response,
+    responses_with_outputs,
+)
 from inferd.frontends.http.model_control import config_override
 from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.sse import send_event_stream
@@ -198,11 +202,12 @@ class HttpFrontend:
         request = decode_generate_request(body, inputs, max_batch_size, model, version)
         request.timestamps.received = received
         responses = self._engine.stream(request)
+        answered = responses_with_outputs(responses)
         try:
             if action == "generate_stream":
-                await until_disconnect(receive, send_event_stream(send, responses))
+                await until_disconnect(receive, send_event_stream(send, answered))
             else:
-                await until_disconnect(receive, _send_one_response(send, responses))
+                await until_disconnect(receive, _send_one_response(send, answered))
         finally:
             if isinstance(responses, AsyncGenerator):  # stop a stream left before its end
                 await responses.aclose()

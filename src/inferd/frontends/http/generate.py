@@ -17,7 +17,7 @@ model_name, model_version and id.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -148,6 +148,16 @@ def _unfillable(spec: ModelTensor, batched: bool, model: str, given: str) -> Inv
         f"input '{spec.name}' of model '{model}' has shape {list(spec.dims)}{batch}; "
         f"{given} cannot fill it"
     )
+
+
+async def responses_with_outputs(
+    responses: AsyncIterator[InferResponse],
+) -> AsyncIterator[InferResponse]:
+    """The responses that carry outputs: a decoupled model's final flag sent on its own (an
+    empty final response) is no response of its own to generate, as in Triton."""
+    async for response in responses:
+        if response.outputs or not response.final:
+            yield response
 
 
 def encode_generate_response(response: InferResponse) -> bytes:
