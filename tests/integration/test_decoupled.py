@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
 
 ISOLATIONS = ("none", "process")
@@ -150,12 +150,6 @@ input [ {{ name: "IN", data_type: TYPE_INT32, dims: [ 1 ] }} ]
 output [ {{ name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
 parameters [ {{ key: "isolation", value: {{ string_value: "{isolation}" }} }} ]
 """
-
-
-def write(repository: Path, name: str, code: str, config: str) -> None:
-    (repository / name / "1").mkdir(parents=True)
-    (repository / name / "1" / "model.py").write_text(textwrap.dedent(code))
-    (repository / name / "config.pbtxt").write_text(config)
 
 
 @pytest.fixture(scope="module")
