@@ -125,6 +125,33 @@ class TritonPythonModel:
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 """
 
+# A batching decoupled model: one response per request of the batch, from its own rows, and a
+# count of the requests it executed together.
+DOUBLE = """
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        for request in batch.requests:
+            together = np.full((request.end - request.start, 1), len(batch.requests), np.int32)
+            request.sender.send({"OUT": request.inputs["IN"] * 2, "TOGETHER": together})
+            request.sender.close()
+"""
+
+DOUBLE_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+model_transaction_policy {{ decoupled: true }}
+dynamic_batching {{ max_queue_delay_microseconds: 2000000, preferred_batch_size: [ 4 ] }}
+input [ {{ name: "IN", data_type: TYPE_INT32, dims: [ 2 ] }} ]
+output [
+  {{ name: "OUT", data_type: TYPE_INT32, dims: [ 2 ] }},
+  {{ name: "TOGETHER", data_type: TYPE_INT32, dims: [ 1 ] }}
+]
+parameters [ {{ key: "isolation", value: {{ string_value: "{isolation}" }} }} ]
+"""
+
 REPEAT_CONFIG = """
 name: "{name}"
 backend: "python"
@@ -166,6 +193,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 code,
                 REPEAT_CONFIG.format(name=name, isolation=isolation, marker=marker),
             )
+        name = f"double_{isolation}"
+        write(root, name, DOUBLE, DOUBLE_CONFIG.format(name=name, isolation=isolation))
         name = f"square_{isolation}"
         write(root, name, TRITON_SQUARE, SQUARE_CONFIG.format(name=name, isolation=isolation))
     return root
@@ -299,6 +328,25 @@ def test_a_triton_python_model_streams_through_its_response_sender(
     for count in (0, 1, 4):
         answers = [r for rid, r, _ in seen if rid == str(count) and r.as_numpy("OUT") is not None]
         assert [int(r.as_numpy("OUT")[0]) for r in answers] == [count] * count
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_batching_decoupled_model_answers_each_request_of_a_batch(
+    stream: Stream, isolation: str
+) -> None:
+    for n in range(4):
+        data = np.array([[n, 10 * n]], dtype=np.int32)
+        tensor = grpcclient.InferInput("IN", [1, 2], "INT32")
+        tensor.set_data_from_numpy(data)
+        stream.client.async_stream_infer(
+            f"double_{isolation}", [tensor], request_id=str(n), enable_empty_final_response=True
+        )
+    seen = stream.collect(4)
+    for n in range(4):
+        (answer,) = [r for rid, r, final in seen if rid == str(n) and not final]
+        assert answer.as_numpy("OUT").tolist() == [[2 * n, 20 * n]]
+    together = [int(r.as_numpy("TOGETHER")[0, 0]) for _, r, final in seen if not final]
+    assert max(together) > 1  # they were batched
 
 
 def test_unary_infer_of_a_decoupled_model_is_triton_s_error(server: RunningServer) -> None:
