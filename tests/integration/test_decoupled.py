@@ -152,6 +152,13 @@ output [
 parameters [ {{ key: "isolation", value: {{ string_value: "{isolation}" }} }} ]
 """
 
+# Not decoupled: one answer per request, which streams too.
+PLAIN = """
+class InferdModel:
+    def execute(self, batch):
+        return {"OUT": batch.inputs["IN"], "IDX": batch.inputs["IN"].astype("uint32")}
+"""
+
 REPEAT_CONFIG = """
 name: "{name}"
 backend: "python"
@@ -182,6 +189,8 @@ parameters [ {{ key: "isolation", value: {{ string_value: "{isolation}" }} }} ]
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("decoupled")
+    unary = REPEAT_CONFIG.replace("model_transaction_policy {{ decoupled: true }}\n", "")
+    write(root, "plain", PLAIN, unary.format(name="plain", isolation="none", marker=""))
     for isolation in ISOLATIONS:
         models = {"repeat": REPEAT, "repeat_async": REPEAT_ASYNC, "cancel": CANCEL}
         for base, code in models.items():
@@ -273,6 +282,17 @@ def test_every_response_arrives_in_order_then_the_final_flag(
     assert all(rid == "r1" for rid, _, _ in seen)
     assert [final for _, _, final in seen][-1] is True
     assert not any(final for _, _, final in seen[:-1])
+
+
+def test_a_model_that_is_not_decoupled_answers_once_on_the_same_stream(stream: Stream) -> None:
+    stream.send("plain", [8], "plain-1")
+    stream.send("repeat_none", [1, 2], "streamed")
+    stream.send("plain", [9], "plain-2")
+    seen = stream.collect(3)
+    plain = [(rid, final) for rid, _, final in seen if rid.startswith("plain")]
+    assert plain == [("plain-1", True), ("plain-2", True)]  # one each, in request order
+    assert outputs(seen, "plain-1") == [(8, 8)]
+    assert outputs(seen, "streamed") == [(1, 0), (2, 1)]
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
