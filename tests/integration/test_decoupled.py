@@ -373,16 +373,20 @@ def test_unary_infer_of_a_decoupled_model_is_triton_s_error(server: RunningServe
     data = np.array([1, 2], dtype=np.int32)
     grpc_input = grpcclient.InferInput("IN", [2], "INT32")
     grpc_input.set_data_from_numpy(data)
+    grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException) as grpc_error:
-        grpcclient.InferenceServerClient(server.grpc_url).infer("repeat_none", [grpc_input])
+        grpc_client.infer("repeat_none", [grpc_input])
+    grpc_client.close()
     assert grpc_error.value.status() == "StatusCode.UNIMPLEMENTED"
     assert "ModelInfer RPC doesn't support models with decoupled transaction policy" in str(
         grpc_error.value
     )
     http_input = httpclient.InferInput("IN", [2], "INT32")
     http_input.set_data_from_numpy(data)
+    http_client = httpclient.InferenceServerClient(server.http_url)
     with pytest.raises(InferenceServerException) as http_error:
-        httpclient.InferenceServerClient(server.http_url).infer("repeat_none", [http_input])
+        http_client.infer("repeat_none", [http_input])
+    http_client.close()
     assert http_error.value.status() == "501"
     assert "HTTP end point doesn't support models with decoupled transaction policy" in str(
         http_error.value
