@@ -70,34 +70,55 @@ def free_port() -> int:
     return port
 
 
+# A free port picked here may be taken by another process before the server binds it.
+_START_ATTEMPTS = 3
+_PORT_TAKEN = "Address already in use"
+
+
 @contextmanager
 def running_server(
     repository: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> Iterator[RunningServer]:
-    command = [
-        sys.executable, "-m", "inferd", "serve",
-        "--model-repository", str(repository), "--http-port", "0",
-        # For these flags 0 disables the service, so a free port is picked here instead.
-        *(arg for flag in _PORT_FLAGS if flag not in args for arg in (flag, str(free_port()))),
-        *args,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    server = RunningServer(process)
-    ready = threading.Event()
-    pump = threading.Thread(target=_pump, args=(server, ready), daemon=True)
-    pump.start()
+    server, pump = _start(repository, args, env, timeout)
     try:
-        if not ready.wait(timeout) or process.poll() is not None:
-            raise RuntimeError(f"inferd did not start:\n{server.log_text()}")
         yield server
     finally:
-        stop_server(server)
-        pump.join(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
+        _close(server, pump)
+
+
+def _start(
+    repository: Path, args: tuple[str, ...], env: dict[str, str] | None, timeout: float
+) -> tuple[RunningServer, threading.Thread]:
+    attempt = 1
+    while True:
+        command = [
+            sys.executable, "-m", "inferd", "serve",
+            "--model-repository", str(repository), "--http-port", "0",
+            # For these flags 0 disables the service, so a free port is picked here instead.
+            *(arg for flag in _PORT_FLAGS if flag not in args for arg in (flag, str(free_port()))),
+            *args,
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        server = RunningServer(process)
+        ready = threading.Event()
+        pump = threading.Thread(target=_pump, args=(server, ready), daemon=True)
+        pump.start()
+        if ready.wait(timeout) and process.poll() is None:
+            return server, pump
+        _close(server, pump)
+        if attempt == _START_ATTEMPTS or _PORT_TAKEN not in server.log_text():
+            raise RuntimeError(f"inferd did not start:\n{server.log_text()}")
+        attempt += 1
+
+
+def _close(server: RunningServer, pump: threading.Thread) -> None:
+    stop_server(server)
+    pump.join(timeout=5)
+    if server.process.stderr is not None:
+        server.process.stderr.close()
 
 
 def stop_server(server: RunningServer, timeout: float = 30) -> int:
