@@ -33,20 +33,21 @@ class InferdModel:
             threading.Thread(target=self.generate, args=args).start()
 
     def generate(self, sender, prompt, max_tokens, temperature, seed):
-        rng = np.random.default_rng(seed)
+        try:
+            self.stream(sender, prompt, max_tokens, temperature, seed)
+        except Exception as error:  # ends the request with the error instead of leaving it open
+            sender.send_error(error)
+        else:
+            sender.close()
+
+    def stream(self, sender, prompt, max_tokens, temperature, seed):
+        rng = np.random.default_rng(seed % 2**64)  # any integer seeds it, negative ones too
         space = self.index[" "]
-        context = [self.index.get(c, space) for c in " " + prompt.lower()][-2:]
+        context = [self.index.get(c, space) for c in "  " + prompt.lower()][-2:]
         for count in range(1, max_tokens + 1):
             if sender.is_cancelled():  # the client went away: stop early
                 break
-            counts = self.trigrams[context[0], context[1]]
-            if not counts.any():
-                counts = self.bigrams[context[1]]
-            if temperature <= 0:
-                token = int(counts.argmax())
-            else:
-                weights = counts ** (1.0 / temperature)
-                token = int(rng.choice(len(counts), p=weights / weights.sum()))
+            token = self.next_token(context, temperature, rng)
             context = [context[1], token]
             sender.send(
                 {
@@ -55,7 +56,21 @@ class InferdModel:
                     "COMPLETION_TOKENS": np.array([count], np.int32),
                 }
             )
-        sender.close()
+
+    def next_token(self, context, temperature, rng):
+        """From the pair's counts, else the last character's, else a space."""
+        counts = self.trigrams[context[0], context[1]]
+        if not counts.any():
+            counts = self.bigrams[context[1]]
+        if not counts.any():
+            return self.index[" "]
+        if temperature <= 0:
+            return int(counts.argmax())
+        seen = counts > 0
+        logits = np.full(counts.shape, -np.inf)
+        logits[seen] = np.log(counts[seen]) / temperature  # in logs: no overflow when T is small
+        weights = np.exp(logits - logits.max())
+        return int(rng.choice(len(counts), p=weights / weights.sum()))
 
 
 def _scalar(request, name, default):
