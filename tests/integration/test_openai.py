@@ -55,16 +55,53 @@ parameters [
   { key: "openai.output", value: { string_value: "TEXT" } }
 ]
 """
+# Not decoupled, batching: answers at once with the prompt in capitals and the request
+# parameters it was given (the sampling fields its config maps to no input).
+SHOUT = """
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        texts = []
+        for request in batch.requests:
+            prompt = request.inputs["PROMPT"].reshape(-1)[0].decode()
+            given = sorted(request.parameters.items())
+            texts.append([f"{prompt.upper()} {given}".encode()])
+        return {"TEXT": np.array(texts, dtype=object)}
+"""
+SHOUT_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [ { name: "PROMPT", data_type: TYPE_STRING, dims: [ 1 ] } ]
+output [ { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] } ]
+parameters [
+  { key: "openai.task", value: { string_value: "completions,chat" } },
+  { key: "openai.input", value: { string_value: "PROMPT" } },
+  { key: "openai.output", value: { string_value: "TEXT" } }
+]
+"""
+# Sends one piece of text, then fails.
+BROKEN = """
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        for request in batch.requests:
+            request.sender.send({"TEXT": np.array([b"partial"], dtype=object)})
+            request.sender.send_error("the model broke")
+"""
 GREEDY = {"temperature": 0.0, "max_tokens": 12}
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The two example text models, `repeat` (not served on /v1) and `endless` above."""
+    """The two example text models, `repeat` (not served on /v1) and the models above."""
     repository = tmp_path_factory.mktemp("openai")
     for name in ("tiny_lm", "tiny_embed", "repeat"):
         shutil.copytree(EXAMPLES / name, repository / name)
     write_python_model(repository, "endless", ENDLESS, ENDLESS_CONFIG)
+    write_python_model(repository, "shout", SHOUT, SHOUT_CONFIG.replace("max_batch_size: 4", ""))
+    write_python_model(repository, "broken", BROKEN, ENDLESS_CONFIG)
     return repository
 
 
@@ -82,7 +119,8 @@ def client(server: RunningServer) -> openai.OpenAI:
 
 
 def test_models_lists_what_v1_serves(client: openai.OpenAI) -> None:
-    assert sorted(m.id for m in client.models.list()) == ["endless", "tiny_embed", "tiny_lm"]
+    served = ["broken", "endless", "shout", "tiny_embed", "tiny_lm"]
+    assert sorted(m.id for m in client.models.list()) == served
     assert client.models.retrieve("tiny_lm").id == "tiny_lm"
 
 
@@ -266,3 +304,41 @@ def test_a_streaming_client_that_goes_away_stops_the_model(
     wait_for(marker.exists, "the model to see its request cancelled")
     completion = client.completions.create(model="tiny_lm", prompt="Alice", **GREEDY)
     assert len(completion.choices[0].text) == 12
+
+
+def test_a_model_that_is_not_decoupled_answers_at_once_and_reads_fields_as_parameters(
+    client: openai.OpenAI,
+) -> None:
+    completion = client.completions.create(
+        model="shout", prompt="hello", max_tokens=7, top_p=0.5, stop=["zzz"]
+    )
+    # It echoes the stop string too, where the text then ends.
+    assert completion.choices[0].text == "HELLO [('max_tokens', 7), ('stop', '[\""
+    assert completion.choices[0].finish_reason == "stop"
+    completion = client.completions.create(model="shout", prompt="hello", max_tokens=7, seed=3)
+    assert completion.choices[0].text == "HELLO [('max_tokens', 7), ('seed', 3)]"
+    assert completion.usage is None  # the model reports no token counts
+    stream = client.chat.completions.create(
+        model="shout", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream)
+    assert text == "USER: HI\nASSISTANT:  []"
+
+
+def test_a_model_error_mid_stream_is_an_error_event(
+    client: openai.OpenAI, server: RunningServer
+) -> None:
+    stream = client.completions.create(model="broken", prompt="x", stream=True)
+    with pytest.raises(openai.APIError, match="the model broke"):
+        list(stream)
+    status, _, body = request(
+        server.http_port,
+        "POST",
+        "/v1/completions",
+        '{"model": "broken", "prompt": "x", "stream": true}',
+    )
+    events = [line.removeprefix("data: ") for line in body.decode().split("\n\n") if line]
+    assert status == 200
+    assert json.loads(events[0])["choices"][0]["text"] == "partial"
+    assert json.loads(events[1])["error"]["message"] == "the model broke"
+    assert events[2:] == ["[DONE]"]
