@@ -190,6 +190,40 @@ def accumulate_state_model(path: Path) -> None:
     _save(graph, path)
 
 
+# The tiny_lm example learns from the opening of Lewis Carroll's "Alice's Adventures in
+# Wonderland" (1865, in the public domain).
+TINY_LM_TEXT = """\
+Alice was beginning to get very tired of sitting by her sister on the bank, and of having
+nothing to do: once or twice she had peeped into the book her sister was reading, but it had
+no pictures or conversations in it, 'and what is the use of a book,' thought Alice 'without
+pictures or conversations?' So she was considering in her own mind (as well as she could, for
+the hot day made her feel very sleepy and stupid), whether the pleasure of making a
+daisy-chain would be worth the trouble of getting up and picking the daisies, when suddenly a
+White Rabbit with pink eyes ran close by her. There was nothing so very remarkable in that; nor
+did Alice think it so very much out of the way to hear the Rabbit say to itself, 'Oh dear! Oh
+dear! I shall be late!' But when the Rabbit actually took a watch out of its waistcoat-pocket,
+and looked at it, and then hurried on, Alice started to her feet, for it flashed across her
+mind that she had never before seen a rabbit with either a waistcoat-pocket, or a watch to take
+out of it, and burning with curiosity, she ran across the field after it, and fortunately was
+just in time to see it pop down a large rabbit-hole under the hedge.
+"""
+TINY_LM_VOCABULARY = " abcdefghijklmnopqrstuvwxyz.,;:'!?-()"
+
+
+def tiny_lm_weights(path: Path, text: str = TINY_LM_TEXT) -> None:
+    """Character trigram counts of `text` (lower-cased; a character outside the vocabulary is
+    a space): `trigrams[a, b, c]` counts "abc". Saved compressed, with the vocabulary."""
+    vocabulary = TINY_LM_VOCABULARY
+    index = {char: i for i, char in enumerate(vocabulary)}
+    tokens = [index.get(char, 0) for char in " ".join(text.lower().split())]
+    size = len(vocabulary)
+    trigrams = np.zeros((size, size, size), np.uint16)
+    for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        trigrams[a, b, c] += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, vocabulary=np.array(vocabulary), trigrams=trigrams)
+
+
 def write_example_repository(repository: Path) -> None:
     simple_model(repository / "simple" / "1" / "model.onnx")
     (repository / "simple" / "config.pbtxt").write_text(SIMPLE_CONFIG)
@@ -199,6 +233,8 @@ def write_example_repository(repository: Path) -> None:
     # The two parallel ONNX branches of the `pipeline` ensemble (its Python steps are files).
     mlp_model(repository / "pipeline_branch_a" / "1" / "model.onnx", (8, 16, 4), seed=1)
     mlp_model(repository / "pipeline_branch_b" / "1" / "model.onnx", (8, 16, 4), seed=2)
+    # The weights of the text generation example (its model.py and config are checked in).
+    tiny_lm_weights(repository / "tiny_lm" / "1" / "weights.npz")
 
 
 if __name__ == "__main__":

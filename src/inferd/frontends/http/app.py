@@ -12,6 +12,7 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
     POST /v2/repository/models/{m}/load | unload   (explicit model control mode)
     GET  /v2/models[/{m}[/versions/{v}]]/stats      (statistics extension)
     GET|POST /v2/systemsharedmemory/... and /v2/cudasharedmemory/...   (http/shared_memory.py)
+    /v1/...                                the OpenAI-compatible API (frontends/openai/)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from inferd.frontends.http.sse import send_event_stream
 from inferd.frontends.http.statistics import statistics_document, statistics_target
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
+from inferd.frontends.openai.routes import OpenAIRoutes
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class HttpFrontend:
         self._server_metadata = orjson.dumps(
             {"name": server_name, "version": __version__, "extensions": offered}
         )
+        self._openai = OpenAIRoutes(engine, self._read_request_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +109,9 @@ class HttpFrontend:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts = _path_parts(scope)
+        if parts and parts[0] == "v1":
+            await self._openai.handle(scope, receive, send, parts)
+            return
         if not parts or parts[0] != "v2":
             raise NotFound(f"no route for {scope['path']}")
         method = scope["method"]
@@ -244,6 +250,9 @@ class HttpFrontend:
         else:
             await self._engine.control_unload(model)
         await _respond(send, 200, b"")
+
+    async def _read_request_body(self, scope: Scope, receive: Receive) -> bytes:
+        return await self._read_body(receive, _headers(scope))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes
