@@ -3,10 +3,14 @@
 Only V2 endpoints are used: model metadata, model config and statistics (Triton's extensions,
 both optional: a server without them still gets benchmarked), and infer. Request tensors are
 wrapped into `InferInput`s once (`prepare`), so the timed loop only sends.
+
+Streaming (`--streaming`) goes over gRPC `ModelStreamInfer`, one call per request, or over the
+generate extension's SSE endpoint (`sse.py`); either yields once per response as it arrives.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from inferd.bench.inputs import InputMetadata, ModelInfo, RequestData
@@ -34,13 +38,32 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+class StreamTransport(Transport, Protocol):
+    def stream(self, prepared: Any) -> AsyncIterator[None]:
+        """Send one request; yield once per response (with outputs) as each arrives.
+
+        Raises on a failure, also one after some responses arrived (an error mid-stream).
+        """
+
+
 def open_transport(
     protocol: WireProtocol, url: str, model: str, version: str, connections: int
 ) -> Transport:
     """A client for `model`; `connections` bounds HTTP's connection pool (0: unbounded)."""
     if protocol == "grpc":
-        return _GrpcTransport(url, model, version)
-    return _HttpTransport(url, model, version, connections)
+        return GrpcTransport(url, model, version)
+    return HttpTransport(url, model, version, connections)
+
+
+def open_stream_transport(
+    protocol: WireProtocol, url: str, model: str, version: str, connections: int
+) -> StreamTransport:
+    """A streaming client: gRPC `ModelStreamInfer`, or HTTP's `generate_stream` (SSE)."""
+    if protocol == "grpc":
+        return GrpcTransport(url, model, version)
+    from inferd.bench.sse import SseTransport
+
+    return SseTransport(url, model, version, connections)
 
 
 class _TritonTransport:
@@ -115,7 +138,7 @@ class _TritonTransport:
         return self._module.InferRequestedOutput(name)
 
 
-class _HttpTransport(_TritonTransport):
+class HttpTransport(_TritonTransport):
     def __init__(self, url: str, model: str, version: str, connections: int) -> None:
         import tritonclient.http as http
         import tritonclient.http.aio as aio
@@ -141,7 +164,7 @@ class _HttpTransport(_TritonTransport):
         return self._module.InferRequestedOutput(name, binary_data=True)
 
 
-class _GrpcTransport(_TritonTransport):
+class GrpcTransport(_TritonTransport):
     def __init__(self, url: str, model: str, version: str) -> None:
         import tritonclient.grpc as grpc
         import tritonclient.grpc.aio as aio
@@ -157,6 +180,25 @@ class _GrpcTransport(_TritonTransport):
 
     async def _statistics(self) -> Any:
         return await self._client.get_inference_statistics(self._model, self._version, as_json=True)
+
+    async def stream(self, prepared: Any) -> AsyncIterator[None]:
+        # One call per request: the call ends once the server has sent the request's last
+        # response, so the end is seen without `triton_enable_empty_final_response` (a
+        # parameter the aio client reserves), and an in-stream error is this request's.
+        inputs, outputs = prepared
+        request = {
+            "model_name": self._model, "model_version": self._version, "inputs": inputs,
+            "outputs": outputs or None,
+        }  # fmt: skip
+        async for result, error in self._client.stream_infer(_one(request)):
+            if error is not None:
+                raise error
+            if result.get_response().outputs:  # not the final flag sent alone
+                yield
+
+
+async def _one(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield request
 
 
 def _datatype_of(array: Any, name: str) -> str:
