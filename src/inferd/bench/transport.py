@@ -22,6 +22,7 @@ from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailab
 # known limit on the batch size.
 _UNKNOWN_MAX_BATCH = 2**31 - 1
 _NOT_FOUND_STATUSES = ("404", "StatusCode.NOT_FOUND")
+_FINAL = "triton_final_response"
 
 
 class Transport(Protocol):
@@ -193,8 +194,15 @@ class GrpcTransport(_TritonTransport):
         async for result, error in self._client.stream_infer(_one(request)):
             if error is not None:
                 raise error
-            if result.get_response().outputs:  # not the final flag sent alone
+            if not _final_alone(result.get_response()):
                 yield
+
+
+def _final_alone(response: Any) -> bool:
+    """Whether a streamed response is only the final flag: no response of the model's own."""
+    parameters = response.parameters
+    final = _FINAL in parameters and parameters[_FINAL].bool_param
+    return bool(final and not response.outputs)
 
 
 async def _one(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
