@@ -172,6 +172,23 @@ def test_an_error_mid_stream_fails_its_request(
     assert "the model gave up mid-stream" in step["first_error"]
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_request_refused_before_its_stream_is_an_error(
+    server: RunningServer, protocol: str, tmp_path: Path
+) -> None:
+    # 3 values where `simple` wants 16: refused before any response (HTTP 400, gRPC in-stream).
+    data = tmp_path / "wrong.json"
+    wrong = {"content": [1, 2, 3], "shape": [3]}
+    data.write_text(json.dumps({"data": [{"INPUT0": wrong, "INPUT1": wrong}]}))
+    result = bench(
+        "-m", "simple", "-i", protocol, "-u", url(server, protocol), "--streaming",
+        "--input-data", str(data), "--requests", "2",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "every request failed" in result.stderr
+    assert "INPUT0" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -186,6 +203,14 @@ def test_bad_streaming_combinations_are_usage_errors(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_decoupled_model_needs_streaming(server: RunningServer) -> None:
+    result = bench("-m", "repeat", "-u", server.http_url, "--shape", "IN:2", "--requests", "1")
+    assert result.returncode == 2
+    assert "model 'repeat' is decoupled (it streams its responses): add --streaming" in (
+        result.stderr
+    )
 
 
 def test_compare_refuses_to_mix_streaming_and_not(server: RunningServer, tmp_path: Path) -> None:

@@ -77,6 +77,10 @@ async def _bench(options: BenchOptions, progress: Console | None) -> RunResult:
         send = unary(transport)
     try:
         info = await transport.model_info()
+        if info.decoupled and not options.streaming:
+            raise InvalidArgument(
+                f"model '{info.name}' is decoupled (it streams its responses): add --streaming"
+            )
         requests = build_requests(info, options.batch_size, options.shapes, options.input_data)
         prepared = [transport.prepare(request) for request in requests]
         has_stats = read_counters(await transport.statistics()) is not None

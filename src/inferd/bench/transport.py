@@ -91,11 +91,14 @@ class _TritonTransport:
             raise InvalidArgument(f"model '{self._model}' declares no inputs")
         self._outputs = [item["name"] for item in metadata.get("outputs", [])]
         try:
-            max_batch_size = int((await self._config()).get("max_batch_size", 0))
+            config = await self._config()
+            max_batch_size = int(config.get("max_batch_size", 0))
+            decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
         except Exception:
             batches = all(spec.shape and spec.shape[0] == -1 for spec in inputs)
             max_batch_size = _UNKNOWN_MAX_BATCH if batches else 0
-        return ModelInfo(self._model, self._version, inputs, max_batch_size)
+            decoupled = False  # unknown: a unary request to a decoupled model fails as an error
+        return ModelInfo(self._model, self._version, inputs, max_batch_size, decoupled)
 
     async def statistics(self) -> dict[str, Any] | None:
         try:
