@@ -49,6 +49,7 @@ class ModelInfo:
     version: str
     inputs: tuple[InputMetadata, ...]
     max_batch_size: int  # 0: the model does not batch
+    decoupled: bool = False  # may send many responses per request: only `--streaming` works
 
     @property
     def batches(self) -> bool:

@@ -31,6 +31,7 @@ class BenchOptions:
     model: str
     url: str
     protocol: Protocol = "http"
+    streaming: bool = False  # gRPC ModelStreamInfer, or HTTP's generate_stream (SSE)
     model_version: str = ""
     steps: LoadSteps = LoadSteps("concurrency", (1.0,))
     batch_size: int = 1
@@ -45,9 +46,23 @@ class BenchOptions:
     label: str = ""
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.streaming and self.protocol == "http" and self.batch_size != 1:
+            raise InvalidArgument(
+                "--streaming over HTTP (SSE) sends one sample per request:"
+                " use --batch-size 1, or -i grpc"
+            )
+
+    @property
+    def transport_name(self) -> str:
+        """The protocol as the reports name it: `http`, `grpc`, `http sse`, `grpc stream`."""
+        if not self.streaming:
+            return self.protocol
+        return "http sse" if self.protocol == "http" else "grpc stream"
+
     @property
     def run_label(self) -> str:
-        return self.label or f"{self.model} @ {self.url} ({self.protocol})"
+        return self.label or f"{self.model} @ {self.url} ({self.transport_name})"
 
 
 def parse_steps(text: str, integer: bool) -> tuple[float, ...]:

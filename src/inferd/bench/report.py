@@ -56,8 +56,16 @@ async def with_progress(
 
 
 def results_table(run: RunResult) -> Table:
+    return _stream_table(run) if run.streaming else _unary_table(run)
+
+
+def _title(run: RunResult) -> tuple[str, Table]:
     load = "concurrency" if run.mode == "concurrency" else "rate (req/s)"
-    table = Table(title=f"{run.label}: batch size {run.batch_size}", title_justify="left")
+    return load, Table(title=f"{run.label}: batch size {run.batch_size}", title_justify="left")
+
+
+def _unary_table(run: RunResult) -> Table:
+    load, table = _title(run)
     for header in (load, "requests", "errors", "infer/s", "p50 ms", "p90 ms", "p95 ms"):
         table.add_column(header, justify="right")
     for header in ("p99 ms", "max ms", "queue µs", "compute µs", "batch", "client cpu"):
@@ -77,9 +85,32 @@ def results_table(run: RunResult) -> Table:
     return table
 
 
+def _stream_table(run: RunResult) -> Table:
+    """Per step: how fast streams start (TTFT), how fast they flow, and how long they last."""
+    load, table = _title(run)
+    for header in (load, "requests", "errors", "responses", "req/s", "resp/s"):
+        table.add_column(header, justify="right")
+    for header in ("TTFT p50 ms", "TTFT p99 ms", "inter p50 ms", "inter p99 ms", "p99 ms"):
+        table.add_column(header, justify="right")
+    table.add_column("client cpu", justify="right")
+    for step in run.steps:
+        table.add_row(
+            f"{step.load:g}",
+            str(step.requests),
+            str(step.errors),
+            _figure(step.responses, 0),
+            *(_figure(value, 1) for value in (step.requests_per_s, step.responses_per_s)),
+            *(_figure(value, 2) for value in (step.ttft_p50_ms, step.ttft_p99_ms)),
+            *(_figure(value, 2) for value in (step.inter_p50_ms, step.inter_p99_ms)),
+            _figure(step.p99_ms, 2),
+            f"{step.client_cpu:.0%}",
+        )
+    return table
+
+
 def print_report(run: RunResult, console: Console) -> None:
     console.print(results_table(run))
-    if all(step.server_queue_us is None for step in run.steps):
+    if not run.streaming and all(step.server_queue_us is None for step in run.steps):
         console.print("[dim]server statistics not available: queue/compute columns are empty[/]")
     if any(step.client_cpu > _CLIENT_BOUND for step in run.steps):
         console.print(

@@ -1,6 +1,8 @@
 """Per-step figures of a run, and the CSV / JSON files that keep them.
 
-The JSON file is also what `--compare` reads back, so earlier runs can share a plot.
+The JSON file is also what `--compare` reads back, so earlier runs can share a plot. The
+streaming figures (responses, time to first response, time between responses) are None for a
+run without `--streaming`, and absent from files written before they existed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from inferd.bench.load import Tally
 from inferd.bench.stats import ServerSplit
@@ -40,6 +43,13 @@ class StepResult:
     server_compute_infer_us: float | None = None
     server_avg_batch: float | None = None
     first_error: str = ""
+    requests_per_s: float | None = None  # successful requests / duration (batch size aside)
+    responses: int | None = None  # streams: responses of the successful requests
+    responses_per_s: float | None = None
+    ttft_p50_ms: float | None = None  # streams: send to first response
+    ttft_p99_ms: float | None = None
+    inter_p50_ms: float | None = None  # streams: between consecutive responses of a request
+    inter_p99_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +61,7 @@ class RunResult:
     mode: str
     batch_size: int
     steps: list[StepResult] = field(default_factory=list)
+    streaming: bool = False
 
     @property
     def failed_everything(self) -> bool:
@@ -58,40 +69,67 @@ class RunResult:
 
 
 def summarize_step(
-    load: float, tally: Tally, batch_size: int, server: ServerSplit | None
+    load: float, tally: Tally, batch_size: int, server: ServerSplit | None, streaming: bool
 ) -> StepResult:
-    ms = np.asarray(tally.latencies_ns, dtype=np.float64) / 1e6
+    ms = _ms(tally.latencies_ns)
     duration_s = tally.elapsed_s
-    percentiles: list[float | None] = [None] * len(PERCENTILES)
-    if ms.size:
-        percentiles = [float(value) for value in np.percentile(ms, PERCENTILES)]
-    p50, p90, p95, p99 = percentiles
+    p50, p90, p95, p99 = _percentiles(ms, PERCENTILES)
+    streams: dict[str, Any] = {}
+    if streaming:
+        ttft_p50, ttft_p99 = _percentiles(_ms(tally.ttft_ns), (50, 99))
+        inter_p50, inter_p99 = _percentiles(_ms(tally.gaps_ns), (50, 99))
+        streams = {
+            "responses": tally.responses,
+            "responses_per_s": _rate(tally.responses, duration_s),
+            "ttft_p50_ms": ttft_p50,
+            "ttft_p99_ms": ttft_p99,
+            "inter_p50_ms": inter_p50,
+            "inter_p99_ms": inter_p99,
+        }
     return StepResult(
         load=load,
         requests=int(ms.size),
         errors=tally.errors,
         duration_s=duration_s,
-        throughput=ms.size * batch_size / duration_s if duration_s > 0 else 0.0,
+        throughput=_rate(ms.size * batch_size, duration_s),
         avg_ms=float(ms.mean()) if ms.size else None,
         p50_ms=p50,
         p90_ms=p90,
         p95_ms=p95,
         p99_ms=p99,
         max_ms=float(ms.max()) if ms.size else None,
-        send_rate=tally.sent / duration_s if duration_s > 0 else 0.0,
-        client_cpu=tally.cpu_s / duration_s if duration_s > 0 else 0.0,
+        send_rate=_rate(tally.sent, duration_s),
+        client_cpu=_rate(tally.cpu_s, duration_s),
         server_queue_us=server.queue_us if server else None,
         server_compute_us=server.compute_us if server else None,
         server_compute_infer_us=server.compute_infer_us if server else None,
         server_avg_batch=server.avg_batch if server else None,
         first_error=tally.first_error,
+        requests_per_s=_rate(ms.size, duration_s),
+        **streams,
     )
 
 
+def _ms(nanoseconds: list[int]) -> npt.NDArray[np.float64]:
+    return np.asarray(nanoseconds, dtype=np.float64) / 1e6
+
+
+def _percentiles(ms: npt.NDArray[np.float64], which: tuple[int, ...]) -> list[float | None]:
+    """The percentiles `which` of `ms`; None each when there is nothing to rank."""
+    if not ms.size:
+        return [None] * len(which)
+    return [float(value) for value in np.percentile(ms, which)]
+
+
+def _rate(count: float, duration_s: float) -> float:
+    return count / duration_s if duration_s > 0 else 0.0
+
+
 def write_csv(run: RunResult, path: Path) -> None:
-    """One row per step, prefixed with the run's label, protocol, mode and batch size."""
+    """One row per step, prefixed with the run's label, protocol, mode, batch size, streaming."""
     prefix = {"label": run.label, "protocol": run.protocol, "mode": run.mode}
     prefix["batch_size"] = str(run.batch_size)
+    prefix["streaming"] = str(run.streaming)
     columns = [*prefix, *(item.name for item in fields(StepResult))]
     with path.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)

@@ -9,13 +9,14 @@ from typing import Any
 from rich.console import Console
 
 from inferd.bench.inputs import build_requests
-from inferd.bench.load import Budget, Tally, run_step
+from inferd.bench.load import Budget, Send, Tally, run_step, streamed, unary
 from inferd.bench.options import BenchOptions
 from inferd.bench.plot import plot_runs
 from inferd.bench.report import print_report, with_progress
 from inferd.bench.results import RunResult, read_json, summarize_step, write_csv, write_json
 from inferd.bench.stats import ServerCounters, read_counters, split
-from inferd.bench.transport import Transport, open_transport
+from inferd.bench.transport import Transport, open_stream_transport, open_transport
+from inferd.core.errors import InvalidArgument
 
 _FILE_WIDTH = 160
 
@@ -26,6 +27,11 @@ def run_bench(options: BenchOptions) -> int:
     Raises `InferdError` for a run that cannot start (unknown model, bad shape, no server).
     """
     earlier = [read_json(path) for path in options.compare]  # fail before the long part
+    if any(run.streaming != options.streaming for run in earlier):
+        raise InvalidArgument(
+            "--compare mixes runs with and without --streaming: their plots measure different"
+            " things (time to first response vs full latency)"
+        )
     progress = Console(stderr=True) if options.progress else None
     run = _run_async(_bench(options, progress))
     print_report(run, _stdout_console())
@@ -60,30 +66,42 @@ async def _bench(options: BenchOptions, progress: Console | None) -> RunResult:
     mode = options.steps.mode
     # A rate step may have any number of requests in flight; a concurrency step at most N.
     connections = int(max(options.steps.values)) if mode == "concurrency" else 0
-    transport = open_transport(
-        options.protocol, options.url, options.model, options.model_version, connections
-    )
+    transport: Transport
+    send: Send
+    where = (options.protocol, options.url, options.model, options.model_version, connections)
+    if options.streaming:
+        transport = stream_transport = open_stream_transport(*where)
+        send = streamed(stream_transport)
+    else:
+        transport = open_transport(*where)
+        send = unary(transport)
     try:
         info = await transport.model_info()
+        if info.decoupled and not options.streaming:
+            raise InvalidArgument(
+                f"model '{info.name}' is decoupled (it streams its responses): add --streaming"
+            )
         requests = build_requests(info, options.batch_size, options.shapes, options.input_data)
         prepared = [transport.prepare(request) for request in requests]
         has_stats = read_counters(await transport.statistics()) is not None
         run = RunResult(
             options.run_label, options.model, options.url, options.protocol, mode,
-            options.batch_size,
+            options.batch_size, streaming=options.streaming,
         )  # fmt: skip
         for load in options.steps.values:
             tally = Tally()
             before = await _counters(transport, has_stats)
             step = run_step(
-                transport, prepared, mode, load, Budget(options.requests, options.duration_s), tally
+                send, prepared, mode, load, Budget(options.requests, options.duration_s), tally
             )
             description = f"{'concurrency' if mode == 'concurrency' else 'rate'} {load:g}"
             await with_progress(
                 step, tally, description, options.requests, options.duration_s, progress
             )
             server = split(before, await _counters(transport, has_stats))
-            run.steps.append(summarize_step(load, tally, options.batch_size, server))
+            run.steps.append(
+                summarize_step(load, tally, options.batch_size, server, options.streaming)
+            )
             if tally.errors and not tally.latencies_ns:
                 break  # nothing works: more load will not help, and the report says why
         return run

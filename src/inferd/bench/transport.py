@@ -3,10 +3,14 @@
 Only V2 endpoints are used: model metadata, model config and statistics (Triton's extensions,
 both optional: a server without them still gets benchmarked), and infer. Request tensors are
 wrapped into `InferInput`s once (`prepare`), so the timed loop only sends.
+
+Streaming (`--streaming`) goes over gRPC `ModelStreamInfer`, one call per request, or over the
+generate extension's SSE endpoint (`sse.py`); either yields once per response as it arrives.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from inferd.bench.inputs import InputMetadata, ModelInfo, RequestData
@@ -18,6 +22,7 @@ from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailab
 # known limit on the batch size.
 _UNKNOWN_MAX_BATCH = 2**31 - 1
 _NOT_FOUND_STATUSES = ("404", "StatusCode.NOT_FOUND")
+_FINAL = "triton_final_response"
 
 
 class Transport(Protocol):
@@ -34,13 +39,32 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+class StreamTransport(Transport, Protocol):
+    def stream(self, prepared: Any) -> AsyncIterator[None]:
+        """Send one request; yield once per response (with outputs) as each arrives.
+
+        Raises on a failure, also one after some responses arrived (an error mid-stream).
+        """
+
+
 def open_transport(
     protocol: WireProtocol, url: str, model: str, version: str, connections: int
 ) -> Transport:
     """A client for `model`; `connections` bounds HTTP's connection pool (0: unbounded)."""
     if protocol == "grpc":
-        return _GrpcTransport(url, model, version)
-    return _HttpTransport(url, model, version, connections)
+        return GrpcTransport(url, model, version)
+    return HttpTransport(url, model, version, connections)
+
+
+def open_stream_transport(
+    protocol: WireProtocol, url: str, model: str, version: str, connections: int
+) -> StreamTransport:
+    """A streaming client: gRPC `ModelStreamInfer`, or HTTP's `generate_stream` (SSE)."""
+    if protocol == "grpc":
+        return GrpcTransport(url, model, version)
+    from inferd.bench.sse import SseTransport
+
+    return SseTransport(url, model, version, connections)
 
 
 class _TritonTransport:
@@ -67,11 +91,14 @@ class _TritonTransport:
             raise InvalidArgument(f"model '{self._model}' declares no inputs")
         self._outputs = [item["name"] for item in metadata.get("outputs", [])]
         try:
-            max_batch_size = int((await self._config()).get("max_batch_size", 0))
+            config = await self._config()
+            max_batch_size = int(config.get("max_batch_size", 0))
+            decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
         except Exception:
             batches = all(spec.shape and spec.shape[0] == -1 for spec in inputs)
             max_batch_size = _UNKNOWN_MAX_BATCH if batches else 0
-        return ModelInfo(self._model, self._version, inputs, max_batch_size)
+            decoupled = False  # unknown: a unary request to a decoupled model fails as an error
+        return ModelInfo(self._model, self._version, inputs, max_batch_size, decoupled)
 
     async def statistics(self) -> dict[str, Any] | None:
         try:
@@ -115,7 +142,7 @@ class _TritonTransport:
         return self._module.InferRequestedOutput(name)
 
 
-class _HttpTransport(_TritonTransport):
+class HttpTransport(_TritonTransport):
     def __init__(self, url: str, model: str, version: str, connections: int) -> None:
         import tritonclient.http as http
         import tritonclient.http.aio as aio
@@ -141,7 +168,7 @@ class _HttpTransport(_TritonTransport):
         return self._module.InferRequestedOutput(name, binary_data=True)
 
 
-class _GrpcTransport(_TritonTransport):
+class GrpcTransport(_TritonTransport):
     def __init__(self, url: str, model: str, version: str) -> None:
         import tritonclient.grpc as grpc
         import tritonclient.grpc.aio as aio
@@ -157,6 +184,32 @@ class _GrpcTransport(_TritonTransport):
 
     async def _statistics(self) -> Any:
         return await self._client.get_inference_statistics(self._model, self._version, as_json=True)
+
+    async def stream(self, prepared: Any) -> AsyncIterator[None]:
+        # One call per request: the call ends once the server has sent the request's last
+        # response, so the end is seen without `triton_enable_empty_final_response` (a
+        # parameter the aio client reserves), and an in-stream error is this request's.
+        inputs, outputs = prepared
+        request = {
+            "model_name": self._model, "model_version": self._version, "inputs": inputs,
+            "outputs": outputs or None,
+        }  # fmt: skip
+        async for result, error in self._client.stream_infer(_one(request)):
+            if error is not None:
+                raise error
+            if not _final_alone(result.get_response()):
+                yield
+
+
+def _final_alone(response: Any) -> bool:
+    """Whether a streamed response is only the final flag: no response of the model's own."""
+    parameters = response.parameters
+    final = _FINAL in parameters and parameters[_FINAL].bool_param
+    return bool(final and not response.outputs)
+
+
+async def _one(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield request
 
 
 def _datatype_of(array: Any, name: str) -> str:

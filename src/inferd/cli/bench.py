@@ -25,6 +25,7 @@ RANGE is V, START:END or START:END:STEP; STEP adds (1:8:2 -> 1,3,5,7) and xK mul
 (1:32:x2 -> 1,2,4,8,16,32). Exit status: 0 ok, 1 every request failed, 2 bad arguments or
 a run that could not start (unknown model, no server).
 example: inferd bench -m simple --concurrency 1:16:x2 --requests 2000 --plot lat.png
+streaming: inferd bench -m repeat --streaming -i grpc --shape IN:4 --concurrency 1:8:x2
 """
 
 
@@ -51,6 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("-x", "--model-version", default="", help="version (default: server's)")
     parser.add_argument("-u", "--url", help="host:port (default localhost:8000, grpc :8001)")
     parser.add_argument("-i", "--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument(
+        "--streaming", action="store_true",
+        help="stream responses: gRPC ModelStreamInfer, or HTTP generate_stream (SSE); reports"
+        " time to first response and between responses",
+    )  # fmt: skip
     load = parser.add_mutually_exclusive_group()
     load.add_argument(
         "--concurrency", metavar="RANGE", type=_argument(lambda t: parse_steps(t, integer=True)),
@@ -101,6 +107,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         model=args.model,
         url=normalize_url(args.url, args.protocol),
         protocol=args.protocol,
+        streaming=args.streaming,
         model_version=args.model_version,
         steps=steps,
         batch_size=args.batch_size,

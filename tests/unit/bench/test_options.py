@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.bench.options import normalize_url, parse_shape, parse_steps
+from inferd.bench.options import BenchOptions, normalize_url, parse_shape, parse_steps
 from inferd.core.errors import InvalidArgument
 
 
@@ -52,3 +52,15 @@ def test_normalize_url() -> None:
     assert normalize_url("", "grpc") == "localhost:8001"
     assert normalize_url("http://host:9000/", "http") == "host:9000"
     assert normalize_url("host:9001", "grpc") == "host:9001"
+
+
+def test_streaming_names_its_transport() -> None:
+    assert BenchOptions("m", "u", "grpc", streaming=True).run_label == "m @ u (grpc stream)"
+    assert BenchOptions("m", "u", "http", streaming=True).run_label == "m @ u (http sse)"
+    assert BenchOptions("m", "u", "http").run_label == "m @ u (http)"
+
+
+def test_sse_streams_one_sample_per_request() -> None:
+    with pytest.raises(InvalidArgument, match="one sample per request"):
+        BenchOptions("m", "u", "http", streaming=True, batch_size=2)
+    assert BenchOptions("m", "u", "grpc", streaming=True, batch_size=2).batch_size == 2
