@@ -8,9 +8,8 @@ slot, and a backend that cannot iterate refuses the model."""
 from __future__ import annotations
 
 import os
-import subprocess
+import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,7 +118,8 @@ class TritonPythonModel:
         for request in requests:
             key = request.correlation_id()
             if key not in self.remaining:
-                self.remaining[key] = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
+                count = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0]
+                self.remaining[key] = int(count)
             self.remaining[key] -= 1
             out = pb_utils.Tensor("OUT", np.array([self.remaining[key]], np.int32))
             response = pb_utils.InferenceResponse(output_tensors=[out])
@@ -432,22 +432,16 @@ def test_a_bad_request_is_refused_before_its_first_step(server: RunningServer) -
 def test_a_backend_that_cannot_iterate_refuses_an_iterative_model(
     tmp_path: Path, model_repository: Path
 ) -> None:
-    folder = tmp_path / "simple_iterative"
-    (folder / "1").mkdir(parents=True)
-    (folder / "1" / "model.onnx").write_bytes(
-        (model_repository / "simple" / "1" / "model.onnx").read_bytes()
-    )
-    config = (model_repository / "simple" / "config.pbtxt").read_text()
-    config = config.replace('name: "simple"', 'name: "simple_iterative"')
-    (folder / "config.pbtxt").write_text(
-        config + "\nsequence_batching { iterative_sequence: true }\n"
-    )
-    with running_server(tmp_path) as running:
-        client = httpclient.InferenceServerClient(running.http_url)
-        assert not client.is_model_ready("simple_iterative")
-        index = client.get_model_repository_index()
-        reason = next(m["reason"] for m in index if m["name"] == "simple_iterative")
-        assert "iterative_sequence" in reason and "onnxruntime" in reason
+    shutil.copytree(model_repository / "simple", tmp_path / "simple")
+    with (tmp_path / "simple" / "config.pbtxt").open("a") as config:
+        config.write("\nsequence_batching { iterative_sequence: true }\n")
+    with running_server(tmp_path, "--model-control-mode", "explicit") as running:
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        with pytest.raises(InferenceServerException) as refused:
+            client.load_model("simple")
+        message = refused.value.message()
+        assert "iterative_sequence" in message and "onnxruntime" in message
+        client.close()
 
 
 # Triton's own QA models, when a checkout of triton-inference-server/server is named (they are

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
-from inferd.scheduling.batch import Batch, BatchCallback, BatchRunner, Wakeup, fail_undelivered
+from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
 from inferd.scheduling.sequence_settings import SequenceSettings
-from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep, SlotTable
+from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.sequence_tensors import Row, SequenceBatches
+from inferd.scheduling.slotted import SlottedScheduler
 
 
 @dataclass(slots=True, eq=False)
@@ -45,6 +46,11 @@ class _Running:
         channel = self.request.responses
         return self.result.done() or (channel is not None and channel.cancelled)
 
+    def answered(self) -> bool:
+        """A decoupled model sent the final response: a step handed back has nothing to do."""
+        channel = self.request.responses
+        return channel is not None and channel.closed
+
 
 class _Steps(SequenceBatches):
     """The sequence batcher's batches, one row per running request (no padding rows); a step
@@ -59,7 +65,7 @@ class _Steps(SequenceBatches):
         return super().finish(call, outputs)
 
 
-class IterativeBatcher:
+class IterativeBatcher(SlottedScheduler):
     """The scheduler of an iterative sequence model: a running batch per instance that
     requests join and leave between steps."""
 
@@ -70,24 +76,11 @@ class IterativeBatcher:
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
     ) -> None:
-        self._instances = list(instances)
-        self._settings = settings
-        self._runner = BatchRunner(_Steps(settings, list(output_names)), on_batch)
-        self._table = SlotTable(
-            len(self._instances), settings.slots_per_instance, settings.max_backlog
+        super().__init__(
+            instances, settings, _Steps(settings, list(output_names)), on_batch, "iterative"
         )
-        self._initial = {s.input_name: s.initial for s in settings.states}
-        self._wakeups = [Wakeup() for _ in self._instances]
         self._running: dict[SequenceKey, _Running] = {}
         self._fresh_ids = itertools.count(1)
-        self._workers: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    def start(self) -> None:
-        self._workers = [
-            asyncio.create_task(self._worker(index), name=f"iterative:{instance.name}")
-            for index, instance in enumerate(self._instances)
-        ]
 
     def pending(self) -> int:
         """Requests waiting for a slot or for their next step."""
@@ -240,7 +233,7 @@ class IterativeBatcher:
         elif step.future.exception() is not None:
             run.result.set_exception(step.future.exception())  # type: ignore[arg-type]
             self._finish(run)
-        elif step.rescheduled and not self._stopping:
+        elif step.rescheduled and not self._stopping and not run.answered():
             self._queue_step(run, start=False)
         else:
             run.result.set_result(step.future.result())
@@ -252,11 +245,11 @@ class IterativeBatcher:
         if self._running.get(sequence.key) is not run:
             return
         del self._running[sequence.key]
+        if not run.result.done():  # its stream was cancelled: so is the request
+            run.result.cancel()
         sequence.steps.clear()
         self._table.close(sequence)
         if sequence.instance is None:
             self._table.backlog.remove(sequence)
-            return
-        successor = self._table.release(sequence)
-        if successor is not None and successor.instance is not None:
-            self._wakeups[successor.instance].wake()
+        else:
+            self._release(sequence)
