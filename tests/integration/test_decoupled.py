@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
 
 ISOLATIONS = ("none", "process")
@@ -125,6 +125,40 @@ class TritonPythonModel:
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 """
 
+# A batching decoupled model: one response per request of the batch, from its own rows, and a
+# count of the requests it executed together.
+DOUBLE = """
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        for request in batch.requests:
+            together = np.full((request.end - request.start, 1), len(batch.requests), np.int32)
+            request.sender.send({"OUT": request.inputs["IN"] * 2, "TOGETHER": together})
+            request.sender.close()
+"""
+
+DOUBLE_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+model_transaction_policy {{ decoupled: true }}
+dynamic_batching {{ max_queue_delay_microseconds: 2000000, preferred_batch_size: [ 4 ] }}
+input [ {{ name: "IN", data_type: TYPE_INT32, dims: [ 2 ] }} ]
+output [
+  {{ name: "OUT", data_type: TYPE_INT32, dims: [ 2 ] }},
+  {{ name: "TOGETHER", data_type: TYPE_INT32, dims: [ 1 ] }}
+]
+parameters [ {{ key: "isolation", value: {{ string_value: "{isolation}" }} }} ]
+"""
+
+# Not decoupled: one answer per request, which streams too.
+PLAIN = """
+class InferdModel:
+    def execute(self, batch):
+        return {"OUT": batch.inputs["IN"], "IDX": batch.inputs["IN"].astype("uint32")}
+"""
+
 REPEAT_CONFIG = """
 name: "{name}"
 backend: "python"
@@ -152,15 +186,11 @@ parameters [ {{ key: "isolation", value: {{ string_value: "{isolation}" }} }} ]
 """
 
 
-def write(repository: Path, name: str, code: str, config: str) -> None:
-    (repository / name / "1").mkdir(parents=True)
-    (repository / name / "1" / "model.py").write_text(textwrap.dedent(code))
-    (repository / name / "config.pbtxt").write_text(config)
-
-
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("decoupled")
+    unary = REPEAT_CONFIG.replace("model_transaction_policy {{ decoupled: true }}\n", "")
+    write(root, "plain", PLAIN, unary.format(name="plain", isolation="none", marker=""))
     for isolation in ISOLATIONS:
         models = {"repeat": REPEAT, "repeat_async": REPEAT_ASYNC, "cancel": CANCEL}
         for base, code in models.items():
@@ -172,6 +202,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 code,
                 REPEAT_CONFIG.format(name=name, isolation=isolation, marker=marker),
             )
+        name = f"double_{isolation}"
+        write(root, name, DOUBLE, DOUBLE_CONFIG.format(name=name, isolation=isolation))
         name = f"square_{isolation}"
         write(root, name, TRITON_SQUARE, SQUARE_CONFIG.format(name=name, isolation=isolation))
     return root
@@ -252,6 +284,17 @@ def test_every_response_arrives_in_order_then_the_final_flag(
     assert not any(final for _, _, final in seen[:-1])
 
 
+def test_a_model_that_is_not_decoupled_answers_once_on_the_same_stream(stream: Stream) -> None:
+    stream.send("plain", [8], "plain-1")
+    stream.send("repeat_none", [1, 2], "streamed")
+    stream.send("plain", [9], "plain-2")
+    seen = stream.collect(3)
+    plain = [(rid, final) for rid, _, final in seen if rid.startswith("plain")]
+    assert plain == [("plain-1", True), ("plain-2", True)]  # one each, in request order
+    assert outputs(seen, "plain-1") == [(8, 8)]
+    assert outputs(seen, "streamed") == [(1, 0), (2, 1)]
+
+
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_requests_interleave_on_one_stream(stream: Stream, isolation: str) -> None:
     ids = [f"req-{n}" for n in range(6)]
@@ -307,20 +350,43 @@ def test_a_triton_python_model_streams_through_its_response_sender(
         assert [int(r.as_numpy("OUT")[0]) for r in answers] == [count] * count
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_batching_decoupled_model_answers_each_request_of_a_batch(
+    stream: Stream, isolation: str
+) -> None:
+    for n in range(4):
+        data = np.array([[n, 10 * n]], dtype=np.int32)
+        tensor = grpcclient.InferInput("IN", [1, 2], "INT32")
+        tensor.set_data_from_numpy(data)
+        stream.client.async_stream_infer(
+            f"double_{isolation}", [tensor], request_id=str(n), enable_empty_final_response=True
+        )
+    seen = stream.collect(4)
+    for n in range(4):
+        (answer,) = [r for rid, r, final in seen if rid == str(n) and not final]
+        assert answer.as_numpy("OUT").tolist() == [[2 * n, 20 * n]]
+    together = [int(r.as_numpy("TOGETHER")[0, 0]) for _, r, final in seen if not final]
+    assert max(together) > 1  # they were batched
+
+
 def test_unary_infer_of_a_decoupled_model_is_triton_s_error(server: RunningServer) -> None:
     data = np.array([1, 2], dtype=np.int32)
     grpc_input = grpcclient.InferInput("IN", [2], "INT32")
     grpc_input.set_data_from_numpy(data)
+    grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException) as grpc_error:
-        grpcclient.InferenceServerClient(server.grpc_url).infer("repeat_none", [grpc_input])
+        grpc_client.infer("repeat_none", [grpc_input])
+    grpc_client.close()
     assert grpc_error.value.status() == "StatusCode.UNIMPLEMENTED"
     assert "ModelInfer RPC doesn't support models with decoupled transaction policy" in str(
         grpc_error.value
     )
     http_input = httpclient.InferInput("IN", [2], "INT32")
     http_input.set_data_from_numpy(data)
+    http_client = httpclient.InferenceServerClient(server.http_url)
     with pytest.raises(InferenceServerException) as http_error:
-        httpclient.InferenceServerClient(server.http_url).infer("repeat_none", [http_input])
+        http_client.infer("repeat_none", [http_input])
+    http_client.close()
     assert http_error.value.status() == "501"
     assert "HTTP end point doesn't support models with decoupled transaction policy" in str(
         http_error.value

@@ -4,7 +4,6 @@ pass through shared memory; instances run in their own processes; none outlives 
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
 
 # 13 exits the worker, 11 segfaults it, 7 hangs it; every answer carries the worker's pid.
@@ -96,12 +96,6 @@ output [ { name: "UPPER", data_type: TYPE_STRING, dims: [ -1 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 20000 }
 parameters { key: "isolation" value: { string_value: "process" } }
 """
-
-
-def write(repository: Path, name: str, code: str, config: str) -> None:
-    (repository / name / "1").mkdir(parents=True)
-    (repository / name / "1" / "model.py").write_text(textwrap.dedent(code))
-    (repository / name / "config.pbtxt").write_text(config)
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,10 @@ class ResponseChannel:
             if self._closed or self._cancelled:
                 return False
             self._closed = item.final
-            self._loop.call_soon_threadsafe(self._push, item)
+            try:
+                self._loop.call_soon_threadsafe(self._push, item)
+            except RuntimeError:  # the server's loop is closed: it stopped, nobody listens
+                return False
         return True
 
     def _push(self, item: StreamItem) -> None:

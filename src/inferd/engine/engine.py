@@ -199,7 +199,8 @@ class Engine:
         """Every response of one request, the last with `final` set: exactly one for a model
         that is not decoupled (through `infer`); zero or more, then the final flag (maybe a
         response without outputs), for a decoupled one. Closing the iterator early cancels
-        the request: it leaves its queue, or the model sees it cancelled."""
+        the request: it leaves its queue, or the model sees it cancelled. A decoupled
+        request's `outputs` are consumed (the responses are cut to them here)."""
         loaded = self._table.find_version(request.model_name, request.model_version)
         if not loaded.decoupled:
             yield await self.infer(request)

@@ -76,3 +76,11 @@ def test_cancel_marks_the_channel_tells_its_listeners_and_drops_later_sends() ->
         return channel.cancelled, told, channel.send({"OUT": np.array([1])})
 
     assert asyncio.run(scenario()) == (True, ["cancelled"], False)
+
+
+def test_a_send_after_the_server_loop_closed_is_dropped() -> None:
+    async def make() -> ResponseChannel:
+        return ResponseChannel()
+
+    channel = asyncio.run(make())  # asyncio.run closes the loop it made
+    assert not channel.send({"OUT": np.array([1])})

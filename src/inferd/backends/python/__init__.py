@@ -5,5 +5,6 @@ A model's `model.py` may import the types it receives from here.
 
 from inferd.backends.python.api import Batch, InferenceError, ModelContext, Request
 from inferd.backends.python.backend import PythonBackend
+from inferd.backends.python.sender import ResponseSender
 
-__all__ = ["Batch", "InferenceError", "ModelContext", "PythonBackend", "Request"]
+__all__ = ["Batch", "InferenceError", "ModelContext", "PythonBackend", "Request", "ResponseSender"]

@@ -6,9 +6,11 @@ beyond that) that puts its encoded responses on the call's one outbox:
 - a model that is not decoupled answers once, and those answers leave in request order, as
   they always did (each waits for the answer of the one before it);
 - a decoupled model's responses leave as the model sends them, interleaved with other
-  requests', each tagged with its request's id and the `triton_final_response` parameter.
-  The final flag alone (a response without outputs) is sent only when the request sets
-  `triton_enable_empty_final_response`, as Triton does.
+  requests', each tagged with its request's id. The final flag alone (a response without
+  outputs) is sent only when the request sets `triton_enable_empty_final_response`.
+
+As in Triton, every response carries the `triton_final_response` parameter: true on the last
+one of its request (the only one of a model that is not decoupled, and a failure).
 
 A failed request is answered in-stream with `error_message`; the stream stays open. When the
 call ends early (the client cancels it, e.g. `stop_stream(cancel_requests=True)`), every
@@ -110,7 +112,9 @@ class StreamCall:
 
     async def _answer(self, message: Any) -> Any:
         try:
-            return await self._infer(message)  # sent as a stream answer by wire.py
+            answer = await self._infer(message)  # sent as a stream answer by wire.py
+            answer.header.parameters[FINAL_PARAMETER].bool_param = True
+            return answer
         except InferdError as exc:
             return _error(message, exc.message)
         except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
@@ -144,4 +148,5 @@ def _error(message: Any, error: str) -> Any:
     echo = pb.ModelInferResponse(
         model_name=message.model_name, model_version=message.model_version, id=message.id
     )
+    echo.parameters[FINAL_PARAMETER].bool_param = True  # a failure ends its request
     return pb.ModelStreamInferResponse(error_message=error, infer_response=echo)
