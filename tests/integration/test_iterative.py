@@ -20,8 +20,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
-from tests.integration.test_decoupled import Stream, write
+from tests.integration.test_decoupled import Stream
 
 ISOLATIONS = ("none", "process")
 
