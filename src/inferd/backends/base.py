@@ -14,6 +14,9 @@ A backend that can stream responses (a decoupled model, `model_transaction_polic
 { decoupled: true }`) sets the class attribute `supports_decoupled = True`; the loader refuses
 a decoupled model on any other. Its instances send each request's responses to the
 request's `responses` sink and answer each request with empty outputs (or an error).
+
+A backend that can hand a request back for another step (an iterative sequence) sets
+`supports_iterative = True` and marks such requests `rescheduled`.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class BatchRequest:
     """One request's share of a batch: rows [start, end) of every stacked input.
 
     `responses`: where a decoupled model sends this request's responses (else None).
+    `rescheduled`: set by the backend when the model handed the request back for another
+    step (an iterative sequence's, `sequence_batching { iterative_sequence: true }`).
     """
 
     start: int
@@ -58,6 +63,7 @@ class BatchRequest:
     id: str = ""
     parameters: Parameters = field(default_factory=dict)
     responses: ResponseChannel | None = None
+    rescheduled: bool = False
 
 
 # Stacked outputs for the whole batch, or one answer per request in the batch's order.

@@ -22,6 +22,7 @@ from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.dynamic import DynamicBatcher
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.ensemble_graph import EnsembleGraph
+from inferd.scheduling.iterative import IterativeBatcher
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
 
@@ -77,6 +78,7 @@ def complete_config(
     _complete_instance_groups(completed, backend)
     validate_config(completed)
     _check_decoupled(completed, backend)
+    _check_iterative(completed, backend)
     return completed
 
 
@@ -90,6 +92,19 @@ def _check_decoupled(config: ModelConfig, backend: Backend) -> None:
             f"model '{config.name}' sets model_transaction_policy {{ decoupled: true }}, but "
             f"backend '{backend.name}' answers each request with exactly one response and "
             "cannot serve a decoupled model (the python backend can)"
+        )
+
+
+def _check_iterative(config: ModelConfig, backend: Backend) -> None:
+    """Refuse an iterative sequence model on a backend whose models cannot hand a request back
+    for another step."""
+    if config.sequence_batching.iterative_sequence and not getattr(
+        backend, "supports_iterative", False
+    ):
+        raise Unsupported(
+            f"model '{config.name}' sets sequence_batching {{ iterative_sequence: true }}, but "
+            f"backend '{backend.name}' runs each request once and cannot hand it back for "
+            "another step (the python backend can)"
         )
 
 
@@ -176,11 +191,13 @@ def load_version(
         raise
     inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
     outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
-    scheduler: Scheduler = (
-        DynamicBatcher(instances, batching, list(outputs), on_batch)
-        if sequence is None
-        else SequenceBatcher(instances, sequence, list(outputs), on_batch)
-    )
+    scheduler: Scheduler
+    if sequence is None:
+        scheduler = DynamicBatcher(instances, batching, list(outputs), on_batch)
+    elif sequence.iterative:
+        scheduler = IterativeBatcher(instances, sequence, list(outputs), on_batch)
+    else:
+        scheduler = SequenceBatcher(instances, sequence, list(outputs), on_batch)
     devices = ", ".join(sorted({str(i.device) for i in instances}))
     return LoadedVersion(
         config.name,

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
@@ -46,6 +46,9 @@ class Pending:
     future: asyncio.Future[dict[str, Array]]
     enqueued_ns: int
     rows: int
+    # The model handed the request back for another step (an iterative sequence): its answer
+    # is whatever that step returned, not its last.
+    rescheduled: bool = field(default=False, init=False)
 
     def fail(self, error: Exception) -> None:
         if not self.future.done():
@@ -138,6 +141,8 @@ class BatchRunner(Generic[P]):
             split: Sequence[Answer] = outputs
         else:
             split = self._kind.split(batch, outputs)
+        for call, part in zip(calls, batch.requests, strict=True):
+            call.rescheduled = part.rescheduled
         return [
             answer if isinstance(answer, InferdError) else self._finish(call, answer)
             for call, answer in zip(calls, split, strict=True)

@@ -25,18 +25,19 @@ import numpy as np
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters
 from inferd.instances.instance import ModelInstance
-from inferd.scheduling.batch import BatchCallback, BatchRunner, Wakeup, fail_undelivered
+from inferd.scheduling.batch import BatchCallback, fail_undelivered
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
-from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep, SlotTable
+from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.sequence_strategies import Choice, choose_rows
 from inferd.scheduling.sequence_tensors import Row, SequenceBatches
+from inferd.scheduling.slotted import SlottedScheduler
 
 logger = logging.getLogger(__name__)
 
 _UINT64_MAX = 2**64 - 1
 
 
-class SequenceBatcher:
+class SequenceBatcher(SlottedScheduler):
     """The scheduler of a stateful model: requests grouped by sequence, each sequence in a batch
     slot of one instance from its start to its end, batched with other sequences' next steps
     and fed the control inputs and the implicit state the server keeps for it."""
@@ -48,29 +49,15 @@ class SequenceBatcher:
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
     ) -> None:
-        self._instances = list(instances)
-        self._settings = settings
-        self._runner = BatchRunner(SequenceBatches(settings, list(output_names)), on_batch)
-        self._table = SlotTable(
-            len(self._instances), settings.slots_per_instance, settings.max_backlog
-        )
-        self._initial = {s.input_name: s.initial for s in settings.states}
+        kind = SequenceBatches(settings, list(output_names))
+        super().__init__(instances, settings, kind, on_batch, "sequence")
         corrid = next((c for c in settings.controls if c.kind == CORRID), None)
         # The number ids an integer CORRID control can carry: resolved once, checked per request.
         self._id_range = (1, _UINT64_MAX)
         if corrid is not None and corrid.dtype.kind in "iu":
             info = np.iinfo(corrid.dtype)
             self._id_range = (max(1, int(info.min)), int(info.max))
-        self._wakeups = [Wakeup() for _ in self._instances]
-        self._workers: list[asyncio.Task[None]] = []
         self._queued = 0
-        self._stopping = False
-
-    def start(self) -> None:
-        self._workers = [
-            asyncio.create_task(self._worker(index), name=f"sequence:{instance.name}")
-            for index, instance in enumerate(self._instances)
-        ]
 
     def pending(self) -> int:
         return self._queued
@@ -222,11 +209,6 @@ class SequenceBatcher:
         logger.info("sequence %s idled out; its slot and state are released", sequence.key)
         self._table.close(sequence)
         self._release(sequence)
-
-    def _release(self, sequence: SequenceRecord) -> None:
-        successor = self._table.release(sequence)
-        if successor is not None and successor.instance is not None:
-            self._wakeups[successor.instance].wake()
 
 
 def _flag(parameters: Parameters, name: str) -> bool:

@@ -84,6 +84,7 @@ class SequenceSettings:
     states: tuple[StateSpec, ...] = ()
     string_ids: bool | None = None  # what CORRID declares; None: both kinds of id accepted
     max_backlog: int = 0  # sequences waiting for a slot beyond this get Unavailable; 0: no limit
+    iterative: bool = False  # iterative_sequence: continuous batching (`iterative.py`)
 
     @property
     def batched(self) -> bool:
@@ -97,8 +98,6 @@ class SequenceSettings:
     def from_config(cls, config: ModelConfig, model_dir: Path) -> SequenceSettings:
         """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
         sequence = config.sequence_batching
-        if sequence.iterative_sequence:
-            raise Unsupported("sequence_batching.iterative_sequence is not supported")
         controls = _controls(config)
         _check_names(config, controls, sequence.state)
         states = tuple(_state(state, model_dir) for state in sequence.state)
@@ -143,6 +142,7 @@ class SequenceSettings:
             states=states,
             string_ids=None if corrid is None else corrid.dtype.kind == "O",
             max_backlog=_max_backlog(config),
+            iterative=bool(sequence.iterative_sequence),
         )
 
 

@@ -88,6 +88,8 @@ def _answer(
 ) -> dict[str, Array] | InferdError:
     if isinstance(answer, BaseException):
         return as_inferd_error(answer)
+    if answer is None and request.rescheduled:
+        return {}  # handed back for another step: nothing to answer yet (Triton's None)
     if not isinstance(answer, Mapping):
         return ModelExecutionError(
             f"the answer for request {request.start} is a {type(answer).__name__}, "

@@ -24,7 +24,8 @@ class InferenceError(Exception):
 class Request:
     """One request's share of a batch: `inputs` are views of rows [start, end) of the batch.
 
-    `sender` sends its responses when the model is decoupled (None otherwise).
+    `sender` sends its responses when the model is decoupled (None otherwise). `reschedule()`
+    hands the request back for another step when the model is an iterative sequence's.
     """
 
     inputs: dict[str, Array]
@@ -33,6 +34,12 @@ class Request:
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     sender: ResponseSender | None = None
+    rescheduled: bool = False
+
+    def reschedule(self) -> None:
+        """Not finished: run this request again in a later step (with `sequence_batching
+        { iterative_sequence: true }`); its answer from this step is not its last."""
+        self.rescheduled = True
 
 
 @dataclass(slots=True)

@@ -74,6 +74,7 @@ class PythonBackend:
     platforms: tuple[str, ...] = ()
     default_model_filename = "model.py"
     supports_decoupled = True  # see docs/streaming.md
+    supports_iterative = True  # a model hands a request back with `reschedule()`
 
     def gpu_available(self) -> bool:
         return False  # user code places itself; a KIND_GPU instance is told its device

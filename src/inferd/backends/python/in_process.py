@@ -84,6 +84,8 @@ class InProcessInstance:
             result = self._wait(self._model.execute(batch))
         except Exception as exc:
             raise as_inferd_error(exc) from exc
+        for part, described in zip(requests, batch.requests, strict=True):
+            part.rescheduled = described.rescheduled
         if self._decoupled:  # its answers went through the senders
             return [{} for _ in requests]
         return to_batch_outputs(result, batch, self._dtypes, self._batched)

@@ -107,6 +107,8 @@ class Worker:
         if isinstance(reply, Failed):
             raise reply.error.error()
         assert isinstance(reply, BatchDone)
+        for index in reply.rescheduled:
+            requests[index].rescheduled = True
         # Copied out: the segment is overwritten by the next batch while these are being sent.
         answers = [
             answer.error()
@@ -197,7 +199,10 @@ class StreamingWorker(Worker):
             keys.append(key)
         # The channels stay here; the worker names each request by its key.
         plain = [dataclasses.replace(request, responses=None) for request in requests]
-        return super().run(inputs, output_names, plain, timeout, keys)
+        outputs = super().run(inputs, output_names, plain, timeout, keys)
+        for request, sent in zip(requests, plain, strict=True):
+            request.rescheduled = sent.rescheduled
+        return outputs
 
     def stop(self) -> None:
         # The reader thread's pending recv keeps the socket open past `close`, so the worker

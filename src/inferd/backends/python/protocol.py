@@ -86,6 +86,7 @@ class BatchDone:
     size: int  # bytes of the output segment in use
     stacked: bool  # one group of outputs for the batch, or one answer per request
     answers: list[list[ArrayMeta] | WireError]
+    rescheduled: tuple[int, ...] = ()  # the requests handed back for another step, by index
 
 
 @dataclass(frozen=True, slots=True)

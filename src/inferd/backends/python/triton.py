@@ -32,14 +32,19 @@ class TritonModelAdapter:
         if initialize is not None:
             initialize(triton_args(context))
 
-    def execute(self, batch: Batch) -> list[dict[str, Any] | Exception] | None:
+    def execute(self, batch: Batch) -> list[dict[str, Any] | Exception | None] | None:
         requests = [_request(r, batch.output_names) for r in batch.requests]
         responses = self._model.execute(requests)
+        for request, triton_request in zip(batch.requests, requests, strict=True):
+            flags = triton_request.release_flags
+            if flags & pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+                request.reschedule()
         if responses is None and batch.requests and batch.requests[0].sender is not None:
             return None  # decoupled: the model answers through its response senders
         if not isinstance(responses, list | tuple):
             raise TypeError(f"execute returned {type(responses).__name__}, not a list of responses")
-        return [_answer(response) for response in responses]
+        # A rescheduled request's place holds None (as in Triton): its answer comes later.
+        return [None if response is None else _answer(response) for response in responses]
 
     def finalize(self) -> None:
         finalize = getattr(self._model, "finalize", None)

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 # The flag of a decoupled model's last response for a request (`sender.send(flags=...)`).
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+# `request.set_release_flags(...)`: the request is done with, or handed back for another
+# step of an iterative sequence (`sequence_batching { iterative_sequence: true }`).
+TRITONSERVER_REQUEST_RELEASE_ALL = 1
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 
 
 class TritonError(Exception):
@@ -75,7 +79,9 @@ class InferenceRequest:
         self._requested = list(requested_output_names)
         self._id = request_id
         self._parameters = json.dumps(parameters or {})
+        self._correlation_id = (parameters or {}).get("sequence_id", 0)
         self._sender: InferenceResponseSender | None = None
+        self.release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
 
     def attach_sender(self, sender: InferenceResponseSender) -> None:
         """Give the request of a decoupled model its response sender (done by inferd)."""
@@ -91,6 +97,14 @@ class InferenceRequest:
 
     def is_cancelled(self) -> bool:
         return self._sender is not None and self._sender.is_cancelled()
+
+    def set_release_flags(self, flags: int) -> None:
+        """RESCHEDULE: run this request again in a later step (an iterative sequence's)."""
+        self.release_flags = flags
+
+    def correlation_id(self) -> int | str:
+        """The request's sequence id (0: none); an iterative sequence's request gets one."""
+        return self._correlation_id  # type: ignore[no-any-return]
 
     def inputs(self) -> list[Tensor]:
         return self._inputs

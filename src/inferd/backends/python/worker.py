@@ -7,6 +7,7 @@ file descriptors: the socket to the server, the input and output shared-memory s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -66,7 +67,9 @@ def _run(
     arrays = inputs.read(message.size, message.inputs, copy=sinks is not None)
     try:
         result = instance.execute(arrays, message.output_names, message.requests, sinks)
-        return _done(result, outputs)
+        done = _done(result, outputs)
+        handed_back = tuple(i for i, r in enumerate(message.requests) if r.rescheduled)
+        return dataclasses.replace(done, rescheduled=handed_back) if handed_back else done
     except InferdError as exc:
         return Failed(WireError.of(exc))
     except Exception as exc:  # e.g. an output that cannot be pickled

@@ -1,0 +1,294 @@
+"""Continuous batching of a generative stand-in model: iterative sequences vs one request per
+execution vs static batches, over gRPC streaming.
+
+    python benchmarks/streaming.py [--streams 64] [--rounds 1] [--min-steps 16] [--max-steps 256]
+
+The model is a decoupled Python model whose step costs a fixed amount of numpy work per batch
+(`--layers` passes of `--width`-square weights over a fixed probe, as a decode step on an
+accelerator is bound by reading its weights, plus a small product per row: so batching helps)
+and sends one token per request per step. Three setups of the same code, each served alone,
+one instance, BLAS on one thread:
+
+- iterative: `sequence_batching { iterative_sequence: true }`, `max_batch_size` = streams;
+  one step per execution, each request handed back (`reschedule()`) until its last token,
+  new requests joining the running batch between steps;
+- one per execution: no batching; an execution runs every step of its one request;
+- static batches: `dynamic_batching` (up to `streams` requests, 5 ms delay); an execution
+  runs every request of its batch until the longest one ends (all rows computed throughout).
+
+`--streams` clients each send `--rounds` requests back to back, of lengths drawn uniformly
+from [min, max] steps (the same draw for every setup), on one tritonclient stream. Printed:
+time to first token (TTFT) and inter-token latency p50/p99, tokens/s; the model's raw step
+time at batch 1 and at the mean running batch of the iterative setup, measured here in the
+same run, and the iterative tokens/s as a ratio of the raw batched step rate (tokens per
+second a loop of raw steps at that batch size makes). Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+
+# One BLAS thread, here (for the raw step times) and in the server: set before numpy loads.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import queue  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from common import served  # noqa: E402
+
+MODEL = """\
+import numpy as np
+
+WIDTH = {width}
+LAYERS = {layers}
+STATE = 16  # each request's hidden state
+_rng = np.random.default_rng(0)
+WEIGHTS = _rng.standard_normal((WIDTH, WIDTH), np.float32) / WIDTH**0.5
+PROBE = _rng.standard_normal((WIDTH, STATE), np.float32)
+
+
+def step(hidden):
+    # One decoding step of a batch of hidden states [rows, STATE]: a fixed cost per step
+    # (passes over the weights, as a decode step on an accelerator is bound by reading them)
+    # and a small cost per row.
+    mixer = PROBE
+    for _ in range(LAYERS):
+        mixer = np.tanh(WEIGHTS @ mixer)
+    return np.tanh(hidden @ mixer[:STATE] / STATE**0.5 + 0.1)
+
+
+class InferdModel:
+    def initialize(self, context):
+        self.whole = context.parameters["mode"] == "whole"
+        self.hidden = {{}}  # per request: its hidden state and tokens made so far
+
+    def execute(self, batch):
+        if self.whole:
+            self.run_to_the_end(batch.requests)
+        else:
+            self.one_step(batch.requests)
+
+    def one_step(self, requests):
+        states = []
+        for request in requests:
+            key = request.parameters["sequence_id"]
+            if request.parameters["sequence_start"]:
+                seed = float(request.inputs["LENGTH"].reshape(-1)[0])
+                self.hidden[key] = (np.full(STATE, seed / 256, np.float32), 0)
+            states.append(self.hidden.pop(key))
+        hidden = step(np.stack([state for state, _ in states]))
+        for request, row, (_, made) in zip(requests, hidden, states):
+            length = int(request.inputs["LENGTH"].reshape(-1)[0])
+            token = np.array([int(np.argmax(row))], np.int32)
+            if made + 1 < length:
+                self.hidden[request.parameters["sequence_id"]] = (row, made + 1)
+                request.reschedule()
+                request.sender.send({{"TOKEN": token}})
+            else:
+                request.sender.send({{"TOKEN": token}}, final=True)
+
+    def run_to_the_end(self, requests):
+        lengths = [int(r.inputs["LENGTH"].reshape(-1)[0]) for r in requests]
+        hidden = np.stack([np.full(STATE, n / 256, np.float32) for n in lengths])
+        for made in range(max(lengths)):
+            hidden = step(hidden)
+            for request, row, length in zip(requests, hidden, lengths):
+                if made < length:
+                    token = np.array([int(np.argmax(row))], np.int32)
+                    request.sender.send({{"TOKEN": token}}, final=made + 1 == length)
+"""
+
+CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: {max_batch_size}
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "LENGTH", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "TOKEN", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+parameters [ {{ key: "mode", value: {{ string_value: "{mode}" }} }} ]
+{scheduling}
+"""
+
+SETUPS = {
+    "iterative": ("step", "sequence_batching { iterative_sequence: true }", True),
+    "one per execution": ("whole", "", False),
+    "static batches": ("whole", "dynamic_batching { max_queue_delay_microseconds: 5000 }", True),
+}
+
+
+@dataclass
+class Tracked:
+    sent: float
+    lengths: list[int]
+    tokens: list[float] = field(default_factory=list)
+
+
+def drive(url: str, model: str, plans: list[list[int]]) -> tuple[list[Tracked], float]:
+    """Each stream of `plans` sends its requests back to back on one gRPC stream; returns
+    every request's token arrival times and the wall time."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    done: queue.Queue[Exception | None] = queue.Queue()
+    tracked: dict[str, Tracked] = {}
+    cursor = [0] * len(plans)
+    lock = threading.Lock()
+
+    def send(stream: int) -> None:
+        length = plans[stream][cursor[stream]]
+        tensor = grpcclient.InferInput("LENGTH", [1, 1] if batched else [1], "INT32")
+        tensor.set_data_from_numpy(np.full([1, 1] if batched else [1], length, np.int32))
+        request_id = f"{stream}-{cursor[stream]}"
+        tracked[request_id] = Tracked(time.perf_counter(), [length])
+        client.async_stream_infer(model, [tensor], request_id=request_id)
+
+    def callback(result: Any, error: Any) -> None:
+        if error is not None:
+            done.put(error)
+            return
+        now = time.perf_counter()
+        response = result.get_response()
+        with lock:
+            request = tracked[response.id]
+            request.tokens.append(now)
+            if len(request.tokens) < request.lengths[0]:
+                return
+            stream, _ = (int(part) for part in response.id.split("-"))
+            cursor[stream] += 1
+            if cursor[stream] < len(plans[stream]):
+                send(stream)
+            else:
+                done.put(None)
+
+    batched = not model.startswith("one")
+    client.start_stream(callback=callback)
+    start = time.perf_counter()
+    with lock:
+        for stream in range(len(plans)):
+            send(stream)
+    for _ in plans:
+        error = done.get(timeout=3600)
+        if error is not None:
+            raise RuntimeError(f"a request failed: {error}")
+    wall = time.perf_counter() - start
+    client.stop_stream()
+    client.close()
+    return list(tracked.values()), wall
+
+
+def summary(label: str, requests: list[Tracked], wall: float) -> tuple[float, float, float]:
+    ttft = [(r.tokens[0] - r.sent) * 1000 for r in requests]
+    gaps = [(b - a) * 1000 for r in requests for a, b in itertools.pairwise(r.tokens)]
+    tokens = sum(len(r.tokens) for r in requests)
+    rate = tokens / wall
+    p = np.percentile
+    print(
+        f"{label:<20} {p(ttft, 50):9.1f} {p(ttft, 99):9.1f} {p(gaps, 50):8.2f} "
+        f"{p(gaps, 99):8.2f} {rate:10.0f}"
+    )
+    return rate, float(p(ttft, 99)), wall
+
+
+def mean_running_batch(http_url: str, model: str) -> float:
+    import json
+
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats") as answer:
+        stats = json.load(answer)["model_stats"][0]
+    return int(stats["inference_count"]) / max(1, int(stats["execution_count"]))
+
+
+def raw_step_ms(namespace: dict[str, Any], rows: int, seconds: float = 1.0) -> float:
+    hidden = np.ones((rows, namespace["STATE"]), np.float32)
+    step = namespace["step"]
+    for _ in range(5):
+        step(hidden)
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step(hidden)
+        count += 1
+    return (time.perf_counter() - start) / count * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--min-steps", type=int, default=16)
+    parser.add_argument("--max-steps", type=int, default=256)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--only", nargs="*", choices=list(SETUPS), default=list(SETUPS))
+    args = parser.parse_args()
+    rng = np.random.default_rng(1)
+    plans = [
+        [int(n) for n in rng.integers(args.min_steps, args.max_steps + 1, args.rounds)]
+        for _ in range(args.streams)
+    ]
+    code = MODEL.format(width=args.width, layers=args.layers)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # the model's own step function, timed raw below
+    print(
+        f"{args.streams} streams x {args.rounds} requests of {args.min_steps}-{args.max_steps} "
+        f"steps; step = {args.layers} x [{args.width}, {args.width}] @ [{args.width}, 16] "
+        "per step + [rows, 16] @ [16, 16]"
+    )
+    print(
+        f"{'':<20} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'tokens/s':>10}"
+    )
+    print(f"{'':<20} {'ms':>9} {'ms':>9} {'ms':>8} {'ms':>8}")
+    rates: dict[str, tuple[float, float, float]] = {}
+    running = 0.0
+    for label in args.only:
+        mode, scheduling, batched = SETUPS[label]
+        name = label.split()[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / name
+            (folder / "1").mkdir(parents=True)
+            (folder / "1" / "model.py").write_text(code)
+            size = args.streams if batched else 0
+            (folder / "config.pbtxt").write_text(
+                CONFIG.format(name=name, max_batch_size=size, mode=mode, scheduling=scheduling)
+            )
+            with served(Path(tmp)) as server:
+                requests, wall = drive(server.grpc_url, name, plans)
+                rates[label] = summary(label, requests, wall)
+                if label == "iterative":
+                    running = mean_running_batch(server.http_url, name)
+    one = raw_step_ms(namespace, 1)
+    print(f"\nraw step at batch 1: {one:.3f} ms ({1000 / one:.0f} tokens/s)")
+    if "iterative" in rates and running:
+        rows = max(1, round(running))
+        batched_ms = raw_step_ms(namespace, rows)
+        raw_rate = rows / batched_ms * 1000
+        served_rate = rates["iterative"][0]
+        print(
+            f"raw step at the mean running batch ({running:.1f} -> {rows} rows): "
+            f"{batched_ms:.3f} ms ({raw_rate:.0f} tokens/s)"
+        )
+        print(f"iterative tokens/s / raw batched step rate: {served_rate / raw_rate:.2f}")
+        if "one per execution" in rates:
+            print(
+                f"iterative / one per execution: {served_rate / rates['one per execution'][0]:.2f}x"
+            )
+        if "static batches" in rates:
+            print(
+                f"TTFT p99 iterative {rates['iterative'][1]:.1f} ms vs static batches "
+                f"{rates['static batches'][1]:.1f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()

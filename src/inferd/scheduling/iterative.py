@@ -1,0 +1,255 @@
+"""The iterative sequence scheduler: continuous (iteration-level) batching
+(`sequence_batching { iterative_sequence: true }`).
+
+Each request is a sequence of its own, named by its `sequence_id` or, without one, by a
+fresh correlation id (its first step carries the START flag, as in Triton). It takes a
+batch slot (`sequence_slots.py`; beyond `max_batch_size` running requests per instance it
+waits in the backlog) and is run step by step: each instance's worker runs one step of
+every request in its slots at once (the running batch), with the control inputs and
+implicit states of the sequence batcher (`sequence_tensors.py`) and the shared batch core
+(`batch.py`). After a step the model has either finished a request (its answer is the
+request's) or handed it back (`rescheduled`): it then runs again in the next step, while
+requests that finished free their slots for the backlog between two steps.
+
+A request handed back waits at most `max_sequence_idle_microseconds` for its next step;
+a cancelled one is dropped before its next step and its slot freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.types import Array, InferRequest
+from inferd.instances.instance import ModelInstance
+from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
+from inferd.scheduling.sequence_settings import SequenceSettings
+from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
+from inferd.scheduling.sequence_tensors import Row, SequenceBatches
+from inferd.scheduling.slotted import SlottedScheduler
+
+
+@dataclass(slots=True, eq=False)
+class _Running:
+    """One iterative request across its steps: the answer its caller awaits."""
+
+    request: InferRequest
+    sequence: SequenceRecord
+    result: asyncio.Future[dict[str, Array]]
+
+    def abandoned(self) -> bool:
+        """The caller went away (or the request already failed): run no more steps of it."""
+        channel = self.request.responses
+        return self.result.done() or (channel is not None and channel.cancelled)
+
+    def answered(self) -> bool:
+        """A decoupled model sent the final response: a step handed back has nothing to do."""
+        channel = self.request.responses
+        return channel is not None and channel.closed
+
+
+class _Steps(SequenceBatches):
+    """The sequence batcher's batches, one row per running request (no padding rows); a step
+    handed back answers nothing yet (a decoupled model has sent its partial responses)."""
+
+    def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
+        return [[step] for step in batch.calls]
+
+    def finish(self, call: SequenceStep, outputs: dict[str, Array]) -> dict[str, Array]:
+        if call.rescheduled and not outputs:
+            return outputs
+        return super().finish(call, outputs)
+
+
+class IterativeBatcher(SlottedScheduler):
+    """The scheduler of an iterative sequence model: a running batch per instance that
+    requests join and leave between steps."""
+
+    def __init__(
+        self,
+        instances: Sequence[ModelInstance],
+        settings: SequenceSettings,
+        output_names: Sequence[str],
+        on_batch: BatchCallback | None = None,
+    ) -> None:
+        super().__init__(
+            instances, settings, _Steps(settings, list(output_names)), on_batch, "iterative"
+        )
+        self._running: dict[SequenceKey, _Running] = {}
+        self._fresh_ids = itertools.count(1)
+
+    def pending(self) -> int:
+        """Requests waiting for a slot or for their next step."""
+        return sum(1 for run in self._running.values() if not run.sequence.running)
+
+    async def submit(self, request: InferRequest) -> dict[str, Array]:
+        model = request.model_name
+        if self._stopping:
+            raise Unavailable(f"model '{model}' is being unloaded")
+        if self._settings.batched and request.batch_size() != 1:
+            raise InvalidArgument(
+                f"inference request to model '{model}' must specify batch-size 1: each "
+                "request of an iterative sequence model is one row of the running batch"
+            )
+        key = self._key(request)
+        if self._table.backlog_full():
+            raise Unavailable(
+                f"every slot of the running batch of model '{model}' is taken and "
+                f"{len(self._table.backlog)} requests already wait for one; retry later"
+            )
+        # As in Triton: the request is named by its correlation id and starts a sequence.
+        request.parameters["sequence_id"] = key
+        request.parameters["sequence_start"] = True
+        sequence = self._table.open(key)
+        run = _Running(request, sequence, asyncio.get_running_loop().create_future())
+        self._running[key] = run
+        self._queue_step(run, start=True)
+        try:
+            return await run.result
+        except asyncio.CancelledError:
+            if not sequence.running:  # else its step ends first, then it is dropped
+                self._finish(run)
+            raise
+
+    def _key(self, request: InferRequest) -> SequenceKey:
+        key = request.parameters.get("sequence_id", 0)
+        if key == 0 or key == "":
+            while True:  # a fresh id, of the kind the model's CORRID takes
+                fresh = next(self._fresh_ids)
+                key = str(fresh) if self._settings.string_ids else fresh
+                if key not in self._table.live:
+                    return key
+        if isinstance(key, bool) or not isinstance(key, int | str):
+            raise InvalidArgument("request parameter 'sequence_id' must be an integer or a string")
+        if key in self._table.live:
+            raise InvalidArgument(
+                f"sequence {key} of model '{request.model_name}' is still running: each "
+                "request of an iterative sequence model is a sequence of its own"
+            )
+        return key
+
+    def _queue_step(self, run: _Running, start: bool) -> None:
+        step = SequenceStep(
+            run.request,
+            asyncio.get_running_loop().create_future(),
+            time.monotonic_ns(),
+            1,
+            run.sequence,
+            start,
+            False,
+        )
+        if start:
+            run.request.timestamps.queued = step.enqueued_ns
+        run.sequence.steps.append(step)
+        if run.sequence.instance is not None:
+            self._wakeups[run.sequence.instance].wake()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for run in list(self._running.values()):
+            if not run.result.done():
+                run.result.set_exception(Unavailable("the model is being unloaded"))
+            if not run.sequence.running:
+                self._finish(run)
+        for wakeup in self._wakeups:
+            wakeup.wake()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    # ---- one worker per instance -------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        instance = self._instances[index]
+        while (steps := await self._next_step(index)) is not None:
+            try:
+                deliver = await self._runner.run(instance, list(steps))
+                deliver()
+            except Exception as exc:
+                fail_undelivered(instance.name, steps, exc)
+            for step in steps:
+                self._after(step)
+
+    async def _next_step(self, index: int) -> list[SequenceStep] | None:
+        """One step of the running requests in the instance's slots that batch together, or
+        None once stopping with nothing left."""
+        while True:
+            waiting = self._waiting(index)
+            if waiting:
+                # The request that waited longest, and every one whose shapes match its.
+                first = min(waiting, key=lambda s: s.steps[0].enqueued_ns)
+                shapes = first.head_shapes(self._initial)
+                return [
+                    self._take(sequence)
+                    for sequence in waiting
+                    if sequence.head_shapes(self._initial) == shapes
+                ]
+            if self._stopping:
+                return None
+            await self._wakeups[index].sleep(None)
+
+    def _waiting(self, index: int) -> list[SequenceRecord]:
+        """The sequences in the instance's slots with a step to run; drops the abandoned and
+        those that idled out since their last step."""
+        now = time.monotonic_ns()
+        idle_ns = self._settings.idle_ns
+        waiting = []
+        for sequence in list(self._table.slots[index]):
+            if sequence is None or not sequence.steps:
+                continue
+            run = self._running[sequence.key]
+            step = sequence.steps[0]
+            if not run.abandoned() and not step.start and now - step.enqueued_ns > idle_ns:
+                run.result.set_exception(
+                    Unavailable(
+                        f"sequence {sequence.key} of model '{run.request.model_name}' idled out "
+                        "between two steps (max_sequence_idle_microseconds)"
+                    )
+                )
+            if run.abandoned():
+                self._finish(run)
+                continue
+            waiting.append(sequence)
+        return waiting
+
+    def _take(self, sequence: SequenceRecord) -> SequenceStep:
+        step = sequence.steps.popleft()
+        sequence.running = True
+        if step.start:
+            sequence.states.clear()
+        else:
+            step.request.parameters["sequence_start"] = False
+        return step
+
+    def _after(self, step: SequenceStep) -> None:
+        """A step ran: queue the request's next step, or answer its caller."""
+        sequence = step.sequence
+        sequence.running = False
+        run = self._running[sequence.key]
+        if run.abandoned():
+            self._finish(run)
+        elif step.future.exception() is not None:
+            run.result.set_exception(step.future.exception())  # type: ignore[arg-type]
+            self._finish(run)
+        elif step.rescheduled and not self._stopping and not run.answered():
+            self._queue_step(run, start=False)
+        else:
+            run.result.set_result(step.future.result())
+            self._finish(run)
+
+    def _finish(self, run: _Running) -> None:
+        """The request is done with: free its slot for the backlog."""
+        sequence = run.sequence
+        if self._running.get(sequence.key) is not run:
+            return
+        del self._running[sequence.key]
+        if not run.result.done():  # its stream was cancelled: so is the request
+            run.result.cancel()
+        sequence.steps.clear()
+        self._table.close(sequence)
+        if sequence.instance is None:
+            self._table.backlog.remove(sequence)
+        else:
+            self._release(sequence)
