@@ -1,11 +1,13 @@
 """Cancellation counted and cleaned up: a cancelled gRPC stream, a unary gRPC call past its
 deadline and an HTTP infer whose client disconnects each count as a cancelled failure in the
-statistics and /metrics, leave no request queued, and the server keeps serving."""
+statistics and /metrics, leave no request queued, and the server keeps serving; many
+cancelled streams in a row leave no queued request, no held slot and no growing memory."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import queue
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -75,12 +77,69 @@ input [ { name: "IN", data_type: TYPE_INT32, dims: [ 1 ] } ]
 output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
 """
 
+# Batching and decoupled: each request of the batch gets one response of its IN (0: final at
+# once); the others are held until their clients cancel them.
+BATCHED = """
+import time
+
+class InferdModel:
+    def execute(self, batch):
+        held = []
+        for request in batch.requests:
+            value = request.inputs["IN"]
+            request.sender.send({"OUT": value}, final=not value.any())
+            if value.any():
+                held.append(request.sender)
+        deadline = time.monotonic() + 30
+        while held and time.monotonic() < deadline:
+            held = [sender for sender in held if not sender.is_cancelled()]
+            time.sleep(0.01)
+"""
+
+BATCHED_CONFIG = """
+name: "batched"
+backend: "python"
+max_batch_size: 4
+model_transaction_policy { decoupled: true }
+dynamic_batching { }
+input [ { name: "IN", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+"""
+
+# Iterative: one response per step; IN = 0 finishes at its first step, any other value never
+# does (the request is handed back until its client cancels it).
+ITERATIVE = """
+import time
+
+class InferdModel:
+    def execute(self, batch):
+        time.sleep(0.005)
+        for request in batch.requests:
+            value = request.inputs["IN"]
+            if value.any():
+                request.reschedule()
+            request.sender.send({"OUT": value}, final=not value.any())
+"""
+
+ITERATIVE_CONFIG = """
+name: "iterative"
+backend: "python"
+max_batch_size: 2
+model_transaction_policy { decoupled: true }
+sequence_batching { iterative_sequence: true }
+instance_group [ { count: 1, kind: KIND_CPU } ]
+input [ { name: "IN", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+"""
+
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cancellation")
     write(root, "slow", SLOW, SLOW_CONFIG.format(marker=root / "slow.seen"))
     write(root, "hold", HOLD, HOLD_CONFIG)
+    write(root, "batched", BATCHED, BATCHED_CONFIG)
+    write(root, "iterative", ITERATIVE, ITERATIVE_CONFIG)
     return root
 
 
@@ -163,7 +222,7 @@ def test_a_unary_grpc_call_past_its_deadline_leaves_the_queue(
     eventually(lambda: "grpc-long" in started(repository))
     # Waits behind `grpc-long` for the one instance until its deadline passes.
     with pytest.raises(InferenceServerException, match="Deadline"):
-        client.infer("slow", [tensor], request_id="grpc-queued", client_timeout=0.5)
+        client.infer("slow", [tensor], request_id="grpc-queued", client_timeout=2)
     eventually(lambda: metric(server, "inferd_inference_request_cancelled", "slow") > cancelled)
     assert metric(server, "nv_inference_pending_request_count", "slow") == 0
 
@@ -207,3 +266,65 @@ def test_an_http_infer_whose_client_disconnects_leaves_the_queue(
     infer_slow(server, 0, "http-next")
     assert "http-queued" not in started(repository)
     assert started(repository)[-1] == "http-next"
+
+
+def open_stream(
+    server: RunningServer,
+) -> tuple[grpcclient.InferenceServerClient, queue.Queue[object]]:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    answers: queue.Queue[object] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put(result or error))
+    return client, answers
+
+
+def send(client: grpcclient.InferenceServerClient, model: str, value: int, id_: str) -> None:
+    tensor = grpcclient.InferInput("IN", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[value]], np.int32))
+    client.async_stream_infer(model, [tensor], request_id=id_)
+
+
+def cancel_streams(server: RunningServer, model: str, rounds: int, per_stream: int) -> None:
+    """`rounds` streams one after the other, each cancelled once its first response came."""
+    for round_ in range(rounds):
+        client, answers = open_stream(server)
+        for index in range(per_stream):
+            send(client, model, 1, f"r{round_}-{index}")
+        answers.get(timeout=60)
+        client.stop_stream(cancel_requests=True)
+        client.close()
+
+
+def finishes(server: RunningServer, model: str) -> bool:
+    """A new request (IN = 0) gets its final response."""
+    client, answers = open_stream(server)
+    send(client, model, 0, "after")
+    answer = answers.get(timeout=60)
+    client.stop_stream()
+    client.close()
+    return isinstance(answer, grpcclient.InferResult)
+
+
+def rss_kib(server: RunningServer) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize("model", ["batched", "iterative"])
+def test_many_cancelled_streams_leave_nothing_behind(server: RunningServer, model: str) -> None:
+    cancel_streams(server, model, rounds=5, per_stream=3)  # warm up: threads, buffers
+    before = rss_kib(server)
+
+    cancel_streams(server, model, rounds=50, per_stream=3)
+    # Every request was cancelled, queued or running (those a stream still carried when it
+    # was cancelled never reached the server), and none is left queued...
+    eventually(lambda: metric(server, "nv_inference_pending_request_count", model) == 0)
+    # ...nor holds a slot or an instance: new requests run to their end.
+    assert finishes(server, model)
+    assert finishes(server, model)
+    assert metric(server, "nv_inference_request_success", model) == 2
+    cancelled = metric(server, "inferd_inference_request_cancelled", model)
+    assert 55 <= cancelled <= 165  # at least the answered request of each stream
+    assert metric(server, "nv_inference_request_failure", model) == cancelled
+    # 150 requests leaked whole would show; allocator noise stays far below this.
+    assert rss_kib(server) - before < 64 * 1024
