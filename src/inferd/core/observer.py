@@ -24,8 +24,12 @@ class Observer(Protocol):
         timestamps: Timestamps,
         success: bool,
         inferred_rows: int = 0,
+        cancelled: bool = False,
     ) -> None:
         """One request left the engine, answered (`success`) or failed; `timestamps.sent` is set.
+
+        `cancelled`: it failed because its client went away (as in Triton, a cancelled request
+        counts as a failure, with the reason CANCELED).
 
         `inferred_rows`: rows the request adds to its model's inference count by itself, for a
         model without executions that would count them (an ensemble, as in Triton); else 0.

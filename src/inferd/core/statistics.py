@@ -44,6 +44,7 @@ class VersionStatistics:
     execution_count: int = 0
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
+    cancelled: int = 0  # of the failures, requests cancelled by their client
     queue: Duration = field(default_factory=Duration)
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)

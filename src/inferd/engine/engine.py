@@ -185,14 +185,20 @@ class Engine:
         ensemble_rows = 0
         if loaded.ensemble is not None:
             ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
+        cancelled = False
         try:
             outputs = await self._run(loaded, request)
             success = True
+        except asyncio.CancelledError:
+            cancelled = True  # its client went away
+            raise
         finally:
             timestamps.sent = time.monotonic_ns()
             rows = ensemble_rows if success else 0
             for observer in self._observers:
-                observer.request_finished(request.model_name, version, timestamps, success, rows)
+                observer.request_finished(
+                    request.model_name, version, timestamps, success, rows, cancelled
+                )
         return InferResponse(request.model_name, version, outputs, request.id)
 
     async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
@@ -209,7 +215,7 @@ class Engine:
         if not timestamps.received:
             timestamps.received = time.monotonic_ns()
         version = str(loaded.version)
-        success = False
+        success = cancelled = False
         channel = ResponseChannel()
         execution: asyncio.Future[dict[str, Array]] | None = None
         try:
@@ -233,13 +239,18 @@ class Engine:
             # marks are stamped when it does.
             await asyncio.wait([execution])
             success = True
+        except (GeneratorExit, asyncio.CancelledError):
+            cancelled = True  # closed early or its task cancelled: its client went away
+            raise
         finally:
             if execution is not None and not execution.done():
                 execution.cancel()  # still queued: leaves the queue
             channel.cancel()  # a no-op once the final response was sent
             timestamps.sent = time.monotonic_ns()
             for observer in self._observers:
-                observer.request_finished(request.model_name, version, timestamps, success, 0)
+                observer.request_finished(
+                    request.model_name, version, timestamps, success, 0, cancelled
+                )
 
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""

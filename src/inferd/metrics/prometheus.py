@@ -44,6 +44,13 @@ _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         lambda s: s.fail.count,
     ),
     (
+        # Triton splits its failure counter by a `reason` label instead; a label here would
+        # change the samples existing dashboards of this server read, so it is a counter of its own.
+        "inferd_inference_request_cancelled",
+        "Number of inference requests cancelled by their client (also counted as failures)",
+        lambda s: s.cancelled,
+    ),
+    (
         "nv_inference_count",
         "Number of inferences performed (rows; a batch of 8 counts 8)",
         lambda s: s.inference_count,
@@ -133,6 +140,7 @@ class PrometheusMetrics(Collector):
         timestamps: Timestamps,
         success: bool,
         inferred_rows: int = 0,
+        cancelled: bool = False,
     ) -> None:
         key = (model_name, model_version)
         histogram = self._latency.get(key)

@@ -47,6 +47,7 @@ class Statistics:
         timestamps: Timestamps,
         success: bool,
         inferred_rows: int = 0,
+        cancelled: bool = False,
     ) -> None:
         counters = self._models.get(model_name, {}).get(model_version)
         if counters is None:
@@ -55,6 +56,7 @@ class Statistics:
         counters.last_monotonic_ns = timestamps.sent
         if not success:
             stats.fail.add(timestamps.sent - timestamps.received)
+            stats.cancelled += cancelled
             return
         stats.success.add(timestamps.sent - timestamps.received)
         stats.inference_count += inferred_rows

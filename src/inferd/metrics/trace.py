@@ -31,6 +31,7 @@ class TraceLog:
         timestamps: Timestamps,
         success: bool,
         inferred_rows: int = 0,
+        cancelled: bool = False,
     ) -> None:
         t = timestamps
         logger.info(
@@ -38,7 +39,7 @@ class TraceLog:
             "compute_input=%s compute_infer=%s compute_output=%s compute_end->sent=%s",
             model_name,
             model_version,
-            "ok" if success else "failed",
+            "ok" if success else "cancelled" if cancelled else "failed",
             _delta_us(t.received, t.sent),
             _delta_us(t.received, t.queued),
             _delta_us(t.queued, t.compute_start),

@@ -108,7 +108,11 @@ class DynamicBatcher:
             self._wake_rows -= queued.rows
             if self._wake_rows <= 0 or queued.signature != self._wake_signature:
                 self._wakeup.wake()
-        return await queued.future
+        try:
+            return await queued.future
+        except asyncio.CancelledError:  # its client went away: it leaves the queue now
+            self._queue.withdraw(queued)
+            raise
 
     def _enqueue(self, request: InferRequest) -> Queued:
         settings = self._settings

@@ -66,9 +66,16 @@ class PriorityQueue:
         """A REJECT timeout fired: fail the request now; its entry is dropped when reached."""
         if pending.future.done():
             return
+        self.withdraw(pending)
+        pending.fail(Unavailable("request timed out in the queue before it could be scheduled"))
+
+    def withdraw(self, pending: Queued) -> None:
+        """Its caller stopped waiting (timed out or cancelled): stop counting it at once, so
+        that neither the pending count nor `max_queue_size` sees it; its entry is dropped
+        when batch formation reaches it. A request already dispatched is left alone."""
         if pending.queued:
             self._levels[pending.level].size -= 1
-        pending.fail(Unavailable("request timed out in the queue before it could be scheduled"))
+            pending.queued = False
 
     def fill(
         self,
@@ -89,7 +96,7 @@ class PriorityQueue:
                     pending = source[0]
                     if pending.future.done():  # timed out (REJECT) or its caller went away
                         source.popleft()
-                        level.size -= pending.future.cancelled()  # `expire` counted the rest
+                        self.withdraw(pending)  # a no-op if already withdrawn
                         continue
                     if (
                         delays
@@ -119,7 +126,4 @@ class PriorityQueue:
     def dispatched(self, batch: list[Queued]) -> None:
         """The batch leaves the queue for an instance: its requests stop counting in it."""
         for pending in batch:
-            future = pending.future
-            if pending.queued and (not future.done() or future.cancelled()):
-                self._levels[pending.level].size -= 1  # `expire` already counted the rest
-            pending.queued = False
+            self.withdraw(pending)

@@ -142,3 +142,18 @@ def test_prometheus_exports_triton_names_from_the_statistics() -> None:
         'inferd_request_duration_seconds_bucket{le="0.0005",model="m",version="1"} 2.0',
     ):
         assert line in text.splitlines(), line
+
+
+def test_a_cancelled_request_is_a_failure_counted_apart_too() -> None:
+    stats = Statistics()
+    metrics = PrometheusMetrics(stats)
+    stats.model_versions_changed("m", ["1"])
+    stats.request_finished("m", "1", Timestamps(received=0, sent=10), success=False)
+    stats.request_finished("m", "1", Timestamps(received=0, sent=20), False, 0, cancelled=True)
+
+    (version,) = stats.snapshot("m")
+    assert version.fail == Duration(2, 30)
+    assert version.cancelled == 1
+    text = generate_latest(metrics.registry()).decode().splitlines()
+    assert 'inferd_inference_request_cancelled{model="m",version="1"} 1.0' in text
+    assert 'nv_inference_request_failure{model="m",version="1"} 2.0' in text

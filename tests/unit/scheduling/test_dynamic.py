@@ -403,3 +403,25 @@ def test_a_batch_still_forming_counts_against_max_queue_size() -> None:
             await scheduler.submit(request(3))  # room again once the batch went to the instance
 
     run(scenario)
+
+
+def test_a_cancelled_request_leaves_the_queue_and_its_room_at_once() -> None:
+    async def scenario() -> None:
+        backend = Doubler(gate=threading.Event())
+        async with batcher(settings(PRIORITIES, max_batch_size=1), backend) as scheduler:
+            busy = await _started(scheduler, 0)
+            waiting = [asyncio.ensure_future(scheduler.submit(request(v))) for v in (1, 2, 3)]
+            await asyncio.sleep(0.01)
+            assert scheduler.pending() == 3  # the queue is full
+            waiting[1].cancel()
+            await asyncio.gather(waiting[1], return_exceptions=True)
+            assert scheduler.pending() == 2
+            waiting[1] = asyncio.ensure_future(scheduler.submit(request(4)))  # room again
+            await asyncio.sleep(0.01)
+            assert backend.gate is not None
+            backend.gate.set()
+            await asyncio.gather(busy, *waiting)
+            assert scheduler.pending() == 0
+        assert backend.batches == [[0], [1], [3], [4]]  # the cancelled one never ran
+
+    run(scenario)
