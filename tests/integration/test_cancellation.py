@@ -5,7 +5,6 @@ cancelled streams in a row leave no queued request, no held slot and no growing 
 
 from __future__ import annotations
 
-import http.client
 import json
 import queue
 import time
@@ -231,41 +230,6 @@ def test_a_unary_grpc_call_past_its_deadline_leaves_the_queue(
     infer_slow(server, 0, "grpc-next")  # served, and `grpc-queued` never ran
     assert "grpc-queued" not in started(repository)
     assert started(repository)[-1] == "grpc-next"
-
-
-def test_an_http_infer_whose_client_disconnects_leaves_the_queue(
-    server: RunningServer, repository: Path
-) -> None:
-    (repository / "slow.seen.release").unlink(missing_ok=True)
-    cancelled = metric(server, "inferd_inference_request_cancelled", "slow")
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    tensor = grpcclient.InferInput("IN", [1], "INT32")
-    tensor.set_data_from_numpy(np.array([1], np.int32))
-    running: list[object] = []
-    client.async_infer(
-        "slow",
-        [tensor],
-        lambda result, error: running.append(result or error),
-        request_id="http-long",
-    )
-    eventually(lambda: "http-long" in started(repository))
-
-    body = {
-        "id": "http-queued",
-        "inputs": [{"name": "IN", "shape": [1], "datatype": "INT32", "data": [1]}],
-    }
-    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
-    connection.request("POST", "/v2/models/slow/infer", json.dumps(body))
-    eventually(lambda: metric(server, "nv_inference_pending_request_count", "slow") == 1)
-    connection.close()  # the client goes away while its request is queued
-
-    eventually(lambda: metric(server, "inferd_inference_request_cancelled", "slow") > cancelled)
-    assert metric(server, "nv_inference_pending_request_count", "slow") == 0
-    (repository / "slow.seen.release").touch()
-    eventually(lambda: len(running) == 1)
-    infer_slow(server, 0, "http-next")
-    assert "http-queued" not in started(repository)
-    assert started(repository)[-1] == "http-next"
 
 
 def open_stream(

@@ -35,7 +35,7 @@ from inferd.core.errors import (
     PayloadTooLarge,
     Unsupported,
 )
-from inferd.core.types import InferRequest, InferResponse
+from inferd.core.types import InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
@@ -185,10 +185,6 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
-        # A client that disconnects cancels the inference: it leaves its queue if still queued.
-        await until_disconnect(receive, self._answer_infer(send, request))
-
-    async def _answer_infer(self, send: Send, request: InferRequest) -> None:
         try:
             response = await self._engine.infer(request)
         except DecoupledModel:
