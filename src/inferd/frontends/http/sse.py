@@ -9,7 +9,7 @@ The status is sent with the first response, so an error before it is answered as
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
@@ -24,26 +24,46 @@ EVENT_STREAM = b"text/event-stream; charset=utf-8"
 _HEADERS = [(b"content-type", EVENT_STREAM), (b"cache-control", b"no-cache")]
 
 
-async def send_event_stream(send: Send, responses: AsyncIterator[InferResponse]) -> None:
+async def send_events(
+    send: Send,
+    events: AsyncIterator[bytes],
+    error_data: Callable[[Exception], bytes],
+    done: bytes | None = None,
+) -> None:
+    """Each of `events` as a `data:` event, then `done` as a last one if given. The status goes
+    with the first event: an error before it is answered as any error; after it, `error_data`
+    makes the stream's last event of it."""
     started = False
     try:
-        async for response in responses:
+        async for data in events:
             if not started:
                 await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
                 started = True
-            await _send_event(send, encode_generate_response(response))
+            await _send_event(send, data)
     except Exception as exc:
         if not started:
             raise
-        await _send_event(send, orjson.dumps({"error": _message(exc)}))
+        await _send_event(send, error_data(exc))
     if not started:  # a model may answer a request with no response at all
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    if done is not None:
+        await _send_event(send, done)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def send_event_stream(send: Send, responses: AsyncIterator[InferResponse]) -> None:
+    """`generate_stream`'s answer: one event per response, `{"error": ...}` for an error."""
+    events = (encode_generate_response(response) async for response in responses)
+    await send_events(send, events, _error_data)
 
 
 async def _send_event(send: Send, data: bytes) -> None:
     event = b"data: " + data + b"\n\n"
     await send({"type": "http.response.body", "body": event, "more_body": True})
+
+
+def _error_data(error: Exception) -> bytes:
+    return orjson.dumps({"error": _message(error)})
 
 
 def _message(error: Exception) -> str:

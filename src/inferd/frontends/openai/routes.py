@@ -23,6 +23,7 @@ from inferd.engine.engine import Engine
 from inferd.frontends.http.asgi import Receive, Scope, Send, until_disconnect
 from inferd.frontends.http.codec import loads
 from inferd.frontends.http.generate import tensor_from_json
+from inferd.frontends.http.sse import send_events
 from inferd.frontends.openai.documents import Answer, embedding_list, model_list
 from inferd.frontends.openai.errors import (
     MethodNotAllowed,
@@ -43,10 +44,6 @@ from inferd.frontends.openai.text import Outcome, text_pieces
 
 ReadBody = Callable[[Scope, Receive], Awaitable[bytes]]
 _JSON = [(b"content-type", b"application/json")]
-_EVENT_STREAM = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-]
 
 
 class OpenAIRoutes:
@@ -209,26 +206,15 @@ async def _chunks(
 
 
 async def _send_events(send: Send, chunks: AsyncIterator[dict[str, Any]]) -> None:
-    """Each chunk as a `data:` event, then `data: [DONE]`. The status goes with the first
-    chunk: an error before it is answered as any error; after it, as an error event."""
-    started = False
-    try:
-        async for chunk in chunks:
-            if not started:
-                await send({"type": "http.response.start", "status": 200, "headers": _EVENT_STREAM})
-                started = True
-            await _send_event(send, orjson.dumps(chunk))
-    except InferdError as exc:
-        if not started:
-            raise
-        await _send_event(send, orjson.dumps(error_document(exc)))
-    await _send_event(send, b"[DONE]")
-    await send({"type": "http.response.body", "body": b""})
+    """Each chunk as a `data:` event, then `data: [DONE]`."""
+    events = (orjson.dumps(chunk) async for chunk in chunks)
+    await send_events(send, events, _error_event, b"[DONE]")
 
 
-async def _send_event(send: Send, data: bytes) -> None:
-    event = b"data: " + data + b"\n\n"
-    await send({"type": "http.response.body", "body": event, "more_body": True})
+def _error_event(error: Exception) -> bytes:
+    if not isinstance(error, InferdError):
+        raise error  # a bug of ours ends the stream, as any bug ends a response
+    return orjson.dumps(error_document(error))
 
 
 def _expect(method: str, allowed: str) -> None:
