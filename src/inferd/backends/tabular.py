@@ -1,0 +1,234 @@
+"""What the scikit-learn, XGBoost and LightGBM backends share: models of feature tables.
+
+Such a model takes one table (rows x feature columns) and answers with the results of a
+method (`predict`, `predict_proba`, ...). By default the table is one FP32 input
+`input__0` of dims [n_features], batched: a batch of rows is one call of the library.
+A config may instead list several named inputs (the opt-in for mixed-type tables): their
+columns are joined in feature order (the model's feature names when the inputs are named
+after them, else the config's order), BYTES inputs as text columns.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferd.backends.autocomplete import ModelTensor, complete_tensors
+from inferd.core.datatypes import BYTES, numpy_dtype
+from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import (
+    ModelConfig,
+    data_type_name,
+    int_parameter,
+    tensor_datatype,
+)
+from inferd.core.types import Array
+
+DEFAULT_INPUT = "input__0"
+_CONFIG_TYPE_BY_KIND = {"f": "TYPE_FP", "i": "TYPE_INT", "u": "TYPE_UINT"}
+
+
+def import_extra(module: str, extra: str) -> Any:
+    """A framework module, imported on first use; its absence makes the model UNAVAILABLE
+    with the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise Unavailable(
+            f"{module} is not installed ({exc}): pip install 'inferd[{extra}]'"
+        ) from exc
+
+
+def find_model_file(config: ModelConfig, version_path: Path, names: Sequence[str]) -> Path:
+    """The config's `default_model_filename`, else the first of the backend's file names that
+    the version folder holds."""
+    if config.default_model_filename:
+        candidates: Sequence[str] = [config.default_model_filename]
+    else:
+        candidates = names
+    for name in candidates:
+        if (version_path / name).is_file():
+            return version_path / name
+    raise InvalidArgument(f"model file {' or '.join(candidates)} not found in version folder")
+
+
+def holds_any(version_path: Path, names: Sequence[str]) -> bool:
+    return any((version_path / name).is_file() for name in names)
+
+
+def config_type(dtype: np.dtype[Any]) -> str | None:
+    """The model-config type of a numpy dtype (text is TYPE_STRING); None when it has none."""
+    if dtype.kind in "USO":
+        return "TYPE_STRING"
+    if dtype.kind == "b":
+        return "TYPE_BOOL"
+    prefix = _CONFIG_TYPE_BY_KIND.get(dtype.kind)
+    return None if prefix is None else f"{prefix}{dtype.itemsize * 8}"
+
+
+def probe_outputs(
+    call: Callable[[str, Array], Array], methods: Sequence[str], n_features: int
+) -> list[ModelTensor]:
+    """Each method's output as the model answers one row of zeros (batch axis dynamic)."""
+    row = np.zeros((1, n_features), dtype=np.float32)
+    outputs = []
+    for method in methods:
+        result = np.asarray(call(method, row))
+        shape = (None, *result.shape[1:])
+        outputs.append(ModelTensor(method, config_type(result.dtype), shape, str(result.dtype)))
+    return outputs
+
+
+def complete_table_config(
+    config: ModelConfig,
+    n_features: int | None,
+    outputs: Sequence[ModelTensor],
+    default_batch: int,
+    model: str,
+) -> None:
+    """Fill inputs, outputs and batching: one FP32 input of `n_features` columns unless the
+    config lists its own inputs; the outputs given unless it lists its own."""
+    if config.input:
+        inputs = [_config_tensor(t.name, t.data_type, t.dims) for t in config.input]
+    elif n_features is None:
+        raise InvalidArgument(
+            f"{model} does not say how many features it takes: add its input to the config, "
+            f'e.g. input [{{ name: "{DEFAULT_INPUT}" data_type: TYPE_FP32 dims: [ N ] }}] '
+            "with max_batch_size: 8"
+        )
+    else:
+        inputs = [ModelTensor(DEFAULT_INPUT, "TYPE_FP32", (None, n_features), "float32")]
+    if config.output:
+        outputs = [_config_tensor(t.name, t.data_type, t.dims) for t in config.output]
+    complete_tensors(config, inputs, outputs, default_batch, model)
+
+
+def _config_tensor(name: str, data_type: int, dims: Sequence[int]) -> ModelTensor:
+    return ModelTensor(name, data_type_name(data_type), (None, *dims), "as configured")
+
+
+def threads_per_instance(config: ModelConfig, parameter: str) -> int:
+    """The library's thread count: the config parameter, else the CPU cores shared evenly
+    among the model's instances (so N instances do not each start one thread per core)."""
+    given = int_parameter(config, parameter, minimum=1)
+    if given is not None:
+        return given
+    instances = sum(max(group.count, 1) for group in config.instance_group) or 1
+    return max(1, (os.cpu_count() or 1) // instances)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One configured output: the method that makes it and the type and dims it must have."""
+
+    name: str
+    method: str
+    dtype: np.dtype[Any]
+    dims: tuple[int, ...]
+
+    def shaped(self, result: Any) -> Array:
+        """The library's answer as the config declares it: a 1-D answer for dims [1] becomes a
+        column, numbers take the configured type, non-text answers to a BYTES output become
+        text."""
+        array = np.asarray(result)
+        if array.ndim == 1 and len(self.dims) == 1:
+            array = array.reshape(-1, 1)
+        if self.dtype.kind == "O":
+            return array if array.dtype.kind in "USO" else array.astype(np.str_)
+        return array if array.dtype == self.dtype else array.astype(self.dtype)
+
+
+def answer_outputs(
+    specs: Mapping[str, OutputSpec], output_names: Sequence[str], call: Callable[[str], Any]
+) -> dict[str, Array]:
+    """The requested outputs, calling each method they need once."""
+    answers: dict[str, Any] = {}
+    outputs = {}
+    for name in output_names:
+        spec = specs[name]
+        if spec.method not in answers:
+            answers[spec.method] = call(spec.method)
+        outputs[name] = spec.shaped(answers[spec.method])
+    return outputs
+
+
+def output_specs(config: ModelConfig, method_of: Callable[[str], str]) -> dict[str, OutputSpec]:
+    return {
+        t.name: OutputSpec(
+            t.name, method_of(t.name), numpy_dtype(tensor_datatype(t.data_type)), tuple(t.dims)
+        )
+        for t in config.output
+    }
+
+
+class FeatureTable:
+    """Joins a batch's inputs into the table a model takes.
+
+    `feature_names`: the model's own column names, if it has them; inputs named after all of
+    them are put in that order. `n_features`: the width the model takes, if known.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        feature_names: Sequence[str] | None,
+        n_features: int | None,
+        text_allowed: bool,
+        model: str,
+    ) -> None:
+        names = [t.name for t in config.input]
+        self.text = [t.name for t in config.input if tensor_datatype(t.data_type) == BYTES]
+        if self.text and not text_allowed:
+            raise InvalidArgument(
+                f"{model} takes numbers only, but inputs {self.text} are TYPE_STRING: encode "
+                "categories as numbers, or serve a scikit-learn pipeline that encodes them"
+            )
+        self.single = len(names) == 1 and not self.text
+        self.order = _feature_order(names, feature_names, model)
+        width = [math.prod(t.dims) for t in config.input]
+        total = sum(width)
+        if n_features is not None and min(width) > 0 and total != n_features:
+            raise InvalidArgument(
+                f"{model} takes {n_features} features, but the config's inputs {names} hold {total}"
+            )
+
+    def columns(self, inputs: Mapping[str, Array]) -> list[tuple[str, Array]]:
+        """Each input's rows as one 2-D block, in feature order (text decoded to str)."""
+        return [(name, self._block(name, inputs[name])) for name in self.order]
+
+    def table(self, inputs: Mapping[str, Array]) -> Array:
+        if self.single:
+            return inputs[self.order[0]]
+        blocks = [block for _, block in self.columns(inputs)]
+        if self.text:
+            return np.concatenate([b.astype(np.object_) for b in blocks], axis=1)
+        return np.concatenate(blocks, axis=1)
+
+    def _block(self, name: str, array: Array) -> Array:
+        block = array.reshape(len(array), -1)
+        if name not in self.text:
+            return block
+        try:
+            return np.strings.decode(block.astype(np.bytes_), "utf-8").astype(np.object_)
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(f"BYTES input '{name}' is not UTF-8 text: {exc.reason}") from None
+
+
+def _feature_order(names: list[str], feature_names: Sequence[str] | None, model: str) -> list[str]:
+    if len(names) < 2 or not feature_names or not set(names) & set(feature_names):
+        return names
+    missing = [name for name in feature_names if name not in names]
+    unknown = [name for name in names if name not in feature_names]
+    if missing or unknown:
+        raise InvalidArgument(
+            f"the config's inputs are named after {model}'s features but do not match them: "
+            f"missing {missing}, unknown {unknown}"
+        )
+    return list(feature_names)
