@@ -29,7 +29,9 @@ def infer_http_and_grpc(
     for module, url in ((httpclient, server.http_url), (grpcclient, server.grpc_url)):
         client = module.InferenceServerClient(url)
         try:
-            requested = None if outputs is None else [module.InferRequestedOutput(n) for n in outputs]
+            requested = (
+                None if outputs is None else [module.InferRequestedOutput(n) for n in outputs]
+            )
             result = client.infer(model, infer_inputs(module, arrays), outputs=requested)
             names = outputs or [o["name"] for o in _outputs(result)]
             answers.append({name: result.as_numpy(name) for name in names})
@@ -60,8 +62,9 @@ def assert_batched_under_concurrency(
         client = httpclient.InferenceServerClient(server.http_url)
         try:
             return [
-                client.infer(model, infer_inputs(httpclient, {"input__0": rows[i : i + 1]}))
-                .as_numpy(output)
+                client.infer(
+                    model, infer_inputs(httpclient, {"input__0": rows[i : i + 1]})
+                ).as_numpy(output)
                 for i in range(index, len(rows), threads)
             ]
         finally:

@@ -146,6 +146,6 @@ class BoosterInstance:
 
 def read_error(title: str, path: Path, exc: Exception) -> InvalidArgument:
     return InvalidArgument(
-        f"'{path.name}' is not a {title} model ({exc}); if it belongs to another framework, "
+        f"'{path.name}' holds no {title} model ({exc}); if it belongs to another framework, "
         'name its backend in config.pbtxt (e.g. backend: "sklearn" for a pickle)'
     )
