@@ -56,11 +56,11 @@ class Kind:
 
 KINDS = {
     "linear": Kind(
-        "linear", "sklearn scaler + logistic regression", "sklearn", "model.joblib",
+        "linear", "sklearn scaler + logistic regr.", "sklearn", "model.joblib",
         "predict_proba", 2, None,
     ),
     "forest": Kind(
-        "forest", "sklearn random forest (100 trees, depth 8)", "sklearn", "model.joblib",
+        "forest", "sklearn forest (100 trees, depth 8)", "sklearn", "model.joblib",
         "predict_proba", 2, None,
     ),
     "xgboost": Kind(

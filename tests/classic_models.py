@@ -48,6 +48,15 @@ def sklearn_regression_pipeline() -> Any:
     return make_pipeline(StandardScaler(), Ridge()).fit(x, target(x))
 
 
+def regression_on_frame() -> Any:
+    """The regression pipeline fitted on a DataFrame of named number columns."""
+    import pandas as pd
+
+    x = features(7, 150)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(FEATURES)])
+    return sklearn_regression_pipeline().fit(frame, target(x))
+
+
 def mixed_table(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Columns `age` (FP32), `city` (text) and `visits` (INT64) of a customer table."""
     rng = np.random.default_rng(seed)

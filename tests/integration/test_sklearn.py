@@ -62,6 +62,9 @@ def estimators(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
         built["mixed_frame"] = models.dump(
             models.column_transformer_on_frame(), root / "mixed_frame" / "1", "model.joblib"
         )
+        built["numbers_frame"] = models.dump(
+            models.regression_on_frame(), root / "numbers_frame" / "1", "model.joblib"
+        )
     _unservable(root)
     for name, config in CONFIGS.items():
         if name in built:
@@ -113,6 +116,21 @@ def test_answers_equal_the_estimator(
         np.testing.assert_array_equal(answer["predict_proba"], classifier.predict_proba(x))
     for answer in infer_http_and_grpc(server, "regression", {"input__0": x}):
         np.testing.assert_array_equal(answer["predict"], regression.predict(x))
+
+
+def test_a_model_fitted_on_a_frame_takes_one_input_of_its_columns(
+    server: RunningServer, estimators: tuple[Path, dict[str, Any]]
+) -> None:
+    if "numbers_frame" not in estimators[1]:
+        pytest.skip("pandas is not installed")
+    import pandas as pd
+
+    estimator = estimators[1]["numbers_frame"]
+    assert io_config(server, "numbers_frame")[0] == [("input__0", "TYPE_FP32", [5])]
+    x = models.features(16, 3)
+    expected = estimator.predict(pd.DataFrame(x, columns=estimator.feature_names_in_))
+    for answer in infer_http_and_grpc(server, "numbers_frame", {"input__0": x}):
+        np.testing.assert_array_equal(answer["predict"], expected)
 
 
 def test_one_output_asked_for_runs_only_its_method(
