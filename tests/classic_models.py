@@ -66,6 +66,15 @@ def mixed_table(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return age, city, visits
 
 
+def mixed_inputs(age: np.ndarray, city: np.ndarray, visits: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns as a client sends them: one input each, `city` as BYTES."""
+    return {
+        "age": age.reshape(-1, 1),
+        "city": np.array([c.encode() for c in city], dtype=np.object_).reshape(-1, 1),
+        "visits": visits.reshape(-1, 1),
+    }
+
+
 def mixed_labels(age: np.ndarray, city: np.ndarray, visits: np.ndarray) -> np.ndarray:
     return ((age > 40) ^ (city == "oslo") ^ (visits > 12)).astype(np.int64)
 
@@ -98,22 +107,14 @@ def _mixed_pipeline(numbers: list[Any], categories: list[Any]) -> Any:
     return make_pipeline(columns, LogisticRegression())
 
 
-def xgboost_classifier(version_path: Path, filename: str) -> Any:
-    """A 3-class `multi:softprob` booster."""
+def xgboost_model(version_path: Path, filename: str, regression: bool = False) -> Any:
+    """A 3-class `multi:softprob` booster, or a regression; saved as `filename`."""
     import xgboost
 
-    x = features(4, 150)
-    model = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(x, three_classes(x))
-    version_path.mkdir(parents=True, exist_ok=True)
-    model.save_model(version_path / filename)
-    return model.get_booster()
-
-
-def xgboost_regressor(version_path: Path, filename: str) -> Any:
-    import xgboost
-
-    x = features(5, 150)
-    model = xgboost.XGBRegressor(n_estimators=8, max_depth=3).fit(x, target(x))
+    x = features(5 if regression else 4, 150)
+    estimator = xgboost.XGBRegressor if regression else xgboost.XGBClassifier
+    model = estimator(n_estimators=8, max_depth=3)
+    model.fit(x, target(x) if regression else three_classes(x))
     version_path.mkdir(parents=True, exist_ok=True)
     model.save_model(version_path / filename)
     return model.get_booster()

@@ -34,7 +34,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         "sk": models.dump(models.sklearn_classifier(), sources / "sk" / "1", "model.joblib"),
         "mixed": models.dump(models.column_transformer_on_frame(), sources / "mixed" / "1",
                              "model.joblib"),
-        "xgb": models.xgboost_classifier(sources / "xgb" / "1", "model.ubj"),
+        "xgb": models.xgboost_model(sources / "xgb" / "1", "model.ubj"),
         "lgb": models.lightgbm_model(sources / "lgb" / "1", "multiclass"),
     }  # fmt: skip
     (sources / "mixed" / "config.pbtxt").write_text(MIXED_CONFIG)
@@ -81,11 +81,7 @@ def test_mixed_type_pipeline_keeps_its_named_columns(
     import pandas as pd
 
     age, city, visits = models.mixed_table(41, 5)
-    arrays = {
-        "age": age.reshape(-1, 1),
-        "city": np.array([c.encode() for c in city], dtype=np.object_).reshape(-1, 1),
-        "visits": visits.reshape(-1, 1),
-    }
+    arrays = models.mixed_inputs(age, city, visits)
     frame = pd.DataFrame({"age": age, "city": city, "visits": visits})
     expected = converted[1]["mixed"].predict_proba(frame)
     for answer in infer_http_and_grpc(server, "mixed", arrays, ["probabilities"]):

@@ -157,11 +157,7 @@ def test_mixed_type_columns_through_a_column_transformer(
     server: RunningServer, estimators: tuple[Path, dict[str, Any]]
 ) -> None:
     age, city, visits = models.mixed_table(13, 6)
-    arrays = {
-        "age": age.reshape(-1, 1),
-        "city": np.array([c.encode() for c in city], dtype=np.object_).reshape(-1, 1),
-        "visits": visits.reshape(-1, 1),
-    }
+    arrays = models.mixed_inputs(age, city, visits)
     table = np.column_stack([age.astype(np.object_), city, visits.astype(np.object_)])
     expected = {"mixed_array": estimators[1]["mixed_array"].predict_proba(table)}
     if "mixed_frame" in estimators[1]:

@@ -40,11 +40,11 @@ CONFIGS = {
 def boosters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("xgboost_repository")
     built = {
-        "classifier": models.xgboost_classifier(root / "classifier" / "1", "model.json"),
-        "regressor": models.xgboost_regressor(root / "regressor" / "1", "model.ubj"),
+        "classifier": models.xgboost_model(root / "classifier" / "1", "model.json"),
+        "regressor": models.xgboost_model(root / "regressor" / "1", "model.ubj", regression=True),
     }
     for name in CONFIGS:
-        built[name] = models.xgboost_classifier(root / name / "1", "model.json")
+        built[name] = models.xgboost_model(root / name / "1", "model.json")
         (root / name / "config.pbtxt").write_text(f'name: "{name}"\n{CONFIGS[name]}')
     (root / "not_xgboost" / "1").mkdir(parents=True)
     (root / "not_xgboost" / "1" / "model.json").write_text('{"weights": [1, 2]}')

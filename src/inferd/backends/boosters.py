@@ -9,16 +9,15 @@ booster, each with the thread count of its instance (`threads_per_instance`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from inferd.backends.autocomplete import name_backend
-from inferd.backends.base import BatchRequest, Device
+from inferd.backends.base import Device
 from inferd.backends.tabular import (
     FeatureTable,
     OutputSpec,
-    answer_outputs,
+    TableInstance,
     complete_table_config,
     find_model_file,
     holds_any,
@@ -34,6 +33,8 @@ PREDICT = "predict"
 
 
 class Booster(Protocol):
+    rejected: tuple[type[Exception], ...]  # the library's errors for inputs it cannot take
+
     def n_features(self) -> int: ...
 
     def feature_names(self) -> list[str] | None: ...
@@ -100,7 +101,7 @@ class BoosterBackend:
         )
         specs = output_specs(config, lambda name: self._method(config, name))
         booster.use_threads(threads_per_instance(config, self.library.threads_parameter))
-        return BoosterModel(booster, table, specs)
+        return BoosterModel(booster, table, specs, self.library.title)
 
     def _method(self, config: ModelConfig, output: str) -> str:
         raw = self.library.raw_method
@@ -110,38 +111,22 @@ class BoosterBackend:
 
 
 class BoosterModel:
-    def __init__(self, booster: Booster, table: FeatureTable, specs: dict[str, OutputSpec]) -> None:
+    def __init__(
+        self, booster: Booster, table: FeatureTable, specs: dict[str, OutputSpec], title: str
+    ) -> None:
         self.booster = booster
         self.table = table
         self.specs = specs
+        self.title = title
 
-    def create_instance(self, device: Device, name: str) -> BoosterInstance:
-        return BoosterInstance(self)
-
-    def close(self) -> None:
-        self.booster = None  # type: ignore[assignment]
-
-
-class BoosterInstance:
-    def __init__(self, model: BoosterModel) -> None:
-        self._model = model
-
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> dict[str, Array]:
-        model = self._model
-        features = model.table.table(inputs)
-        return answer_outputs(
-            model.specs,
-            output_names,
-            lambda method: model.booster.predict(method, features),
+    def create_instance(self, device: Device, name: str) -> TableInstance:
+        booster = self.booster
+        return TableInstance(
+            self.table.table, booster.predict, self.specs, booster.rejected, self.title
         )
 
     def close(self) -> None:
-        self._model = None  # type: ignore[assignment]
+        self.booster = None  # type: ignore[assignment]
 
 
 def read_error(title: str, path: Path, exc: Exception) -> InvalidArgument:

@@ -13,7 +13,6 @@ from typing import Any
 
 from inferd.backends.boosters import BoosterBackend, read_error
 from inferd.backends.tabular import import_extra
-from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array
 
 
@@ -36,7 +35,7 @@ class LightGBMLibrary:
 class LightGBMBooster:
     def __init__(self, booster: Any, error: type[Exception]) -> None:
         self._booster = booster
-        self._error = error
+        self.rejected: tuple[type[Exception], ...] = (error,)
         self._threads = 1
 
     def n_features(self) -> int:
@@ -49,15 +48,12 @@ class LightGBMBooster:
         self._threads = threads
 
     def predict(self, method: str, features: Array) -> Array:
-        try:
-            result: Array = self._booster.predict(
-                features,
-                raw_score=method == LightGBMLibrary.raw_method,
-                num_threads=self._threads,
-                validate_features=False,
-            )
-        except self._error as exc:
-            raise InvalidArgument(f"LightGBM rejected the inputs: {exc}") from exc
+        result: Array = self._booster.predict(
+            features,
+            raw_score=method == LightGBMLibrary.raw_method,
+            num_threads=self._threads,
+            validate_features=False,
+        )
         return result
 
 

@@ -9,18 +9,18 @@ unpickled estimator: its prediction methods only read it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inferd.backends.autocomplete import ModelTensor, name_backend
-from inferd.backends.base import BatchRequest, Device
+from inferd.backends.base import Device
 from inferd.backends.tabular import (
     FeatureTable,
     OutputSpec,
-    answer_outputs,
+    TableInstance,
     config_type,
     find_model_file,
     holds_any,
@@ -167,40 +167,20 @@ class SklearnModel:
         # that column names select columns as they did when it was fitted.
         self.frame_columns = None if names is None or _pandas() is None else list(names)
 
-    def create_instance(self, device: Device, name: str) -> SklearnInstance:
-        return SklearnInstance(self)
+    def create_instance(self, device: Device, name: str) -> TableInstance:
+        # ValueError: scikit-learn's word for inputs it cannot take.
+        return TableInstance(self.features, self.call, self.specs, (ValueError,), "scikit-learn")
+
+    def call(self, method: str, features: Any) -> Any:
+        return getattr(self.estimator, method)(features)
+
+    def features(self, inputs: Mapping[str, Array]) -> Any:
+        if self.frame_columns is None:
+            return self.table.table(inputs)
+        pandas = _pandas()
+        if self.table.single:
+            return pandas.DataFrame(self.table.table(inputs), columns=self.frame_columns)
+        return pandas.DataFrame({name: b[:, 0] for name, b in self.table.columns(inputs)})
 
     def close(self) -> None:
         self.estimator = None
-
-
-class SklearnInstance:
-    def __init__(self, model: SklearnModel) -> None:
-        self._model = model
-
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> dict[str, Array]:
-        features = self._features(inputs)
-        return answer_outputs(self._model.specs, output_names, lambda m: self._call(m, features))
-
-    def _call(self, method: str, features: Any) -> Any:
-        try:
-            return getattr(self._model.estimator, method)(features)
-        except ValueError as exc:  # scikit-learn's word for inputs it cannot take
-            raise InvalidArgument(f"scikit-learn rejected the inputs: {exc}") from exc
-
-    def _features(self, inputs: Mapping[str, Array]) -> Any:
-        columns = self._model.frame_columns
-        if columns is None:
-            return self._model.table.table(inputs)
-        pandas = _pandas()
-        if self._model.table.single:
-            return pandas.DataFrame(self._model.table.table(inputs), columns=columns)
-        return pandas.DataFrame({name: b[:, 0] for name, b in self._model.table.columns(inputs)})
-
-    def close(self) -> None:
-        self._model = None  # type: ignore[assignment]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from inferd.backends.autocomplete import ModelTensor, complete_tensors
+from inferd.backends.base import BatchRequest
 from inferd.core.datatypes import BYTES, numpy_dtype
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.model_config import (
@@ -145,18 +146,56 @@ class OutputSpec:
         return array if array.dtype == self.dtype else array.astype(self.dtype)
 
 
-def answer_outputs(
-    specs: Mapping[str, OutputSpec], output_names: Sequence[str], call: Callable[[str], Any]
-) -> dict[str, Array]:
-    """The requested outputs, calling each method they need once."""
-    answers: dict[str, Any] = {}
-    outputs = {}
-    for name in output_names:
-        spec = specs[name]
-        if spec.method not in answers:
-            answers[spec.method] = call(spec.method)
-        outputs[name] = spec.shaped(answers[spec.method])
-    return outputs
+class TableInstance:
+    """An instance of a table model: the batch's inputs become one table, and each method
+    the requested outputs need is called once on it. Instances of a model share its library
+    object, whose prediction methods only read it.
+
+    `rejected`: the library's exceptions that mean the inputs were wrong (a client error).
+    """
+
+    def __init__(
+        self,
+        features: Callable[[Mapping[str, Array]], Any],
+        call: Callable[[str, Any], Any],
+        specs: Mapping[str, OutputSpec],
+        rejected: tuple[type[Exception], ...],
+        library: str,
+    ) -> None:
+        self._features = features
+        self._call = call
+        self._specs = specs
+        self._rejected = rejected
+        self._library = library
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        features = self._features(inputs)
+        answers: dict[str, Any] = {}
+        outputs = {}
+        for name in output_names:
+            spec = self._specs[name]
+            if spec.method not in answers:
+                answers[spec.method] = self._answer(spec.method, features)
+            outputs[name] = spec.shaped(answers[spec.method])
+        return outputs
+
+    def _answer(self, method: str, features: Any) -> Any:
+        try:
+            return self._call(method, features)
+        except self._rejected as exc:
+            raise InvalidArgument(f"{self._library} rejected the inputs: {exc}") from exc
+
+    def close(self) -> None:
+        self._features = self._call = _closed
+
+
+def _closed(*args: Any) -> Any:
+    raise Unavailable("the model instance is closed")
 
 
 def output_specs(config: ModelConfig, method_of: Callable[[str], str]) -> dict[str, OutputSpec]:

@@ -14,7 +14,6 @@ from typing import Any
 
 from inferd.backends.boosters import PREDICT, BoosterBackend, read_error
 from inferd.backends.tabular import import_extra
-from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array
 
 
@@ -40,7 +39,7 @@ class XGBoostLibrary:
 class XGBoostBooster:
     def __init__(self, booster: Any, error: type[Exception]) -> None:
         self._booster = booster
-        self._error = error
+        self.rejected: tuple[type[Exception], ...] = (error,)
 
     def n_features(self) -> int:
         return int(self._booster.num_features())
@@ -53,14 +52,11 @@ class XGBoostBooster:
         self._booster.set_param({"nthread": threads})
 
     def predict(self, method: str, features: Array) -> Array:
-        try:
-            result: Array = self._booster.inplace_predict(
-                features,
-                predict_type="margin" if method != PREDICT else "value",
-                validate_features=False,
-            )
-        except self._error as exc:
-            raise InvalidArgument(f"XGBoost rejected the inputs: {exc}") from exc
+        result: Array = self._booster.inplace_predict(
+            features,
+            predict_type="margin" if method != PREDICT else "value",
+            validate_features=False,
+        )
         return result
 
 
