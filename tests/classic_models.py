@@ -133,3 +133,18 @@ def lightgbm_model(version_path: Path, objective: str) -> Any:
     version_path.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(version_path / "model.txt"))
     return booster
+
+
+def lightgbm_on_categories(version_path: Path) -> Any:
+    """A binary booster trained on a DataFrame whose `city` column is a pandas category."""
+    import lightgbm
+    import pandas as pd
+
+    age, city, visits = mixed_table(8, 300)
+    frame = pd.DataFrame({"age": age, "city": pd.Categorical(city), "visits": visits})
+    params = {"objective": "binary", "verbose": -1, "num_leaves": 7, "min_data_in_leaf": 5}
+    dataset = lightgbm.Dataset(frame, mixed_labels(age, city, visits))
+    booster = lightgbm.train(params, dataset, num_boost_round=8)
+    version_path.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(version_path / "model.txt"))
+    return booster

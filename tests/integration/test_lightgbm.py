@@ -41,6 +41,15 @@ CONFIGS = {
     'parameters { key: "num_threads" value { string_value: "0" } }\n',
 }
 CONFIG_OBJECTIVES = {"multiclass_batched": "multiclass"}
+# A booster trained on a DataFrame with a category column: text in, coded as in training.
+CATEGORIES_CONFIG = """backend: "lightgbm"
+max_batch_size: 8
+input [
+  { name: "visits" data_type: TYPE_INT64 dims: [ 1 ] },
+  { name: "city" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "age" data_type: TYPE_FP32 dims: [ 1 ] }
+]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +60,20 @@ def boosters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         objective = CONFIG_OBJECTIVES.get(name, "binary")
         built[name] = models.lightgbm_model(root / name / "1", objective)
         (root / name / "config.pbtxt").write_text(f'name: "{name}"\n{config}')
+    if _has_pandas():
+        built["categories"] = models.lightgbm_on_categories(root / "categories" / "1")
+        (root / "categories" / "config.pbtxt").write_text(CATEGORIES_CONFIG)
     (root / "not_lightgbm" / "1").mkdir(parents=True)
     (root / "not_lightgbm" / "1" / "model.txt").write_text("hello\n")
     return root, built
+
+
+def _has_pandas() -> bool:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +123,22 @@ def test_named_columns_in_any_order_and_raw_score_by_name(
         np.testing.assert_array_equal(
             answer["raw_score"][:, 0], booster.predict(table, raw_score=True)
         )
+
+
+def test_text_categories_are_coded_as_in_training(
+    server: RunningServer, boosters: tuple[Path, dict[str, Any]]
+) -> None:
+    if "categories" not in boosters[1]:
+        pytest.skip("pandas is not installed")
+    import pandas as pd
+
+    age, city, visits = models.mixed_table(35, 6)
+    city[0] = "atlantis"  # never seen in training: a missing value, as LightGBM treats it
+    # LightGBM recodes a DataFrame's categories to those it was trained with.
+    frame = pd.DataFrame({"age": age, "city": pd.Categorical(city), "visits": visits})
+    expected = boosters[1]["categories"].predict(frame)
+    for answer in infer_http_and_grpc(server, "categories", models.mixed_inputs(age, city, visits)):
+        np.testing.assert_array_equal(answer["predict"], expected)
 
 
 def test_concurrent_clients_are_batched(

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from inferd.backends.autocomplete import name_backend
 from inferd.backends.base import Device
+from inferd.backends.feature_table import FeatureTable
 from inferd.backends.tabular import (
-    FeatureTable,
     OutputSpec,
     TableInstance,
     complete_table_config,
@@ -38,6 +38,10 @@ class Booster(Protocol):
     def n_features(self) -> int: ...
 
     def feature_names(self) -> list[str] | None: ...
+
+    def categories(self) -> list[list[object]]:
+        """The categories of each categorical column the model was trained with, in order
+        (text inputs are coded by them); empty when it takes numbers only."""
 
     def use_threads(self, threads: int) -> None:
         """The threads each prediction may use from now on."""
@@ -96,7 +100,7 @@ class BoosterBackend:
             config,
             booster.feature_names(),
             booster.n_features(),
-            text_allowed=False,
+            categories=booster.categories(),
             model=f"{self.library.title} model '{path.name}'",
         )
         specs = output_specs(config, lambda name: self._method(config, name))

@@ -44,6 +44,10 @@ class LightGBMBooster:
     def feature_names(self) -> list[str] | None:
         return list(self._booster.feature_name())
 
+    def categories(self) -> list[list[object]]:
+        # Set when the booster was trained on a DataFrame with category columns.
+        return [list(values) for values in self._booster.pandas_categorical or []]
+
     def use_threads(self, threads: int) -> None:
         self._threads = threads
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from inferd.backends.autocomplete import ModelTensor, name_backend
 from inferd.backends.base import Device
+from inferd.backends.feature_table import AS_TEXT, FeatureTable
 from inferd.backends.tabular import (
-    FeatureTable,
     OutputSpec,
     TableInstance,
     config_type,
@@ -93,7 +93,7 @@ class SklearnBackend:
             config,
             None if names is None else [str(n) for n in names],
             getattr(estimator, "n_features_in_", None),
-            text_allowed=True,
+            categories=AS_TEXT,
             model=f"'{path.name}'",
         )
         return SklearnModel(estimator, table, specs)

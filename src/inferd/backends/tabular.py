@@ -11,7 +11,6 @@ after them, else the config's order), BYTES inputs as text columns.
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 
 from inferd.backends.autocomplete import ModelTensor, complete_tensors
 from inferd.backends.base import BatchRequest
-from inferd.core.datatypes import BYTES, numpy_dtype
+from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.model_config import (
     ModelConfig,
@@ -205,69 +204,3 @@ def output_specs(config: ModelConfig, method_of: Callable[[str], str]) -> dict[s
         )
         for t in config.output
     }
-
-
-class FeatureTable:
-    """Joins a batch's inputs into the table a model takes.
-
-    `feature_names`: the model's own column names, if it has them; inputs named after all of
-    them are put in that order. `n_features`: the width the model takes, if known.
-    """
-
-    def __init__(
-        self,
-        config: ModelConfig,
-        feature_names: Sequence[str] | None,
-        n_features: int | None,
-        text_allowed: bool,
-        model: str,
-    ) -> None:
-        names = [t.name for t in config.input]
-        self.text = [t.name for t in config.input if tensor_datatype(t.data_type) == BYTES]
-        if self.text and not text_allowed:
-            raise InvalidArgument(
-                f"{model} takes numbers only, but inputs {self.text} are TYPE_STRING: encode "
-                "categories as numbers, or serve a scikit-learn pipeline that encodes them"
-            )
-        self.single = len(names) == 1 and not self.text
-        self.order = _feature_order(names, feature_names, model)
-        width = [math.prod(t.dims) for t in config.input]
-        total = sum(width)
-        if n_features is not None and min(width) > 0 and total != n_features:
-            raise InvalidArgument(
-                f"{model} takes {n_features} features, but the config's inputs {names} hold {total}"
-            )
-
-    def columns(self, inputs: Mapping[str, Array]) -> list[tuple[str, Array]]:
-        """Each input's rows as one 2-D block, in feature order (text decoded to str)."""
-        return [(name, self._block(name, inputs[name])) for name in self.order]
-
-    def table(self, inputs: Mapping[str, Array]) -> Array:
-        if self.single:
-            return inputs[self.order[0]]
-        blocks = [block for _, block in self.columns(inputs)]
-        if self.text:
-            return np.concatenate([b.astype(np.object_) for b in blocks], axis=1)
-        return np.concatenate(blocks, axis=1)
-
-    def _block(self, name: str, array: Array) -> Array:
-        block = array.reshape(len(array), -1)
-        if name not in self.text:
-            return block
-        try:
-            return np.strings.decode(block.astype(np.bytes_), "utf-8").astype(np.object_)
-        except UnicodeDecodeError as exc:
-            raise InvalidArgument(f"BYTES input '{name}' is not UTF-8 text: {exc.reason}") from None
-
-
-def _feature_order(names: list[str], feature_names: Sequence[str] | None, model: str) -> list[str]:
-    if len(names) < 2 or not feature_names or not set(names) & set(feature_names):
-        return names
-    missing = [name for name in feature_names if name not in names]
-    unknown = [name for name in names if name not in feature_names]
-    if missing or unknown:
-        raise InvalidArgument(
-            f"the config's inputs are named after {model}'s features but do not match them: "
-            f"missing {missing}, unknown {unknown}"
-        )
-    return list(feature_names)

@@ -48,6 +48,9 @@ class XGBoostBooster:
         names = self._booster.feature_names
         return None if names is None else list(names)
 
+    def categories(self) -> list[list[object]]:
+        return []
+
     def use_threads(self, threads: int) -> None:
         self._booster.set_param({"nthread": threads})
 

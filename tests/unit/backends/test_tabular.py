@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inferd.backends.tabular import FeatureTable, OutputSpec, config_type, threads_per_instance
+from inferd.backends.feature_table import AS_TEXT, FeatureTable
+from inferd.backends.tabular import OutputSpec, config_type, threads_per_instance
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import parse_pbtxt
 
@@ -20,7 +21,7 @@ input [
 
 def test_inputs_named_after_the_features_take_their_order() -> None:
     config = parse_pbtxt(THREE_INPUTS.replace("dims: [ 2 ]", "dims: [ 1 ]"))
-    table = FeatureTable(config, ["a", "b", "c"], 3, text_allowed=True, model="m")
+    table = FeatureTable(config, ["a", "b", "c"], 3, categories=AS_TEXT, model="m")
     rows = table.table({
         "b": np.array([[1.5], [2.5]], np.float32),
         "a": np.array([[1], [2]], np.int32),
@@ -32,22 +33,38 @@ def test_inputs_named_after_the_features_take_their_order() -> None:
 
 def test_other_inputs_keep_the_config_order_and_must_fill_the_width() -> None:
     config = parse_pbtxt(THREE_INPUTS)
-    table = FeatureTable(config, None, 4, text_allowed=True, model="m")
+    table = FeatureTable(config, None, 4, categories=AS_TEXT, model="m")
     assert table.order == ["b", "a", "c"]
     with pytest.raises(InvalidArgument, match="takes 5 features, but the config's inputs"):
-        FeatureTable(config, None, 5, text_allowed=True, model="m")
+        FeatureTable(config, None, 5, categories=AS_TEXT, model="m")
 
 
 def test_half_matching_names_and_text_for_a_booster_are_refused() -> None:
     config = parse_pbtxt(THREE_INPUTS)
     with pytest.raises(InvalidArgument, match=r"missing \['d'\], unknown \['c'\]"):
-        FeatureTable(config, ["a", "b", "d"], None, text_allowed=True, model="m")
-    with pytest.raises(InvalidArgument, match=r"inputs \['c'\] are TYPE_STRING"):
-        FeatureTable(config, None, None, text_allowed=False, model="m")
+        FeatureTable(config, ["a", "b", "d"], None, categories=AS_TEXT, model="m")
+    with pytest.raises(
+        InvalidArgument, match=r"numbers only, but the config has TYPE_STRING inputs \['c'\]"
+    ):
+        FeatureTable(config, None, None, categories=[], model="m")
+
+
+def test_text_columns_become_the_codes_of_the_model_categories() -> None:
+    config = parse_pbtxt(THREE_INPUTS)
+    table = FeatureTable(config, None, 4, categories=[["lo", "hi"]], model="m")
+    rows = table.table({
+        "b": np.array([[0.5, 1.5], [2.5, 3.5]], np.float32),
+        "a": np.array([[7], [8]], np.int32),
+        "c": np.array([[b"hi"], [b"unseen"]], np.object_),
+    })  # fmt: skip
+    assert rows.dtype == np.float64
+    np.testing.assert_array_equal(rows, [[0.5, 1.5, 7, 1], [2.5, 3.5, 8, np.nan]])
+    with pytest.raises(InvalidArgument, match="2 categorical columns"):
+        FeatureTable(config, None, 4, categories=[["lo"], ["x"]], model="m")
 
 
 def test_text_that_is_not_utf8_is_a_client_error() -> None:
-    table = FeatureTable(parse_pbtxt(THREE_INPUTS), None, None, text_allowed=True, model="m")
+    table = FeatureTable(parse_pbtxt(THREE_INPUTS), None, None, categories=AS_TEXT, model="m")
     inputs = {
         "b": np.zeros((1, 2), np.float32),
         "a": np.zeros((1, 1), np.int32),
