@@ -116,7 +116,10 @@ def xgboost_model(version_path: Path, filename: str, regression: bool = False) -
     model = estimator(n_estimators=8, max_depth=3)
     model.fit(x, target(x) if regression else three_classes(x))
     version_path.mkdir(parents=True, exist_ok=True)
-    model.save_model(version_path / filename)
+    # XGBoost warns on the .bst name (it writes UBJSON under any other): rename instead.
+    saved = version_path / filename.replace(".bst", ".ubj")
+    model.save_model(saved)
+    saved.rename(version_path / filename)
     return model.get_booster()
 
 

@@ -41,6 +41,9 @@ CONFIGS = {
     'parameters { key: "method" value { string_value: "decision_function" } }\n',
     "mixed_array": MIXED_INPUTS,
     "mixed_frame": MIXED_INPUTS,
+    "frame_misnamed": MIXED_INPUTS.replace('"age"', '"years"')
+    .replace('"city"', '"town"')
+    .replace('"visits"', '"calls"'),
 }
 
 
@@ -61,6 +64,9 @@ def estimators(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     if _has_pandas():
         built["mixed_frame"] = models.dump(
             models.column_transformer_on_frame(), root / "mixed_frame" / "1", "model.joblib"
+        )
+        built["frame_misnamed"] = models.dump(
+            built["mixed_frame"], root / "frame_misnamed" / "1", "model.joblib"
         )
         built["numbers_frame"] = models.dump(
             models.regression_on_frame(), root / "numbers_frame" / "1", "model.joblib"
@@ -206,3 +212,5 @@ def test_models_it_cannot_tell_enough_about_say_which_config_to_add(
     assert "neither predict nor transform" in states["not_a_model"][1]
     assert states["garbage"][0] == "UNAVAILABLE"
     assert "cannot read 'model.pkl'" in states["garbage"][1]
+    if "frame_misnamed" in states:
+        assert "name the config's inputs after them" in states["frame_misnamed"][1]

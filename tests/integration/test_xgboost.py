@@ -1,5 +1,5 @@
-"""XGBoost boosters trained here, saved in each of XGBoost's formats, and served by the real
-server: answers equal the booster's own, over HTTP and gRPC."""
+"""XGBoost boosters trained here, saved as model.json and model.bst (model.ubj: the convert
+tests), and served by the real server: answers equal the booster's own, over HTTP and gRPC."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def boosters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     root = tmp_path_factory.mktemp("xgboost_repository")
     built = {
         "classifier": models.xgboost_model(root / "classifier" / "1", "model.json"),
-        "regressor": models.xgboost_model(root / "regressor" / "1", "model.ubj", regression=True),
+        "regressor": models.xgboost_model(root / "regressor" / "1", "model.bst", regression=True),
     }
     for name in CONFIGS:
         built[name] = models.xgboost_model(root / name / "1", "model.json")

@@ -166,6 +166,11 @@ class SklearnModel:
         # Fitted on a DataFrame: it is given one (pandas is then there, as at training), so
         # that column names select columns as they did when it was fitted.
         self.frame_columns = None if names is None or _pandas() is None else list(names)
+        if self.frame_columns and not table.single and set(table.order) != set(self.frame_columns):
+            raise InvalidArgument(
+                f"the model was fitted on a DataFrame with columns {self.frame_columns}: name "
+                f"the config's inputs after them (they are {table.order})"
+            )
 
     def create_instance(self, device: Device, name: str) -> TableInstance:
         # ValueError: scikit-learn's word for inputs it cannot take.
