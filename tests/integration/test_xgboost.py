@@ -26,6 +26,9 @@ CONFIGS = {
     "classifier_batched": 'backend: "xgboost"\nmax_batch_size: 16\n'
     "dynamic_batching { max_queue_delay_microseconds: 20000 }\n"
     'parameters { key: "nthread" value { string_value: "1" } }\n',
+    "accelerated": 'backend: "xgboost"\n'
+    "optimization { execution_accelerators {\n"
+    '  cpu_execution_accelerator [{ name: "onnxruntime" }] } }\n',
     "margin_by_parameter": 'backend: "xgboost"\n'
     'parameters { key: "output_margin" value { string_value: "true" } }\n',
     # Both outputs, the margin chosen by its name.
@@ -115,3 +118,9 @@ def test_a_json_file_of_something_else_says_so(server: RunningServer) -> None:
     assert state == "UNAVAILABLE"
     assert "'model.json' holds no XGBoost model" in reason
     assert "backend" in reason
+
+
+def test_execution_accelerators_point_to_inferd_convert(server: RunningServer) -> None:
+    state, reason = model_states(server)["accelerated"]
+    assert state == "UNAVAILABLE"
+    assert "inferd convert" in reason

@@ -23,6 +23,7 @@ from inferd.backends.tabular import (
     holds_any,
     output_specs,
     probe_outputs,
+    refuse_accelerators,
     threads_per_instance,
 )
 from inferd.core.errors import InvalidArgument
@@ -94,6 +95,7 @@ class BoosterBackend:
         complete_table_config(config, n_features, outputs, default_max_batch_size, model)
 
     def load(self, config: ModelConfig, version_path: Path) -> BoosterModel:
+        refuse_accelerators(config, self.name)
         path = find_model_file(config, version_path, self.library.files)
         booster = self.library.read(path)
         table = FeatureTable(

@@ -27,6 +27,7 @@ from inferd.backends.tabular import (
     import_extra,
     output_specs,
     probe_outputs,
+    refuse_accelerators,
 )
 from inferd.backends.tabular import complete_table_config as complete_table
 from inferd.core.errors import InvalidArgument, Unavailable
@@ -77,6 +78,7 @@ class SklearnBackend:
         complete_table(config, n_features, outputs, default_max_batch_size, model)
 
     def load(self, config: ModelConfig, version_path: Path) -> SklearnModel:
+        refuse_accelerators(config, self.name)
         path = find_model_file(config, version_path, FILES)
         estimator = read_estimator(path)
         default = _method_parameter(config)

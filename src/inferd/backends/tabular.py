@@ -114,6 +114,15 @@ def _config_tensor(name: str, data_type: int, dims: Sequence[int]) -> ModelTenso
     return ModelTensor(name, data_type_name(data_type), (None, *dims), "as configured")
 
 
+def refuse_accelerators(config: ModelConfig, backend: str) -> None:
+    """These backends run the library itself; ONNX Runtime runs the model after conversion."""
+    if config.optimization.execution_accelerators.cpu_execution_accelerator:
+        raise InvalidArgument(
+            f"backend '{backend}' has no execution accelerators: to run this model on ONNX "
+            "Runtime, convert it with `inferd convert` and serve the ONNX model"
+        )
+
+
 def threads_per_instance(config: ModelConfig, parameter: str) -> int:
     """The library's thread count: the config parameter, else the CPU cores shared evenly
     among the model's instances (so N instances do not each start one thread per core)."""
