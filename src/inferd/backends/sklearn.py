@@ -130,8 +130,11 @@ def _default_methods(estimator: Any, config: ModelConfig) -> list[str]:
 def _probed(estimator: Any, methods: list[str], n_features: int) -> list[ModelTensor] | None:
     """Outputs as the estimator answers a row of zeros; None when it refuses that row (text
     columns, say), and the outputs are then declared from its attributes."""
+    columns = _frame_columns(estimator)
     try:
-        return probe_outputs(lambda m, x: getattr(estimator, m)(x), methods, n_features)
+        return probe_outputs(
+            lambda m, x: getattr(estimator, m)(_frame(x, columns)), methods, n_features
+        )
     except Exception:
         return None
 
@@ -159,15 +162,23 @@ def _pandas() -> Any:
     return pandas
 
 
+def _frame_columns(estimator: Any) -> list[str] | None:
+    """The columns of the DataFrame the estimator was fitted on: it is given one again (pandas
+    is then there, as at training), so that names select columns as when it was fitted."""
+    names = getattr(estimator, "feature_names_in_", None)
+    return None if names is None or _pandas() is None else [str(n) for n in names]
+
+
+def _frame(table: Array, columns: list[str] | None) -> Any:
+    return table if columns is None else _pandas().DataFrame(table, columns=columns)
+
+
 class SklearnModel:
     def __init__(self, estimator: Any, table: FeatureTable, specs: dict[str, OutputSpec]) -> None:
         self.estimator = estimator
         self.table = table
         self.specs = specs
-        names = getattr(estimator, "feature_names_in_", None)
-        # Fitted on a DataFrame: it is given one (pandas is then there, as at training), so
-        # that column names select columns as they did when it was fitted.
-        self.frame_columns = None if names is None or _pandas() is None else list(names)
+        self.frame_columns = _frame_columns(estimator)
         if self.frame_columns and not table.single and set(table.order) != set(self.frame_columns):
             raise InvalidArgument(
                 f"the model was fitted on a DataFrame with columns {self.frame_columns}: name "
@@ -182,12 +193,9 @@ class SklearnModel:
         return getattr(self.estimator, method)(features)
 
     def features(self, inputs: Mapping[str, Array]) -> Any:
-        if self.frame_columns is None:
-            return self.table.table(inputs)
-        pandas = _pandas()
-        if self.table.single:
-            return pandas.DataFrame(self.table.table(inputs), columns=self.frame_columns)
-        return pandas.DataFrame({name: b[:, 0] for name, b in self.table.columns(inputs)})
+        if self.frame_columns is None or self.table.single:
+            return _frame(self.table.table(inputs), self.frame_columns)
+        return _pandas().DataFrame({name: b[:, 0] for name, b in self.table.columns(inputs)})
 
     def close(self) -> None:
         self.estimator = None
