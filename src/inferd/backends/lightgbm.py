@@ -1,8 +1,8 @@
 """LightGBM backend: a booster saved with `save_model` (`model.txt`).
 
 `predict` gives what the objective predicts (a probability for `binary`, one per class for
-`multiclass`, a value for regressions); an output named `raw_score`, or the config parameter
-`raw_score: true`, gives the raw scores. `num_threads` (config parameter) sets the threads of
+`multiclass`, a value for regressions); an output named `raw_score` gives the raw scores,
+and so does every output under the config parameter `raw_score: true`. `num_threads` (config parameter) sets the threads of
 each instance's predictions.
 """
 

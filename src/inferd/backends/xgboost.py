@@ -2,8 +2,9 @@
 legacy binary `model.bst`).
 
 `predict` gives what the objective predicts (a probability for `binary:logistic`, one per
-class for `multi:softprob`, a value for regressions); an output named `output_margin`, or the
-config parameter `output_margin: true`, gives the untransformed margin. `nthread` (config
+class for `multi:softprob`, a value for regressions); an output named `output_margin` gives
+the untransformed margin, and so does every output under the config parameter
+`output_margin: true`. `nthread` (config
 parameter) sets the threads of each instance's predictions.
 """
 
