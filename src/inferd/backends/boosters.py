@@ -2,9 +2,10 @@
 
 A `Library` knows one framework: its files, how to read a booster, and its one alternative
 to plain prediction (XGBoost's margin, LightGBM's raw score), answered by an output of that
-name, or by every output when the true/false config parameter of that name is true. The booster is read once per
-model and shared by its instances: both libraries allow concurrent predictions on one
-booster, each with the thread count of its instance (`threads_per_instance`).
+name, or by every output when the true/false config parameter of that name is true. The
+booster is read once per model and shared by its instances: both libraries allow concurrent
+predictions on one booster, each with the thread count of its instance
+(`threads_per_instance`).
 """
 
 from __future__ import annotations

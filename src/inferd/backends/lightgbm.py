@@ -2,8 +2,8 @@
 
 `predict` gives what the objective predicts (a probability for `binary`, one per class for
 `multiclass`, a value for regressions); an output named `raw_score` gives the raw scores,
-and so does every output under the config parameter `raw_score: true`. `num_threads` (config parameter) sets the threads of
-each instance's predictions.
+and so does every output under the config parameter `raw_score: true`. `num_threads`
+(config parameter) sets the threads of each instance's predictions.
 """
 
 from __future__ import annotations
