@@ -1,11 +1,11 @@
-"""XGBoost backend: a booster saved with `save_model` (`model.json`, `model.ubj`, or the
-legacy binary `model.bst`).
+"""XGBoost backend: a booster saved with `save_model` (`model.json`, `model.ubj`, or
+`model.bst`, read as XGBoost reads it: JSON or UBJSON under XGBoost 3).
 
 `predict` gives what the objective predicts (a probability for `binary:logistic`, one per
 class for `multi:softprob`, a value for regressions); an output named `output_margin` gives
 the untransformed margin, and so does every output under the config parameter
-`output_margin: true`. `nthread` (config
-parameter) sets the threads of each instance's predictions.
+`output_margin: true`. `nthread` (config parameter) sets the threads of each instance's
+predictions.
 """
 
 from __future__ import annotations
