@@ -12,6 +12,15 @@ FEATURES = 5
 CITIES = np.array(["paris", "oslo", "lima"], dtype=np.object_)
 
 
+def has_pandas() -> bool:
+    """Whether pandas is installed (the DataFrame-fitted models need it)."""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def features(seed: int, rows: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((rows, FEATURES)).astype(np.float32)
 

@@ -60,20 +60,12 @@ def boosters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         objective = CONFIG_OBJECTIVES.get(name, "binary")
         built[name] = models.lightgbm_model(root / name / "1", objective)
         (root / name / "config.pbtxt").write_text(f'name: "{name}"\n{config}')
-    if _has_pandas():
+    if models.has_pandas():
         built["categories"] = models.lightgbm_on_categories(root / "categories" / "1")
         (root / "categories" / "config.pbtxt").write_text(CATEGORIES_CONFIG)
     (root / "not_lightgbm" / "1").mkdir(parents=True)
     (root / "not_lightgbm" / "1" / "model.txt").write_text("hello\n")
     return root, built
-
-
-def _has_pandas() -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def estimators(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
         "mixed_array": models.dump(models.column_transformer_on_array(),
                                    root / "mixed_array" / "1", "model.joblib"),
     }  # fmt: skip
-    if _has_pandas():
+    if models.has_pandas():
         built["mixed_frame"] = models.dump(
             models.column_transformer_on_frame(), root / "mixed_frame" / "1", "model.joblib"
         )
@@ -76,14 +76,6 @@ def estimators(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
         if name in built:
             (root / name / "config.pbtxt").write_text(f'name: "{name}"\n{config}')
     return root, built
-
-
-def _has_pandas() -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _unservable(root: Path) -> None:
