@@ -27,6 +27,8 @@ from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
 from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
+from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.sequence_tensors import Row, SequenceBatches
@@ -40,6 +42,7 @@ class _Running:
     request: InferRequest
     sequence: SequenceRecord
     result: asyncio.Future[dict[str, Array]]
+    queued: Queued | None = None  # its entry while it waits in the backlog for a slot
 
     def abandoned(self) -> bool:
         """The caller went away (or the request already failed): run no more steps of it."""
@@ -79,7 +82,9 @@ class IterativeBatcher(SlottedScheduler):
         super().__init__(
             instances, settings, _Steps(settings, list(output_names)), on_batch, "iterative"
         )
-        self._running: dict[SequenceKey, _Running] = {}
+        self._running: dict[SequenceKey, _Running] = {}  # backlog and slots
+        self._admission = settings.admission or BatchingSettings(settings.max_batch_size, True)
+        self._backlog = PriorityQueue(self._admission)
         self._fresh_ids = itertools.count(1)
 
     def pending(self) -> int:
@@ -95,25 +100,59 @@ class IterativeBatcher(SlottedScheduler):
                 f"inference request to model '{model}' must specify batch-size 1: each "
                 "request of an iterative sequence model is one row of the running batch"
             )
+        # Bad `priority` / `timeout` parameters are refused whether or not a slot is free.
+        level = self._admission.level_index(request.parameters)
+        timeout_ns = self._backlog.policy(level).timeout_ns(request.parameters)
         key = self._key(request)
-        if self._table.backlog_full():
-            raise Unavailable(
-                f"every slot of the running batch of model '{model}' is taken and "
-                f"{len(self._table.backlog)} requests already wait for one; retry later"
-            )
         # As in Triton: the request is named by its correlation id and starts a sequence.
         request.parameters["sequence_id"] = key
         request.parameters["sequence_start"] = True
-        sequence = self._table.open(key)
-        run = _Running(request, sequence, asyncio.get_running_loop().create_future())
+        request.timestamps.queued = now = time.monotonic_ns()
+        run = _Running(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        if len(self._backlog) or not self._table.place(run.sequence):
+            self._enqueue(run, level, timeout_ns, now)
         self._running[key] = run
-        self._queue_step(run, start=True)
+        if run.queued is None:
+            self._queue_step(run, start=True)
         try:
             return await run.result
-        except asyncio.CancelledError:
-            if not sequence.running:  # else its step ends first, then it is dropped
+        finally:  # failed in the backlog (timed out) or its caller went away
+            if not run.sequence.running:  # else its step ends first, then it is dropped
                 self._finish(run)
-            raise
+
+    def _enqueue(self, run: _Running, level: int, timeout_ns: int, now: int) -> None:
+        """Into the backlog, by priority; raises `Unavailable` when it is full."""
+        limit = self._settings.max_backlog
+        if limit and len(self._backlog) >= limit:
+            raise Unavailable(
+                f"every slot of the running batch of model '{run.request.model_name}' is taken "
+                f"and {len(self._backlog)} requests already wait for one; retry later"
+            )
+        queued = Queued(run.request, run.result, now, 1, (), level)
+        self._backlog.push(queued)
+        run.queued = queued
+        if timeout_ns:
+            queued.deadline_ns = now + timeout_ns
+            if not self._backlog.policy(level).delay_on_timeout:
+                loop = asyncio.get_running_loop()
+                queued.timer = loop.call_later(timeout_ns / 1e9, self._backlog.expire, queued)
+
+    def _admit(self) -> None:
+        """A slot was freed: the backlog's next request (by priority) takes it."""
+        if self._stopping:
+            return
+        head: list[Queued] = []
+        self._backlog.fill(head, 0, 1, time.monotonic_ns())
+        if not head:
+            return
+        self._backlog.dispatched(head)
+        queued = head[0]
+        if queued.timer is not None:
+            queued.timer.cancel()
+        run = self._running[queued.request.parameters["sequence_id"]]
+        run.queued = None
+        self._table.place(run.sequence)
+        self._queue_step(run, start=True)
 
     def _key(self, request: InferRequest) -> SequenceKey:
         key = request.parameters.get("sequence_id", 0)
@@ -121,11 +160,11 @@ class IterativeBatcher(SlottedScheduler):
             while True:  # a fresh id, of the kind the model's CORRID takes
                 fresh = next(self._fresh_ids)
                 key = str(fresh) if self._settings.string_ids else fresh
-                if key not in self._table.live:
+                if key not in self._running:
                     return key
         if isinstance(key, bool) or not isinstance(key, int | str):
             raise InvalidArgument("request parameter 'sequence_id' must be an integer or a string")
-        if key in self._table.live:
+        if key in self._running:
             raise InvalidArgument(
                 f"sequence {key} of model '{request.model_name}' is still running: each "
                 "request of an iterative sequence model is a sequence of its own"
@@ -142,8 +181,6 @@ class IterativeBatcher(SlottedScheduler):
             start,
             False,
         )
-        if start:
-            run.request.timestamps.queued = step.enqueued_ns
         run.sequence.steps.append(step)
         if run.sequence.instance is not None:
             self._wakeups[run.sequence.instance].wake()
@@ -247,9 +284,11 @@ class IterativeBatcher(SlottedScheduler):
         del self._running[sequence.key]
         if not run.result.done():  # its stream was cancelled: so is the request
             run.result.cancel()
+        if run.queued is not None:  # still in the backlog
+            self._backlog.withdraw(run.queued)
+            if run.queued.timer is not None:
+                run.queued.timer.cancel()
+            return
         sequence.steps.clear()
-        self._table.close(sequence)
-        if sequence.instance is None:
-            self._table.backlog.remove(sequence)
-        else:
-            self._release(sequence)
+        self._release(sequence)
+        self._admit()

@@ -1,0 +1,168 @@
+"""Admission to an iterative model's running batch: the `inferd.admission.` parameters are
+read and checked at load, and the backlog honours priorities, `max_queue_size` and queue
+timeouts as the dynamic batcher's queue does."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.model_config import parse_pbtxt
+from inferd.scheduling.admission import admission_settings
+from inferd.scheduling.dynamic_settings import BatchingSettings, QueuePolicy
+from tests.unit.scheduling.fakes import settings as batching_settings
+from tests.unit.scheduling.test_iterative import iterative, steps
+from tests.unit.scheduling.test_sequence import synchronous
+
+ITERATIVE = """
+name: "m"
+max_batch_size: 4
+input [ { name: "x", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "y", data_type: TYPE_INT32, dims: [ 1 ] } ]
+sequence_batching { iterative_sequence: true }
+"""
+
+
+def parameters(**values: str) -> str:
+    return "".join(
+        f'parameters {{ key: "inferd.admission.{key}" value: {{ string_value: "{value}" }} }}\n'
+        for key, value in values.items()
+    )
+
+
+def read(**values: str) -> BatchingSettings:
+    return admission_settings(parse_pbtxt(ITERATIVE + parameters(**values)))
+
+
+def test_without_parameters_admission_is_in_arrival_order() -> None:
+    plain = read()
+    assert plain.priority_levels == 0
+    assert plain.policies == (QueuePolicy(),)
+    assert plain.level_index({"priority": 5}) == 0  # ignored, as without priority levels
+
+
+def test_parameters_are_read() -> None:
+    settings = read(
+        priority_levels="3",
+        default_priority_level="2",
+        max_queue_size="7",
+        default_timeout_microseconds="5000",
+        allow_timeout_override="true",
+        timeout_action="delay",
+    )
+    policy = QueuePolicy(
+        max_queue_size=7,
+        default_timeout_ns=5_000_000,
+        allow_timeout_override=True,
+        delay_on_timeout=True,
+    )
+    assert settings.policies == (policy, policy, policy)
+    assert settings.level_index({}) == 1
+    assert settings.level_index({"priority": 1}) == 0
+    with pytest.raises(InvalidArgument, match="out of range"):
+        settings.level_index({"priority": 4})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"priority_levels": "-1"}, "priority_levels' must be a non-negative integer"),
+        ({"priority_levels": "two"}, "priority_levels' must be a non-negative integer"),
+        ({"priority_levels": "2"}, "default_priority_level 0 must be between 1 and"),
+        (
+            {"priority_levels": "2", "default_priority_level": "3"},
+            "default_priority_level 3 must be between 1 and priority_levels",
+        ),
+        ({"max_queue_size": "1.5"}, "max_queue_size' must be a non-negative integer"),
+        ({"default_timeout_microseconds": "-5"}, "must be a non-negative integer"),
+        ({"allow_timeout_override": "maybe"}, "must be 'true' or 'false'"),
+        ({"timeout_action": "DROP"}, "must be 'REJECT' or 'DELAY', got 'DROP'"),
+        ({"max_queue": "3"}, r"unknown model parameters \['inferd.admission.max_queue'\]"),
+    ],
+)
+def test_bad_parameters_fail_the_load(values: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        read(**values)
+
+
+@pytest.mark.parametrize(
+    "scheduling", ["dynamic_batching { }", "sequence_batching { }", ""], ids=str
+)
+def test_other_models_refuse_admission_parameters(scheduling: str) -> None:
+    with pytest.raises(InvalidArgument, match="iterative sequence models only"):
+        batching_settings(scheduling + parameters(max_queue_size="2"))
+
+
+@synchronous
+async def test_a_higher_priority_request_takes_the_next_free_slot() -> None:
+    gate = threading.Event()
+    scheduler, backend = iterative(
+        max_batch_size=0,
+        gate=gate,
+        parameters={
+            "inferd.admission.priority_levels": "2",
+            "inferd.admission.default_priority_level": "2",
+        },
+    )
+    running = asyncio.create_task(scheduler.submit(steps(2, sequence_id=1)))
+    await asyncio.sleep(0.01)
+    low = asyncio.create_task(scheduler.submit(steps(1, sequence_id=2)))
+    await asyncio.sleep(0.01)
+    high = asyncio.create_task(scheduler.submit(steps(1, sequence_id=3, priority=1)))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(running, low, high)
+    assert backend.steps == [[1], [1], [3], [2]]
+    await scheduler.stop()
+
+
+@synchronous
+async def test_a_full_level_refuses_and_a_timed_out_request_fails() -> None:
+    gate = threading.Event()
+    scheduler, backend = iterative(
+        max_batch_size=0,
+        gate=gate,
+        parameters={
+            "inferd.admission.max_queue_size": "1",
+            "inferd.admission.default_timeout_microseconds": "20000",
+        },
+    )
+    running = asyncio.create_task(scheduler.submit(steps(1, sequence_id=1)))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(scheduler.submit(steps(1, sequence_id=2)))
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable, match="queue of model 'm' is full"):
+        await scheduler.submit(steps(1, sequence_id=3))
+    with pytest.raises(Unavailable, match="timed out in the queue"):
+        await waiting
+    assert scheduler.pending() == 0
+    gate.set()
+    await running
+    assert await scheduler.submit(steps(1, sequence_id=2))  # its id and room are free again
+    assert backend.steps == [[1], [2]]
+    await scheduler.stop()
+
+
+@synchronous
+async def test_a_delayed_request_runs_after_the_requests_on_time() -> None:
+    gate = threading.Event()
+    scheduler, backend = iterative(
+        max_batch_size=0,
+        gate=gate,
+        parameters={
+            "inferd.admission.allow_timeout_override": "true",
+            "inferd.admission.timeout_action": "DELAY",
+        },
+    )
+    running = asyncio.create_task(scheduler.submit(steps(1, sequence_id=1)))
+    await asyncio.sleep(0.01)
+    late = asyncio.create_task(scheduler.submit(steps(1, sequence_id=2, timeout=1000)))
+    on_time = asyncio.create_task(scheduler.submit(steps(1, sequence_id=3)))
+    await asyncio.sleep(0.01)  # past the 1 ms timeout of `late`
+    gate.set()
+    await asyncio.gather(running, late, on_time)
+    assert backend.steps == [[1], [3], [2]]
+    await scheduler.stop()
