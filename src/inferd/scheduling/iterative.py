@@ -12,12 +12,17 @@ request's) or handed it back (`rescheduled`): it then runs again in the next ste
 requests that finished free their slots for the backlog between two steps.
 
 A request handed back waits at most `max_sequence_idle_microseconds` for its next step;
-a cancelled one is dropped before its next step and its slot freed.
+a cancelled one is dropped before its next step and its slot freed. A request whose reader is
+behind (`ResponseChannel.behind`) runs no step until the reader catches up, and its idle
+clock waits with it. Requests beyond the running batch wait in the backlog, in the order of
+the model's admission settings (`admission.py`: the dynamic batcher's priorities, queue
+policy and timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Sequence
@@ -48,6 +53,11 @@ class _Running:
         """The caller went away (or the request already failed): run no more steps of it."""
         channel = self.request.responses
         return self.result.done() or (channel is not None and channel.cancelled)
+
+    def behind(self) -> bool:
+        """Its reader has not caught up with its responses: its next step waits."""
+        channel = self.request.responses
+        return channel is not None and channel.behind
 
     def answered(self) -> bool:
         """A decoupled model sent the final response: a step handed back has nothing to do."""
@@ -112,6 +122,8 @@ class IterativeBatcher(SlottedScheduler):
         if len(self._backlog) or not self._table.place(run.sequence):
             self._enqueue(run, level, timeout_ns, now)
         self._running[key] = run
+        if request.responses is not None:
+            request.responses.on_room(functools.partial(self._reader_caught_up, run))
         if run.queued is None:
             self._queue_step(run, start=True)
         try:
@@ -119,6 +131,14 @@ class IterativeBatcher(SlottedScheduler):
         finally:  # failed in the backlog (timed out) or its caller went away
             if not run.sequence.running:  # else its step ends first, then it is dropped
                 self._finish(run)
+
+    def _reader_caught_up(self, run: _Running) -> None:
+        """The wait was its reader's, not the request's: its idle clock starts now."""
+        sequence = run.sequence
+        if sequence.steps:
+            sequence.steps[0].enqueued_ns = time.monotonic_ns()
+        if sequence.instance is not None:
+            self._wakeups[sequence.instance].wake()
 
     def _enqueue(self, run: _Running, level: int, timeout_ns: int, now: int) -> None:
         """Into the backlog, by priority; raises `Unavailable` when it is full."""
@@ -238,6 +258,8 @@ class IterativeBatcher(SlottedScheduler):
                 continue
             run = self._running[sequence.key]
             step = sequence.steps[0]
+            if run.behind() and not run.abandoned():
+                continue  # until its reader catches up
             if not run.abandoned() and not step.start and now - step.enqueued_ns > idle_ns:
                 run.result.set_exception(
                     Unavailable(
