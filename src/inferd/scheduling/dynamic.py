@@ -129,11 +129,7 @@ class DynamicBatcher:
         queued = Queued(
             request, loop.create_future(), now, request.batch_size(), _signature(request), level
         )
-        self._queue.push(queued)
-        if timeout:
-            queued.deadline_ns = now + timeout
-            if not self._queue.policy(level).delay_on_timeout:
-                queued.timer = loop.call_later(timeout / 1e9, self._queue.expire, queued)
+        self._queue.enqueue(queued, timeout)
         return queued
 
     async def stop(self) -> None:

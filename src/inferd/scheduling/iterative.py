@@ -149,26 +149,14 @@ class IterativeBatcher(SlottedScheduler):
                 f"and {len(self._backlog)} requests already wait for one; retry later"
             )
         queued = Queued(run.request, run.result, now, 1, (), level)
-        self._backlog.push(queued)
+        self._backlog.enqueue(queued, timeout_ns)
         run.queued = queued
-        if timeout_ns:
-            queued.deadline_ns = now + timeout_ns
-            if not self._backlog.policy(level).delay_on_timeout:
-                loop = asyncio.get_running_loop()
-                queued.timer = loop.call_later(timeout_ns / 1e9, self._backlog.expire, queued)
 
     def _admit(self) -> None:
         """A slot was freed: the backlog's next request (by priority) takes it."""
-        if self._stopping:
+        queued = None if self._stopping else self._backlog.pop(time.monotonic_ns())
+        if queued is None:
             return
-        head: list[Queued] = []
-        self._backlog.fill(head, 0, 1, time.monotonic_ns())
-        if not head:
-            return
-        self._backlog.dispatched(head)
-        queued = head[0]
-        if queued.timer is not None:
-            queued.timer.cancel()
         run = self._running[queued.request.parameters["sequence_id"]]
         run.queued = None
         self._table.place(run.sequence)
