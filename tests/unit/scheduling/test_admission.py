@@ -11,10 +11,12 @@ import pytest
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.model_config import parse_pbtxt
+from inferd.core.types import Array
 from inferd.scheduling.admission import admission_settings
 from inferd.scheduling.dynamic_settings import BatchingSettings, QueuePolicy
+from inferd.scheduling.iterative import IterativeBatcher
 from tests.unit.scheduling.fakes import settings as batching_settings
-from tests.unit.scheduling.test_iterative import iterative, steps
+from tests.unit.scheduling.test_iterative import Counter, iterative, steps
 from tests.unit.scheduling.test_sequence import synchronous
 
 ITERATIVE = """
@@ -96,42 +98,39 @@ def test_other_models_refuse_admission_parameters(scheduling: str) -> None:
         batching_settings(scheduling + parameters(max_queue_size="2"))
 
 
+async def one_slot_busy(
+    **admission: str,
+) -> tuple[IterativeBatcher, Counter, threading.Event, asyncio.Task[dict[str, Array]]]:
+    """A one-slot iterative model with these `inferd.admission.` parameters, its slot taken
+    by request 1 (held at its step until the gate opens)."""
+    gate = threading.Event()
+    parameters = {f"inferd.admission.{key}": value for key, value in admission.items()}
+    scheduler, backend = iterative(max_batch_size=0, gate=gate, parameters=parameters)
+    running = asyncio.create_task(scheduler.submit(steps(1, sequence_id=1)))
+    await asyncio.sleep(0.01)
+    return scheduler, backend, gate, running
+
+
 @synchronous
 async def test_a_higher_priority_request_takes_the_next_free_slot() -> None:
-    gate = threading.Event()
-    scheduler, backend = iterative(
-        max_batch_size=0,
-        gate=gate,
-        parameters={
-            "inferd.admission.priority_levels": "2",
-            "inferd.admission.default_priority_level": "2",
-        },
+    scheduler, backend, gate, running = await one_slot_busy(
+        priority_levels="2", default_priority_level="2"
     )
-    running = asyncio.create_task(scheduler.submit(steps(2, sequence_id=1)))
-    await asyncio.sleep(0.01)
     low = asyncio.create_task(scheduler.submit(steps(1, sequence_id=2)))
     await asyncio.sleep(0.01)
     high = asyncio.create_task(scheduler.submit(steps(1, sequence_id=3, priority=1)))
     await asyncio.sleep(0.01)
     gate.set()
     await asyncio.gather(running, low, high)
-    assert backend.steps == [[1], [1], [3], [2]]
+    assert backend.steps == [[1], [3], [2]]
     await scheduler.stop()
 
 
 @synchronous
 async def test_a_full_level_refuses_and_a_timed_out_request_fails() -> None:
-    gate = threading.Event()
-    scheduler, backend = iterative(
-        max_batch_size=0,
-        gate=gate,
-        parameters={
-            "inferd.admission.max_queue_size": "1",
-            "inferd.admission.default_timeout_microseconds": "20000",
-        },
+    scheduler, backend, gate, running = await one_slot_busy(
+        max_queue_size="1", default_timeout_microseconds="20000"
     )
-    running = asyncio.create_task(scheduler.submit(steps(1, sequence_id=1)))
-    await asyncio.sleep(0.01)
     waiting = asyncio.create_task(scheduler.submit(steps(1, sequence_id=2)))
     await asyncio.sleep(0)
     with pytest.raises(Unavailable, match="queue of model 'm' is full"):
@@ -148,17 +147,9 @@ async def test_a_full_level_refuses_and_a_timed_out_request_fails() -> None:
 
 @synchronous
 async def test_a_delayed_request_runs_after_the_requests_on_time() -> None:
-    gate = threading.Event()
-    scheduler, backend = iterative(
-        max_batch_size=0,
-        gate=gate,
-        parameters={
-            "inferd.admission.allow_timeout_override": "true",
-            "inferd.admission.timeout_action": "DELAY",
-        },
+    scheduler, backend, gate, running = await one_slot_busy(
+        allow_timeout_override="true", timeout_action="DELAY"
     )
-    running = asyncio.create_task(scheduler.submit(steps(1, sequence_id=1)))
-    await asyncio.sleep(0.01)
     late = asyncio.create_task(scheduler.submit(steps(1, sequence_id=2, timeout=1000)))
     on_time = asyncio.create_task(scheduler.submit(steps(1, sequence_id=3)))
     await asyncio.sleep(0.01)  # past the 1 ms timeout of `late`
