@@ -82,7 +82,7 @@ max_batch_size: 2
 model_transaction_policy {{ decoupled: true }}
 input [ {{ name: "COUNT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
 output [ {{ name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] }} ]
-sequence_batching {{ iterative_sequence: true, max_sequence_idle_microseconds: 200000 }}
+sequence_batching {{ iterative_sequence: true, max_sequence_idle_microseconds: 1000000 }}
 instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 parameters [ {{ key: "marker", value: {{ string_value: "{marker}" }} }} ]
 """
@@ -155,7 +155,7 @@ def test_an_iterative_request_whose_reader_is_behind_waits_alone(
     # While `slow` is not read, another request runs its steps in the same running batch.
     fast = [index_of(text) for text in events(server, "steps", 20, "fast")]
     assert fast == list(range(20))
-    time.sleep(1.0)  # far past max_sequence_idle_microseconds: waiting for its reader is no idling
+    time.sleep(2.5)  # past max_sequence_idle_microseconds: waiting for its reader is no idling
     assert steps_of("slow") <= 1 + MAX_UNREAD + IN_FLIGHT
     assert [index_of(text) for text in slow] == list(range(1, count))
     assert steps_of("slow") == count
