@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,14 @@ async def test_a_delayed_request_runs_after_the_requests_on_time() -> None:
     await asyncio.gather(running, late, on_time)
     assert backend.steps == [[1], [3], [2]]
     await scheduler.stop()
+
+
+def test_the_documented_example_loads() -> None:
+    page = Path(__file__).parents[3] / "docs" / "streaming.md"
+    text = page.read_text()
+    start = text.index('name: "countdown_admitted"')
+    example = admission_settings(parse_pbtxt(text[start : text.index("```", start)]))
+    assert example.priority_levels == 2 and example.default_priority_level == 2
+    assert example.policies[0] == QueuePolicy(
+        max_queue_size=64, default_timeout_ns=30_000_000_000, allow_timeout_override=True
+    )
