@@ -39,7 +39,7 @@ from inferd.core.types import InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
-from inferd.frontends.http.asgi import Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.asgi import DisconnectWatch, Receive, Scope, Send, until_disconnect
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.generate import (
@@ -185,12 +185,17 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
-        try:
-            response = await self._engine.infer(request)
-        except DecoupledModel:
-            raise Unsupported(
-                "HTTP end point doesn't support models with decoupled transaction policy"
-            ) from None
+        # A client that disconnects during a long inference cancels it: it leaves its queue,
+        # or the model sees it cancelled.
+        with DisconnectWatch(receive) as watch:
+            try:
+                response = await self._engine.infer(request)
+            except DecoupledModel:
+                raise Unsupported(
+                    "HTTP end point doesn't support models with decoupled transaction policy"
+                ) from None
+        if watch.disconnected:
+            return  # nobody to answer
         payload, json_length = encode_infer_response(response, request, self._shared_memory)
         if json_length is None:
             await _respond(send, 200, payload)
