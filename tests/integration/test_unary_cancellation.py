@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
+from tests.integration.test_cancellation import eventually, metric
 
 # Notes each request it starts; a request of IN != 0 runs until its client cancels it (30 s at
 # most). OUT tells whether the model saw it cancelled.
@@ -110,21 +109,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repository: Path) -> Iterator[RunningServer]:
     with running_server(repository) as running:
         yield running
-
-
-def metric(server: RunningServer, name: str, model: str) -> float:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as answer:
-        text = answer.read().decode()
-    prefix = f'{name}{{model="{model}",version="1"}} '
-    values = [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
-    return float(values[0]) if values else 0.0
-
-
-def eventually(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 60
-    while not check():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.05)
 
 
 def seen(repository: Path, model: str) -> list[str]:

@@ -2,9 +2,9 @@
 
 A client tool: it speaks the V2 protocol through the official `tritonclient` (and, to stream
 over HTTP, server-sent events of the generate extension or of the OpenAI `/v1` routes through
-`aiohttp`), and imports nothing of the server's layers. Its heavy dependencies (`tritonclient[http]`, `rich`,
-`matplotlib`: the `bench` extra) are imported only by the modules that run a benchmark, so
-`inferd.bench.options` stays cheap to import for the CLI parser.
+`aiohttp`), and imports nothing of the server's layers. Its heavy dependencies
+(`tritonclient[http]`, `rich`, `matplotlib`: the `bench` extra) are imported only by the modules
+that run a benchmark, so `inferd.bench.options` stays cheap to import for the CLI parser.
 
     options   what to measure: load steps, shapes, data, outputs (pure, no heavy imports)
     inputs    request tensors generated from the model's metadata, or read from a JSON file
