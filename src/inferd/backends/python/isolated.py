@@ -8,6 +8,9 @@ initialized again) when the instance's next batch arrives.
 A decoupled model's worker (`StreamingWorker`) has a reader thread of its own on the server's
 side, so its responses reach their requests whenever they are sent, also after `execute`
 returned; the requests it was still answering fail when it dies.
+
+While a batch runs, each of its requests whose client goes away is named to the worker (a
+`CancelRequest`), so that the model's `is_cancelled()` sees it there too.
 """
 
 from __future__ import annotations
