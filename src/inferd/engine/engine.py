@@ -190,7 +190,9 @@ class Engine:
             outputs = await self._run(loaded, request)
             success = True
         except asyncio.CancelledError:
-            cancelled = True  # its client went away
+            # Its client went away: a queued request leaves its queue as the scheduler's
+            # future is cancelled; a running one's model sees the flag.
+            cancelled = request.cancelled = True
             raise
         finally:
             timestamps.sent = time.monotonic_ns()
@@ -240,7 +242,8 @@ class Engine:
             await asyncio.wait([execution])
             success = True
         except (GeneratorExit, asyncio.CancelledError):
-            cancelled = True  # closed early or its task cancelled: its client went away
+            # Closed early or its task cancelled: its client went away.
+            cancelled = request.cancelled = True
             raise
         finally:
             if execution is not None and not execution.done():

@@ -76,7 +76,7 @@ class Batch(Generic[P]):
             self.calls.append(row)
             request = row.request
             self.requests.append(
-                BatchRequest(start, end, request.id, request.parameters, request.responses)
+                BatchRequest(start, end, request.id, request.parameters, request.responses, request)
             )
             filled += row.rows
             start = end
