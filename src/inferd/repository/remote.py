@@ -25,7 +25,9 @@ from inferd.repository.layout import ModelFolder, check_config_name, check_model
 from inferd.repository.poller import Fingerprint
 
 # What tells one object's contents from another's, by filesystem (S3, GCS, Azure, others).
-_TAG_FIELDS = ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified", "mtime")
+_TAG_FIELDS = (
+    "ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified", "mtime", "created",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
