@@ -18,7 +18,7 @@ from pathlib import Path
 
 from inferd.core.errors import InferdError, InvalidArgument, Unsupported
 from inferd.repository.download_cache import DownloadCache
-from inferd.repository.remote import RemoteRepository
+from inferd.repository.remote import RemoteRepository, describe
 from inferd.repository.repositories import RepositorySet
 from inferd.repository.store import LocalRepository, ModelRepository
 
@@ -78,6 +78,8 @@ def open_filesystem(location: RemoteLocation) -> object:
             f"model repository '{location.url}' needs the '{location.extra}' extra: "
             f"pip install 'inferd[{location.extra}]' ({exc})"
         ) from exc
+    except Exception as exc:  # the client refuses its settings (an Azure URL with no account)
+        raise InvalidArgument(f"model repository '{location.url}': {describe(exc)}") from exc
 
 
 def _triton_azure_variables(options: dict[str, object]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ class RemoteRepository:
         self._root = root.rstrip("/")
         self._location = location
         self._cache = cache
+        # The engine calls in from several threads (a load, a poll, an ensemble's look).
+        self._lock = threading.Lock()
         self._names: list[str] = []
         self._plans: dict[str, dict[Path, _Plan]] = {}  # model -> version folder -> plan
         self._fetched: dict[str, set[str]] = {}  # model -> digests in the cache
@@ -77,7 +80,8 @@ class RemoteRepository:
 
     def scan(self) -> dict[str, Fingerprint]:
         models = self._list(self._root)
-        self._names = sorted(models)
+        with self._lock:
+            self._names = sorted(models)
         return {
             name: frozenset((f.relative, f.tag, f.size) for f in files)
             for name, files in sorted(models.items())
@@ -86,25 +90,27 @@ class RemoteRepository:
     def read_model(self, name: str) -> ModelFolder:
         check_model_name(name)
         files = self._list(f"{self._root}/{name}").get(name)
+        with self._lock:
+            self._names = sorted({*self._names, name} if files else set(self._names) - {name})
         if not files:
-            self._names = [n for n in self._names if n != name]
             raise NotFound(f"model '{name}' is not in the repository")
-        self._names = sorted({*self._names, name})
         config = self._read_config(files)
         check_config_name(config, name)
         shared = [f for f in files if f.version is None and f.relative not in CONFIG_FILE_NAMES]
-        plans = self._plans.setdefault(name, {})
-        versions: dict[int, Path] = {}
+        plans: dict[Path, _Plan] = {}
         for version in sorted({f.version for f in files if f.version is not None}):
             own = [f for f in files if f.version == version]
             plan = _Plan(_digest(name, own + shared), tuple(own + shared))
-            versions[version] = self._cache.folder(plan.digest) / name / str(version)
-            plans[versions[version]] = plan
+            plans[self._cache.folder(plan.digest) / name / str(version)] = plan
+        with self._lock:
+            self._plans.setdefault(name, {}).update(plans)
+        versions = {int(path.name): path for path in plans}
         return ModelFolder(name, f"{self._location}/{name}", config, versions)
 
     def fetch(self, folder: ModelFolder, version: int) -> Path:
         path = folder.versions[version]
-        plan = self._plans.get(folder.name, {}).get(path)
+        with self._lock:
+            plan = self._plans.get(folder.name, {}).get(path)
         if plan is None:
             raise Unavailable(f"version {version} of model '{folder.name}' was not listed")
         try:
@@ -114,20 +120,23 @@ class RemoteRepository:
         except Exception as exc:
             raise Unavailable(
                 f"downloading version {version} of model '{folder.name}' from "
-                f"{self._location} failed: {_describe(exc)}"
+                f"{self._location} failed: {describe(exc)}"
             ) from exc
-        self._fetched.setdefault(folder.name, set()).add(plan.digest)
+        with self._lock:
+            self._fetched.setdefault(folder.name, set()).add(plan.digest)
         return path
 
     def retain(self, name: str, serving: Collection[Path]) -> None:
-        kept = {d for d in self._fetched.get(name, ()) if any(_under(p, d) for p in serving)}
-        for digest in self._fetched.pop(name, set()) - kept:
+        with self._lock:
+            fetched = self._fetched.pop(name, set())
+            kept = {d for d in fetched if any(_under(p, d) for p in serving)}
+            if kept:
+                self._fetched[name] = kept
+            plans = {p: plan for p, plan in self._plans.pop(name, {}).items() if p in serving}
+            if plans:
+                self._plans[name] = plans
+        for digest in fetched - kept:
             self._cache.remove(digest)
-        if kept:
-            self._fetched[name] = kept
-        plans = {p: plan for p, plan in self._plans.pop(name, {}).items() if p in serving}
-        if plans:
-            self._plans[name] = plans
 
     def close(self) -> None:
         self._cache.close()
@@ -140,7 +149,7 @@ class RemoteRepository:
             listing: dict[str, dict[str, Any]] = self._fs.find(prefix, detail=True)
         except Exception as exc:
             raise Unavailable(
-                f"model repository '{self._location}' cannot be listed: {_describe(exc)}"
+                f"model repository '{self._location}' cannot be listed: {describe(exc)}"
             ) from exc
         models: dict[str, list[RemoteFile]] = {}
         start = len(self._root) + 1
@@ -164,7 +173,7 @@ class RemoteRepository:
             try:
                 text = self._fs.cat_file(found.path).decode()
             except Exception as exc:
-                raise Unavailable(f"cannot read {file_name}: {_describe(exc)}") from exc
+                raise Unavailable(f"cannot read {file_name}: {describe(exc)}") from exc
             return parse_config_text(text, file_name)
         return ModelConfig()
 
@@ -191,6 +200,6 @@ def _under(path: Path, digest: str) -> bool:
     return digest in path.parts
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """The client library's error, named: 'PermissionError: The AWS Access Key Id ...'."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
