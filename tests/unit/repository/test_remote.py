@@ -13,6 +13,7 @@ import pytest
 
 from inferd.core.errors import InvalidArgument, NotFound, Unavailable
 from inferd.repository.download_cache import DownloadCache
+from inferd.repository.layout import ModelFolder
 from inferd.repository.remote import RemoteRepository
 
 fsspec = pytest.importorskip("fsspec")
@@ -66,12 +67,18 @@ def test_listing_finds_models_and_fingerprints_them(
     assert list(tmp_path.iterdir()) == []  # listing downloads nothing
 
 
-def test_a_version_is_downloaded_with_the_model_folder_files_and_cleaned(
-    bucket: tuple[Any, str], tmp_path: Path
-) -> None:
+@pytest.fixture
+def model_m(bucket: tuple[Any, str], tmp_path: Path) -> tuple[RemoteRepository, ModelFolder]:
+    """MODEL in the bucket, and its folder as read from there (nothing downloaded yet)."""
     put(bucket, MODEL)
     repo = repository(bucket, tmp_path)
-    folder = repo.read_model("m")
+    return repo, repo.read_model("m")
+
+
+def test_a_version_is_downloaded_with_the_model_folder_files_and_cleaned(
+    bucket: tuple[Any, str], model_m: tuple[RemoteRepository, ModelFolder], tmp_path: Path
+) -> None:
+    repo, folder = model_m
     assert folder.config.backend == "onnxruntime"
     assert sorted(folder.versions) == [1, 2]
     path = repo.fetch(folder, 2)
@@ -93,11 +100,9 @@ def test_a_version_is_downloaded_with_the_model_folder_files_and_cleaned(
 
 
 def test_a_failed_download_leaves_nothing_and_says_why(
-    bucket: tuple[Any, str], tmp_path: Path
+    bucket: tuple[Any, str], model_m: tuple[RemoteRepository, ModelFolder], tmp_path: Path
 ) -> None:
-    put(bucket, MODEL)
-    repo = repository(bucket, tmp_path)
-    folder = repo.read_model("m")
+    repo, folder = model_m
     filesystem, root = bucket
     filesystem.rm(f"{root}/m/1/model.onnx")  # gone between the listing and the download
     with pytest.raises(Unavailable, match=r"downloading version 1 of model 'm' from mem://models"):
