@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import SMALL_MLP, generate_models
-from tests.integration.server import free_port, running_server
+from tests.integration.object_stores import local_store
+from tests.integration.server import running_server
 from tests.integration.test_model_control import Traffic, index, wait_for
 
 pytest.importorskip("s3fs", reason="the s3 extra is not installed")
@@ -30,28 +29,8 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed")
 boto3 = pytest.importorskip("boto3")
 
 
-def _start_moto(**env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env},
-    )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return process, endpoint
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto's server did not start") from None
-            time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(10)
+def _moto(port: int) -> list[str]:
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
 
 
 def _aws_env(endpoint: str, key: str = "testing") -> dict[str, str]:
@@ -69,9 +48,8 @@ def _aws_env(endpoint: str, key: str = "testing") -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    process, endpoint = _start_moto()
-    yield endpoint
-    _stop(process)
+    with local_store(_moto) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -244,11 +222,8 @@ def test_a_missing_bucket_stops_the_server_at_start(env: dict[str, str]) -> None
 
 def test_refused_or_missing_credentials_stop_the_server_at_start(s3_endpoint: str) -> None:
     # A second server that checks credentials from its first request on.
-    process, checking = _start_moto(INITIAL_NO_AUTH_ACTION_COUNT="0")
-    try:
+    with local_store(_moto, {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as checking:
         refused = _serve_until_exit("s3://bucket/models", _aws_env(checking, "wrong"))
-    finally:
-        _stop(process)
     assert refused.returncode == 1
     assert "Access Key Id you provided does not exist" in refused.stderr
 
