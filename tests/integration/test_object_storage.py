@@ -167,10 +167,17 @@ def test_poll_mode_follows_the_bucket_under_traffic(
         assert cached_model_files(cache) == ["mlp/1/model.onnx", "simple/2/model.onnx"]
 
 
-def test_explicit_load_and_unload(bucket: Bucket, env: dict[str, str], tmp_path: Path) -> None:
+def without_endpoint_variable(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name != "AWS_ENDPOINT_URL"}
+
+
+def test_explicit_load_and_unload(
+    bucket: Bucket, env: dict[str, str], s3_endpoint: str, tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     args = ("--model-control-mode", "explicit", "--model-cache-dir", str(cache))
-    with running_server(bucket.url, *args, env=env) as server:
+    args += ("--s3-endpoint-url", s3_endpoint)  # the flag, rather than AWS_ENDPOINT_URL
+    with running_server(bucket.url, *args, env=without_endpoint_variable(env)) as server:
         client = httpclient.InferenceServerClient(server.http_url)
         assert not client.is_model_ready("mlp") and index(server)["mlp"]["state"] == "UNKNOWN"
         assert cached_model_files(cache) == []
@@ -185,19 +192,21 @@ def test_explicit_load_and_unload(bucket: Bucket, env: dict[str, str], tmp_path:
 
 
 def test_a_folder_and_a_bucket_together_and_a_name_in_both(
-    bucket: Bucket, env: dict[str, str], model_repository: Path, tmp_path: Path
+    bucket: Bucket, env: dict[str, str], s3_endpoint: str, tmp_path: Path
 ) -> None:
     local = tmp_path / "local"
     generate_models.simple_model(local / "simple" / "1" / "model.onnx")  # also in the bucket
     generate_models.simple_model(local / "local_simple" / "1" / "model.onnx")
-    args = ("--model-repository", bucket.url, "--no-strict-readiness")
-    with running_server(local, *args, env=env) as server:
+    # Triton's URL form for an S3-compatible store: its host and port first.
+    url = bucket.url.replace("s3://", f"s3://{s3_endpoint.removeprefix('http://')}/")
+    args = ("--model-repository", url, "--no-strict-readiness")
+    with running_server(local, *args, env=without_endpoint_variable(env)) as server:
         client = httpclient.InferenceServerClient(server.http_url)
         assert infer_simple(client, "local_simple").tolist() == [list(range(1, 17))]
         assert infer_mlp(client).shape == (1, SMALL_MLP[-1])
         row = index(server)["simple"]
         assert row["state"] == "UNAVAILABLE"
-        assert f"more than one model repository ({local}, {bucket.url})" in row["reason"]
+        assert f"more than one model repository ({local}, {url})" in row["reason"]
         assert "model 'simple' is in more than one model repository" in server.log_text()
 
 
