@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,6 +19,7 @@ from prometheus_client import make_asgi_app
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
+from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
@@ -28,6 +30,7 @@ from inferd.frontends.shared_memory import SharedMemoryRegistry
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
+from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
 
@@ -65,8 +68,13 @@ def build_engine(
     statistics: Statistics | None = None,
 ) -> Engine:
     load = LoadOptions(settings.default_max_batch_size, settings.auto_complete_config)
-    engine_settings = EngineSettings(
+    repository = open_repositories(
         settings.model_repository,
+        Path(settings.model_cache_dir) if settings.model_cache_dir else None,
+        settings.s3_endpoint_url,
+    )
+    engine_settings = EngineSettings(
+        repository,
         load,
         settings.strict_readiness,
         settings.model_control_mode,
@@ -155,7 +163,11 @@ async def serve(settings: ServerSettings) -> None:
     engine = build_engine(settings, observers, statistics)
     metrics.watch_pending(engine.pending_requests)
     metrics.watch_instances(engine.instance_devices)
-    await engine.start()
+    try:
+        await engine.start()
+    except InferdError:
+        await engine.stop()  # what was opened (a download folder) is released
+        raise
     _log_models(engine)
 
     shared_memory = SharedMemoryRegistry(
@@ -213,7 +225,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        runner = asyncio.run
     else:
-        uvloop.run(serve(settings))
+        runner = uvloop.run
+    try:
+        runner(serve(settings))
+    except InferdError as exc:  # an unreadable repository, as Triton refuses to start
+        logger.error("cannot serve: %s", exc.message)
+        return 1
     return 0

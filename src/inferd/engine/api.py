@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engine.control import ControlMode
+from inferd.repository.store import ModelRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,7 @@ class LoadOptions:
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    repository: Path
+    repository: Path | ModelRepository  # a folder, or any repository (in object storage)
     load: LoadOptions = field(default_factory=LoadOptions)
     # Triton's --strict-readiness: the server is ready only when every model asked for is.
     strict_readiness: bool = True
