@@ -10,7 +10,8 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -18,6 +19,7 @@ from prometheus_client import make_asgi_app
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
+from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
@@ -25,6 +27,7 @@ from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
@@ -63,8 +66,11 @@ def build_engine(
     settings: ServerSettings,
     observers: Sequence[Observer] = (),
     statistics: Statistics | None = None,
+    placer: InstancePlacer | None = None,
 ) -> Engine:
-    load = LoadOptions(settings.default_max_batch_size, settings.auto_complete_config)
+    load = LoadOptions(
+        settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
+    )
     engine_settings = EngineSettings(
         settings.model_repository,
         load,
@@ -146,13 +152,13 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def serve(settings: ServerSettings) -> None:
+async def serve(settings: ServerSettings, placer: InstancePlacer | None = None) -> None:
     statistics = Statistics()
     metrics = PrometheusMetrics(statistics)
     observers: list[Observer] = [statistics, metrics]
     if settings.log_verbose:
         observers.append(TraceLog())
-    engine = build_engine(settings, observers, statistics)
+    engine = build_engine(settings, observers, statistics, placer)
     metrics.watch_pending(engine.pending_requests)
     metrics.watch_instances(engine.instance_devices)
     await engine.start()
@@ -210,10 +216,31 @@ def run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("uvicorn.error").addFilter(_not_quieted)
+    if not settings.cluster:
+        _run_loop(serve(settings))
+        return 0
+    from inferd.cluster.connect import ClusterSettings
+    from inferd.cluster.session import ClusterSession
+
+    cluster = ClusterSettings(
+        settings.cluster, settings.cluster_repo_shared, settings.cluster_placement_timeout
+    )
+    try:
+        session = ClusterSession.open(cluster)
+    except InferdError as exc:
+        print(f"inferd: error: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        _run_loop(serve(settings, session.placer))
+    finally:
+        session.close()
+    return 0
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(settings))
-    return 0
+        uvloop.run(main)

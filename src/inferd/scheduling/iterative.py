@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
@@ -71,7 +71,7 @@ class IterativeBatcher(SlottedScheduler):
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: SequenceSettings,
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
