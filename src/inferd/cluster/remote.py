@@ -61,7 +61,7 @@ class RemoteInstance:
         """One run on this instance's host, with no recovery."""
         try:
             outputs, compute_ns = await self.host.execute.remote(
-                dict(inputs), list(output_names), list(requests)
+                dict(inputs), list(output_names), [_portable(request) for request in requests]
             )
         except RayTaskError as exc:
             cause = exc.cause
@@ -124,3 +124,9 @@ class Peers:
             return None
         self._next = (self._next + 1) % len(others)
         return others[self._next]
+
+
+def _portable(request: BatchRequest) -> BatchRequest:
+    """What a host needs of a request (its rows, id and parameters), without what only lives
+    in this process (the request it came from, a response channel)."""
+    return BatchRequest(request.start, request.end, request.id, request.parameters)
