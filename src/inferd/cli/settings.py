@@ -103,6 +103,25 @@ class ServerSettings:
     log_verbose: int = field(
         default=0, metadata=_flag("1 or more logs one line per request with its timestamps")
     )
+    cluster: str = field(
+        default="",
+        metadata=_flag(
+            "run model instances on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or "
+            "local[:N] for N simulated nodes on this machine (needs inferd[ray])",
+            "ADDR",
+        ),
+    )
+    cluster_repo_shared: bool = field(
+        default=False,
+        metadata=_flag(
+            "cluster nodes read the model repository at the same path, rather than "
+            "receiving each version's files from this server"
+        ),
+    )
+    cluster_placement_timeout: float = field(
+        default=120.0,
+        metadata=_flag("seconds an instance group may wait for room on the cluster"),
+    )
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engine.control import ControlMode
+from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.repository.store import ModelRepository
 
 
@@ -15,6 +16,8 @@ from inferd.repository.store import ModelRepository
 class LoadOptions:
     default_max_batch_size: int = 4
     auto_complete_config: bool = True
+    # Where instances run: in this process, or on a cluster's nodes (`inferd.cluster`).
+    placer: InstancePlacer = field(default_factory=InProcessPlacer)
 
 
 @dataclass(frozen=True, slots=True)

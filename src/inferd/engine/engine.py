@@ -27,7 +27,7 @@ from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 
 
 class Engine:
@@ -292,6 +292,6 @@ def _tensor_metadata(spec: ModelTensor, max_batch_size: int) -> TensorMetadata:
     return TensorMetadata(spec.name, spec.datatype, spec.wire_shape(max_batch_size))
 
 
-def _instance_metadata(instance: ModelInstance) -> InstanceMetadata:
+def _instance_metadata(instance: Instance) -> InstanceMetadata:
     kind = "KIND_GPU" if instance.device.kind is DeviceKind.GPU else "KIND_CPU"
     return InstanceMetadata(instance.name, kind, str(instance.device))

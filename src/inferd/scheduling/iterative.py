@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.queue import PriorityQueue, Queued
@@ -84,7 +84,7 @@ class IterativeBatcher(SlottedScheduler):
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: SequenceSettings,
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,

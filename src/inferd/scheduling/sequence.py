@@ -25,7 +25,7 @@ import numpy as np
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.batch import BatchCallback, fail_undelivered
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
@@ -45,7 +45,7 @@ class SequenceBatcher(SlottedScheduler):
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: SequenceSettings,
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
