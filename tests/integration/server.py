@@ -77,7 +77,7 @@ _PORT_TAKEN = "Address already in use"
 
 @contextmanager
 def running_server(
-    repository: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    repository: Path | str, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> Iterator[RunningServer]:
     server, pump = _start(repository, args, env, timeout)
     try:
@@ -87,7 +87,7 @@ def running_server(
 
 
 def _start(
-    repository: Path, args: tuple[str, ...], env: dict[str, str] | None, timeout: float
+    repository: Path | str, args: tuple[str, ...], env: dict[str, str] | None, timeout: float
 ) -> tuple[RunningServer, threading.Thread]:
     attempt = 1
     while True:

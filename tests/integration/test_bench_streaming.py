@@ -1,6 +1,6 @@
-"""`inferd bench --streaming` against the real server, over gRPC ModelStreamInfer and SSE: the
-example decoupled model `repeat`, a model that fails mid-stream, and a model that is not
-decoupled. Counts are checked, never timings."""
+"""`inferd bench --streaming` against the real server, over gRPC ModelStreamInfer, SSE and the
+OpenAI routes: the example decoupled models `repeat` and `tiny_lm`, a model that fails
+mid-stream, and a model that is not decoupled. Counts are checked, never timings."""
 
 from __future__ import annotations
 
@@ -47,10 +47,11 @@ STREAM_COLUMNS = (
 def server(
     model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """`simple` (not decoupled), the example `repeat` and `halfway`."""
+    """`simple` (not decoupled), the examples `repeat` and `tiny_lm`, and `halfway`."""
     repository = tmp_path_factory.mktemp("bench_streaming")
     shutil.copytree(model_repository / "simple", repository / "simple")
     shutil.copytree(EXAMPLES / "repeat", repository / "repeat")
+    shutil.copytree(EXAMPLES / "tiny_lm", repository / "tiny_lm")
     version = repository / "halfway" / "1"
     version.mkdir(parents=True)
     (version / "model.py").write_text(textwrap.dedent(HALFWAY))
@@ -192,8 +193,12 @@ def test_a_request_refused_before_its_stream_is_an_error(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-i", "openai"], "invalid choice: 'openai'"),
         (["-i", "http", "-b", "2"], "one sample per request"),
+        (["-i", "openai", "-b", "2"], "--batch-size, --shape and --input-data do not apply"),
+        (["-i", "openai", "--input-data", "zero"], "do not apply"),
+        (["-i", "openai", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["-i", "openai", "-x", "1"], "-i openai names no version"),
+        (["-i", "openai", "--openai-route", "edits"], "invalid choice: 'edits'"),
     ],
 )
 def test_bad_streaming_combinations_are_usage_errors(
@@ -222,3 +227,37 @@ def test_compare_refuses_to_mix_streaming_and_not(server: RunningServer, tmp_pat
     )
     assert result.returncode == 2
     assert "mixes runs with and without --streaming" in result.stderr
+
+
+@pytest.mark.parametrize("route", ["completions", "chat"])
+def test_openai_streams_report_first_and_inter_token_times(
+    server: RunningServer, route: str, tmp_path: Path
+) -> None:
+    run = tmp_path / "openai.json"
+    result = bench(
+        "-m", "tiny_lm", "-i", "openai", "-u", server.http_url, "--streaming",
+        "--openai-route", route, "--prompt", "The White Rabbit", "--max-tokens", str(TIMES),
+        "--concurrency", "1:2", "--requests", str(REQUESTS), "--json", str(run),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(run.read_text())
+    assert (document["protocol"], document["streaming"]) == ("openai", True)
+    # One response per generated character: the chat's opening chunk (its role alone) and
+    # the closing chunk (its finish_reason alone) are not counted.
+    check_stream_steps(document["steps"], per_request=TIMES)
+    assert f"tiny_lm @ {server.http_url} (openai {route})" in result.stdout
+
+
+def test_openai_stream_of_a_model_the_routes_do_not_serve_fails(server: RunningServer) -> None:
+    result = bench(
+        "-m", "repeat", "-i", "openai", "-u", server.http_url, "--streaming", "--requests", "2"
+    )
+    assert result.returncode == 1
+    assert "every request failed" in result.stderr
+    assert "HTTP 404" in result.stderr
+
+
+def test_openai_needs_streaming(server: RunningServer) -> None:
+    result = bench("-m", "tiny_lm", "-i", "openai", "-u", server.http_url, "--requests", "1")
+    assert result.returncode == 2
+    assert "-i openai measures streams (stream: true): add --streaming" in result.stderr

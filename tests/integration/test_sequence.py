@@ -247,6 +247,14 @@ def test_grpc_streams_interleave_many_sequences(sequence_server: RunningServer, 
             future.result(timeout=60)
 
 
+def test_one_stream_with_more_sequences_than_slots_finishes_them_all(
+    sequence_server: RunningServer,
+) -> None:
+    """20 sequences over 16 slots on one stream: the 4 that wait for slots must not stop the
+    stream from reaching the steps that end the others (answers still leave in order)."""
+    _stream_sequences(sequence_server.grpc_url, STATE, list(range(100, 120)), 5)
+
+
 def test_restart_of_a_live_sequence_begins_from_the_initial_state(
     sequence_server: RunningServer,
 ) -> None:

@@ -15,6 +15,9 @@ A backend that can stream responses (a decoupled model, `model_transaction_polic
 a decoupled model on any other. Its instances send each request's responses to the
 request's `responses` sink and answer each request with empty outputs (or an error).
 
+A request's `cancelled` turns true while it runs when its client goes away (a cancelled call
+or stream, a deadline passed, a disconnect); a backend may poll it to stop early.
+
 A backend that can hand a request back for another step (an iterative sequence) sets
 `supports_iterative = True` and marks such requests `rescheduled`.
 """
@@ -47,6 +50,14 @@ class Device:
         return self.kind.value if self.kind is DeviceKind.CPU else f"{self.kind.value}:{self.index}"
 
 
+class CancelSource(Protocol):
+    """Whatever tells a running request's backend that its client went away (the engine's
+    request; in a worker process, the worker's record of the server's cancellations)."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
 # Not frozen: one is built per request of every batch, and a frozen dataclass's __init__
 # costs about 5x more.
 @dataclass(slots=True)
@@ -54,6 +65,7 @@ class BatchRequest:
     """One request's share of a batch: rows [start, end) of every stacked input.
 
     `responses`: where a decoupled model sends this request's responses (else None).
+    `origin`: what says whether the request was cancelled (read through `cancelled`).
     `rescheduled`: set by the backend when the model handed the request back for another
     step (an iterative sequence's, `sequence_batching { iterative_sequence: true }`).
     """
@@ -63,7 +75,14 @@ class BatchRequest:
     id: str = ""
     parameters: Parameters = field(default_factory=dict)
     responses: ResponseChannel | None = None
+    origin: CancelSource | None = None
     rescheduled: bool = False
+
+    @property
+    def cancelled(self) -> bool:
+        """The request's client went away: the model may stop working on it."""
+        origin = self.origin
+        return origin is not None and origin.cancelled
 
 
 # Stacked outputs for the whole batch, or one answer per request in the batch's order.

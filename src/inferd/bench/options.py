@@ -9,10 +9,13 @@ from typing import Literal
 
 from inferd.core.errors import InvalidArgument
 
-Protocol = Literal["http", "grpc"]
+Protocol = Literal["http", "grpc", "openai"]
 LoadMode = Literal["concurrency", "request_rate"]
+OpenAIRoute = Literal["completions", "chat"]
 
-DEFAULT_PORTS: dict[Protocol, int] = {"http": 8000, "grpc": 8001}
+DEFAULT_PORTS: dict[Protocol, int] = {"http": 8000, "grpc": 8001, "openai": 8000}
+DEFAULT_PROMPT = "Once upon a time"
+DEFAULT_MAX_TOKENS = 16
 DEFAULT_DURATION_S = 5.0
 # A range longer than this is almost certainly a typo (e.g. an additive step meant to multiply).
 MAX_STEPS = 1000
@@ -31,7 +34,10 @@ class BenchOptions:
     model: str
     url: str
     protocol: Protocol = "http"
-    streaming: bool = False  # gRPC ModelStreamInfer, or HTTP's generate_stream (SSE)
+    streaming: bool = False  # gRPC ModelStreamInfer, HTTP's generate_stream (SSE), or /v1
+    openai_route: OpenAIRoute = "completions"  # with protocol "openai": which /v1 route
+    prompt: str = DEFAULT_PROMPT  # with protocol "openai": the text every request sends
+    max_tokens: int = DEFAULT_MAX_TOKENS  # with protocol "openai"
     model_version: str = ""
     steps: LoadSteps = LoadSteps("concurrency", (1.0,))
     batch_size: int = 1
@@ -52,10 +58,28 @@ class BenchOptions:
                 "--streaming over HTTP (SSE) sends one sample per request:"
                 " use --batch-size 1, or -i grpc"
             )
+        if self.protocol == "openai":
+            self._check_openai()
+
+    def _check_openai(self) -> None:
+        if not self.streaming:
+            raise InvalidArgument("-i openai measures streams (stream: true): add --streaming")
+        if self.batch_size != 1 or self.shapes or self.input_data != "random":
+            raise InvalidArgument(
+                "-i openai sends --prompt and --max-tokens, not tensors:"
+                " --batch-size, --shape and --input-data do not apply"
+            )
+        if self.model_version:
+            raise InvalidArgument("-i openai names no version (/v1 serves a model's default)")
+        if self.max_tokens < 1:
+            raise InvalidArgument("--max-tokens must be at least 1")
 
     @property
     def transport_name(self) -> str:
-        """The protocol as the reports name it: `http`, `grpc`, `http sse`, `grpc stream`."""
+        """The protocol as the reports name it: `http`, `grpc`, `http sse`, `grpc stream`,
+        `openai completions`, `openai chat`."""
+        if self.protocol == "openai":
+            return f"openai {self.openai_route}"
         if not self.streaming:
             return self.protocol
         return "http sse" if self.protocol == "http" else "grpc stream"

@@ -70,7 +70,7 @@ async def _bench(options: BenchOptions, progress: Console | None) -> RunResult:
     send: Send
     where = (options.protocol, options.url, options.model, options.model_version, connections)
     if options.streaming:
-        transport = stream_transport = open_stream_transport(*where)
+        transport = stream_transport = open_stream_transport(options, connections)
         send = streamed(stream_transport)
     else:
         transport = open_transport(*where)
@@ -81,7 +81,12 @@ async def _bench(options: BenchOptions, progress: Console | None) -> RunResult:
             raise InvalidArgument(
                 f"model '{info.name}' is decoupled (it streams its responses): add --streaming"
             )
-        requests = build_requests(info, options.batch_size, options.shapes, options.input_data)
+        # The OpenAI routes take a prompt, not the model's tensors.
+        requests = (
+            [{}]
+            if options.protocol == "openai"
+            else build_requests(info, options.batch_size, options.shapes, options.input_data)
+        )
         prepared = [transport.prepare(request) for request in requests]
         has_stats = read_counters(await transport.statistics()) is not None
         run = RunResult(

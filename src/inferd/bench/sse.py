@@ -21,46 +21,36 @@ from inferd.bench.transport import HttpTransport
 from inferd.core.errors import InvalidArgument
 
 _DATA = b"data:"
+_DONE = b"[DONE]"  # the end of an OpenAI stream
 
 
 class StreamError(Exception):
     """The server answered a stream with an error status or an error event."""
 
 
-class SseTransport(HttpTransport):
+class EventStreamTransport(HttpTransport):
+    """A transport whose streams are server-sent events on the V2 HTTP port (metadata, config
+    and statistics from the V2 client); each subclass names its endpoint and events."""
+
     def __init__(self, url: str, model: str, version: str, connections: int) -> None:
         super().__init__(url, model, version, connections)
-        path = f"/v2/models/{quote(model, safe='')}"
-        if version:
-            path += f"/versions/{quote(version, safe='')}"
-        self._endpoint = f"http://{url}{path}/generate_stream"
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
-        self._batches = False
 
-    async def model_info(self) -> ModelInfo:
-        info = await super().model_info()
-        self._batches = info.batches
-        return info
-
-    def prepare(self, request: RequestData) -> Any:
-        return json.dumps(
-            {name: self._sample(name, array) for name, array in request.items()}
-        ).encode()
-
-    async def stream(self, prepared: Any) -> AsyncIterator[None]:
+    async def events(self, endpoint: str, body: bytes) -> AsyncIterator[Any]:
+        """Each `data:` event's JSON, until the body ends or `data: [DONE]`."""
         session = self._open_session()
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        async with session.post(self._endpoint, data=prepared, headers=headers) as response:
+        async with session.post(endpoint, data=body, headers=headers) as response:
             if response.status != 200:
                 raise StreamError(f"HTTP {response.status}: {(await response.text()).strip()}")
             async for line in response.content:
                 if not line.startswith(_DATA):
                     continue  # the blank line between events, or a comment
-                event = json.loads(line[len(_DATA) :])
-                if isinstance(event, dict) and "error" in event:
-                    raise StreamError(str(event["error"]))
-                yield
+                data = line[len(_DATA) :].strip()
+                if data == _DONE:
+                    return
+                yield json.loads(data)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -75,6 +65,32 @@ class SseTransport(HttpTransport):
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None)
             )
         return self._session
+
+
+class SseTransport(EventStreamTransport):
+    def __init__(self, url: str, model: str, version: str, connections: int) -> None:
+        super().__init__(url, model, version, connections)
+        path = f"/v2/models/{quote(model, safe='')}"
+        if version:
+            path += f"/versions/{quote(version, safe='')}"
+        self._endpoint = f"http://{url}{path}/generate_stream"
+        self._batches = False
+
+    async def model_info(self) -> ModelInfo:
+        info = await super().model_info()
+        self._batches = info.batches
+        return info
+
+    def prepare(self, request: RequestData) -> Any:
+        return json.dumps(
+            {name: self._sample(name, array) for name, array in request.items()}
+        ).encode()
+
+    async def stream(self, prepared: Any) -> AsyncIterator[None]:
+        async for event in self.events(self._endpoint, prepared):
+            if isinstance(event, dict) and "error" in event:
+                raise StreamError(str(event["error"]))
+            yield
 
     def _sample(self, name: str, array: Any) -> Any:
         if self._batches:

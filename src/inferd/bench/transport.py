@@ -4,8 +4,9 @@ Only V2 endpoints are used: model metadata, model config and statistics (Triton'
 both optional: a server without them still gets benchmarked), and infer. Request tensors are
 wrapped into `InferInput`s once (`prepare`), so the timed loop only sends.
 
-Streaming (`--streaming`) goes over gRPC `ModelStreamInfer`, one call per request, or over the
-generate extension's SSE endpoint (`sse.py`); either yields once per response as it arrives.
+Streaming (`--streaming`) goes over gRPC `ModelStreamInfer`, one call per request, over the
+generate extension's SSE endpoint (`sse.py`), or over an OpenAI `/v1` route (`openai_api.py`);
+each yields once per response as it arrives.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from inferd.bench.inputs import InputMetadata, ModelInfo, RequestData
+from inferd.bench.options import BenchOptions
 from inferd.bench.options import Protocol as WireProtocol
 from inferd.core.datatypes import v2_datatype
 from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unavailable
@@ -56,12 +58,18 @@ def open_transport(
     return HttpTransport(url, model, version, connections)
 
 
-def open_stream_transport(
-    protocol: WireProtocol, url: str, model: str, version: str, connections: int
-) -> StreamTransport:
-    """A streaming client: gRPC `ModelStreamInfer`, or HTTP's `generate_stream` (SSE)."""
-    if protocol == "grpc":
+def open_stream_transport(options: BenchOptions, connections: int) -> StreamTransport:
+    """A streaming client: gRPC `ModelStreamInfer`, HTTP's `generate_stream` (SSE), or an
+    OpenAI `/v1` route with `stream: true`."""
+    url, model, version = options.url, options.model, options.model_version
+    if options.protocol == "grpc":
         return GrpcTransport(url, model, version)
+    if options.protocol == "openai":
+        from inferd.bench.openai_api import OpenAITransport
+
+        return OpenAITransport(
+            url, model, connections, options.openai_route, options.prompt, options.max_tokens
+        )
     from inferd.bench.sse import SseTransport
 
     return SseTransport(url, model, version, connections)

@@ -10,6 +10,8 @@ from typing import TypeVar
 
 from inferd.bench.options import (
     DEFAULT_DURATION_S,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROMPT,
     BenchOptions,
     LoadSteps,
     normalize_url,
@@ -26,6 +28,7 @@ RANGE is V, START:END or START:END:STEP; STEP adds (1:8:2 -> 1,3,5,7) and xK mul
 a run that could not start (unknown model, no server).
 example: inferd bench -m simple --concurrency 1:16:x2 --requests 2000 --plot lat.png
 streaming: inferd bench -m repeat --streaming -i grpc --shape IN:4 --concurrency 1:8:x2
+openai: inferd bench -m tiny_lm --streaming -i openai --openai-route chat --max-tokens 32
 """
 
 
@@ -51,11 +54,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("-m", "--model", required=True, help="model name")
     parser.add_argument("-x", "--model-version", default="", help="version (default: server's)")
     parser.add_argument("-u", "--url", help="host:port (default localhost:8000, grpc :8001)")
-    parser.add_argument("-i", "--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument("-i", "--protocol", choices=("http", "grpc", "openai"), default="http")
     parser.add_argument(
         "--streaming", action="store_true",
-        help="stream responses: gRPC ModelStreamInfer, or HTTP generate_stream (SSE); reports"
-        " time to first response and between responses",
+        help="stream responses: gRPC ModelStreamInfer, HTTP generate_stream (SSE), or -i openai's"
+        " /v1 route; reports time to first response and between responses",
+    )  # fmt: skip
+    openai = parser.add_argument_group("-i openai (with --streaming)")
+    openai.add_argument(
+        "--openai-route", choices=("completions", "chat"), default="completions",
+        help="/v1/completions or /v1/chat/completions (default completions)",
+    )  # fmt: skip
+    openai.add_argument(
+        "--prompt", default=DEFAULT_PROMPT, help=f"the prompt (default {DEFAULT_PROMPT!r})"
+    )
+    openai.add_argument(
+        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+        help=f"max_tokens of every request (default {DEFAULT_MAX_TOKENS})",
     )  # fmt: skip
     load = parser.add_mutually_exclusive_group()
     load.add_argument(
@@ -108,6 +123,9 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         url=normalize_url(args.url, args.protocol),
         protocol=args.protocol,
         streaming=args.streaming,
+        openai_route=args.openai_route,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
         model_version=args.model_version,
         steps=steps,
         batch_size=args.batch_size,

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from inferd import __version__
-from inferd.cli import bench, convert, serve
+from inferd.cli import bench, cluster, convert, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(subparsers)
     bench.add_parser(subparsers)
+    cluster.add_parser(subparsers)
     convert.add_parser(subparsers)
     return parser
 

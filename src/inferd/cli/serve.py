@@ -10,7 +10,9 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,6 +20,7 @@ from prometheus_client import make_asgi_app
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
+from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
@@ -25,9 +28,11 @@ from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
+from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
 
@@ -63,10 +68,18 @@ def build_engine(
     settings: ServerSettings,
     observers: Sequence[Observer] = (),
     statistics: Statistics | None = None,
+    placer: InstancePlacer | None = None,
 ) -> Engine:
-    load = LoadOptions(settings.default_max_batch_size, settings.auto_complete_config)
-    engine_settings = EngineSettings(
+    load = LoadOptions(
+        settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
+    )
+    repository = open_repositories(
         settings.model_repository,
+        Path(settings.model_cache_dir) if settings.model_cache_dir else None,
+        settings.s3_endpoint_url,
+    )
+    engine_settings = EngineSettings(
+        repository,
         load,
         settings.strict_readiness,
         settings.model_control_mode,
@@ -146,16 +159,20 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def serve(settings: ServerSettings) -> None:
+async def serve(settings: ServerSettings, placer: InstancePlacer | None = None) -> None:
     statistics = Statistics()
     metrics = PrometheusMetrics(statistics)
     observers: list[Observer] = [statistics, metrics]
     if settings.log_verbose:
         observers.append(TraceLog())
-    engine = build_engine(settings, observers, statistics)
+    engine = build_engine(settings, observers, statistics, placer)
     metrics.watch_pending(engine.pending_requests)
     metrics.watch_instances(engine.instance_devices)
-    await engine.start()
+    try:
+        await engine.start()
+    except InferdError:
+        await engine.stop()  # what was opened (a download folder) is released
+        raise
     _log_models(engine)
 
     shared_memory = SharedMemoryRegistry(
@@ -210,10 +227,37 @@ def run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("uvicorn.error").addFilter(_not_quieted)
+    if not settings.cluster:
+        return _run_loop(serve(settings))
+    from inferd.cluster.connect import ClusterSettings
+    from inferd.cluster.session import ClusterSession
+
+    cluster = ClusterSettings(
+        settings.cluster, settings.cluster_repo_shared, settings.cluster_placement_timeout
+    )
+    try:
+        session = ClusterSession.open(cluster)
+    except InferdError as exc:
+        print(f"inferd: error: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        return _run_loop(serve(settings, session.placer))
+    finally:
+        session.close()
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> int:
+    """Run the server to its end; 1 when it cannot start (as Triton refuses to start when a
+    repository cannot be read)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        runner = asyncio.run
     else:
-        uvloop.run(serve(settings))
+        runner = uvloop.run
+    try:
+        runner(main)
+    except InferdError as exc:
+        logger.error("cannot serve: %s", exc.message)
+        return 1
     return 0

@@ -12,7 +12,6 @@ import enum
 import os
 import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from inferd.engine.control import ControlMode
@@ -28,7 +27,29 @@ def _flag(text: str, metavar: str | None = None) -> dict[str, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    model_repository: Path = field(metadata=_flag("folder of models in Triton's layout"))
+    model_repository: tuple[str, ...] = field(
+        metadata=_flag(
+            "models in Triton's layout: a folder, or a bucket URL (s3://bucket/prefix, "
+            "s3://host:port/bucket/prefix, gs://bucket/prefix, as://account/container/prefix, "
+            "az://container/prefix); repeatable, each model name in one of them",
+            "PATH_OR_URL",
+        )
+    )
+    model_cache_dir: str = field(
+        default="",
+        metadata=_flag(
+            "where versions from object storage are downloaded to "
+            "(default: a temporary folder, removed at exit)",
+            "DIR",
+        ),
+    )
+    s3_endpoint_url: str = field(
+        default="",
+        metadata=_flag(
+            "S3-compatible store to use for s3:// repositories (default: AWS_ENDPOINT_URL, or AWS)",
+            "URL",
+        ),
+    )
     host: str = field(default="127.0.0.1", metadata=_flag("address to listen on"))
     server_name: str = field(
         default="inferd",
@@ -82,6 +103,25 @@ class ServerSettings:
     log_verbose: int = field(
         default=0, metadata=_flag("1 or more logs one line per request with its timestamps")
     )
+    cluster: str = field(
+        default="",
+        metadata=_flag(
+            "run model instances on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or "
+            "local[:N] for N simulated nodes on this machine (needs inferd[ray])",
+            "ADDR",
+        ),
+    )
+    cluster_repo_shared: bool = field(
+        default=False,
+        metadata=_flag(
+            "cluster nodes read the model repository at the same path, rather than "
+            "receiving each version's files from this server"
+        ),
+    )
+    cluster_placement_timeout: float = field(
+        default=120.0,
+        metadata=_flag("seconds an instance group may wait for room on the cluster"),
+    )
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,11 +138,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def _options(setting: Field[Any], kind: Any, raw: str | None) -> tuple[dict[str, Any], str]:
     """add_argument's options for one setting, with its value in the environment (`raw`) as
     the default, and what the help text says of that default."""
-    if setting.default is MISSING:
-        return {"type": kind, "default": kind(raw) if raw else None, "required": not raw}, ""
+    required = setting.default is MISSING and not raw
     if typing.get_origin(kind) is tuple:
-        # Flags given are appended to the variable's comma-separated names.
-        return {"action": "append", "default": raw.split(",") if raw else []}, ", comma-separated"
+        # Flags given are appended to the variable's comma-separated values, except for a
+        # required setting (the repositories), where they replace them.
+        action = _ReplaceDefault if setting.default is MISSING else "append"
+        options = {"action": action, "default": raw.split(",") if raw else []}
+        return {**options, "required": required}, ", comma-separated"
+    if setting.default is MISSING:
+        return {"type": kind, "default": kind(raw) if raw else None, "required": required}, ""
     default = setting.default.value if isinstance(setting.default, enum.Enum) else setting.default
     shown = f"; default {default}"
     if kind is bool:
@@ -112,6 +156,20 @@ def _options(setting: Field[Any], kind: Any, raw: str | None) -> tuple[dict[str,
         choices = [member.value for member in kind]
         return {"choices": choices, "default": raw if raw is not None else default}, shown
     return {"type": kind, "default": kind(raw) if raw is not None else default}, shown
+
+
+class _ReplaceDefault(argparse.Action):
+    """A repeatable flag whose first use drops the default (the variable's values)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, [*([] if given is self.default else given), values])
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:

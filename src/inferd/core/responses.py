@@ -6,6 +6,14 @@ any thread (the instance's, or one of the model's own, even after `execute` retu
 send is handed to the event loop in order; the engine's `stream` awaits them one by one, so
 a stream needs no task of its own. Cancellation flows the other way: `cancel` marks the
 channel, a model polls `cancelled`, and later sends are dropped.
+
+Backpressure: at most `MAX_UNREAD` responses wait for the stream's reader. A send from a
+model's thread beyond that blocks until the reader takes one (or the request is cancelled),
+so a slow client of a fast model holds the model back instead of growing the server's
+memory. A send on the event loop's own thread (the server's failure of an execution) and the
+final flag never block: they could not be read while the loop waits, and end the stream. The
+iterative scheduler asks `behind` and runs no step of a request whose reader is behind, so
+one slow client does not stall a running batch (`on_room` wakes it).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from typing import Any, Protocol
 
 from inferd.core.errors import InferdError, Internal
 from inferd.core.types import Array
+
+MAX_UNREAD = 32  # responses of one request waiting for its reader before sends block
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +66,22 @@ class ResponseChannel:
         "_items",
         "_lock",
         "_loop",
+        "_loop_thread",
+        "_on_room",
+        "_room",
+        "_unread",
         "_waiter",
     )
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._items: deque[StreamItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # the reader took a response
+        self._unread = 0  # sent and not yet taken by `get`
+        self._on_room: Callable[[], None] | None = None
         self._closed = False  # the final response (or an error) was sent
         self._cancelled = False
         self._cancel_callbacks: list[Callable[[], None]] = []
@@ -76,6 +94,11 @@ class ResponseChannel:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def behind(self) -> bool:
+        """As many responses as allowed wait for the reader: a further send would block."""
+        return self._unread >= MAX_UNREAD
+
     def send(
         self,
         outputs: dict[str, Array] | None = None,
@@ -84,9 +107,15 @@ class ResponseChannel:
     ) -> bool:
         item = StreamItem(outputs, error, final or error is not None)
         with self._lock:  # one order for sends from several threads
+            if not item.final and threading.get_ident() != self._loop_thread:
+                while self._unread >= MAX_UNREAD and not (self._closed or self._cancelled):
+                    # A timeout, so that a send outliving the server's loop ends.
+                    if not self._room.wait(1.0) and self._loop.is_closed():
+                        return False
             if self._closed or self._cancelled:
                 return False
             self._closed = item.final
+            self._unread += 1
             try:
                 self._loop.call_soon_threadsafe(self._push, item)
             except RuntimeError:  # the server's loop is closed: it stopped, nobody listens
@@ -107,7 +136,18 @@ class ResponseChannel:
                 await self._waiter
             finally:
                 self._waiter = None
+        with self._lock:
+            self._unread -= 1
+            room = self._unread == MAX_UNREAD - 1  # room again: wake a blocked send
+            if room:
+                self._room.notify_all()
+        if room and self._on_room is not None:
+            self._on_room()
         return self._items.popleft()
+
+    def on_room(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop) when the reader catches up from `behind`."""
+        self._on_room = callback
 
     def execution_done(self, execution: asyncio.Future[Any]) -> None:
         """The request's execution ended: a failure ends the stream, unless it ended already.
@@ -129,5 +169,6 @@ class ResponseChannel:
             if self._cancelled or self._closed:
                 return
             self._cancelled = True
+            self._room.notify_all()  # a blocked send returns, dropped
         for callback in self._cancel_callbacks:
             callback()

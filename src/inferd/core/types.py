@@ -54,6 +54,8 @@ class InferRequest:
     `model_version` is "" when the client named none (the server picks per version policy).
     `outputs` is None when the client asked for every output. `responses` is where a
     decoupled model sends its responses (set by the engine's `stream`; None otherwise).
+    `cancelled` is set by the engine when the request's client went away (a cancelled call or
+    stream, a deadline passed, a disconnect); a running model may poll it and stop.
     """
 
     model_name: str
@@ -64,6 +66,7 @@ class InferRequest:
     parameters: Parameters = field(default_factory=dict)
     timestamps: Timestamps = field(default_factory=Timestamps)
     responses: ResponseChannel | None = None
+    cancelled: bool = False
 
     def batch_size(self) -> int:
         """Rows along the first axis of the first input (1 for a scalar-only request)."""

@@ -8,17 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engine.control import ControlMode
+from inferd.instances.placement import InProcessPlacer, InstancePlacer
+from inferd.repository.store import ModelRepository
 
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     default_max_batch_size: int = 4
     auto_complete_config: bool = True
+    # Where instances run: in this process, or on a cluster's nodes (`inferd.cluster`).
+    placer: InstancePlacer = field(default_factory=InProcessPlacer)
 
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    repository: Path
+    repository: Path | ModelRepository  # a folder, or any repository (in object storage)
     load: LoadOptions = field(default_factory=LoadOptions)
     # Triton's --strict-readiness: the server is ready only when every model asked for is.
     strict_readiness: bool = True

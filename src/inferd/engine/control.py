@@ -6,10 +6,8 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from inferd.repository.layout import list_model_names
-from inferd.repository.poller import Fingerprint, fingerprint_repository, repository_changes
+from inferd.repository.poller import Fingerprint, repository_changes
 
 logger = logging.getLogger(__name__)
 
@@ -20,27 +18,23 @@ class ControlMode(enum.Enum):
     POLL = "poll"  # load everything, then follow the repository folder while serving
 
 
-def scan_repository(repository: Path) -> dict[str, Fingerprint]:
-    """Blocking: the fingerprint of every model folder."""
-    return fingerprint_repository(repository, list_model_names(repository))
-
-
 class RepositoryPoller:
     """Every `interval` seconds, loads new models, reloads changed ones, unloads removed ones.
 
-    `known` is the scan the loaded models came from, so changes made while they loaded are
-    picked up by the first poll.
+    `scan` (blocking) fingerprints every model from a listing of the repository; `known` is
+    the scan the loaded models came from, so changes made while they loaded are picked up by
+    the first poll.
     """
 
     def __init__(
         self,
-        repository: Path,
+        scan: Callable[[], dict[str, Fingerprint]],
         interval: float,
         known: dict[str, Fingerprint],
         load: Callable[[str], Awaitable[None]],
         unload: Callable[[str], Awaitable[None]],
     ) -> None:
-        self._repository = repository
+        self._scan = scan
         self._interval = interval
         self._known = known
         self._load = load
@@ -55,7 +49,7 @@ class RepositoryPoller:
                 logger.exception("polling the model repository failed")
 
     async def poll_once(self) -> None:
-        current = await asyncio.to_thread(scan_repository, self._repository)
+        current = await asyncio.to_thread(self._scan)
         changes = repository_changes(self._known, current)
         self._known = current
         for name in changes.removed:

@@ -27,7 +27,7 @@ from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 
 
 class Engine:
@@ -190,7 +190,9 @@ class Engine:
             outputs = await self._run(loaded, request)
             success = True
         except asyncio.CancelledError:
-            cancelled = True  # its client went away
+            # Its client went away: a queued request leaves its queue as the scheduler's
+            # future is cancelled; a running one's model sees the flag.
+            cancelled = request.cancelled = True
             raise
         finally:
             timestamps.sent = time.monotonic_ns()
@@ -240,7 +242,8 @@ class Engine:
             await asyncio.wait([execution])
             success = True
         except (GeneratorExit, asyncio.CancelledError):
-            cancelled = True  # closed early or its task cancelled: its client went away
+            # Closed early or its task cancelled: its client went away.
+            cancelled = request.cancelled = True
             raise
         finally:
             if execution is not None and not execution.done():
@@ -289,6 +292,6 @@ def _tensor_metadata(spec: ModelTensor, max_batch_size: int) -> TensorMetadata:
     return TensorMetadata(spec.name, spec.datatype, spec.wire_shape(max_batch_size))
 
 
-def _instance_metadata(instance: ModelInstance) -> InstanceMetadata:
+def _instance_metadata(instance: Instance) -> InstanceMetadata:
     kind = "KIND_GPU" if instance.device.kind is DeviceKind.GPU else "KIND_CPU"
     return InstanceMetadata(instance.name, kind, str(instance.device))

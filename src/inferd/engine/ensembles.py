@@ -13,14 +13,13 @@ Whether something is an ensemble is asked one way per stage: `is_ensemble` of a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.core.model_config import ModelConfig
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.request_checks import ModelTensor
-from inferd.repository.layout import read_model_folder
+from inferd.repository.store import ModelRepository
 from inferd.scheduling.ensemble import EnsembleScheduler, StepCall
 from inferd.scheduling.ensemble_graph import (
     LATEST,
@@ -132,14 +131,14 @@ def _signature(loaded: LoadedVersion) -> ModelSignature:
     return ModelSignature(batch, _types(loaded.inputs, batch), _types(loaded.outputs, batch))
 
 
-def _read_config(repository: Path, name: str) -> ModelConfig | None:
+def _read_config(repository: ModelRepository, name: str) -> ModelConfig | None:
     try:
-        return read_model_folder(repository, name).config
+        return repository.read_model(name).config
     except InferdError:
         return None  # its own load reports the problem
 
 
-def ensembles_last(repository: Path, names: Iterable[str]) -> list[str]:
+def ensembles_last(repository: ModelRepository, names: Iterable[str]) -> list[str]:
     """Blocking: `names` with each ensemble after the models it uses (Triton's load order)."""
     configs = {name: _read_config(repository, name) for name in names}
     ensembles = {n: c for n, c in configs.items() if c is not None and is_ensemble(c)}
@@ -159,7 +158,9 @@ def ensembles_last(repository: Path, names: Iterable[str]) -> list[str]:
     return order
 
 
-def composing_to_load(repository: Path, config: ModelConfig, serving: Iterable[str]) -> list[str]:
+def composing_to_load(
+    repository: ModelRepository, config: ModelConfig, serving: Iterable[str]
+) -> list[str]:
     """Blocking: the models an ensemble uses, directly or through other ensembles, that are
     in the repository and not serving, each after the models it uses (explicit mode loads
     them with the ensemble, as Triton does)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from inferd.backends.registry import BackendRegistry
@@ -21,17 +23,13 @@ from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
 from inferd.core.types import Timestamps
 from inferd.engine.api import EngineSettings, ModelState, VersionStatus
-from inferd.engine.control import ControlMode, RepositoryPoller, scan_repository
+from inferd.engine.control import ControlMode, RepositoryPoller
 from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemble, load_ensemble
 from inferd.engine.loader import LoadedVersion, load_version
 from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
-from inferd.repository.layout import (
-    ModelFolder,
-    check_model_name,
-    list_model_names,
-    read_model_folder,
-)
+from inferd.repository.layout import ModelFolder, check_model_name
 from inferd.repository.poller import Fingerprint
+from inferd.repository.store import LocalRepository, ModelRepository
 from inferd.repository.versions import select_versions
 from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.ensemble import StepCall
@@ -54,6 +52,11 @@ class ModelLifecycle:
         step: StepCall,
     ) -> None:
         self._settings = settings
+        self._repository: ModelRepository = (
+            LocalRepository(settings.repository)
+            if isinstance(settings.repository, Path)
+            else settings.repository
+        )
         self._registry = registry
         self._observers = tuple(observers)
         self._table = table
@@ -65,13 +68,17 @@ class ModelLifecycle:
         self.stopping = False
 
     def repository_model_names(self) -> list[str]:
-        return list_model_names(self._settings.repository)
+        """The models in the repository as of the last look (does not block for long)."""
+        return self._repository.known_model_names()
 
     # ---- control modes ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load what the control mode asks for; in poll mode, then follow the repository."""
+        """Load what the control mode asks for; in poll mode, then follow the repository.
+        A repository that cannot be read (a missing folder or bucket, refused credentials)
+        raises, as Triton refuses to start."""
         settings = self._settings
+        await asyncio.to_thread(self._repository.model_names)
         if settings.control_mode is ControlMode.EXPLICIT and "*" not in settings.startup_models:
             for name in settings.startup_models:
                 check_model_name(name)  # a path-like --load-model is a usage error
@@ -81,11 +88,11 @@ class ModelLifecycle:
             return
         known: dict[str, Fingerprint] = {}
         if settings.control_mode is ControlMode.POLL:
-            known = await asyncio.to_thread(scan_repository, settings.repository)
+            known = await asyncio.to_thread(self._repository.scan)
         await self._load_all()
         if settings.control_mode is ControlMode.POLL:
             poller = RepositoryPoller(
-                settings.repository,
+                self._repository.scan,
                 settings.poll_interval_s,
                 known,
                 self._load_quietly,
@@ -95,8 +102,8 @@ class ModelLifecycle:
 
     async def _load_all(self) -> None:
         """Load every model in the repository (Triton's `none` control mode)."""
-        names = await asyncio.to_thread(self.repository_model_names)
-        for name in await asyncio.to_thread(ensembles_last, self._settings.repository, names):
+        names = await asyncio.to_thread(self._repository.model_names)
+        for name in await asyncio.to_thread(ensembles_last, self._repository, names):
             await self._load_quietly(name)
 
     async def _load_quietly(self, name: str) -> None:
@@ -119,13 +126,13 @@ class ModelLifecycle:
     async def _load_composing(self, name: str, config_override: dict[str, Any] | None) -> None:
         """Explicit mode, as in Triton: loading an ensemble first loads the models it uses."""
         try:
-            folder = await asyncio.to_thread(read_model_folder, self._settings.repository, name)
+            folder = await asyncio.to_thread(self._repository.read_model, name)
             config = folder.config if config_override is None else config_from_dict(config_override)
         except InferdError:
             return  # the load itself reports it
         config.name = name
         serving = self._table.serving()
-        repository = self._settings.repository
+        repository = self._repository
         for model in await asyncio.to_thread(composing_to_load, repository, config, serving):
             await self._load_quietly(model)
 
@@ -135,7 +142,7 @@ class ModelLifecycle:
         check_model_name(name)
         if self._table.get(name) is not None:
             await self.unload_model(name)
-        elif name not in await asyncio.to_thread(self.repository_model_names):
+        elif name not in await asyncio.to_thread(self._repository.model_names):
             raise NotFound(f"model '{name}' is not in the repository")
 
     def _check_explicit(self, action: str) -> None:
@@ -162,7 +169,7 @@ class ModelLifecycle:
                 loading = ModelEntry(statuses=[VersionStatus(name, "", ModelState.LOADING)])
                 self._table.put(name, loading)
             try:
-                folder = await asyncio.to_thread(read_model_folder, self._settings.repository, name)
+                folder = await asyncio.to_thread(self._repository.read_model, name)
                 if config_override is not None:
                     folder.config = config_from_dict(config_override, "config override")
                     folder.config.name = name
@@ -172,6 +179,8 @@ class ModelLifecycle:
                     # A name not in the repository leaves no trace in the index.
                     failed = ModelEntry(statuses=[unavailable(name, "", exc.message)])
                     await self._replace(name, None if isinstance(exc, NotFound) else failed)
+                else:
+                    _keep_serving(name, serving, exc.message)
                 raise
             entry = await self._load_versions(folder)
             if entry.versions or serving is None or not folder.versions:
@@ -179,10 +188,10 @@ class ModelLifecycle:
             else:
                 # The ensembles using it are re-checked from the folder asked for last.
                 serving.folder = folder
-                logger.error("model '%s' failed to reload; the loaded versions keep serving", name)
+                _keep_serving(name, serving, _reasons(entry))
+                await self._retain(name, serving)
         if not entry.versions:
-            reasons = "; ".join(f"{s.version or '-'}: {s.reason}" for s in entry.statuses)
-            raise InvalidArgument(f"no version could be served: {reasons}")
+            raise InvalidArgument(f"no version could be served: {_reasons(entry)}")
 
     async def _load_versions(self, folder: ModelFolder) -> ModelEntry:
         entry = ModelEntry(folder=folder)
@@ -208,6 +217,7 @@ class ModelLifecycle:
                 continue
             loaded.scheduler.start()
             entry.versions[version] = loaded
+            entry.sources[version] = folder.versions[version]
             entry.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
             logger.info("model '%s' version %d ready (%s)", folder.name, version, loaded.placement)
         return entry
@@ -215,11 +225,12 @@ class ModelLifecycle:
     async def _load_version(self, folder: ModelFolder, version: int) -> LoadedVersion:
         if is_ensemble(folder.config):
             return load_ensemble(folder.config, version, self._table.find_version, self._step)
+        path = await asyncio.to_thread(self._repository.fetch, folder, version)
         return await asyncio.to_thread(
             load_version,
             folder.config,
             version,
-            folder.versions[version],
+            path,
             self._registry,
             self._settings.load,
             self._batch_reporter(folder.name, str(version)),
@@ -241,8 +252,14 @@ class ModelLifecycle:
             for loaded in old.versions.values():
                 await loaded.scheduler.stop()
                 await asyncio.to_thread(loaded.close)
+        await self._retain(name, entry)
         if not self.stopping:
             await self._recheck_ensembles_using(name)
+
+    async def _retain(self, name: str, entry: ModelEntry | None) -> None:
+        """Let the repository drop what it fetched for `name` that no longer serves."""
+        serving = list(entry.sources.values()) if entry is not None else []
+        await asyncio.to_thread(self._repository.retain, name, serving)
 
     async def _recheck_ensembles_using(self, name: str) -> None:
         """Load again each ensemble that uses `name`, so it serves only while every composing
@@ -264,6 +281,7 @@ class ModelLifecycle:
         async with self._control_lock:
             for name in self._table.names():
                 await self._replace(name, None)
+        await asyncio.to_thread(self._repository.close)
 
     def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
         if not self._observers:
@@ -275,3 +293,18 @@ class ModelLifecycle:
                 observer.batch_executed(name, version, rows, compute)
 
         return report
+
+
+def _reasons(entry: ModelEntry) -> str:
+    return "; ".join(f"{s.version or '-'}: {s.reason}" for s in entry.statuses if s.reason)
+
+
+def _keep_serving(name: str, serving: ModelEntry, reason: str) -> None:
+    """A reload failed: the loaded versions keep serving, and their state says why."""
+    logger.error("model '%s' failed to reload; the loaded versions keep serving", name)
+    serving.statuses = [
+        dataclasses.replace(s, reason=f"serving the last load; reloading failed: {reason}")
+        if s.state is ModelState.READY
+        else s
+        for s in serving.statuses
+    ]

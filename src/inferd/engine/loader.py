@@ -6,17 +6,19 @@ Blocking (backends read files and build sessions), so the engine runs it in a th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inferd.backends.base import Backend, Device, DeviceKind, LoadedModel
+from inferd.backends.base import Backend, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.core.config_checks import validate_config
-from inferd.core.errors import InferdError, InvalidArgument, Unavailable, Unsupported
+from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
 from inferd.engine.api import LoadOptions
 from inferd.engine.request_checks import ModelTensor
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance, ModelInstance
+from inferd.instances.placement import InstancePlacer, Placement
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.dynamic import DynamicBatcher
@@ -40,8 +42,9 @@ class LoadedVersion:
     outputs: dict[str, ModelTensor]
     scheduler: Scheduler
     placement: str  # where it runs, for the log: its backend and devices, or its steps
-    instances: list[ModelInstance] = field(default_factory=list)
-    loaded_model: LoadedModel | None = None
+    instances: Sequence[Instance] = ()
+    # What holds the instances (and the model they share), released at unload.
+    holder: Placement | None = None
     # The steps it runs when it is an ensemble (which has no backend, model or instances):
     # the one place a loaded version says it is one.
     ensemble: EnsembleGraph | None = None
@@ -57,10 +60,8 @@ class LoadedVersion:
         self.reshaped_outputs = tuple(s for s in self.outputs.values() if s.reshape is not None)
 
     def close(self) -> None:
-        for instance in self.instances:
-            instance.close()
-        if self.loaded_model is not None:
-            self.loaded_model.close()
+        if self.holder is not None:
+            self.holder.close()
 
 
 def complete_config(
@@ -75,7 +76,7 @@ def complete_config(
         scheduled = completed.WhichOneof("scheduling_choice") is not None
         if completed.max_batch_size > 0 and not had_batch_size and not scheduled:
             completed.dynamic_batching.SetInParent()  # Triton enables batching it inferred
-    _complete_instance_groups(completed, backend)
+    _complete_instance_groups(completed, backend, options.placer)
     validate_config(completed)
     _check_decoupled(completed, backend)
     _check_iterative(completed, backend)
@@ -108,7 +109,9 @@ def _check_iterative(config: ModelConfig, backend: Backend) -> None:
         )
 
 
-def _complete_instance_groups(config: ModelConfig, backend: Backend) -> None:
+def _complete_instance_groups(
+    config: ModelConfig, backend: Backend, placer: InstancePlacer
+) -> None:
     if not config.instance_group:
         config.instance_group.add()
     for index, group in enumerate(config.instance_group):
@@ -117,16 +120,16 @@ def _complete_instance_groups(config: ModelConfig, backend: Backend) -> None:
         if group.count < 1:
             group.count = 1
         if group.kind == ModelInstanceGroup.KIND_AUTO:
-            _resolve_auto(group, backend)
+            _resolve_auto(group, backend, placer)
         if group.kind == ModelInstanceGroup.KIND_GPU:
-            _check_gpus(group, backend)
+            _check_gpus(group, backend, placer)
         elif group.kind != ModelInstanceGroup.KIND_CPU:
             raise Unsupported(f"instance group '{group.name}' asks for an unsupported kind")
 
 
-def _resolve_auto(group: ModelInstanceGroup, backend: Backend) -> None:
+def _resolve_auto(group: ModelInstanceGroup, backend: Backend, placer: InstancePlacer) -> None:
     """KIND_AUTO: the listed GPUs (or GPU 0) when the backend can use a GPU, else the CPU."""
-    if backend.gpu_available():
+    if placer.offers_gpus(backend):
         group.kind = ModelInstanceGroup.KIND_GPU
         return
     group.kind = ModelInstanceGroup.KIND_CPU
@@ -141,8 +144,8 @@ def _resolve_auto(group: ModelInstanceGroup, backend: Backend) -> None:
         del group.gpus[:]
 
 
-def _check_gpus(group: ModelInstanceGroup, backend: Backend) -> None:
-    if not backend.gpu_available():
+def _check_gpus(group: ModelInstanceGroup, backend: Backend, placer: InstancePlacer) -> None:
+    if placer.checks_gpus_here and not backend.gpu_available():
         raise Unavailable(
             f"instance group '{group.name}' asks for KIND_GPU, but backend '{backend.name}' "
             "finds no usable GPU on this machine (use KIND_CPU, or KIND_AUTO to fall back)"
@@ -153,10 +156,40 @@ def _check_gpus(group: ModelInstanceGroup, backend: Backend) -> None:
         raise InvalidArgument(f"instance group '{group.name}' lists a negative GPU index")
 
 
-def _devices(group: ModelInstanceGroup) -> list[Device]:
-    if group.kind == ModelInstanceGroup.KIND_CPU:
-        return [Device(DeviceKind.CPU)] * group.count
-    return [Device(DeviceKind.GPU, gpu) for gpu in group.gpus for _ in range(group.count)]
+class _LocalModel:
+    """The version's model in this process, loaded when its first in-process instance is
+    made (never, when every instance runs elsewhere)."""
+
+    def __init__(self, backend: Backend, config: ModelConfig, version_path: Path) -> None:
+        self._backend = backend
+        self._config = config
+        self._version_path = version_path
+        self._loaded: LoadedModel | None = None
+
+    def instance(self, device: Device, name: str) -> Instance:
+        if self._loaded is None:
+            self._loaded = self._backend.load(self._config, self._version_path)
+        return ModelInstance(name, device, self._loaded.create_instance(device, name))
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
+
+
+class _Holder:
+    """Releases a version's instances, then the model they share."""
+
+    def __init__(self, placement: Placement, model: _LocalModel) -> None:
+        self._placement = placement
+        self._model = model
+
+    @property
+    def instances(self) -> Sequence[Instance]:
+        return self._placement.instances
+
+    def close(self) -> None:
+        self._placement.close()
+        self._model.close()
 
 
 def load_version(
@@ -176,19 +209,16 @@ def load_version(
         if config.HasField("sequence_batching")
         else None
     )
-    loaded_model = backend.load(config, version_path)
-    instances: list[ModelInstance] = []
+    model = _LocalModel(backend, config, version_path)
     try:
-        for group in config.instance_group:
-            for index, device in enumerate(_devices(group)):
-                name = f"{group.name}_{index}"
-                backend_instance = loaded_model.create_instance(device, name)
-                instances.append(ModelInstance(name, device, backend_instance))
-    except InferdError:
-        for instance in instances:
-            instance.close()
-        loaded_model.close()
+        placement = options.placer.place(
+            config, version, version_path, backend.name, model.instance
+        )
+        holder = _Holder(placement, model)
+    except BaseException:
+        model.close()
         raise
+    instances = list(holder.instances)
     inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
     outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
     scheduler: Scheduler
@@ -208,5 +238,5 @@ def load_version(
         scheduler,
         f"{backend.name}, {len(instances)} instance(s) on {devices}",
         instances,
-        loaded_model,
+        holder,
     )

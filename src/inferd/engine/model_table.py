@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from inferd.core.errors import NotFound, Unavailable, unknown_model
 from inferd.engine.api import ModelState, VersionStatus
@@ -27,6 +28,8 @@ class ModelEntry:
     # Where it was last asked to load from (None when that read failed): an ensemble loads
     # again from it when a model it uses changes.
     folder: ModelFolder | None = None
+    # The local folder each serving version was loaded from (its repository's to clean).
+    sources: dict[int, Path] = field(default_factory=dict)
 
     def latest(self) -> LoadedVersion | None:
         return self.versions[max(self.versions)] if self.versions else None

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device
 from inferd.core.errors import InferdError, ModelExecutionError
@@ -21,6 +22,29 @@ class ExecutionResult:
     compute_end_ns: int
 
 
+class Instance(Protocol):
+    """What a scheduler runs batches on: an in-process `ModelInstance`, or one elsewhere (the
+    cluster's remote instances).
+
+    `pipeline_depth`: how many batches a scheduler may hand it at once. One for an in-process
+    instance, which is busy until its batch returns; more where a batch spends time in transit
+    that the next one can overlap.
+    """
+
+    name: str
+    device: Device
+    pipeline_depth: int
+
+    async def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult: ...
+
+    def close(self) -> None: ...
+
+
 class ModelInstance:
     """Runs batches for one instance of a model in its own thread, off the event loop.
 
@@ -28,6 +52,8 @@ class ModelInstance:
     parallel; each instance executes one batch at a time, so a scheduler that awaits
     `execute` knows the instance is free again when it returns.
     """
+
+    pipeline_depth = 1
 
     def __init__(self, name: str, device: Device, backend_instance: BackendInstance) -> None:
         self.name = name

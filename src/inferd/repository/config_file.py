@@ -28,10 +28,15 @@ def read_config_file(path: Path) -> ModelConfig:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"cannot read {path.name}: {exc}") from exc
-    if path.suffix == ".pbtxt":
-        return parse_pbtxt(text, path.name)
+    return parse_config_text(text, path.name)
+
+
+def parse_config_text(text: str, file_name: str) -> ModelConfig:
+    """Parse a config file's text, its format told by `file_name`'s suffix."""
+    if file_name.endswith(".pbtxt"):
+        return parse_pbtxt(text, file_name)
     try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = yaml.safe_load(text) if file_name.endswith((".yaml", ".yml")) else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidArgument(f"{path.name} is not valid: {exc}") from exc
-    return config_from_dict(data if data is not None else {}, path.name)
+        raise InvalidArgument(f"{file_name} is not valid: {exc}") from exc
+    return config_from_dict(data if data is not None else {}, file_name)

@@ -12,12 +12,16 @@ from inferd.repository.config_file import find_config_file, read_config_file
 
 @dataclass(slots=True)
 class ModelFolder:
-    """One model's folder as found on disk, before any backend looks at it."""
+    """One model's folder as found in its repository, before any backend looks at it.
+
+    `versions` maps each version to the local folder it loads from: the folder itself in a
+    local repository; for one in object storage, its place in the download cache (filled
+    when the version is fetched).
+    """
 
     name: str
-    path: Path
+    location: str  # where the model lives, for messages
     config: ModelConfig
-    config_file: Path | None
     versions: dict[int, Path]
 
 
@@ -42,14 +46,24 @@ def read_model_folder(repository: Path, name: str) -> ModelFolder:
         raise NotFound(f"model '{name}' is not in the repository")
     config_file = find_config_file(path)
     config = read_config_file(config_file) if config_file else ModelConfig()
+    check_config_name(config, name)
+    versions = {
+        int(child.name): child
+        for child in path.iterdir()
+        if child.is_dir() and is_version(child.name)
+    }
+    return ModelFolder(name, str(path), config, versions)
+
+
+def is_version(folder_name: str) -> bool:
+    """Whether a folder of a model names a version (a positive integer)."""
+    return folder_name.isdigit() and int(folder_name) > 0
+
+
+def check_config_name(config: ModelConfig, name: str) -> None:
+    """A config's name must be its folder's (or empty); it is set to it."""
     if config.name and config.name != name:
         raise InvalidArgument(
             f"config name '{config.name}' does not match the model folder name '{name}'"
         )
     config.name = name
-    versions = {
-        int(child.name): child
-        for child in path.iterdir()
-        if child.is_dir() and child.name.isdigit() and int(child.name) > 0
-    }
-    return ModelFolder(name, path, config, config_file, versions)

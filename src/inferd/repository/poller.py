@@ -1,8 +1,9 @@
 """What changed in a model repository between two looks: the pure half of poll mode.
 
-A model's fingerprint is the (relative path, mtime, size) of every file under its folder,
-so a changed config, an added or removed version folder, or a rewritten model file all
-show up. The engine owns the loop that acts on the changes.
+A model's fingerprint is the (relative path, mtime, size) of every file under its folder
+(in object storage: its entity tag or modification time, not its contents), so a changed
+config, an added or removed version folder, or a rewritten model file all show up. The
+engine owns the loop that acts on the changes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-Fingerprint = frozenset[tuple[str, int, int]]
+# (path relative to the model folder, mtime or tag of the contents, size)
+Fingerprint = frozenset[tuple[str, int | str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,7 @@ class RepositoryChanges:
 
 def fingerprint_model(folder: Path) -> Fingerprint:
     """Every file under a model folder with its mtime and size (hidden entries ignored)."""
-    entries: set[tuple[str, int, int]] = set()
+    entries: set[tuple[str, int | str, int]] = set()
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         # A folder counts even when empty: version folders decide which versions serve.

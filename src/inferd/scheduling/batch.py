@@ -28,7 +28,7 @@ import numpy as np
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.core.errors import InferdError, Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
-from inferd.instances.instance import ExecutionResult, ModelInstance
+from inferd.instances.instance import ExecutionResult, Instance
 from inferd.scheduling.adaptive import SloController
 
 BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
@@ -76,7 +76,7 @@ class Batch(Generic[P]):
             self.calls.append(row)
             request = row.request
             self.requests.append(
-                BatchRequest(start, end, request.id, request.parameters, request.responses)
+                BatchRequest(start, end, request.id, request.parameters, request.responses, request)
             )
             filled += row.rows
             start = end
@@ -113,7 +113,7 @@ class BatchRunner(Generic[P]):
         self._on_batch = on_batch
         self._slo = slo
 
-    async def run(self, instance: ModelInstance, rows: list[P | None]) -> Deliver:
+    async def run(self, instance: Instance, rows: list[P | None]) -> Deliver:
         """Execute the batch of `rows` (at least one real); returns what answers its callers."""
         kind = self._kind
         batch = Batch(rows)

@@ -22,7 +22,7 @@ from typing import Any
 
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.adaptive import SloController
 from inferd.scheduling.batch import (
     Batch,
@@ -57,7 +57,7 @@ class DynamicBatcher:
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: BatchingSettings,
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
@@ -95,6 +95,7 @@ class DynamicBatcher:
         self._workers = [
             asyncio.create_task(self._worker(instance), name=f"worker:{instance.name}")
             for instance in self._instances
+            for _ in range(instance.pipeline_depth)
         ]
 
     def pending(self) -> int:
@@ -129,11 +130,7 @@ class DynamicBatcher:
         queued = Queued(
             request, loop.create_future(), now, request.batch_size(), _signature(request), level
         )
-        self._queue.push(queued)
-        if timeout:
-            queued.deadline_ns = now + timeout
-            if not self._queue.policy(level).delay_on_timeout:
-                queued.timer = loop.call_later(timeout / 1e9, self._queue.expire, queued)
+        self._queue.enqueue(queued, timeout)
         return queued
 
     async def stop(self) -> None:
@@ -141,7 +138,7 @@ class DynamicBatcher:
         self._wakeup.wake()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
-    async def _worker(self, instance: ModelInstance) -> None:
+    async def _worker(self, instance: Instance) -> None:
         while True:
             turn: Turn | None = None
             async with self._forming:
@@ -195,9 +192,7 @@ class DynamicBatcher:
         self._wake_signature = signature
         await self._wakeup.sleep(deadline_ns)
 
-    async def _execute(
-        self, instance: ModelInstance, batch: list[Queued], turn: Turn | None
-    ) -> None:
+    async def _execute(self, instance: Instance, batch: list[Queued], turn: Turn | None) -> None:
         for queued in batch:
             if queued.timer is not None:
                 queued.timer.cancel()

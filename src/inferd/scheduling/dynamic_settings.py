@@ -14,6 +14,8 @@ from inferd.core.model_config import ModelConfig, ModelQueuePolicy, string_param
 from inferd.core.types import Parameters
 
 LATENCY_SLO_PARAMETER = "inferd.latency_slo_ms"
+# The same fields for iterative sequence models, in their `parameters` (`admission.py`).
+ADMISSION_PREFIX = "inferd.admission."
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class BatchingSettings:
     @classmethod
     def from_config(cls, config: ModelConfig) -> BatchingSettings:
         """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
+        _refuse_admission(config)
         enabled = config.max_batch_size > 0 and config.HasField("dynamic_batching")
         if not enabled:
             return cls(max_batch_size=config.max_batch_size, enabled=False)
@@ -70,11 +73,7 @@ class BatchingSettings:
         dynamic = config.dynamic_batching
         levels = int(dynamic.priority_levels)
         default_level = int(dynamic.default_priority_level)
-        if levels and not 1 <= default_level <= levels:
-            raise InvalidArgument(
-                f"default_priority_level {default_level} must be between 1 and "
-                f"priority_levels ({levels})"
-            )
+        check_default_level(levels, default_level, "default_priority_level")
         default_policy = QueuePolicy.from_config(dynamic.default_queue_policy)
         for level in dynamic.priority_queue_policy:
             if not 1 <= level <= levels:
@@ -114,6 +113,27 @@ class BatchingSettings:
                 f"1 (highest) to {self.priority_levels}"
             )
         return priority - 1
+
+
+def check_default_level(levels: int, default_level: int, field_name: str) -> None:
+    if levels and not 1 <= default_level <= levels:
+        raise InvalidArgument(
+            f"{field_name} {default_level} must be between 1 and priority_levels ({levels})"
+        )
+
+
+def _refuse_admission(config: ModelConfig) -> None:
+    """Only an iterative model reads `inferd.admission.` parameters: another would ignore
+    them silently (its queue settings are in `dynamic_batching`)."""
+    if config.HasField("sequence_batching") and config.sequence_batching.iterative_sequence:
+        return
+    named = sorted(key for key in config.parameters if key.startswith(ADMISSION_PREFIX))
+    if named:
+        raise InvalidArgument(
+            f"model parameters {named} apply to iterative sequence models only "
+            "(sequence_batching { iterative_sequence: true }); other models set priorities "
+            "and queue policies in dynamic_batching"
+        )
 
 
 def _non_negative_int(value: object, name: str) -> int:

@@ -12,12 +12,17 @@ request's) or handed it back (`rescheduled`): it then runs again in the next ste
 requests that finished free their slots for the backlog between two steps.
 
 A request handed back waits at most `max_sequence_idle_microseconds` for its next step;
-a cancelled one is dropped before its next step and its slot freed.
+a cancelled one is dropped before its next step and its slot freed. A request whose reader is
+behind (`ResponseChannel.behind`) runs no step until the reader catches up, and its idle
+clock waits with it. Requests beyond the running batch wait in the backlog, in the order of
+the model's admission settings (`admission.py`: the dynamic batcher's priorities, queue
+policy and timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Sequence
@@ -25,8 +30,10 @@ from dataclasses import dataclass
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
+from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.sequence_tensors import Row, SequenceBatches
@@ -40,11 +47,17 @@ class _Running:
     request: InferRequest
     sequence: SequenceRecord
     result: asyncio.Future[dict[str, Array]]
+    queued: Queued | None = None  # its entry while it waits in the backlog for a slot
 
     def abandoned(self) -> bool:
         """The caller went away (or the request already failed): run no more steps of it."""
         channel = self.request.responses
         return self.result.done() or (channel is not None and channel.cancelled)
+
+    def behind(self) -> bool:
+        """Its reader has not caught up with its responses: its next step waits."""
+        channel = self.request.responses
+        return channel is not None and channel.behind
 
     def answered(self) -> bool:
         """A decoupled model sent the final response: a step handed back has nothing to do."""
@@ -71,7 +84,7 @@ class IterativeBatcher(SlottedScheduler):
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: SequenceSettings,
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
@@ -79,7 +92,9 @@ class IterativeBatcher(SlottedScheduler):
         super().__init__(
             instances, settings, _Steps(settings, list(output_names)), on_batch, "iterative"
         )
-        self._running: dict[SequenceKey, _Running] = {}
+        self._running: dict[SequenceKey, _Running] = {}  # backlog and slots
+        self._admission = settings.admission or BatchingSettings(settings.max_batch_size, True)
+        self._backlog = PriorityQueue(self._admission)
         self._fresh_ids = itertools.count(1)
 
     def pending(self) -> int:
@@ -95,25 +110,57 @@ class IterativeBatcher(SlottedScheduler):
                 f"inference request to model '{model}' must specify batch-size 1: each "
                 "request of an iterative sequence model is one row of the running batch"
             )
+        # Bad `priority` / `timeout` parameters are refused whether or not a slot is free.
+        level = self._admission.level_index(request.parameters)
+        timeout_ns = self._backlog.policy(level).timeout_ns(request.parameters)
         key = self._key(request)
-        if self._table.backlog_full():
-            raise Unavailable(
-                f"every slot of the running batch of model '{model}' is taken and "
-                f"{len(self._table.backlog)} requests already wait for one; retry later"
-            )
         # As in Triton: the request is named by its correlation id and starts a sequence.
         request.parameters["sequence_id"] = key
         request.parameters["sequence_start"] = True
-        sequence = self._table.open(key)
-        run = _Running(request, sequence, asyncio.get_running_loop().create_future())
+        request.timestamps.queued = now = time.monotonic_ns()
+        run = _Running(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        if len(self._backlog) or not self._table.place(run.sequence):
+            self._enqueue(run, level, timeout_ns, now)
         self._running[key] = run
-        self._queue_step(run, start=True)
+        if request.responses is not None:
+            request.responses.on_room(functools.partial(self._reader_caught_up, run))
+        if run.queued is None:
+            self._queue_step(run, start=True)
         try:
             return await run.result
-        except asyncio.CancelledError:
-            if not sequence.running:  # else its step ends first, then it is dropped
+        finally:  # failed in the backlog (timed out) or its caller went away
+            if not run.sequence.running:  # else its step ends first, then it is dropped
                 self._finish(run)
-            raise
+
+    def _reader_caught_up(self, run: _Running) -> None:
+        """The wait was its reader's, not the request's: its idle clock starts now."""
+        sequence = run.sequence
+        if sequence.steps:
+            sequence.steps[0].enqueued_ns = time.monotonic_ns()
+        if sequence.instance is not None:
+            self._wakeups[sequence.instance].wake()
+
+    def _enqueue(self, run: _Running, level: int, timeout_ns: int, now: int) -> None:
+        """Into the backlog, by priority; raises `Unavailable` when it is full."""
+        limit = self._settings.max_backlog
+        if limit and len(self._backlog) >= limit:
+            raise Unavailable(
+                f"every slot of the running batch of model '{run.request.model_name}' is taken "
+                f"and {len(self._backlog)} requests already wait for one; retry later"
+            )
+        queued = Queued(run.request, run.result, now, 1, (), level)
+        self._backlog.enqueue(queued, timeout_ns)
+        run.queued = queued
+
+    def _admit(self) -> None:
+        """A slot was freed: the backlog's next request (by priority) takes it."""
+        queued = None if self._stopping else self._backlog.pop(time.monotonic_ns())
+        if queued is None:
+            return
+        run = self._running[queued.request.parameters["sequence_id"]]
+        run.queued = None
+        self._table.place(run.sequence)
+        self._queue_step(run, start=True)
 
     def _key(self, request: InferRequest) -> SequenceKey:
         key = request.parameters.get("sequence_id", 0)
@@ -121,11 +168,11 @@ class IterativeBatcher(SlottedScheduler):
             while True:  # a fresh id, of the kind the model's CORRID takes
                 fresh = next(self._fresh_ids)
                 key = str(fresh) if self._settings.string_ids else fresh
-                if key not in self._table.live:
+                if key not in self._running:
                     return key
         if isinstance(key, bool) or not isinstance(key, int | str):
             raise InvalidArgument("request parameter 'sequence_id' must be an integer or a string")
-        if key in self._table.live:
+        if key in self._running:
             raise InvalidArgument(
                 f"sequence {key} of model '{request.model_name}' is still running: each "
                 "request of an iterative sequence model is a sequence of its own"
@@ -142,8 +189,6 @@ class IterativeBatcher(SlottedScheduler):
             start,
             False,
         )
-        if start:
-            run.request.timestamps.queued = step.enqueued_ns
         run.sequence.steps.append(step)
         if run.sequence.instance is not None:
             self._wakeups[run.sequence.instance].wake()
@@ -201,6 +246,8 @@ class IterativeBatcher(SlottedScheduler):
                 continue
             run = self._running[sequence.key]
             step = sequence.steps[0]
+            if run.behind() and not run.abandoned():
+                continue  # until its reader catches up
             if not run.abandoned() and not step.start and now - step.enqueued_ns > idle_ns:
                 run.result.set_exception(
                     Unavailable(
@@ -247,9 +294,11 @@ class IterativeBatcher(SlottedScheduler):
         del self._running[sequence.key]
         if not run.result.done():  # its stream was cancelled: so is the request
             run.result.cancel()
+        if run.queued is not None:  # still in the backlog
+            self._backlog.withdraw(run.queued)
+            if run.queued.timer is not None:
+                run.queued.timer.cancel()
+            return
         sequence.steps.clear()
-        self._table.close(sequence)
-        if sequence.instance is None:
-            self._table.backlog.remove(sequence)
-        else:
-            self._release(sequence)
+        self._release(sequence)
+        self._admit()

@@ -59,6 +59,27 @@ class PriorityQueue:
         level.queue.append(pending)
         level.size += 1
 
+    def enqueue(self, pending: Queued, timeout_ns: int) -> None:
+        """`push` with the request's queue timeout (0: none): past its deadline it is served
+        after the requests on time (DELAY) or fails from a timer (REJECT)."""
+        self.push(pending)
+        if timeout_ns:
+            pending.deadline_ns = pending.enqueued_ns + timeout_ns
+            if not self._levels[pending.level].policy.delay_on_timeout:
+                loop = asyncio.get_running_loop()
+                pending.timer = loop.call_later(timeout_ns / 1e9, self.expire, pending)
+
+    def pop(self, now_ns: int) -> Queued | None:
+        """The next request by priority, out of the queue (one row, whatever its shapes)."""
+        head: list[Queued] = []
+        self.fill(head, 0, 1, now_ns)
+        if not head:
+            return None
+        self.dispatched(head)
+        if head[0].timer is not None:
+            head[0].timer.cancel()
+        return head[0]
+
     def policy(self, level: int) -> QueuePolicy:
         return self._levels[level].policy
 

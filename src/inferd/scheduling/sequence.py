@@ -9,7 +9,8 @@ slots (`sequence_strategies.py`), adds the control inputs and implicit states
 new states and answers each caller.
 
 A sequence has at most one request executing, and the worker awaits each batch before
-forming the next, so a sequence's requests run in the order they arrived.
+forming the next, so a sequence's requests run in the order they arrived. A request whose
+client goes away before it runs leaves its slot's queue and never runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.batch import BatchCallback, fail_undelivered
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
@@ -44,7 +45,7 @@ class SequenceBatcher(SlottedScheduler):
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: SequenceSettings,
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
@@ -102,7 +103,11 @@ class SequenceBatcher(SlottedScheduler):
             sequence.idle_timer = None
         if sequence.instance is not None:
             self._wakeups[sequence.instance].wake()
-        return await step.future
+        try:
+            return await step.future
+        except asyncio.CancelledError:  # its client went away: it leaves its queue now
+            self._drop(step)
+            raise
 
     def _read_parameters(self, request: InferRequest) -> tuple[SequenceKey, bool, bool]:
         model = request.model_name
@@ -189,6 +194,19 @@ class SequenceBatcher(SlottedScheduler):
         return step
 
     # ---- sequence lifetimes ------------------------------------------------------------------
+
+    def _drop(self, step: SequenceStep) -> None:
+        """A cancelled step that has not run never will (one already running finishes)."""
+        sequence = step.sequence
+        if step not in sequence.steps:
+            return
+        sequence.steps.remove(step)
+        self._queued -= 1
+        if sequence.instance is not None:
+            self._settle(sequence)
+        elif not sequence.steps:  # it never got a slot, and nothing of it is left to run
+            self._table.backlog.remove(sequence)
+            self._table.close(sequence)
 
     def _settle(self, sequence: SequenceRecord) -> None:
         """After a step ran: free the slot of an ended sequence, or start its idle clock."""

@@ -23,6 +23,8 @@ from inferd.core.model_config import (
     tensor_datatype,
 )
 from inferd.core.types import Array
+from inferd.scheduling.admission import admission_settings
+from inferd.scheduling.dynamic_settings import BatchingSettings
 
 # inferd's limit on sequences waiting for a slot (Triton has none), in the model's `parameters`.
 MAX_BACKLOG_PARAMETER = "inferd.max_sequence_backlog"
@@ -85,6 +87,8 @@ class SequenceSettings:
     string_ids: bool | None = None  # what CORRID declares; None: both kinds of id accepted
     max_backlog: int = 0  # sequences waiting for a slot beyond this get Unavailable; 0: no limit
     iterative: bool = False  # iterative_sequence: continuous batching (`iterative.py`)
+    # An iterative model's backlog: priorities and queue policy (`admission.py`).
+    admission: BatchingSettings | None = None
 
     @property
     def batched(self) -> bool:
@@ -143,6 +147,7 @@ class SequenceSettings:
             string_ids=None if corrid is None else corrid.dtype.kind == "O",
             max_backlog=_max_backlog(config),
             iterative=bool(sequence.iterative_sequence),
+            admission=admission_settings(config) if sequence.iterative_sequence else None,
         )
 
 

@@ -78,7 +78,7 @@ class SlotTable:
         """A new live sequence, in a free slot or at the back of the backlog."""
         sequence = SequenceRecord(key)
         self.live[key] = sequence
-        if not self._place(sequence):
+        if not self.place(sequence):
             self.backlog.append(sequence)
         return sequence
 
@@ -101,10 +101,11 @@ class SlotTable:
         if not self.backlog:
             return None
         waiting = self.backlog.popleft()
-        self._place(waiting)
+        self.place(waiting)
         return waiting
 
-    def _place(self, sequence: SequenceRecord) -> bool:
+    def place(self, sequence: SequenceRecord) -> bool:
+        """Put `sequence` in a free slot; False when every slot is taken."""
         # The instance with the most free slots, so sequences spread over instances.
         instance = max(range(len(self._free)), key=self._free.__getitem__)
         if not self._free[instance]:

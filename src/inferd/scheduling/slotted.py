@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import Instance
 from inferd.scheduling.batch import BatchCallback, BatchKind, BatchRunner, Wakeup
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceRecord, SequenceStep, SlotTable
@@ -18,7 +18,7 @@ class SlottedScheduler:
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Instance],
         settings: SequenceSettings,
         kind: BatchKind[SequenceStep],
         on_batch: BatchCallback | None,

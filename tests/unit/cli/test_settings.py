@@ -25,7 +25,7 @@ def _help() -> str:
 
 
 def test_defaults_are_the_dataclass_defaults() -> None:
-    assert _parse("--model-repository", "models") == ServerSettings(Path("models"))
+    assert _parse("--model-repository", "models") == ServerSettings(("models",))
 
 
 def test_every_setting_is_a_flag_with_its_variable_and_default_in_the_help() -> None:
@@ -45,7 +45,7 @@ def test_flags_set_every_kind_of_setting() -> None:
         "--shutdown-grace-seconds", "2.5", "--model-control-mode", "explicit",
         "--load-model", "a", "--load-model", "b", "--enable-shared-memory",
     )  # fmt: skip
-    assert settings.model_repository == Path("m")
+    assert settings.model_repository == ("m",)
     assert settings.http_port == 9
     assert settings.strict_readiness is False
     assert settings.shutdown_grace_seconds == 2.5
@@ -63,7 +63,7 @@ def test_environment_gives_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("INFERD_LOAD_MODEL", "x,y")
     monkeypatch.setenv("INFERD_REPOSITORY_POLL_SECS", "3")
     settings = _parse()
-    assert settings.model_repository == Path("/models")
+    assert settings.model_repository == ("/models",)
     assert settings.http_port == 7
     assert settings.auto_complete_config is False
     assert settings.enable_shared_memory is True
@@ -81,7 +81,7 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
         "--model-repository", "other", "--http-port", "8", "--strict-readiness",
         "--load-model", "z",
     )  # fmt: skip
-    assert (settings.model_repository, settings.http_port) == (Path("other"), 8)
+    assert (settings.model_repository, settings.http_port) == (("other",), 8)
     assert settings.strict_readiness is True
     assert settings.load_model == ("x", "z")  # appended to the variable's names
 
@@ -92,3 +92,10 @@ def test_model_repository_is_required_without_its_variable(
     monkeypatch.delenv("INFERD_MODEL_REPOSITORY", raising=False)
     with pytest.raises(SystemExit):
         _parse()
+
+
+def test_several_repositories_from_flags_or_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERD_MODEL_REPOSITORY", "/models,s3://bucket/models")
+    assert _parse().model_repository == ("/models", "s3://bucket/models")
+    flags = _parse("--model-repository", "a", "--model-repository", "gs://b/c")
+    assert flags.model_repository == ("a", "gs://b/c")

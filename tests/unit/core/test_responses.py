@@ -1,4 +1,5 @@
-"""The per-request response channel: order across threads, the final flag, errors, cancel."""
+"""The per-request response channel: order across threads, the final flag, errors, cancel,
+and the bound on responses waiting for the reader."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import numpy as np
 
 from inferd.core.errors import InvalidArgument, ModelExecutionError
-from inferd.core.responses import ResponseChannel, StreamItem
+from inferd.core.responses import MAX_UNREAD, ResponseChannel, StreamItem
 
 
 async def drain(channel: ResponseChannel) -> list[StreamItem]:
@@ -84,3 +85,49 @@ def test_a_send_after_the_server_loop_closed_is_dropped() -> None:
 
     channel = asyncio.run(make())  # asyncio.run closes the loop it made
     assert not channel.send({"OUT": np.array([1])})
+
+
+def test_a_thread_s_sends_wait_for_a_slow_reader_and_a_cancel_releases_them() -> None:
+    async def scenario() -> tuple[list[int], list[bool], list[int]]:
+        channel = ResponseChannel()
+        sent: list[bool] = []
+        room: list[int] = []
+        channel.on_room(lambda: room.append(len(sent)))
+
+        def model() -> None:
+            for value in range(MAX_UNREAD + 3):
+                sent.append(channel.send({"OUT": np.array([value])}))
+
+        thread = threading.Thread(target=model)
+        thread.start()
+        while len(sent) < MAX_UNREAD:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert len(sent) == MAX_UNREAD and channel.behind  # the next send waits
+        first = await channel.get()  # room for one more
+        while len(sent) < MAX_UNREAD + 1:
+            await asyncio.sleep(0.01)
+        channel.cancel()  # the send still waiting returns, dropped
+        thread.join(10)
+        assert not thread.is_alive()
+        assert first.outputs is not None
+        return [int(first.outputs["OUT"][0])], sent, room
+
+    first, sent, room = asyncio.run(scenario())
+    assert first == [0]
+    assert sent == [True] * (MAX_UNREAD + 1) + [False, False]
+    assert room == [MAX_UNREAD]  # told once, when the reader caught up
+
+
+def test_sends_on_the_loop_and_the_final_flag_never_wait() -> None:
+    async def scenario() -> list[StreamItem]:
+        channel = ResponseChannel()
+        for value in range(MAX_UNREAD + 5):  # on the loop's own thread: it could not read
+            assert channel.send({"OUT": np.array([value])})
+        final = threading.Thread(target=lambda: channel.send(final=True))
+        final.start()
+        final.join(10)
+        assert not final.is_alive()
+        return await drain(channel)
+
+    assert len(asyncio.run(scenario())) == MAX_UNREAD + 6

@@ -102,6 +102,27 @@ def test_a_reload_swaps_and_a_failed_reload_keeps_the_old_version_serving(
     run(tmp_path, scenario, control_mode=ControlMode.EXPLICIT, startup_models=("m",))
 
 
+def test_a_failed_reload_says_why_on_the_row_of_the_version_still_serving(
+    tmp_path: Path,
+) -> None:
+    write_model(tmp_path, "m", model_config("m", offset=1))
+
+    async def scenario(engine: Engine) -> None:
+        write_model(tmp_path, "m", model_config("m", offset=2, fail=True))
+        with pytest.raises(InvalidArgument):
+            await engine.control_load("m", None)
+        row = index(engine)["m"]
+        assert (row.version, row.state) == ("1", ModelState.READY)
+        assert row.reason.startswith("serving the last load; reloading failed: 1: ")
+        assert "asked the fake backend to fail" in row.reason
+        write_model(tmp_path, "m", model_config("m", offset=3))
+        await engine.control_load("m", None)  # a good reload clears it
+        assert index(engine)["m"].reason == ""
+        assert await infer(engine, "m") == [3.0, 3.0]
+
+    run(tmp_path, scenario, control_mode=ControlMode.EXPLICIT, startup_models=("m",))
+
+
 def test_a_failed_first_load_is_unavailable_with_its_reason(tmp_path: Path) -> None:
     write_model(tmp_path, "m", model_config("m", fail=True))
 
@@ -208,3 +229,15 @@ def test_a_stopped_engine_is_neither_live_nor_ready(tmp_path: Path) -> None:
         assert engine.repository_index() == [VersionStatus("m", "", ModelState.UNKNOWN)]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", list(ControlMode))
+def test_an_unreadable_repository_fails_the_start_in_every_mode(
+    tmp_path: Path, mode: ControlMode
+) -> None:
+    async def start() -> None:
+        settings = EngineSettings(tmp_path / "gone", control_mode=mode)
+        await Engine(settings, BackendRegistry({"fake": FakeBackend})).start()
+
+    with pytest.raises(NotFound, match="is not a folder"):
+        asyncio.run(start())

@@ -47,9 +47,18 @@ class Counter:
 
 
 def iterative(
-    max_batch_size: int = 4, gate: threading.Event | None = None
+    max_batch_size: int = 4,
+    gate: threading.Event | None = None,
+    parameters: Mapping[str, str] | None = None,
 ) -> tuple[IterativeBatcher, Counter]:
+    """`parameters`: the model's config `parameters`."""
     controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {STATE}"
+    entries = " ".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+        for key, value in (parameters or {}).items()
+    )
+    if entries:  # after sequence_batching's brace; the template's closing brace ends the last
+        controls += "} " + entries[:-1]
     settings = sequence_settings(max_batch_size=max_batch_size, extra=controls)
     backend = Counter(gate)
     scheduler = IterativeBatcher(

@@ -364,3 +364,27 @@ async def test_a_refused_row_fails_alone_and_other_states_advance(
     assert await value(scheduler, step(5, 3, end=True)) == 15
     assert await value(scheduler, step(4, 1, end=True)) == 7
     await scheduler.stop()
+
+
+@synchronous
+async def test_a_cancelled_queued_step_never_runs() -> None:
+    gate = threading.Event()
+    scheduler = batcher(sequence_settings(max_batch_size=0), Accumulator(gate))
+    running = asyncio.create_task(scheduler.submit(step(1, 1, start=True)))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(scheduler.submit(step(10, 1)))  # behind its own sequence
+    backlogged = asyncio.create_task(scheduler.submit(step(100, 2, start=True)))  # no slot
+    await asyncio.sleep(0.01)
+    assert scheduler.pending() == 2
+    queued.cancel()
+    backlogged.cancel()
+    await asyncio.sleep(0)
+    assert scheduler.pending() == 0
+    gate.set()
+    await running
+    assert await value(scheduler, step(1000, 1, end=True)) == 1001  # the 10 never ran
+    # Sequence 2 never started: its slot is free for a new one, which starts from scratch.
+    with pytest.raises(InvalidArgument, match="START"):
+        await scheduler.submit(step(1, 2))
+    assert await value(scheduler, step(5, 3, start=True, end=True)) == 5
+    await scheduler.stop()

@@ -40,6 +40,7 @@ def make_batch(
             r.end,
             r.id,
             dict(r.parameters),
+            origin=r,
         )
         for r in requests
     ]

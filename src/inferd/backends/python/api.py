@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from inferd.core.types import Array
 
 if TYPE_CHECKING:
+    from inferd.backends.base import CancelSource
     from inferd.backends.python.sender import ResponseSender
 
 
@@ -26,6 +27,7 @@ class Request:
 
     `sender` sends its responses when the model is decoupled (None otherwise). `reschedule()`
     hands the request back for another step when the model is an iterative sequence's.
+    `is_cancelled()` says whether its client went away; a model may poll it and stop.
     """
 
     inputs: dict[str, Array]
@@ -35,6 +37,15 @@ class Request:
     parameters: dict[str, Any] = field(default_factory=dict)
     sender: ResponseSender | None = None
     rescheduled: bool = False
+    origin: CancelSource | None = field(default=None, repr=False)  # set by inferd
+
+    def is_cancelled(self) -> bool:
+        """The client went away (a gRPC call cancelled or past its deadline, an HTTP client
+        disconnected, a stream cancelled): whatever the model answers now is dropped."""
+        if self.sender is not None:
+            return self.sender.is_cancelled()
+        origin = self.origin
+        return origin is not None and origin.cancelled
 
     def reschedule(self) -> None:
         """Not finished: run this request again in a later step (with `sequence_batching

@@ -8,12 +8,14 @@ initialized again) when the instance's next batch arrives.
 A decoupled model's worker (`StreamingWorker`) has a reader thread of its own on the server's
 side, so its responses reach their requests whenever they are sent, also after `execute`
 returned; the requests it was still answering fail when it dies.
+
+While a batch runs, each of its requests whose client goes away is named to the worker (a
+`CancelRequest`), so that the model's `is_cancelled()` sees it there too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import itertools
 import logging
@@ -24,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
@@ -58,6 +61,10 @@ _THREAD_VARIABLES = (
 )
 
 
+# How often a batch's requests are looked at for a cancellation while the worker runs it.
+_CANCEL_CHECK_S = 0.05
+
+
 class WorkerLost(Exception):
     """The worker crashed or hung; the message says which."""
 
@@ -81,6 +88,7 @@ class Worker:
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
+        self._next_key = 0  # names the requests of each batch, in `CancelRequest`s
         try:
             self._send(setup)
             reply = self._receive(None)
@@ -102,8 +110,13 @@ class Worker:
         streams: list[int] | None = None,
     ) -> BatchOutputs:
         size, groups = self.inputs.write([inputs])
-        self._send(ExecuteBatch(size, groups[0], list(output_names), list(requests), streams))
-        reply = self._receive(timeout)
+        # The rows, id and parameters cross the pipe; the channels and the engine's requests
+        # stay here.
+        sent = [BatchRequest(r.start, r.end, r.id, r.parameters) for r in requests]
+        first_key = self._next_key
+        self._next_key += len(requests)
+        self._send(ExecuteBatch(size, groups[0], list(output_names), sent, streams, first_key))
+        reply = self._receive(timeout, requests, first_key)
         if isinstance(reply, Failed):
             raise reply.error.error()
         assert isinstance(reply, BatchDone)
@@ -128,10 +141,22 @@ class Worker:
         except OSError:
             raise WorkerLost(self._crashed()) from None
 
-    def _receive(self, timeout: float | None) -> object:
+    def _receive(
+        self, timeout: float | None, requests: Sequence[BatchRequest] = (), first_key: int = 0
+    ) -> object:
+        """The worker's next message, within `timeout` s. Meanwhile every `_CANCEL_CHECK_S`,
+        each of the running `requests` whose client went away is named to the worker: a
+        reply that comes sooner costs nothing more."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        told: set[int] = set()
         try:
-            if not self._conn.poll(timeout):
-                raise WorkerLost(f"timed out after {timeout:g} s")
+            while not self._conn.poll(_wait(deadline, bool(requests))):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WorkerLost(f"timed out after {timeout:g} s")
+                for index, request in enumerate(requests):
+                    if request.cancelled and index not in told:
+                        told.add(index)
+                        self._send(CancelRequest(first_key + index))
             return self._conn.recv()
         except (EOFError, OSError):
             raise WorkerLost(self._crashed()) from None
@@ -197,12 +222,8 @@ class StreamingWorker(Worker):
             self._channels[key] = channel
             channel.on_cancel(functools.partial(self._cancel, key))
             keys.append(key)
-        # The channels stay here; the worker names each request by its key.
-        plain = [dataclasses.replace(request, responses=None) for request in requests]
-        outputs = super().run(inputs, output_names, plain, timeout, keys)
-        for request, sent in zip(requests, plain, strict=True):
-            request.rescheduled = sent.rescheduled
-        return outputs
+        # The worker names each request's channel by its key.
+        return super().run(inputs, output_names, requests, timeout, keys)
 
     def stop(self) -> None:
         # The reader thread's pending recv keeps the socket open past `close`, so the worker
@@ -222,7 +243,10 @@ class StreamingWorker(Worker):
         with self._send_lock:
             super()._send(message)
 
-    def _receive(self, timeout: float | None) -> object:
+    def _receive(
+        self, timeout: float | None, requests: Sequence[BatchRequest] = (), first_key: int = 0
+    ) -> object:
+        # A decoupled request's cancellation reaches the worker through its channel (`_cancel`).
         if self._reader is None:
             self._reader = threading.Thread(target=self._read, name="worker-reader", daemon=True)
             self._reader.start()
@@ -260,6 +284,15 @@ class StreamingWorker(Worker):
         if channel is not None:
             error = None if message.error is None else message.error.error()
             channel.send(message.outputs, error, message.final)
+
+
+def _wait(deadline: float | None, checking: bool) -> float | None:
+    """How long to wait for the worker's next message: until `deadline` (None: no end), or
+    `_CANCEL_CHECK_S` at most while requests are to be checked."""
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if not checking:
+        return remaining
+    return _CANCEL_CHECK_S if remaining is None else min(remaining, _CANCEL_CHECK_S)
 
 
 class IsolatedInstance:

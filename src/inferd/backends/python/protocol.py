@@ -6,6 +6,8 @@ worker -> server: Ready | Failed after setup; BatchDone | Failed after each batc
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
 batch's `BatchDone`; their arrays pickled with the message), and takes `CancelRequest` at any
 time; each request of a batch is named by a key the server gave it (`ExecuteBatch.streams`).
+Any other worker gets `CancelRequest`s only while its batch runs, naming a request by its
+index after `ExecuteBatch.first_key`; a late one (its batch finished) is ignored.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class ExecuteBatch:
     output_names: list[str]
     requests: list[BatchRequest]
     streams: list[int] | None = None  # a decoupled model's: each request's key
+    first_key: int = 0  # otherwise request i is named first_key + i by a `CancelRequest`
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,11 +81,16 @@ class InferenceRequest:
         self._parameters = json.dumps(parameters or {})
         self._correlation_id = (parameters or {}).get("sequence_id", 0)
         self._sender: InferenceResponseSender | None = None
+        self._cancelled: Callable[[], bool] = _never
         self.release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
 
     def attach_sender(self, sender: InferenceResponseSender) -> None:
         """Give the request of a decoupled model its response sender (done by inferd)."""
         self._sender = sender
+
+    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
+        """Give the request what `is_cancelled` asks (done by inferd)."""
+        self._cancelled = cancelled
 
     def get_response_sender(self) -> InferenceResponseSender:
         if self._sender is None:
@@ -96,7 +101,7 @@ class InferenceRequest:
         return self._sender
 
     def is_cancelled(self) -> bool:
-        return self._sender is not None and self._sender.is_cancelled()
+        return self._cancelled()
 
     def set_release_flags(self, flags: int) -> None:
         """RESCHEDULE: run this request again in a later step (an iterative sequence's)."""
@@ -117,6 +122,10 @@ class InferenceRequest:
 
     def parameters(self) -> str:
         return self._parameters
+
+
+def _never() -> bool:
+    return False
 
 
 class InferenceResponse:

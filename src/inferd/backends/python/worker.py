@@ -21,6 +21,7 @@ from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.model_file import import_model
 from inferd.backends.python.protocol import (
     BatchDone,
+    CancelRequest,
     ExecuteBatch,
     Failed,
     Ready,
@@ -28,6 +29,7 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
+from inferd.backends.python.worker_cancel import CancelInbox
 from inferd.backends.python.worker_streams import BatchReader, LockedPipe, PipeSink
 from inferd.core.errors import InferdError, ModelExecutionError
 
@@ -108,12 +110,18 @@ def main(argv: list[str]) -> int:
         if setup.decoupled:
             _serve_streams(instance, conn, inputs, outputs)
             return 0
+        inbox = CancelInbox(conn)
         while True:
             try:
-                message: ExecuteBatch = conn.recv()
+                message: ExecuteBatch | CancelRequest = conn.recv()
             except EOFError:
                 break
-            conn.send(_run(instance, message, inputs, outputs))
+            if isinstance(message, CancelRequest):
+                continue  # its batch already finished
+            inbox.open(message)
+            reply = _run(instance, message, inputs, outputs)
+            inbox.close()
+            conn.send(reply)
     finally:
         instance.close()
     return 0

@@ -84,7 +84,6 @@ class StreamCall:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._window.release()
         if not self._reading and not self._running:
             self._outbox.put_nowait(None)
 
@@ -98,12 +97,22 @@ class StreamCall:
 
     async def _one(self, message: Any) -> None:
         if self._decoupled(message):
-            await self._stream(message)
+            try:
+                await self._stream(message)
+            finally:
+                self._window.release()
             return
         previous = self._last_answer
         sent = self._last_answer = asyncio.get_running_loop().create_future()
         try:
-            answer = await self._answer(message)
+            try:
+                answer = await self._answer(message)
+            finally:
+                # Its room in the window is for work in the engine: an answer waiting for its
+                # turn must not hold it, or answered steps of sequences that are running
+                # could stop the reader from reaching the steps that end them, while the
+                # sequences waiting for their slots hold the turn (a deadlock).
+                self._window.release()
             if previous is not None:
                 await previous
             self._outbox.put_nowait(answer)

@@ -17,6 +17,7 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -39,7 +40,7 @@ from inferd.core.types import InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
-from inferd.frontends.http.asgi import Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.asgi import DisconnectWatcher, Receive, Scope, Send, until_disconnect
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.generate import (
@@ -93,6 +94,7 @@ class HttpFrontend:
             {"name": server_name, "version": __version__, "extensions": offered}
         )
         self._openai = OpenAIRoutes(engine, self._read_request_body)
+        self._watcher = DisconnectWatcher()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,12 +187,21 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
+        # A client that disconnects during a long inference cancels it: it leaves its queue,
+        # or the model sees it cancelled.
+        task = self._watcher.start(receive)
         try:
             response = await self._engine.infer(request)
         except DecoupledModel:
             raise Unsupported(
                 "HTTP end point doesn't support models with decoupled transaction policy"
             ) from None
+        except asyncio.CancelledError:
+            if self._watcher.disconnected(task):
+                return  # nobody to answer
+            raise
+        finally:
+            self._watcher.stop(task)
         payload, json_length = encode_infer_response(response, request, self._shared_memory)
         if json_length is None:
             await _respond(send, 200, payload)

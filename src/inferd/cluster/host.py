@@ -1,0 +1,142 @@
+"""The actor that runs one model instance on a cluster node, with the unchanged backend code.
+
+It loads the version from the files the ingress shipped (or a shared path), makes one
+instance of it, and runs the batches the ingress's scheduler forms, one at a time. It holds
+no state across calls beyond what the backend instance holds, so a restarted host serves
+stateless models exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device, LoadedModel
+from inferd.backends.registry import BackendRegistry
+from inferd.cluster.files import cached_version, unpack_version
+from inferd.core.errors import InferdError, ModelExecutionError
+from inferd.core.model_config import ModelConfig
+from inferd.core.types import Array
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    """What a host needs to make its instance; sent once, at the actor's creation."""
+
+    config: bytes  # the completed ModelConfig, serialised
+    backend: str  # the backend the ingress resolved for it
+    instance: str
+    device: Device
+    version_folder: str  # a path on a shared file system, or one inside the shipped archive
+    digest: str = ""  # the shipped archive's name; empty when the path is shared
+    # The archive's object, wrapped in a list so that Ray hands over the reference rather
+    # than the bytes: a node that has the version cached never fetches it.
+    archive: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostUsage:
+    node_id: str
+    node_ip: str
+    pid: int
+    rss_bytes: int
+    device_memory_bytes: int
+
+
+class InstanceHost:
+    """Made a Ray actor by the placer (`ray.remote(InstanceHost)`); never imported by Ray
+    code below the cluster layer."""
+
+    def __init__(self, spec: HostSpec) -> None:
+        import ray
+
+        self._name = spec.instance
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self._loaded: LoadedModel | None = None
+        self._instance: BackendInstance | None = None
+        # A load that fails is reported by `started`, not raised: a raising constructor
+        # would make Ray restart the actor (max_restarts=-1) and fail again, forever.
+        self._failure = ""
+        try:
+            config = ModelConfig.FromString(spec.config)
+            backend = BackendRegistry().get(spec.backend)
+            self._loaded = backend.load(config, _version_path(spec))
+            self._instance = self._loaded.create_instance(spec.device, spec.instance)
+        except InferdError as exc:
+            self._failure = exc.message
+        except Exception as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
+
+    def started(self) -> tuple[str, int, str]:
+        """The node and process it runs in, and why its instance failed to load ("" when it
+        did not)."""
+        return self._node_id, os.getpid(), self._failure
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> tuple[BatchOutputs, int]:
+        """The batch's outputs and how long the backend took (ns; clocks differ by node)."""
+        # Arrays from the object store are read-only; a backend may write into its inputs.
+        owned = {
+            name: array if array.flags.writeable else np.array(array)
+            for name, array in inputs.items()
+        }
+        assert self._instance is not None  # the placer never sends work to a failed host
+        start = time.monotonic_ns()
+        try:
+            outputs = self._instance.execute(owned, output_names, requests)
+        except InferdError:
+            raise
+        except Exception as exc:
+            raise ModelExecutionError(f"instance {self._name} failed: {exc}") from None
+        return outputs, time.monotonic_ns() - start
+
+    def usage(self) -> HostUsage:
+        return HostUsage(self._node_id, self._node_ip, os.getpid(), _rss(), _device_memory())
+
+    def close(self) -> None:
+        if self._instance is not None:
+            self._instance.close()
+        if self._loaded is not None:
+            self._loaded.close()
+
+
+def _version_path(spec: HostSpec) -> Path:
+    if not spec.digest:
+        return Path(spec.version_folder)
+    cached = cached_version(spec.digest, spec.version_folder)
+    if cached is not None:
+        return cached
+    import ray
+
+    archive: bytes = ray.get(spec.archive[0])
+    return unpack_version(spec.digest, archive, spec.version_folder)
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the peak is what the platform offers
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _device_memory() -> int:
+    """GPU memory this process's PyTorch holds, where PyTorch is in use (else 0)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return 0
+    return int(torch.cuda.memory_allocated())

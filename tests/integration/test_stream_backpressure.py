@@ -1,0 +1,161 @@
+"""A slow reader of a fast streaming model holds the model back instead of growing the
+server's memory: a decoupled model's sends block once its stream has `MAX_UNREAD` responses
+unread, and an iterative model runs no step of a request whose reader is behind, while the
+other requests of its running batch go on. Read over `generate_stream` (SSE) with httpx,
+whose reader stops reading while the test sleeps."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inferd.core.responses import MAX_UNREAD
+from tests.integration.model_files import write
+from tests.integration.server import RunningServer, running_server
+from tests.integration.test_cancellation import eventually, rss_kib
+
+PAYLOAD = 256 * 1024  # bytes of text per response
+
+# Sends COUNT responses of PAYLOAD characters as fast as it can, from the instance's thread;
+# logs how many it has sent so far.
+FLOOD = """
+import numpy as np
+
+class InferdModel:
+    def initialize(self, context):
+        self.marker = context.parameters["marker"]
+
+    def execute(self, batch):
+        request = batch.requests[0]
+        count = int(request.inputs["COUNT"][0])
+        for index in range(count):
+            text = str(index).encode().ljust({payload}, b".")
+            last = index == count - 1
+            request.sender.send({{"TEXT": np.array([text], dtype=object)}}, final=last)
+            with open(self.marker, "w") as marker:
+                marker.write(str(index + 1))
+"""
+
+FLOOD_CONFIG = """
+name: "flood"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "COUNT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] }} ]
+parameters [ {{ key: "marker", value: {{ string_value: "{marker}" }} }} ]
+"""
+
+# One response of PAYLOAD characters per step; a request runs COUNT steps. Logs each step's
+# request ids.
+STEPS = """
+import numpy as np
+
+class InferdModel:
+    def initialize(self, context):
+        self.marker = context.parameters["marker"]
+        self.made = {{}}
+
+    def execute(self, batch):
+        with open(self.marker, "a") as marker:
+            for request in batch.requests:
+                key = request.parameters["sequence_id"]
+                made = 0 if request.parameters["sequence_start"] else self.made.pop(key)
+                marker.write(f"{{request.id}}\\n")
+                text = str(made).encode().ljust({payload}, b".")
+                last = made + 1 == int(request.inputs["COUNT"].reshape(-1)[0])
+                if not last:
+                    self.made[key] = made + 1
+                    request.reschedule()
+                request.sender.send({{"TEXT": np.array([text], dtype=object)}}, final=last)
+"""
+
+STEPS_CONFIG = """
+name: "steps"
+backend: "python"
+max_batch_size: 2
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "COUNT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] }} ]
+sequence_batching {{ iterative_sequence: true, max_sequence_idle_microseconds: 1000000 }}
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+parameters [ {{ key: "marker", value: {{ string_value: "{marker}" }} }} ]
+"""
+
+# Responses that may sit between the stream and the reader beyond the channel: the kernel's
+# socket buffers on both ends (a few MiB on loopback) and one in each layer on the way.
+IN_FLIGHT = 64
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("backpressure")
+    write(root, "flood", FLOOD.format(payload=PAYLOAD), FLOOD_CONFIG.format(marker=root / "sent"))
+    write(root, "steps", STEPS.format(payload=PAYLOAD), STEPS_CONFIG.format(marker=root / "ran"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[RunningServer]:
+    with running_server(repository) as running:
+        yield running
+
+
+def events(server: RunningServer, model: str, count: int, request_id: str) -> Iterator[str]:
+    """The TEXT of each event of a `generate_stream` request, read as the caller iterates."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    body = json.dumps({"COUNT": count, "id": request_id})
+    connection.request("POST", f"/v2/models/{model}/generate_stream", body)
+    answer = connection.getresponse()
+    assert answer.status == 200
+    for line in answer:
+        if line.startswith(b"data: "):
+            event = json.loads(line.removeprefix(b"data: "))
+            assert "error" not in event, event
+            yield event["TEXT"]
+    connection.close()
+
+
+def index_of(text: str) -> int:
+    assert len(text) == PAYLOAD
+    return int(text.rstrip("."))
+
+
+def test_a_slow_reader_holds_a_decoupled_model_back(
+    server: RunningServer, repository: Path
+) -> None:
+    sent = repository / "sent"
+    count = 600  # 150 MiB if the server kept every unread response
+    before = rss_kib(server)
+    stream = events(server, "flood", count, "flood")
+    assert index_of(next(stream)) == 0
+    time.sleep(1.5)  # the reader stalls; an unbounded stream would take every response now
+    eventually(lambda: sent.exists())
+    assert int(sent.read_text()) <= 1 + MAX_UNREAD + IN_FLIGHT
+    assert rss_kib(server) - before < 64 * 1024
+    assert [index_of(text) for text in stream] == list(range(1, count))
+
+
+def test_an_iterative_request_whose_reader_is_behind_waits_alone(
+    server: RunningServer, repository: Path
+) -> None:
+    ran = repository / "ran"
+    count = 400
+
+    def steps_of(request_id: str) -> int:
+        return ran.read_text().split().count(request_id) if ran.exists() else 0
+
+    slow = events(server, "steps", count, "slow")
+    assert index_of(next(slow)) == 0
+    # While `slow` is not read, another request runs its steps in the same running batch.
+    fast = [index_of(text) for text in events(server, "steps", 20, "fast")]
+    assert fast == list(range(20))
+    time.sleep(2.5)  # past max_sequence_idle_microseconds: waiting for its reader is no idling
+    assert steps_of("slow") <= 1 + MAX_UNREAD + IN_FLIGHT
+    assert [index_of(text) for text in slow] == list(range(1, count))
+    assert steps_of("slow") == count
