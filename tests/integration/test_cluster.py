@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,35 @@ def test_remote_instances_run_formed_batches(server: RunningServer) -> None:
     client.close()
 
 
+def _metric_samples(server: RunningServer, name: str) -> dict[str, float]:
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    return {
+        line.split("{", 1)[1].rsplit("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{")
+    }
+
+
+def test_metrics_show_each_remote_instance_with_its_node(server: RunningServer) -> None:
+    placed = placed_instances(server.log_text())
+    client = httpclient.InferenceServerClient(server.http_url)
+    client.infer("slow", _fp32(httpclient, np.ones((1, 4), np.float32)))
+    client.close()
+    executions = _metric_samples(server, "inferd_instance_execution_total")
+    for name in ("slow_0_0", "slow_0_1"):
+        node = placed[name][0]
+        labels = f'instance="{name}",model="slow",node="{node}",version="1"'
+        assert labels in executions, executions
+    assert sum(v for k, v in executions.items() if 'model="slow"' in k) >= 1
+    deadline = time.monotonic() + 15  # host memory is read every 5 s
+    while time.monotonic() < deadline:
+        memory = _metric_samples(server, "inferd_host_resident_memory_bytes")
+        if any('instance="slow_0_0"' in k and v > 0 for k, v in memory.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no host memory reported: {memory}")
+
+
 def test_interleaved_sequences_on_remote_instances(server: RunningServer) -> None:
     results: dict[int, list[int]] = {}
     done = threading.Event()
@@ -321,6 +351,39 @@ def test_a_killed_host_fails_only_what_it_held_and_comes_back(server: RunningSer
     # A batch in flight went to the other instance, or failed as unavailable: nothing else.
     assert all("503" in error or "UNAVAILABLE" in error for error in errors), errors
     _serves_again(server, "slow", 10)
+
+
+def _accumulate(client: Any, sequence: int, value: int, start: bool = False) -> int:
+    tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+    result = client.infer("sequence_accumulate", [tensor], sequence_id=sequence,
+                          sequence_start=start)  # fmt: skip
+    return int(result.as_numpy("OUTPUT")[0][0])
+
+
+def test_sequences_of_a_restarted_host_are_lost_not_answered_from_a_fresh_state(
+    server: RunningServer,
+) -> None:
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
+    assert _accumulate(client, 77, 3, start=True) == 3
+    for name, (_, pid) in placed_instances(server.log_text()).items():
+        if name.startswith("sequence_accumulate_"):
+            os.kill(pid, signal.SIGKILL)  # between steps: no batch sees the host die
+    with pytest.raises(InferenceServerException) as lost:
+        _accumulate(client, 77, 4)
+    assert lost.value.status() == "503" and "sequence lost" in lost.value.message()
+    with pytest.raises(InferenceServerException, match="must specify the START flag"):
+        _accumulate(client, 77, 5)
+    # The other host's restart is news to the first batch it runs, which fails the same way
+    # (the ingress learns of a restart between batches from the next answer); then it serves.
+    for _ in range(2):
+        try:
+            assert _accumulate(client, 78, 6, start=True) == 6
+            break
+        except InferenceServerException as exc:
+            assert "sequence lost" in exc.message()
+    assert _accumulate(client, 78, 1) == 7
+    client.close()
 
 
 def test_a_lost_node_moves_its_instances(server: RunningServer, cluster: LocalRayCluster) -> None:

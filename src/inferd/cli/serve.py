@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import make_asgi_app
+from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
@@ -105,13 +106,16 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
 
 
 def _start_metrics(
-    metrics: PrometheusMetrics, settings: ServerSettings
+    metrics: PrometheusMetrics, settings: ServerSettings, collectors: Sequence[Collector]
 ) -> tuple[_UvicornServer, asyncio.Task[None]] | None:
     """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
     if not settings.metrics_port:
         return None
     sock = bind_socket(settings.host, settings.metrics_port)
-    server = _uvicorn_server(make_asgi_app(metrics.registry()), settings)
+    registry = metrics.registry()
+    for collector in collectors:
+        registry.register(collector)
+    server = _uvicorn_server(make_asgi_app(registry), settings)
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
@@ -159,7 +163,13 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def serve(settings: ServerSettings, placer: InstancePlacer | None = None) -> None:
+async def serve(
+    settings: ServerSettings,
+    placer: InstancePlacer | None = None,
+    collectors: Sequence[Collector] = (),
+) -> None:
+    """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
+    Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
     metrics = PrometheusMetrics(statistics)
     observers: list[Observer] = [statistics, metrics]
@@ -193,7 +203,7 @@ async def serve(settings: ServerSettings, placer: InstancePlacer | None = None) 
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on http://%s:%d", host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings)
+    metrics_server = _start_metrics(metrics, settings, collectors)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -241,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"inferd: error: {exc.message}", file=sys.stderr)
         return 2
     try:
-        return _run_loop(serve(settings, session.placer))
+        return _run_loop(serve(settings, session.placer, [session.telemetry]))
     finally:
         session.close()
 

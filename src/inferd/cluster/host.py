@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,17 @@ class HostSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HostStart:
+    """Where a host runs, which start of it this is, and why its instance failed to load
+    ("" when it did not)."""
+
+    node_id: str
+    pid: int
+    incarnation: str
+    failure: str
+
+
+@dataclass(frozen=True, slots=True)
 class HostUsage:
     node_id: str
     node_ip: str
@@ -65,6 +77,9 @@ class InstanceHost:
         # A load that fails is reported by `started`, not raised: a raising constructor
         # would make Ray restart the actor (max_restarts=-1) and fail again, forever.
         self._failure = ""
+        # Names this start of the host: a restarted one (its process killed, its node lost)
+        # answers with another, so the ingress knows what the host held is gone.
+        self._incarnation = uuid.uuid4().hex
         try:
             config = ModelConfig.FromString(spec.config)
             backend = BackendRegistry().get(spec.backend)
@@ -75,18 +90,17 @@ class InstanceHost:
         except Exception as exc:
             self._failure = f"{type(exc).__name__}: {exc}"
 
-    def started(self) -> tuple[str, int, str]:
-        """The node and process it runs in, and why its instance failed to load ("" when it
-        did not)."""
-        return self._node_id, os.getpid(), self._failure
+    def started(self) -> HostStart:
+        return HostStart(self._node_id, os.getpid(), self._incarnation, self._failure)
 
     def execute(
         self,
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
-    ) -> tuple[BatchOutputs, int]:
-        """The batch's outputs and how long the backend took (ns; clocks differ by node)."""
+    ) -> tuple[BatchOutputs, int, str]:
+        """The batch's outputs, how long the backend took (ns; clocks differ by node), and
+        this start's incarnation."""
         # Arrays from the object store are read-only; a backend may write into its inputs.
         owned = {
             name: array if array.flags.writeable else np.array(array)
@@ -100,7 +114,7 @@ class InstanceHost:
             raise
         except Exception as exc:
             raise ModelExecutionError(f"instance {self._name} failed: {exc}") from None
-        return outputs, time.monotonic_ns() - start
+        return outputs, time.monotonic_ns() - start, self._incarnation
 
     def usage(self) -> HostUsage:
         return HostUsage(self._node_id, self._node_ip, os.getpid(), _rss(), _device_memory())

@@ -19,8 +19,9 @@ from typing import Any
 from inferd.backends.base import Backend, Device, DeviceKind
 from inferd.cluster.connect import ClusterSettings
 from inferd.cluster.files import PackedVersion, pack_version
-from inferd.cluster.host import HostSpec, InstanceHost
+from inferd.cluster.host import HostSpec, HostStart, InstanceHost
 from inferd.cluster.remote import Peers, RemoteInstance
+from inferd.cluster.telemetry import BatchCounters, ClusterTelemetry
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.model_config import (
     ModelConfig,
@@ -76,10 +77,11 @@ class ClusterPlacement:
 class RayPlacer:
     checks_gpus_here = False  # a KIND_GPU group waits for a node with a GPU, or times out
 
-    def __init__(self, settings: ClusterSettings) -> None:
+    def __init__(self, settings: ClusterSettings, telemetry: ClusterTelemetry) -> None:
         import ray
 
         self._settings = settings
+        self._telemetry = telemetry
         self._host_class: Any = ray.remote(InstanceHost)
         self._ingress_node = ray.get_runtime_context().get_node_id()
 
@@ -121,7 +123,8 @@ class RayPlacer:
                             "model '%s': instance %s runs in this process", config.name, name
                         )
                         continue
-                    remote = self._start_host(group, reserved, index, name, files, peers)
+                    counters = BatchCounters(config.name, str(version), name)
+                    remote = self._start_host(group, reserved, index, files, peers, counters)
                     hosts.append(remote)
                     placement.instances_here.append(remote[0])
                 _wait_started(config.name, hosts)
@@ -157,16 +160,16 @@ class RayPlacer:
         group: ModelInstanceGroup,
         reserved: Any,
         index: int,
-        name: str,
         files: _Files,
         peers: Peers,
+        counters: BatchCounters,
     ) -> tuple[RemoteInstance, Any]:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         gpu = group.kind == ModelInstanceGroup.KIND_GPU
         # Ray gives an actor that asks for a GPU that one only, as its device 0.
         device = Device(DeviceKind.GPU, 0) if gpu else Device(DeviceKind.CPU)
-        spec = files.spec(name, device)
+        spec = files.spec(counters.instance, device)
         host = self._host_class.options(
             scheduling_strategy=PlacementGroupSchedulingStrategy(reserved, index),
             num_cpus=1,
@@ -174,7 +177,8 @@ class RayPlacer:
             max_restarts=-1,
             max_task_retries=0,
         ).remote(spec)
-        return RemoteInstance(name, device, host, "", peers), host.started.remote()
+        instance = RemoteInstance(counters.instance, device, host, peers, counters, self._telemetry)
+        return instance, host.started.remote()
 
 
 class _Files:
@@ -257,12 +261,19 @@ def _wait_started(model: str, hosts: list[tuple[RemoteInstance, Any]]) -> None:
     import ray
 
     for instance, started in hosts:
-        node, pid, failure = ray.get(started)
-        if failure:
-            raise Unavailable(f"instance {instance.name} failed to load on its node: {failure}")
-        instance.node_id = node
+        start: HostStart = ray.get(started)
+        if start.failure:
+            raise Unavailable(
+                f"instance {instance.name} failed to load on its node: {start.failure}"
+            )
+        instance.counters.node = start.node_id
+        instance.incarnation = start.incarnation
         logger.info(
-            "model '%s': instance %s runs on node %s (pid %d)", model, instance.name, node, pid
+            "model '%s': instance %s runs on node %s (pid %d)",
+            model,
+            instance.name,
+            start.node_id,
+            start.pid,
         )
 
 

@@ -9,10 +9,13 @@ When its host dies (its process killed, its node lost), Ray restarts it; the bat
 are not re-run by Ray (`max_task_retries=0`: a stateful model must not see a step twice).
 Instead, a batch of a stateless model is sent once more to another instance of the version;
 a sequence model's batch fails as UNAVAILABLE, since the sequence's state went with the host.
+A host that died between batches is known by its incarnation, which each answer carries: for
+a sequence model the first batch after the restart fails the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +24,8 @@ from typing import Any
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from inferd.backends.base import BatchRequest, Device
-from inferd.core.errors import InferdError, ModelExecutionError, Unavailable
+from inferd.cluster.telemetry import BatchCounters, ClusterTelemetry
+from inferd.core.errors import InferdError, InstanceLost, ModelExecutionError, Unavailable
 from inferd.core.types import Array
 from inferd.instances.instance import ExecutionResult, Instance
 
@@ -29,17 +33,31 @@ logger = logging.getLogger(__name__)
 
 # Batches a scheduler may hand one remote instance at once: one running, one in transit.
 PIPELINE_DEPTH = 2
+# How long a batch waits for a restarting host that it never reached, and how often it asks.
+RESTART_WAIT_S = 30.0
+RESTART_POLL_S = 0.1
 
 
 class RemoteInstance:
     pipeline_depth = PIPELINE_DEPTH
 
-    def __init__(self, name: str, device: Device, host: Any, node_id: str, peers: Peers) -> None:
+    def __init__(
+        self,
+        name: str,
+        device: Device,
+        host: Any,
+        peers: Peers,
+        counters: BatchCounters,
+        telemetry: ClusterTelemetry,
+    ) -> None:
         self.name = name
         self.device = device
-        self.node_id = node_id
         self.host = host  # the InstanceHost actor's handle
+        self.counters = counters
+        self.incarnation = ""  # the host's start that serves now (see `InstanceHost`)
         self._peers = peers
+        self._telemetry = telemetry
+        telemetry.watch(counters, host)
 
     async def execute(
         self,
@@ -52,6 +70,24 @@ class RemoteInstance:
         except (RayActorError, ActorUnavailableError) as exc:
             return await self._peers.recover(self, exc, inputs, output_names, requests)
 
+    async def call_when_back(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult:
+        """`call`, once the host Ray is restarting is up again (within `RESTART_WAIT_S`)."""
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                return await self.call(inputs, output_names, requests)
+            except (RayActorError, ActorUnavailableError) as exc:
+                if not _restarting(exc) or time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"instance {self.name} stopped and is not back yet ({exc})"
+                    ) from None
+            await asyncio.sleep(RESTART_POLL_S)
+
     async def call(
         self,
         inputs: Mapping[str, Array],
@@ -59,8 +95,9 @@ class RemoteInstance:
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
         """One run on this instance's host, with no recovery."""
+        start = time.monotonic_ns()
         try:
-            outputs, compute_ns = await self.host.execute.remote(
+            outputs, compute_ns, incarnation = await self.host.execute.remote(
                 dict(inputs), list(output_names), [_portable(request) for request in requests]
             )
         except RayTaskError as exc:
@@ -69,12 +106,21 @@ class RemoteInstance:
                 raise cause from None
             raise ModelExecutionError(f"instance {self.name} failed: {cause}") from None
         end = time.monotonic_ns()
+        if incarnation != self.incarnation:
+            known, self.incarnation = self.incarnation, incarnation
+            if known:  # "" once its loss was reported: the restart is no news then
+                self._peers.restarted(self)
+        counters = self.counters
+        counters.executions += 1
+        counters.compute_ns += compute_ns
+        counters.round_trip_ns += end - start
         # The host's clock is not this one: its compute time, ending now, is what is known.
         return ExecutionResult(outputs, end - compute_ns, end)
 
     def close(self) -> None:
         import ray
 
+        self._telemetry.forget(self.counters)
         ray.kill(self.host, no_restart=True)
 
 
@@ -87,6 +133,13 @@ class Peers:
         self.instances: list[Instance] = []
         self._next = 0
 
+    def restarted(self, instance: RemoteInstance) -> None:
+        """A host came back from a restart that no batch saw (it died between batches): for
+        a sequence model, what it held of its sequences is gone."""
+        logger.warning("model '%s': instance %s was restarted", self._model, instance.name)
+        if self._stateful:
+            raise InstanceLost(self._lost_sequences(instance))
+
     async def recover(
         self,
         lost: RemoteInstance,
@@ -95,27 +148,32 @@ class Peers:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
-        logger.warning("model '%s': instance %s was lost: %s", self._model, lost.name, exc)
-        if self._stateful:
-            raise Unavailable(
-                f"sequence lost: instance {lost.name} of model '{self._model}' stopped while "
-                "running it (its host process or node went away); start the sequence again"
-            ) from None
+        """Answer a batch whose host failed it: from another instance (stateless), from the
+        host once it is back (a batch that never reached it), or as lost sequences."""
+        undelivered = _restarting(exc)
+        if not undelivered:
+            logger.warning("model '%s': instance %s was lost: %s", self._model, lost.name, exc)
+            lost.incarnation = ""  # reported here, so its restart is no news
+            if self._stateful:
+                raise InstanceLost(self._lost_sequences(lost)) from None
+        elif self._stateful:
+            # Its restart is news to the first answer, which says what the host held is gone.
+            return await lost.call_when_back(inputs, output_names, requests)
         other = self._pick(lost)
-        if other is None:
-            raise Unavailable(
-                f"instance {lost.name} of model '{self._model}' stopped while running the "
-                "request, and no other instance is there to retry it"
-            ) from None
         try:
             if isinstance(other, RemoteInstance):
                 return await other.call(inputs, output_names, requests)
-            return await other.execute(inputs, output_names, requests)
-        except (RayActorError, ActorUnavailableError) as again:
-            raise Unavailable(
-                f"instances {lost.name} and {other.name} of model '{self._model}' stopped "
-                f"while running the request ({again})"
-            ) from None
+            if other is not None:
+                return await other.execute(inputs, output_names, requests)
+        except (RayActorError, ActorUnavailableError):
+            pass
+        return await lost.call_when_back(inputs, output_names, requests)
+
+    def _lost_sequences(self, lost: Instance) -> str:
+        return (
+            f"sequence lost: instance {lost.name} of model '{self._model}' stopped (its host "
+            "process or node went away) with the sequences it held; start them again"
+        )
 
     def _pick(self, lost: Instance) -> Instance | None:
         """The next other instance, round robin."""
@@ -130,3 +188,9 @@ def _portable(request: BatchRequest) -> BatchRequest:
     """What a host needs of a request (its rows, id and parameters), without what only lives
     in this process (the request it came from, a response channel)."""
     return BatchRequest(request.start, request.end, request.id, request.parameters)
+
+
+def _restarting(exc: Exception) -> bool:
+    """Whether Ray refused the call because the host is restarting: the batch never reached
+    a host (Ray says so only in the message)."""
+    return isinstance(exc, ActorUnavailableError) and "restarting" in str(exc)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from inferd.cluster.connect import ClusterSettings, Connection, connect
+from inferd.cluster.telemetry import ClusterTelemetry
 
 if TYPE_CHECKING:  # the placer imports Ray, which `connect` first checks is installed
     from inferd.cluster.placer import RayPlacer
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # the placer imports Ray, which `connect` first checks is ins
 class ClusterSession:
     connection: Connection
     placer: RayPlacer
+    telemetry: ClusterTelemetry  # a Prometheus collector of the remote instances
 
     @classmethod
     def open(cls, settings: ClusterSettings) -> ClusterSession:
@@ -23,10 +25,14 @@ class ClusterSession:
         try:
             from inferd.cluster.placer import RayPlacer
 
-            return cls(connection, RayPlacer(settings))
+            telemetry = ClusterTelemetry()
+            session = cls(connection, RayPlacer(settings, telemetry), telemetry)
         except BaseException:
             connection.close()
             raise
+        telemetry.start()
+        return session
 
     def close(self) -> None:
+        self.telemetry.stop()
         self.connection.close()

@@ -5,6 +5,7 @@
     │   └── PayloadTooLarge    INVALID_ARG      a body beyond the configured limit
     ├── NotFound               NOT_FOUND        unknown model, version, input or output
     ├── Unavailable            UNAVAILABLE      model not ready, queue full, server stopping
+    │   └── InstanceLost       UNAVAILABLE      an instance's process or machine went away
     ├── Unsupported            UNSUPPORTED      a feature this server or backend does not offer
     │   └── DecoupledModel     UNSUPPORTED      a unary infer of a decoupled model
     ├── AlreadyExists          ALREADY_EXISTS
@@ -57,6 +58,11 @@ class NotFound(InferdError):
 
 class Unavailable(InferdError):
     code = ErrorCode.UNAVAILABLE
+
+
+class InstanceLost(Unavailable):
+    """An instance stopped while running a batch (its process or machine went away), and
+    what it held went with it: a sequence scheduler ends the sequences it had there."""
 
 
 class Unsupported(InferdError):

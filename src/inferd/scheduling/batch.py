@@ -26,7 +26,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from inferd.backends.base import BatchOutputs, BatchRequest
-from inferd.core.errors import InferdError, Internal, InvalidArgument
+from inferd.core.errors import InferdError, InstanceLost, Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ExecutionResult, Instance
 from inferd.scheduling.adaptive import SloController
@@ -123,6 +123,8 @@ class BatchRunner(Generic[P]):
                 kind.inputs(batch), kind.output_names(batch), batch.requests
             )
             answers = self._answers(batch, result.outputs)
+        except InstanceLost:
+            raise  # its scheduler ends what the instance held
         except InvalidArgument as exc:
             if len(batch.calls) == 1:
                 return functools.partial(fail_all, batch.calls, exc)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.errors import InstanceLost, InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters
 from inferd.instances.instance import Instance
-from inferd.scheduling.batch import BatchCallback, fail_undelivered
+from inferd.scheduling.batch import BatchCallback, fail_all, fail_undelivered
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.sequence_strategies import Choice, choose_rows
@@ -164,6 +164,9 @@ class SequenceBatcher(SlottedScheduler):
             try:
                 deliver = await self._runner.run(instance, rows)
                 deliver()
+            except InstanceLost as exc:
+                fail_all(steps, exc)
+                self._lose_sequences(index, exc)
             except Exception as exc:
                 fail_undelivered(instance.name, steps, exc)
             finally:
@@ -207,6 +210,22 @@ class SequenceBatcher(SlottedScheduler):
         elif not sequence.steps:  # it never got a slot, and nothing of it is left to run
             self._table.backlog.remove(sequence)
             self._table.close(sequence)
+
+    def _lose_sequences(self, index: int, error: InstanceLost) -> None:
+        """The instance's state went away: every sequence that had a slot there ends, its
+        waiting steps failing with `error`, so that a later step without START gets the
+        unknown-sequence error rather than an answer from a fresh state."""
+        for sequence in [s for s in self._table.slots[index] if s is not None]:
+            if sequence.idle_timer is not None:
+                sequence.idle_timer.cancel()
+                sequence.idle_timer = None
+            self._queued -= len(sequence.steps)
+            fail_all(list(sequence.steps), error)
+            sequence.steps.clear()
+            self._table.close(sequence)
+            if not sequence.running:
+                self._release(sequence)
+            logger.warning("sequence %s was lost with its instance", sequence.key)
 
     def _settle(self, sequence: SequenceRecord) -> None:
         """After a step ran: free the slot of an ended sequence, or start its idle clock."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
-from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.errors import InstanceLost, InvalidArgument, Unavailable
 from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
@@ -387,4 +387,32 @@ async def test_a_cancelled_queued_step_never_runs() -> None:
     with pytest.raises(InvalidArgument, match="START"):
         await scheduler.submit(step(1, 2))
     assert await value(scheduler, step(5, 3, start=True, end=True)) == 5
+    await scheduler.stop()
+
+
+class LosingAccumulator(Accumulator):
+    """An accumulator whose process goes away in a batch holding x == 99."""
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        if (inputs["x"] == 99).any():
+            raise InstanceLost("instance m_0 stopped")
+        return super().execute(inputs, output_names, requests)
+
+
+@synchronous
+async def test_a_lost_instance_ends_every_sequence_it_held() -> None:
+    scheduler = batcher(sequence_settings(), LosingAccumulator())
+    assert await value(scheduler, step(1, 1, start=True)) == 1
+    assert await value(scheduler, step(2, 2, start=True)) == 2
+    with pytest.raises(InstanceLost):
+        await value(scheduler, step(99, 1))
+    for key in (1, 2):  # the one that was running and the one that was idle: both gone
+        with pytest.raises(InvalidArgument, match="must specify the START flag"):
+            await value(scheduler, step(3, key))
+    assert await value(scheduler, step(5, 1, start=True)) == 5  # a new sequence starts afresh
     await scheduler.stop()
