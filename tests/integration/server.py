@@ -106,7 +106,12 @@ def _start(
         ready = threading.Event()
         pump = threading.Thread(target=_pump, args=(server, ready), daemon=True)
         pump.start()
-        if ready.wait(timeout) and process.poll() is None:
+        try:
+            started = ready.wait(timeout) and process.poll() is None
+        except BaseException:  # a test's timeout or Ctrl-C: stop what was started
+            _close(server, pump)
+            raise
+        if started:
             return server, pump
         _close(server, pump)
         if attempt == _START_ATTEMPTS or _PORT_TAKEN not in server.log_text():

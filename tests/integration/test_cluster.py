@@ -28,6 +28,10 @@ from tests.integration.model_files import write
 from tests.integration.ray_cluster import LocalRayCluster, placed_instances, ray_cluster
 from tests.integration.server import RunningServer, running_server
 
+# A Ray cluster, a server whose models start a dozen host processes, then kills and restarts:
+# minutes on a loaded 2-core machine, beyond the suite's default timeout.
+pytestmark = pytest.mark.timeout(900)
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "model_repository"
 NOT_HERE = 'parameters { key: "inferd.cluster.in_process" value: { string_value: "false" } }\n'
 
@@ -89,9 +93,11 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         name="simple_packed",
     )
     _copy("sequence_accumulate", root, NOT_HERE)
-    for step in ("pipeline_preprocess", "pipeline_branch_a", "pipeline_branch_b",
-                 "pipeline_postprocess"):  # fmt: skip
+    # The ensemble's two ONNX branches on hosts, its Python steps wherever SPREAD puts them.
+    for step in ("pipeline_branch_a", "pipeline_branch_b"):
         _copy(step, root, NOT_HERE)
+    for step in ("pipeline_preprocess", "pipeline_postprocess"):
+        _copy(step, root)
     _copy("pipeline", root)
     write(root, "slow", SLOW,
           _io("slow", "dynamic_batching { max_queue_delay_microseconds: 20000 }\n"

@@ -60,6 +60,7 @@ def test_cluster_status_needs_a_running_clusters_address() -> None:
     assert done.returncode == 2 and "GCS at HOST:PORT" in done.stderr
 
 
+@pytest.mark.timeout(600)
 def test_a_simulated_cluster_serves_and_stops_with_the_server(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     shutil.copytree(EXAMPLES / "simple", tmp_path / "simple")
