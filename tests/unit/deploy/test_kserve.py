@@ -71,6 +71,8 @@ def test_multi_node_runtime_starts_a_ray_head_and_workers_that_join_it() -> None
         assert env["RAY_AUTH_MODE"]["value"] == "token"
         assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "inferd-ray-token"
         assert not container.get("ports"), "Ray's ports are never published"
+        # KServe sizes the Ray cluster from the GPUs the pods request.
+        assert int(container["resources"]["requests"]["nvidia.com/gpu"]) >= 1
 
 
 @pytest.mark.parametrize(
