@@ -80,6 +80,7 @@ def test_chart_in_cluster_mode_starts_ray_workers_that_find_the_head() -> None:
         "serviceMonitor.enabled=true",
         "modelRepository.url=s3://models/repository",
     )
+    assert objects[("Deployment", "t-inferd")]["spec"]["strategy"]["type"] == "Recreate"
     head = _container(objects, "t-inferd")
     settings = container_serve(head, "chart, cluster mode")
     assert settings.model_repository == ("s3://models/repository",)
