@@ -134,6 +134,9 @@ def _init(ray: Any, address: str, quiet: bool) -> None:
             f"--cluster {address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s"
         ) from None
     except Exception as exc:
-        raise Unavailable(f"--cluster {address}: could not join the Ray cluster: {exc}") from exc
+        raise Unavailable(
+            f"--cluster {address}: could not join the Ray cluster: {exc} (a cluster started "
+            "with RAY_AUTH_MODE=token also needs its token here, in RAY_AUTH_TOKEN)"
+        ) from exc
     finally:
         pool.shutdown(wait=False)
