@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ import numpy as np
 from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.cluster.files import cached_version, unpack_version
-from inferd.core.errors import InferdError, ModelExecutionError
+from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
 from inferd.core.types import Array
+from inferd.instances.instance import run_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +107,9 @@ class InstanceHost:
             for name, array in inputs.items()
         }
         assert self._instance is not None  # the placer never sends work to a failed host
-        start = time.monotonic_ns()
-        try:
-            outputs = self._instance.execute(owned, output_names, requests)
-        except InferdError:
-            raise
-        except Exception as exc:
-            raise ModelExecutionError(f"instance {self._name} failed: {exc}") from None
-        return outputs, time.monotonic_ns() - start, self._incarnation
+        result = run_batch(self._instance, self._name, owned, output_names, requests)
+        elapsed = result.compute_end_ns - result.compute_start_ns
+        return result.outputs, elapsed, self._incarnation
 
     def usage(self) -> HostUsage:
         return HostUsage(self._node_id, self._node_ip, os.getpid(), _rss(), _device_memory())

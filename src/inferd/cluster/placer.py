@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from inferd.instances.instance import Instance
 from inferd.instances.placement import (
     InProcessPlacer,
     LocalInstanceFactory,
+    LocalPlacement,
     Placement,
     group_devices,
     instance_name,
@@ -46,24 +45,23 @@ IN_PROCESS_PARAMETER = "inferd.cluster.in_process"
 GROUP_PREFIX = "inferd"
 
 
-@dataclass(slots=True)
-class ClusterPlacement:
+class ClusterPlacement(LocalPlacement):
     """A version's instances and the placement groups that hold them."""
 
-    instances_here: list[Instance] = field(default_factory=list)
-    groups: list[Any] = field(default_factory=list)
-    # Holds the shipped archive while the version is loaded: a restarted host fetches it again.
-    files: _Files | None = None
+    def __init__(self, files: _Files) -> None:
+        super().__init__([])
+        self.groups: list[Any] = []
+        # Holds the shipped archive while the version is loaded: a restarted host fetches it
+        # again.
+        self.files = files
 
-    @property
-    def instances(self) -> Sequence[Instance]:
-        return self.instances_here
+    def add(self, instance: Instance) -> None:
+        self._instances.append(instance)
 
     def close(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
-        for instance in self.instances_here:
-            instance.close()
+        super().close()
         for group in self.groups:
             # Removing waits for the cluster's answer, which never comes when the cluster
             # went first (a terminal's Ctrl-C reaches a local cluster's processes too);
@@ -118,7 +116,7 @@ class RayPlacer:
                     here = nodes[index] == self._ingress_node
                     # GPU instances always get a host: Ray then gives each its own GPU.
                     if in_process and here and device.kind is DeviceKind.CPU:
-                        placement.instances_here.append(local(device, name))
+                        placement.add(local(device, name))
                         logger.info(
                             "model '%s': instance %s runs in this process", config.name, name
                         )
@@ -126,7 +124,7 @@ class RayPlacer:
                     counters = BatchCounters(config.name, str(version), name)
                     remote = self._start_host(group, reserved, index, files, peers, counters)
                     hosts.append(remote)
-                    placement.instances_here.append(remote[0])
+                    placement.add(remote[0])
                 _wait_started(config.name, hosts)
         except BaseException:
             placement.close()

@@ -91,19 +91,31 @@ class ModelInstance:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
-        start = time.monotonic_ns()
-        try:
-            outputs = self._backend_instance.execute(inputs, output_names, requests)
-        except InferdError:
-            raise
-        except Exception as exc:
-            raise ModelExecutionError(f"instance {self.name} failed: {exc}") from exc
-        return ExecutionResult(outputs, start, time.monotonic_ns())
+        return run_batch(self._backend_instance, self.name, inputs, output_names, requests)
 
     def close(self) -> None:
         self._jobs.put(None)
         self._thread.join()
         self._backend_instance.close()
+
+
+def run_batch(
+    backend_instance: BackendInstance,
+    name: str,
+    inputs: Mapping[str, Array],
+    output_names: Sequence[str],
+    requests: Sequence[BatchRequest],
+) -> ExecutionResult:
+    """One batch on a backend instance named `name`, timed; what the model raised becomes a
+    `ModelExecutionError` that names the instance."""
+    start = time.monotonic_ns()
+    try:
+        outputs = backend_instance.execute(inputs, output_names, requests)
+    except InferdError:
+        raise
+    except Exception as exc:
+        raise ModelExecutionError(f"instance {name} failed: {exc}") from exc
+    return ExecutionResult(outputs, start, time.monotonic_ns())
 
 
 @dataclass(slots=True)
