@@ -17,9 +17,11 @@ from typing import Any
 class Outbox:
     """Responses in the order they were put; `get` gives None once closed and drained."""
 
-    __slots__ = ("_closed", "_items", "_limit", "_reader", "_writers")
+    __slots__ = ("_closed", "_items", "_limit", "_loop", "_reader", "_writers")
 
     def __init__(self, limit: int) -> None:
+        # Its own: asyncio.get_running_loop() costs a getpid() system call per wait.
+        self._loop = asyncio.get_running_loop()
         self._items: deque[Any] = deque()
         self._limit = limit
         self._closed = False
@@ -29,7 +31,7 @@ class Outbox:
 
     async def put(self, item: Any) -> None:
         while len(self._items) >= self._limit:
-            room = asyncio.get_running_loop().create_future()
+            room = self._loop.create_future()
             self._writers.append(room)
             try:
                 await room
@@ -48,7 +50,7 @@ class Outbox:
         while not self._items:
             if self._closed:
                 return None
-            self._reader = asyncio.get_running_loop().create_future()
+            self._reader = self._loop.create_future()
             try:
                 await self._reader
             finally:
