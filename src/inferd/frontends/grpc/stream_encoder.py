@@ -45,7 +45,10 @@ class StreamEncoder:
             tuple(response.parameters.items()),
             *((name, array.dtype, array.shape) for name, array in outputs.items()),
         )
-        header = self._headers.get(key)
+        try:
+            header = self._headers.get(key)
+        except TypeError:  # a parameter whose value cannot be hashed: nothing to reuse
+            return self._encode_in_full(response)
         if header is None:
             encoded = self._encode_in_full(response)
             if len(self._headers) >= MAX_HEADERS:
