@@ -22,8 +22,9 @@ time to first token (TTFT) and inter-token latency p50/p99, tokens/s; the model'
 time at batch 1 and at the mean running batch of the iterative setup, measured here in the
 same run, and the iterative tokens/s as a ratio of the raw batched step rate (tokens per
 second a loop of raw steps at that batch size makes); and the server's CPU time per token
-(model steps included), which a loaded machine disturbs less than rates. Figures are
-printed, never asserted.
+(model steps included), which a loaded machine disturbs less than rates, and that of its
+event-loop thread alone (the frontend and the scheduler, without the model's steps). Figures
+are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -211,10 +212,15 @@ def mean_running_batch(http_url: str, model: str) -> float:
     return int(stats["inference_count"]) / max(1, int(stats["execution_count"]))
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """CPU time the server process used so far, every thread (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def server_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time the server process used so far (Linux): every thread, and its main thread
+    alone (the event loop: the frontends and schedulers, without the models' steps)."""
+
+    def used(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return used(f"/proc/{pid}/stat"), used(f"/proc/{pid}/task/{pid}/stat")
 
 
 def raw_step_ms(namespace: dict[str, Any], rows: int, seconds: float = 1.0) -> float:
@@ -258,7 +264,7 @@ def main() -> None:
     )
     print(f"{'':<20} {'ms':>9} {'ms':>9} {'ms':>8} {'ms':>8}")
     rates: dict[str, tuple[float, float, float]] = {}
-    served_cpu: dict[str, float] = {}  # server CPU seconds per token
+    served_cpu: dict[str, tuple[float, float]] = {}  # server CPU seconds per token: all, loop
     running = 0.0
     for label in args.only:
         mode, scheduling, batched = SETUPS[label]
@@ -272,16 +278,23 @@ def main() -> None:
                 CONFIG.format(name=name, max_batch_size=size, mode=mode, scheduling=scheduling)
             )
             with served(Path(tmp)) as server:
-                cpu = server_cpu_seconds(server.process.pid)
+                before = server_cpu_seconds(server.process.pid)
                 requests, wall = drive(server.grpc_url, name, plans)
-                cpu = server_cpu_seconds(server.process.pid) - cpu
+                after = server_cpu_seconds(server.process.pid)
                 rates[label] = summary(label, requests, wall)
-                served_cpu[label] = cpu / sum(len(r.tokens) for r in requests)
+                tokens = sum(len(r.tokens) for r in requests)
+                served_cpu[label] = (
+                    (after[0] - before[0]) / tokens,
+                    (after[1] - before[1]) / tokens,
+                )
                 if label == "iterative":
                     running = mean_running_batch(server.http_url, name)
     print()
-    for label, seconds in served_cpu.items():
-        print(f"server CPU per token, {label}: {seconds * 1e6:.0f} us")
+    for label, (seconds, loop) in served_cpu.items():
+        print(
+            f"server CPU per token, {label}: {seconds * 1e6:.0f} us "
+            f"(event-loop thread {loop * 1e6:.0f} us)"
+        )
     one = raw_step_ms(namespace, 1)
     print(f"\nraw step at batch 1: {one:.3f} ms ({1000 / one:.0f} tokens/s)")
     if "iterative" in rates and running:

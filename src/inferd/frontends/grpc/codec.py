@@ -217,7 +217,10 @@ def encode_infer_response(
             encode_parameters(location.parameters(), output.parameters)
             raw_outputs.append(b"")
             continue
-        raw_outputs.append(
-            serialize_bytes(array) if datatype == BYTES else np.ascontiguousarray(array)
-        )
+        raw_outputs.append(raw_contents(array, datatype))
     return EncodedInferResponse(message, raw_outputs)
+
+
+def raw_contents(array: Array, datatype: str) -> Chunk:
+    """One output's `raw_output_contents` entry: the array itself where it is contiguous."""
+    return serialize_bytes(array) if datatype == BYTES else np.ascontiguousarray(array)

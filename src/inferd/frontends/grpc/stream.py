@@ -1,7 +1,8 @@
 """One `ModelStreamInfer` call: requests run concurrently, responses go out as they come.
 
 Each request of the stream runs as a task (up to `STREAM_WINDOW` at once; the reader waits
-beyond that) that puts its encoded responses on the call's one outbox:
+beyond that) that puts its encoded responses on the call's one outbox (`outbox.py`; bounded,
+so a client that reads slowly holds the requests back):
 
 - a model that is not decoupled answers once, and those answers leave in request order, as
   they always did (each waits for the answer of the one before it);
@@ -29,16 +30,20 @@ from typing import Any, Final
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd.core.errors import InferdError
-from inferd.core.types import InferResponse, RequestedOutput
 from inferd.engine.engine import Engine
-from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
+from inferd.frontends.grpc.codec import decode_infer_request
 from inferd.frontends.grpc.malformed import Malformed
+from inferd.frontends.grpc.outbox import Outbox
+from inferd.frontends.grpc.stream_encoder import StreamEncoder
 from inferd.frontends.shared_memory import SharedMemoryRegistry
 
 logger = logging.getLogger(__name__)
 
 # Requests of one stream that may be in the engine at once; the reader waits beyond that.
 STREAM_WINDOW: Final = 64
+# Responses of one stream waiting for grpc to write them: one per request of a full window, so
+# a step of an iterative batch makes no request wait for room while the client keeps up.
+OUTBOX_LIMIT: Final = STREAM_WINDOW
 EMPTY_FINAL_PARAMETER: Final = "triton_enable_empty_final_response"
 FINAL_PARAMETER: Final = "triton_final_response"
 
@@ -53,7 +58,7 @@ class StreamCall:
         self._shared_memory = shared_memory
         self._infer = infer
         self._window = asyncio.Semaphore(STREAM_WINDOW)
-        self._outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._outbox = Outbox(OUTBOX_LIMIT)
         self._running: set[asyncio.Task[None]] = set()
         self._reading = True
         # Set once the last unary answer so far was sent: the next one waits for it.
@@ -80,12 +85,12 @@ class StreamCall:
         finally:
             self._reading = False
             if not self._running:
-                self._outbox.put_nowait(None)
+                self._outbox.close()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         if not self._reading and not self._running:
-            self._outbox.put_nowait(None)
+            self._outbox.close()
 
     def _decoupled(self, message: Any) -> bool:
         if isinstance(message, Malformed):
@@ -115,7 +120,7 @@ class StreamCall:
                 self._window.release()
             if previous is not None:
                 await previous
-            self._outbox.put_nowait(answer)
+            await self._outbox.put(answer)
         finally:
             sent.set_result(None)
 
@@ -136,21 +141,18 @@ class StreamCall:
             request = decode_infer_request(message, self._shared_memory)
             request.timestamps.received = received
             empty_final = request.parameters.get(EMPTY_FINAL_PARAMETER) is True
-            requested = request.outputs
+            encoder = StreamEncoder(request.outputs, self._shared_memory)
             async for response in self._engine.stream(request):
                 if response.outputs or not response.final or empty_final:
-                    self._outbox.put_nowait(self._encoded(requested, response))
+                    response.parameters[FINAL_PARAMETER] = response.final
+                    # Waiting for room here leaves the model's responses in its channel,
+                    # whose sends block once it is full.
+                    await self._outbox.put(encoder.encode(response))
         except InferdError as exc:
-            self._outbox.put_nowait(_error(message, exc.message))
+            await self._outbox.put(_error(message, exc.message))
         except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
             logger.exception("unhandled error in ModelStreamInfer")
-            self._outbox.put_nowait(_error(message, f"internal error: {exc!r}"))
-
-    def _encoded(self, requested: list[RequestedOutput] | None, response: InferResponse) -> Any:
-        response.parameters[FINAL_PARAMETER] = response.final
-        return encode_infer_response(
-            response, pb.ModelInferResponse(), requested, self._shared_memory
-        )
+            await self._outbox.put(_error(message, f"internal error: {exc!r}"))
 
 
 def _error(message: Any, error: str) -> Any:

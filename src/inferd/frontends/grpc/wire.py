@@ -57,15 +57,20 @@ _INFER_RESPONSE_TAG: Final = _last_field_tag(pb.ModelStreamInferResponse, "infer
 
 class EncodedInferResponse(NamedTuple):
     """A `ModelInferResponse` in two parts: `header`, the message without
-    `raw_output_contents`, and `raw_outputs`, the entries that field would hold, in order."""
+    `raw_output_contents` (or its serialised bytes), and `raw_outputs`, the entries that field
+    would hold, in order."""
 
-    header: pb.ModelInferResponse
+    header: pb.ModelInferResponse | bytes
     raw_outputs: list[Chunk]
+
+    def header_bytes(self) -> bytes:
+        header = self.header
+        return header if isinstance(header, bytes) else header.SerializeToString()
 
 
 def _chunks(response: EncodedInferResponse) -> tuple[list[Chunk], int]:
     """The serialised message in pieces to join, and its length."""
-    header = response.header.SerializeToString()
+    header = response.header_bytes()
     chunks: list[Chunk] = [header]
     length = len(header)
     for data in response.raw_outputs:

@@ -1,0 +1,72 @@
+"""The bounded queue a `ModelStreamInfer` call's responses wait in for grpc to write them.
+
+grpc writes one response of a call at a time, as fast as its client reads. `put` waits while
+`limit` responses are waiting, so a client that reads slowly holds back the tasks of the
+call's requests, and through them the models (a decoupled model's sends block once its
+request's response channel is full, `core/responses.py`), instead of growing the server's
+memory. `close`, the end of the call, never waits: it must get through to a full outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+
+class Outbox:
+    """Responses in the order they were put; `get` gives None once closed and drained."""
+
+    __slots__ = ("_closed", "_items", "_limit", "_loop", "_reader", "_writers")
+
+    def __init__(self, limit: int) -> None:
+        # Its own: asyncio.get_running_loop() costs a getpid() system call per wait.
+        self._loop = asyncio.get_running_loop()
+        self._items: deque[Any] = deque()
+        self._limit = limit
+        self._closed = False
+        self._reader: asyncio.Future[None] | None = None
+        # Puts waiting for room (a cancelled one stays, skipped when its turn comes).
+        self._writers: deque[asyncio.Future[None]] = deque()
+
+    async def put(self, item: Any) -> None:
+        while len(self._items) >= self._limit:
+            room = self._loop.create_future()
+            self._writers.append(room)
+            try:
+                await room
+            except asyncio.CancelledError:
+                if not room.cancelled():  # woken, then cancelled: the room goes to the next
+                    self._wake_writer()
+                raise
+        self._items.append(item)
+        self._wake_reader()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake_reader()
+
+    async def get(self) -> Any | None:
+        while not self._items:
+            if self._closed:
+                return None
+            self._reader = self._loop.create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        item = self._items.popleft()
+        self._wake_writer()
+        return item
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    def _wake_writer(self) -> None:
+        while self._writers:
+            room = self._writers.popleft()
+            if not room.done():
+                room.set_result(None)
+                return

@@ -1,0 +1,64 @@
+"""The responses of one decoupled request, encoded for `ModelStreamInfer`.
+
+A generative model sends many small responses per request (a token each), whose headers
+(model, version, id, each output's name, datatype and shape, the parameters) rarely differ
+from one to the next. Each distinct header is built and serialised through protobuf once per
+request; a response whose header was seen before costs only its outputs' raw contents.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from tritonclient.grpc import service_pb2 as pb
+
+from inferd.core.datatypes import v2_datatype
+from inferd.core.types import InferResponse, RequestedOutput
+from inferd.frontends.grpc.codec import encode_infer_response, raw_contents
+from inferd.frontends.grpc.wire import EncodedInferResponse
+from inferd.frontends.shared_memory import REGION, SharedMemoryRegistry
+
+# Distinct headers kept per request: a model whose shapes change with every response (text
+# that grows) gains nothing from them, and must not grow the cache.
+MAX_HEADERS: Final = 8
+
+
+class StreamEncoder:
+    """Encodes the responses of one request, the outputs `requested` of them."""
+
+    __slots__ = ("_headers", "_in_shared_memory", "_requested", "_shared_memory")
+
+    def __init__(
+        self, requested: list[RequestedOutput] | None, shared_memory: SharedMemoryRegistry
+    ) -> None:
+        self._requested = requested
+        self._shared_memory = shared_memory
+        # An output written to shared memory is written for each response: never cached.
+        self._in_shared_memory = any(REGION in o.parameters for o in requested or ())
+        self._headers: dict[tuple[Any, ...], bytes] = {}
+
+    def encode(self, response: InferResponse) -> EncodedInferResponse:
+        if self._in_shared_memory:
+            return self._encode_in_full(response)
+        outputs = response.outputs
+        key = (
+            tuple(response.parameters.items()),
+            *((name, array.dtype, array.shape) for name, array in outputs.items()),
+        )
+        try:
+            header = self._headers.get(key)
+        except TypeError:  # a parameter whose value cannot be hashed: nothing to reuse
+            return self._encode_in_full(response)
+        if header is None:
+            encoded = self._encode_in_full(response)
+            if len(self._headers) >= MAX_HEADERS:
+                self._headers.clear()
+            header = self._headers[key] = encoded.header_bytes()
+            return EncodedInferResponse(header, encoded.raw_outputs)
+        raw = [raw_contents(array, v2_datatype(array.dtype)) for array in outputs.values()]
+        return EncodedInferResponse(header, raw)
+
+    def _encode_in_full(self, response: InferResponse) -> EncodedInferResponse:
+        return encode_infer_response(
+            response, pb.ModelInferResponse(), self._requested, self._shared_memory
+        )
