@@ -170,13 +170,6 @@ def measure(
     return figures, requests / max(batches, 1), hop_ns / max(batches, 1) / 1e6
 
 
-class Echo:
-    """A Ray actor that answers its inputs: the floor under a remote instance's batch."""
-
-    def execute(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        return inputs, 0
-
-
 def raw_ray(seconds: float, results: Any) -> None:
     """p50 ms of an actor call per input size, awaited from asyncio as the ingress awaits its
     hosts, on a cluster made as `--cluster local:1` makes it (run in a spawned process)."""
@@ -184,12 +177,12 @@ def raw_ray(seconds: float, results: Any) -> None:
 
     from inferd.cluster.connect import connect
 
-    connection = connect("local:1", quiet=True)
-    import ray
+    class Echo:  # defined here, so that Ray ships the class itself to its worker
+        def execute(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+            return inputs, 0
 
-    echo = ray.remote(Echo).options(num_cpus=1).remote()
-
-    async def run() -> None:
+    async def run(echo: Any) -> dict[str, float]:
+        figures = {}
         for size, values in SIZES.items():
             inputs = {"INPUT0": np.ones((1, values), np.float32)}
             for _ in range(10):
@@ -198,10 +191,18 @@ def raw_ray(seconds: float, results: Any) -> None:
             while (begin := time.perf_counter()) < stop:
                 await echo.execute.remote(inputs)
                 latencies.append((time.perf_counter() - begin) * 1e3)
-            results.put((size, float(np.median(latencies))))
+            figures[size] = float(np.median(latencies))
+        return figures
 
-    asyncio.run(run())
-    connection.close()
+    connection = connect("local:1", quiet=True)
+    try:
+        import ray
+
+        results.put(asyncio.run(run(ray.remote(Echo).options(num_cpus=1).remote())))
+    except Exception as exc:  # reported, so that the benchmark goes on without the reference
+        results.put(repr(exc))
+    finally:
+        connection.close()
 
 
 def raw_ray_p50(seconds: float) -> dict[str, float]:
@@ -209,9 +210,12 @@ def raw_ray_p50(seconds: float) -> dict[str, float]:
     results = context.Queue()
     process = context.Process(target=raw_ray, args=(seconds, results))
     process.start()
-    figures = dict(results.get(timeout=START_TIMEOUT_S) for _ in SIZES)
+    figures = results.get(timeout=START_TIMEOUT_S)
     process.join()
-    return figures
+    if isinstance(figures, str):
+        print(f"raw Ray reference failed: {figures}")
+        return dict.fromkeys(SIZES, float("nan"))
+    return dict(figures)
 
 
 def overhead(root: Path, seconds: float, concurrency: int) -> None:
