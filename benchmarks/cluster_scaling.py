@@ -32,6 +32,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -147,6 +148,23 @@ def serving(repository: Path, *args: str) -> Iterator[RunningServer]:
         yield server
 
 
+@dataclass
+class Point:
+    figures: Figures
+    rows: float  # per batch, mean
+    hop_mean_ms: float  # compute_input + compute_output per batch, from the statistics
+    hop_p50_ms: float  # the same over the requests' trace lines (--log-verbose 1), or nan
+
+
+# A `--log-verbose` request line's transfer times, in µs.
+TRACE = re.compile(r"request model=(\S+) .* compute_input=([\d.]+) .* compute_output=([\d.]+)")
+
+
+def hops_ms(lines: list[str], model: str) -> list[float]:
+    found = (TRACE.search(line) for line in lines)
+    return [(float(m[2]) + float(m[3])) / 1e3 for m in found if m is not None and m[1] == model]
+
+
 def measure(
     server: RunningServer,
     model: str,
@@ -155,19 +173,24 @@ def measure(
     clients: int,
     seconds: float,
     label: str,
-) -> tuple[Figures, float, float]:
-    """Figures of a closed loop, the mean rows per batch, the mean hop (ms) per batch."""
+) -> Point:
     make_call = http_call(server.http_url, model, names, shape)
     # The first calls of a host (connections, object store) cost more; made in a child, as
     # the load's clients are forked from this process.
     warm_up = multiprocessing.get_context("fork").Process(target=repeat, args=(make_call, 10))
     warm_up.start()
     warm_up.join()
-    before = batch_costs(server.http_url, model)
+    before, first_line = batch_costs(server.http_url, model), len(server.log)
     figures = load_from_processes(make_call, clients, seconds, label)
     after = batch_costs(server.http_url, model)
     requests, batches, hop_ns = (a - b for a, b in zip(after, before, strict=True))
-    return figures, requests / max(batches, 1), hop_ns / max(batches, 1) / 1e6
+    hops = hops_ms(server.log[first_line:], model)
+    return Point(
+        figures,
+        requests / max(batches, 1),
+        hop_ns / max(batches, 1) / 1e6,
+        float(np.median(hops)) if hops else float("nan"),
+    )
 
 
 def raw_ray(seconds: float, results: Any) -> None:
@@ -224,9 +247,10 @@ def overhead(root: Path, seconds: float, concurrency: int) -> None:
         repository / "identity" / "1" / "model.onnx", TensorProto.FLOAT, ["batch", "n"]
     )
     (repository / "identity" / "config.pbtxt").write_text(IDENTITY + REMOTE)
-    runs: dict[tuple[str, str, int], tuple[Figures, float, float]] = {}
+    runs: dict[tuple[str, str, int], Point] = {}
     for where, args in (("single node", ()), ("remote", ("--cluster", "local:1"))):
-        with serving(repository, *args) as server:
+        # Verbose logging traces every request's transfer times (the same cost to both).
+        with serving(repository, "--log-verbose", "1", *args) as server:
             for size, values in SIZES.items():
                 for clients in (1, concurrency):
                     runs[where, size, clients] = measure(
@@ -242,21 +266,23 @@ def overhead(root: Path, seconds: float, concurrency: int) -> None:
     print("\n1. Overhead of a remote instance (--cluster local:1, in_process false)")
     print(
         f"{'input':<8}{'conc':>5} {'':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'rows/batch':>11}{'hop ms/batch':>13}"
+        f"{'rows/batch':>11}{'hop ms/batch: mean':>19}{'p50':>7}"
     )
     for size in SIZES:
         for clients in (1, concurrency):
             local, remote = runs["single node", size, clients], runs["remote", size, clients]
-            for where, (fig, rows, hop) in (("single node", local), ("remote", remote)):
+            for where, point in (("single node", local), ("remote", remote)):
+                fig = point.figures
                 print(
                     f"{size:<8}{clients:>5} {where:<12}{fig.throughput:9.1f}"
-                    f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{rows:11.2f}{hop:13.3f}"
+                    f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{point.rows:11.2f}"
+                    f"{point.hop_mean_ms:19.3f}{point.hop_p50_ms:7.3f}"
                 )
-            ratio = remote[0].throughput / local[0].throughput
+            ratio = remote.figures.throughput / local.figures.throughput
+            latency = remote.figures.percentile(50) - local.figures.percentile(50)
             print(
-                f"{'':<14}remote/single: throughput {ratio:.3f}x"
-                f", p50 +{remote[0].percentile(50) - local[0].percentile(50):.2f} ms a request"
-                f", hop +{remote[2] - local[2]:.3f} ms a batch (mean)"
+                f"{'':<14}remote/single: throughput {ratio:.3f}x, p50 {latency:+.2f} ms a "
+                f"request, hop {remote.hop_p50_ms - local.hop_p50_ms:+.3f} ms a batch (p50)"
             )
         print(f"{size:<8} raw Ray actor call, same payload, asyncio: p50 {ray_p50[size]:.3f} ms")
 
@@ -295,7 +321,7 @@ def scale(server: RunningServer, seconds: float, per_node: int, nodes: list[int]
         label = {"sleeper": "(a) sleeps 10 ms a batch", "mlp": "(b) MLP, ONNX Runtime"}[kind]
         base = 0.0
         for count in nodes:
-            fig, rows, _ = measure(
+            point = measure(
                 server,
                 f"{kind}_{count}",
                 names,
@@ -304,10 +330,11 @@ def scale(server: RunningServer, seconds: float, per_node: int, nodes: list[int]
                 seconds,
                 f"{kind} x{count}",
             )
+            fig = point.figures
             base = base or fig.throughput
             print(
                 f"{label:<34}{count:>6}{per_node * count:>8}{fig.throughput:9.1f}"
-                f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{rows:11.2f}"
+                f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{point.rows:11.2f}"
                 f"{fig.throughput / base:9.2f}x"
             )
 
