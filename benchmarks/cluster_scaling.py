@@ -2,25 +2,30 @@
 fast serving comes back after a killed host or a lost node.
 
     python benchmarks/cluster_scaling.py                  # all three parts, 5 s per point
-    python benchmarks/cluster_scaling.py --quick          # the same in about 3 minutes
+    python benchmarks/cluster_scaling.py --quick          # 2 s per point (about 4 minutes)
     python benchmarks/cluster_scaling.py --part overhead  # or scaling, recovery (several allowed)
 
 1. Overhead: an ONNX Identity model (FP32, 1 KiB / 64 KiB / 4 MiB a request) served by a
    single-node inferd and by `--cluster local:1` with its instance forced onto a Ray actor
    (`inferd.cluster.in_process: false`), the same client (tritonclient.http, binary tensors,
-   one process per concurrent request) against both. Per request: the client's p50 latency
-   at concurrency 1 (one request is one batch). Per batch: the server's own statistics, whose
-   compute_input + compute_output of a remote instance is the whole Ray round trip (the host
-   reports only its backend time), against the executor hop of an in-process instance.
+   one process per concurrent request) against both, at concurrency 1 (one request is one
+   batch) and `--concurrency`. Per request: the client's latency. Per batch ("hop"): the
+   server's compute_input + compute_output, which for a remote instance is the whole Ray
+   round trip (the host reports only its backend time) and for an in-process one the
+   executor hop; mean from the statistics, p50 from the request trace (`--log-verbose 1`,
+   on for both). Under concurrency a remote hop also holds the wait behind the batch the
+   actor is running (two are in flight). For reference, a bare Ray actor call with the
+   same payload, awaited from asyncio, on a cluster made the same way.
 2. Scaling: one `--cluster local:4` server holding the same model at 1, 2 and 4 instances
    (STRICT_SPREAD, in_process false: one actor per simulated node), each loaded in turn by a
    closed loop of `--clients-per-node` x instances clients: (a) a device-bound stand-in
    (Python backend sleeping 10 ms per batch, no dynamic batching) and (b) the example MLP on
    ONNX Runtime (CPU-bound, one intra-op thread, dynamic batching).
-3. Recovery: SIGKILL of the only instance's host (its pid from the server's log), then the
-   time until a request succeeds again; and on a cluster started here (head without CPUs, two
-   workers, health checks 1 s x 5 like the tests), the loss of the worker that holds the only
-   instance, then the time until it serves from the other worker.
+3. Recovery (the stand-in answers with its process id): SIGKILL of the only instance's host
+   (its pid from the server's log), then the time until its restarted host answers; and on a
+   cluster started here (head without CPUs, two workers, health checks 1 s x 5 like the
+   tests), the loss of the worker that holds the only instance, then the time until a host
+   on the other worker answers. One client polls every 20 ms meanwhile.
 
 The simulated nodes share this machine's cores with the server and the clients: scaling of
 CPU-bound work needs a machine with more cores than nodes. Figures are printed, never asserted.
@@ -287,9 +292,9 @@ def overhead(root: Path, seconds: float, concurrency: int) -> None:
         print(f"{size:<8} raw Ray actor call, same payload, asyncio: p50 {ray_p50[size]:.3f} ms")
 
 
-def scaling(root: Path, seconds: float, per_node: int, nodes: list[int], parts: list[str]) -> None:
+def scaling(root: Path, args: argparse.Namespace, seconds: float) -> None:
     """Part 2, and the SIGKILL half of part 3 on the same server."""
-    repository = root / "scaling"
+    repository, nodes, parts = root / "scaling", args.nodes, args.part
     for count in nodes:
         name = f"sleeper_{count}"
         write(repository, name, SLEEPER_CODE, SLEEPER.format(name=name, count=count) + REMOTE)
@@ -299,19 +304,23 @@ def scaling(root: Path, seconds: float, per_node: int, nodes: list[int], parts: 
         (root / name / "mlp").rename(repository / name)
     with serving(repository, "--cluster", f"local:{max(nodes)}") as server:
         if "scaling" in parts:
-            scale(server, seconds, per_node, nodes)
+            scale(server, seconds, args.clients_per_node, nodes, args.rounds)
         if "recovery" in parts:
             print("\n3. Recovery")
             kill_host(server, f"sleeper_{min(nodes)}")
 
 
-def scale(server: RunningServer, seconds: float, per_node: int, nodes: list[int]) -> None:
+def scale(
+    server: RunningServer, seconds: float, per_node: int, nodes: list[int], rounds: int
+) -> None:
+    """The node counts in turn, `rounds` times over (a load that drifts then weighs on every
+    count alike); ratios to 1 node within each round, and of the medians."""
     print(
         f"\n2. Scaling over simulated nodes (--cluster local:{max(nodes)}, one instance "
         f"per node, STRICT_SPREAD, in_process false, {per_node} clients per node)"
     )
     print(
-        f"{'model':<34}{'nodes':>6}{'clients':>8}{'req/s':>9}{'p50 ms':>9}"
+        f"{'model':<28}{'round':>6}{'nodes':>6}{'clients':>8}{'req/s':>9}{'p50 ms':>9}"
         f"{'p99 ms':>9}{'rows/batch':>11}{'vs 1 node':>10}"
     )
     for kind, names, width in (
@@ -319,24 +328,28 @@ def scale(server: RunningServer, seconds: float, per_node: int, nodes: list[int]
         ("mlp", ("input", "output"), 256),
     ):
         label = {"sleeper": "(a) sleeps 10 ms a batch", "mlp": "(b) MLP, ONNX Runtime"}[kind]
-        base = 0.0
-        for count in nodes:
-            point = measure(
-                server,
-                f"{kind}_{count}",
-                names,
-                [1, width],
-                per_node * count,
-                seconds,
-                f"{kind} x{count}",
+        rates: dict[int, list[float]] = {count: [] for count in nodes}
+        for round_ in range(1, rounds + 1):
+            for count in nodes:
+                clients = per_node * count
+                point = measure(
+                    server, f"{kind}_{count}", names, [1, width], clients, seconds, label
+                )
+                fig = point.figures
+                rates[count].append(fig.throughput)
+                print(
+                    f"{label:<28}{round_:>6}{count:>6}{clients:>8}{fig.throughput:9.1f}"
+                    f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{point.rows:11.2f}"
+                    f"{fig.throughput / rates[nodes[0]][-1]:9.2f}x"
+                )
+        medians = {count: float(np.median(values)) for count, values in rates.items()}
+        print(
+            f"{label:<28} median req/s: "
+            + ", ".join(
+                f"{count} node(s) {rate:.1f} ({rate / medians[nodes[0]]:.2f}x)"
+                for count, rate in medians.items()
             )
-            fig = point.figures
-            base = base or fig.throughput
-            print(
-                f"{label:<34}{count:>6}{per_node * count:>8}{fig.throughput:9.1f}"
-                f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{point.rows:11.2f}"
-                f"{fig.throughput / base:9.2f}x"
-            )
+        )
 
 
 @dataclass
@@ -440,16 +453,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="overhead under load")
     parser.add_argument("--clients-per-node", type=int, default=3)
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--quick", action="store_true", help="2 s per point")
+    parser.add_argument("--rounds", type=int, default=3, help="of the scaling sweep")
+    parser.add_argument("--quick", action="store_true", help="2 s per point, 1 round")
     args = parser.parse_args()
     seconds = 2.0 if args.quick else args.seconds
+    if args.quick:
+        args.rounds = 1
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         if "overhead" in args.part:
             overhead(root, seconds, args.concurrency)
         if "scaling" in args.part or "recovery" in args.part:
-            scaling(root, seconds, args.clients_per_node, args.nodes, args.part)
+            scaling(root, args, seconds)
         if "recovery" in args.part:
             node_loss(root)
 
