@@ -271,7 +271,7 @@ def overhead(root: Path, seconds: float, concurrency: int) -> None:
     print("\n1. Overhead of a remote instance (--cluster local:1, in_process false)")
     print(
         f"{'input':<8}{'conc':>5} {'':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'rows/batch':>11}{'hop ms/batch: mean':>19}{'p50':>7}"
+        f"{'rows/batch':>11}{'hop ms/batch: mean':>19}{'p50':>9}"
     )
     for size in SIZES:
         for clients in (1, concurrency):
@@ -281,7 +281,7 @@ def overhead(root: Path, seconds: float, concurrency: int) -> None:
                 print(
                     f"{size:<8}{clients:>5} {where:<12}{fig.throughput:9.1f}"
                     f"{fig.percentile(50):9.2f}{fig.percentile(99):9.2f}{point.rows:11.2f}"
-                    f"{point.hop_mean_ms:19.3f}{point.hop_p50_ms:7.3f}"
+                    f"{point.hop_mean_ms:19.3f}{point.hop_p50_ms:9.3f}"
                 )
             ratio = remote.figures.throughput / local.figures.throughput
             latency = remote.figures.percentile(50) - local.figures.percentile(50)
