@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
+from inferd.cli.tls import TlsSettingsError, grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
@@ -91,6 +92,7 @@ def build_engine(
 
 
 def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
+    """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -101,6 +103,7 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        **uvicorn_options(tls_files(settings, "http")),
     )
     return _UvicornServer(config)
 
@@ -120,8 +123,12 @@ def _start_metrics(
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
     host, port = sock.getsockname()[:2]
-    logger.info("metrics service listening on http://%s:%d", host, port)
+    logger.info("metrics service listening on %s://%s:%d", _scheme(settings), host, port)
     return server, task
+
+
+def _scheme(settings: ServerSettings) -> str:
+    return "https" if settings.http_use_ssl else "http"
 
 
 def _log_models(engine: Engine) -> None:
@@ -148,9 +155,11 @@ async def _start_grpc(
         settings.grpc_max_message_bytes,
         shared_memory,
         settings.server_name,
+        grpc_credentials(tls_files(settings, "grpc")),
     )
     await server.start()
-    logger.info("gRPC service listening on %s:%d", settings.host, port)
+    secure = " (TLS)" if settings.grpc_use_ssl else ""
+    logger.info("gRPC service listening on %s:%d%s", settings.host, port, secure)
     return server
 
 
@@ -201,7 +210,7 @@ async def serve(
     )
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
-    logger.info("HTTP service listening on http://%s:%d", host, port)
+    logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings)
     metrics_server = _start_metrics(metrics, settings, collectors)
 
@@ -233,6 +242,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    try:  # before anything starts: a TLS mistake stops the server at once
+        for protocol in ("http", "grpc"):
+            tls_files(settings, protocol)
+    except TlsSettingsError as exc:
+        print(f"inferd: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -23,8 +23,10 @@ def create_grpc_server(
     max_message_bytes: int,
     shared_memory: SharedMemoryRegistry = DISABLED,
     server_name: str = DEFAULT_SERVER_NAME,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[Any, int]:
-    """(server, bound port); call within the running event loop, then `await server.start()`."""
+    """(server, bound port), over TLS when `credentials` are given; call within the running
+    event loop, then `await server.start()`."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", max_message_bytes),
@@ -37,7 +39,12 @@ def create_grpc_server(
         (_service_handler(GrpcFrontend(engine, shared_memory, server_name)),)
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
+    # Both raise RuntimeError when they cannot bind.
+    bound: int = (
+        server.add_insecure_port(address)
+        if credentials is None
+        else server.add_secure_port(address, credentials)
+    )
     return server, bound
 
 
