@@ -20,8 +20,9 @@ from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
+from inferd.cli.access import restrictions, startup_error
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
-from inferd.cli.tls import TlsSettingsError, grpc_credentials, tls_files, uvicorn_options
+from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
@@ -156,6 +157,7 @@ async def _start_grpc(
         shared_memory,
         settings.server_name,
         grpc_credentials(tls_files(settings, "grpc")),
+        restrictions(settings, "grpc"),
     )
     await server.start()
     secure = " (TLS)" if settings.grpc_use_ssl else ""
@@ -205,6 +207,7 @@ async def serve(
             settings.http_max_body_bytes,
             shared_memory,
             server_name=settings.server_name,
+            restrictions=restrictions(settings, "http"),
         ),
         settings,
     )
@@ -242,11 +245,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    try:  # before anything starts: a TLS mistake stops the server at once
-        for protocol in ("http", "grpc"):
-            tls_files(settings, protocol)
-    except TlsSettingsError as exc:
-        print(f"inferd: error: {exc}", file=sys.stderr)
+    error = startup_error(settings)  # before anything starts: a mistake stops it at once
+    if error is not None:
+        print(f"inferd: error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
