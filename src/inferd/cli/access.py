@@ -3,6 +3,8 @@ settings, all checked before the server starts."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from inferd.cli.settings import ServerSettings
 from inferd.cli.tls import TlsSettingsError, tls_files
 from inferd.frontends.restricted import (
@@ -33,3 +35,35 @@ def startup_error(settings: ServerSettings) -> str | None:
     except (TlsSettingsError, RestrictionSettingsError) as exc:
         return str(exc)
     return None
+
+
+def exposure_warnings(settings: ServerSettings) -> list[str]:
+    """What is open to the network when the server listens beyond loopback: a plaintext port,
+    and the groups that change the server (model-repository, shared-memory when enabled)
+    left unrestricted. Empty on loopback."""
+    if _is_loopback(settings.host):
+        return []
+    risky = ["model-repository", *(["shared-memory"] if settings.enable_shared_memory else [])]
+    warnings = []
+    for protocol, port in (("http", settings.http_port), ("grpc", settings.grpc_port)):
+        if protocol == "grpc" and not port:
+            continue
+        name = protocol.upper() if protocol == "http" else "gRPC"
+        if tls_files(settings, protocol) is None:
+            warnings.append(f"the {name} port is plaintext (--{protocol}-use-ssl)")
+        open_groups = [group for group in risky if group not in restrictions(settings, protocol)]
+        if open_groups:
+            warnings.append(
+                f"anyone reaching the {name} port can use {' and '.join(open_groups)} "
+                "(--management-token restricts them)"
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -20,7 +20,7 @@ from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
-from inferd.cli.access import restrictions, startup_error
+from inferd.cli.access import exposure_warnings, restrictions, startup_error
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
@@ -221,6 +221,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    for warning in exposure_warnings(settings):
+        logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
     _settle_garbage_collector()
     logger.info("inferd is ready")
     await stop.wait()
