@@ -98,6 +98,8 @@ def test_the_standard_probe_matches_server_ready(tmp_path: Path) -> None:
 
 
 def test_list_names_the_server_and_every_model(broken_server: RunningServer) -> None:
+    if "List" not in health_pb2.DESCRIPTOR.services_by_name["Health"].methods_by_name:
+        pytest.skip("the installed grpcio-health-checking predates Health.List")
     with health_stub(broken_server.grpc_url) as stub:
         answer = stub.List(health_pb2.HealthListRequest(), timeout=10)
     statuses = {name: response.status for name, response in answer.statuses.items()}
