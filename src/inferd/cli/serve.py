@@ -20,7 +20,9 @@ from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
+from inferd.cli.access import exposure_warnings, restrictions, startup_error
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
+from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
@@ -91,6 +93,7 @@ def build_engine(
 
 
 def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
+    """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -101,6 +104,7 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        **uvicorn_options(tls_files(settings, "http")),
     )
     return _UvicornServer(config)
 
@@ -120,8 +124,12 @@ def _start_metrics(
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
     host, port = sock.getsockname()[:2]
-    logger.info("metrics service listening on http://%s:%d", host, port)
+    logger.info("metrics service listening on %s://%s:%d", _scheme(settings), host, port)
     return server, task
+
+
+def _scheme(settings: ServerSettings) -> str:
+    return "https" if settings.http_use_ssl else "http"
 
 
 def _log_models(engine: Engine) -> None:
@@ -148,9 +156,12 @@ async def _start_grpc(
         settings.grpc_max_message_bytes,
         shared_memory,
         settings.server_name,
+        grpc_credentials(tls_files(settings, "grpc")),
+        restrictions(settings, "grpc"),
     )
     await server.start()
-    logger.info("gRPC service listening on %s:%d", settings.host, port)
+    secure = " (TLS)" if settings.grpc_use_ssl else ""
+    logger.info("gRPC service listening on %s:%d%s", settings.host, port, secure)
     return server
 
 
@@ -196,12 +207,13 @@ async def serve(
             settings.http_max_body_bytes,
             shared_memory,
             server_name=settings.server_name,
+            restrictions=restrictions(settings, "http"),
         ),
         settings,
     )
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
-    logger.info("HTTP service listening on http://%s:%d", host, port)
+    logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings)
     metrics_server = _start_metrics(metrics, settings, collectors)
 
@@ -209,6 +221,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    for warning in exposure_warnings(settings):
+        logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
     _settle_garbage_collector()
     logger.info("inferd is ready")
     await stop.wait()
@@ -233,6 +247,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    error = startup_error(settings)  # before anything starts: a mistake stops it at once
+    if error is not None:
+        print(f"inferd: error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -59,6 +59,65 @@ class ServerSettings:
     grpc_port: int = field(default=8001, metadata=_flag("gRPC port (0 disables gRPC)"))
     metrics_port: int = field(default=8002, metadata=_flag("Prometheus port (0 disables it)"))
     log_level: str = field(default="info", metadata=_flag("debug, info, warning or error"))
+    http_restricted_api: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "serve these API groups (health, metadata, inference, shared-memory, model-config, "
+            "model-repository, statistics, trace, logging) only to requests with header "
+            "KEY: VALUE; repeatable",
+            "GROUP[,GROUP...]:KEY=VALUE",
+        ),
+    )
+    grpc_restricted_protocol: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "as --http-restricted-api, for gRPC: the metadata key is triton-grpc-protocol-KEY",
+            "GROUP[,GROUP...]:KEY=VALUE",
+        ),
+    )
+    management_token: str = field(
+        default="",
+        metadata=_flag(
+            "serve every group but health, metadata and inference only to requests with "
+            "'authorization: Bearer TOKEN' (HTTP and gRPC); prefer the environment variable",
+            "TOKEN",
+        ),
+    )
+    http_use_ssl: bool = field(
+        default=False,
+        metadata=_flag("serve HTTPS on the HTTP port (and the metrics port) with the cert below"),
+    )
+    http_server_cert: str = field(
+        default="", metadata=_flag("PEM certificate (chain) of the HTTP port", "FILE")
+    )
+    http_server_key: str = field(
+        default="", metadata=_flag("PEM private key of --http-server-cert", "FILE")
+    )
+    http_root_cert: str = field(
+        default="",
+        metadata=_flag("PEM CA certificates that client certificates are checked against", "FILE"),
+    )
+    http_use_ssl_mutual: bool = field(
+        default=False,
+        metadata=_flag("require a client certificate signed by --http-root-cert (mutual TLS)"),
+    )
+    grpc_use_ssl: bool = field(
+        default=False, metadata=_flag("serve gRPC over TLS with the cert below")
+    )
+    grpc_server_cert: str = field(
+        default="", metadata=_flag("PEM certificate (chain) of the gRPC port", "FILE")
+    )
+    grpc_server_key: str = field(
+        default="", metadata=_flag("PEM private key of --grpc-server-cert", "FILE")
+    )
+    grpc_root_cert: str = field(
+        default="",
+        metadata=_flag("PEM CA certificates that client certificates are checked against", "FILE"),
+    )
+    grpc_use_ssl_mutual: bool = field(
+        default=False,
+        metadata=_flag("require a client certificate signed by --grpc-root-cert (mutual TLS)"),
+    )
     http_max_body_bytes: int = field(
         default=256 * 1024 * 1024, metadata=_flag("largest request body")
     )

@@ -6,13 +6,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import grpc
+from grpc_health.v1 import health_pb2
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd.engine.engine import Engine
+from inferd.frontends.grpc.health import HealthService
 from inferd.frontends.grpc.malformed import parser
+from inferd.frontends.grpc.restricted import GROUP_OF_RPC, guarded
 from inferd.frontends.grpc.servicer import GrpcFrontend
 from inferd.frontends.grpc.wire import serialize_infer_response, serialize_stream_response
 from inferd.frontends.identity import DEFAULT_SERVER_NAME
+from inferd.frontends.restricted import Restrictions
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 
 
@@ -23,8 +27,12 @@ def create_grpc_server(
     max_message_bytes: int,
     shared_memory: SharedMemoryRegistry = DISABLED,
     server_name: str = DEFAULT_SERVER_NAME,
+    credentials: grpc.ServerCredentials | None = None,
+    restrictions: Restrictions | None = None,
 ) -> tuple[Any, int]:
-    """(server, bound port); call within the running event loop, then `await server.start()`."""
+    """(server, bound port), over TLS when `credentials` are given, with the KServe service and
+    the standard health service; call within the running event loop, then
+    `await server.start()`."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", max_message_bytes),
@@ -33,11 +41,20 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
+    frontend = GrpcFrontend(engine, shared_memory, server_name)
     server.add_generic_rpc_handlers(
-        (_service_handler(GrpcFrontend(engine, shared_memory, server_name)),)
+        (
+            _service_handler(pb, "GRPCInferenceService", frontend, restrictions or {}),
+            _service_handler(health_pb2, "Health", HealthService(engine), restrictions or {}),
+        )
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound: int = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
+    # Both raise RuntimeError when they cannot bind.
+    bound: int = (
+        server.add_insecure_port(address)
+        if credentials is None
+        else server.add_secure_port(address, credentials)
+    )
     return server, bound
 
 
@@ -46,24 +63,32 @@ _SERIALIZERS: Final[dict[str, Callable[[Any], bytes]]] = {
     "ModelInfer": serialize_infer_response,
     "ModelStreamInfer": serialize_stream_response,
 }
+_MAKERS: Final[dict[tuple[bool, bool], Callable[..., Any]]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
-def _service_handler(frontend: GrpcFrontend) -> Any:
-    """The generated `add_GRPCInferenceServiceServicer_to_server`, but with deserializers that
-    hand the servicer unparseable bytes as `Malformed` rather than failing with UNKNOWN."""
-    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+def _service_handler(
+    module: Any, service_name: str, servicer: Any, restrictions: Restrictions
+) -> Any:
+    """The generated `add_..._to_server` of `module`'s service, but with deserializers that
+    hand the servicer unparseable bytes as `Malformed` rather than failing with UNKNOWN, and
+    the methods of restricted groups guarded."""
+    service = module.DESCRIPTOR.services_by_name[service_name]
     handlers = {}
     for method in service.methods:
-        make = (
-            grpc.stream_stream_rpc_method_handler
-            if method.client_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
+        behaviour = getattr(servicer, method.name)
+        restriction = restrictions.get(GROUP_OF_RPC[method.name])
+        if restriction is not None:
+            behaviour = guarded(behaviour, restriction)
+        make = _MAKERS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
-            getattr(frontend, method.name),
-            request_deserializer=parser(getattr(pb, method.input_type.name)),
+            behaviour,
+            request_deserializer=parser(getattr(module, method.input_type.name)),
             response_serializer=_SERIALIZERS.get(
-                method.name, getattr(pb, method.output_type.name).SerializeToString
+                method.name, getattr(module, method.output_type.name).SerializeToString
             ),
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

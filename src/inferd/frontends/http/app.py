@@ -13,6 +13,9 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
     GET  /v2/models[/{m}[/versions/{v}]]/stats      (statistics extension)
     GET|POST /v2/systemsharedmemory/... and /v2/cudasharedmemory/...   (http/shared_memory.py)
     /v1/...                                the OpenAI-compatible API (frontends/openai/)
+
+Each route belongs to one of Triton's API groups (frontends/restricted.py), named where it is
+dispatched; a restricted group's routes answer 403 without the group's header.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from inferd.frontends.http.statistics import statistics_document, statistics_tar
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.openai.routes import OpenAIRoutes
+from inferd.frontends.restricted import Forbidden, Restrictions
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 
 logger = logging.getLogger(__name__)
@@ -81,8 +85,10 @@ class HttpFrontend:
         max_body_bytes: int = 256 * 1024 * 1024,
         shared_memory: SharedMemoryRegistry = DISABLED,
         server_name: str = DEFAULT_SERVER_NAME,
+        restrictions: Restrictions | None = None,
     ) -> None:
         self._engine = engine
+        self._restrictions = dict(restrictions or {})
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
         offered = [
@@ -112,6 +118,7 @@ class HttpFrontend:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts = _path_parts(scope)
         if parts and parts[0] == "v1":
+            self._guard(scope, "inference")
             await self._openai.handle(scope, receive, send, parts)
             return
         if not parts or parts[0] != "v2":
@@ -119,30 +126,46 @@ class HttpFrontend:
         method = scope["method"]
         if len(parts) >= 3 and parts[1] == "models" and parts[-1] == "stats":
             _expect(method, "GET")
+            self._guard(scope, "statistics")
             await self._statistics_route(send, parts[2:-1])
         elif len(parts) >= 3 and parts[1] == "models":
             await self._model_route(scope, receive, send, method, parts[2:])
         elif parts == ["v2"]:
             _expect(method, "GET")
+            self._guard(scope, "metadata")
             await _respond(send, 200, self._server_metadata)
         elif len(parts) == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
             _expect(method, "GET")
+            self._guard(scope, "health")
             ok = self._engine.is_live() if parts[2] == "live" else self._engine.is_ready()
             await _respond(send, 200 if ok else 503, b"")
         elif parts[1:] == ["repository", "index"]:
             _expect(method, "POST")
+            self._guard(scope, "model-repository")
             await self._repository_index(scope, receive, send)
         elif len(parts) == 5 and parts[1:3] == ["repository", "models"]:
             _expect(method, "POST")
+            self._guard(scope, "model-repository")
             await self._model_control(scope, receive, send, parts[3], parts[4])
         elif len(parts) >= 3 and parts[1] in shm_routes.KINDS:
             _expect(method, shm_routes.method_for(parts[-1]))
+            self._guard(scope, "shared-memory")
             body = await self._read_body(receive, _headers(scope))
             document = loads(body) if body.strip() else None
             answer = shm_routes.handle(self._shared_memory, parts[1], parts[2:], document)
             await _respond(send, 200, b"" if answer is None else orjson.dumps(answer))
         else:
             raise NotFound(f"no route for {scope['path']}")
+
+    def _guard(self, scope: Scope, group: str) -> None:
+        """Refuse a request to a restricted `group` that lacks the group's header and value."""
+        restriction = self._restrictions.get(group)
+        if restriction is None:
+            return
+        name = restriction.header.encode()
+        given = next((value for key, value in scope["headers"] if key == name), None)
+        if not restriction.allows(given):
+            raise Forbidden(f"This API is restricted, expecting header '{restriction.header}'")
 
     async def _model_route(
         self, scope: Scope, receive: Receive, send: Send, method: str, rest: list[str]
@@ -154,20 +177,25 @@ class HttpFrontend:
         action = rest[0] if len(rest) == 1 else "" if not rest else None
         if action == "infer":
             _expect(method, "POST")
+            self._guard(scope, "inference")
             await self._infer(scope, receive, send, model, version)
         elif action in ("generate", "generate_stream"):
             _expect(method, "POST")
+            self._guard(scope, "inference")
             await self._generate(scope, receive, send, model, version, action)
         elif action == "ready":
             _expect(method, "GET")
+            self._guard(scope, "health")
             ready = self._engine.model_ready(model, version)  # unknown model or version: 404
             await _respond(send, 200 if ready else 400, b"")
         elif action == "config":
             _expect(method, "GET")
+            self._guard(scope, "model-config")
             config = self._engine.model_config_json(model, version)
             await _respond(send, 200, orjson.dumps(config))
         elif action == "":
             _expect(method, "GET")
+            self._guard(scope, "metadata")
             metadata = self._engine.model_metadata(model, version)
             await _respond(send, 200, orjson.dumps(_metadata_json(metadata)))
         else:

@@ -17,9 +17,11 @@ from inferd.core.errors import (
     Unavailable,
     Unsupported,
 )
+from inferd.frontends.restricted import Forbidden
 
 _STATUS_BY_ERROR: dict[type[InferdError], int] = {
     PayloadTooLarge: 413,
+    Forbidden: 403,
     InvalidArgument: 400,
     NotFound: 404,
     Unavailable: 503,

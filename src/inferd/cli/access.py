@@ -1,0 +1,69 @@
+"""Who may reach what: the TLS files and restricted API groups of each protocol, from the
+settings, all checked before the server starts."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from inferd.cli.settings import ServerSettings
+from inferd.cli.tls import TlsSettingsError, tls_files
+from inferd.frontends.restricted import (
+    GRPC_KEY_PREFIX,
+    Restriction,
+    RestrictionSettingsError,
+    parse_restrictions,
+)
+
+
+def restrictions(settings: ServerSettings, protocol: str) -> dict[str, Restriction]:
+    """The restricted groups of `protocol` ("http" or "grpc")."""
+    token = settings.management_token
+    if protocol == "http":
+        specs = settings.http_restricted_api
+        return parse_restrictions(specs, "--http-restricted-api", "api", "", token)
+    flag = "--grpc-restricted-protocol"
+    specs = settings.grpc_restricted_protocol
+    return parse_restrictions(specs, flag, "protocol", GRPC_KEY_PREFIX, token)
+
+
+def startup_error(settings: ServerSettings) -> str | None:
+    """Why these settings cannot be served, or None."""
+    try:
+        for protocol in ("http", "grpc"):
+            tls_files(settings, protocol)
+            restrictions(settings, protocol)
+    except (TlsSettingsError, RestrictionSettingsError) as exc:
+        return str(exc)
+    return None
+
+
+def exposure_warnings(settings: ServerSettings) -> list[str]:
+    """What is open to the network when the server listens beyond loopback: a plaintext port,
+    and the groups that change the server (model-repository, shared-memory when enabled)
+    left unrestricted. Empty on loopback."""
+    if _is_loopback(settings.host):
+        return []
+    risky = ["model-repository", *(["shared-memory"] if settings.enable_shared_memory else [])]
+    warnings = []
+    for protocol, port in (("http", settings.http_port), ("grpc", settings.grpc_port)):
+        if protocol == "grpc" and not port:
+            continue
+        name = protocol.upper() if protocol == "http" else "gRPC"
+        if tls_files(settings, protocol) is None:
+            warnings.append(f"the {name} port is plaintext (--{protocol}-use-ssl)")
+        open_groups = [group for group in risky if group not in restrictions(settings, protocol)]
+        if open_groups:
+            warnings.append(
+                f"anyone reaching the {name} port can use {' and '.join(open_groups)} "
+                "(--management-token restricts them)"
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
