@@ -84,6 +84,12 @@ class BatchRequest:
         origin = self.origin
         return origin is not None and origin.cancelled
 
+    def portable(self) -> BatchRequest:
+        """What crosses to another process (a worker, a cluster host): rows, id and
+        parameters, without what only lives here (the response channel, the engine's
+        request)."""
+        return BatchRequest(self.start, self.end, self.id, self.parameters)
+
 
 # Stacked outputs for the whole batch, or one answer per request in the batch's order.
 PerRequestOutputs = list[dict[str, Array] | InferdError]

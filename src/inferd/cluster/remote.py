@@ -98,7 +98,7 @@ class RemoteInstance:
         start = time.monotonic_ns()
         try:
             outputs, compute_ns, incarnation = await self.host.execute.remote(
-                dict(inputs), list(output_names), [_portable(request) for request in requests]
+                dict(inputs), list(output_names), [request.portable() for request in requests]
             )
         except RayTaskError as exc:
             cause = exc.cause
@@ -182,12 +182,6 @@ class Peers:
             return None
         self._next = (self._next + 1) % len(others)
         return others[self._next]
-
-
-def _portable(request: BatchRequest) -> BatchRequest:
-    """What a host needs of a request (its rows, id and parameters), without what only lives
-    in this process (the request it came from, a response channel)."""
-    return BatchRequest(request.start, request.end, request.id, request.parameters)
 
 
 def _restarting(exc: Exception) -> bool:

@@ -110,9 +110,7 @@ class Worker:
         streams: list[int] | None = None,
     ) -> BatchOutputs:
         size, groups = self.inputs.write([inputs])
-        # The rows, id and parameters cross the pipe; the channels and the engine's requests
-        # stay here.
-        sent = [BatchRequest(r.start, r.end, r.id, r.parameters) for r in requests]
+        sent = [request.portable() for request in requests]
         first_key = self._next_key
         self._next_key += len(requests)
         self._send(ExecuteBatch(size, groups[0], list(output_names), sent, streams, first_key))
