@@ -12,6 +12,7 @@ from pathlib import Path
 
 from inferd.backends.base import Backend, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
+from inferd.core.config_audit import enforce_config_fields
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
@@ -67,7 +68,17 @@ class LoadedVersion:
 def complete_config(
     config: ModelConfig, version_path: Path, backend: Backend, options: LoadOptions
 ) -> ModelConfig:
-    """A completed, validated copy of `config` for one version folder."""
+    """A completed, validated copy of `config` for one version folder; refused fields raise,
+    fields without effect are logged."""
+    completed = prepare_config(config, version_path, backend, options)
+    enforce_config_fields(completed)
+    return completed
+
+
+def prepare_config(
+    config: ModelConfig, version_path: Path, backend: Backend, options: LoadOptions
+) -> ModelConfig:
+    """`complete_config` without the field registry's verdict (`inferd check` reports it)."""
     completed = ModelConfig()
     completed.CopyFrom(config)
     if options.auto_complete_config:
