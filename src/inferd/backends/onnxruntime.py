@@ -122,6 +122,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     platforms = ("onnxruntime_onnx",)
     default_model_filename = "model.onnx"
+    supports_optional_inputs = True  # only inputs the graph has a default for (checked)
 
     def gpu_available(self) -> bool:
         return "CUDAExecutionProvider" in _ort().get_available_providers()

@@ -71,8 +71,8 @@ REGISTRY: dict[str, Rule] = {
     "ModelInput.format": Rule(H, "informational, as in Triton"),
     "ModelInput.optional": Rule(
         H,
-        "a request may leave the input out; ONNX Runtime refuses it on a graph input that "
-        "has no default (initializers listed as graph inputs are optional by themselves)",
+        "a request may leave the input out (onnxruntime, pytorch, python; refused on other "
+        "backends, and by onnxruntime on a graph input without a default value)",
     ),
     "ModelInput.allow_ragged_batch": Rule(
         W,

@@ -91,6 +91,7 @@ def prepare_config(
     validate_config(completed)
     _check_decoupled(completed, backend)
     _check_iterative(completed, backend)
+    _check_optional(completed, backend)
     return completed
 
 
@@ -117,6 +118,17 @@ def _check_iterative(config: ModelConfig, backend: Backend) -> None:
             f"model '{config.name}' sets sequence_batching {{ iterative_sequence: true }}, but "
             f"backend '{backend.name}' runs each request once and cannot hand it back for "
             "another step (the python backend can)"
+        )
+
+
+def _check_optional(config: ModelConfig, backend: Backend) -> None:
+    """Refuse `optional: true` on a backend whose models need every input: a request leaving
+    the input out would fail inside the model instead of running as in Triton."""
+    optional = [t.name for t in config.input if t.optional]
+    if optional and not getattr(backend, "supports_optional_inputs", False):
+        raise Unsupported(
+            f"inputs {optional} are optional, but backend '{backend.name}' runs its models "
+            "with every input (onnxruntime, pytorch and python can do without one)"
         )
 
 
