@@ -92,7 +92,7 @@ REGISTRY: dict[str, Rule] = {
         "ModelOutput.is_non_linear_format_io",
     ),
     "ModelOutput.label_filename": Rule(
-        W, "the classification extension (class_count) is not implemented yet"
+        W, "the classification extension is not implemented yet: class_count requests are refused"
     ),
     **_rules(
         R,
