@@ -25,7 +25,7 @@ SIMPLE = generate_models.SIMPLE_CONFIG.replace('name: "simple"\n', "").replace(
 CONFIGS = {
     "static_gt_max": SIMPLE + BATCHING.format(600_000_000),
     "multi_gt_max": SIMPLE + BATCHING.format(600_000_000),
-    "multi_sum_gt_max": SIMPLE + BATCHING.format(1_000_000),
+    "multi_sum_gt_max": SIMPLE + BATCHING.format(5_000_000),
 }
 
 
@@ -101,6 +101,7 @@ def test_a_pending_batch_runs_when_the_next_request_is_past_the_largest_preferre
 def test_requests_whose_sum_passes_the_largest_preferred_size_run_apart(
     server: RunningServer,
 ) -> None:
-    # The first runs at once; the second alone (4 rows) waits for its own one-second delay.
+    # The first runs at once (well before its 5 s delay ends: the second arrives 1 s after
+    # it); the second alone (4 rows) waits for its own delay.
     _send(server, "multi_sum_gt_max", 3, 4)
     assert _executions(server, "multi_sum_gt_max") == {3: 1, 4: 1}
