@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -39,7 +40,7 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         reports = check_repository(args.repository, BackendRegistry(), options)
     except InferdError as exc:
-        print(f"inferd: error: {exc.message}")
+        print(f"inferd: error: {exc.message}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"models": [report.as_dict() for report in reports]}, indent=2))

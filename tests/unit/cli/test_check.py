@@ -72,3 +72,10 @@ def test_text_report_and_exit_code_0_when_clean(
     assert lines[0] == "simple: OK"
     assert lines[1] == "warmed: OK (1 warning(s))"
     assert lines[2].startswith("  warning: 'model_warmup' has no effect in inferd")
+
+
+def test_a_missing_repository_is_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
