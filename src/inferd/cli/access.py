@@ -7,6 +7,7 @@ import ipaddress
 
 from inferd.cli.settings import ServerSettings
 from inferd.cli.tls import TlsSettingsError, tls_files
+from inferd.frontends.http.hosts import LOOPBACK_NAMES, AllowedHosts
 from inferd.frontends.restricted import (
     GRPC_KEY_PREFIX,
     Restriction,
@@ -24,6 +25,12 @@ def restrictions(settings: ServerSettings, protocol: str) -> dict[str, Restricti
     flag = "--grpc-restricted-protocol"
     specs = settings.grpc_restricted_protocol
     return parse_restrictions(specs, flag, "protocol", GRPC_KEY_PREFIX, token)
+
+
+def allowed_hosts(settings: ServerSettings) -> AllowedHosts:
+    """The Host names served: loopback, the bound address, and --allowed-hosts (comma lists)."""
+    given = [name for value in settings.allowed_hosts for name in value.split(",")]
+    return AllowedHosts([*LOOPBACK_NAMES, settings.host, *given])
 
 
 def startup_error(settings: ServerSettings) -> str | None:

@@ -20,7 +20,7 @@ from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
-from inferd.cli.access import exposure_warnings, restrictions, startup_error
+from inferd.cli.access import allowed_hosts, exposure_warnings, restrictions, startup_error
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
@@ -30,6 +30,8 @@ from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
+from inferd.frontends.http.hosts import HostGuard
+from inferd.frontends.http.protocol import protocol_class
 from inferd.frontends.shared_memory import SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.prometheus import PrometheusMetrics
@@ -96,7 +98,7 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
     """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=protocol_class(settings.http_max_header_bytes),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -119,7 +121,7 @@ def _start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    server = _uvicorn_server(make_asgi_app(registry), settings)
+    server = _uvicorn_server(HostGuard(make_asgi_app(registry), allowed_hosts(settings)), settings)
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
@@ -208,6 +210,7 @@ async def serve(
             shared_memory,
             server_name=settings.server_name,
             restrictions=restrictions(settings, "http"),
+            allowed_hosts=allowed_hosts(settings),
         ),
         settings,
     )

@@ -106,6 +106,8 @@ def _decode_inputs(
             header = (name, datatype, shape)
             inputs[name] = _shared_memory_input(item, header, parameters, shared_memory)
         elif size is not None:
+            if "data" in item:
+                raise _ambiguous_input(name)
             inputs[name] = _binary_input(binary, offset, size, name, datatype, shape)
             offset += size
         elif "data" in item:
@@ -143,11 +145,14 @@ def _shared_memory_input(
     name, datatype, shape = header
     location = tensor_location(parameters, "input", name)
     if location is None or "data" in item or "binary_data_size" in parameters:
-        raise InvalidArgument(
-            f"input '{name}' must set only one of 'data', 'binary_data_size' and "
-            "'shared_memory_region'"
-        )
+        raise _ambiguous_input(name)
     return read_tensor(shared_memory, location, name, datatype, shape)
+
+
+def _ambiguous_input(name: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"input '{name}' must set only one of 'data', 'binary_data_size' and 'shared_memory_region'"
+    )
 
 
 def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
@@ -174,12 +179,27 @@ def _array_from_json(data: Any, name: str, datatype: str, shape: list[int]) -> A
     if not isinstance(data, list):
         raise InvalidArgument(f"input '{name}': 'data' must be a list")
     count = math.prod(shape)
-    array = values_from_json(data, name, datatype, "'data'")
-    if array.size != count:
+    # Counted from the list lengths before numpy converts anything: a few elements' shape
+    # with millions of values is refused without converting them. Ragged nesting that
+    # happens to count right is left to numpy, which refuses it.
+    given = _nested_length(data)
+    if given != count:
         raise InvalidArgument(
-            f"input '{name}' has {array.size} elements in 'data', but shape {shape} needs {count}"
+            f"input '{name}' has {given} elements in 'data', but shape {shape} needs {count}"
         )
-    return array.reshape(shape)
+    return values_from_json(data, name, datatype, "'data'").reshape(shape)
+
+
+def _nested_length(data: list[Any]) -> int:
+    """The element count of `data`, from the length of the first list at each nesting level."""
+    count = 1
+    level: Any = data
+    while isinstance(level, list):
+        count *= len(level)
+        if not level:
+            break
+        level = level[0]
+    return count
 
 
 def values_from_json(data: list[Any], name: str, datatype: str, what: str) -> Array:
