@@ -32,7 +32,7 @@ from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.http.hosts import HostGuard
 from inferd.frontends.http.protocol import protocol_class
-from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
@@ -201,6 +201,7 @@ async def serve(
     shared_memory = SharedMemoryRegistry(
         enabled=settings.enable_shared_memory,
         cuda=cuda_memory.load() if settings.enable_shared_memory else None,
+        limits=RegionLimits(settings.shared_memory_max_regions, settings.shared_memory_max_bytes),
     )
     http_socket = bind_socket(settings.host, settings.http_port)
     http_server = _uvicorn_server(

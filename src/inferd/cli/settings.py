@@ -155,6 +155,13 @@ class ServerSettings:
         default=False,
         metadata=_flag("let clients register system shared-memory regions for inputs and outputs"),
     )
+    shared_memory_max_regions: int = field(
+        default=1024, metadata=_flag("most shared-memory regions registered at once")
+    )
+    shared_memory_max_bytes: int = field(
+        default=64 * 1024**3,
+        metadata=_flag("most bytes all registered shared-memory regions may span together"),
+    )
     model_control_mode: ControlMode = field(
         default=ControlMode.NONE,
         metadata=_flag(
