@@ -27,27 +27,28 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _refusal: tuple[int, str] | None = None
 
-    def on_message_begin(self) -> None:
-        self._head_bytes = 0
-        super().on_message_begin()
-
+    # The base class's callbacks are called directly rather than through super(): these run
+    # for every header of every request.
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
+        # self.url starts empty with each request, so this also resets the count.
+        self._head_bytes = len(self.url) + len(url)
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse_head()
+        HttpToolsProtocol.on_url(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
-        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse_head()
+        HttpToolsProtocol.on_header(self, name, value)
 
-    def _count(self, size: int) -> None:
+    def _refuse_head(self) -> None:
         # Raising inside a parser callback makes httptools stop and report a parser error,
         # which uvicorn answers through send_400_response below.
-        self._head_bytes += size
-        if self._head_bytes > self.max_header_bytes:
-            limit = self.max_header_bytes
-            message = f"request line and headers are larger than the {limit}-byte limit"
-            self._refusal = (431, f"{message} ({HEADER_LIMIT_FLAG})")
-            raise HeaderTooLarge
+        limit = self.max_header_bytes
+        message = f"request line and headers are larger than the {limit}-byte limit"
+        self._refusal = (431, f"{message} ({HEADER_LIMIT_FLAG})")
+        raise HeaderTooLarge
 
     def send_400_response(self, msg: str) -> None:
         status, error = self._refusal or (400, "malformed HTTP request")
