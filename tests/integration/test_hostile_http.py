@@ -284,3 +284,13 @@ def test_allowed_hosts_flag_adds_names_and_star_serves_all(model_repository: Pat
         assert host_status(named.http_port, "evil.example")[0] == 421
     with running_server(model_repository, "--allowed-hosts", "*") as every:
         assert host_status(every.http_port, "evil.example")[0] == 200
+
+
+def test_a_server_beyond_loopback_says_which_names_it_answers(model_repository: Path) -> None:
+    with running_server(model_repository, "--host", "0.0.0.0", "--grpc-port", "0") as exposed:
+        assert host_status(exposed.http_port, "10.1.2.3")[0] == 200
+        assert host_status(exposed.http_port, "inferd.example")[0] == 421
+    assert (
+        "HTTP and metrics answer requests whose Host is localhost, an IP address or 0.0.0.0; "
+        "a DNS name clients use needs --allowed-hosts (others get 421)"
+    ) in exposed.log_text()

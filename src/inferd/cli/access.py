@@ -33,6 +33,17 @@ def allowed_hosts(settings: ServerSettings) -> AllowedHosts:
     return AllowedHosts([*LOOPBACK_NAMES, settings.host, *given])
 
 
+def host_names_note(settings: ServerSettings) -> str | None:
+    """What a server reachable beyond loopback answers to by name (a DNS name clients use
+    gets 421 until --allowed-hosts names it), or None on loopback or with the flag given."""
+    if _is_loopback(settings.host) or settings.allowed_hosts:
+        return None
+    return (
+        "HTTP and metrics answer requests whose Host is localhost, an IP address or "
+        f"{settings.host}; a DNS name clients use needs --allowed-hosts (others get 421)"
+    )
+
+
 def startup_error(settings: ServerSettings) -> str | None:
     """Why these settings cannot be served, or None."""
     try:

@@ -20,7 +20,13 @@ from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
-from inferd.cli.access import allowed_hosts, exposure_warnings, restrictions, startup_error
+from inferd.cli.access import (
+    allowed_hosts,
+    exposure_warnings,
+    host_names_note,
+    restrictions,
+    startup_error,
+)
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
@@ -227,6 +233,9 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     for warning in exposure_warnings(settings):
         logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
+    note = host_names_note(settings)
+    if note is not None:
+        logger.info(note)
     _settle_garbage_collector()
     logger.info("inferd is ready")
     await stop.wait()
