@@ -108,6 +108,16 @@ def grpc_message(server: RunningServer) -> None:
     assert re.search(rf"larger than max \(\d+ vs\. {MESSAGE}\)", details), details
 
 
+def grpc_metadata(server: RunningServer) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ServerLive(pb.ServerLiveRequest(), metadata=[("x-pad", "a" * 17_000)], timeout=30)
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=30).live
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "received metadata size exceeds hard limit" in refused.value.details()
+
+
 def json_nesting(server: RunningServer) -> None:
     status, error = post(server, b"[" * 1025 + b"]" * 1025)
     assert status == 400
@@ -182,6 +192,7 @@ CASES: dict[str, Callable[[RunningServer], None]] = {
     "HTTP request body, inflated": body_inflated,
     "HTTP request line and headers, together": header_bytes,
     "gRPC message, received or sent": grpc_message,
+    "gRPC metadata (request headers), together": grpc_metadata,
     "JSON nesting (HTTP bodies)": json_nesting,
     "Tensors per request": tensors_per_request,
     "Dimensions per tensor": dimensions_per_tensor,
