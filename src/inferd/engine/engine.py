@@ -23,6 +23,7 @@ from inferd.engine.api import (
     TensorMetadata,
     VersionStatus,
 )
+from inferd.engine.calls import EngineCalls
 from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
@@ -54,12 +55,17 @@ class Engine:
         self._observers = tuple(observers)
         self._statistics = statistics
         self._table = ModelTable()
-        self._lifecycle = ModelLifecycle(settings, registry, observers, self._table, self._step)
+        # What models may use to call other models (BLS): this engine's own request path.
+        self._calls = EngineCalls(self.infer, self.stream)
+        self._lifecycle = ModelLifecycle(
+            settings, registry, observers, self._table, self._step, self._calls
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load what the control mode asks for; in poll mode, then follow the repository."""
+        self._calls.attach(asyncio.get_running_loop())
         await self._lifecycle.start()
 
     async def stop(self) -> None:

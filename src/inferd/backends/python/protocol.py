@@ -12,33 +12,16 @@ index after `ExecuteBatch.first_key`; a late one (its batch finished) is ignored
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferd.backends.base import BatchRequest
 from inferd.backends.python.api import ModelContext
+from inferd.backends.python.error_codes import error_of
 from inferd.backends.python.transport import ArrayMeta
-from inferd.core.errors import (
-    AlreadyExists,
-    Cancelled,
-    ErrorCode,
-    InferdError,
-    InvalidArgument,
-    ModelExecutionError,
-    NotFound,
-    Unavailable,
-    Unsupported,
-)
+from inferd.core.errors import ErrorCode, InferdError
 from inferd.core.types import Array
-
-_ERRORS: dict[ErrorCode, type[InferdError]] = {
-    ErrorCode.INVALID_ARG: InvalidArgument,
-    ErrorCode.NOT_FOUND: NotFound,
-    ErrorCode.UNAVAILABLE: Unavailable,
-    ErrorCode.UNSUPPORTED: Unsupported,
-    ErrorCode.ALREADY_EXISTS: AlreadyExists,
-    ErrorCode.CANCELLED: Cancelled,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +34,7 @@ class WireError:
         return cls(error.code.value, error.message)
 
     def error(self) -> InferdError:
-        return _ERRORS.get(ErrorCode(self.code), ModelExecutionError)(self.message)
+        return error_of(ErrorCode(self.code), self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +45,7 @@ class WorkerSetup:
     output_datatypes: dict[str, str]  # V2 datatypes
     batched: bool
     decoupled: bool = False
+    log_level: int = logging.INFO  # of the server's `inferd.model` loggers
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from inferd.backends.python import triton_utils as pb_utils
-from inferd.backends.python.api import Batch, InferenceError, ModelContext, Request
+from inferd.backends.python.api import Batch, ModelContext, Request
+from inferd.backends.python.triton_errors import returned_error
 
 
 def triton_args(context: ModelContext) -> dict[str, str]:
@@ -54,7 +55,7 @@ class TritonModelAdapter:
 
 def _request(request: Request, output_names: list[str]) -> pb_utils.InferenceRequest:
     tensors = [pb_utils.Tensor(name, array) for name, array in request.inputs.items()]
-    triton_request = pb_utils.InferenceRequest(
+    triton_request = pb_utils.InferenceRequest.incoming(
         tensors, output_names, request.id, request.parameters
     )
     triton_request.watch_cancellation(request.is_cancelled)
@@ -66,7 +67,5 @@ def _request(request: Request, output_names: list[str]) -> pb_utils.InferenceReq
 def _answer(response: Any) -> dict[str, Any] | Exception:
     error = response.error()
     if error is not None:
-        if error.code() == pb_utils.TritonError.INVALID_ARG:
-            return InferenceError(error.message())
-        return RuntimeError(error.message())
+        return returned_error(error)
     return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}

@@ -19,6 +19,8 @@ from multiprocessing.connection import Connection
 from inferd.backends.base import BatchOutputs
 from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.model_file import import_model
+from inferd.backends.python.model_log import MODEL_LOGGER
+from inferd.backends.python.model_scope import ModelScope, set_default
 from inferd.backends.python.protocol import (
     BatchDone,
     CancelRequest,
@@ -50,7 +52,20 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _log_as_the_server(level: int) -> None:
+    """The model's log lines (`pb_utils.Logger`), as the server writes its own: this stderr
+    is the server's."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    models = logging.getLogger(MODEL_LOGGER)
+    models.addHandler(handler)
+    models.setLevel(level)
+    models.propagate = False
+
+
 def _start(setup: WorkerSetup) -> InProcessInstance:
+    _log_as_the_server(setup.log_level)
+    set_default(ModelScope(setup.context.model_name))
     _, factory = import_model(setup.model_file, setup.label)
     return InProcessInstance(
         factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled
