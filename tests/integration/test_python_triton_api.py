@@ -86,7 +86,9 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.paths = [
-            os.path.isfile(os.path.join(args["model_repository"], args["model_version"], "model.py")),
+            os.path.isfile(
+                os.path.join(args["model_repository"], args["model_version"], "model.py")
+            ),
             pb_utils.get_output_config_by_name(config, "OUT")["data_type"],
             pb_utils.get_input_config_by_name(config, "IN")["dims"],
         ]
