@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from inferd.backends.python import triton_utils as pb_utils
@@ -24,6 +26,9 @@ def triton_args(context: ModelContext) -> dict[str, str]:
     }
 
 
+Answers = list[dict[str, Any] | Exception | None] | None
+
+
 class TritonModelAdapter:
     def __init__(self, model: Any) -> None:
         self._model = model
@@ -33,24 +38,37 @@ class TritonModelAdapter:
         if initialize is not None:
             initialize(triton_args(context))
 
-    def execute(self, batch: Batch) -> list[dict[str, Any] | Exception | None] | None:
+    def execute(self, batch: Batch) -> Answers | Awaitable[Answers]:
+        """The answers; for an `async def execute`, what awaits them (run by the instance)."""
         requests = [_request(r, batch.output_names) for r in batch.requests]
         responses = self._model.execute(requests)
-        for request, triton_request in zip(batch.requests, requests, strict=True):
-            flags = triton_request.release_flags
-            if flags & pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
-                request.reschedule()
-        if responses is None and batch.requests and batch.requests[0].sender is not None:
-            return None  # decoupled: the model answers through its response senders
-        if not isinstance(responses, list | tuple):
-            raise TypeError(f"execute returned {type(responses).__name__}, not a list of responses")
-        # A rescheduled request's place holds None (as in Triton): its answer comes later.
-        return [None if response is None else _answer(response) for response in responses]
+        if inspect.isawaitable(responses):
+            return _answered_later(responses, batch, requests)
+        return _answers(responses, batch, requests)
 
     def finalize(self) -> None:
         finalize = getattr(self._model, "finalize", None)
         if finalize is not None:
             finalize()
+
+
+async def _answered_later(
+    responses: Awaitable[Any], batch: Batch, requests: list[pb_utils.InferenceRequest]
+) -> Answers:
+    return _answers(await responses, batch, requests)
+
+
+def _answers(responses: Any, batch: Batch, requests: list[pb_utils.InferenceRequest]) -> Answers:
+    for request, triton_request in zip(batch.requests, requests, strict=True):
+        flags = triton_request.release_flags
+        if flags & pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            request.reschedule()
+    if responses is None and batch.requests and batch.requests[0].sender is not None:
+        return None  # decoupled: the model answers through its response senders
+    if not isinstance(responses, list | tuple):
+        raise TypeError(f"execute returned {type(responses).__name__}, not a list of responses")
+    # A rescheduled request's place holds None (as in Triton): its answer comes later.
+    return [None if response is None else _answer(response) for response in responses]
 
 
 def _request(request: Request, output_names: list[str]) -> pb_utils.InferenceRequest:
