@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -127,6 +128,34 @@ class TritonPythonModel:
         return responses
 """
 
+# Counts requests, sets a gauge to the last input's sum, observes it in a histogram.
+METRICS = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        kinds = pb_utils.MetricFamily
+        self.requests = kinds("demo_requests", "Requests seen", kinds.COUNTER).Metric(
+            labels={"model": args["model_name"]}
+        )
+        self.last = kinds("demo_last_sum", "Sum of the last input", kinds.GAUGE).Metric()
+        self.sums = kinds("demo_sums", "Input sums", kinds.HISTOGRAM).Metric(
+            buckets=[1.0, 10.0]
+        )
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            values = request.inputs()[0].as_numpy()
+            self.requests.increment(1)
+            self.last.set(float(values.sum()))
+            self.sums.observe(float(values.sum()))
+            seen = np.array([self.requests.value(), self.last.value()], dtype=np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", seen)]))
+        return responses
+"""
+
 
 def _config(name: str, isolation: str, inputs: str, output: str) -> str:
     return (
@@ -161,6 +190,7 @@ def server(
     write(repository, "coded", CODED, _config("coded", isolation, *CODED_IO))
     write(repository, "broken_init", BROKEN_INIT, _config("broken_init", isolation, *FP32_IO))
     write(repository, "surface", SURFACE, _config("surface", isolation, *SURFACE_IO))
+    write(repository, "metrics", METRICS, _config("metrics", isolation, *FP32_IO))
     with running_server(repository, "--no-strict-readiness") as running:
         yield running
 
@@ -276,3 +306,30 @@ def test_request_and_tensor_surface(server: RunningServer) -> None:
     assert facts["from_numpy"] == [1, 1]
     assert "triton_python_backend_utils.load_model is not provided" in facts["missing"]
     assert "has no attribute 'no_such_helper'" in facts["unknown"]
+
+
+def test_custom_metrics_are_exported_with_the_servers(server: RunningServer) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        for values in ([0.25, 0.25], [2.0, 3.0], [30.0, 1.0]):
+            result = infer(client, httpclient, "metrics", {"IN": np.array(values, np.float32)})
+    finally:
+        client.close()
+    assert result.as_numpy("OUT").tolist() == [3.0, 31.0]  # value() as the model sees it
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    for line in (
+        "# HELP demo_requests Requests seen",
+        "# TYPE demo_requests untyped",
+        'demo_requests{model="metrics"} 3.0',
+        "# TYPE demo_last_sum gauge",
+        "demo_last_sum 31.0",
+        "# TYPE demo_sums histogram",
+        'demo_sums_bucket{le="1.0"} 1.0',
+        'demo_sums_bucket{le="10.0"} 2.0',
+        'demo_sums_bucket{le="+Inf"} 3.0',
+        "demo_sums_count 3.0",
+        "demo_sums_sum 36.5",
+        "# TYPE nv_inference_request_success untyped",  # the server's own, on the same page
+    ):
+        assert line in text.splitlines(), line

@@ -32,6 +32,7 @@ from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.shared_memory import SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
+from inferd.metrics.model_metrics import ModelMetrics
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
@@ -215,7 +216,7 @@ async def serve(
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings, collectors)
+    metrics_server = _start_metrics(metrics, settings, (*collectors, ModelMetrics()))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.custom_metrics import MetricUpdate, apply_from_worker
 from inferd.backends.python.protocol import (
     BatchDone,
     CancelRequest,
@@ -148,14 +149,18 @@ class Worker:
         deadline = None if timeout is None else time.monotonic() + timeout
         told: set[int] = set()
         try:
-            while not self._conn.poll(_wait(deadline, bool(requests))):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise WorkerLost(f"timed out after {timeout:g} s")
-                for index, request in enumerate(requests):
-                    if request.cancelled and index not in told:
-                        told.add(index)
-                        self._send(CancelRequest(first_key + index))
-            return self._conn.recv()
+            while True:
+                while not self._conn.poll(_wait(deadline, bool(requests))):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise WorkerLost(f"timed out after {timeout:g} s")
+                    for index, request in enumerate(requests):
+                        if request.cancelled and index not in told:
+                            told.add(index)
+                            self._send(CancelRequest(first_key + index))
+                message = self._conn.recv()
+                if not isinstance(message, MetricUpdate):
+                    return message
+                apply_from_worker(message)
         except (EOFError, OSError):
             raise WorkerLost(self._crashed()) from None
 
@@ -262,6 +267,8 @@ class StreamingWorker(Worker):
                 message = self._conn.recv()
                 if isinstance(message, Streamed):
                     self._deliver(message)
+                elif isinstance(message, MetricUpdate):
+                    apply_from_worker(message)
                 else:
                     self._replies.put(message)
         except (EOFError, OSError):

@@ -1,7 +1,8 @@
 """The messages between the server and a worker process (pickled over a socket pair).
 
 server -> worker: WorkerSetup, then ExecuteBatch ... (the pipe closing means: finalize, exit)
-worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch
+worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch; and at any
+time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server applies
 
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
 batch's `BatchDone`; their arrays pickled with the message), and takes `CancelRequest` at any

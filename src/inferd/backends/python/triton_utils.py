@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferd.backends.python.custom_metrics import Metric, MetricFamily, MetricKind
 from inferd.backends.python.model_log import Logger, LogLevel
 from inferd.backends.python.triton_config import (
     ModelConfig,
@@ -45,6 +46,9 @@ __all__ = [
     "InferenceResponseSender",
     "LogLevel",
     "Logger",
+    "Metric",
+    "MetricFamily",
+    "MetricKind",
     "ModelConfig",
     "Tensor",
     "TritonError",

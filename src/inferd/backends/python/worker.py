@@ -17,6 +17,7 @@ import time
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs
+from inferd.backends.python.custom_metrics import forward_to
 from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.model_file import import_model
 from inferd.backends.python.model_log import MODEL_LOGGER
@@ -115,15 +116,17 @@ def main(argv: list[str]) -> int:
     conn = Connection(conn_fd)
     inputs, outputs = Segment(input_fd), Segment(output_fd)
     setup: WorkerSetup = conn.recv()
+    pipe = LockedPipe(conn)  # the model's metric changes are sent from its threads too
+    forward_to(pipe.send)
     try:
         instance = _start(setup)
     except InferdError as exc:
-        conn.send(Failed(WireError.of(exc)))
+        pipe.send(Failed(WireError.of(exc)))
         return 1
-    conn.send(Ready(os.getpid()))
+    pipe.send(Ready(os.getpid()))
     try:
         if setup.decoupled:
-            _serve_streams(instance, conn, inputs, outputs)
+            _serve_streams(instance, pipe, inputs, outputs)
             return 0
         inbox = CancelInbox(conn)
         while True:
@@ -136,17 +139,16 @@ def main(argv: list[str]) -> int:
             inbox.open(message)
             reply = _run(instance, message, inputs, outputs)
             inbox.close()
-            conn.send(reply)
+            pipe.send(reply)
     finally:
         instance.close()
     return 0
 
 
 def _serve_streams(
-    instance: InProcessInstance, conn: Connection, inputs: Segment, outputs: Segment
+    instance: InProcessInstance, pipe: LockedPipe, inputs: Segment, outputs: Segment
 ) -> None:
     """A decoupled model's loop: see `worker_streams.py`."""
-    pipe = LockedPipe(conn)
     reader = BatchReader(pipe)
     while (message := reader.next_batch()) is not None:
         pipe.send(_run(instance, message, inputs, outputs, reader.sinks(message)))
