@@ -280,6 +280,13 @@ def test_initialize_that_raises_leaves_the_model_unavailable_with_the_message(
     finally:
         client.close()
     assert caught.value.status() == "StatusCode.UNAVAILABLE"
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            infer(client, httpclient, "broken_init", {"IN": np.ones(2, dtype=np.float32)})
+    finally:
+        client.close()
+    assert caught.value.status() == "503"
 
 
 def test_request_and_tensor_surface(server: RunningServer) -> None:
