@@ -173,7 +173,7 @@ def _repository(root: Path, isolation: str) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", params=["none"])
+@pytest.fixture(scope="module", params=["none", "process"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:

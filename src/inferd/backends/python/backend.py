@@ -168,7 +168,7 @@ class PythonModel:
                 logging.getLogger(MODEL_LOGGER).getEffectiveLevel(),
             )
             return IsolatedInstance(
-                setup, self._settings.execute_timeout_s, self._settings.worker_threads
+                setup, self._settings.execute_timeout_s, self._settings.worker_threads, self._calls
             )
         return InProcessInstance(
             self._factory, context, self._datatypes, self._batched, self._decoupled, self._calls

@@ -31,9 +31,11 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.call_answers import CallAnswerer
 from inferd.backends.python.custom_metrics import MetricUpdate, apply_from_worker
 from inferd.backends.python.protocol import (
     BatchDone,
+    CallModel,
     CancelRequest,
     ExecuteBatch,
     Failed,
@@ -42,6 +44,7 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
+from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, Internal, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array
@@ -73,7 +76,10 @@ class WorkerLost(Exception):
 class Worker:
     """One worker process with its pipe and shared-memory segments."""
 
-    def __init__(self, setup: WorkerSetup, threads: int) -> None:
+    def __init__(self, setup: WorkerSetup, threads: int, calls: ModelCalls | None) -> None:
+        # Several threads send: this one, the event loop (BLS answers, a stream's cancel).
+        self._send_lock = threading.Lock()
+        self._answerer = CallAnswerer(calls, self._send)
         self.inputs = Segment.create()
         self.outputs = Segment.create()
         ours, theirs = socket.socketpair()
@@ -136,7 +142,8 @@ class Worker:
 
     def _send(self, message: object) -> None:
         try:
-            self._conn.send(message)
+            with self._send_lock:
+                self._conn.send(message)
         except OSError:
             raise WorkerLost(self._crashed()) from None
 
@@ -158,9 +165,12 @@ class Worker:
                             told.add(index)
                             self._send(CancelRequest(first_key + index))
                 message = self._conn.recv()
-                if not isinstance(message, MetricUpdate):
+                if isinstance(message, MetricUpdate):
+                    apply_from_worker(message)
+                elif isinstance(message, CallModel):
+                    self._answerer.take(message)
+                else:
                     return message
-                apply_from_worker(message)
         except (EOFError, OSError):
             raise WorkerLost(self._crashed()) from None
 
@@ -200,13 +210,12 @@ class StreamingWorker(Worker):
     """A decoupled model's worker: a reader thread takes every message, handing each streamed
     response to its request's channel at once and the rest to the waiting `run`."""
 
-    def __init__(self, setup: WorkerSetup, threads: int) -> None:
+    def __init__(self, setup: WorkerSetup, threads: int, calls: ModelCalls | None) -> None:
         self._replies: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._channels: dict[int, ResponseChannel] = {}
         self._keys = itertools.count()
-        self._send_lock = threading.Lock()  # the instance's thread and the event loop send
         self._reader: threading.Thread | None = None
-        super().__init__(setup, threads)
+        super().__init__(setup, threads, calls)
 
     def run(
         self,
@@ -242,10 +251,6 @@ class StreamingWorker(Worker):
             with contextlib.suppress(WorkerLost):  # its requests fail as it is replaced
                 self._send(CancelRequest(key))
 
-    def _send(self, message: object) -> None:
-        with self._send_lock:
-            super()._send(message)
-
     def _receive(
         self, timeout: float | None, requests: Sequence[BatchRequest] = (), first_key: int = 0
     ) -> object:
@@ -269,6 +274,8 @@ class StreamingWorker(Worker):
                     self._deliver(message)
                 elif isinstance(message, MetricUpdate):
                     apply_from_worker(message)
+                elif isinstance(message, CallModel):
+                    self._answerer.take(message)
                 else:
                     self._replies.put(message)
         except (EOFError, OSError):
@@ -301,13 +308,20 @@ def _wait(deadline: float | None, checking: bool) -> float | None:
 
 
 class IsolatedInstance:
-    def __init__(self, setup: WorkerSetup, execute_timeout_s: float | None, threads: int) -> None:
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        execute_timeout_s: float | None,
+        threads: int,
+        calls: ModelCalls | None = None,
+    ) -> None:
         self._setup = setup
         self._timeout = execute_timeout_s
         self._threads = threads
+        self._calls = calls
         self._kind = StreamingWorker if setup.decoupled else Worker
         try:
-            self._worker: Worker | None = self._kind(setup, threads)
+            self._worker: Worker | None = self._kind(setup, threads, calls)
         except WorkerLost as lost:
             name = setup.context.instance_name
             raise Unavailable(f"the worker of instance {name} {lost} while starting") from None
@@ -339,7 +353,7 @@ class IsolatedInstance:
 
     def _restart(self) -> Worker:
         try:
-            self._worker = self._kind(self._setup, self._threads)
+            self._worker = self._kind(self._setup, self._threads, self._calls)
         except (InferdError, WorkerLost) as exc:
             name = self._setup.context.instance_name
             raise Unavailable(f"instance {name} could not be restarted: {exc}") from exc

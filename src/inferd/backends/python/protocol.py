@@ -2,7 +2,8 @@
 
 server -> worker: WorkerSetup, then ExecuteBatch ... (the pipe closing means: finalize, exit)
 worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch; and at any
-time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server applies
+time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server applies, and
+`CallModel`s (a model calling another model), which the server answers with `CallAnswer`s
 
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
 batch's `BatchDone`; their arrays pickled with the message), and takes `CancelRequest` at any
@@ -22,7 +23,7 @@ from inferd.backends.python.api import ModelContext
 from inferd.backends.python.error_codes import error_of
 from inferd.backends.python.transport import ArrayMeta
 from inferd.core.errors import ErrorCode, InferdError
-from inferd.core.types import Array
+from inferd.core.types import Array, InferRequest, InferResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +93,22 @@ class CancelRequest:
     """The client of the request named `key` went away."""
 
     key: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallModel:
+    """The model calls another model of the server (BLS); `key` names the call's answers."""
+
+    key: int
+    request: InferRequest
+    stream: bool  # every response of a decoupled model, not one
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswer:
+    """One answer to the call named `key`: a response or an error; `final` ends the call."""
+
+    key: int
+    response: InferResponse | None
+    error: WireError | None
+    final: bool = True

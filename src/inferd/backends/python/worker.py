@@ -24,7 +24,6 @@ from inferd.backends.python.model_log import MODEL_LOGGER
 from inferd.backends.python.model_scope import ModelScope, set_default
 from inferd.backends.python.protocol import (
     BatchDone,
-    CancelRequest,
     ExecuteBatch,
     Failed,
     Ready,
@@ -32,6 +31,7 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
+from inferd.backends.python.worker_calls import PipeCalls
 from inferd.backends.python.worker_cancel import CancelInbox
 from inferd.backends.python.worker_streams import BatchReader, LockedPipe, PipeSink
 from inferd.core.errors import InferdError, ModelExecutionError
@@ -64,12 +64,12 @@ def _log_as_the_server(level: int) -> None:
     models.propagate = False
 
 
-def _start(setup: WorkerSetup) -> InProcessInstance:
+def _start(setup: WorkerSetup, calls: PipeCalls) -> InProcessInstance:
     _log_as_the_server(setup.log_level)
-    set_default(ModelScope(setup.context.model_name))
+    set_default(ModelScope(setup.context.model_name, calls))
     _, factory = import_model(setup.model_file, setup.label)
     return InProcessInstance(
-        factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled
+        factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled, calls
     )
 
 
@@ -116,40 +116,50 @@ def main(argv: list[str]) -> int:
     conn = Connection(conn_fd)
     inputs, outputs = Segment(input_fd), Segment(output_fd)
     setup: WorkerSetup = conn.recv()
-    pipe = LockedPipe(conn)  # the model's metric changes are sent from its threads too
+    pipe = LockedPipe(conn)  # metric changes and BLS calls are sent from the model's threads
     forward_to(pipe.send)
+    # The reader of the pipe exists before `initialize`, which may call other models.
+    reader = BatchReader(pipe) if setup.decoupled else CancelInbox(conn)
+    calls = PipeCalls(pipe, None if isinstance(reader, BatchReader) else reader.pump)
+    reader.deliver = calls.deliver
     try:
-        instance = _start(setup)
+        instance = _start(setup, calls)
     except InferdError as exc:
         pipe.send(Failed(WireError.of(exc)))
         return 1
     pipe.send(Ready(os.getpid()))
     try:
-        if setup.decoupled:
-            _serve_streams(instance, pipe, inputs, outputs)
-            return 0
-        inbox = CancelInbox(conn)
-        while True:
-            try:
-                message: ExecuteBatch | CancelRequest = conn.recv()
-            except EOFError:
-                break
-            if isinstance(message, CancelRequest):
-                continue  # its batch already finished
-            inbox.open(message)
-            reply = _run(instance, message, inputs, outputs)
-            inbox.close()
-            pipe.send(reply)
+        if isinstance(reader, BatchReader):
+            _serve_streams(instance, reader, pipe, inputs, outputs)
+        else:
+            _serve_batches(instance, reader, pipe, inputs, outputs)
     finally:
         instance.close()
     return 0
 
 
+def _serve_batches(
+    instance: InProcessInstance,
+    inbox: CancelInbox,
+    pipe: LockedPipe,
+    inputs: Segment,
+    outputs: Segment,
+) -> None:
+    while (message := inbox.next_batch()) is not None:
+        inbox.open(message)
+        reply = _run(instance, message, inputs, outputs)
+        inbox.close()
+        pipe.send(reply)
+
+
 def _serve_streams(
-    instance: InProcessInstance, pipe: LockedPipe, inputs: Segment, outputs: Segment
+    instance: InProcessInstance,
+    reader: BatchReader,
+    pipe: LockedPipe,
+    inputs: Segment,
+    outputs: Segment,
 ) -> None:
     """A decoupled model's loop: see `worker_streams.py`."""
-    reader = BatchReader(pipe)
     while (message := reader.next_batch()) is not None:
         pipe.send(_run(instance, message, inputs, outputs, reader.sinks(message)))
 
