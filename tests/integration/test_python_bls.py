@@ -15,6 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+import generate_models  # examples/, put on the path by tests/conftest.py
 from tests.integration.infer_helpers import infer_inputs
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
@@ -105,6 +106,7 @@ INFERD_FORWARD = """
 class InferdModel:
     def initialize(self, context):
         self.context = context
+        context.logger().info("will call simple")
 
     async def execute(self, batch):
         return await self.context.infer(
@@ -112,16 +114,9 @@ class InferdModel:
         )
 """
 
-SIMPLE_IO = """
-input [
-  { name: "INPUT0", data_type: TYPE_INT32, dims: [ 16 ] },
-  { name: "INPUT1", data_type: TYPE_INT32, dims: [ 16 ] }
-]
-output [
-  { name: "OUTPUT0", data_type: TYPE_INT32, dims: [ 16 ] },
-  { name: "OUTPUT1", data_type: TYPE_INT32, dims: [ 16 ] }
-]
-"""
+# `simple`'s inputs and outputs, as its config declares them.
+_SIMPLE = generate_models.SIMPLE_CONFIG
+SIMPLE_IO = _SIMPLE[_SIMPLE.index("input [") : _SIMPLE.index("instance_group")]
 PIPELINE_IO = """
 input [ { name: "RAW", data_type: TYPE_FP32, dims: [ 8 ] } ]
 output [
@@ -207,6 +202,10 @@ def test_python_calls_onnx(server: RunningServer, module: Any, model: str) -> No
     result = _call(server, module, model, arrays)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), arrays["INPUT0"] + arrays["INPUT1"])
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), arrays["INPUT0"] - arrays["INPUT1"])
+
+
+def test_an_inferd_models_logger_is_named_by_the_model(server: RunningServer) -> None:
+    assert "INFO inferd.model.inferd_to_simple: will call simple" in server.log_text()
 
 
 def test_python_calls_an_ensemble_as_the_client_would(server: RunningServer) -> None:

@@ -273,20 +273,17 @@ def test_initialize_that_raises_leaves_the_model_unavailable_with_the_message(
     row = next(r for r in rows if r["name"] == "broken_init")
     assert row["state"] == "UNAVAILABLE"
     assert "TritonModelException: no weights in" in row["reason"]
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        with pytest.raises(InferenceServerException) as caught:
-            infer(client, grpcclient, "broken_init", {"IN": np.ones(2, dtype=np.float32)})
-    finally:
-        client.close()
-    assert caught.value.status() == "StatusCode.UNAVAILABLE"
-    client = httpclient.InferenceServerClient(server.http_url)
-    try:
-        with pytest.raises(InferenceServerException) as caught:
-            infer(client, httpclient, "broken_init", {"IN": np.ones(2, dtype=np.float32)})
-    finally:
-        client.close()
-    assert caught.value.status() == "503"
+    for module, url, status in (
+        (grpcclient, server.grpc_url, "StatusCode.UNAVAILABLE"),
+        (httpclient, server.http_url, "503"),
+    ):
+        client = module.InferenceServerClient(url)
+        try:
+            with pytest.raises(InferenceServerException) as caught:
+                infer(client, module, "broken_init", {"IN": np.ones(2, dtype=np.float32)})
+        finally:
+            client.close()
+        assert caught.value.status() == status
 
 
 def test_request_and_tensor_surface(server: RunningServer) -> None:
