@@ -36,6 +36,7 @@ class TritonPythonModel:
         given = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.target = given["target"]
         self.cast = given.get("cast")
+        self.timeout = int(given.get("timeout", 0))
         self.outputs = [o["name"] for o in config["output"]]
 
     def request(self, request):
@@ -48,6 +49,7 @@ class TritonPythonModel:
             inputs=inputs,
             correlation_id=request.correlation_id(),
             flags=request.flags(),
+            timeout=self.timeout,
         )
 
     def execute(self, requests):
@@ -116,6 +118,16 @@ class InferdModel:
 
 # `simple`'s inputs and outputs, as its config declares them.
 _SIMPLE = generate_models.SIMPLE_CONFIG
+# Answers after 2 s.
+SLEEPY = """
+import time
+
+class InferdModel:
+    def execute(self, batch):
+        time.sleep(2)
+        return {"OUTPUT0": batch.inputs["INPUT0"], "OUTPUT1": batch.inputs["INPUT1"]}
+"""
+
 SIMPLE_IO = _SIMPLE[_SIMPLE.index("input [") : _SIMPLE.index("instance_group")]
 PIPELINE_IO = """
 input [ { name: "RAW", data_type: TYPE_FP32, dims: [ 8 ] } ]
@@ -161,6 +173,8 @@ def _repository(root: Path, isolation: str) -> Path:
         "pong": (FORWARD, SIMPLE_IO, {"target": "ping"}),
         "to_python": (FORWARD, SIMPLE_IO, {"target": "to_simple"}),
         "inferd_to_simple": (INFERD_FORWARD, SIMPLE_IO, {}),
+        "sleepy": (SLEEPY, SIMPLE_IO, {}),
+        "to_sleepy": (FORWARD, SIMPLE_IO, {"target": "sleepy", "timeout": "50000"}),
     }
     for name, (code, io, given) in models.items():
         write(root, name, code, _config(name, io, isolation, **given))
@@ -247,6 +261,7 @@ def test_python_reads_a_decoupled_models_stream(server: RunningServer) -> None:
     ("model", "http_status", "grpc_code", "text"),
     [
         ("to_nowhere", "404", "NOT_FOUND", "unknown model: 'nowhere'"),
+        ("to_sleepy", "503", "UNAVAILABLE", "timed out after 0.05 s"),
         ("to_simple_as_float", "400", "INVALID_ARGUMENT", "INPUT0"),
         ("to_itself", "501", "UNIMPLEMENTED", "to_itself -> to_itself"),
         ("ping", "501", "UNIMPLEMENTED", "ping -> pong -> ping"),

@@ -59,6 +59,8 @@ class PipeCalls:
                 else self._waiting.get(answer.key)
             )
         if isinstance(waiting, Future):
+            if waiting.done():  # given up (timed out) by its caller
+                return
             if answer.error is not None:
                 waiting.set_exception(answer.error.error())
             else:
