@@ -146,6 +146,21 @@ output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 2 ] } ]
 """
 
 
+# An ensemble whose one step is `to_loop`, which calls this ensemble: a cycle through a step.
+LOOP = (
+    'name: "loop"\nplatform: "ensemble"\nmax_batch_size: 8\n'
+    + SIMPLE_IO
+    + """
+ensemble_scheduling { step [ {
+  model_name: "to_loop"
+  model_version: -1
+  input_map [ { key: "INPUT0", value: "INPUT0" }, { key: "INPUT1", value: "INPUT1" } ]
+  output_map [ { key: "OUTPUT0", value: "OUTPUT0" }, { key: "OUTPUT1", value: "OUTPUT1" } ]
+} ] }
+"""
+)
+
+
 def _config(name: str, io: str, isolation: str, batch: int = 8, **given: str) -> str:
     parameters = "".join(
         f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
@@ -174,11 +189,14 @@ def _repository(root: Path, isolation: str) -> Path:
         "to_python": (FORWARD, SIMPLE_IO, {"target": "to_simple"}),
         "inferd_to_simple": (INFERD_FORWARD, SIMPLE_IO, {}),
         "sleepy": (SLEEPY, SIMPLE_IO, {}),
+        "to_loop": (FORWARD, SIMPLE_IO, {"target": "loop"}),
         "to_sleepy": (FORWARD, SIMPLE_IO, {"target": "sleepy", "timeout": "50000"}),
     }
     for name, (code, io, given) in models.items():
         write(root, name, code, _config(name, io, isolation, **given))
     write(root, "to_repeat", STREAM, _config("to_repeat", STREAM_IO, isolation, batch=0))
+    (root / "loop" / "1").mkdir(parents=True)
+    (root / "loop" / "config.pbtxt").write_text(LOOP)
     return root
 
 
@@ -265,6 +283,7 @@ def test_python_reads_a_decoupled_models_stream(server: RunningServer) -> None:
         ("to_simple_as_float", "400", "INVALID_ARGUMENT", "INPUT0"),
         ("to_itself", "501", "UNIMPLEMENTED", "to_itself -> to_itself"),
         ("ping", "501", "UNIMPLEMENTED", "ping -> pong -> ping"),
+        ("to_loop", "501", "UNIMPLEMENTED", "to_loop -> to_loop"),
     ],
 )
 def test_a_failed_call_is_the_callers_error_object_and_the_server_stays_up(

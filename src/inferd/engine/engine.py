@@ -10,6 +10,7 @@ from typing import Any
 
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
+from inferd.core.calls import CALLERS, refuse_waiting_caller
 from inferd.core.errors import DecoupledModel, InferdError, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, config_to_dict
 from inferd.core.observer import Observer
@@ -264,6 +265,10 @@ class Engine:
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""
         batched = loaded.config.max_batch_size > 0
+        if request.parameters:
+            callers = request.parameters.get(CALLERS)
+            if isinstance(callers, list):  # a model's call (BLS), maybe an ensemble's step of one
+                refuse_waiting_caller(request.model_name, callers)
         check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
         inputs = request.inputs
         for spec in loaded.reshaped_inputs:

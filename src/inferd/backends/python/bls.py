@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from inferd.backends.python.model_scope import current
-from inferd.core.calls import ModelCalls
-from inferd.core.errors import Unavailable, Unsupported
+from inferd.core.calls import CALLERS, ModelCalls, refuse_waiting_caller
+from inferd.core.errors import Unavailable
 from inferd.core.types import InferRequest, InferResponse
 
-# The request parameter naming the models waiting on a BLS call, the closest last (a list of
-# names); inferd sets it, and hides it from the called model.
-BLS_CALLERS = "inferd_bls_callers"
+# Hidden from the called model by the backend; the engine applies the rule to every request
+# that carries it, ensemble steps included.
+BLS_CALLERS = CALLERS
 
 
 def prepared(request: InferRequest) -> InferRequest:
@@ -29,12 +29,7 @@ def prepared(request: InferRequest) -> InferRequest:
     refuses."""
     scope = current()
     callers = (*scope.callers, scope.model_name) if scope.model_name else scope.callers
-    if request.model_name in callers:
-        chain = " -> ".join((*callers, request.model_name))
-        raise Unsupported(
-            f"BLS call to model '{request.model_name}' refused: it is already waiting on this "
-            f"request ({chain}), so it could wait forever for its own busy instance"
-        )
+    refuse_waiting_caller(request.model_name, callers)
     request.parameters[BLS_CALLERS] = list(callers)
     return request
 
