@@ -105,7 +105,7 @@ class TritonPythonModel:
                 pb_utils.load_model("other")
                 missing = "none"
             except NotImplementedError as exc:
-                missing = str(exc)
+                missing = str(exc) * (not hasattr(pb_utils, "load_model"))
             try:
                 pb_utils.no_such_helper
             except AttributeError as exc:

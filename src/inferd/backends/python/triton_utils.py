@@ -87,10 +87,15 @@ def get_output_tensor_by_name(response: InferenceResponse, name: str) -> Tensor 
     return next((t for t in response.output_tensors() if t.name() == name), None)
 
 
+class NotProvided(NotImplementedError, AttributeError):
+    """A name of Triton's module that inferd does not provide (an AttributeError too, so that
+    `hasattr(pb_utils, name)` is False)."""
+
+
 def __getattr__(name: str) -> Any:
     what = _NOT_PROVIDED.get(name)
     if what is not None:
-        raise NotImplementedError(
+        raise NotProvided(
             f"triton_python_backend_utils.{name} is not provided by inferd's Python backend "
             f"({what}); see docs/python_backend.md"
         )
