@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
+from typing import Any
 
 from inferd.core.errors import Unavailable
 from inferd.core.types import InferRequest, InferResponse
 
-Infer = Callable[[InferRequest], Awaitable[InferResponse]]
+Infer = Callable[[InferRequest], Coroutine[Any, Any, InferResponse]]
 Stream = Callable[[InferRequest], AsyncIterator[InferResponse]]
 
 _END = object()
@@ -31,7 +32,7 @@ class EngineCalls:
         self._loop = loop
 
     def submit(self, request: InferRequest) -> Future[InferResponse]:
-        return asyncio.run_coroutine_threadsafe(_awaited(self._infer(request)), self._running())
+        return asyncio.run_coroutine_threadsafe(self._infer(request), self._running())
 
     def stream(self, request: InferRequest) -> Iterator[InferResponse]:
         loop = self._running()
@@ -70,7 +71,3 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-async def _awaited(awaitable: Awaitable[InferResponse]) -> InferResponse:
-    return await awaitable
