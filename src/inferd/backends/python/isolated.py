@@ -32,8 +32,10 @@ from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.backends.python.call_answers import CallAnswerer
+from inferd.backends.python.call_memory import CallMemory
 from inferd.backends.python.custom_metrics import MetricUpdate, apply_from_worker
 from inferd.backends.python.protocol import (
+    AnswerRead,
     BatchDone,
     CallModel,
     CancelRequest,
@@ -79,11 +81,17 @@ class Worker:
     def __init__(self, setup: WorkerSetup, threads: int, calls: ModelCalls | None) -> None:
         # Several threads send: this one, the event loop (BLS answers, a stream's cancel).
         self._send_lock = threading.Lock()
-        self._answerer = CallAnswerer(calls, self._send)
         self.inputs = Segment.create()
         self.outputs = Segment.create()
+        # The tensors of the model's calls to other models (BLS), each way.
+        self.calls_in = Segment.create()
+        self.calls_out = Segment.create()
+        self._answerer = CallAnswerer(
+            calls, self._send, CallMemory(self.calls_in), CallMemory(self.calls_out)
+        )
         ours, theirs = socket.socketpair()
-        fds = (theirs.fileno(), self.inputs.fd, self.outputs.fd)
+        segments = (self.inputs, self.outputs, self.calls_in, self.calls_out)
+        fds = (theirs.fileno(), *(segment.fd for segment in segments))
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "inferd.backends.python.worker", *map(str, fds)],
@@ -165,14 +173,22 @@ class Worker:
                             told.add(index)
                             self._send(CancelRequest(first_key + index))
                 message = self._conn.recv()
-                if isinstance(message, MetricUpdate):
-                    apply_from_worker(message)
-                elif isinstance(message, CallModel):
-                    self._answerer.take(message)
-                else:
+                if not self._took(message):
                     return message
         except (EOFError, OSError):
             raise WorkerLost(self._crashed()) from None
+
+    def _took(self, message: object) -> bool:
+        """Whether `message` was one the worker sends at any time (now handled)."""
+        if isinstance(message, MetricUpdate):
+            apply_from_worker(message)
+        elif isinstance(message, CallModel):
+            self._answerer.take(message)
+        elif isinstance(message, AnswerRead):
+            self._answerer.read(message)
+        else:
+            return False
+        return True
 
     def _crashed(self) -> str:
         try:
@@ -202,8 +218,8 @@ class Worker:
         self._release()
 
     def _release(self) -> None:
-        self.inputs.close()
-        self.outputs.close()
+        for segment in (self.inputs, self.outputs, self.calls_in, self.calls_out):
+            segment.close()
 
 
 class StreamingWorker(Worker):
@@ -272,11 +288,7 @@ class StreamingWorker(Worker):
                 message = self._conn.recv()
                 if isinstance(message, Streamed):
                     self._deliver(message)
-                elif isinstance(message, MetricUpdate):
-                    apply_from_worker(message)
-                elif isinstance(message, CallModel):
-                    self._answerer.take(message)
-                else:
+                elif not self._took(message):
                     self._replies.put(message)
         except (EOFError, OSError):
             pass

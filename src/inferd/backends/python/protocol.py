@@ -97,18 +97,33 @@ class CancelRequest:
 
 @dataclass(frozen=True, slots=True)
 class CallModel:
-    """The model calls another model of the server (BLS); `key` names the call's answers."""
+    """The model calls another model of the server (BLS); `key` names the call's answers.
+    The request's inputs are in the worker's calls segment (`size`, `inputs`)."""
 
     key: int
-    request: InferRequest
+    request: InferRequest  # without its inputs
     stream: bool  # every response of a decoupled model, not one
+    size: int
+    inputs: list[ArrayMeta]
 
 
 @dataclass(frozen=True, slots=True)
 class CallAnswer:
-    """One answer to the call named `key`: a response or an error; `final` ends the call."""
+    """One answer (the `seq`-th) to the call named `key`: a response, its outputs in the
+    server's calls segment (`size`, `outputs`), or an error; `final` ends the call."""
 
     key: int
-    response: InferResponse | None
+    response: InferResponse | None  # without its outputs
     error: WireError | None
     final: bool = True
+    seq: int = 0
+    size: int = 0
+    outputs: list[ArrayMeta] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRead:
+    """The worker copied the outputs of answer `seq` to call `key`: their region is free."""
+
+    key: int
+    seq: int

@@ -1,8 +1,9 @@
 """A worker process's main loop: import the model, initialize it, then run batches until the
 server's end of the pipe closes (or the server itself is gone).
 
-Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT` (inherited
-file descriptors: the socket to the server, the input and output shared-memory segments).
+Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT CALLS_IN
+CALLS_OUT` (inherited file descriptors: the socket to the server, the batches' input and output
+shared-memory segments, and those of the model's calls to other models, to and from the server).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs
+from inferd.backends.python.call_memory import CallMemory
 from inferd.backends.python.custom_metrics import forward_to
 from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.model_file import import_model
@@ -106,7 +108,7 @@ def _done(result: BatchOutputs, outputs: Segment) -> BatchDone:
 
 
 def main(argv: list[str]) -> int:
-    conn_fd, input_fd, output_fd = (int(arg) for arg in argv)
+    conn_fd, input_fd, output_fd, calls_in_fd, calls_out_fd = (int(arg) for arg in argv)
     # Ctrl-C reaches the whole process group: the server decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
@@ -120,7 +122,10 @@ def main(argv: list[str]) -> int:
     forward_to(pipe.send)
     # The reader of the pipe exists before `initialize`, which may call other models.
     reader = BatchReader(pipe) if setup.decoupled else CancelInbox(conn)
-    calls = PipeCalls(pipe, None if isinstance(reader, BatchReader) else reader.pump)
+    pump = None if isinstance(reader, BatchReader) else reader.pump
+    calls = PipeCalls(
+        pipe, pump, CallMemory(Segment(calls_in_fd)), CallMemory(Segment(calls_out_fd))
+    )
     reader.deliver = calls.deliver
     try:
         instance = _start(setup, calls)

@@ -1,6 +1,6 @@
 """BLS from a worker process: the model's calls cross the pipe to the server (`CallModel`),
 which runs them through its engine and answers each (`CallAnswer`, one per response of a
-stream). Tensors travel pickled with the messages.
+stream). Their tensors travel in shared memory (`call_memory.py`).
 
 Who reads the answers: a decoupled model's worker has a reader thread (`worker_streams.py`);
 any other worker reads its pipe only where it waits (`worker_cancel.py`), so while calls are
@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
-from inferd.backends.python.protocol import CallAnswer, CallModel
+from inferd.backends.python.call_memory import CallMemory
+from inferd.backends.python.protocol import AnswerRead, CallAnswer, CallModel
 from inferd.backends.python.worker_streams import LockedPipe
 from inferd.core.types import InferRequest, InferResponse
 
@@ -25,8 +26,12 @@ Pump = Callable[[float], None]  # reads what the pipe has within the time given,
 class PipeCalls:
     """A `ModelCalls` whose engine is the server's, across the pipe."""
 
-    def __init__(self, pipe: LockedPipe, pump: Pump | None) -> None:
+    def __init__(
+        self, pipe: LockedPipe, pump: Pump | None, to_server: CallMemory, from_server: CallMemory
+    ) -> None:
         self._pipe = pipe
+        self._to_server = to_server
+        self._from_server = from_server
         self._pump = pump  # None: a reader thread dispatches the answers
         self._keys = itertools.count()
         self._lock = threading.Lock()
@@ -52,6 +57,12 @@ class PipeCalls:
 
     def deliver(self, answer: CallAnswer) -> None:
         """An answer from the server, handed over by whoever read it."""
+        if answer.final:
+            self._to_server.release(answer.key)  # the server took the call's inputs
+        if answer.response is not None and answer.outputs is not None:
+            outputs = self._from_server.take_out(answer.size, answer.outputs)
+            self._pipe.send(AnswerRead(answer.key, answer.seq))
+            answer.response.outputs = outputs
         with self._lock:
             waiting = (
                 self._waiting.pop(answer.key, None)
@@ -80,7 +91,9 @@ class PipeCalls:
             self._waiting[key] = waiting
             start = self._pump is not None and not self._pumping
             self._pumping = self._pumping or start
-        self._pipe.send(CallModel(key, request, stream))
+        size, inputs = self._to_server.put(key, request.inputs)
+        request.inputs = {}
+        self._pipe.send(CallModel(key, request, stream, size, inputs))
         if start:
             threading.Thread(target=self._pump_while_waiting, name="bls-pump", daemon=True).start()
 
