@@ -40,6 +40,7 @@ from inferd.frontends.http.hosts import HostGuard
 from inferd.frontends.http.protocol import protocol_class
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
+from inferd.metrics.model_metrics import ModelMetrics
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
@@ -225,7 +226,7 @@ async def serve(
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings, collectors)
+    metrics_server = _start_metrics(metrics, settings, (*collectors, ModelMetrics()))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

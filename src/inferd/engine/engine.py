@@ -10,6 +10,7 @@ from typing import Any
 
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
+from inferd.core.calls import CALLERS, refuse_waiting_caller
 from inferd.core.errors import (
     DecoupledModel,
     InferdError,
@@ -29,6 +30,7 @@ from inferd.engine.api import (
     TensorMetadata,
     VersionStatus,
 )
+from inferd.engine.calls import EngineCalls
 from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
@@ -60,12 +62,17 @@ class Engine:
         self._observers = tuple(observers)
         self._statistics = statistics
         self._table = ModelTable()
-        self._lifecycle = ModelLifecycle(settings, registry, observers, self._table, self._step)
+        # What models may use to call other models (BLS): this engine's own request path.
+        self._calls = EngineCalls(self.infer, self.stream)
+        self._lifecycle = ModelLifecycle(
+            settings, registry, observers, self._table, self._step, self._calls
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load what the control mode asks for; in poll mode, then follow the repository."""
+        self._calls.attach(asyncio.get_running_loop())
         await self._lifecycle.start()
 
     async def stop(self) -> None:
@@ -266,6 +273,10 @@ class Engine:
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""
         batched = loaded.config.max_batch_size > 0
+        if request.parameters:
+            callers = request.parameters.get(CALLERS)
+            if isinstance(callers, list):  # a model's call (BLS), maybe an ensemble's step of one
+                refuse_waiting_caller(request.model_name, callers)
         check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
         inputs = request.inputs
         for spec in loaded.reshaped_inputs:

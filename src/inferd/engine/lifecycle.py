@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.backends.registry import BackendRegistry
+from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
 from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
@@ -50,6 +51,7 @@ class ModelLifecycle:
         observers: Sequence[Observer],
         table: ModelTable,
         step: StepCall,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._settings = settings
         self._repository: ModelRepository = (
@@ -61,6 +63,7 @@ class ModelLifecycle:
         self._observers = tuple(observers)
         self._table = table
         self._step = step
+        self._calls = calls
         self._rechecking: set[str] = set()  # ensembles being re-checked (ends loops of them)
         # One load or unload at a time, so a reload never races another change of a model.
         self._control_lock = asyncio.Lock()
@@ -234,6 +237,7 @@ class ModelLifecycle:
             self._registry,
             self._settings.load,
             self._batch_reporter(folder.name, str(version)),
+            self._calls,
         )
 
     async def unload_model(self, name: str) -> None:

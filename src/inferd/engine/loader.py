@@ -12,6 +12,7 @@ from pathlib import Path
 
 from inferd.backends.base import Backend, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
+from inferd.core.calls import ModelCalls
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
@@ -160,15 +161,27 @@ class _LocalModel:
     """The version's model in this process, loaded when its first in-process instance is
     made (never, when every instance runs elsewhere)."""
 
-    def __init__(self, backend: Backend, config: ModelConfig, version_path: Path) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: ModelConfig,
+        version_path: Path,
+        calls: ModelCalls | None,
+    ) -> None:
         self._backend = backend
         self._config = config
         self._version_path = version_path
+        self._calls = calls
         self._loaded: LoadedModel | None = None
 
     def instance(self, device: Device, name: str) -> Instance:
         if self._loaded is None:
             self._loaded = self._backend.load(self._config, self._version_path)
+            # A model whose code may call other models (the python backend's BLS) is lent
+            # the engine's calls before its first instance starts.
+            lend = getattr(self._loaded, "lend_calls", None)
+            if lend is not None and self._calls is not None:
+                lend(self._calls)
         return ModelInstance(name, device, self._loaded.create_instance(device, name))
 
     def close(self) -> None:
@@ -199,8 +212,10 @@ def load_version(
     registry: BackendRegistry,
     options: LoadOptions,
     on_batch: BatchCallback | None = None,
+    calls: ModelCalls | None = None,
 ) -> LoadedVersion:
-    """Load one version; `on_batch` is told of every batch its scheduler runs."""
+    """Load one version; `on_batch` is told of every batch its scheduler runs; `calls` is
+    lent to its model when it calls other models."""
     backend = registry.resolve(config, [version_path])
     config = complete_config(config, version_path, backend, options)
     batching = BatchingSettings.from_config(config)  # checked before anything is built
@@ -209,7 +224,7 @@ def load_version(
         if config.HasField("sequence_batching")
         else None
     )
-    model = _LocalModel(backend, config, version_path)
+    model = _LocalModel(backend, config, version_path, calls)
     try:
         placement = options.placer.place(
             config, version, version_path, backend.name, model.instance
