@@ -30,6 +30,7 @@ from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
+from inferd.frontends.http.cors import App, Cors, parse_origins
 from inferd.frontends.shared_memory import SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.prometheus import PrometheusMetrics
@@ -201,16 +202,16 @@ async def serve(
         cuda=cuda_memory.load() if settings.enable_shared_memory else None,
     )
     http_socket = bind_socket(settings.host, settings.http_port)
-    http_server = _uvicorn_server(
-        HttpFrontend(
-            engine,
-            settings.http_max_body_bytes,
-            shared_memory,
-            server_name=settings.server_name,
-            restrictions=restrictions(settings, "http"),
-        ),
-        settings,
+    http_app: App = HttpFrontend(
+        engine,
+        settings.http_max_body_bytes,
+        shared_memory,
+        server_name=settings.server_name,
+        restrictions=restrictions(settings, "http"),
     )
+    if settings.cors_allow_origin:  # otherwise no middleware at all: it costs per request
+        http_app = Cors(http_app, parse_origins(settings.cors_allow_origin))
+    http_server = _uvicorn_server(http_app, settings)
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)

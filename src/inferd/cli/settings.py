@@ -84,6 +84,14 @@ class ServerSettings:
             "TOKEN",
         ),
     )
+    cors_allow_origin: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "let web pages of this origin (scheme://host[:port], or '*' for any) read the HTTP "
+            "API's answers; repeatable or comma-separated; no CORS headers without it",
+            "ORIGIN",
+        ),
+    )
     http_use_ssl: bool = field(
         default=False,
         metadata=_flag("serve HTTPS on the HTTP port (and the metrics port) with the cert below"),
