@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.access import exposure_warnings, restrictions, startup_error
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
-from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
+from inferd.cli.tls import tls_files, uvicorn_options
+from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
@@ -93,8 +94,11 @@ def build_engine(
     return Engine(engine_settings, BackendRegistry(), observers, statistics)
 
 
-def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
+def _uvicorn_server(
+    app: Any, settings: ServerSettings, certificates: CertificateReload, name: str
+) -> _UvicornServer:
     """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
+    files = tls_files(settings, "http")
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -105,13 +109,18 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        **uvicorn_options(tls_files(settings, "http")),
+        **uvicorn_options(files),
     )
-    return _UvicornServer(config)
+    server = _UvicornServer(config)
+    certificates.watch_uvicorn(name, server, files)
+    return server
 
 
 def _start_metrics(
-    metrics: PrometheusMetrics, settings: ServerSettings, collectors: Sequence[Collector]
+    metrics: PrometheusMetrics,
+    settings: ServerSettings,
+    collectors: Sequence[Collector],
+    certificates: CertificateReload,
 ) -> tuple[_UvicornServer, asyncio.Task[None]] | None:
     """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
     if not settings.metrics_port:
@@ -120,7 +129,7 @@ def _start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    server = _uvicorn_server(make_asgi_app(registry), settings)
+    server = _uvicorn_server(make_asgi_app(registry), settings, certificates, "metrics")
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
@@ -146,6 +155,7 @@ async def _start_grpc(
     engine: Engine,
     shared_memory: SharedMemoryRegistry,
     settings: ServerSettings,
+    certificates: CertificateReload,
 ) -> Any:
     """The started gRPC server, or None when `--grpc-port 0` disables it."""
     if not settings.grpc_port:
@@ -157,7 +167,7 @@ async def _start_grpc(
         settings.grpc_max_message_bytes,
         shared_memory,
         settings.server_name,
-        grpc_credentials(tls_files(settings, "grpc")),
+        certificates.grpc_credentials(tls_files(settings, "grpc")),
         restrictions(settings, "grpc"),
     )
     await server.start()
@@ -211,17 +221,20 @@ async def serve(
     )
     if settings.cors_allow_origin:  # otherwise no middleware at all: it costs per request
         http_app = Cors(http_app, parse_origins(settings.cors_allow_origin))
-    http_server = _uvicorn_server(http_app, settings)
+    certificates = CertificateReload()
+    http_server = _uvicorn_server(http_app, settings, certificates, "HTTP")
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
-    grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings, collectors)
+    grpc_server = await _start_grpc(engine, shared_memory, settings, certificates)
+    metrics_server = _start_metrics(metrics, settings, collectors, certificates)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Also without TLS: SIGHUP's default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, certificates.reload)
     for warning in exposure_warnings(settings):
         logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
     _settle_garbage_collector()
