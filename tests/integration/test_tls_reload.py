@@ -4,6 +4,7 @@ and gRPC ports, open connections go on, and files that cannot be served keep the
 from __future__ import annotations
 
 import http.client
+import json
 import queue
 import shutil
 import signal
@@ -138,6 +139,15 @@ def test_sighup_serves_the_new_certificate_and_keeps_connections(
     kept = http.client.HTTPSConnection("127.0.0.1", server.http_port, context=trust_both)
     assert _get(kept, "/v2/health/ready") == 200
     kept_socket = kept.sock
+    # A request half sent across the reload: the connection cannot idle out meanwhile.
+    body = json.dumps({"inputs": [
+        {"name": name, "shape": [1, 16], "datatype": "INT32", "data": array.ravel().tolist()}
+        for name, array in (("INPUT0", A), ("INPUT1", B))
+    ]}).encode()  # fmt: skip
+    kept.putrequest("POST", "/v2/models/simple/infer")
+    kept.putheader("Content-Length", str(len(body)))
+    kept.endheaders()
+    kept.send(body[:10])
     credentials = grpc.ssl_channel_credentials(old.ca.read_bytes() + new.ca.read_bytes())
     with grpc.secure_channel(server.grpc_url, credentials) as channel:
         stream = _Stream(channel)
@@ -147,6 +157,10 @@ def test_sighup_serves_the_new_certificate_and_keeps_connections(
         _sighup(server, *(_RELOADED.format(name) for name in _PORTS))
 
         # Open connections go on: the same keep-alive socket, the same gRPC stream.
+        kept.send(body[10:])
+        answer = kept.getresponse()
+        assert answer.status == 200
+        assert json.loads(answer.read())["outputs"][0]["data"] == (A + B).ravel().tolist()
         assert _get(kept, "/v2/health/ready") == 200
         assert kept.sock is kept_socket
         assert (stream.infer() == A + B).all()
