@@ -89,7 +89,9 @@ def test_another_origin_gets_no_cors_headers(cors_server: RunningServer) -> None
     assert status == 403
     assert _cors_headers(headers) == {}
     status, headers, _ = request(cors_server.http_port, "POST", INFER, _BODY, {"Origin": OTHER})
+    assert status == 200
     assert _cors_headers(headers) == {}
+    assert headers["vary"] == "Origin"
 
 
 def test_a_preflight_needs_no_key_but_the_request_does(cors_server: RunningServer) -> None:

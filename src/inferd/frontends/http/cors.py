@@ -23,6 +23,10 @@ _MAX_AGE: Final = b"600"  # seconds a browser may reuse a preflight's answer
 # Read by clients of binary responses (where the JSON part ends), so pages may read it too.
 _EXPOSED: Final = b"inference-header-content-length"
 
+# The answer depends on the Origin header (unless every origin is allowed): caches must keep one
+# answer per origin.
+_VARY: Final = (b"vary", b"Origin")
+
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -65,10 +69,11 @@ class Cors:
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
             await self._preflight(scope, send, origin, allowed)
             return
-        if not allowed:  # no CORS headers: the browser keeps the answer from the page
-            await self._app(scope, receive, send)
-            return
+        # Another origin gets no CORS header (the browser keeps the answer from the page), but
+        # Vary still: a cache must not hand this answer to a listed origin's page.
         extra = [*self._allow(origin), (b"access-control-expose-headers", _EXPOSED)]
+        if not allowed:
+            extra = [_VARY]
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -80,8 +85,7 @@ class Cors:
     def _allow(self, origin: bytes) -> list[tuple[bytes, bytes]]:
         if self._any:
             return [(b"access-control-allow-origin", b"*")]
-        # The answer depends on the Origin header: caches must keep one per origin.
-        return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return [(b"access-control-allow-origin", origin), _VARY]
 
     async def _preflight(self, scope: Scope, send: Send, origin: bytes, allowed: bool) -> None:
         if not allowed:
