@@ -122,3 +122,14 @@ def test_a_value_that_is_not_an_origin_stops_the_server(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--cors-allow-origin 'https://app.example/path' is not an origin" in done.stderr
+
+
+def test_a_foreign_host_gets_421_before_any_preflight(cors_server: RunningServer) -> None:
+    headers = {
+        "Host": "rebound.example",
+        "Origin": ALLOWED,
+        "Access-Control-Request-Method": "POST",
+    }
+    status, answer, _ = request(cors_server.http_port, "OPTIONS", INFER, headers=headers)
+    assert status == 421
+    assert _cors_headers(answer) == {}

@@ -20,7 +20,13 @@ from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
-from inferd.cli.access import exposure_warnings, restrictions, startup_error
+from inferd.cli.access import (
+    allowed_hosts,
+    exposure_warnings,
+    host_names_note,
+    restrictions,
+    startup_error,
+)
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import tls_files, uvicorn_options
 from inferd.cli.tls_reload import CertificateReload
@@ -31,8 +37,10 @@ from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
-from inferd.frontends.http.cors import App, Cors, parse_origins
-from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.frontends.http.cors import Cors, parse_origins
+from inferd.frontends.http.hosts import App, HostGuard
+from inferd.frontends.http.protocol import protocol_class
+from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
@@ -101,7 +109,7 @@ def _uvicorn_server(
     files = tls_files(settings, "http")
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=protocol_class(settings.http_max_header_bytes),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -129,7 +137,8 @@ def _start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    server = _uvicorn_server(make_asgi_app(registry), settings, certificates, "metrics")
+    guarded = HostGuard(make_asgi_app(registry), allowed_hosts(settings))
+    server = _uvicorn_server(guarded, settings, certificates, "metrics")
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
@@ -210,6 +219,7 @@ async def serve(
     shared_memory = SharedMemoryRegistry(
         enabled=settings.enable_shared_memory,
         cuda=cuda_memory.load() if settings.enable_shared_memory else None,
+        limits=RegionLimits(settings.shared_memory_max_regions, settings.shared_memory_max_bytes),
     )
     http_socket = bind_socket(settings.host, settings.http_port)
     http_app: App = HttpFrontend(
@@ -218,9 +228,11 @@ async def serve(
         shared_memory,
         server_name=settings.server_name,
         restrictions=restrictions(settings, "http"),
+        allowed_hosts=allowed_hosts(settings),
     )
     if settings.cors_allow_origin:  # otherwise no middleware at all: it costs per request
-        http_app = Cors(http_app, parse_origins(settings.cors_allow_origin))
+        cors = Cors(http_app, parse_origins(settings.cors_allow_origin))
+        http_app = HostGuard(cors, allowed_hosts(settings))  # before a preflight is answered
     certificates = CertificateReload()
     http_server = _uvicorn_server(http_app, settings, certificates, "HTTP")
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
@@ -237,6 +249,9 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, certificates.reload)
     for warning in exposure_warnings(settings):
         logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
+    note = host_names_note(settings)
+    if note is not None:
+        logger.info(note)
     _settle_garbage_collector()
     logger.info("inferd is ready")
     await stop.wait()

@@ -24,6 +24,14 @@ MAX_DIMS = 32
 # makes the tensor empty. A tensor with elements that large never gets past its data's size
 # check; an empty one has no data to check, so its shape is refused here.
 _MAX_SPAN = np.iinfo(np.intp).max // 8
+# Far beyond any model's inputs or outputs; bounds the per-tensor work one request asks for.
+MAX_TENSORS = 16_384
+
+
+def check_tensor_count(count: int, kind: str) -> None:
+    """Refuse a request with more than MAX_TENSORS `kind` ("inputs", "outputs")."""
+    if count > MAX_TENSORS:
+        raise InvalidArgument(f"the request has {count} {kind}; at most {MAX_TENSORS}")
 
 
 def check_shape(shape: list[int], name: str) -> None:

@@ -11,11 +11,12 @@ never allowed: inferd does not use them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
 from inferd.frontends.http.asgi import Message, Receive, Scope, Send
+from inferd.frontends.http.hosts import App
 
 ANY: Final = "*"
 _METHODS: Final = b"GET, POST, OPTIONS"
@@ -26,8 +27,6 @@ _EXPOSED: Final = b"inference-header-content-length"
 # The answer depends on the Origin header (unless every origin is allowed): caches must keep one
 # answer per origin.
 _VARY: Final = (b"vary", b"Origin")
-
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class CorsSettingsError(ValueError):
