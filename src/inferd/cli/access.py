@@ -7,6 +7,7 @@ import ipaddress
 
 from inferd.cli.settings import ServerSettings
 from inferd.cli.tls import TlsSettingsError, tls_files
+from inferd.frontends.http.cors import CorsSettingsError, parse_origins
 from inferd.frontends.http.hosts import LOOPBACK_NAMES, AllowedHosts
 from inferd.frontends.restricted import (
     GRPC_KEY_PREFIX,
@@ -50,7 +51,8 @@ def startup_error(settings: ServerSettings) -> str | None:
         for protocol in ("http", "grpc"):
             tls_files(settings, protocol)
             restrictions(settings, protocol)
-    except (TlsSettingsError, RestrictionSettingsError) as exc:
+        parse_origins(settings.cors_allow_origin)
+    except (TlsSettingsError, RestrictionSettingsError, CorsSettingsError) as exc:
         return str(exc)
     return None
 

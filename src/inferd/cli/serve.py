@@ -28,7 +28,8 @@ from inferd.cli.access import (
     startup_error,
 )
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
-from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
+from inferd.cli.tls import tls_files, uvicorn_options
+from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
@@ -36,7 +37,8 @@ from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
-from inferd.frontends.http.hosts import HostGuard
+from inferd.frontends.http.cors import Cors, parse_origins
+from inferd.frontends.http.hosts import App, HostGuard
 from inferd.frontends.http.protocol import protocol_class
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
@@ -101,8 +103,11 @@ def build_engine(
     return Engine(engine_settings, BackendRegistry(), observers, statistics)
 
 
-def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
+def _uvicorn_server(
+    app: Any, settings: ServerSettings, certificates: CertificateReload, name: str
+) -> _UvicornServer:
     """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
+    files = tls_files(settings, "http")
     config = uvicorn.Config(
         app,
         http=protocol_class(settings.http_max_header_bytes),
@@ -113,13 +118,18 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        **uvicorn_options(tls_files(settings, "http")),
+        **uvicorn_options(files),
     )
-    return _UvicornServer(config)
+    server = _UvicornServer(config)
+    certificates.watch_uvicorn(name, server, files)
+    return server
 
 
 def _start_metrics(
-    metrics: PrometheusMetrics, settings: ServerSettings, collectors: Sequence[Collector]
+    metrics: PrometheusMetrics,
+    settings: ServerSettings,
+    collectors: Sequence[Collector],
+    certificates: CertificateReload,
 ) -> tuple[_UvicornServer, asyncio.Task[None]] | None:
     """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
     if not settings.metrics_port:
@@ -128,7 +138,8 @@ def _start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    server = _uvicorn_server(HostGuard(make_asgi_app(registry), allowed_hosts(settings)), settings)
+    guarded = HostGuard(make_asgi_app(registry), allowed_hosts(settings))
+    server = _uvicorn_server(guarded, settings, certificates, "metrics")
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
@@ -154,6 +165,7 @@ async def _start_grpc(
     engine: Engine,
     shared_memory: SharedMemoryRegistry,
     settings: ServerSettings,
+    certificates: CertificateReload,
 ) -> Any:
     """The started gRPC server, or None when `--grpc-port 0` disables it."""
     if not settings.grpc_port:
@@ -165,7 +177,7 @@ async def _start_grpc(
         settings.grpc_max_message_bytes,
         shared_memory,
         settings.server_name,
-        grpc_credentials(tls_files(settings, "grpc")),
+        certificates.grpc_credentials(tls_files(settings, "grpc")),
         restrictions(settings, "grpc"),
     )
     await server.start()
@@ -211,27 +223,31 @@ async def serve(
         limits=RegionLimits(settings.shared_memory_max_regions, settings.shared_memory_max_bytes),
     )
     http_socket = bind_socket(settings.host, settings.http_port)
-    http_server = _uvicorn_server(
-        HttpFrontend(
-            engine,
-            settings.http_max_body_bytes,
-            shared_memory,
-            server_name=settings.server_name,
-            restrictions=restrictions(settings, "http"),
-            allowed_hosts=allowed_hosts(settings),
-        ),
-        settings,
+    http_app: App = HttpFrontend(
+        engine,
+        settings.http_max_body_bytes,
+        shared_memory,
+        server_name=settings.server_name,
+        restrictions=restrictions(settings, "http"),
+        allowed_hosts=allowed_hosts(settings),
     )
+    if settings.cors_allow_origin:  # otherwise no middleware at all: it costs per request
+        cors = Cors(http_app, parse_origins(settings.cors_allow_origin))
+        http_app = HostGuard(cors, allowed_hosts(settings))  # before a preflight is answered
+    certificates = CertificateReload()
+    http_server = _uvicorn_server(http_app, settings, certificates, "HTTP")
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
-    grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings, (*collectors, ModelMetrics()))
+    grpc_server = await _start_grpc(engine, shared_memory, settings, certificates)
+    metrics_server = _start_metrics(metrics, settings, (*collectors, ModelMetrics()), certificates)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Also without TLS: SIGHUP's default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, certificates.reload)
     for warning in exposure_warnings(settings):
         logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
     note = host_names_note(settings)

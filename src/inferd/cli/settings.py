@@ -14,6 +14,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from inferd.cli.switch import Switch, SwitchHelpFormatter
 from inferd.engine.control import ControlMode
 
 ENV_PREFIX = "INFERD_"
@@ -81,6 +82,14 @@ class ServerSettings:
             "serve every group but health, metadata and inference only to requests with "
             "'authorization: Bearer TOKEN' (HTTP and gRPC); prefer the environment variable",
             "TOKEN",
+        ),
+    )
+    cors_allow_origin: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "let web pages of this origin (scheme://host[:port], or '*' for any) read the HTTP "
+            "API's answers; repeatable or comma-separated; no CORS headers without it",
+            "ORIGIN",
         ),
     )
     allowed_hosts: tuple[str, ...] = field(
@@ -203,6 +212,8 @@ class ServerSettings:
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = SwitchHelpFormatter
     kinds = typing.get_type_hints(ServerSettings)
     for setting in fields(ServerSettings):
         env = ENV_PREFIX + setting.name.upper()
@@ -229,7 +240,7 @@ def _options(setting: Field[Any], kind: Any, raw: str | None) -> tuple[dict[str,
     shown = f"; default {default}"
     if kind is bool:
         value = raw.lower() in _TRUE if raw is not None else default
-        return {"action": argparse.BooleanOptionalAction, "default": value}, shown
+        return {"action": Switch, "default": value}, shown
     if issubclass(kind, enum.Enum):
         choices = [member.value for member in kind]
         return {"choices": choices, "default": raw if raw is not None else default}, shown
