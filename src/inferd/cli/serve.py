@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import ProcessCollector, make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
@@ -32,8 +32,11 @@ from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.shared_memory import SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
+from inferd.metrics.gpu import open_gpu_metrics
 from inferd.metrics.prometheus import PrometheusMetrics
+from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
+from inferd.metrics.system import SystemMetrics
 from inferd.metrics.trace import TraceLog
 from inferd.repository.locations import open_repositories
 
@@ -128,6 +131,15 @@ def _start_metrics(
     return server, task
 
 
+def _host_collectors(settings: ServerSettings) -> list[Collector]:
+    """CPU, memory and GPU metrics, as the settings allow."""
+    collectors: list[Collector] = []
+    if settings.allow_cpu_metrics:
+        collectors += [SystemMetrics(), ProcessCollector(registry=None)]
+    gpu = open_gpu_metrics() if settings.allow_gpu_metrics and settings.metrics_port else None
+    return collectors + ([gpu] if gpu is not None else [])
+
+
 def _scheme(settings: ServerSettings) -> str:
     return "https" if settings.http_use_ssl else "http"
 
@@ -182,12 +194,13 @@ async def serve(
     """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
     Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
-    metrics = PrometheusMetrics(statistics)
+    buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
+    metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
     observers: list[Observer] = [statistics, metrics]
     if settings.log_verbose:
         observers.append(TraceLog())
     engine = build_engine(settings, observers, statistics, placer)
-    metrics.watch_pending(engine.pending_requests)
+    metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     try:
         await engine.start()
@@ -215,7 +228,7 @@ async def serve(
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings, collectors)
+    metrics_server = _start_metrics(metrics, settings, [*collectors, *_host_collectors(settings)])
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -247,7 +260,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    error = startup_error(settings)  # before anything starts: a mistake stops it at once
+    error = startup_error(settings) or _metrics_error(settings)  # a mistake stops it at once
     if error is not None:
         print(f"inferd: error: {error}", file=sys.stderr)
         return 2
@@ -272,6 +285,14 @@ def run(args: argparse.Namespace) -> int:
         return _run_loop(serve(settings, session.placer, [session.telemetry]))
     finally:
         session.close()
+
+
+def _metrics_error(settings: ServerSettings) -> str | None:
+    try:
+        histogram_options(settings.metrics_buckets, settings.metrics_config)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> int:

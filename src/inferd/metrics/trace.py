@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from inferd.core.observer import FailureReason
 from inferd.core.types import Timestamps
 
 logger = logging.getLogger("inferd.trace")
@@ -32,6 +33,7 @@ class TraceLog:
         success: bool,
         inferred_rows: int = 0,
         cancelled: bool = False,
+        failure: FailureReason | None = None,
     ) -> None:
         t = timestamps
         logger.info(
@@ -50,7 +52,12 @@ class TraceLog:
         )
 
     def batch_executed(
-        self, model_name: str, model_version: str, batch_size: int, compute: Timestamps
+        self,
+        model_name: str,
+        model_version: str,
+        batch_size: int,
+        compute: Timestamps,
+        instance: str = "",
     ) -> None:
         logger.info(
             "batch model=%s version=%s rows=%d compute_us=%s",
@@ -58,4 +65,15 @@ class TraceLog:
             model_version,
             batch_size,
             _delta_us(compute.compute_start, compute.compute_end),
+        )
+
+    def version_load_finished(
+        self, model_name: str, model_version: str, seconds: float, loaded: bool
+    ) -> None:
+        logger.info(
+            "load model=%s version=%s %s seconds=%.3f",
+            model_name,
+            model_version,
+            "ok" if loaded else "failed",
+            seconds,
         )
