@@ -21,10 +21,12 @@ from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
 from inferd.cli.access import exposure_warnings, restrictions, startup_error
+from inferd.cli.log_control import ServerLogs
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
+from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
@@ -38,6 +40,7 @@ from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.system import SystemMetrics
 from inferd.metrics.trace import TraceLog
+from inferd.metrics.triton_trace import TritonTracer, start_settings
 from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
@@ -75,6 +78,7 @@ def build_engine(
     observers: Sequence[Observer] = (),
     statistics: Statistics | None = None,
     placer: InstancePlacer | None = None,
+    controls: RuntimeControls = NO_CONTROLS,
 ) -> Engine:
     load = LoadOptions(
         settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
@@ -92,7 +96,7 @@ def build_engine(
         settings.load_model,
         settings.repository_poll_secs,
     )
-    return Engine(engine_settings, BackendRegistry(), observers, statistics)
+    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
 
 
 def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
@@ -196,10 +200,13 @@ async def serve(
     statistics = Statistics()
     buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
     metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
-    observers: list[Observer] = [statistics, metrics]
-    if settings.log_verbose:
-        observers.append(TraceLog())
-    engine = build_engine(settings, observers, statistics, placer)
+    trace_log = TraceLog(settings.log_verbose)
+    tracer = TritonTracer(start_settings(settings.trace_config))
+    observers: list[Observer] = [statistics, metrics, trace_log, tracer]
+    controls = RuntimeControls(
+        tracer, ServerLogs(settings.log_verbose, trace_log.set_verbose_level)
+    )
+    engine = build_engine(settings, observers, statistics, placer, controls)
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     try:
@@ -246,6 +253,7 @@ async def serve(
     await asyncio.gather(http_task, *([grpc_server.stop(grace)] if grpc_server else []))
     shared_memory.close()
     await engine.stop()
+    tracer.close()
     if metrics_server is not None:
         metrics_server[0].should_exit = True
         await metrics_server[1]
@@ -290,8 +298,11 @@ def run(args: argparse.Namespace) -> int:
 def _metrics_error(settings: ServerSettings) -> str | None:
     try:
         histogram_options(settings.metrics_buckets, settings.metrics_config)
+        start_settings(settings.trace_config)
     except ValueError as exc:
         return str(exc)
+    except InferdError as exc:
+        return exc.message
     return None
 
 

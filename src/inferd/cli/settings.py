@@ -184,6 +184,14 @@ class ServerSettings:
     log_verbose: int = field(
         default=0, metadata=_flag("1 or more logs one line per request with its timestamps")
     )
+    trace_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "start-up trace settings, as Triton's: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+            "count=N, log_frequency=N, file=PATH, mode=triton; repeatable",
+            "KEY=VALUE",
+        ),
+    )
     cluster: str = field(
         default="",
         metadata=_flag(

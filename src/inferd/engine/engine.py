@@ -14,6 +14,7 @@ from inferd.core.errors import DecoupledModel, InferdError, Unavailable, Unsuppo
 from inferd.core.model_config import ModelConfig, config_to_dict
 from inferd.core.observer import FailureReason, Observer, failure_reason
 from inferd.core.responses import ResponseChannel
+from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.api import (
@@ -49,8 +50,11 @@ class Engine:
         registry: BackendRegistry,
         observers: Sequence[Observer] = (),
         statistics: StatisticsSource | None = None,
+        controls: RuntimeControls = NO_CONTROLS,
     ) -> None:
         self.settings = settings
+        # The trace and logging extensions, offered when set (the frontends reach them here).
+        self.controls = controls
         self._observers = tuple(observers)
         self._statistics = statistics
         self._table = ModelTable()

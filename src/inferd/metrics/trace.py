@@ -1,7 +1,7 @@
 """`--log-verbose` request tracing: one log line per request with its timestamps.
 
-Registered only when verbose logging is on, so the request path pays nothing otherwise.
-The hook is the `Observer` protocol; an OpenTelemetry exporter can sit behind the same one.
+The verbose level can change at run time (the logging extension sets `verbose_level`); at 0
+a request costs one attribute check here.
 """
 
 from __future__ import annotations
@@ -20,9 +20,18 @@ def _delta_us(start: int, end: int) -> str:
 
 
 class TraceLog:
-    """An `Observer` logging received, queued, compute and sent marks as microsecond deltas."""
+    """An `Observer` logging received, queued, compute and sent marks as microsecond deltas,
+    while `verbose_level` is 1 or more."""
+
+    def __init__(self, verbose_level: int = 1) -> None:
+        self.verbose_level = verbose_level
+
+    def set_verbose_level(self, level: int) -> None:
+        self.verbose_level = level
 
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
+        if not self.verbose_level:
+            return
         logger.info("model '%s' serving versions [%s]", model_name, ", ".join(versions))
 
     def request_finished(
@@ -35,6 +44,8 @@ class TraceLog:
         cancelled: bool = False,
         failure: FailureReason | None = None,
     ) -> None:
+        if not self.verbose_level:
+            return
         t = timestamps
         logger.info(
             "request model=%s version=%s %s total_us=%s received->queued=%s queue=%s "
@@ -59,6 +70,8 @@ class TraceLog:
         compute: Timestamps,
         instance: str = "",
     ) -> None:
+        if not self.verbose_level:
+            return
         logger.info(
             "batch model=%s version=%s rows=%d compute_us=%s",
             model_name,
@@ -70,6 +83,8 @@ class TraceLog:
     def version_load_finished(
         self, model_name: str, model_version: str, seconds: float, loaded: bool
     ) -> None:
+        if not self.verbose_level:
+            return
         logger.info(
             "load model=%s version=%s %s seconds=%.3f",
             model_name,
