@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 
 # (name, help, reading from the NVML module and a device handle)
-_READINGS: list[tuple[str, str, Callable[[Any, Any], float]]] = [
+READINGS: list[tuple[str, str, Callable[[Any, Any], float]]] = [
     (
         "nv_gpu_utilization",
         "GPU utilisation rate (0.0 - 1.0)",
@@ -60,7 +60,7 @@ class GpuMetrics(Collector):
         self._devices = devices  # (uuid, handle)
 
     def collect(self) -> Iterator[Metric]:
-        for name, documentation, read in _READINGS:
+        for name, documentation, read in READINGS:
             family = GaugeMetricFamily(name, documentation, labels=["gpu_uuid"])
             for uuid, handle in self._devices:
                 try:
