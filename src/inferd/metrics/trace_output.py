@@ -15,7 +15,34 @@ from typing import Any
 
 logger = logging.getLogger("inferd.trace")
 
-Trace = list[dict[str, Any]]  # the objects one trace adds to the array
+MARKS = (
+    "REQUEST_START",
+    "QUEUE_START",
+    "COMPUTE_START",
+    "COMPUTE_INPUT_END",
+    "COMPUTE_OUTPUT_START",
+    "COMPUTE_END",
+    "REQUEST_END",
+)
+# (id, model, version, ns of each of MARKS, 0 = not reached): turned into Triton's objects by
+# the writer, so the request path only makes a tuple.
+Trace = tuple[int, str, str, tuple[int, ...]]
+
+
+def trace_objects(trace: Trace) -> list[dict[str, Any]]:
+    """The two objects of one trace in Triton's trace file."""
+    trace_id, model, version, marks = trace
+    return [
+        {
+            "id": trace_id,
+            "model_name": model,
+            "model_version": int(version) if version.isdigit() else version,
+        },
+        {
+            "id": trace_id,
+            "timestamps": [{"name": n, "ns": ns} for n, ns in zip(MARKS, marks, strict=True) if ns],
+        },
+    ]
 
 
 class TraceOutput:
@@ -24,16 +51,16 @@ class TraceOutput:
     def __init__(self, trace_file: str, log_frequency: int) -> None:
         self.trace_file = trace_file
         self.log_frequency = log_frequency
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Trace] = []
         self._collected = 0
         self._index = 0
         self._writer: ThreadPoolExecutor | None = None
 
     def add(self, trace: Trace) -> None:
         if not self.trace_file:
-            logger.info("trace %s", json.dumps(trace, separators=(",", ":")))
+            logger.info("trace %s", json.dumps(trace_objects(trace), separators=(",", ":")))
             return
-        self._pending.extend(trace)
+        self._pending.append(trace)
         self._collected += 1
         if self.log_frequency and self._collected % self.log_frequency == 0:
             path = f"{self.trace_file}.{self._index}"
@@ -48,19 +75,21 @@ class TraceOutput:
             self._writer.shutdown(wait=True)
             self._writer = None
 
-    def _take(self) -> list[dict[str, Any]]:
+    def _take(self) -> list[Trace]:
         taken, self._pending = self._pending, []
         return taken
 
-    def _submit(self, path: str, objects: list[dict[str, Any]]) -> None:
+    def _submit(self, path: str, traces: list[Trace]) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="inferd-trace")
-        self._writer.submit(_write, path, objects)
+        self._writer.submit(_write, path, traces)
 
 
-def _write(path: str, objects: list[dict[str, Any]]) -> None:
+def _write(path: str, traces: list[Trace]) -> None:
     try:
+        # One dumps, without indent: only that takes the C encoder (and holds the GIL least).
+        text = json.dumps([item for trace in traces for item in trace_objects(trace)])
         with open(path, "w", encoding="utf-8") as out:
-            json.dump(objects, out, indent=0)
+            out.write(text)
     except OSError as exc:
         logger.error("cannot write the trace file %s: %s", path, exc)

@@ -28,15 +28,6 @@ DEFAULTS: TraceValues = {
     "trace_mode": ["triton"],
 }
 _MINIMUM = {"trace_rate": 1, "trace_count": -1, "log_frequency": 0}
-_MARKS = (
-    ("REQUEST_START", "received"),
-    ("QUEUE_START", "queued"),
-    ("COMPUTE_START", "compute_start"),
-    ("COMPUTE_INPUT_END", "compute_input_end"),
-    ("COMPUTE_OUTPUT_START", "compute_output_start"),
-    ("COMPUTE_END", "compute_end"),
-    ("REQUEST_END", "sent"),
-)
 
 
 def check_trace_setting(key: str, values: Sequence[str]) -> list[str]:
@@ -216,9 +207,13 @@ class TritonTracer:
 
 
 def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) -> Trace:
-    version = int(model_version) if model_version.isdigit() else model_version
-    marks = [{"name": name, "ns": getattr(t, field)} for name, field in _MARKS if getattr(t, field)]
-    return [
-        {"id": trace_id, "model_name": model_name, "model_version": version},
-        {"id": trace_id, "timestamps": marks},
-    ]
+    marks = (
+        t.received,
+        t.queued,
+        t.compute_start,
+        t.compute_input_end,
+        t.compute_output_start,
+        t.compute_end,
+        t.sent,
+    )
+    return trace_id, model_name, model_version, marks
