@@ -8,7 +8,9 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,12 +112,8 @@ def holding(repository: Path) -> int:
     return len(marker.read_text().splitlines()) if marker.exists() else 0
 
 
-def test_failures_by_reason_and_histograms_count_each_request(
-    server: RunningServer, repository: Path
-) -> None:
-    before = scrape(server)
-    grpc = grpcclient.InferenceServerClient(server.grpc_url)
-    http = httpclient.InferenceServerClient(server.http_url)
+def exercise(server: RunningServer, repository: Path, grpc: Any, http: Any) -> Samples:
+    """Send one request of each kind of failure and SUCCESSES successful ones; the scrape after."""
     answers: list[object] = []
 
     def answered(result: object, error: object) -> None:
@@ -141,7 +139,18 @@ def test_failures_by_reason_and_histograms_count_each_request(
         http.infer("gate", [bad])  # a shape the model does not take: OTHER
     for _ in range(SUCCESSES):
         http.infer("gate", [gate_input(0, httpclient)])
-    after = scrape(server)
+    return scrape(server)
+
+
+def test_failures_by_reason_and_histograms_count_each_request(
+    server: RunningServer, repository: Path
+) -> None:
+    before = scrape(server)
+    with (
+        closing(grpcclient.InferenceServerClient(server.grpc_url)) as grpc,
+        closing(httpclient.InferenceServerClient(server.http_url)) as http,
+    ):
+        after = exercise(server, repository, grpc, http)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,12 @@ def server(model_repository: Path) -> Iterator[RunningServer]:
 
 
 def infer(server: RunningServer, times: int) -> None:
-    client = httpclient.InferenceServerClient(server.http_url)
     inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
     for item in inputs:
         item.set_data_from_numpy(np.ones((1, 16), np.int32))
-    for _ in range(times):
-        client.infer("simple", inputs)
+    with closing(httpclient.InferenceServerClient(server.http_url)) as client:
+        for _ in range(times):
+            client.infer("simple", inputs)
 
 
 def traces(path: Path) -> list[dict[str, Any]]:
@@ -55,10 +56,10 @@ def traces(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(params=["http", "grpc"])
 def client(request: pytest.FixtureRequest, server: RunningServer) -> Iterator[Any]:
-    if request.param == "http":
-        yield httpclient.InferenceServerClient(server.http_url)
-    else:
-        yield grpcclient.InferenceServerClient(server.grpc_url)
+    module = httpclient if request.param == "http" else grpcclient
+    url = server.http_url if request.param == "http" else server.grpc_url
+    with closing(module.InferenceServerClient(url)) as opened:
+        yield opened
 
 
 def settings(answer: Any) -> dict[str, Any]:
@@ -227,7 +228,7 @@ def test_start_up_trace_settings(model_repository: Path, tmp_path: Path) -> None
     with running_server(
         model_repository, *flags, "--trace-config", f"file={trace_file}"
     ) as started:
-        client = httpclient.InferenceServerClient(started.http_url)
-        assert client.get_trace_settings()["trace_level"] == ["TIMESTAMPS"]
+        with closing(httpclient.InferenceServerClient(started.http_url)) as client:
+            assert client.get_trace_settings()["trace_level"] == ["TIMESTAMPS"]
         infer(started, 2)
     assert len(traces(trace_file)) == 2  # log_frequency 0: written as the server stops
