@@ -7,6 +7,7 @@ import ipaddress
 
 from inferd.cli.settings import ServerSettings
 from inferd.cli.tls import TlsSettingsError, tls_files
+from inferd.frontends.http.hosts import LOOPBACK_NAMES, AllowedHosts
 from inferd.frontends.restricted import (
     GRPC_KEY_PREFIX,
     Restriction,
@@ -24,6 +25,23 @@ def restrictions(settings: ServerSettings, protocol: str) -> dict[str, Restricti
     flag = "--grpc-restricted-protocol"
     specs = settings.grpc_restricted_protocol
     return parse_restrictions(specs, flag, "protocol", GRPC_KEY_PREFIX, token)
+
+
+def allowed_hosts(settings: ServerSettings) -> AllowedHosts:
+    """The Host names served: loopback, the bound address, and --allowed-hosts (comma lists)."""
+    given = [name for value in settings.allowed_hosts for name in value.split(",")]
+    return AllowedHosts([*LOOPBACK_NAMES, settings.host, *given])
+
+
+def host_names_note(settings: ServerSettings) -> str | None:
+    """What a server reachable beyond loopback answers to by name (a DNS name clients use
+    gets 421 until --allowed-hosts names it), or None on loopback or with the flag given."""
+    if _is_loopback(settings.host) or settings.allowed_hosts:
+        return None
+    return (
+        "HTTP and metrics answer requests whose Host is localhost, an IP address or "
+        f"{settings.host}; a DNS name clients use needs --allowed-hosts (others get 421)"
+    )
 
 
 def startup_error(settings: ServerSettings) -> str | None:

@@ -20,7 +20,13 @@ from prometheus_client import ProcessCollector, make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
-from inferd.cli.access import exposure_warnings, restrictions, startup_error
+from inferd.cli.access import (
+    allowed_hosts,
+    exposure_warnings,
+    host_names_note,
+    restrictions,
+    startup_error,
+)
 from inferd.cli.log_control import ServerLogs
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
@@ -32,7 +38,9 @@ from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
-from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.frontends.http.hosts import HostGuard
+from inferd.frontends.http.protocol import protocol_class
+from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.gpu import open_gpu_metrics
 from inferd.metrics.prometheus import PrometheusMetrics
@@ -103,7 +111,7 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
     """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=protocol_class(settings.http_max_header_bytes),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -126,7 +134,7 @@ def _start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    server = _uvicorn_server(make_asgi_app(registry), settings)
+    server = _uvicorn_server(HostGuard(make_asgi_app(registry), allowed_hosts(settings)), settings)
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
@@ -219,6 +227,7 @@ async def serve(
     shared_memory = SharedMemoryRegistry(
         enabled=settings.enable_shared_memory,
         cuda=cuda_memory.load() if settings.enable_shared_memory else None,
+        limits=RegionLimits(settings.shared_memory_max_regions, settings.shared_memory_max_bytes),
     )
     http_socket = bind_socket(settings.host, settings.http_port)
     http_server = _uvicorn_server(
@@ -228,6 +237,7 @@ async def serve(
             shared_memory,
             server_name=settings.server_name,
             restrictions=restrictions(settings, "http"),
+            allowed_hosts=allowed_hosts(settings),
         ),
         settings,
     )
@@ -243,6 +253,9 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     for warning in exposure_warnings(settings):
         logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
+    note = host_names_note(settings)
+    if note is not None:
+        logger.info(note)
     _settle_garbage_collector()
     logger.info("inferd is ready")
     await stop.wait()

@@ -105,6 +105,14 @@ class ServerSettings:
             "TOKEN",
         ),
     )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "Host names the HTTP and metrics ports answer besides localhost, loopback and IP "
+            "addresses, and --host (others get 421, against DNS rebinding); '*' answers all",
+            "HOST[,HOST...]",
+        ),
+    )
     http_use_ssl: bool = field(
         default=False,
         metadata=_flag("serve HTTPS on the HTTP port (and the metrics port) with the cert below"),
@@ -143,6 +151,10 @@ class ServerSettings:
     http_max_body_bytes: int = field(
         default=256 * 1024 * 1024, metadata=_flag("largest request body")
     )
+    http_max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata=_flag("largest HTTP request line and headers together (431 beyond)"),
+    )
     grpc_max_message_bytes: int = field(
         default=256 * 1024 * 1024, metadata=_flag("largest gRPC message received or sent")
     )
@@ -164,6 +176,13 @@ class ServerSettings:
     enable_shared_memory: bool = field(
         default=False,
         metadata=_flag("let clients register system shared-memory regions for inputs and outputs"),
+    )
+    shared_memory_max_regions: int = field(
+        default=1024, metadata=_flag("most shared-memory regions registered at once")
+    )
+    shared_memory_max_bytes: int = field(
+        default=64 * 1024**3,
+        metadata=_flag("most bytes all registered shared-memory regions may span together"),
     )
     model_control_mode: ControlMode = field(
         default=ControlMode.NONE,

@@ -10,7 +10,13 @@ from typing import Any
 
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import DecoupledModel, InferdError, Unavailable, Unsupported
+from inferd.core.errors import (
+    DecoupledModel,
+    InferdError,
+    InvalidArgument,
+    Unavailable,
+    Unsupported,
+)
 from inferd.core.model_config import ModelConfig, config_to_dict
 from inferd.core.observer import FailureReason, Observer, failure_reason
 from inferd.core.responses import ResponseChannel
@@ -137,6 +143,8 @@ class Engine:
         """Statistics of every serving version, of one model, or of one version."""
         if self._statistics is None:
             raise Unsupported("the statistics extension is not enabled on this server")
+        if version and not name:  # Triton ignores the version here; refuse the ambiguity
+            raise InvalidArgument(f"statistics of version '{version}' need a model name")
         return self._statistics.snapshot(name, version)
 
     def repository_index(self, ready_only: bool = False) -> list[VersionStatus]:

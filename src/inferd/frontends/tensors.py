@@ -19,6 +19,14 @@ from inferd.core.types import Array
 
 # numpy 1.x arrays hold at most 32 dimensions (numpy 2: 64); no model needs more.
 MAX_DIMS = 32
+# Far beyond any model's inputs or outputs; bounds the per-tensor work one request asks for.
+MAX_TENSORS = 16_384
+
+
+def check_tensor_count(count: int, kind: str) -> None:
+    """Refuse a request with more than MAX_TENSORS `kind` ("inputs", "outputs")."""
+    if count > MAX_TENSORS:
+        raise InvalidArgument(f"the request has {count} {kind}; at most {MAX_TENSORS}")
 
 
 def check_shape(shape: list[int], name: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -38,7 +37,6 @@ from inferd.core.errors import (
     InferdError,
     InvalidArgument,
     NotFound,
-    PayloadTooLarge,
     Unsupported,
 )
 from inferd.core.types import InferResponse
@@ -46,6 +44,7 @@ from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.asgi import DisconnectWatcher, Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.body import ClientDisconnected, header_int, read_body
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.generate import (
@@ -53,6 +52,7 @@ from inferd.frontends.http.generate import (
     encode_generate_response,
     responses_with_outputs,
 )
+from inferd.frontends.http.hosts import AllowedHosts
 from inferd.frontends.http.model_control import config_override
 from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
@@ -71,10 +71,6 @@ OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"
 
 
-class ClientDisconnected(Exception):
-    pass
-
-
 class MethodNotAllowed(InvalidArgument):
     pass
 
@@ -89,8 +85,10 @@ class HttpFrontend:
         shared_memory: SharedMemoryRegistry = DISABLED,
         server_name: str = DEFAULT_SERVER_NAME,
         restrictions: Restrictions | None = None,
+        allowed_hosts: AllowedHosts | None = None,
     ) -> None:
         self._engine = engine
+        self._hosts = allowed_hosts or AllowedHosts(["*"])
         self._restrictions = dict(restrictions or {})
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
@@ -109,6 +107,7 @@ class HttpFrontend:
         if scope["type"] != "http":
             return
         try:
+            self._hosts.check(scope)
             await self._dispatch(scope, receive, send)
         except ClientDisconnected:
             return
@@ -214,7 +213,7 @@ class HttpFrontend:
         headers = _headers(scope)
         body = await self._read_body(receive, headers)
         header = headers.get(HEADER_LENGTH)
-        header_length = _header_int(header) if header is not None else None
+        header_length = header_int(header) if header is not None else None
         if header_length == 0:
             inputs, max_batch_size = self._engine.input_specs(model, version)
             request = decode_raw_request(body, inputs, max_batch_size, model, version)
@@ -325,61 +324,21 @@ class HttpFrontend:
         return await self._read_body(receive, _headers(scope))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
-        limit = self._max_body_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and _header_int(declared) > limit:
-            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = headers.get(b"content-encoding")
-        return body if encoding in (None, b"identity") else _decompress(body, encoding, limit)
-
-
-def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
-    windows = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
-    if encoding not in windows:
-        raise InvalidArgument(f"unsupported Content-Encoding '{encoding.decode(errors='replace')}'")
-    decompressor = zlib.decompressobj(windows[encoding])
-    try:
-        data = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidArgument(f"body is not valid {encoding.decode()}: {exc}") from None
-    if len(data) > limit:
-        raise PayloadTooLarge(f"decompressed body is larger than the {limit}-byte limit")
-    return data
+        return await read_body(receive, headers, self._max_body_bytes)
 
 
 def _path_parts(scope: Scope) -> list[str]:
     """Path segments, each percent-decoded on its own: an encoded "/" stays inside its segment,
     so a model named "../x" reaches the handler (and is refused there) instead of routing."""
     raw = scope.get("raw_path") or scope["path"].encode()
+    if b"//" in raw:  # an empty name or version would select "every model" or "the latest"
+        raise InvalidArgument(f"empty segment in path '{scope['path']}'")
     parts = raw.decode("latin-1").strip("/").split("/")
     return [unquote(part) for part in parts] if b"%" in raw else parts
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
-
-
-def _header_int(value: bytes) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(
-            f"header value '{value.decode(errors='replace')}' is not an integer"
-        ) from None
 
 
 def _expect(method: str, allowed: str) -> None:
