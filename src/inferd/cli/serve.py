@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import ProcessCollector, make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
@@ -27,11 +27,13 @@ from inferd.cli.access import (
     restrictions,
     startup_error,
 )
+from inferd.cli.log_control import ServerLogs
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import tls_files, uvicorn_options
 from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
+from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
@@ -42,10 +44,14 @@ from inferd.frontends.http.hosts import App, HostGuard
 from inferd.frontends.http.protocol import protocol_class
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
+from inferd.metrics.gpu import open_gpu_metrics
 from inferd.metrics.model_metrics import ModelMetrics
 from inferd.metrics.prometheus import PrometheusMetrics
+from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
+from inferd.metrics.system import SystemMetrics
 from inferd.metrics.trace import TraceLog
+from inferd.metrics.triton_trace import TritonTracer, start_settings
 from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
@@ -83,6 +89,7 @@ def build_engine(
     observers: Sequence[Observer] = (),
     statistics: Statistics | None = None,
     placer: InstancePlacer | None = None,
+    controls: RuntimeControls = NO_CONTROLS,
 ) -> Engine:
     load = LoadOptions(
         settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
@@ -100,7 +107,7 @@ def build_engine(
         settings.load_model,
         settings.repository_poll_secs,
     )
-    return Engine(engine_settings, BackendRegistry(), observers, statistics)
+    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
 
 
 def _uvicorn_server(
@@ -146,6 +153,15 @@ def _start_metrics(
     host, port = sock.getsockname()[:2]
     logger.info("metrics service listening on %s://%s:%d", _scheme(settings), host, port)
     return server, task
+
+
+def _host_collectors(settings: ServerSettings) -> list[Collector]:
+    """CPU, memory and GPU metrics, as the settings allow."""
+    collectors: list[Collector] = []
+    if settings.allow_cpu_metrics:
+        collectors += [SystemMetrics(), ProcessCollector(registry=None)]
+    gpu = open_gpu_metrics() if settings.allow_gpu_metrics and settings.metrics_port else None
+    return collectors + ([gpu] if gpu is not None else [])
 
 
 def _scheme(settings: ServerSettings) -> str:
@@ -203,12 +219,16 @@ async def serve(
     """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
     Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
-    metrics = PrometheusMetrics(statistics)
-    observers: list[Observer] = [statistics, metrics]
-    if settings.log_verbose:
-        observers.append(TraceLog())
-    engine = build_engine(settings, observers, statistics, placer)
-    metrics.watch_pending(engine.pending_requests)
+    buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
+    metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
+    trace_log = TraceLog(settings.log_verbose)
+    tracer = TritonTracer(start_settings(settings.trace_config))
+    observers: list[Observer] = [statistics, metrics, trace_log, tracer]
+    controls = RuntimeControls(
+        tracer, ServerLogs(settings.log_verbose, trace_log.set_verbose_level)
+    )
+    engine = build_engine(settings, observers, statistics, placer, controls)
+    metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     try:
         await engine.start()
@@ -240,7 +260,8 @@ async def serve(
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings, certificates)
-    metrics_server = _start_metrics(metrics, settings, (*collectors, ModelMetrics()), certificates)
+    collected = [*collectors, *_host_collectors(settings), ModelMetrics()]
+    metrics_server = _start_metrics(metrics, settings, collected, certificates)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -263,6 +284,7 @@ async def serve(
     await asyncio.gather(http_task, *([grpc_server.stop(grace)] if grpc_server else []))
     shared_memory.close()
     await engine.stop()
+    tracer.close()
     if metrics_server is not None:
         metrics_server[0].should_exit = True
         await metrics_server[1]
@@ -277,7 +299,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    error = startup_error(settings)  # before anything starts: a mistake stops it at once
+    error = startup_error(settings) or _metrics_error(settings)  # a mistake stops it at once
     if error is not None:
         print(f"inferd: error: {error}", file=sys.stderr)
         return 2
@@ -302,6 +324,17 @@ def run(args: argparse.Namespace) -> int:
         return _run_loop(serve(settings, session.placer, [session.telemetry]))
     finally:
         session.close()
+
+
+def _metrics_error(settings: ServerSettings) -> str | None:
+    try:
+        histogram_options(settings.metrics_buckets, settings.metrics_config)
+        start_settings(settings.trace_config)
+    except ValueError as exc:
+        return str(exc)
+    except InferdError as exc:
+        return exc.message
+    return None
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> int:

@@ -59,6 +59,28 @@ class ServerSettings:
     http_port: int = field(default=8000, metadata=_flag("HTTP port (0 picks a free one)"))
     grpc_port: int = field(default=8001, metadata=_flag("gRPC port (0 disables gRPC)"))
     metrics_port: int = field(default=8002, metadata=_flag("Prometheus port (0 disables it)"))
+    metrics_buckets: str = field(
+        default="",
+        metadata=_flag(
+            "bounds of the latency histograms, in seconds, comma-separated "
+            "(default 0.0005,0.001,0.0025,...,5,10)",
+            "S,S,...",
+        ),
+    )
+    metrics_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "as Triton's: histogram_latencies=false leaves the latency histograms out; repeatable",
+            "KEY=VALUE",
+        ),
+    )
+    allow_cpu_metrics: bool = field(
+        default=True, metadata=_flag("host and process CPU and memory metrics")
+    )
+    allow_gpu_metrics: bool = field(
+        default=True,
+        metadata=_flag("GPU utilisation, memory and power metrics (needs inferd[gpu-metrics])"),
+    )
     log_level: str = field(default="info", metadata=_flag("debug, info, warning or error"))
     http_restricted_api: tuple[str, ...] = field(
         default=(),
@@ -189,6 +211,14 @@ class ServerSettings:
     )
     log_verbose: int = field(
         default=0, metadata=_flag("1 or more logs one line per request with its timestamps")
+    )
+    trace_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "start-up trace settings, as Triton's: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+            "count=N, log_frequency=N, file=PATH, mode=triton; repeatable",
+            "KEY=VALUE",
+        ),
     )
     cluster: str = field(
         default="",

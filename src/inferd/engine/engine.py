@@ -19,8 +19,9 @@ from inferd.core.errors import (
     Unsupported,
 )
 from inferd.core.model_config import ModelConfig, config_to_dict
-from inferd.core.observer import Observer
+from inferd.core.observer import FailureReason, Observer, failure_reason
 from inferd.core.responses import ResponseChannel
+from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.api import (
@@ -57,8 +58,11 @@ class Engine:
         registry: BackendRegistry,
         observers: Sequence[Observer] = (),
         statistics: StatisticsSource | None = None,
+        controls: RuntimeControls = NO_CONTROLS,
     ) -> None:
         self.settings = settings
+        # The trace and logging extensions, offered when set (the frontends reach them here).
+        self.controls = controls
         self._observers = tuple(observers)
         self._statistics = statistics
         self._table = ModelTable()
@@ -173,6 +177,14 @@ class Engine:
             for loaded in self._table.loaded_versions()
         ]
 
+    def in_flight_requests(self) -> list[tuple[str, str, int]]:
+        """(model, version, requests inside the engine: queued, executing or streaming) for
+        every serving version."""
+        return [
+            (loaded.model_name, str(loaded.version), loaded.in_flight)
+            for loaded in self._table.loaded_versions()
+        ]
+
     # ---- inference -------------------------------------------------------------------------
 
     async def _step(self, request: InferRequest) -> dict[str, Array]:
@@ -201,6 +213,8 @@ class Engine:
         if loaded.ensemble is not None:
             ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
         cancelled = False
+        failure: FailureReason | None = None
+        loaded.in_flight += 1
         try:
             outputs = await self._run(loaded, request)
             success = True
@@ -208,13 +222,18 @@ class Engine:
             # Its client went away: a queued request leaves its queue as the scheduler's
             # future is cancelled; a running one's model sees the flag.
             cancelled = request.cancelled = True
+            failure = FailureReason.CANCELED
+            raise
+        except BaseException as exc:
+            failure = failure_reason(exc)
             raise
         finally:
+            loaded.in_flight -= 1
             timestamps.sent = time.monotonic_ns()
             rows = ensemble_rows if success else 0
             for observer in self._observers:
                 observer.request_finished(
-                    request.model_name, version, timestamps, success, rows, cancelled
+                    request.model_name, version, timestamps, success, rows, cancelled, failure
                 )
         return InferResponse(request.model_name, version, outputs, request.id)
 
@@ -233,8 +252,10 @@ class Engine:
             timestamps.received = time.monotonic_ns()
         version = str(loaded.version)
         success = cancelled = False
+        failure: FailureReason | None = None
         channel = ResponseChannel()
         execution: asyncio.Future[dict[str, Array]] | None = None
+        loaded.in_flight += 1
         try:
             self._prepare(loaded, request)
             # The model sends every output; each response is cut to those the client asked for.
@@ -259,15 +280,20 @@ class Engine:
         except (GeneratorExit, asyncio.CancelledError):
             # Closed early or its task cancelled: its client went away.
             cancelled = request.cancelled = True
+            failure = FailureReason.CANCELED
+            raise
+        except BaseException as exc:
+            failure = failure_reason(exc)
             raise
         finally:
+            loaded.in_flight -= 1
             if execution is not None and not execution.done():
                 execution.cancel()  # still queued: leaves the queue
             channel.cancel()  # a no-op once the final response was sent
             timestamps.sent = time.monotonic_ns()
             for observer in self._observers:
                 observer.request_finished(
-                    request.model_name, version, timestamps, success, 0, cancelled
+                    request.model_name, version, timestamps, success, 0, cancelled, failure
                 )
 
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:

@@ -54,6 +54,8 @@ class LoadedVersion:
     reshaped_outputs: tuple[ModelTensor, ...] = field(init=False)
     # Whether it answers a request with a stream of responses (`model_transaction_policy`).
     decoupled: bool = field(init=False)
+    # Requests inside the engine right now (the in-flight gauge); counted on the event loop.
+    in_flight: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled

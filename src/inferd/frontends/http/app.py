@@ -11,6 +11,8 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
     POST /v2/repository/index
     POST /v2/repository/models/{m}/load | unload   (explicit model control mode)
     GET  /v2/models[/{m}[/versions/{v}]]/stats      (statistics extension)
+    GET|POST /v2/trace/setting, /v2/models/{m}/trace/setting   (trace extension)
+    GET|POST /v2/logging                   (logging extension)
     GET|POST /v2/systemsharedmemory/... and /v2/cudasharedmemory/...   (http/shared_memory.py)
     /v1/...                                the OpenAI-compatible API (frontends/openai/)
 
@@ -53,6 +55,7 @@ from inferd.frontends.http.generate import (
 from inferd.frontends.http.hosts import AllowedHosts
 from inferd.frontends.http.model_control import config_override
 from inferd.frontends.http.raw_request import decode_raw_request
+from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
 from inferd.frontends.http.sse import send_event_stream
 from inferd.frontends.http.statistics import statistics_document, statistics_target
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
@@ -92,7 +95,7 @@ class HttpFrontend:
         offered = [
             "binary_tensor_data",
             "generate",
-            *extensions(shared_memory, engine.statistics_enabled),
+            *extensions(shared_memory, engine.statistics_enabled, engine.controls),
         ]
         self._server_metadata = orjson.dumps(
             {"name": server_name, "version": __version__, "extensions": offered}
@@ -154,7 +157,7 @@ class HttpFrontend:
             answer = shm_routes.handle(self._shared_memory, parts[1], parts[2:], document)
             await _respond(send, 200, b"" if answer is None else orjson.dumps(answer))
         else:
-            raise NotFound(f"no route for {scope['path']}")
+            await self._runtime_settings(scope, receive, send, parts)
 
     def _guard(self, scope: Scope, group: str) -> None:
         """Refuse a request to a restricted `group` that lacks the group's header and value."""
@@ -169,6 +172,9 @@ class HttpFrontend:
     async def _model_route(
         self, scope: Scope, receive: Receive, send: Send, method: str, rest: list[str]
     ) -> None:
+        if tuple(rest[1:]) == TRACE:
+            await self._runtime_settings(scope, receive, send, ["v2", "models", *rest])
+            return
         model, version = rest[0], ""
         rest = rest[1:]
         if len(rest) >= 2 and rest[0] == "versions":
@@ -274,6 +280,31 @@ class HttpFrontend:
         model, version = statistics_target(rest)
         snapshot = self._engine.model_statistics(model, version)
         await _respond(send, 200, orjson.dumps(statistics_document(snapshot)))
+
+    async def _runtime_settings(
+        self, scope: Scope, receive: Receive, send: Send, parts: list[str]
+    ) -> None:
+        """The trace (`/v2[/models/{m}]/trace/setting`) and logging (`/v2/logging`) settings;
+        404 for any other path."""
+        trace = parts[1:] == list(TRACE) or (len(parts) == 5 and parts[1] == "models")
+        if not trace and parts[1:] != ["logging"]:
+            raise NotFound(f"no route for {scope['path']}")
+        self._guard(scope, "logging" if parts[1] == "logging" else "trace")
+        document = None
+        if scope["method"] == "POST":
+            body = await self._read_body(receive, _headers(scope))
+            document = loads(body) if body.strip() else {}
+        else:
+            _expect(scope["method"], "GET")
+        controls = self._engine.controls
+        if parts[1] == "logging":
+            answer = log_answer(controls.logging, document)
+        else:
+            model = parts[2] if len(parts) == 5 else ""
+            if model:
+                self._engine.model_metadata(model)  # an unknown model: 404
+            answer = trace_answer(controls.trace, model, document)
+        await _respond(send, 200, orjson.dumps(answer))
 
     async def _model_control(
         self, scope: Scope, receive: Receive, send: Send, model: str, action: str
