@@ -59,11 +59,13 @@ def startup_error(settings: ServerSettings) -> str | None:
 
 def exposure_warnings(settings: ServerSettings) -> list[str]:
     """What is open to the network when the server listens beyond loopback: a plaintext port,
-    and the groups that change the server (model-repository, shared-memory when enabled)
-    left unrestricted. Empty on loopback."""
+    and the groups that change the server (model-repository, shared-memory when enabled, and
+    trace and logging, whose settings name files the server writes) left unrestricted.
+    Empty on loopback."""
     if _is_loopback(settings.host):
         return []
-    risky = ["model-repository", *(["shared-memory"] if settings.enable_shared_memory else [])]
+    shared_memory = ["shared-memory"] if settings.enable_shared_memory else []
+    risky = ["model-repository", *shared_memory, "trace", "logging"]
     warnings = []
     for protocol, port in (("http", settings.http_port), ("grpc", settings.grpc_port)):
         if protocol == "grpc" and not port:
@@ -74,10 +76,14 @@ def exposure_warnings(settings: ServerSettings) -> list[str]:
         open_groups = [group for group in risky if group not in restrictions(settings, protocol)]
         if open_groups:
             warnings.append(
-                f"anyone reaching the {name} port can use {' and '.join(open_groups)} "
+                f"anyone reaching the {name} port can use {_listed(open_groups)} "
                 "(--management-token restricts them)"
             )
     return warnings
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _is_loopback(host: str) -> bool:
