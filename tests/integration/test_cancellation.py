@@ -148,10 +148,11 @@ def server(repository: Path) -> Iterator[RunningServer]:
         yield running
 
 
-def metric(server: RunningServer, name: str, model: str) -> float:
+def metric(server: RunningServer, name: str, model: str, reason: str = "") -> float:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as answer:
         text = answer.read().decode()
-    prefix = f'{name}{{model="{model}",version="1"}} '
+    labels = f'model="{model}",' + (f'reason="{reason}",' if reason else "") + 'version="1"'
+    prefix = f"{name}{{{labels}}} "
     values = [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
     return float(values[0]) if values else 0.0
 
@@ -199,7 +200,8 @@ def test_a_cancelled_stream_counts_as_a_cancelled_failure(server: RunningServer)
     eventually(lambda: metric(server, "inferd_inference_request_cancelled", "hold") > cancelled)
     assert metric(server, "inferd_inference_request_cancelled", "hold") == cancelled + 1
     assert fail_count(server, "hold") == failed + 1  # as in Triton, a cancelled request failed
-    assert metric(server, "nv_inference_request_failure", "hold") == failed + 1
+    # Triton's failure reason label (issue #19): the cancelled request is CANCELED.
+    assert metric(server, "nv_inference_request_failure", "hold", "CANCELED") == failed + 1
     assert metric(server, "nv_inference_pending_request_count", "hold") == 0
 
 
@@ -289,6 +291,6 @@ def test_many_cancelled_streams_leave_nothing_behind(server: RunningServer, mode
     assert metric(server, "nv_inference_request_success", model) == 2
     cancelled = metric(server, "inferd_inference_request_cancelled", model)
     assert 55 <= cancelled <= 165  # at least the answered request of each stream
-    assert metric(server, "nv_inference_request_failure", model) == cancelled
+    assert metric(server, "nv_inference_request_failure", model, "CANCELED") == cancelled
     # 150 requests leaked whole would show; allocator noise stays far below this.
     assert rss_kib(server) - before < 64 * 1024

@@ -62,4 +62,7 @@ def test_listening_on_every_interface_warns_of_what_is_open(tmp_path: Path) -> N
     assert len(warnings) == 2
     assert "WARNING" in warnings[0]
     assert "the HTTP port is plaintext (--http-use-ssl)" in warnings[0]
-    assert "can use model-repository (--management-token restricts them)" in warnings[1]
+    assert (
+        "can use model-repository, trace and logging (--management-token restricts them)"
+        in warnings[1]
+    )

@@ -333,7 +333,7 @@ def test_a_client_that_goes_away_stops_its_request(
     successes, failures = hold_statistics(server)
     body = b'{"WAIT": true}'
     head = (
-        f"POST /v2/models/hold/{endpoint} HTTP/1.1\r\nHost: x\r\n"
+        f"POST /v2/models/hold/{endpoint} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.http_port)) as client:

@@ -39,7 +39,7 @@ def _simple_inputs(module: Any) -> list[Any]:
     return infer_inputs(module, {"INPUT0": A, "INPUT1": B})
 
 
-# One call of each group, taking the headers to send. HTTP has no trace or logging routes.
+# One call of each group, taking the headers to send.
 Call = Callable[[Any, dict[str, str]], Any]
 CALLS: dict[str, Call] = {
     "health": lambda c, h: c.is_server_live(headers=h),
@@ -52,7 +52,8 @@ CALLS: dict[str, Call] = {
     "trace": lambda c, h: c.get_trace_settings(headers=h),
     "logging": lambda c, h: c.get_log_settings(headers=h),
 }
-HTTP_GROUPS = [group for group in GROUPS if group not in ("trace", "logging")]
+# Every group has HTTP routes now that the trace and logging extensions do (issue #19).
+HTTP_GROUPS = list(GROUPS)
 
 
 def _module(client: Any) -> Any:
@@ -123,8 +124,8 @@ def test_grpc_group_needs_its_metadata(grpc_client: Any, group: str) -> None:
         assert caught.value.message() == f"{GRPC_REFUSAL} '{key}'"
     answer = _outcome(call, client, {key: _value(group)})
     assert GRPC_REFUSAL not in answer
-    # Shared memory is off, and this server offers no trace or log settings.
-    assert answer == "ok" or group in ("shared-memory", "trace", "logging")
+    # Shared memory is off (the trace and logging extensions answer since issue #19).
+    assert answer == "ok" or group == "shared-memory"
 
 
 def test_http_refusal_is_403_with_a_json_error(restricted_server: RunningServer) -> None:
@@ -214,8 +215,8 @@ def test_the_management_token_guards_management_only(
         assert outcome(group, {}) == f"{refusal} 'authorization'"
         assert outcome(group, {"authorization": TOKEN}).startswith(refusal)
         answer = outcome(group, {"authorization": f"Bearer {TOKEN}"})
-        # Shared memory is on here; this server offers no trace or log settings.
-        assert answer == "ok" or group in ("trace", "logging")
+        # Shared memory is on here; trace and log settings answer since issue #19.
+        assert answer == "ok"
 
 
 def test_an_unknown_group_stops_the_server_at_start(tmp_path: Path) -> None:

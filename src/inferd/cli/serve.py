@@ -16,25 +16,42 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import ProcessCollector, make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
-from inferd.cli.access import exposure_warnings, restrictions, startup_error
+from inferd.cli.access import (
+    allowed_hosts,
+    exposure_warnings,
+    host_names_note,
+    restrictions,
+    startup_error,
+)
+from inferd.cli.log_control import ServerLogs
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
-from inferd.cli.tls import grpc_credentials, tls_files, uvicorn_options
+from inferd.cli.tls import tls_files, uvicorn_options
+from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
+from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
-from inferd.frontends.shared_memory import SharedMemoryRegistry
+from inferd.frontends.http.cors import Cors, parse_origins
+from inferd.frontends.http.hosts import App, HostGuard
+from inferd.frontends.http.protocol import protocol_class
+from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
+from inferd.metrics.gpu import open_gpu_metrics
+from inferd.metrics.model_metrics import ModelMetrics
 from inferd.metrics.prometheus import PrometheusMetrics
+from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
+from inferd.metrics.system import SystemMetrics
 from inferd.metrics.trace import TraceLog
+from inferd.metrics.triton_trace import TritonTracer, start_settings
 from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
@@ -72,6 +89,7 @@ def build_engine(
     observers: Sequence[Observer] = (),
     statistics: Statistics | None = None,
     placer: InstancePlacer | None = None,
+    controls: RuntimeControls = NO_CONTROLS,
 ) -> Engine:
     load = LoadOptions(
         settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
@@ -89,14 +107,17 @@ def build_engine(
         settings.load_model,
         settings.repository_poll_secs,
     )
-    return Engine(engine_settings, BackendRegistry(), observers, statistics)
+    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
 
 
-def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
+def _uvicorn_server(
+    app: Any, settings: ServerSettings, certificates: CertificateReload, name: str
+) -> _UvicornServer:
     """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
+    files = tls_files(settings, "http")
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=protocol_class(settings.http_max_header_bytes),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -104,13 +125,18 @@ def _uvicorn_server(app: Any, settings: ServerSettings) -> _UvicornServer:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        **uvicorn_options(tls_files(settings, "http")),
+        **uvicorn_options(files),
     )
-    return _UvicornServer(config)
+    server = _UvicornServer(config)
+    certificates.watch_uvicorn(name, server, files)
+    return server
 
 
 def _start_metrics(
-    metrics: PrometheusMetrics, settings: ServerSettings, collectors: Sequence[Collector]
+    metrics: PrometheusMetrics,
+    settings: ServerSettings,
+    collectors: Sequence[Collector],
+    certificates: CertificateReload,
 ) -> tuple[_UvicornServer, asyncio.Task[None]] | None:
     """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
     if not settings.metrics_port:
@@ -119,13 +145,23 @@ def _start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    server = _uvicorn_server(make_asgi_app(registry), settings)
+    guarded = HostGuard(make_asgi_app(registry), allowed_hosts(settings))
+    server = _uvicorn_server(guarded, settings, certificates, "metrics")
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)
     task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
     host, port = sock.getsockname()[:2]
     logger.info("metrics service listening on %s://%s:%d", _scheme(settings), host, port)
     return server, task
+
+
+def _host_collectors(settings: ServerSettings) -> list[Collector]:
+    """CPU, memory and GPU metrics, as the settings allow."""
+    collectors: list[Collector] = []
+    if settings.allow_cpu_metrics:
+        collectors += [SystemMetrics(), ProcessCollector(registry=None)]
+    gpu = open_gpu_metrics() if settings.allow_gpu_metrics and settings.metrics_port else None
+    return collectors + ([gpu] if gpu is not None else [])
 
 
 def _scheme(settings: ServerSettings) -> str:
@@ -145,6 +181,7 @@ async def _start_grpc(
     engine: Engine,
     shared_memory: SharedMemoryRegistry,
     settings: ServerSettings,
+    certificates: CertificateReload,
 ) -> Any:
     """The started gRPC server, or None when `--grpc-port 0` disables it."""
     if not settings.grpc_port:
@@ -156,7 +193,7 @@ async def _start_grpc(
         settings.grpc_max_message_bytes,
         shared_memory,
         settings.server_name,
-        grpc_credentials(tls_files(settings, "grpc")),
+        certificates.grpc_credentials(tls_files(settings, "grpc")),
         restrictions(settings, "grpc"),
     )
     await server.start()
@@ -182,12 +219,16 @@ async def serve(
     """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
     Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
-    metrics = PrometheusMetrics(statistics)
-    observers: list[Observer] = [statistics, metrics]
-    if settings.log_verbose:
-        observers.append(TraceLog())
-    engine = build_engine(settings, observers, statistics, placer)
-    metrics.watch_pending(engine.pending_requests)
+    buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
+    metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
+    trace_log = TraceLog(settings.log_verbose)
+    tracer = TritonTracer(start_settings(settings.trace_config))
+    observers: list[Observer] = [statistics, metrics, trace_log, tracer]
+    controls = RuntimeControls(
+        tracer, ServerLogs(settings.log_verbose, trace_log.set_verbose_level)
+    )
+    engine = build_engine(settings, observers, statistics, placer, controls)
+    metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     try:
         await engine.start()
@@ -199,30 +240,40 @@ async def serve(
     shared_memory = SharedMemoryRegistry(
         enabled=settings.enable_shared_memory,
         cuda=cuda_memory.load() if settings.enable_shared_memory else None,
+        limits=RegionLimits(settings.shared_memory_max_regions, settings.shared_memory_max_bytes),
     )
     http_socket = bind_socket(settings.host, settings.http_port)
-    http_server = _uvicorn_server(
-        HttpFrontend(
-            engine,
-            settings.http_max_body_bytes,
-            shared_memory,
-            server_name=settings.server_name,
-            restrictions=restrictions(settings, "http"),
-        ),
-        settings,
+    http_app: App = HttpFrontend(
+        engine,
+        settings.http_max_body_bytes,
+        shared_memory,
+        server_name=settings.server_name,
+        restrictions=restrictions(settings, "http"),
+        allowed_hosts=allowed_hosts(settings),
     )
+    if settings.cors_allow_origin:  # otherwise no middleware at all: it costs per request
+        cors = Cors(http_app, parse_origins(settings.cors_allow_origin))
+        http_app = HostGuard(cors, allowed_hosts(settings))  # before a preflight is answered
+    certificates = CertificateReload()
+    http_server = _uvicorn_server(http_app, settings, certificates, "HTTP")
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
-    grpc_server = await _start_grpc(engine, shared_memory, settings)
-    metrics_server = _start_metrics(metrics, settings, collectors)
+    grpc_server = await _start_grpc(engine, shared_memory, settings, certificates)
+    collected = [*collectors, *_host_collectors(settings), ModelMetrics()]
+    metrics_server = _start_metrics(metrics, settings, collected, certificates)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Also without TLS: SIGHUP's default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, certificates.reload)
     for warning in exposure_warnings(settings):
         logger.warning("listening on %s beyond loopback: %s", settings.host, warning)
+    note = host_names_note(settings)
+    if note is not None:
+        logger.info(note)
     _settle_garbage_collector()
     logger.info("inferd is ready")
     await stop.wait()
@@ -233,6 +284,7 @@ async def serve(
     await asyncio.gather(http_task, *([grpc_server.stop(grace)] if grpc_server else []))
     shared_memory.close()
     await engine.stop()
+    tracer.close()
     if metrics_server is not None:
         metrics_server[0].should_exit = True
         await metrics_server[1]
@@ -247,7 +299,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    error = startup_error(settings)  # before anything starts: a mistake stops it at once
+    error = startup_error(settings) or _metrics_error(settings)  # a mistake stops it at once
     if error is not None:
         print(f"inferd: error: {error}", file=sys.stderr)
         return 2
@@ -272,6 +324,17 @@ def run(args: argparse.Namespace) -> int:
         return _run_loop(serve(settings, session.placer, [session.telemetry]))
     finally:
         session.close()
+
+
+def _metrics_error(settings: ServerSettings) -> str | None:
+    try:
+        histogram_options(settings.metrics_buckets, settings.metrics_config)
+        start_settings(settings.trace_config)
+    except ValueError as exc:
+        return str(exc)
+    except InferdError as exc:
+        return exc.message
+    return None
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> int:

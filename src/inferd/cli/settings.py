@@ -14,6 +14,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from inferd.cli.switch import Switch, SwitchHelpFormatter
 from inferd.engine.control import ControlMode
 
 ENV_PREFIX = "INFERD_"
@@ -58,6 +59,28 @@ class ServerSettings:
     http_port: int = field(default=8000, metadata=_flag("HTTP port (0 picks a free one)"))
     grpc_port: int = field(default=8001, metadata=_flag("gRPC port (0 disables gRPC)"))
     metrics_port: int = field(default=8002, metadata=_flag("Prometheus port (0 disables it)"))
+    metrics_buckets: str = field(
+        default="",
+        metadata=_flag(
+            "bounds of the latency histograms, in seconds, comma-separated "
+            "(default 0.0005,0.001,0.0025,...,5,10)",
+            "S,S,...",
+        ),
+    )
+    metrics_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "as Triton's: histogram_latencies=false leaves the latency histograms out; repeatable",
+            "KEY=VALUE",
+        ),
+    )
+    allow_cpu_metrics: bool = field(
+        default=True, metadata=_flag("host and process CPU and memory metrics")
+    )
+    allow_gpu_metrics: bool = field(
+        default=True,
+        metadata=_flag("GPU utilisation, memory and power metrics (needs inferd[gpu-metrics])"),
+    )
     log_level: str = field(default="info", metadata=_flag("debug, info, warning or error"))
     http_restricted_api: tuple[str, ...] = field(
         default=(),
@@ -81,6 +104,22 @@ class ServerSettings:
             "serve every group but health, metadata and inference only to requests with "
             "'authorization: Bearer TOKEN' (HTTP and gRPC); prefer the environment variable",
             "TOKEN",
+        ),
+    )
+    cors_allow_origin: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "let web pages of this origin (scheme://host[:port], or '*' for any) read the HTTP "
+            "API's answers; repeatable or comma-separated; no CORS headers without it",
+            "ORIGIN",
+        ),
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "Host names the HTTP and metrics ports answer besides localhost, loopback and IP "
+            "addresses, and --host (others get 421, against DNS rebinding); '*' answers all",
+            "HOST[,HOST...]",
         ),
     )
     http_use_ssl: bool = field(
@@ -121,6 +160,10 @@ class ServerSettings:
     http_max_body_bytes: int = field(
         default=256 * 1024 * 1024, metadata=_flag("largest request body")
     )
+    http_max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata=_flag("largest HTTP request line and headers together (431 beyond)"),
+    )
     grpc_max_message_bytes: int = field(
         default=256 * 1024 * 1024, metadata=_flag("largest gRPC message received or sent")
     )
@@ -143,6 +186,13 @@ class ServerSettings:
         default=False,
         metadata=_flag("let clients register system shared-memory regions for inputs and outputs"),
     )
+    shared_memory_max_regions: int = field(
+        default=1024, metadata=_flag("most shared-memory regions registered at once")
+    )
+    shared_memory_max_bytes: int = field(
+        default=64 * 1024**3,
+        metadata=_flag("most bytes all registered shared-memory regions may span together"),
+    )
     model_control_mode: ControlMode = field(
         default=ControlMode.NONE,
         metadata=_flag(
@@ -161,6 +211,14 @@ class ServerSettings:
     )
     log_verbose: int = field(
         default=0, metadata=_flag("1 or more logs one line per request with its timestamps")
+    )
+    trace_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "start-up trace settings, as Triton's: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
+            "count=N, log_frequency=N, file=PATH, mode=triton; repeatable",
+            "KEY=VALUE",
+        ),
     )
     cluster: str = field(
         default="",
@@ -184,6 +242,8 @@ class ServerSettings:
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = SwitchHelpFormatter
     kinds = typing.get_type_hints(ServerSettings)
     for setting in fields(ServerSettings):
         env = ENV_PREFIX + setting.name.upper()
@@ -210,7 +270,7 @@ def _options(setting: Field[Any], kind: Any, raw: str | None) -> tuple[dict[str,
     shown = f"; default {default}"
     if kind is bool:
         value = raw.lower() in _TRUE if raw is not None else default
-        return {"action": argparse.BooleanOptionalAction, "default": value}, shown
+        return {"action": Switch, "default": value}, shown
     if issubclass(kind, enum.Enum):
         choices = [member.value for member in kind]
         return {"choices": choices, "default": raw if raw is not None else default}, shown

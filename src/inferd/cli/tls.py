@@ -2,7 +2,7 @@
 
 Every file is read and checked when the server starts, so a missing or unreadable certificate
 stops it with a message naming the flag, rather than failing on the first client's handshake.
-Certificates are read once: replacing them takes a restart.
+SIGHUP reads them again (cli/tls_reload.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from inferd.cli.settings import ServerSettings
 
@@ -50,11 +48,12 @@ def tls_files(settings: ServerSettings, protocol: str) -> TlsFiles | None:
             f"{flag}use-ssl-mutual needs {flag}root-cert (the CA that signs client certificates)"
         )
     files = TlsFiles(cert, key, root, mutual)
-    _check_loadable(files, flag)
+    check_loadable(files, flag)
     return files
 
 
-def _check_loadable(files: TlsFiles, flag: str) -> None:
+def check_loadable(files: TlsFiles, flag: str) -> None:
+    """Raise TlsSettingsError, naming the flag, unless the files make a server context."""
     for name, path in (("server-cert", files.cert), ("server-key", files.key),
                        ("root-cert", files.root)):  # fmt: skip
         if path and not Path(path).is_file():
@@ -85,14 +84,3 @@ def uvicorn_options(files: TlsFiles | None) -> dict[str, Any]:
         options["ssl_ca_certs"] = files.root
         options["ssl_cert_reqs"] = ssl.CERT_REQUIRED if files.mutual else ssl.CERT_OPTIONAL
     return options
-
-
-def grpc_credentials(files: TlsFiles | None) -> grpc.ServerCredentials | None:
-    """The gRPC server's credentials, or None for plaintext."""
-    if files is None:
-        return None
-    key, cert = Path(files.key).read_bytes(), Path(files.cert).read_bytes()
-    root = Path(files.root).read_bytes() if files.root else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=root, require_client_auth=files.mutual
-    )

@@ -7,10 +7,33 @@ be cheap (counters, no I/O).
 
 from __future__ import annotations
 
+import asyncio
+import enum
 from collections.abc import Sequence
 from typing import Protocol
 
+from inferd.core.errors import Cancelled, InstanceLost, ModelExecutionError, Unavailable
 from inferd.core.types import Timestamps
+
+
+class FailureReason(enum.Enum):
+    """Why a request failed, as Triton labels `nv_inference_request_failure`."""
+
+    REJECTED = "REJECTED"  # not admitted or not scheduled: queue full, queue timeout, unloading
+    CANCELED = "CANCELED"  # its client went away
+    BACKEND = "BACKEND"  # the model or its instance failed while executing
+    OTHER = "OTHER"  # anything else: an invalid request, a fault of the server
+
+
+def failure_reason(exc: BaseException) -> FailureReason:
+    """The reason a request that raised `exc` failed for."""
+    if isinstance(exc, asyncio.CancelledError | Cancelled):
+        return FailureReason.CANCELED
+    if isinstance(exc, ModelExecutionError | InstanceLost):
+        return FailureReason.BACKEND
+    if isinstance(exc, Unavailable):
+        return FailureReason.REJECTED
+    return FailureReason.OTHER
 
 
 class Observer(Protocol):
@@ -25,11 +48,13 @@ class Observer(Protocol):
         success: bool,
         inferred_rows: int = 0,
         cancelled: bool = False,
+        failure: FailureReason | None = None,
     ) -> None:
         """One request left the engine, answered (`success`) or failed; `timestamps.sent` is set.
 
         `cancelled`: it failed because its client went away (as in Triton, a cancelled request
-        counts as a failure, with the reason CANCELED).
+        counts as a failure, with the reason CANCELED). `failure`: why a failed one failed
+        (None when the caller does not say: OTHER, or CANCELED when `cancelled`).
 
         `inferred_rows`: rows the request adds to its model's inference count by itself, for a
         model without executions that would count them (an ensemble, as in Triton); else 0.
@@ -41,9 +66,16 @@ class Observer(Protocol):
         model_version: str,
         batch_size: int,
         compute: Timestamps,
+        instance: str = "",
     ) -> None:
-        """One execution ran on an instance; `batch_size` counts rows over all its requests.
+        """One execution ran on an instance (named `instance`); `batch_size` counts rows over
+        all its requests.
 
         Only the four compute marks of `compute` are set; they are shared by every request
         of the batch.
         """
+
+    def version_load_finished(
+        self, model_name: str, model_version: str, seconds: float, loaded: bool
+    ) -> None:
+        """Loading one version took `seconds` and served it (`loaded`) or failed."""

@@ -45,6 +45,8 @@ class VersionStatistics:
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
     cancelled: int = 0  # of the failures, requests cancelled by their client
+    # Failures by `FailureReason` value (REJECTED, CANCELED, BACKEND, OTHER); absent: none.
+    failure_reasons: dict[str, int] = field(default_factory=dict)
     queue: Duration = field(default_factory=Duration)
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)

@@ -10,10 +10,18 @@ from typing import Any
 
 from inferd.backends.base import DeviceKind
 from inferd.backends.registry import BackendRegistry
-from inferd.core.errors import DecoupledModel, InferdError, Unavailable, Unsupported
+from inferd.core.calls import CALLERS, refuse_waiting_caller
+from inferd.core.errors import (
+    DecoupledModel,
+    InferdError,
+    InvalidArgument,
+    Unavailable,
+    Unsupported,
+)
 from inferd.core.model_config import ModelConfig, config_to_dict
-from inferd.core.observer import Observer
+from inferd.core.observer import FailureReason, Observer, failure_reason
 from inferd.core.responses import ResponseChannel
+from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.api import (
@@ -23,6 +31,7 @@ from inferd.engine.api import (
     TensorMetadata,
     VersionStatus,
 )
+from inferd.engine.calls import EngineCalls
 from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
@@ -50,17 +59,25 @@ class Engine:
         registry: BackendRegistry,
         observers: Sequence[Observer] = (),
         statistics: StatisticsSource | None = None,
+        controls: RuntimeControls = NO_CONTROLS,
     ) -> None:
         self.settings = settings
+        # The trace and logging extensions, offered when set (the frontends reach them here).
+        self.controls = controls
         self._observers = tuple(observers)
         self._statistics = statistics
         self._table = ModelTable()
-        self._lifecycle = ModelLifecycle(settings, registry, observers, self._table, self._step)
+        # What models may use to call other models (BLS): this engine's own request path.
+        self._calls = EngineCalls(self.infer, self.stream)
+        self._lifecycle = ModelLifecycle(
+            settings, registry, observers, self._table, self._step, self._calls
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load what the control mode asks for; in poll mode, then follow the repository."""
+        self._calls.attach(asyncio.get_running_loop())
         await self._lifecycle.start()
 
     async def stop(self) -> None:
@@ -134,6 +151,8 @@ class Engine:
         """Statistics of every serving version, of one model, or of one version."""
         if self._statistics is None:
             raise Unsupported("the statistics extension is not enabled on this server")
+        if version and not name:  # Triton ignores the version here; refuse the ambiguity
+            raise InvalidArgument(f"statistics of version '{version}' need a model name")
         return self._statistics.snapshot(name, version)
 
     def repository_index(self, ready_only: bool = False) -> list[VersionStatus]:
@@ -156,6 +175,14 @@ class Engine:
         """(model, version, requests queued and not yet executing) for every serving version."""
         return [
             (loaded.model_name, str(loaded.version), loaded.scheduler.pending())
+            for loaded in self._table.loaded_versions()
+        ]
+
+    def in_flight_requests(self) -> list[tuple[str, str, int]]:
+        """(model, version, requests inside the engine: queued, executing or streaming) for
+        every serving version."""
+        return [
+            (loaded.model_name, str(loaded.version), loaded.in_flight)
             for loaded in self._table.loaded_versions()
         ]
 
@@ -187,6 +214,8 @@ class Engine:
         if loaded.ensemble is not None:
             ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
         cancelled = False
+        failure: FailureReason | None = None
+        loaded.in_flight += 1
         try:
             outputs = await self._run(loaded, request)
             success = True
@@ -194,13 +223,18 @@ class Engine:
             # Its client went away: a queued request leaves its queue as the scheduler's
             # future is cancelled; a running one's model sees the flag.
             cancelled = request.cancelled = True
+            failure = FailureReason.CANCELED
+            raise
+        except BaseException as exc:
+            failure = failure_reason(exc)
             raise
         finally:
+            loaded.in_flight -= 1
             timestamps.sent = time.monotonic_ns()
             rows = ensemble_rows if success else 0
             for observer in self._observers:
                 observer.request_finished(
-                    request.model_name, version, timestamps, success, rows, cancelled
+                    request.model_name, version, timestamps, success, rows, cancelled, failure
                 )
         response = InferResponse(request.model_name, version, outputs, request.id)
         if loaded.ensemble is not None:
@@ -222,8 +256,10 @@ class Engine:
             timestamps.received = time.monotonic_ns()
         version = str(loaded.version)
         success = cancelled = False
+        failure: FailureReason | None = None
         channel = ResponseChannel()
         execution: asyncio.Future[dict[str, Array]] | None = None
+        loaded.in_flight += 1
         try:
             self._prepare(loaded, request)
             # The model sends every output; each response is cut to those the client asked for.
@@ -248,20 +284,29 @@ class Engine:
         except (GeneratorExit, asyncio.CancelledError):
             # Closed early or its task cancelled: its client went away.
             cancelled = request.cancelled = True
+            failure = FailureReason.CANCELED
+            raise
+        except BaseException as exc:
+            failure = failure_reason(exc)
             raise
         finally:
+            loaded.in_flight -= 1
             if execution is not None and not execution.done():
                 execution.cancel()  # still queued: leaves the queue
             channel.cancel()  # a no-op once the final response was sent
             timestamps.sent = time.monotonic_ns()
             for observer in self._observers:
                 observer.request_finished(
-                    request.model_name, version, timestamps, success, 0, cancelled
+                    request.model_name, version, timestamps, success, 0, cancelled, failure
                 )
 
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""
         batched = loaded.config.max_batch_size > 0
+        if request.parameters:
+            callers = request.parameters.get(CALLERS)
+            if isinstance(callers, list):  # a model's call (BLS), maybe an ensemble's step of one
+                refuse_waiting_caller(request.model_name, callers)
         check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
         inputs = request.inputs
         for spec in loaded.reshaped_inputs:

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from inferd.backends.registry import BackendRegistry
+from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
 from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
@@ -50,6 +52,7 @@ class ModelLifecycle:
         observers: Sequence[Observer],
         table: ModelTable,
         step: StepCall,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._settings = settings
         self._repository: ModelRepository = (
@@ -61,6 +64,7 @@ class ModelLifecycle:
         self._observers = tuple(observers)
         self._table = table
         self._step = step
+        self._calls = calls
         self._rechecking: set[str] = set()  # ensembles being re-checked (ends loops of them)
         # One load or unload at a time, so a reload never races another change of a model.
         self._control_lock = asyncio.Lock()
@@ -203,6 +207,7 @@ class ModelLifecycle:
         if not wanted and not missing:
             entry.statuses.append(unavailable(folder.name, "", "no version folder to serve"))
         for version in wanted:
+            started = time.monotonic()
             try:
                 loaded = await self._load_version(folder, version)
             except InferdError as exc:
@@ -210,11 +215,14 @@ class ModelLifecycle:
                     "model '%s' version %d failed to load: %s", folder.name, version, exc.message
                 )
                 entry.statuses.append(unavailable(folder.name, str(version), exc.message))
+                self._load_finished(folder.name, version, started, False)
                 continue
             except Exception as exc:  # a backend bug must not take the server down
                 logger.exception("model '%s' version %d failed to load", folder.name, version)
                 entry.statuses.append(unavailable(folder.name, str(version), repr(exc)))
+                self._load_finished(folder.name, version, started, False)
                 continue
+            self._load_finished(folder.name, version, started, True)
             loaded.scheduler.start()
             entry.versions[version] = loaded
             entry.sources[version] = folder.versions[version]
@@ -234,6 +242,7 @@ class ModelLifecycle:
             self._registry,
             self._settings.load,
             self._batch_reporter(folder.name, str(version)),
+            self._calls,
         )
 
     async def unload_model(self, name: str) -> None:
@@ -283,14 +292,19 @@ class ModelLifecycle:
                 await self._replace(name, None)
         await asyncio.to_thread(self._repository.close)
 
+    def _load_finished(self, name: str, version: int, started: float, loaded: bool) -> None:
+        seconds = time.monotonic() - started
+        for observer in self._observers:
+            observer.version_load_finished(name, str(version), seconds, loaded)
+
     def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
         if not self._observers:
             return None
         observers = self._observers
 
-        def report(rows: int, compute: Timestamps) -> None:
+        def report(rows: int, compute: Timestamps, instance: str) -> None:
             for observer in observers:
-                observer.batch_executed(name, version, rows, compute)
+                observer.batch_executed(name, version, rows, compute, instance)
 
         return report
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from inferd.backends.base import Backend, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
+from inferd.core.calls import ModelCalls
 from inferd.core.config_audit import enforce_config_fields
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
@@ -54,6 +55,8 @@ class LoadedVersion:
     reshaped_outputs: tuple[ModelTensor, ...] = field(init=False)
     # Whether it answers a request with a stream of responses (`model_transaction_policy`).
     decoupled: bool = field(init=False)
+    # Requests inside the engine right now (the in-flight gauge); counted on the event loop.
+    in_flight: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled
@@ -183,15 +186,27 @@ class _LocalModel:
     """The version's model in this process, loaded when its first in-process instance is
     made (never, when every instance runs elsewhere)."""
 
-    def __init__(self, backend: Backend, config: ModelConfig, version_path: Path) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: ModelConfig,
+        version_path: Path,
+        calls: ModelCalls | None,
+    ) -> None:
         self._backend = backend
         self._config = config
         self._version_path = version_path
+        self._calls = calls
         self._loaded: LoadedModel | None = None
 
     def instance(self, device: Device, name: str) -> Instance:
         if self._loaded is None:
             self._loaded = self._backend.load(self._config, self._version_path)
+            # A model whose code may call other models (the python backend's BLS) is lent
+            # the engine's calls before its first instance starts.
+            lend = getattr(self._loaded, "lend_calls", None)
+            if lend is not None and self._calls is not None:
+                lend(self._calls)
         return ModelInstance(name, device, self._loaded.create_instance(device, name))
 
     def close(self) -> None:
@@ -222,8 +237,10 @@ def load_version(
     registry: BackendRegistry,
     options: LoadOptions,
     on_batch: BatchCallback | None = None,
+    calls: ModelCalls | None = None,
 ) -> LoadedVersion:
-    """Load one version; `on_batch` is told of every batch its scheduler runs."""
+    """Load one version; `on_batch` is told of every batch its scheduler runs; `calls` is
+    lent to its model when it calls other models."""
     backend = registry.resolve(config, [version_path])
     config = complete_config(config, version_path, backend, options)
     batching = BatchingSettings.from_config(config)  # checked before anything is built
@@ -232,7 +249,7 @@ def load_version(
         if config.HasField("sequence_batching")
         else None
     )
-    model = _LocalModel(backend, config, version_path)
+    model = _LocalModel(backend, config, version_path, calls)
     try:
         placement = options.placer.place(
             config, version, version_path, backend.name, model.instance

@@ -30,7 +30,13 @@ from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 
-from inferd.core.errors import AlreadyExists, InvalidArgument, NotFound, Unsupported
+from inferd.core.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    Unsupported,
+)
 from inferd.core.types import Array
 from inferd.frontends.cuda_memory import CudaRuntime
 from inferd.frontends.tensors import array_from_bytes, raw_bytes
@@ -46,6 +52,18 @@ REGION: Final = "shared_memory_region"
 OFFSET: Final = "shared_memory_offset"
 BYTE_SIZE: Final = "shared_memory_byte_size"
 _OPEN_FLAGS: Final = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+REGIONS_FLAG: Final = "--shared-memory-max-regions"
+BYTES_FLAG: Final = "--shared-memory-max-bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class RegionLimits:
+    """How many regions may be registered at once, and how many bytes they may span in all
+    (system and CUDA together): each holds a descriptor or a mapping, and an input read from
+    one is as large as the region allows."""
+
+    max_regions: int = 1024
+    max_bytes: int = 64 * 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +150,15 @@ class SharedMemoryRegistry:
     `cuda` is the CUDA runtime when the server can map CUDA IPC handles (None: it cannot).
     """
 
-    def __init__(self, enabled: bool = False, cuda: CudaRuntime | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool = False,
+        cuda: CudaRuntime | None = None,
+        limits: RegionLimits | None = None,
+    ) -> None:
         self._enabled = enabled
         self._cuda = cuda if enabled else None
+        self._limits = limits or RegionLimits()
         self._regions: dict[str, tuple[Region | CudaRegion, RegionMemory]] = {}
         # Frontends may decode or encode off the event loop; the lock keeps a region from
         # being closed (and a descriptor number reused) between lookup and copy.
@@ -238,10 +262,25 @@ class SharedMemoryRegistry:
         with self._lock:
             try:
                 self._require_new(record.name)
-            except AlreadyExists:
+                self._require_room(record.byte_size)
+            except (InvalidArgument, AlreadyExists):
                 memory.close()
                 raise
             self._regions[record.name] = (record, memory)
+
+    def _require_room(self, byte_size: int) -> None:
+        limits = self._limits
+        if len(self._regions) >= limits.max_regions:
+            raise InvalidArgument(
+                f"{limits.max_regions} shared memory regions are registered, the limit "
+                f"({REGIONS_FLAG}); unregister one first"
+            )
+        total = byte_size + sum(record.byte_size for record, _ in self._regions.values())
+        if total > limits.max_bytes:
+            raise PayloadTooLarge(
+                f"registering {byte_size} bytes would take the shared memory regions past the "
+                f"{limits.max_bytes}-byte limit ({BYTES_FLAG})"
+            )
 
     def _forget(self, name: str, kind: type[Region | CudaRegion]) -> None:
         with self._lock:

@@ -19,6 +19,19 @@ from inferd.core.types import Array
 
 # numpy 1.x arrays hold at most 32 dimensions (numpy 2: 64); no model needs more.
 MAX_DIMS = 32
+# numpy refuses a shape whose dimensions other than 0, multiplied with the item size (at most
+# 8 bytes here: FP64, INT64, a BYTES element's reference), pass its index type, even when a 0
+# makes the tensor empty. A tensor with elements that large never gets past its data's size
+# check; an empty one has no data to check, so its shape is refused here.
+_MAX_SPAN = np.iinfo(np.intp).max // 8
+# Far beyond any model's inputs or outputs; bounds the per-tensor work one request asks for.
+MAX_TENSORS = 16_384
+
+
+def check_tensor_count(count: int, kind: str) -> None:
+    """Refuse a request with more than MAX_TENSORS `kind` ("inputs", "outputs")."""
+    if count > MAX_TENSORS:
+        raise InvalidArgument(f"the request has {count} {kind}; at most {MAX_TENSORS}")
 
 
 def check_shape(shape: list[int], name: str) -> None:
@@ -27,6 +40,8 @@ def check_shape(shape: list[int], name: str) -> None:
         raise InvalidArgument(f"input '{name}' has {len(shape)} dimensions; at most {MAX_DIMS}")
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"input '{name}' has a negative dimension in shape {shape}")
+    if 0 in shape and math.prod(d for d in shape if d) > _MAX_SPAN:
+        raise InvalidArgument(f"input '{name}' has shape {shape}, larger than any tensor can be")
 
 
 def array_from_bytes(data: memoryview, name: str, datatype: str, shape: list[int]) -> Array:

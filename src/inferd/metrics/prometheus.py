@@ -2,8 +2,9 @@
 
 The Triton counters are read from `Statistics` when scraped, so the request path pays
 nothing extra for them and /metrics always agrees with the statistics extension. The only
-per-request work here is the latency histogram: a bisect and two additions on the event
-loop, no lock (prometheus-client's own metrics take a lock per update).
+per-request work here is in `RequestMetrics` (latency histograms, failures by reason): a
+bisect and two additions per histogram on the event loop, no lock (prometheus-client's own
+metrics take a lock per update). Per-batch and load metrics are in `ModelMetrics`.
 
 Triton exposes its counters without the `_total` suffix that prometheus-client adds to
 the `counter` type, so they are exported untyped under their exact Triton names.
@@ -11,25 +12,20 @@ the `counter` type, so they are exported untyped under their exact Triton names.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferd.core.observer import FailureReason
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.types import Timestamps
+from inferd.metrics.models import ModelMetrics
+from inferd.metrics.requests import DEFAULT_BUCKETS, LABELS, RequestMetrics
 from inferd.metrics.statistics import Statistics
 
-LABELS = ["model", "version"]
-# Seconds; from sub-millisecond in-process models to multi-second generative ones.
-LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-
-PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, pending)
+PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
@@ -39,13 +35,7 @@ _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         lambda s: s.success.count,
     ),
     (
-        "nv_inference_request_failure",
-        "Number of failed inference requests, all batch sizes",
-        lambda s: s.fail.count,
-    ),
-    (
-        # Triton splits its failure counter by a `reason` label instead; a label here would
-        # change the samples existing dashboards of this server read, so it is a counter of its own.
+        # Also in `nv_inference_request_failure{reason="CANCELED"}`, as Triton counts them.
         "inferd_inference_request_cancelled",
         "Number of inference requests cancelled by their client (also counted as failures)",
         lambda s: s.cancelled,
@@ -95,27 +85,32 @@ def _us(*durations: Duration) -> int:
     return sum(d.ns for d in durations) // 1000
 
 
-@dataclass(slots=True)
-class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    sum_s: float = 0.0
-
-
 class PrometheusMetrics(Collector):
-    """An `Observer` (for the latency histogram) and a prometheus-client collector.
+    """An `Observer` (for what `Statistics` does not count) and a prometheus-client collector.
 
     `pending` is asked for the queued requests of every serving version at scrape time.
+    Latency histograms use `buckets` (seconds) and are left out when `histograms` is off.
     """
 
-    def __init__(self, statistics: Statistics, pending: PendingCounts | None = None) -> None:
+    def __init__(
+        self,
+        statistics: Statistics,
+        pending: PendingCounts | None = None,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        histograms: bool = True,
+    ) -> None:
         self._statistics = statistics
         self._pending = pending
+        self._in_flight: PendingCounts | None = None
         self._instances: InstanceDevices | None = None
-        self._latency: dict[tuple[str, str], _Histogram] = {}
+        self._requests = RequestMetrics(buckets, histograms)
+        self._models = ModelMetrics()
 
-    def watch_pending(self, pending: PendingCounts) -> None:
-        """Set where pending counts come from (the engine exists only after its observers)."""
+    def watch_pending(self, pending: PendingCounts, in_flight: PendingCounts | None = None) -> None:
+        """Set where pending (and in-flight) counts come from (the engine exists only after
+        its observers)."""
         self._pending = pending
+        self._in_flight = in_flight
 
     def watch_instances(self, instances: InstanceDevices) -> None:
         """Set where the instances of serving versions and their devices come from."""
@@ -130,8 +125,8 @@ class PrometheusMetrics(Collector):
     # ---- Observer ----------------------------------------------------------------------------
 
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
-        for key in [k for k in self._latency if k[0] == model_name and k[1] not in versions]:
-            del self._latency[key]
+        self._requests.keep(model_name, versions)
+        self._models.keep(model_name, versions)
 
     def request_finished(
         self,
@@ -141,19 +136,25 @@ class PrometheusMetrics(Collector):
         success: bool,
         inferred_rows: int = 0,
         cancelled: bool = False,
+        failure: FailureReason | None = None,
     ) -> None:
-        key = (model_name, model_version)
-        histogram = self._latency.get(key)
-        if histogram is None:
-            histogram = self._latency[key] = _Histogram()
-        seconds = (timestamps.sent - timestamps.received) / 1e9
-        histogram.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        histogram.sum_s += seconds
+        self._requests.finished(model_name, model_version, timestamps, success)
 
     def batch_executed(
-        self, model_name: str, model_version: str, batch_size: int, compute: Timestamps
+        self,
+        model_name: str,
+        model_version: str,
+        batch_size: int,
+        compute: Timestamps,
+        instance: str = "",
     ) -> None:
-        """Counted by `Statistics`, read at scrape time."""
+        """Rows and times are counted by `Statistics`, read at scrape time."""
+        self._models.executed(model_name, model_version, instance)
+
+    def version_load_finished(
+        self, model_name: str, model_version: str, seconds: float, loaded: bool
+    ) -> None:
+        self._models.load_finished(model_name, model_version, seconds, loaded)
 
     # ---- Collector ---------------------------------------------------------------------------
 
@@ -167,19 +168,21 @@ class PrometheusMetrics(Collector):
                     name, {"model": stats.name, "version": stats.version}, value(stats)
                 )
             yield family
-        yield self._pending_family()
-        yield self._instance_family()
-        yield self._latency_family()
-
-    def _pending_family(self) -> Metric:
-        family = GaugeMetricFamily(
+        yield _failure_family(snapshot)
+        yield from self._requests.families()
+        yield _count_family(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model",
-            labels=LABELS,
+            self._pending,
         )
-        for model, version, count in self._pending() if self._pending else []:
-            family.add_metric([model, version], count)
-        return family
+        yield _count_family(
+            "inferd_inference_in_flight_request_count",
+            "Instantaneous number of requests inside the server per model: queued, executing "
+            "or streaming responses",
+            self._in_flight,
+        )
+        yield self._instance_family()
+        yield from self._models.families(snapshot)
 
     def _instance_family(self) -> Metric:
         # Triton labels only its GPU metrics by device; an info-style gauge places every instance.
@@ -192,18 +195,21 @@ class PrometheusMetrics(Collector):
             family.add_metric([model, version, instance, device], 1)
         return family
 
-    def _latency_family(self) -> Metric:
-        family = HistogramMetricFamily(
-            "inferd_request_duration_seconds",
-            "Latency of inference requests inside the server (received to sent), in seconds",
-            labels=LABELS,
-        )
-        bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
-        for (model, version), histogram in sorted(self._latency.items()):
-            cumulative: list[tuple[str, float]] = []
-            total = 0
-            for bound, count in zip(bounds, histogram.buckets, strict=True):
-                total += count
-                cumulative.append((bound, total))
-            family.add_metric([model, version], cumulative, histogram.sum_s)
-        return family
+
+def _failure_family(snapshot: Sequence[VersionStatistics]) -> Metric:
+    """Triton's failure counter, one sample per reason (every reason, so absent means 0 is
+    never ambiguous)."""
+    name = "nv_inference_request_failure"
+    family = Metric(name, "Number of failed inference requests, all batch sizes", "unknown")
+    for stats in snapshot:
+        for reason in FailureReason:
+            labels = {"model": stats.name, "version": stats.version, "reason": reason.value}
+            family.add_sample(name, labels, stats.failure_reasons.get(reason.value, 0))
+    return family
+
+
+def _count_family(name: str, documentation: str, counts: PendingCounts | None) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=LABELS)
+    for model, version, count in counts() if counts else []:
+        family.add_metric([model, version], count)
+    return family

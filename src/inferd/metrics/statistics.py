@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from inferd.core.errors import NotFound, unknown_model
+from inferd.core.observer import FailureReason
 from inferd.core.statistics import BatchStatistics, VersionStatistics
 from inferd.core.types import Timestamps
 
@@ -48,6 +49,7 @@ class Statistics:
         success: bool,
         inferred_rows: int = 0,
         cancelled: bool = False,
+        failure: FailureReason | None = None,
     ) -> None:
         counters = self._models.get(model_name, {}).get(model_version)
         if counters is None:
@@ -57,6 +59,8 @@ class Statistics:
         if not success:
             stats.fail.add(timestamps.sent - timestamps.received)
             stats.cancelled += cancelled
+            reason = "CANCELED" if cancelled else failure.value if failure else "OTHER"
+            stats.failure_reasons[reason] = stats.failure_reasons.get(reason, 0) + 1
             return
         stats.success.add(timestamps.sent - timestamps.received)
         stats.inference_count += inferred_rows
@@ -66,7 +70,12 @@ class Statistics:
         stats.compute_output.add(timestamps.compute_end - timestamps.compute_output_start)
 
     def batch_executed(
-        self, model_name: str, model_version: str, batch_size: int, compute: Timestamps
+        self,
+        model_name: str,
+        model_version: str,
+        batch_size: int,
+        compute: Timestamps,
+        instance: str = "",
     ) -> None:
         counters = self._models.get(model_name, {}).get(model_version)
         if counters is None:
@@ -79,6 +88,11 @@ class Statistics:
         batch.compute_input.add(compute.compute_input_end - compute.compute_start)
         batch.compute_infer.add(compute.compute_output_start - compute.compute_input_end)
         batch.compute_output.add(compute.compute_end - compute.compute_output_start)
+
+    def version_load_finished(
+        self, model_name: str, model_version: str, seconds: float, loaded: bool
+    ) -> None:
+        """Not part of the statistics extension."""
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -104,6 +118,7 @@ class Statistics:
         return replace(
             stats,
             last_inference=(last + self._epoch_offset_ns) // 1_000_000 if last else 0,
+            failure_reasons=dict(stats.failure_reasons),
             success=replace(stats.success),
             fail=replace(stats.fail),
             queue=replace(stats.queue),

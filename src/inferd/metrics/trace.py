@@ -1,7 +1,7 @@
 """`--log-verbose` request tracing: one log line per request with its timestamps.
 
-Registered only when verbose logging is on, so the request path pays nothing otherwise.
-The hook is the `Observer` protocol; an OpenTelemetry exporter can sit behind the same one.
+The verbose level can change at run time (the logging extension sets `verbose_level`); at 0
+a request costs one attribute check here.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from inferd.core.observer import FailureReason
 from inferd.core.types import Timestamps
 
 logger = logging.getLogger("inferd.trace")
@@ -19,9 +20,18 @@ def _delta_us(start: int, end: int) -> str:
 
 
 class TraceLog:
-    """An `Observer` logging received, queued, compute and sent marks as microsecond deltas."""
+    """An `Observer` logging received, queued, compute and sent marks as microsecond deltas,
+    while `verbose_level` is 1 or more."""
+
+    def __init__(self, verbose_level: int = 1) -> None:
+        self.verbose_level = verbose_level
+
+    def set_verbose_level(self, level: int) -> None:
+        self.verbose_level = level
 
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
+        if not self.verbose_level:
+            return
         logger.info("model '%s' serving versions [%s]", model_name, ", ".join(versions))
 
     def request_finished(
@@ -32,7 +42,10 @@ class TraceLog:
         success: bool,
         inferred_rows: int = 0,
         cancelled: bool = False,
+        failure: FailureReason | None = None,
     ) -> None:
+        if not self.verbose_level:
+            return
         t = timestamps
         logger.info(
             "request model=%s version=%s %s total_us=%s received->queued=%s queue=%s "
@@ -50,12 +63,32 @@ class TraceLog:
         )
 
     def batch_executed(
-        self, model_name: str, model_version: str, batch_size: int, compute: Timestamps
+        self,
+        model_name: str,
+        model_version: str,
+        batch_size: int,
+        compute: Timestamps,
+        instance: str = "",
     ) -> None:
+        if not self.verbose_level:
+            return
         logger.info(
             "batch model=%s version=%s rows=%d compute_us=%s",
             model_name,
             model_version,
             batch_size,
             _delta_us(compute.compute_start, compute.compute_end),
+        )
+
+    def version_load_finished(
+        self, model_name: str, model_version: str, seconds: float, loaded: bool
+    ) -> None:
+        if not self.verbose_level:
+            return
+        logger.info(
+            "load model=%s version=%s %s seconds=%.3f",
+            model_name,
+            model_version,
+            "ok" if loaded else "failed",
+            seconds,
         )

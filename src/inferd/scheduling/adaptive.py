@@ -5,8 +5,11 @@ Evaluated once per window of completed requests (at least `MIN_SAMPLES` requests
 `MIN_WINDOW_NS`), never per request:
 
 - **p99 above the target**: halve the queue delay (multiplicative decrease). When the delay
-  is already 0 and one batch execution alone takes more than half the target, the batch is
-  too big for the target, so the batch cap shrinks by a quarter as well.
+  is already 0 and one batch execution alone takes more than half the target, the batch may
+  be too big for the target, so the batch cap shrinks by a quarter as well. That shrink is a
+  probe: when the next window's p99 is no better (latency made of queueing, as with
+  closed-loop clients, gets worse with smaller batches), the cap is put back and the next
+  shrink waits for a hold that doubles each time one fails.
 - **p99 within the target**: hill-climb on throughput, one delay step (1/20 of the ceiling)
   at a time. A step that raised throughput by more than `GAIN` is followed by another in the
   same direction (upward only while p99 stays under `HEADROOM` x target); a step that cost
@@ -55,6 +58,10 @@ class SloController:
         self._hold = 0  # windows to wait before the next probe
         self._hold_length = 1
         self._probe_down = False
+        self._cap_before_shrink = 0  # the cap a shrink on probation replaced (0: none)
+        self._p99_before_shrink = 0.0
+        self._cap_hold = 0
+        self._cap_hold_length = 1
 
     def record(self, latencies_ns: list[int], rows: int, execution_ns: int, now_ns: int) -> None:
         """One batch finished: its requests' latencies, its rows and its execution time."""
@@ -73,20 +80,37 @@ class SloController:
         p99 = float(np.percentile(np.fromiter(self._latencies, np.int64), 99))
         batch_fits = self._max_execution_ns * 2 <= self.target_ns
         room = p99 < self.target_ns * HEADROOM
+        self._judge_shrink(p99)
         if p99 > self.target_ns:
-            self._shed(batch_fits)
+            self._shed(batch_fits, p99)
         else:
             self._climb(throughput, room)
             if room and batch_fits:
                 self.batch_cap = min(self.batch_cap + self._cap_step, self.max_batch_size)
         self._last_throughput = throughput
 
-    def _shed(self, batch_fits: bool) -> None:
+    def _shed(self, batch_fits: bool, p99: float) -> None:
         self.delay_ns = self.delay_ns // 2 if self.delay_ns > self._delay_step else 0
-        if self.delay_ns == 0 and not batch_fits:
-            self.batch_cap = max(1, self.batch_cap * 3 // 4)
+        if self.delay_ns == 0 and not batch_fits and self.batch_cap > 1:
+            if self._cap_hold > 0:
+                self._cap_hold -= 1
+            else:
+                self._cap_before_shrink, self._p99_before_shrink = self.batch_cap, p99
+                self.batch_cap = max(1, self.batch_cap * 3 // 4)
         self._move = 0
         self._hold = self._hold_length = 1
+
+    def _judge_shrink(self, p99: float) -> None:
+        """Keep the last shrink of the cap if it lowered p99; else put the cap back."""
+        if not self._cap_before_shrink:
+            return
+        if p99 < self._p99_before_shrink * (1 - GAIN):
+            self._cap_hold_length = 1
+        else:
+            self.batch_cap = self._cap_before_shrink
+            self._cap_hold = self._cap_hold_length
+            self._cap_hold_length = min(self._cap_hold_length * 2, MAX_HOLD)
+        self._cap_before_shrink = 0
 
     def _climb(self, throughput: float, room: bool) -> None:
         last = self._last_throughput

@@ -31,7 +31,8 @@ from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ExecutionResult, Instance
 from inferd.scheduling.adaptive import SloController
 
-BatchCallback = Callable[[int, Timestamps], None]  # rows, compute marks of the batch
+# rows, compute marks of the batch, the instance's name
+BatchCallback = Callable[[int, Timestamps, str], None]
 Answer = dict[str, Array] | InferdError  # what one request of a batch gets back
 Deliver = Callable[[], None]
 
@@ -133,7 +134,7 @@ class BatchRunner(Generic[P]):
             return functools.partial(_call_all, deliveries)
         except Exception as exc:
             return functools.partial(fail_all, batch.calls, batch_failure(exc))
-        return functools.partial(self._deliver, batch, answers, compute, result)
+        return functools.partial(self._deliver, batch, answers, compute, result, instance.name)
 
     def _answers(self, batch: Batch[P], outputs: BatchOutputs) -> list[Answer]:
         calls = batch.calls
@@ -157,13 +158,18 @@ class BatchRunner(Generic[P]):
             return exc
 
     def _deliver(
-        self, batch: Batch[P], answers: list[Answer], compute: Timestamps, result: ExecutionResult
+        self,
+        batch: Batch[P],
+        answers: list[Answer],
+        compute: Timestamps,
+        result: ExecutionResult,
+        instance: str,
     ) -> None:
         compute.compute_input_end = result.compute_start_ns
         compute.compute_output_start = result.compute_end_ns
         compute.compute_end = end = time.monotonic_ns()
         if self._on_batch is not None:
-            self._on_batch(batch.filled, compute)
+            self._on_batch(batch.filled, compute, instance)
         for call, answer in zip(batch.calls, answers, strict=True):
             call.request.timestamps.copy_compute(compute)
             if isinstance(answer, InferdError):

@@ -27,10 +27,12 @@ def test_an_open_plaintext_server_is_named_port_by_port() -> None:
     warnings = exposure_warnings(_parse("--host", "0.0.0.0", "--enable-shared-memory"))
     assert warnings == [
         "the HTTP port is plaintext (--http-use-ssl)",
-        "anyone reaching the HTTP port can use model-repository and shared-memory "
+        "anyone reaching the HTTP port can use model-repository, shared-memory, trace and "
+        "logging "
         "(--management-token restricts them)",
         "the gRPC port is plaintext (--grpc-use-ssl)",
-        "anyone reaching the gRPC port can use model-repository and shared-memory "
+        "anyone reaching the gRPC port can use model-repository, shared-memory, trace and "
+        "logging "
         "(--management-token restricts them)",
     ]
 
@@ -38,7 +40,7 @@ def test_an_open_plaintext_server_is_named_port_by_port() -> None:
 def test_restricted_groups_and_a_closed_grpc_port_leave_only_plaintext_http() -> None:
     settings = _parse(
         "--host", "10.0.0.5", "--grpc-port", "0",
-        "--http-restricted-api", "model-repository:admin-key=v",
+        "--http-restricted-api", "model-repository,trace,logging:admin-key=v",
     )  # fmt: skip
     assert exposure_warnings(settings) == ["the HTTP port is plaintext (--http-use-ssl)"]
 

@@ -99,3 +99,38 @@ def test_several_repositories_from_flags_or_the_variable(monkeypatch: pytest.Mon
     assert _parse().model_repository == ("/models", "s3://bucket/models")
     flags = _parse("--model-repository", "a", "--model-repository", "gs://b/c")
     assert flags.model_repository == ("a", "gs://b/c")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [("--grpc-use-ssl=true", True), ("--grpc-use-ssl=false", False), ("--grpc-use-ssl=1", True),
+     ("--grpc-use-ssl=OFF", False), ("--grpc-use-ssl", True), ("--no-grpc-use-ssl", False)],
+)  # fmt: skip
+def test_switches_take_tritons_true_and_false(flag: str, expected: bool) -> None:
+    assert _parse("--model-repository", "m", flag).grpc_use_ssl is expected
+
+
+def test_every_switch_takes_a_value() -> None:
+    settings = _parse(
+        "--model-repository", "m", "--http-use-ssl=true", "--http-use-ssl-mutual=true",
+        "--grpc-use-ssl-mutual=true", "--strict-readiness=false",
+    )  # fmt: skip
+    assert settings.http_use_ssl and settings.http_use_ssl_mutual and settings.grpc_use_ssl_mutual
+    assert settings.strict_readiness is False
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("--grpc-use-ssl=maybe", "expected true or false, got 'maybe'"),
+     ("--http-use-ssl-mutual=", "expected true or false, got ''"),
+     ("--no-grpc-use-ssl=true", "takes no value")],
+)  # fmt: skip
+def test_a_wrong_switch_value_exits_2_naming_the_flag(
+    flag: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _parse("--model-repository", "m", flag)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {flag.split('=')[0].replace('--no-', '--')}" in error
+    assert message in error

@@ -55,6 +55,12 @@ def test_runtime_serves_v2_over_http_and_grpc_on_kserve_ports(name: str) -> None
             assert container[probe]["httpGet"]["port"] == settings.http_port, probe
 
 
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_runtime_answers_the_host_names_kserve_routes_by(name: str) -> None:
+    container = _main_container(RUNTIMES[name])
+    assert container_serve(container, f"ServingRuntime {name}").allowed_hosts == ("*",)
+
+
 def test_multi_node_runtime_starts_a_ray_head_and_workers_that_join_it() -> None:
     spec = RUNTIMES["inferd-multinode"]["spec"]
     head = _main_container(RUNTIMES["inferd-multinode"])

@@ -123,3 +123,15 @@ def test_hostile_shapes_are_invalid_argument(shape: list[int], datatype: str, me
     request.raw_input_contents.append(b"\x00" * 4)
     with pytest.raises(InvalidArgument, match=message):
         decode_infer_request(request)
+
+
+@pytest.mark.parametrize("datatype", ["INT32", "BYTES", "FP64"])
+@pytest.mark.parametrize("raw", [True, False])
+def test_an_empty_shape_too_large_to_index_is_invalid_argument(datatype: str, raw: bool) -> None:
+    # No element (a 0), but numpy cannot index the other dimensions.
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype=datatype, shape=[0, 2**40, 2**30])
+    if raw:
+        request.raw_input_contents.append(b"")
+    with pytest.raises(InvalidArgument, match="larger than any tensor can be"):
+        decode_infer_request(request)

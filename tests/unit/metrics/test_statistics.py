@@ -132,7 +132,9 @@ def test_prometheus_exports_triton_names_from_the_statistics() -> None:
     labels = '{model="m",version="1"}'
     for line in (
         f"nv_inference_request_success{labels} 1.0",
-        f"nv_inference_request_failure{labels} 1.0",
+        # Triton's reason label (issue #19): a failure the engine gave no reason for is OTHER.
+        'nv_inference_request_failure{model="m",reason="OTHER",version="1"} 1.0',
+        'nv_inference_request_failure{model="m",reason="REJECTED",version="1"} 0.0',
         f"nv_inference_count{labels} 2.0",
         f"nv_inference_exec_count{labels} 1.0",
         f"nv_inference_request_duration_us{labels} 5.0",  # (2015 + 3000) ns
@@ -156,4 +158,6 @@ def test_a_cancelled_request_is_a_failure_counted_apart_too() -> None:
     assert version.cancelled == 1
     text = generate_latest(metrics.registry()).decode().splitlines()
     assert 'inferd_inference_request_cancelled{model="m",version="1"} 1.0' in text
-    assert 'nv_inference_request_failure{model="m",version="1"} 2.0' in text
+    # Triton's reason label (issue #19): one failure CANCELED, the other OTHER.
+    assert 'nv_inference_request_failure{model="m",reason="CANCELED",version="1"} 1.0' in text
+    assert 'nv_inference_request_failure{model="m",reason="OTHER",version="1"} 1.0' in text

@@ -84,6 +84,20 @@ def test_the_cap_shrinks_when_one_execution_takes_most_of_the_target() -> None:
     assert controller.batch_cap == 26
 
 
+def test_a_shrink_that_does_not_lower_p99_is_undone_and_tried_less_often() -> None:
+    # Closed-loop clients: latency is queueing, and smaller batches only make it worse.
+    clock = Clock()
+    controller = SloController(10 * MS, 0, 32, clock.now)
+    caps = []
+    for _ in range(100):
+        clock.window(controller, 40 * MS, 8 * MS, 1000)
+        caps.append(controller.batch_cap)
+    assert caps[:2] == [24, 32]  # shrunk, no better, put back
+    shrinks = sum(1 for cap in caps if cap < 32)
+    assert 0 < shrinks < 10  # each failed shrink doubles the wait, up to MAX_HOLD windows
+    assert min(caps) == 24  # never a second shrink on top of a failed one
+
+
 def test_a_step_down_that_costs_throughput_is_taken_back() -> None:
     clock = Clock()
     controller = SloController(10 * MS, 4 * MS, 32, clock.now)

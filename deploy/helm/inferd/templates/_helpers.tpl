@@ -26,6 +26,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "inferd.serveArgs" -}}
 - --host
 - 0.0.0.0
+- --allowed-hosts
+- {{ .Values.allowedHosts | quote }}
 - --http-port
 - {{ .Values.service.httpPort | quote }}
 - --grpc-port

@@ -11,6 +11,8 @@ import numpy as np
 
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.backends.python.api import Batch, InferenceError, Request
+from inferd.backends.python.bls import BLS_CALLERS
+from inferd.backends.python.triton_errors import TritonError, raised_error
 from inferd.core.errors import InferdError, InvalidArgument, ModelExecutionError
 from inferd.core.types import Array
 
@@ -39,12 +41,19 @@ def make_batch(
             r.start,
             r.end,
             r.id,
-            dict(r.parameters),
+            _own(r.parameters),
             origin=r,
         )
         for r in requests
     ]
     return Batch(stacked, list(output_names), described)
+
+
+def _own(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A request's parameters without what inferd adds for itself."""
+    own = dict(parameters)
+    own.pop(BLS_CALLERS, None)
+    return own
 
 
 def as_inferd_error(error: BaseException) -> InferdError:
@@ -53,6 +62,8 @@ def as_inferd_error(error: BaseException) -> InferdError:
         return error
     if isinstance(error, InferenceError):
         return InvalidArgument(str(error))
+    if isinstance(error, TritonError):
+        return raised_error(error)
     logger.error("the Python model raised", exc_info=error)
     return ModelExecutionError(f"{type(error).__name__}: {error}")
 

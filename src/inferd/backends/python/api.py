@@ -5,11 +5,17 @@ Duck typing works too: a model never has to import these, they only name what it
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferd.core.types import Array
+import numpy as np
+
+from inferd.backends.python import bls
+from inferd.backends.python.model_log import model_logger
+from inferd.core.types import Array, InferRequest, RequestedOutput
 
 if TYPE_CHECKING:
     from inferd.backends.base import CancelSource
@@ -77,3 +83,28 @@ class ModelContext:
     device: str  # "cpu" | "gpu:0"
     device_kind: str  # "cpu" | "gpu"
     device_id: int
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        outputs: Sequence[str] = (),
+        version: str = "",
+        parameters: Mapping[str, Any] | None = None,
+    ) -> dict[str, Array]:
+        """Call another model of this server (BLS) from `initialize`, `execute` or
+        `finalize`, and await its outputs (those named in `outputs`, or all). Raises the
+        call's `InferdError` (NotFound, InvalidArgument, ...): re-raised from `execute`, it
+        reaches the client with its own status."""
+        request = InferRequest(
+            model,
+            {name: np.asarray(value) for name, value in inputs.items()},
+            version,
+            outputs=[RequestedOutput(name) for name in outputs] or None,
+            parameters=dict(parameters or {}),
+        )
+        return (await bls.infer_async(request)).outputs
+
+    def logger(self) -> logging.Logger:
+        """The model's logger: its lines reach the server's log named by the model."""
+        return model_logger(self.model_name)

@@ -8,6 +8,7 @@ Config `parameters`: `isolation` (`none`, the default, or `process`), and for pr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from inferd.backends.python.model_file import (
     forget_model,
     import_model,
 )
+from inferd.backends.python.model_log import MODEL_LOGGER
 from inferd.backends.python.protocol import WorkerSetup
+from inferd.core.calls import ModelCalls
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import (
     ModelConfig,
@@ -127,8 +130,13 @@ class PythonModel:
         self._decoupled = config.model_transaction_policy.decoupled
         self._label = f"{config.name}_{version_path.name}"
         self._module_name = ""
+        self._calls: ModelCalls | None = None
         if not self._settings.isolated:
             self._module_name, self._factory = import_model(self._model_file, self._label)
+
+    def lend_calls(self, calls: ModelCalls) -> None:
+        """What the model's code uses to call other models of the server (BLS)."""
+        self._calls = calls
 
     def _context(self, device: Device, name: str) -> ModelContext:
         try:
@@ -158,12 +166,13 @@ class PythonModel:
                 self._datatypes,
                 self._batched,
                 self._decoupled,
+                logging.getLogger(MODEL_LOGGER).getEffectiveLevel(),
             )
             return IsolatedInstance(
-                setup, self._settings.execute_timeout_s, self._settings.worker_threads
+                setup, self._settings.execute_timeout_s, self._settings.worker_threads, self._calls
             )
         return InProcessInstance(
-            self._factory, context, self._datatypes, self._batched, self._decoupled
+            self._factory, context, self._datatypes, self._batched, self._decoupled, self._calls
         )
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ returned.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import threading
@@ -23,8 +24,11 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
+from inferd.backends.python.bls import callers_of
 from inferd.backends.python.model_file import ModelFactory
+from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
+from inferd.core.calls import ModelCalls
 from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import Internal, InvalidArgument
 from inferd.core.responses import ResponseSink
@@ -41,9 +45,12 @@ class InProcessInstance:
         output_datatypes: Mapping[str, str],
         batched: bool,
         decoupled: bool = False,
+        calls: ModelCalls | None = None,
     ) -> None:
-        """`output_datatypes`: V2 datatype of every output the model may be asked for."""
+        """`output_datatypes`: V2 datatype of every output the model may be asked for;
+        `calls`: what the model's code uses to call other models (BLS)."""
         self._context = context
+        self._scope = ModelScope(context.model_name, calls)
         self._dtypes: OutputDtypes = {
             name: numpy_dtype(datatype) for name, datatype in output_datatypes.items()
         }
@@ -55,7 +62,8 @@ class InProcessInstance:
             self._model = factory()
             initialize = getattr(self._model, "initialize", None)
             if initialize is not None:
-                self._wait(initialize(context))
+                with entered(self._scope):
+                    self._wait(initialize(context))
         except Exception as exc:
             logger.error("initializing %s failed", context.instance_name, exc_info=exc)
             self._close_loop()
@@ -81,7 +89,8 @@ class InProcessInstance:
                     raise Internal("a request for a decoupled model came without its channel")
                 request.sender = ResponseSender(sink, self._dtypes)
         try:
-            result = self._wait(self._model.execute(batch))
+            with entered(self._batch_scope(requests)):
+                result = self._wait(self._model.execute(batch))
         except Exception as exc:
             raise as_inferd_error(exc) from exc
         for part, described in zip(requests, batch.requests, strict=True):
@@ -94,11 +103,19 @@ class InProcessInstance:
         try:
             finalize = getattr(self._model, "finalize", None)
             if finalize is not None:
-                self._wait(finalize())
+                with entered(self._scope):
+                    self._wait(finalize())
         except Exception:
             logger.exception("finalize of %s failed", self._context.instance_name)
         finally:
             self._close_loop()
+
+    def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
+        """The model's scope, naming the models waiting on the batch's requests."""
+        callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
+        if not callers:
+            return self._scope
+        return dataclasses.replace(self._scope, callers=tuple(dict.fromkeys(callers)))
 
     def _wait(self, result: Any) -> Any:
         """The value itself, or what an awaitable (from an `async def` hook) resolves to."""

@@ -31,8 +31,13 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.call_answers import CallAnswerer
+from inferd.backends.python.call_memory import CallMemory
+from inferd.backends.python.custom_metrics import MetricUpdate, apply_from_worker
 from inferd.backends.python.protocol import (
+    AnswerRead,
     BatchDone,
+    CallModel,
     CancelRequest,
     ExecuteBatch,
     Failed,
@@ -41,6 +46,7 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
+from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, Internal, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array
@@ -72,11 +78,20 @@ class WorkerLost(Exception):
 class Worker:
     """One worker process with its pipe and shared-memory segments."""
 
-    def __init__(self, setup: WorkerSetup, threads: int) -> None:
+    def __init__(self, setup: WorkerSetup, threads: int, calls: ModelCalls | None) -> None:
+        # Several threads send: this one, the event loop (BLS answers, a stream's cancel).
+        self._send_lock = threading.Lock()
         self.inputs = Segment.create()
         self.outputs = Segment.create()
+        # The tensors of the model's calls to other models (BLS), each way.
+        self.calls_in = Segment.create()
+        self.calls_out = Segment.create()
+        self._answerer = CallAnswerer(
+            calls, self._send, CallMemory(self.calls_in), CallMemory(self.calls_out)
+        )
         ours, theirs = socket.socketpair()
-        fds = (theirs.fileno(), self.inputs.fd, self.outputs.fd)
+        segments = (self.inputs, self.outputs, self.calls_in, self.calls_out)
+        fds = (theirs.fileno(), *(segment.fd for segment in segments))
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "inferd.backends.python.worker", *map(str, fds)],
@@ -135,7 +150,8 @@ class Worker:
 
     def _send(self, message: object) -> None:
         try:
-            self._conn.send(message)
+            with self._send_lock:
+                self._conn.send(message)
         except OSError:
             raise WorkerLost(self._crashed()) from None
 
@@ -148,16 +164,31 @@ class Worker:
         deadline = None if timeout is None else time.monotonic() + timeout
         told: set[int] = set()
         try:
-            while not self._conn.poll(_wait(deadline, bool(requests))):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise WorkerLost(f"timed out after {timeout:g} s")
-                for index, request in enumerate(requests):
-                    if request.cancelled and index not in told:
-                        told.add(index)
-                        self._send(CancelRequest(first_key + index))
-            return self._conn.recv()
+            while True:
+                while not self._conn.poll(_wait(deadline, bool(requests))):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise WorkerLost(f"timed out after {timeout:g} s")
+                    for index, request in enumerate(requests):
+                        if request.cancelled and index not in told:
+                            told.add(index)
+                            self._send(CancelRequest(first_key + index))
+                message = self._conn.recv()
+                if not self._took(message):
+                    return message
         except (EOFError, OSError):
             raise WorkerLost(self._crashed()) from None
+
+    def _took(self, message: object) -> bool:
+        """Whether `message` was one the worker sends at any time (now handled)."""
+        if isinstance(message, MetricUpdate):
+            apply_from_worker(message)
+        elif isinstance(message, CallModel):
+            self._answerer.take(message)
+        elif isinstance(message, AnswerRead):
+            self._answerer.read(message)
+        else:
+            return False
+        return True
 
     def _crashed(self) -> str:
         try:
@@ -187,21 +218,20 @@ class Worker:
         self._release()
 
     def _release(self) -> None:
-        self.inputs.close()
-        self.outputs.close()
+        for segment in (self.inputs, self.outputs, self.calls_in, self.calls_out):
+            segment.close()
 
 
 class StreamingWorker(Worker):
     """A decoupled model's worker: a reader thread takes every message, handing each streamed
     response to its request's channel at once and the rest to the waiting `run`."""
 
-    def __init__(self, setup: WorkerSetup, threads: int) -> None:
+    def __init__(self, setup: WorkerSetup, threads: int, calls: ModelCalls | None) -> None:
         self._replies: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._channels: dict[int, ResponseChannel] = {}
         self._keys = itertools.count()
-        self._send_lock = threading.Lock()  # the instance's thread and the event loop send
         self._reader: threading.Thread | None = None
-        super().__init__(setup, threads)
+        super().__init__(setup, threads, calls)
 
     def run(
         self,
@@ -237,10 +267,6 @@ class StreamingWorker(Worker):
             with contextlib.suppress(WorkerLost):  # its requests fail as it is replaced
                 self._send(CancelRequest(key))
 
-    def _send(self, message: object) -> None:
-        with self._send_lock:
-            super()._send(message)
-
     def _receive(
         self, timeout: float | None, requests: Sequence[BatchRequest] = (), first_key: int = 0
     ) -> object:
@@ -262,7 +288,7 @@ class StreamingWorker(Worker):
                 message = self._conn.recv()
                 if isinstance(message, Streamed):
                     self._deliver(message)
-                else:
+                elif not self._took(message):
                     self._replies.put(message)
         except (EOFError, OSError):
             pass
@@ -294,13 +320,20 @@ def _wait(deadline: float | None, checking: bool) -> float | None:
 
 
 class IsolatedInstance:
-    def __init__(self, setup: WorkerSetup, execute_timeout_s: float | None, threads: int) -> None:
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        execute_timeout_s: float | None,
+        threads: int,
+        calls: ModelCalls | None = None,
+    ) -> None:
         self._setup = setup
         self._timeout = execute_timeout_s
         self._threads = threads
+        self._calls = calls
         self._kind = StreamingWorker if setup.decoupled else Worker
         try:
-            self._worker: Worker | None = self._kind(setup, threads)
+            self._worker: Worker | None = self._kind(setup, threads, calls)
         except WorkerLost as lost:
             name = setup.context.instance_name
             raise Unavailable(f"the worker of instance {name} {lost} while starting") from None
@@ -332,7 +365,7 @@ class IsolatedInstance:
 
     def _restart(self) -> Worker:
         try:
-            self._worker = self._kind(self._setup, self._threads)
+            self._worker = self._kind(self._setup, self._threads, self._calls)
         except (InferdError, WorkerLost) as exc:
             name = self._setup.context.instance_name
             raise Unavailable(f"instance {name} could not be restarted: {exc}") from exc

@@ -1,7 +1,9 @@
 """The messages between the server and a worker process (pickled over a socket pair).
 
 server -> worker: WorkerSetup, then ExecuteBatch ... (the pipe closing means: finalize, exit)
-worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch
+worker -> server: Ready | Failed after setup; BatchDone | Failed after each batch; and at any
+time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server applies, and
+`CallModel`s (a model calling another model), which the server answers with `CallAnswer`s
 
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
 batch's `BatchDone`; their arrays pickled with the message), and takes `CancelRequest` at any
@@ -12,33 +14,16 @@ index after `ExecuteBatch.first_key`; a late one (its batch finished) is ignored
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferd.backends.base import BatchRequest
 from inferd.backends.python.api import ModelContext
+from inferd.backends.python.error_codes import error_of
 from inferd.backends.python.transport import ArrayMeta
-from inferd.core.errors import (
-    AlreadyExists,
-    Cancelled,
-    ErrorCode,
-    InferdError,
-    InvalidArgument,
-    ModelExecutionError,
-    NotFound,
-    Unavailable,
-    Unsupported,
-)
-from inferd.core.types import Array
-
-_ERRORS: dict[ErrorCode, type[InferdError]] = {
-    ErrorCode.INVALID_ARG: InvalidArgument,
-    ErrorCode.NOT_FOUND: NotFound,
-    ErrorCode.UNAVAILABLE: Unavailable,
-    ErrorCode.UNSUPPORTED: Unsupported,
-    ErrorCode.ALREADY_EXISTS: AlreadyExists,
-    ErrorCode.CANCELLED: Cancelled,
-}
+from inferd.core.errors import ErrorCode, InferdError
+from inferd.core.types import Array, InferRequest, InferResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +36,7 @@ class WireError:
         return cls(error.code.value, error.message)
 
     def error(self) -> InferdError:
-        return _ERRORS.get(ErrorCode(self.code), ModelExecutionError)(self.message)
+        return error_of(ErrorCode(self.code), self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +47,7 @@ class WorkerSetup:
     output_datatypes: dict[str, str]  # V2 datatypes
     batched: bool
     decoupled: bool = False
+    log_level: int = logging.INFO  # of the server's `inferd.model` loggers
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +93,37 @@ class CancelRequest:
     """The client of the request named `key` went away."""
 
     key: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallModel:
+    """The model calls another model of the server (BLS); `key` names the call's answers.
+    The request's inputs are in the worker's calls segment (`size`, `inputs`)."""
+
+    key: int
+    request: InferRequest  # without its inputs
+    stream: bool  # every response of a decoupled model, not one
+    size: int
+    inputs: list[ArrayMeta]
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswer:
+    """One answer (the `seq`-th) to the call named `key`: a response, its outputs in the
+    server's calls segment (`size`, `outputs`), or an error; `final` ends the call."""
+
+    key: int
+    response: InferResponse | None  # without its outputs
+    error: WireError | None
+    final: bool = True
+    seq: int = 0
+    size: int = 0
+    outputs: list[ArrayMeta] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRead:
+    """The worker copied the outputs of answer `seq` to call `key`: their region is free."""
+
+    key: int
+    seq: int

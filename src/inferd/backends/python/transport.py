@@ -72,27 +72,24 @@ class Segment:
         self._map = mmap.mmap(self.fd, current)
         return self._map
 
-    def write(self, groups: Sequence[Mapping[str, Array]]) -> tuple[int, list[list[ArrayMeta]]]:
-        """Lay out and copy every array of every group; returns the bytes used and the metas."""
-        layout: list[list[tuple[ArrayMeta, Array | bytes]]] = []
-        offset = 0
-        for arrays in groups:
-            placed: list[tuple[ArrayMeta, Array | bytes]] = []
-            for name, array in arrays.items():
-                datatype = _raw_datatype(array)
-                data: Array | bytes = array if datatype else pickle.dumps(array, protocol=5)
-                nbytes = array.nbytes if datatype else len(data)
-                placed.append((ArrayMeta(name, datatype, array.shape, offset, nbytes), data))
-                offset += -(-nbytes // _ALIGN) * _ALIGN
-            layout.append(placed)
-        buffer = self._buffer(offset)
+    def write(
+        self, groups: Sequence[Mapping[str, Array]], start: int = 0
+    ) -> tuple[int, list[list[ArrayMeta]]]:
+        """Lay out (from `start`) and copy every array of every group; returns where the bytes
+        used end, and the metas."""
+        return self.write_laid_out(lay_out(groups, start))
+
+    def write_laid_out(self, layout: Layout) -> tuple[int, list[list[ArrayMeta]]]:
+        """Copy what `lay_out` placed; returns where it ends, and the metas."""
+        end = layout_end(layout)
+        buffer = self._buffer(end)
         for placed in layout:
             for meta, data in placed:
                 if isinstance(data, bytes):
                     buffer[meta.offset : meta.offset + meta.nbytes] = data
                 else:
                     np.copyto(_view(buffer, meta), data, casting="no")
-        return offset, [[meta for meta, _ in placed] for placed in layout]
+        return end, [[meta for meta, _ in placed] for placed in layout]
 
     def read(self, size: int, metas: Sequence[ArrayMeta], copy: bool) -> dict[str, Array]:
         """The arrays `metas` describe; views into the segment unless `copy`."""
@@ -111,6 +108,38 @@ class Segment:
             self._owner.close()
         else:
             os.close(self.fd)
+
+
+# Each group's arrays, each with its meta and its data (BYTES and the like pickled).
+Layout = list[list[tuple[ArrayMeta, Array | bytes]]]
+
+
+def lay_out(groups: Sequence[Mapping[str, Array]], start: int = 0) -> Layout:
+    """Where each array of each group goes, from `start` (aligned) on."""
+    layout: Layout = []
+    offset = start
+    for arrays in groups:
+        placed: list[tuple[ArrayMeta, Array | bytes]] = []
+        for name, array in arrays.items():
+            datatype = _raw_datatype(array)
+            data: Array | bytes = array if datatype else pickle.dumps(array, protocol=5)
+            nbytes = array.nbytes if datatype else len(data)
+            placed.append((ArrayMeta(name, datatype, array.shape, offset, nbytes), data))
+            offset += -(-nbytes // _ALIGN) * _ALIGN
+        layout.append(placed)
+    return layout
+
+
+def layout_end(layout: Layout, start: int = 0) -> int:
+    """Where the bytes of `layout` end (aligned)."""
+    return max(
+        (
+            meta.offset + -(-meta.nbytes // _ALIGN) * _ALIGN
+            for placed in layout
+            for meta, _ in placed
+        ),
+        default=start,
+    )
 
 
 def _view(buffer: Any, meta: ArrayMeta) -> Array:

@@ -1,8 +1,9 @@
 """A worker process's main loop: import the model, initialize it, then run batches until the
 server's end of the pipe closes (or the server itself is gone).
 
-Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT` (inherited
-file descriptors: the socket to the server, the input and output shared-memory segments).
+Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT CALLS_IN
+CALLS_OUT` (inherited file descriptors: the socket to the server, the batches' input and output
+shared-memory segments, and those of the model's calls to other models, to and from the server).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import time
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs
+from inferd.backends.python.call_memory import CallMemory
+from inferd.backends.python.custom_metrics import forward_to
 from inferd.backends.python.in_process import InProcessInstance
 from inferd.backends.python.model_file import import_model
+from inferd.backends.python.model_log import MODEL_LOGGER
+from inferd.backends.python.model_scope import ModelScope, set_default
 from inferd.backends.python.protocol import (
     BatchDone,
-    CancelRequest,
     ExecuteBatch,
     Failed,
     Ready,
@@ -29,6 +33,7 @@ from inferd.backends.python.protocol import (
     WorkerSetup,
 )
 from inferd.backends.python.transport import Segment
+from inferd.backends.python.worker_calls import PipeCalls
 from inferd.backends.python.worker_cancel import CancelInbox
 from inferd.backends.python.worker_streams import BatchReader, LockedPipe, PipeSink
 from inferd.core.errors import InferdError, ModelExecutionError
@@ -50,10 +55,23 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _start(setup: WorkerSetup) -> InProcessInstance:
+def _log_as_the_server(level: int) -> None:
+    """The model's log lines (`pb_utils.Logger`), as the server writes its own: this stderr
+    is the server's."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    models = logging.getLogger(MODEL_LOGGER)
+    models.addHandler(handler)
+    models.setLevel(level)
+    models.propagate = False
+
+
+def _start(setup: WorkerSetup, calls: PipeCalls) -> InProcessInstance:
+    _log_as_the_server(setup.log_level)
+    set_default(ModelScope(setup.context.model_name, calls))
     _, factory = import_model(setup.model_file, setup.label)
     return InProcessInstance(
-        factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled
+        factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled, calls
     )
 
 
@@ -90,7 +108,7 @@ def _done(result: BatchOutputs, outputs: Segment) -> BatchDone:
 
 
 def main(argv: list[str]) -> int:
-    conn_fd, input_fd, output_fd = (int(arg) for arg in argv)
+    conn_fd, input_fd, output_fd, calls_in_fd, calls_out_fd = (int(arg) for arg in argv)
     # Ctrl-C reaches the whole process group: the server decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
@@ -100,39 +118,53 @@ def main(argv: list[str]) -> int:
     conn = Connection(conn_fd)
     inputs, outputs = Segment(input_fd), Segment(output_fd)
     setup: WorkerSetup = conn.recv()
+    pipe = LockedPipe(conn)  # metric changes and BLS calls are sent from the model's threads
+    forward_to(pipe.send)
+    # The reader of the pipe exists before `initialize`, which may call other models.
+    reader = BatchReader(pipe) if setup.decoupled else CancelInbox(conn)
+    pump = None if isinstance(reader, BatchReader) else reader.pump
+    calls = PipeCalls(
+        pipe, pump, CallMemory(Segment(calls_in_fd)), CallMemory(Segment(calls_out_fd))
+    )
+    reader.deliver = calls.deliver
     try:
-        instance = _start(setup)
+        instance = _start(setup, calls)
     except InferdError as exc:
-        conn.send(Failed(WireError.of(exc)))
+        pipe.send(Failed(WireError.of(exc)))
         return 1
-    conn.send(Ready(os.getpid()))
+    pipe.send(Ready(os.getpid()))
     try:
-        if setup.decoupled:
-            _serve_streams(instance, conn, inputs, outputs)
-            return 0
-        inbox = CancelInbox(conn)
-        while True:
-            try:
-                message: ExecuteBatch | CancelRequest = conn.recv()
-            except EOFError:
-                break
-            if isinstance(message, CancelRequest):
-                continue  # its batch already finished
-            inbox.open(message)
-            reply = _run(instance, message, inputs, outputs)
-            inbox.close()
-            conn.send(reply)
+        if isinstance(reader, BatchReader):
+            _serve_streams(instance, reader, pipe, inputs, outputs)
+        else:
+            _serve_batches(instance, reader, pipe, inputs, outputs)
     finally:
         instance.close()
     return 0
 
 
+def _serve_batches(
+    instance: InProcessInstance,
+    inbox: CancelInbox,
+    pipe: LockedPipe,
+    inputs: Segment,
+    outputs: Segment,
+) -> None:
+    while (message := inbox.next_batch()) is not None:
+        inbox.open(message)
+        reply = _run(instance, message, inputs, outputs)
+        inbox.close()
+        pipe.send(reply)
+
+
 def _serve_streams(
-    instance: InProcessInstance, conn: Connection, inputs: Segment, outputs: Segment
+    instance: InProcessInstance,
+    reader: BatchReader,
+    pipe: LockedPipe,
+    inputs: Segment,
+    outputs: Segment,
 ) -> None:
     """A decoupled model's loop: see `worker_streams.py`."""
-    pipe = LockedPipe(conn)
-    reader = BatchReader(pipe)
     while (message := reader.next_batch()) is not None:
         pipe.send(_run(instance, message, inputs, outputs, reader.sinks(message)))
 

@@ -11,9 +11,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from inferd.backends.python.protocol import CancelRequest, ExecuteBatch, Streamed, WireError
+from inferd.backends.python.protocol import (
+    CallAnswer,
+    CancelRequest,
+    ExecuteBatch,
+    Streamed,
+    WireError,
+)
 from inferd.core.errors import InferdError
 from inferd.core.types import Array
 
@@ -80,6 +87,7 @@ class BatchReader:
         self._pipe = pipe
         self.open_sinks: dict[int, PipeSink] = {}
         self._batches: queue.SimpleQueue[ExecuteBatch | None] = queue.SimpleQueue()
+        self.deliver: Callable[[CallAnswer], None] | None = None  # answers to the model's calls
         threading.Thread(target=self._read, name="server-reader", daemon=True).start()
 
     def _read(self) -> None:
@@ -90,6 +98,9 @@ class BatchReader:
                     sink = self.open_sinks.get(message.key)
                     if sink is not None:
                         sink.cancel()
+                elif isinstance(message, CallAnswer):
+                    if self.deliver is not None:
+                        self.deliver(message)
                 else:
                     self._batches.put(message)
         except (EOFError, OSError):

@@ -27,7 +27,7 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, check_shape
+from inferd.frontends.tensors import array_from_bytes, check_shape, check_tensor_count
 
 # The typed `contents` field that carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD: Final = {
@@ -63,6 +63,8 @@ def decode_infer_request(
 
     Inputs in shared memory have no `raw_input_contents` entry (as in Triton).
     """
+    check_tensor_count(len(message.inputs), "inputs")
+    check_tensor_count(len(message.outputs), "outputs")
     raw = message.raw_input_contents
     shared = {t.name: t for t in message.inputs if REGION in t.parameters}
     if raw and len(raw) != len(message.inputs) - len(shared):

@@ -30,6 +30,7 @@ from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status, status_details
 from inferd.frontends.grpc.malformed import Malformed
+from inferd.frontends.grpc.runtime_settings import log_settings, trace_setting
 from inferd.frontends.grpc.stream import StreamCall
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
@@ -72,7 +73,7 @@ class GrpcFrontend:
         self._engine = engine
         self._shared_memory = shared_memory
         self._server_name = server_name
-        self._extensions = extensions(shared_memory, engine.statistics_enabled)
+        self._extensions = extensions(shared_memory, engine.statistics_enabled, engine.controls)
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -231,15 +232,17 @@ class GrpcFrontend:
         self._shared_memory.unregister_cuda(request.name)
         return pb.CudaSharedMemoryUnregisterResponse()
 
-    # ---- extensions this server does not offer over gRPC ------------------------------------
+    # ---- trace and logging extensions -------------------------------------------------------
 
     @_rpc
     async def TraceSetting(self, request: Any, context: Context) -> Any:
-        raise Unsupported("trace settings are not supported by this server")
+        if request.model_name:
+            self._engine.model_metadata(request.model_name)  # an unknown model: NOT_FOUND
+        return trace_setting(self._engine.controls.trace, request)
 
     @_rpc
     async def LogSettings(self, request: Any, context: Context) -> Any:
-        raise Unsupported("log settings are not supported by this server")
+        return log_settings(self._engine.controls.logging, request)
 
 
 def _check_repository_name(name: str) -> None:

@@ -11,6 +11,8 @@ Routes (`{m}` a model name, `[/versions/{v}]` optional):
     POST /v2/repository/index
     POST /v2/repository/models/{m}/load | unload   (explicit model control mode)
     GET  /v2/models[/{m}[/versions/{v}]]/stats      (statistics extension)
+    GET|POST /v2/trace/setting, /v2/models/{m}/trace/setting   (trace extension)
+    GET|POST /v2/logging                   (logging extension)
     GET|POST /v2/systemsharedmemory/... and /v2/cudasharedmemory/...   (http/shared_memory.py)
     /v1/...                                the OpenAI-compatible API (frontends/openai/)
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -36,7 +37,6 @@ from inferd.core.errors import (
     InferdError,
     InvalidArgument,
     NotFound,
-    PayloadTooLarge,
     Unsupported,
 )
 from inferd.core.types import InferResponse
@@ -44,6 +44,7 @@ from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.asgi import DisconnectWatcher, Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.body import ClientDisconnected, header_int, read_body
 from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.generate import (
@@ -51,8 +52,10 @@ from inferd.frontends.http.generate import (
     encode_generate_response,
     responses_with_outputs,
 )
+from inferd.frontends.http.hosts import AllowedHosts
 from inferd.frontends.http.model_control import config_override
 from inferd.frontends.http.raw_request import decode_raw_request
+from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
 from inferd.frontends.http.sse import send_event_stream
 from inferd.frontends.http.statistics import statistics_document, statistics_target
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
@@ -66,10 +69,6 @@ logger = logging.getLogger(__name__)
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 class MethodNotAllowed(InvalidArgument):
@@ -86,15 +85,17 @@ class HttpFrontend:
         shared_memory: SharedMemoryRegistry = DISABLED,
         server_name: str = DEFAULT_SERVER_NAME,
         restrictions: Restrictions | None = None,
+        allowed_hosts: AllowedHosts | None = None,
     ) -> None:
         self._engine = engine
+        self._hosts = allowed_hosts or AllowedHosts(["*"])
         self._restrictions = dict(restrictions or {})
         self._max_body_bytes = max_body_bytes
         self._shared_memory = shared_memory
         offered = [
             "binary_tensor_data",
             "generate",
-            *extensions(shared_memory, engine.statistics_enabled),
+            *extensions(shared_memory, engine.statistics_enabled, engine.controls),
         ]
         self._server_metadata = orjson.dumps(
             {"name": server_name, "version": __version__, "extensions": offered}
@@ -106,6 +107,7 @@ class HttpFrontend:
         if scope["type"] != "http":
             return
         try:
+            self._hosts.check(scope)
             await self._dispatch(scope, receive, send)
         except ClientDisconnected:
             return
@@ -155,7 +157,7 @@ class HttpFrontend:
             answer = shm_routes.handle(self._shared_memory, parts[1], parts[2:], document)
             await _respond(send, 200, b"" if answer is None else orjson.dumps(answer))
         else:
-            raise NotFound(f"no route for {scope['path']}")
+            await self._runtime_settings(scope, receive, send, parts)
 
     def _guard(self, scope: Scope, group: str) -> None:
         """Refuse a request to a restricted `group` that lacks the group's header and value."""
@@ -170,6 +172,9 @@ class HttpFrontend:
     async def _model_route(
         self, scope: Scope, receive: Receive, send: Send, method: str, rest: list[str]
     ) -> None:
+        if tuple(rest[1:]) == TRACE:
+            await self._runtime_settings(scope, receive, send, ["v2", "models", *rest])
+            return
         model, version = rest[0], ""
         rest = rest[1:]
         if len(rest) >= 2 and rest[0] == "versions":
@@ -208,7 +213,7 @@ class HttpFrontend:
         headers = _headers(scope)
         body = await self._read_body(receive, headers)
         header = headers.get(HEADER_LENGTH)
-        header_length = _header_int(header) if header is not None else None
+        header_length = header_int(header) if header is not None else None
         if header_length == 0:
             inputs, max_batch_size = self._engine.input_specs(model, version)
             request = decode_raw_request(body, inputs, max_batch_size, model, version)
@@ -276,6 +281,31 @@ class HttpFrontend:
         snapshot = self._engine.model_statistics(model, version)
         await _respond(send, 200, orjson.dumps(statistics_document(snapshot)))
 
+    async def _runtime_settings(
+        self, scope: Scope, receive: Receive, send: Send, parts: list[str]
+    ) -> None:
+        """The trace (`/v2[/models/{m}]/trace/setting`) and logging (`/v2/logging`) settings;
+        404 for any other path."""
+        trace = parts[1:] == list(TRACE) or (len(parts) == 5 and parts[1] == "models")
+        if not trace and parts[1:] != ["logging"]:
+            raise NotFound(f"no route for {scope['path']}")
+        self._guard(scope, "logging" if parts[1] == "logging" else "trace")
+        document = None
+        if scope["method"] == "POST":
+            body = await self._read_body(receive, _headers(scope))
+            document = loads(body) if body.strip() else {}
+        else:
+            _expect(scope["method"], "GET")
+        controls = self._engine.controls
+        if parts[1] == "logging":
+            answer = log_answer(controls.logging, document)
+        else:
+            model = parts[2] if len(parts) == 5 else ""
+            if model:
+                self._engine.model_metadata(model)  # an unknown model: 404
+            answer = trace_answer(controls.trace, model, document)
+        await _respond(send, 200, orjson.dumps(answer))
+
     async def _model_control(
         self, scope: Scope, receive: Receive, send: Send, model: str, action: str
     ) -> None:
@@ -294,61 +324,21 @@ class HttpFrontend:
         return await self._read_body(receive, _headers(scope))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
-        limit = self._max_body_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and _header_int(declared) > limit:
-            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = headers.get(b"content-encoding")
-        return body if encoding in (None, b"identity") else _decompress(body, encoding, limit)
-
-
-def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
-    windows = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
-    if encoding not in windows:
-        raise InvalidArgument(f"unsupported Content-Encoding '{encoding.decode(errors='replace')}'")
-    decompressor = zlib.decompressobj(windows[encoding])
-    try:
-        data = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidArgument(f"body is not valid {encoding.decode()}: {exc}") from None
-    if len(data) > limit:
-        raise PayloadTooLarge(f"decompressed body is larger than the {limit}-byte limit")
-    return data
+        return await read_body(receive, headers, self._max_body_bytes)
 
 
 def _path_parts(scope: Scope) -> list[str]:
     """Path segments, each percent-decoded on its own: an encoded "/" stays inside its segment,
     so a model named "../x" reaches the handler (and is refused there) instead of routing."""
     raw = scope.get("raw_path") or scope["path"].encode()
+    if b"//" in raw:  # an empty name or version would select "every model" or "the latest"
+        raise InvalidArgument(f"empty segment in path '{scope['path']}'")
     parts = raw.decode("latin-1").strip("/").split("/")
     return [unquote(part) for part in parts] if b"%" in raw else parts
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
-
-
-def _header_int(value: bytes) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(
-            f"header value '{value.decode(errors='replace')}' is not an integer"
-        ) from None
 
 
 def _expect(method: str, allowed: str) -> None:

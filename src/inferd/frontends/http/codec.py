@@ -29,7 +29,7 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, check_shape, raw_bytes
+from inferd.frontends.tensors import array_from_bytes, check_shape, check_tensor_count, raw_bytes
 
 _JSON_KINDS_ALLOWED = {"b": "b", "i": "iub", "u": "iub", "f": "iubf"}
 
@@ -38,6 +38,8 @@ def loads(data: bytes | memoryview, what: str = "request") -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson's fixed limit
+            raise InvalidArgument(f"JSON in {what} is nested deeper than 1024 levels") from None
         raise InvalidArgument(f"malformed JSON in {what}: {exc}") from None
 
 
@@ -92,6 +94,7 @@ def _decode_inputs(
 ) -> dict[str, Array]:
     if not isinstance(items, list) or not items:
         raise InvalidArgument("'inputs' must be a non-empty list")
+    check_tensor_count(len(items), "inputs")
     inputs: dict[str, Array] = {}
     offset = 0
     for item in items:
@@ -106,6 +109,8 @@ def _decode_inputs(
             header = (name, datatype, shape)
             inputs[name] = _shared_memory_input(item, header, parameters, shared_memory)
         elif size is not None:
+            if "data" in item:
+                raise _ambiguous_input(name)
             inputs[name] = _binary_input(binary, offset, size, name, datatype, shape)
             offset += size
         elif "data" in item:
@@ -143,11 +148,14 @@ def _shared_memory_input(
     name, datatype, shape = header
     location = tensor_location(parameters, "input", name)
     if location is None or "data" in item or "binary_data_size" in parameters:
-        raise InvalidArgument(
-            f"input '{name}' must set only one of 'data', 'binary_data_size' and "
-            "'shared_memory_region'"
-        )
+        raise _ambiguous_input(name)
     return read_tensor(shared_memory, location, name, datatype, shape)
+
+
+def _ambiguous_input(name: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"input '{name}' must set only one of 'data', 'binary_data_size' and 'shared_memory_region'"
+    )
 
 
 def _tensor_header(item: dict[str, Any]) -> tuple[str, str, list[int]]:
@@ -174,12 +182,31 @@ def _array_from_json(data: Any, name: str, datatype: str, shape: list[int]) -> A
     if not isinstance(data, list):
         raise InvalidArgument(f"input '{name}': 'data' must be a list")
     count = math.prod(shape)
-    array = values_from_json(data, name, datatype, "'data'")
-    if array.size != count:
+    # Counted from the list lengths before numpy converts anything: a few elements' shape
+    # with millions of values is refused without converting them. Ragged nesting is left to
+    # numpy, which refuses it.
+    nested = _nested_shape(data)
+    if nested is not None and math.prod(nested) != count:
         raise InvalidArgument(
-            f"input '{name}' has {array.size} elements in 'data', but shape {shape} needs {count}"
+            f"input '{name}' has {math.prod(nested)} elements in 'data', but shape {shape} "
+            f"needs {count}"
         )
-    return array.reshape(shape)
+    return values_from_json(data, name, datatype, "'data'").reshape(shape)
+
+
+def _nested_shape(data: list[Any]) -> list[int] | None:
+    """The shape of the nested lists `data`, or None when they are ragged; it looks at every
+    list, never at the values (a value beside a list is left to numpy)."""
+    shape: list[int] = []
+    level: list[Any] = [data]
+    while True:
+        length = len(level[0])
+        if any(type(item) is not list or len(item) != length for item in level):
+            return None
+        shape.append(length)
+        if not length or type(level[0][0]) is not list:
+            return shape
+        level = [inner for item in level for inner in item]
 
 
 def values_from_json(data: list[Any], name: str, datatype: str, what: str) -> Array:
@@ -225,6 +252,7 @@ def _decode_outputs(
         return None
     if not isinstance(items, list):
         raise InvalidArgument("'outputs' must be a list")
+    check_tensor_count(len(items), "outputs")
     outputs: list[RequestedOutput] = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):

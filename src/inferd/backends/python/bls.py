@@ -1,0 +1,77 @@
+"""A Python model calling another model of this server (Triton's Business Logic Scripting),
+from the model's own thread, through the engine (the callee's checks, scheduler, statistics).
+
+The deadlock rule: a model never calls a model that is already waiting on the request it is
+running (itself, directly or through other models). That call could wait forever for an
+instance held by its own caller, so it is refused at once (UNSUPPORTED). Each call names its
+callers in the request (the parameter `BLS_CALLERS`), so the rule holds across models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterator
+from typing import Any
+
+from inferd.backends.python.model_scope import current
+from inferd.core.calls import CALLERS, ModelCalls, refuse_waiting_caller
+from inferd.core.errors import Unavailable
+from inferd.core.types import InferRequest, InferResponse
+
+# Hidden from the called model by the backend; the engine applies the rule to every request
+# that carries it, ensemble steps included.
+BLS_CALLERS = CALLERS
+
+
+def prepared(request: InferRequest) -> InferRequest:
+    """`request` named with its callers; raises `Unsupported` for a call the deadlock rule
+    refuses."""
+    scope = current()
+    callers = (*scope.callers, scope.model_name) if scope.model_name else scope.callers
+    refuse_waiting_caller(request.model_name, callers)
+    request.parameters[BLS_CALLERS] = list(callers)
+    return request
+
+
+def callers_of(parameters: dict[str, Any]) -> tuple[str, ...]:
+    names = parameters.get(BLS_CALLERS, ())
+    return tuple(str(name) for name in names) if isinstance(names, list) else ()
+
+
+def infer(request: InferRequest, timeout_s: float | None = None) -> InferResponse:
+    """The response, waited for in this thread; raises the call's `InferdError`."""
+    future = _calls().submit(prepared(request))
+    try:
+        return future.result(timeout_s)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise Unavailable(
+            f"BLS call to model '{request.model_name}' timed out after {timeout_s:g} s"
+        ) from None
+
+
+async def infer_async(request: InferRequest, timeout_s: float | None = None) -> InferResponse:
+    """As `infer`, awaited on the calling model's own event loop."""
+    future = _calls().submit(prepared(request))
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+    except TimeoutError:
+        raise Unavailable(
+            f"BLS call to model '{request.model_name}' timed out after {timeout_s:g} s"
+        ) from None
+
+
+def stream(request: InferRequest) -> Iterator[InferResponse]:
+    """Every response of `request` (a decoupled model's stream), the last one `final`."""
+    return _calls().stream(prepared(request))
+
+
+def _calls() -> ModelCalls:
+    calls = current().calls
+    if calls is None:
+        raise Unavailable(
+            "this model cannot call other models here: BLS works from the model's hooks "
+            "(initialize, execute, finalize) or threads they start in a worker process"
+        )
+    return calls

@@ -1,0 +1,87 @@
+"""The server's side of a worker process's BLS calls: each `CallModel` runs through the
+engine's calls, and its answers go back to the worker as `CallAnswer`s (from whichever thread
+has them: the event loop for a response, a thread of its own for a stream)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from inferd.backends.python.call_memory import CallMemory
+from inferd.backends.python.protocol import AnswerRead, CallAnswer, CallModel, WireError
+from inferd.core.calls import ModelCalls
+from inferd.core.errors import InferdError, Internal, Unavailable
+from inferd.core.types import InferResponse
+
+
+class CallAnswerer:
+    def __init__(
+        self,
+        calls: ModelCalls | None,
+        send: Callable[[CallAnswer], None],
+        from_worker: CallMemory,
+        to_worker: CallMemory,
+    ) -> None:
+        self._calls = calls
+        self._send = send  # thread-safe; raises OSError (or the worker's loss) when it is gone
+        self._from_worker = from_worker
+        self._to_worker = to_worker
+
+    def take(self, call: CallModel) -> None:
+        call.request.inputs = self._from_worker.take_out(call.size, call.inputs)
+        if self._calls is None:
+            self._answer(call.key, error=Unavailable("this server lends no model calls"))
+        elif call.stream:
+            threading.Thread(
+                target=self._stream, args=(self._calls, call), name="bls-stream", daemon=True
+            ).start()
+        else:
+            try:
+                future = self._calls.submit(call.request)
+            except InferdError as exc:
+                self._answer(call.key, error=exc)
+                return
+            future.add_done_callback(functools.partial(self._answered, call.key))
+
+    def _answered(self, key: int, future: Future[InferResponse]) -> None:
+        try:
+            response = future.result()
+        except InferdError as exc:
+            self._answer(key, error=exc)
+        except BaseException as exc:  # cancelled with the engine, or a fault of the server
+            self._answer(key, error=Internal(f"the call failed: {exc!r}"))
+        else:
+            self._answer(key, response)
+
+    def read(self, done: AnswerRead) -> None:
+        """The worker copied an answer's outputs out."""
+        self._to_worker.release((done.key, done.seq))
+
+    def _stream(self, calls: ModelCalls, call: CallModel) -> None:
+        try:
+            for seq, response in enumerate(calls.stream(call.request)):
+                self._answer(call.key, response, final=False, seq=seq)
+            self._answer(call.key)
+        except InferdError as exc:
+            self._answer(call.key, error=exc)
+
+    def _answer(
+        self,
+        key: int,
+        response: InferResponse | None = None,
+        error: InferdError | None = None,
+        final: bool = True,
+        seq: int = 0,
+    ) -> None:
+        wire = None if error is None else WireError.of(error)
+        with contextlib.suppress(Exception):  # the worker is gone: nobody waits any more
+            if response is None:
+                self._send(CallAnswer(key, None, wire, final, seq))
+                return
+            size, outputs = self._to_worker.put((key, seq), response.outputs)
+            bare = dataclasses.replace(response, outputs={})
+            self._send(CallAnswer(key, bare, wire, final, seq, size, outputs))
