@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from inferd.core.datatypes import numpy_dtype, v2_datatype
-from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import ConfigTensor, tensor_datatype
 from inferd.core.types import Array, InferRequest
 
@@ -106,8 +106,9 @@ def check_request(
         if output.name in requested:  # Triton's wording, which its clients' tests match
             raise InvalidArgument(f"output '{output.name}' already exists in request")
         if output.parameters.get("classification"):
-            # Answering with the raw tensor would differ from Triton's top-k labels.
-            raise Unsupported(
+            # Answering with the raw tensor would differ from Triton's top-k labels. A client
+            # error (400), not 501: the request can be sent without it.
+            raise InvalidArgument(
                 f"output '{output.name}' asks for classification (class_count), which inferd "
                 "does not implement yet"
             )

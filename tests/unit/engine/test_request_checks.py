@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import parse_pbtxt
 from inferd.core.types import InferRequest, RequestedOutput
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
@@ -104,5 +104,5 @@ def test_missing_inputs_are_reported_in_triton_words() -> None:
 def test_a_classification_request_is_refused_rather_than_answered_raw() -> None:
     request = _request(a=np.zeros((1, 3, 1), np.float32), c=np.zeros((1, 4), np.float32))
     request.outputs = [RequestedOutput("y", {"classification": 3})]
-    with pytest.raises(Unsupported, match=r"classification \(class_count\)"):
+    with pytest.raises(InvalidArgument, match=r"classification \(class_count\)"):
         _check(request)
