@@ -8,13 +8,15 @@ unit test fails when the page and the registry differ.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from inferd.core.config_fields import REGISTRY, Status, field_key, schema_fields
+from inferd.core.config_fields import REGISTRY, Status
 from inferd.core.errors import Unsupported
 from inferd.core.model_config import ModelConfig
 
@@ -73,6 +75,35 @@ def _messages(descriptor: FieldDescriptor, value: Any) -> list[Message]:
         return [value]
     items = value.values() if descriptor.message_type.GetOptions().map_entry else value
     return [item for item in items if isinstance(item, Message)]
+
+
+def field_key(message_name: str, field_name: str) -> str:
+    """A registry key from a message's full name (`inference.ModelInput`) and a field's."""
+    return f"{message_name.removeprefix('inference.')}.{field_name}"
+
+
+def schema_fields(message: Descriptor | None = None) -> Iterator[tuple[str, FieldDescriptor]]:
+    """Every field of `ModelConfig` and of the messages it holds, each message once."""
+    seen: set[str] = set()
+    queue = deque([message or ModelConfig.DESCRIPTOR])  # breadth first: ModelConfig's first
+    while queue:
+        current = queue.popleft()
+        if current.full_name in seen:
+            continue
+        seen.add(current.full_name)
+        for member in current.fields:
+            yield field_key(current.full_name, member.name), member
+            nested = _value_message(member)
+            if nested is not None:
+                queue.append(nested)
+
+
+def _value_message(field: FieldDescriptor) -> Descriptor | None:
+    """The message a field holds (for a map, its values' message), if any."""
+    nested = field.message_type
+    if nested is not None and nested.GetOptions().map_entry:
+        nested = nested.fields_by_name["value"].message_type
+    return nested
 
 
 HEADER = """# Model config fields

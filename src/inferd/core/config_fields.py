@@ -8,14 +8,8 @@ test fails when a field of `model_config_pb2` has no entry.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-
-from inferd.core.model_config import ModelConfig
 
 
 class Status(Enum):
@@ -315,32 +309,3 @@ REGISTRY: dict[str, Rule] = {
         "ModelMetrics.MetricControl.HistogramOptions.buckets",
     ),
 }
-
-
-def field_key(message_name: str, field_name: str) -> str:
-    """A registry key from a message's full name (`inference.ModelInput`) and a field's."""
-    return f"{message_name.removeprefix('inference.')}.{field_name}"
-
-
-def schema_fields(message: Descriptor | None = None) -> Iterator[tuple[str, FieldDescriptor]]:
-    """Every field of `ModelConfig` and of the messages it holds, each message once."""
-    seen: set[str] = set()
-    queue = deque([message or ModelConfig.DESCRIPTOR])  # breadth first: ModelConfig's first
-    while queue:
-        current = queue.popleft()
-        if current.full_name in seen:
-            continue
-        seen.add(current.full_name)
-        for field in current.fields:
-            yield field_key(current.full_name, field.name), field
-            nested = _value_message(field)
-            if nested is not None:
-                queue.append(nested)
-
-
-def _value_message(field: FieldDescriptor) -> Descriptor | None:
-    """The message a field holds (for a map, its values' message), if any."""
-    nested = field.message_type
-    if nested is not None and nested.GetOptions().map_entry:
-        nested = nested.fields_by_name["value"].message_type
-    return nested

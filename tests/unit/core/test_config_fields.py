@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from inferd.core.config_audit import audit_config, enforce_config_fields, markdown_table
-from inferd.core.config_fields import REGISTRY, Status, schema_fields
+from inferd.core.config_audit import (
+    audit_config,
+    enforce_config_fields,
+    markdown_table,
+    schema_fields,
+)
+from inferd.core.config_fields import REGISTRY, Status
 from inferd.core.errors import Unsupported
 from inferd.core.model_config import parse_pbtxt
 
