@@ -95,13 +95,20 @@ def identity_model(path: Path, datatype: int, dims: list[int | str] | None = Non
     _save(graph, path)
 
 
-def affine_model(path: Path, scale: float, bias: float, width: int = 4) -> None:
-    """OUTPUT0 = INPUT0 * scale + bias, FP32 [batch, width]."""
+def affine_model(
+    path: Path, scale: float, bias: float, width: int = 4, overridable: bool = False
+) -> None:
+    """OUTPUT0 = INPUT0 * scale + bias, FP32 [batch, width]. `overridable` lists the scale (FP32
+    [1]) as a graph input too: an input with a default value, which a request may override."""
     shape = ["batch", width]
+    scale_value = np.array([scale] if overridable else scale, np.float32)
     constants = [
-        numpy_helper.from_array(np.array(scale, np.float32), "scale"),
+        numpy_helper.from_array(scale_value, "scale"),
         numpy_helper.from_array(np.array(bias, np.float32), "bias"),
     ]
+    inputs = [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, shape)]
+    if overridable:
+        inputs.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1]))
     nodes = [
         helper.make_node("Mul", ["INPUT0", "scale"], ["scaled"]),
         helper.make_node("Add", ["scaled", "bias"], ["OUTPUT0"]),
@@ -109,7 +116,7 @@ def affine_model(path: Path, scale: float, bias: float, width: int = 4) -> None:
     graph = helper.make_graph(
         nodes,
         "affine",
-        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, shape)],
+        inputs,
         [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, shape)],
         constants,
     )

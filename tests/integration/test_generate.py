@@ -267,7 +267,7 @@ HOSTILE = [
     ("simple", b'"text"', "must be a JSON object"),
     ("simple", b'{"NOT_AN_INPUT": [1, 2]}', "is not an input of model"),
     ("simple", b'{"INPUT0": [1, 2, 3]}', "cannot fill it"),
-    ("simple", json.dumps({"INPUT0": SIMPLE["INPUT0"]}).encode(), "missing inputs ['INPUT1']"),
+    ("simple", json.dumps({"INPUT0": SIMPLE["INPUT0"]}).encode(), "required input(s) ['INPUT1']"),
     ("simple", b'{"INPUT0": "sixteen", "INPUT1": 1}', "does not hold INT32 values"),
     ("simple", b'{"INPUT0": null, "INPUT1": 1}', "not null"),
     ("simple", b'{"INPUT0": {"a": 1}, "INPUT1": 1}', "not an object"),

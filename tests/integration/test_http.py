@@ -121,7 +121,7 @@ def _simple_input(name: str = "INPUT0", **overrides: object) -> dict[str, object
 
 
 BAD_REQUESTS = [
-    pytest.param([_simple_input()], "missing inputs", id="missing-input"),
+    pytest.param([_simple_input()], "missing required input(s)", id="missing-input"),
     pytest.param(
         [_simple_input(), _simple_input("INPUT1"), _simple_input("EXTRA")],
         "unexpected inference input",
@@ -354,6 +354,6 @@ def test_gzip_request_and_oversized_body(server: RunningServer) -> None:
 def test_server_keeps_serving_after_bad_input(client: httpclient.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as error:
         client.infer("simple", _inputs({"INPUT0": SIMPLE_INPUTS["INPUT0"]}, True))
-    assert "missing inputs" in str(error.value)
+    assert "missing required input(s)" in str(error.value)
     result = client.infer("simple", _inputs(SIMPLE_INPUTS, True))
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), SIMPLE_INPUTS["INPUT0"] + 3)

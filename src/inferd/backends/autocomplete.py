@@ -35,9 +35,11 @@ def complete_tensors(
     outputs: Sequence[ModelTensor],
     default_batch: int,
     model: str,
+    defaulted: Sequence[ModelTensor] = (),
 ) -> None:
     """Complete `config` from a model's tensors; `model` names the model in errors
-    ("the ONNX model")."""
+    ("the ONNX model"). `defaulted` are inputs the model has a default value for: the config
+    may list them (never filled in), and a request may leave them out (they become optional)."""
     fed, taken = sequence_tensors(config)
     client_inputs = [t for t in inputs if t.name not in fed]
     client_outputs = [t for t in outputs if t.name not in taken]
@@ -56,7 +58,12 @@ def complete_tensors(
     if fill_outputs:
         for tensor in client_outputs:
             _add_tensor(config.output.add(), tensor, skip)
-    check_names("input", [t.name for t in config.input], [t.name for t in client_inputs], model)
+    known_inputs = [t.name for t in [*client_inputs, *defaulted]]
+    check_names("input", [t.name for t in config.input], known_inputs, model)
+    with_default = {t.name for t in defaulted}
+    for entry in config.input:
+        if entry.name in with_default:
+            entry.optional = True
     check_names("output", [t.name for t in config.output], [t.name for t in client_outputs], model)
     if fed:
         states = {s.output_name: fed[s.input_name] for s in config.sequence_batching.state}

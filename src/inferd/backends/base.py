@@ -20,6 +20,9 @@ or stream, a deadline passed, a disconnect); a backend may poll it to stop early
 
 A backend that can hand a request back for another step (an iterative sequence) sets
 `supports_iterative = True` and marks such requests `rescheduled`.
+
+A backend whose models can run without an input the config marks `optional: true` sets
+`supports_optional_inputs = True`; the loader refuses such a config on any other.
 """
 
 from __future__ import annotations

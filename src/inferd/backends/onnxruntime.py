@@ -122,6 +122,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     platforms = ("onnxruntime_onnx",)
     default_model_filename = "model.onnx"
+    supports_optional_inputs = True  # only inputs the graph has a default for (checked)
 
     def gpu_available(self) -> bool:
         return "CUDAExecutionProvider" in _ort().get_available_providers()
@@ -143,9 +144,7 @@ class OnnxRuntimeBackend:
         except Exception as exc:
             raise InvalidArgument(f"ONNX Runtime cannot read '{model_file.name}': {exc}") from exc
         name_backend(config, self.name, self.platforms[0])
-        _complete_tensors(
-            config, session.get_inputs(), session.get_outputs(), default_max_batch_size
-        )
+        _complete_tensors(config, session, default_max_batch_size)
 
     def load(self, config: ModelConfig, version_path: Path) -> OnnxModel:
         return OnnxModel(
@@ -155,17 +154,29 @@ class OnnxRuntimeBackend:
         )
 
 
-def _complete_tensors(
-    config: ModelConfig, inputs: list[Any], outputs: list[Any], default_batch: int
-) -> None:
+def _complete_tensors(config: ModelConfig, session: Any, default_batch: int) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    # Initializers listed as graph inputs ("overridable"): the usual way an ONNX graph gives
+    # an input a default value, so a request may leave them out.
+    initializers = session.get_overridable_initializers()
     complete_tensors(
         config,
         [_model_tensor(t) for t in inputs],
         [_model_tensor(t) for t in outputs],
         default_batch,
         "the ONNX model",
+        defaulted=[_model_tensor(t) for t in initializers],
     )
-    unsupported = [t.name for t in [*inputs, *outputs] if t.type in _UNSUPPORTED_ORT_TYPES]
+    required = {t.name for t in inputs}
+    needed = [t.name for t in config.input if t.optional and t.name in required]
+    if needed:
+        raise InvalidArgument(
+            f"inputs {needed} are optional in the config, but the ONNX model has no default "
+            "for them (ONNX Runtime runs only with every graph input that is not an "
+            "initializer): remove 'optional: true'"
+        )
+    tensors = [*inputs, *initializers, *outputs]
+    unsupported = [t.name for t in tensors if t.type in _UNSUPPORTED_ORT_TYPES]
     if unsupported:
         raise InvalidArgument(
             f"{unsupported}: BF16 tensors cannot cross ONNX Runtime's Python binding as numpy"

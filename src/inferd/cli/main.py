@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from inferd import __version__
-from inferd.cli import bench, cluster, convert, serve
+from inferd.cli import bench, check, cluster, convert, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(subparsers)
     cluster.add_parser(subparsers)
     convert.add_parser(subparsers)
+    check.add_parser(subparsers)
     return parser
 
 

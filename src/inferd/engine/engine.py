@@ -37,6 +37,7 @@ from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
 from inferd.instances.instance import Instance
+from inferd.scheduling.ensemble import response_parameters
 
 
 class Engine:
@@ -235,7 +236,10 @@ class Engine:
                 observer.request_finished(
                     request.model_name, version, timestamps, success, rows, cancelled, failure
                 )
-        return InferResponse(request.model_name, version, outputs, request.id)
+        response = InferResponse(request.model_name, version, outputs, request.id)
+        if loaded.ensemble is not None:
+            response.parameters.update(response_parameters(request))
+        return response
 
     async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """Every response of one request, the last with `final` set: exactly one for a model

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from inferd.core.config_audit import enforce_config_fields
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.core.model_config import ModelConfig
@@ -65,6 +66,7 @@ def load_ensemble(
         raise InvalidArgument(f"ensemble '{name}' has no ensemble_scheduling")
     completed.platform = PLATFORM
     validate_config(completed)
+    enforce_config_fields(completed)
     inputs = {t.name: ModelTensor.from_config(t) for t in completed.input}
     outputs = {t.name: ModelTensor.from_config(t) for t in completed.output}
     graph = build_graph(name, steps_from_config(completed), list(inputs), list(outputs))
@@ -127,8 +129,16 @@ def _types(specs: dict[str, ModelTensor], max_batch_size: int) -> dict[str, Tens
 
 
 def _signature(loaded: LoadedVersion) -> ModelSignature:
-    batch = loaded.config.max_batch_size
-    return ModelSignature(batch, _types(loaded.inputs, batch), _types(loaded.outputs, batch))
+    return config_signature(loaded.config)
+
+
+def config_signature(config: ModelConfig) -> ModelSignature:
+    """What an ensemble needs to know of a complete config (`inferd check` has no loaded
+    version to ask)."""
+    batch = config.max_batch_size
+    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
+    return ModelSignature(batch, _types(inputs, batch), _types(outputs, batch))
 
 
 def _read_config(repository: ModelRepository, name: str) -> ModelConfig | None:

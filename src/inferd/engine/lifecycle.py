@@ -143,7 +143,7 @@ class ModelLifecycle:
     async def control_unload(self, name: str) -> None:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
         self._check_explicit("unload")
-        check_model_name(name)
+        # No name check: a name that could not be loaded is simply not loaded (as in Triton).
         if self._table.get(name) is not None:
             await self.unload_model(name)
         elif name not in await asyncio.to_thread(self._repository.model_names):

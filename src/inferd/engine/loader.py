@@ -13,6 +13,7 @@ from pathlib import Path
 from inferd.backends.base import Backend, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.core.calls import ModelCalls
+from inferd.core.config_audit import enforce_config_fields
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
@@ -70,7 +71,17 @@ class LoadedVersion:
 def complete_config(
     config: ModelConfig, version_path: Path, backend: Backend, options: LoadOptions
 ) -> ModelConfig:
-    """A completed, validated copy of `config` for one version folder."""
+    """A completed, validated copy of `config` for one version folder; refused fields raise,
+    fields without effect are logged."""
+    completed = prepare_config(config, version_path, backend, options)
+    enforce_config_fields(completed)
+    return completed
+
+
+def prepare_config(
+    config: ModelConfig, version_path: Path, backend: Backend, options: LoadOptions
+) -> ModelConfig:
+    """`complete_config` without the field registry's verdict (`inferd check` reports it)."""
     completed = ModelConfig()
     completed.CopyFrom(config)
     if options.auto_complete_config:
@@ -83,6 +94,7 @@ def complete_config(
     validate_config(completed)
     _check_decoupled(completed, backend)
     _check_iterative(completed, backend)
+    _check_optional(completed, backend)
     return completed
 
 
@@ -109,6 +121,17 @@ def _check_iterative(config: ModelConfig, backend: Backend) -> None:
             f"model '{config.name}' sets sequence_batching {{ iterative_sequence: true }}, but "
             f"backend '{backend.name}' runs each request once and cannot hand it back for "
             "another step (the python backend can)"
+        )
+
+
+def _check_optional(config: ModelConfig, backend: Backend) -> None:
+    """Refuse `optional: true` on a backend whose models need every input: a request leaving
+    the input out would fail inside the model instead of running as in Triton."""
+    optional = [t.name for t in config.input if t.optional]
+    if optional and not getattr(backend, "supports_optional_inputs", False):
+        raise Unsupported(
+            f"inputs {optional} are optional, but backend '{backend.name}' runs its models "
+            "with every input (onnxruntime, pytorch and python can do without one)"
         )
 
 

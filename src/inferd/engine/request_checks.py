@@ -93,9 +93,9 @@ def check_request(
         batch = rows
     # Every name given is a known input, so equal counts mean none is missing.
     if len(request.inputs) < len(inputs):
-        missing = sorted(n for n, s in inputs.items() if not s.optional and n not in request.inputs)
+        missing = [n for n, s in inputs.items() if not s.optional and n not in request.inputs]
         if missing:
-            raise InvalidArgument(f"request for model '{model}' is missing inputs {missing}")
+            raise InvalidArgument(_missing_inputs(model, inputs, request.inputs, missing))
     requested: set[str] = set()
     for output in request.outputs or ():
         if output.name not in outputs:
@@ -105,7 +105,34 @@ def check_request(
             )
         if output.name in requested:  # Triton's wording, which its clients' tests match
             raise InvalidArgument(f"output '{output.name}' already exists in request")
+        if output.parameters.get("classification"):
+            # Answering with the raw tensor would differ from Triton's top-k labels. A client
+            # error (400), not 501: the request can be sent without it.
+            raise InvalidArgument(
+                f"output '{output.name}' asks for classification (class_count), which inferd "
+                "does not implement yet"
+            )
         requested.add(output.name)
+
+
+def _missing_inputs(
+    model: str, inputs: dict[str, ModelTensor], given: dict[str, Array], missing: list[str]
+) -> str:
+    """Triton's wording, which its QA (L0_input_validation) checks word for word."""
+    required = sum(1 for spec in inputs.values() if not spec.optional)
+    if required == len(inputs):
+        expected = f"{required} inputs"
+    else:
+        expected = f"number of inputs between {required} and {len(inputs)}"
+    return (
+        f"expected {expected} but got {len(given)} inputs for model '{model}'. "
+        f"Got input(s) {_names(sorted(given))}, but missing required input(s) "
+        f"{_names(missing)}. Please provide all required input(s)."
+    )
+
+
+def _names(names: list[str]) -> str:
+    return "[" + ",".join(f"'{name}'" for name in names) + "]"
 
 
 def apply_reshape(

@@ -26,9 +26,34 @@ class ModelFolder:
 
 
 def check_model_name(name: str) -> None:
-    """Reject names that could escape the repository folder or hide files."""
-    if not name or name.startswith(".") or "/" in name or "\\" in name or "\x00" in name:
-        raise InvalidArgument(f"invalid model name '{name}'")
+    """Reject names that could escape the repository folder or hide files, in Triton's words
+    where Triton refuses them too (its QA, L0_input_validation, checks the wording)."""
+    trimmed = name.strip()
+    if not trimmed:
+        raise InvalidArgument("Model name cannot be empty. Please enter a valid name to deploy.")
+    if trimmed == ".." or "/" in name:
+        raise InvalidArgument(
+            f"invalid model name '{name}', model name must not contain path traversal characters"
+        )
+    if "\\" in name or "\x00" in name or trimmed == ".":
+        raise InvalidArgument(
+            f"invalid model name '{name}': it must name a folder of the repository"
+        )
+    if name.startswith("."):
+        # Triton would look for it (and not find it: `...` is a valid name there); inferd never
+        # serves a hidden folder.
+        raise InvalidArgument(
+            f"invalid model name '{name}', failed to poll from model repository: a name "
+            "starting with '.' is a hidden folder, never a model"
+        )
+
+
+def not_in_repository(name: str) -> NotFound:
+    """A load of a model the repository lacks; Triton's QA looks for the words "failed to poll
+    from model repository"."""
+    return NotFound(
+        f"failed to poll from model repository: model '{name}' is not in the repository"
+    )
 
 
 def list_model_names(repository: Path) -> list[str]:
@@ -43,7 +68,7 @@ def read_model_folder(repository: Path, name: str) -> ModelFolder:
     check_model_name(name)
     path = repository / name
     if not path.is_dir():
-        raise NotFound(f"model '{name}' is not in the repository")
+        raise not_in_repository(name)
     config_file = find_config_file(path)
     config = read_config_file(config_file) if config_file else ModelConfig()
     check_config_name(config, name)

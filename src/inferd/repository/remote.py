@@ -18,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferd.core.errors import InferdError, NotFound, Unavailable
+from inferd.core.errors import InferdError, Unavailable
 from inferd.core.model_config import ModelConfig
 from inferd.repository.config_file import CONFIG_FILE_NAMES, parse_config_text
 from inferd.repository.download_cache import DownloadCache
-from inferd.repository.layout import ModelFolder, check_config_name, check_model_name, is_version
+from inferd.repository.layout import (
+    ModelFolder,
+    check_config_name,
+    check_model_name,
+    is_version,
+    not_in_repository,
+)
 from inferd.repository.poller import Fingerprint
 
 # What tells one object's contents from another's, by filesystem (S3, GCS, Azure, others).
@@ -93,7 +99,7 @@ class RemoteRepository:
         with self._lock:
             self._names = sorted({*self._names, name} if files else set(self._names) - {name})
         if not files:
-            raise NotFound(f"model '{name}' is not in the repository")
+            raise not_in_repository(name)
         config = self._read_config(files)
         check_config_name(config, name)
         shared = [f for f in files if f.version is None and f.relative not in CONFIG_FILE_NAMES]

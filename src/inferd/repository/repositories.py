@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from inferd.core.errors import InferdError, InvalidArgument, NotFound
-from inferd.repository.layout import ModelFolder
+from inferd.repository.layout import ModelFolder, not_in_repository
 from inferd.repository.poller import Fingerprint
 from inferd.repository.store import ModelRepository
 
@@ -49,7 +49,7 @@ class RepositorySet:
             with contextlib.suppress(NotFound):
                 found.append((member, member.read_model(name)))
         if not found:
-            raise NotFound(f"model '{name}' is not in the repository")
+            raise not_in_repository(name)
         if len(found) > 1:
             places = ", ".join(member.location for member, _ in found)
             raise InvalidArgument(

@@ -3,8 +3,9 @@
 Requests wait in one priority queue per model version (`queue.py`). Each instance runs a
 worker; a free worker takes the forming lock, gathers the next batch (shape-compatible
 requests in priority order, up to `max_batch_size`; sent at once when full, when a preferred
-size is reached, or when the next request cannot join; else after `max_queue_delay`, counted
-from the oldest request), releases the lock so the next free worker can form the following
+size is reached, when the next request cannot join, or when it reaches the largest preferred
+size (Triton's rules, `_preferred_cut`); else after `max_queue_delay`, counted from the oldest
+request), releases the lock so the next free worker can form the following
 batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
 future.
 
@@ -170,12 +171,16 @@ class DynamicBatcher:
                 await self._sleep(None, 1, None)
                 continue
             deadline = batch[0].enqueued_ns + delay
-            if blocked or rows >= max_rows or now >= deadline or self._stopping:
+            # As in Triton, a delay of 0 never counts as exceeded: the preferred sizes still
+            # cut what is queued, and the rest goes at once anyway.
+            if self._stopping or (delay and now >= deadline):
                 return batch
             cut = _preferred_cut(batch, settings.preferred_batch_sizes)
             if cut:
                 self._queue.give_back(batch[cut:])
                 return batch[:cut]
+            if blocked or rows >= max_rows or not delay:
+                return batch
             await self._sleep(deadline, self._rows_to_wake(rows, max_rows), batch[0].signature)
 
     def _rows_to_wake(self, rows: int, max_rows: int) -> int:
@@ -235,13 +240,21 @@ def _nothing() -> None:
 
 
 def _preferred_cut(batch: list[Queued], preferred: tuple[int, ...]) -> int:
-    """How many requests from the head make the largest preferred size reached (0: none)."""
+    """How many requests from the head to send now by Triton's preferred-size rules (0: wait).
+
+    The largest preferred size reached wins. Failing that, a batch that the next request
+    would push past the largest preferred size goes without it (that request then waits for
+    its own delay), and a head request at or past that size alone goes at once.
+    """
     if not preferred:
         return 0
+    largest = preferred[-1]
     rows = 0
     cut = 0
     for count, queued in enumerate(batch, 1):
+        if rows and not cut and rows + queued.rows > largest:
+            return count - 1
         rows += queued.rows
         if rows in preferred:
             cut = count
-    return cut
+    return cut or (len(batch) if rows >= largest else 0)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from inferd.core.errors import InferdError, Internal, Unavailable
-from inferd.core.types import Array, InferRequest, RequestedOutput
+from inferd.core.types import Array, InferRequest, Parameters, RequestedOutput
 from inferd.scheduling.ensemble_graph import LATEST, EnsembleGraph, Plan, Step
 
 # Runs one step request through its composing model and returns the outputs it asked for.
@@ -108,7 +108,8 @@ class _Flow:
         request = _step_request(self._request, step, self.tensors)
         self._running[asyncio.create_task(self._call(request))] = step
         # Once handed to the step, an input no later step reads (nor the answer) is dropped.
-        for tensor in step.input_map.values():
+        # A step reading one tensor into two inputs counts as one read, as in the plan.
+        for tensor in set(step.input_map.values()):
             self._uses[tensor] -= 1
             if not self._uses[tensor]:
                 self.tensors.pop(tensor, None)
@@ -122,6 +123,17 @@ class _Flow:
                 self._waiting[reader] -= 1
                 if not self._waiting[reader]:
                     self._launch(self._graph.steps[reader])
+
+
+def response_parameters(request: InferRequest) -> Parameters:
+    """What an ensemble's response carries back, as Triton's does: the request's sequence id
+    and flags (each step runs with them, and the response reports them whether set or not)."""
+    parameters = request.parameters
+    return {
+        "sequence_id": parameters.get("sequence_id", 0),
+        "sequence_start": bool(parameters.get("sequence_start", False)),
+        "sequence_end": bool(parameters.get("sequence_end", False)),
+    }
 
 
 def _step_request(request: InferRequest, step: Step, tensors: dict[str, Array]) -> InferRequest:

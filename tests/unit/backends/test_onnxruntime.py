@@ -174,3 +174,43 @@ def test_string_input_that_is_not_utf8_is_invalid(
     array[0, :] = elements
     with pytest.raises(InvalidArgument, match="BYTES input 'INPUT0' holds an element that is not"):
         string_identity.execute({"INPUT0": array}, ["OUTPUT0"], [])
+
+
+@pytest.fixture
+def defaulted_version(tmp_path: Path) -> Path:
+    generate_models.affine_model(tmp_path / "1" / "model.onnx", 2.0, 1.0, overridable=True)
+    return tmp_path / "1"
+
+
+def test_an_initializer_listed_as_a_graph_input_is_an_optional_input(
+    defaulted_version: Path,
+) -> None:
+    config = parse_pbtxt(
+        'name: "affine" input [{name: "INPUT0" data_type: TYPE_FP32 dims: [-1, 4]}, '
+        '{name: "scale" data_type: TYPE_FP32 dims: [1]}]'
+    )
+    backend = OnnxRuntimeBackend()
+    backend.complete_config(config, defaulted_version, 0)
+    assert [(t.name, t.optional) for t in config.input] == [("INPUT0", False), ("scale", True)]
+    instance = backend.load(config, defaulted_version).create_instance(Device(DeviceKind.CPU), "a")
+    x = np.ones((2, 4), np.float32)
+    # Left out, the model's own default (2) applies; given, it overrides it.
+    default = instance.execute({"INPUT0": x}, ["OUTPUT0"], [])
+    np.testing.assert_array_equal(default["OUTPUT0"], x * 3)
+    scale = np.array([5], np.float32)
+    overridden = instance.execute({"INPUT0": x, "scale": scale}, ["OUTPUT0"], [])
+    np.testing.assert_array_equal(overridden["OUTPUT0"], x * 6)
+
+
+def test_auto_completion_leaves_an_input_with_a_default_out(defaulted_version: Path) -> None:
+    config = ModelConfig(name="affine")
+    OnnxRuntimeBackend().complete_config(config, defaulted_version, 0)
+    assert [t.name for t in config.input] == ["INPUT0"]
+
+
+def test_an_optional_graph_input_without_a_default_is_refused(defaulted_version: Path) -> None:
+    config = parse_pbtxt(
+        'name: "affine" input [{name: "INPUT0" data_type: TYPE_FP32 dims: [-1, 4] optional: true}]'
+    )
+    with pytest.raises(InvalidArgument, match=r"inputs \['INPUT0'\] are optional in the config"):
+        OnnxRuntimeBackend().complete_config(config, defaulted_version, 0)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -52,12 +54,12 @@ def test_valid_request_with_wildcard_dims_and_optional_input_left_out() -> None:
         ({"a": np.zeros((5, 3, 1), np.float32), "c": np.zeros((5, 4), np.float32)}, "batch size 5"),
         ({"a": np.zeros((0, 3, 1), np.float32), "c": np.zeros((0, 4), np.float32)}, "batch size 0"),
         ({"a": np.zeros((1, 3, 1), np.float32), "c": np.zeros((2, 4), np.float32)}, "different"),
-        ({"a": np.zeros((1, 3, 1), np.float32)}, "missing inputs ['c']"),
+        ({"a": np.zeros((1, 3, 1), np.float32)}, "missing required input(s) ['c']"),
         ({"z": np.zeros((1,), np.float32)}, "unexpected inference input 'z'"),
     ],
 )
 def test_invalid_requests(arrays: dict[str, np.ndarray], message: str) -> None:
-    with pytest.raises(InvalidArgument, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
         _check(_request(**arrays))
 
 
@@ -80,3 +82,27 @@ def test_reshape_keeps_the_batch_axis() -> None:
     assert apply_reshape(np.zeros((4,)), spec, spec.reshape, False).shape == (2, 2)
     with pytest.raises(InvalidArgument, match="cannot be reshaped"):
         apply_reshape(np.zeros((3, 5)), spec, spec.reshape, True)
+
+
+def test_missing_inputs_are_reported_in_triton_words() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        _check(_request(c=np.zeros((1, 4), np.float32)))
+    assert info.value.message == (
+        "expected number of inputs between 2 and 3 but got 1 inputs for model 'm'. "
+        "Got input(s) ['c'], but missing required input(s) ['a']. "
+        "Please provide all required input(s)."
+    )
+    required = {name: spec for name, spec in INPUTS.items() if not spec.optional}
+    with pytest.raises(InvalidArgument) as info:
+        check_request(_request(), required, OUTPUTS, 4)
+    assert info.value.message == (
+        "expected 2 inputs but got 0 inputs for model 'm'. Got input(s) [], but missing "
+        "required input(s) ['a','c']. Please provide all required input(s)."
+    )
+
+
+def test_a_classification_request_is_refused_rather_than_answered_raw() -> None:
+    request = _request(a=np.zeros((1, 3, 1), np.float32), c=np.zeros((1, 4), np.float32))
+    request.outputs = [RequestedOutput("y", {"classification": 3})]
+    with pytest.raises(InvalidArgument, match=r"classification \(class_count\)"):
+        _check(request)

@@ -1,5 +1,6 @@
 """`Engine.stream` for a model that is not decoupled (its one response, final), the decoupled
-query, and the refusal of a decoupled model on a backend that cannot stream."""
+query, and the refusal of a decoupled model (or an optional input) on a backend that cannot
+serve it."""
 
 from __future__ import annotations
 
@@ -40,3 +41,17 @@ def test_a_decoupled_model_on_a_backend_that_cannot_stream_is_refused(tmp_path: 
     for auto_complete in (True, False):
         load = LoadOptions(auto_complete_config=auto_complete)
         run(tmp_path, scenario, strict_readiness=False, load=load)
+
+
+def test_an_optional_input_on_a_backend_that_needs_every_input_is_refused(
+    tmp_path: Path,
+) -> None:
+    config = model_config("m").replace("dims: [ 2 ] }", "dims: [ 2 ], optional: true }", 1)
+    write_model(tmp_path, "m", config)
+
+    async def scenario(engine: Engine) -> None:
+        row = index(engine)["m"]
+        assert row.state is ModelState.UNAVAILABLE
+        assert "inputs ['x'] are optional, but backend 'fake'" in row.reason
+
+    run(tmp_path, scenario, strict_readiness=False)

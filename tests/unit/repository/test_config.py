@@ -111,6 +111,28 @@ def test_path_like_names_rejected(name: str) -> None:
         check_model_name(name)
 
 
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("", "Model name cannot be empty. Please enter a valid name to deploy."),
+        (" \t\n ", "Model name cannot be empty. Please enter a valid name to deploy."),
+        (" ..", "model name must not contain path traversal characters"),
+        ("model/", "model name must not contain path traversal characters"),
+        ("/etc/passwd", "model name must not contain path traversal characters"),
+        ("..my_model", "failed to poll from model repository"),
+    ],
+)
+def test_refused_names_in_triton_words(name: str, words: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        check_model_name(name)
+    assert words in info.value.message
+
+
+@pytest.mark.parametrize("name", ["model.version1", "model..1", "m o"])
+def test_names_with_dots_inside_are_names(name: str) -> None:
+    check_model_name(name)
+
+
 def test_validate_config_catches_problems() -> None:
     validate_config(parse_pbtxt(PBTXT))
     with pytest.raises(InvalidArgument, match="no inputs"):

@@ -14,7 +14,7 @@ import pytest
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, RequestedOutput
-from inferd.scheduling.ensemble import EnsembleScheduler
+from inferd.scheduling.ensemble import EnsembleScheduler, response_parameters
 from inferd.scheduling.ensemble_graph import Step, build_graph
 
 Handler = Callable[[InferRequest], Awaitable[dict[str, Array]]]
@@ -138,6 +138,22 @@ def test_an_intermediate_tensor_is_released_once_no_step_needs_it() -> None:
     run(test)
 
 
+def test_a_tensor_one_step_reads_into_two_inputs_counts_as_one_read() -> None:
+    """Triton's add_sub ensemble: IN feeds both inputs of one step and is read again later."""
+    steps = [
+        Step(0, "post", -1, {"x": "IN", "y": "IN"}, {"o": "DOUBLE"}),
+        Step(1, "post", -1, {"x": "DOUBLE", "y": "IN"}, {"o": "TRIPLE"}),
+        Step(2, "post", -1, {"x": "TRIPLE", "y": "IN"}, {"o": "OUT"}),
+    ]
+
+    async def test() -> None:
+        graph = build_graph("ens", steps, ["IN"], ["OUT"])
+        outputs = await EnsembleScheduler(graph, arithmetic).submit(ensemble_request())
+        np.testing.assert_array_equal(outputs["OUT"], np.arange(4, dtype=np.float32) * 4)
+
+    run(test)
+
+
 def test_a_failing_step_fails_the_request_with_its_name_and_code_and_cancels_siblings() -> None:
     async def test() -> None:
         cancelled = asyncio.Event()
@@ -195,6 +211,21 @@ def test_parameters_id_and_version_pass_to_every_step() -> None:
         assert {r.model_name: r.model_version for r in seen}["a"] == ""
 
     run(test)
+
+
+def test_the_response_carries_the_sequence_id_and_flags_back() -> None:
+    sent = ensemble_request("OUT", sequence_id="s-1", sequence_start=True, priority=2)
+    assert response_parameters(sent) == {
+        "sequence_id": "s-1",
+        "sequence_start": True,
+        "sequence_end": False,
+    }
+    # As in Triton, a request outside any sequence reports id 0 and both flags off.
+    assert response_parameters(ensemble_request("OUT")) == {
+        "sequence_id": 0,
+        "sequence_start": False,
+        "sequence_end": False,
+    }
 
 
 def test_stop_finishes_accepted_requests_then_refuses_new_ones() -> None:

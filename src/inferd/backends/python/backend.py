@@ -77,6 +77,7 @@ class PythonBackend:
     platforms: tuple[str, ...] = ()
     default_model_filename = "model.py"
     supports_decoupled = True  # see docs/streaming.md
+    supports_optional_inputs = True  # a model finds a left-out input absent
     supports_iterative = True  # a model hands a request back with `reschedule()`
 
     def gpu_available(self) -> bool:

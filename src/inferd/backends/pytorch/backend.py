@@ -34,6 +34,7 @@ class PyTorchBackend:
     name = "pytorch"
     platforms = ("pytorch_libtorch", "pytorch_torchscript")
     default_model_filename = "model.pt"
+    supports_optional_inputs = True  # passed by keyword, so a left-out one is not passed
 
     def gpu_available(self) -> bool:
         import torch

@@ -1,0 +1,81 @@
+"""`inferd check`: a repository validated offline, per model OK / warnings / errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import generate_models  # examples/, put on sys.path by tests/conftest.py
+from inferd.cli.main import main
+
+ENSEMBLE = """name: "{name}"
+platform: "ensemble"
+max_batch_size: 8
+input [ {{ name: "A", data_type: TYPE_INT32, dims: [ 16 ] }} ]
+output [ {{ name: "SUM", data_type: TYPE_INT32, dims: [ 16 ] }} ]
+ensemble_scheduling {{ step [ {{ model_name: "{step}" model_version: -1
+  input_map {{ key: "INPUT0" value: "A" }} input_map {{ key: "INPUT1" value: "A" }}
+  output_map {{ key: "OUTPUT0" value: "SUM" }} }} ] }}
+"""
+
+
+def _simple(repository: Path, name: str, extra: str = "", drop_group: bool = False) -> None:
+    generate_models.simple_model(repository / name / "1" / "model.onnx")
+    config = generate_models.SIMPLE_CONFIG.replace('"simple"', f'"{name}"')
+    if drop_group:
+        config = config.replace("instance_group [ { count: 1, kind: KIND_CPU } ]\n", "")
+    (repository / name / "config.pbtxt").write_text(config + extra)
+
+
+def _ensemble(repository: Path, name: str, step: str) -> None:
+    (repository / name / "1").mkdir(parents=True)
+    (repository / name / "config.pbtxt").write_text(ENSEMBLE.format(name=name, step=step))
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    _simple(tmp_path, "simple")
+    _simple(tmp_path, "warmed", 'model_warmup [{ name: "zeros" batch_size: 1 }]\n')
+    passive = "instance_group [ { count: 1, kind: KIND_CPU, passive: true } ]\n"
+    _simple(tmp_path, "passive", passive, drop_group=True)
+    (tmp_path / "garbled" / "1").mkdir(parents=True)
+    (tmp_path / "garbled" / "config.pbtxt").write_text("max_batch_size: many\n")
+    _ensemble(tmp_path, "doubled", "simple")
+    _ensemble(tmp_path, "dangling", "nowhere")
+    return tmp_path
+
+
+def test_json_report_per_model_and_exit_code_1_on_errors(
+    repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(repository), "--json"]) == 1
+    reports = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert sorted(reports) == ["dangling", "doubled", "garbled", "passive", "simple", "warmed"]
+    assert reports["simple"] == {"name": "simple", "ok": True, "warnings": [], "errors": []}
+    assert reports["doubled"]["ok"] is True
+    assert reports["warmed"]["ok"] is True
+    assert reports["warmed"]["warnings"][0].startswith("'model_warmup' has no effect in inferd")
+    assert "'instance_group.passive' is not supported" in reports["passive"]["errors"][0]
+    assert "max_batch_size" in reports["garbled"]["errors"][0]
+    assert "['nowhere']" in reports["dangling"]["errors"][0]
+
+
+def test_text_report_and_exit_code_0_when_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _simple(tmp_path, "simple")
+    _simple(tmp_path, "warmed", 'model_warmup [{ name: "zeros" batch_size: 1 }]\n')
+    assert main(["check", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "simple: OK"
+    assert lines[1] == "warmed: OK (1 warning(s))"
+    assert lines[2].startswith("  warning: 'model_warmup' has no effect in inferd")
+
+
+def test_a_missing_repository_is_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
