@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import contextvars
 import gc
 import logging
 import signal
-import socket
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from prometheus_client import ProcessCollector, make_asgi_app
 from prometheus_client.registry import Collector
 
 from inferd.backends.registry import BackendRegistry
@@ -27,9 +22,17 @@ from inferd.cli.access import (
     restrictions,
     startup_error,
 )
+from inferd.cli.listeners import (
+    bind_socket,
+    host_collectors,
+    not_quieted,
+    scheme,
+    start_metrics,
+    uvicorn_server,
+)
 from inferd.cli.log_control import ServerLogs
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
-from inferd.cli.tls import tls_files, uvicorn_options
+from inferd.cli.tls import tls_files
 from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
@@ -41,47 +44,17 @@ from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.http.cors import Cors, parse_origins
 from inferd.frontends.http.hosts import App, HostGuard
-from inferd.frontends.http.protocol import protocol_class
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
-from inferd.metrics.gpu import open_gpu_metrics
 from inferd.metrics.model_metrics import ModelMetrics
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
-from inferd.metrics.system import SystemMetrics
 from inferd.metrics.trace import TraceLog
 from inferd.metrics.triton_trace import TritonTracer, start_settings
 from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
-
-# uvicorn logs its lifecycle ("Started server process [PID]", "Shutting down", ...) once per
-# server, and two run in this process (HTTP and metrics): the second would repeat the first's
-# lines. The metrics server's task runs with this set, and `run` drops its lines below WARNING.
-_quiet_lifecycle = contextvars.ContextVar("quiet_lifecycle", default=False)
-
-
-def _not_quieted(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not _quiet_lifecycle.get()
-
-
-class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling: `serve` decides when every frontend stops."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 def build_engine(
@@ -108,64 +81,6 @@ def build_engine(
         settings.repository_poll_secs,
     )
     return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
-
-
-def _uvicorn_server(
-    app: Any, settings: ServerSettings, certificates: CertificateReload, name: str
-) -> _UvicornServer:
-    """A uvicorn server for `app`, with the HTTP port's TLS (the metrics port shares it)."""
-    files = tls_files(settings, "http")
-    config = uvicorn.Config(
-        app,
-        http=protocol_class(settings.http_max_header_bytes),
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        # No X-Forwarded-* rewriting middleware and no Server header: both cost per request.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        **uvicorn_options(files),
-    )
-    server = _UvicornServer(config)
-    certificates.watch_uvicorn(name, server, files)
-    return server
-
-
-def _start_metrics(
-    metrics: PrometheusMetrics,
-    settings: ServerSettings,
-    collectors: Sequence[Collector],
-    certificates: CertificateReload,
-) -> tuple[_UvicornServer, asyncio.Task[None]] | None:
-    """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
-    if not settings.metrics_port:
-        return None
-    sock = bind_socket(settings.host, settings.metrics_port)
-    registry = metrics.registry()
-    for collector in collectors:
-        registry.register(collector)
-    guarded = HostGuard(make_asgi_app(registry), allowed_hosts(settings))
-    server = _uvicorn_server(guarded, settings, certificates, "metrics")
-    quiet = contextvars.copy_context()
-    quiet.run(_quiet_lifecycle.set, True)
-    task = asyncio.create_task(server.serve(sockets=[sock]), context=quiet)
-    host, port = sock.getsockname()[:2]
-    logger.info("metrics service listening on %s://%s:%d", _scheme(settings), host, port)
-    return server, task
-
-
-def _host_collectors(settings: ServerSettings) -> list[Collector]:
-    """CPU, memory and GPU metrics, as the settings allow."""
-    collectors: list[Collector] = []
-    if settings.allow_cpu_metrics:
-        collectors += [SystemMetrics(), ProcessCollector(registry=None)]
-    gpu = open_gpu_metrics() if settings.allow_gpu_metrics and settings.metrics_port else None
-    return collectors + ([gpu] if gpu is not None else [])
-
-
-def _scheme(settings: ServerSettings) -> str:
-    return "https" if settings.http_use_ssl else "http"
 
 
 def _log_models(engine: Engine) -> None:
@@ -255,13 +170,13 @@ async def serve(
         cors = Cors(http_app, parse_origins(settings.cors_allow_origin))
         http_app = HostGuard(cors, allowed_hosts(settings))  # before a preflight is answered
     certificates = CertificateReload()
-    http_server = _uvicorn_server(http_app, settings, certificates, "HTTP")
+    http_server = uvicorn_server(http_app, settings, certificates, "HTTP")
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
-    logger.info("HTTP service listening on %s://%s:%d", _scheme(settings), host, port)
+    logger.info("HTTP service listening on %s://%s:%d", scheme(settings), host, port)
     grpc_server = await _start_grpc(engine, shared_memory, settings, certificates)
-    collected = [*collectors, *_host_collectors(settings), ModelMetrics()]
-    metrics_server = _start_metrics(metrics, settings, collected, certificates)
+    collected = [*collectors, *host_collectors(settings), ModelMetrics()]
+    metrics_server = start_metrics(metrics, settings, collected, certificates)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -306,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("uvicorn.error").addFilter(_not_quieted)
+    logging.getLogger("uvicorn.error").addFilter(not_quieted)
     if not settings.cluster:
         return _run_loop(serve(settings))
     from inferd.cluster.connect import ClusterSettings
