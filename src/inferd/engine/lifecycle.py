@@ -152,9 +152,11 @@ class ModelLifecycle:
     def _check_explicit(self, action: str) -> None:
         mode = self._settings.control_mode
         if mode is not ControlMode.EXPLICIT:
+            # Triton's wording first: its clients and QA match on it.
             raise Unsupported(
-                f"cannot {action} models in model control mode '{mode.value}'; "
-                "start the server with --model-control-mode explicit"
+                f"explicit model load / unload is not allowed in model control mode "
+                f"'{mode.value}' (cannot {action}); start the server with "
+                "--model-control-mode explicit"
             )
 
     # ---- load, reload, unload --------------------------------------------------------------
