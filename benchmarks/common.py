@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.server import RunningServer, running_server  # noqa: E402
+from tests.integration.server import free_port as free_port  # noqa: E402
 
 import generate_models  # noqa: E402
 
