@@ -61,19 +61,21 @@ def raw_onnxruntime(model: Path, cpus: str, device: str) -> tuple[Limit, np.ndar
 
 def check_answers(
     server: Server, expected: np.ndarray, transports: list[str]
-) -> tuple[dict[str, str], set[str]]:
+) -> tuple[dict[str, str], dict[str, str]]:
     """Raises when an answer differs from raw ONNX Runtime's; returns the server's version (from
-    its V2 metadata, where it has some) and the transports it cannot be asked over at all."""
+    its V2 metadata, where it has some) and why it cannot be asked over some transports at all."""
     _same(server, "HTTP JSON", _json_answer(server), expected)
-    unsupported: set[str] = set()
+    unsupported: dict[str, str] = {}
     for transport in transports:
         if transport in (PLAIN, "HTTP JSON"):
             continue
         try:
             answer = _binary_answer(server) if transport == "HTTP binary" else _grpc_answer(server)
         except Exception as error:  # shown: a peer may lack a V2 extension
-            print(f"  {server.name} cannot answer over {transport}: {str(error)[:200]}")
-            unsupported.add(transport)
+            unsupported[transport] = (
+                "the check's request fails: " + " ".join(str(error).split())[:160]
+            )
+            print(f"  {server.name} not measured over {transport}: {unsupported[transport]}")
             continue
         _same(server, transport, answer, expected)
     return _version(server), unsupported

@@ -59,8 +59,8 @@ class Sample:
 
 def perf_analyzer(
     server: Server, transport: str, concurrency: int, window_ms: int, client_cpus: str
-) -> Sample | None:
-    """One perf_analyzer run, or None (with its words printed) where it cannot drive `server`."""
+) -> Sample | str:
+    """One perf_analyzer run, or its last words where it cannot drive `server`."""
     protocol, extra = PERF_ANALYZER_TRANSPORTS[transport]
     url = server.grpc if protocol == "grpc" else server.http
     with tempfile.NamedTemporaryFile(suffix=".csv") as report:
@@ -77,9 +77,7 @@ def perf_analyzer(
             finished = subprocess.run(command, capture_output=True, text=True)
         rows = list(csv.DictReader(Path(report.name).read_text().splitlines()))
     if not rows:
-        words = (finished.stdout + finished.stderr).strip().splitlines()[-3:]
-        print(f"  perf_analyzer cannot drive {server.name} over {transport}: {' '.join(words)}")
-        return None
+        return " ".join((finished.stdout + finished.stderr).strip().splitlines()[-2:])[:300]
     row = rows[0]
     return Sample(
         float(row["Inferences/Second"]),

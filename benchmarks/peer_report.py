@@ -69,15 +69,21 @@ def table(rounds: dict[Cell, list[Sample]], limit: Limit) -> str:
             ratio = f"{best(ours)[0].throughput / sample.throughput:10.2f}x"
         lines.append(
             f"{cell.server:<9} {_client(cell.transport):<27} {cell.batching:<5} "
-            f"{cell.concurrency:>3} {sample.throughput:8.0f} {spread:6.0f}% {sample.p50_ms:8.2f} "
+            f"{cell.concurrency:>3} {sample.throughput:8.0f} {_spread(rounds[cell], spread)} "
+            f"{sample.p50_ms:8.2f} "
             f"{sample.p99_ms:8.2f} {sample.server_cpu:5.2f} {ratio:>11}"
         )
     lines.append(f"raw ONNX Runtime in-process (one thread, server's core): {limit}")
     lines.append(
-        "inf/s: best round; spread: (best - worst) / best over rounds; CPU: cores the server's "
-        "process tree kept busy; inferd/this: inferd's throughput over this server's, same cell."
+        "inf/s: best round; spread: (best - worst) / best over rounds, (1) where one round gave "
+        "figures; CPU: cores the server's process tree kept busy; inferd/this: inferd's "
+        "throughput over this server's, same cell."
     )
     return "\n".join(lines)
+
+
+def _spread(samples: list[Sample], spread: float) -> str:
+    return f"{spread:6.0f}%" if len(samples) > 1 else f"{'(1)':>7}"
 
 
 def _client(transport: str) -> str:

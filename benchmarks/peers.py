@@ -88,10 +88,10 @@ def _same_onnxruntime(servers: list[str]) -> None:
             )
 
 
-def _transports(name: str, failed: set[tuple[str, str]]) -> list[str]:
+def _transports(name: str, skipped: dict[tuple[str, str], str]) -> list[str]:
     measured = [PLAIN]
     if name in PERF_ANALYZER_SERVERS:
-        measured = [t for t in PERF_ANALYZER_TRANSPORTS if (name, t) not in failed] + measured
+        measured = [t for t in PERF_ANALYZER_TRANSPORTS if (name, t) not in skipped] + measured
     return measured
 
 
@@ -99,19 +99,22 @@ def _measure(
     server: peer_servers.Server,
     batching: str,
     args: argparse.Namespace,
-    failed: set[tuple[str, str]],
+    skipped: dict[tuple[str, str], str],
 ) -> dict[Cell, Sample]:
     samples: dict[Cell, Sample] = {}
-    for transport in _transports(server.name, failed):
+    for transport in _transports(server.name, skipped):
         for concurrency in args.concurrency:
             if transport == PLAIN:
-                sample: Sample | None = plain_http(server, concurrency, args.plain_seconds)
+                sample: Sample | str = plain_http(server, concurrency, args.plain_seconds)
             else:
                 sample = perf_analyzer(
                     server, transport, concurrency, args.window_ms, args.client_cpus
                 )
-            if sample is None:  # perf_analyzer cannot drive it; the plain client still does
-                failed.add((server.name, transport))
+            if isinstance(sample, str) and "stable" in sample:  # a loaded machine: this cell only
+                print(f"  {server.name} {transport} c={concurrency}: no stable figures: {sample}")
+                continue
+            if isinstance(sample, str):  # perf_analyzer cannot drive it; the plain client can
+                skipped[server.name, transport] = f"perf_analyzer fails: {sample}"
                 break
             cell = Cell(server.name, transport, batching, concurrency)
             samples[cell] = sample
@@ -127,7 +130,7 @@ def _round(
     model: Path,
     expected: np.ndarray,
     args: argparse.Namespace,
-    failed: set[tuple[str, str]],
+    skipped: dict[tuple[str, str], str],
     versions: dict[str, str],
 ) -> dict[Cell, Sample]:
     # Each round starts with the next server, so no server always runs first or last.
@@ -138,10 +141,10 @@ def _round(
         for batching in args.batching:
             print(f"round {number + 1}: {name}, batching {batching}", flush=True)
             with launch(model, batching == "on", args.server_cpus, args.device) as server:
-                version, unsupported = check_answers(server, expected, _transports(name, failed))
+                version, unsupported = check_answers(server, expected, _transports(name, skipped))
                 versions.update(version)
-                failed.update((name, transport) for transport in unsupported)
-                samples.update(_measure(server, batching, args, failed))
+                skipped.update({(name, transport): why for transport, why in unsupported.items()})
+                samples.update(_measure(server, batching, args, skipped))
     return samples
 
 
@@ -171,20 +174,20 @@ def main() -> None:
         limit, expected = raw_onnxruntime(model, args.server_cpus, args.device)
         print(f"raw ONNX Runtime in-process: {limit}", flush=True)
         rounds: dict[Cell, list[Sample]] = defaultdict(list)
-        failed: set[tuple[str, str]] = set()
+        skipped: dict[tuple[str, str], str] = {}
         versions = {"onnxruntime": ort.__version__}
         for name, python in pythons.items():
             distribution = peer_servers.TITLES[name][1]
             versions[distribution] = peer_servers.installed_version(python, distribution)
         for number in range(args.rounds):
-            for cell, sample in _round(number, model, expected, args, failed, versions).items():
+            for cell, sample in _round(number, model, expected, args, skipped, versions).items():
                 rounds[cell].append(sample)
     print()
     print(machine())
     print("versions: " + ", ".join(f"{key} {value}" for key, value in sorted(versions.items())))
     print(fairness)
-    for name, transport in sorted(failed):
-        print(f"perf_analyzer could not drive {name} over {transport}: plain client only.")
+    for (name, transport), why in sorted(skipped.items()):
+        print(f"{name} not measured over {transport} (plain client only): {why}")
     print(table(rounds, limit))
     plot(rounds, limit, args.plot)
     print(f"plot: {args.plot}")
