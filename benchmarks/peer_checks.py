@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from common import time_calls
 from peer_clients import PLAIN
-from peer_servers import Server, infer_body
+from peer_servers import PEERS, Server, infer_body
+
+# The session options every server uses come from one place, benchmarks/peers/session.py.
+sys.path.insert(0, str(PEERS))
+from session import onnx_session
 
 ROW = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
 
@@ -40,13 +44,7 @@ def raw_onnxruntime(model: Path, cpus: str, device: str) -> tuple[Limit, np.ndar
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     try:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
-        session = ort.InferenceSession(str(model), options, providers=providers)
+        session = onnx_session(str(model), device)
         batch = np.repeat(ROW, 16, axis=0)
         single = time_calls("b1", lambda: session.run(None, {"input": ROW}), seconds=3)
         batched = time_calls("b16", lambda: session.run(None, {"input": batch}), seconds=3)
