@@ -59,7 +59,8 @@ def best(samples: list[Sample]) -> tuple[Sample, float]:
 def table(rounds: dict[Cell, list[Sample]], limit: Limit) -> str:
     lines = [
         f"{'server':<9} {'client / transport':<27} {'batch':<5} {'c':>3} {'inf/s':>8} "
-        f"{'spread':>7} {'p50 ms':>8} {'p99 ms':>8} {'CPU':>5} {'inferd/this':>11}",
+        f"{'spread':>7} {'p50 ms':>8} {'p99 ms':>8} {'CPU':>5} {'inf/CPU-s':>9} "
+        f"{'inferd/this':>11}",
     ]
     for cell in sorted(rounds, key=_order):
         sample, spread = best(rounds[cell])
@@ -70,16 +71,21 @@ def table(rounds: dict[Cell, list[Sample]], limit: Limit) -> str:
         lines.append(
             f"{cell.server:<9} {_client(cell.transport):<27} {cell.batching:<5} "
             f"{cell.concurrency:>3} {sample.throughput:8.0f} {_spread(rounds[cell], spread)} "
-            f"{sample.p50_ms:8.2f} "
-            f"{sample.p99_ms:8.2f} {sample.server_cpu:5.2f} {ratio:>11}"
+            f"{sample.p50_ms:8.2f} {sample.p99_ms:8.2f} {sample.server_cpu:5.2f} "
+            f"{_per_cpu_second(sample)} {ratio:>11}"
         )
     lines.append(f"raw ONNX Runtime in-process (one thread, server's core): {limit}")
     lines.append(
         "inf/s: best round; spread: (best - worst) / best over rounds, (1) where one round gave "
-        "figures; CPU: cores the server's process tree kept busy; inferd/this: inferd's "
-        "throughput over this server's, same cell."
+        "figures; CPU: cores the server's process tree kept busy (below 1, the server had time "
+        "to spare: the load generator or the machine set the pace); inf/CPU-s: inferences per "
+        "second of server CPU; inferd/this: inferd's throughput over this server's, same cell."
     )
     return "\n".join(lines)
+
+
+def _per_cpu_second(sample: Sample) -> str:
+    return f"{sample.throughput / sample.server_cpu:9.0f}" if sample.server_cpu > 0 else "-"
 
 
 def _spread(samples: list[Sample], spread: float) -> str:
