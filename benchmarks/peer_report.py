@@ -85,7 +85,9 @@ def table(rounds: dict[Cell, list[Sample]], limit: Limit) -> str:
 
 
 def _per_cpu_second(sample: Sample) -> str:
-    return f"{sample.throughput / sample.server_cpu:9.0f}" if sample.server_cpu > 0 else "-"
+    return (
+        f"{sample.throughput / sample.server_cpu:9.0f}" if sample.server_cpu > 0 else " " * 8 + "-"
+    )
 
 
 def _spread(samples: list[Sample], spread: float) -> str:
