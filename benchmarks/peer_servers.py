@@ -130,10 +130,11 @@ def started(
     http: str,
     grpc: str | None,
     cpus: str,
-    cwd: Path | None = None,
+    workdir: Path | None = None,
     peer: bool = True,
 ) -> Iterator[Server]:
-    """Run `command` pinned to `cpus` (its children inherit the pinning) until the block ends."""
+    """Run `command` pinned to `cpus` (its children inherit the pinning) until the block ends,
+    in `workdir` (a folder of its own, removed at the end) if given."""
     log = Path(tempfile.mkstemp(prefix=f"peers-{name}-", suffix=".log")[1])
     # A peer sees its own modules (session.py, the MLServer runtime), nothing of inferd's path.
     env = {**os.environ, "PYTHONPATH": str(PEERS)} if peer else None
@@ -142,7 +143,7 @@ def started(
             ["taskset", "-c", cpus, *command],
             stdout=output,
             stderr=subprocess.STDOUT,
-            cwd=cwd,
+            cwd=workdir,
             env=env,
         )
     server = Server(name, process, http, grpc, log)
@@ -152,6 +153,8 @@ def started(
     finally:
         _stop(process)
         log.unlink(missing_ok=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
