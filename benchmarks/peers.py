@@ -140,11 +140,16 @@ def _round(
         launch = peer_servers.LAUNCHERS[name]
         for batching in args.batching:
             print(f"round {number + 1}: {name}, batching {batching}", flush=True)
-            with launch(model, batching == "on", args.server_cpus, args.device) as server:
-                version, unsupported = check_answers(server, expected, _transports(name, skipped))
-                versions.update(version)
-                skipped.update({(name, transport): why for transport, why in unsupported.items()})
-                samples.update(_measure(server, batching, args, skipped))
+            try:
+                with launch(model, batching == "on", args.server_cpus, args.device) as server:
+                    version, unsupported = check_answers(
+                        server, expected, _transports(name, skipped)
+                    )
+                    versions.update(version)
+                    skipped.update({(name, t): why for t, why in unsupported.items()})
+                    samples.update(_measure(server, batching, args, skipped))
+            except (OSError, RuntimeError) as error:  # the other cells of the round still count
+                print(f"  round {number + 1}: {name}, batching {batching} failed: {error}")
     return samples
 
 
@@ -179,9 +184,14 @@ def main() -> None:
         for name, python in pythons.items():
             distribution = peer_servers.TITLES[name][1]
             versions[distribution] = peer_servers.installed_version(python, distribution)
-        for number in range(args.rounds):
-            for cell, sample in _round(number, model, expected, args, skipped, versions).items():
-                rounds[cell].append(sample)
+        try:
+            for number in range(args.rounds):
+                for cell, sample in _round(
+                    number, model, expected, args, skipped, versions
+                ).items():
+                    rounds[cell].append(sample)
+        except KeyboardInterrupt:  # stopped early: what was measured is still reported
+            print("stopped: reporting the rounds measured so far")
     print()
     print(machine())
     print("versions: " + ", ".join(f"{key} {value}" for key, value in sorted(versions.items())))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -63,13 +64,22 @@ def main() -> None:
     args = parser.parse_args()
     # A cluster of its own (never one RAY_ADDRESS names), in a temp folder of its own.
     os.environ.pop("RAY_ADDRESS", None)
+    temp = tempfile.mkdtemp(prefix="peers-ray-")
     ray.init(
         address="local",
         num_cpus=2,
         num_gpus=1 if args.device == "cuda" else 0,
         include_dashboard=False,
-        _temp_dir=tempfile.mkdtemp(prefix="peers-ray-"),
+        _temp_dir=temp,
     )
+    try:
+        _serve(args)
+    finally:  # SIGINT from peers.py ends up here
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     app = MLP.options(ray_actor_options={"num_gpus": 1 if args.device == "cuda" else 0}).bind(
         args.model, args.device, args.max_batch, args.delay_us
