@@ -73,7 +73,7 @@ def check_answers(
             unsupported[transport] = (
                 "the check's request fails: " + " ".join(str(error).split())[:160]
             )
-            print(f"  {server.name} not measured over {transport}: {unsupported[transport]}")
+            print(f"  {server.name}: no {transport} figures: {unsupported[transport]}")
             continue
         _same(server, transport, answer, expected)
     return _version(server), unsupported

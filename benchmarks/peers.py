@@ -197,7 +197,7 @@ def main() -> None:
     print("versions: " + ", ".join(f"{key} {value}" for key, value in sorted(versions.items())))
     print(fairness)
     for (name, transport), why in sorted(skipped.items()):
-        print(f"{name} not measured over {transport} (plain client only): {why}")
+        print(f"{name}: no perf_analyzer {transport} figures (plain client only): {why}")
     print(table(rounds, limit))
     plot(rounds, limit, args.plot)
     print(f"plot: {args.plot}")
