@@ -8,45 +8,22 @@
 
 from __future__ import annotations
 
-import csv
 import http.client
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, load_from_processes
+from common import load_from_processes
 from peer_servers import Server, infer_body
+from perf_analyzer_run import TRANSPORTS as PERF_ANALYZER_TRANSPORTS
+from perf_analyzer_run import run_perf_analyzer
 
-# (perf_analyzer protocol, its arguments) of each transport it measures.
-PERF_ANALYZER_TRANSPORTS = {
-    "HTTP binary": ("http", []),
-    "HTTP JSON": ("http", ["--input-tensor-format", "json", "--output-tensor-format", "json"]),
-    "gRPC": ("grpc", []),
-}
 PLAIN = "HTTP JSON (plain client)"
-# Triton's load generator: $PERF_ANALYZER, else on PATH, else the wrapper in the shared tools
-# folder beside the checkout (or beside the worktrees' folder).
-PERF_ANALYZER = (
-    os.environ.get("PERF_ANALYZER")
-    or shutil.which("perf_analyzer")
-    or next(
-        (
-            str(path)
-            for base in (ROOT.parent, ROOT.parent.parent)
-            if (path := base / "shared" / "tools" / "perf_analyzer").exists()
-        ),
-        "perf_analyzer",
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -63,22 +40,11 @@ def perf_analyzer(
     """One perf_analyzer run, or its last words where it cannot drive `server`."""
     protocol, extra = PERF_ANALYZER_TRANSPORTS[transport]
     url = server.grpc if protocol == "grpc" else server.http
-    with tempfile.NamedTemporaryFile(suffix=".csv") as report:
-        command = [
-            "taskset", "-c", client_cpus, PERF_ANALYZER,
-            "-m", "mlp", "-u", str(url), "-i", protocol, "-b", "1",
-            "--concurrency-range", str(concurrency),
-            "--measurement-interval", str(window_ms),
-            "--stability-percentage", "25", "--max-trials", "6",
-            "-f", report.name, *extra,
-        ]  # fmt: skip
-        # perf_analyzer measures at least three windows; the CPU is read over the first two.
-        with cpu_share(server, after_s=0.5, length_s=2 * window_ms / 1000) as busy:
-            finished = subprocess.run(command, capture_output=True, text=True)
-        rows = list(csv.DictReader(Path(report.name).read_text().splitlines()))
-    if not rows:
-        return " ".join((finished.stdout + finished.stderr).strip().splitlines()[-2:])[:300]
-    row = rows[0]
+    # perf_analyzer measures at least three windows; the CPU is read over the first two.
+    with cpu_share(server, after_s=0.5, length_s=2 * window_ms / 1000) as busy:
+        row = run_perf_analyzer(str(url), protocol, extra, concurrency, window_ms, client_cpus)
+    if isinstance(row, str):
+        return row
     return Sample(
         float(row["Inferences/Second"]),
         float(row["p50 latency"]) / 1000,

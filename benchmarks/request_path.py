@@ -16,9 +16,6 @@ with the spread, the ratios inferd / baseline, and c=1 p50 next to raw ONNX Runt
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from common import ROOT, free_port, served, time_calls, write_mlp_repository
+from perf_analyzer_run import TRANSPORTS, run_perf_analyzer
 
 MAX_BATCH = 16
 DELAY_US = 500
@@ -41,18 +39,6 @@ instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 parameters {{ key: "intra_op_thread_count" value {{ string_value: "1" }} }}
 {batching}
 """
-# (protocol, perf_analyzer arguments)
-TRANSPORTS = {
-    "HTTP binary": ("http", []),
-    "HTTP JSON": ("http", ["--input-tensor-format", "json", "--output-tensor-format", "json"]),
-    "gRPC": ("grpc", []),
-}
-# Triton's load generator: $PERF_ANALYZER, else on PATH, else the wrapper next to the checkout.
-PERF_ANALYZER = (
-    os.environ.get("PERF_ANALYZER")
-    or shutil.which("perf_analyzer")
-    or str(ROOT.parent / "shared" / "tools" / "perf_analyzer")
-)
 
 
 @dataclass(frozen=True)
@@ -75,21 +61,10 @@ class Sample:
 def perf_analyzer(
     url: str, protocol: str, extra: list[str], concurrency: int, args: argparse.Namespace
 ) -> Sample | None:
-    with tempfile.NamedTemporaryFile(suffix=".csv") as report:
-        command = [
-            "taskset", "-c", args.client_cpus, PERF_ANALYZER,
-            "-m", "mlp", "-u", url, "-i", protocol, "-b", "1",
-            "--concurrency-range", str(concurrency),
-            "--measurement-interval", str(args.window_ms),
-            "--stability-percentage", "25", "--max-trials", "6",
-            "-f", report.name, *extra,
-        ]  # fmt: skip
-        finished = subprocess.run(command, capture_output=True, text=True)
-        rows = list(csv.DictReader(Path(report.name).read_text().splitlines()))
-    if not rows:
-        print(f"  perf_analyzer failed: {finished.stdout[-400:]}{finished.stderr[-400:]}")
+    row = run_perf_analyzer(url, protocol, extra, concurrency, args.window_ms, args.client_cpus)
+    if isinstance(row, str):
+        print(f"  perf_analyzer failed: {row}")
         return None
-    row = rows[0]
     return Sample(
         float(row["Inferences/Second"]),
         float(row["p50 latency"]) / 1000,

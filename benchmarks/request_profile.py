@@ -26,7 +26,8 @@ from collections import Counter
 from pathlib import Path
 
 from common import served, write_mlp_repository
-from request_path import BATCHING, CONFIG, MAX_BATCH, PERF_ANALYZER
+from perf_analyzer_run import PERF_ANALYZER
+from request_path import BATCHING, CONFIG, MAX_BATCH
 
 # (stage, pattern on "function (file)") tried from the innermost frame outwards; first match wins.
 STAGES: list[tuple[str, re.Pattern[str]]] = [
