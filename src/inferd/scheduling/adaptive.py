@@ -5,8 +5,9 @@ Evaluated once per window of completed requests (at least `MIN_SAMPLES` requests
 `MIN_WINDOW_NS`), never per request:
 
 - **p99 above the target**: halve the queue delay (multiplicative decrease). When the delay
-  is already 0 and one batch execution alone takes more than half the target, the batch may
-  be too big for the target, so the batch cap shrinks by a quarter as well. That shrink is a
+  is already 0, one batch execution alone takes more than half the target, and p99 is within
+  two executions (the latency is execution, not queueing), the batch may be too big for the
+  target, so the batch cap shrinks by a quarter as well. That shrink is a
   probe: when the next window's p99 is no better (latency made of queueing, as with
   closed-loop clients, gets worse with smaller batches), the cap is put back and the next
   shrink waits for a hold that doubles each time one fails.
@@ -36,6 +37,7 @@ MIN_WINDOW_NS = 20_000_000
 HEADROOM = 0.8
 GAIN = 0.03  # a throughput change smaller than this share is noise
 MAX_HOLD = 32
+EXECUTION_BOUND = 2  # p99 within this many executions: latency is mostly execution
 _STEPS = 20
 
 
@@ -82,7 +84,10 @@ class SloController:
         room = p99 < self.target_ns * HEADROOM
         self._judge_shrink(p99)
         if p99 > self.target_ns:
-            self._shed(batch_fits, p99)
+            # Smaller batches only help when the latency is mostly execution; when it is mostly
+            # queueing (closed-loop clients on a saturated server) they make it worse.
+            execution_bound = p99 <= EXECUTION_BOUND * self._max_execution_ns
+            self._shed(batch_fits or not execution_bound, p99)
         else:
             self._climb(throughput, room)
             if room and batch_fits:

@@ -84,13 +84,21 @@ def test_the_cap_shrinks_when_one_execution_takes_most_of_the_target() -> None:
     assert controller.batch_cap == 26
 
 
+def test_latency_that_is_queueing_never_shrinks_the_cap() -> None:
+    # Closed-loop clients on a saturated server: smaller batches would only add queueing.
+    clock = Clock()
+    controller = SloController(10 * MS, 0, 32, clock.now)
+    for _ in range(50):
+        clock.window(controller, 40 * MS, 8 * MS, 1000)
+        assert controller.batch_cap == 32
+
+
 def test_a_shrink_that_does_not_lower_p99_is_undone_and_tried_less_often() -> None:
-    # Closed-loop clients: latency is queueing, and smaller batches only make it worse.
     clock = Clock()
     controller = SloController(10 * MS, 0, 32, clock.now)
     caps = []
     for _ in range(100):
-        clock.window(controller, 40 * MS, 8 * MS, 1000)
+        clock.window(controller, 14 * MS, 8 * MS, 1000)
         caps.append(controller.batch_cap)
     assert caps[:2] == [24, 32]  # shrunk, no better, put back
     shrinks = sum(1 for cap in caps if cap < 32)
