@@ -234,7 +234,11 @@ class ModelLifecycle:
 
     async def _load_version(self, folder: ModelFolder, version: int) -> LoadedVersion:
         if is_ensemble(folder.config):
-            return load_ensemble(folder.config, version, self._table.find_version, self._step)
+            local = Path(folder.location)
+            model_dir = local if local.is_dir() else None  # for its label files
+            return load_ensemble(
+                folder.config, version, self._table.find_version, self._step, model_dir
+            )
         path = await asyncio.to_thread(self._repository.fetch, folder, version)
         return await asyncio.to_thread(
             load_version,
