@@ -85,10 +85,15 @@ class Engine:
         """Finish every accepted request, then unload everything."""
         await self._lifecycle.stop()
 
-    async def control_load(self, name: str, config_override: dict[str, Any] | None) -> None:
+    async def control_load(
+        self,
+        name: str,
+        config_override: dict[str, Any] | None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         """The repository API's load (explicit mode only); `config_override` replaces the
-        model's config file (its JSON form)."""
-        await self._lifecycle.control_load(name, config_override)
+        model's config file (its JSON form), `files` (`file:<path>` -> content) its folder."""
+        await self._lifecycle.control_load(name, config_override, files)
 
     async def control_unload(self, name: str) -> None:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
