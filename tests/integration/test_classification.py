@@ -19,27 +19,22 @@ import generate_models  # examples/, put on sys.path by tests/conftest.py
 from tests.integration.http_helpers import post_json
 from tests.integration.server import RunningServer, running_server
 
-SCORES = """\
-name: "scores"
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
-output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ], label_filename: "labels.txt" } ]
-"""
-COUNTS = """\
-name: "counts"
-platform: "onnxruntime_onnx"
-max_batch_size: 0
-input [ { name: "INPUT0", data_type: TYPE_INT32, dims: [ 5 ] } ]
-output [ { name: "OUTPUT0", data_type: TYPE_INT32, dims: [ 5 ] } ]
-"""
-WORDS = """\
-name: "words"
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [ { name: "INPUT0", data_type: TYPE_STRING, dims: [ 4 ] } ]
-output [ { name: "OUTPUT0", data_type: TYPE_STRING, dims: [ 4 ] } ]
-"""
+
+def _config(
+    name: str, max_batch_size: int, data_type: str, dims: int, output_extra: str = ""
+) -> str:
+    """An identity model's config: INPUT0 -> OUTPUT0, both `data_type` with `dims` elements."""
+    tensor = f"data_type: {data_type}, dims: [ {dims} ]"
+    return (
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
+        f'input [ {{ name: "INPUT0", {tensor} }} ]\n'
+        f'output [ {{ name: "OUTPUT0", {tensor}{output_extra} }} ]\n'
+    )
+
+
+SCORES = _config("scores", 8, "TYPE_FP32", 4, ', label_filename: "labels.txt"')
+COUNTS = _config("counts", 0, "TYPE_INT32", 5)
+WORDS = _config("words", 8, "TYPE_STRING", 4)
 
 
 def _model(repository: Path, name: str, datatype: int, dims: list[int | str], config: str) -> None:
