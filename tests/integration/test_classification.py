@@ -35,6 +35,15 @@ def _config(
 SCORES = _config("scores", 8, "TYPE_FP32", 4, ', label_filename: "labels.txt"')
 COUNTS = _config("counts", 0, "TYPE_INT32", 5)
 WORDS = _config("words", 8, "TYPE_STRING", 4)
+RANKED = """\
+name: "ranked"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "IN", data_type: TYPE_FP32, dims: [ 4 ] } ]
+output [ { name: "OUT", data_type: TYPE_FP32, dims: [ 4 ], label_filename: "labels.txt" } ]
+ensemble_scheduling { step [ { model_name: "scores" model_version: -1
+  input_map { key: "INPUT0" value: "IN" } output_map { key: "OUTPUT0" value: "OUT" } } ] }
+"""
 
 
 def _model(repository: Path, name: str, datatype: int, dims: list[int | str], config: str) -> None:
@@ -49,6 +58,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # The third class has an empty line: no label.
     (repository / "scores" / "labels.txt").write_text("cat\ndog\n\nbird\n")
     _model(repository, "counts", TensorProto.INT32, [5], COUNTS)
+    # An ensemble over `scores` with labels of its own, read from its own folder.
+    (repository / "ranked" / "1").mkdir(parents=True)
+    (repository / "ranked" / "config.pbtxt").write_text(RANKED)
+    (repository / "ranked" / "labels.txt").write_text("w\nx\ny\nz\n")
     _model(repository, "words", TensorProto.STRING, ["batch", 4], WORDS)
     with running_server(repository) as running:
         yield running
@@ -153,3 +166,13 @@ def test_server_metadata_lists_the_extension(server: RunningServer) -> None:
     finally:
         http.close()
         grpc.close()
+
+
+def test_an_ensemble_output_is_ranked_with_its_own_labels(server: RunningServer) -> None:
+    body = {
+        "inputs": [{"name": "IN", "shape": [1, 4], "datatype": "FP32", "data": [1, 3, 0, 2]}],
+        "outputs": [{"name": "OUT", "parameters": {"classification": 2}}],
+    }
+    status, answer = post_json(server.http_port, "/v2/models/ranked/infer", body)
+    assert status == 200, answer
+    assert answer["outputs"][0]["data"] == ["3.000000:1:x", "2.000000:3:z"]
