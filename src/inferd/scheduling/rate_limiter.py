@@ -90,7 +90,7 @@ class RateLimiter:
 
     def __init__(self, server: Sequence[ServerResource] = ()) -> None:
         self._server = tuple(server)
-        self._needs: dict[int, dict[Pool, int]] = {}  # by id of a registered gate
+        self._needs: dict[Gate, dict[Pool, int]] = {}  # of each registered gate
         self._copies: dict[Pool, int] = {}  # replaced whole, never changed in place
         self._allocated: dict[Pool, int] = {}
         self._waiting: list[tuple[int, int, Gate, asyncio.Future[None]]] = []
@@ -122,7 +122,7 @@ class RateLimiter:
             scheduled.append(gate)
         with self._registering:
             needs = dict(self._needs)
-            needs.update((id(gate), gate.needs) for gate in gates)
+            needs.update((gate, gate.needs) for gate in gates)
             self._copies = self._covering(needs.values())
             self._needs = needs
         return Registration(self, scheduled, gates)
@@ -131,7 +131,7 @@ class RateLimiter:
         with self._registering:
             needs = dict(self._needs)
             for gate in gates:
-                needs.pop(id(gate), None)
+                needs.pop(gate, None)
             self._copies = self._covering(needs.values())
             self._needs = needs
 
