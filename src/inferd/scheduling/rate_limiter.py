@@ -40,6 +40,7 @@ from inferd.instances.instance import ExecutionResult, Instance
 
 GLOBAL: Final = -1  # the pool of global resources; a device's pool is its index (>= 0)
 Pool = tuple[int, str]  # (GLOBAL or a device index, resource name)
+Needs = tuple[tuple[Pool, int], ...]  # what one execution of an instance holds
 
 
 class RateLimitMode(enum.Enum):
@@ -90,7 +91,7 @@ class RateLimiter:
 
     def __init__(self, server: Sequence[ServerResource] = ()) -> None:
         self._server = tuple(server)
-        self._needs: dict[Gate, dict[Pool, int]] = {}  # of each registered gate
+        self._needs: dict[Gate, Needs] = {}  # of each registered gate
         self._copies: dict[Pool, int] = {}  # replaced whole, never changed in place
         self._allocated: dict[Pool, int] = {}
         self._waiting: list[tuple[int, int, Gate, asyncio.Future[None]]] = []
@@ -135,11 +136,11 @@ class RateLimiter:
             self._copies = self._covering(needs.values())
             self._needs = needs
 
-    def _covering(self, needs: Iterable[dict[Pool, int]]) -> dict[Pool, int]:
+    def _covering(self, needs: Iterable[Needs]) -> dict[Pool, int]:
         """The copies of each resource: the largest need, or what the server gives."""
         largest: dict[Pool, int] = {}
         for need in needs:
-            for pool, count in need.items():
+            for pool, count in need:
                 largest[pool] = max(largest.get(pool, 0), count)
         global_names = {name for device, name in largest if device == GLOBAL}
         for device, name in largest:
@@ -175,10 +176,16 @@ class RateLimiter:
 
     # ---- on the event loop -------------------------------------------------------------------
 
+    def try_acquire(self, gate: Gate) -> bool:
+        """Take the gate's resources at once if no one waits and they are free."""
+        if self._waiting or not self._fits(gate.needs):
+            return False
+        self._take(gate.needs)
+        return True
+
     async def acquire(self, gate: Gate) -> None:
         """Take the gate's resources, waiting for its turn when they are not free."""
-        if not self._waiting and self._fits(gate.needs):
-            self._take(gate.needs)
+        if self.try_acquire(gate):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (gate.scaled_priority, next(self._arrivals), gate, waiter))
@@ -211,36 +218,38 @@ class RateLimiter:
             self._take(gate.needs)
             waiter.set_result(None)
 
-    def _fits(self, needs: dict[Pool, int]) -> bool:
-        copies = self._copies
+    def _fits(self, needs: Needs) -> bool:
+        copies = self._copies  # read once: a registration may replace it
         allocated = self._allocated
-        return all(allocated.get(pool, 0) + n <= copies.get(pool, 0) for pool, n in needs.items())
+        return all(allocated.get(pool, 0) + n <= copies.get(pool, 0) for pool, n in needs)
 
-    def _take(self, needs: dict[Pool, int]) -> None:
-        for pool, count in needs.items():
-            self._allocated[pool] = self._allocated.get(pool, 0) + count
+    def _take(self, needs: Needs) -> None:
+        allocated = self._allocated
+        for pool, count in needs:
+            allocated[pool] = allocated.get(pool, 0) + count
 
-    def _give_back(self, needs: dict[Pool, int]) -> None:
-        for pool, count in needs.items():
-            self._allocated[pool] -= count
+    def _give_back(self, needs: Needs) -> None:
+        allocated = self._allocated
+        for pool, count in needs:
+            allocated[pool] -= count
 
 
-def _needs(device: Device, group: ModelInstanceGroup) -> dict[Pool, int]:
-    return {
-        # `global` is a Python keyword, so the field is read by name.
-        (GLOBAL if getattr(resource, "global") else device.index, resource.name): resource.count
-        for resource in group.rate_limiter.resources
-        if resource.count > 0
-    }
+def _needs(device: Device, group: ModelInstanceGroup) -> Needs:
+    return tuple(
+        {
+            # `global` is a Python keyword, so the field is read by name.
+            (GLOBAL if getattr(resource, "global") else device.index, resource.name): resource.count
+            for resource in group.rate_limiter.resources
+            if resource.count > 0
+        }.items()
+    )
 
 
 class Gate:
     """An instance whose batches wait for their resources: what the scheduler runs on in
     its place."""
 
-    def __init__(
-        self, inner: Instance, limiter: RateLimiter, needs: dict[Pool, int], priority: int
-    ) -> None:
+    def __init__(self, inner: Instance, limiter: RateLimiter, needs: Needs, priority: int) -> None:
         self.name = inner.name
         self.device = inner.device
         self.pipeline_depth = inner.pipeline_depth
@@ -260,11 +269,13 @@ class Gate:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
-        await self._limiter.acquire(self)
+        limiter = self._limiter
+        if not limiter.try_acquire(self):
+            await limiter.acquire(self)
         try:
             return await self._inner.execute(inputs, output_names, requests)
         finally:
-            self._limiter.release(self)
+            limiter.release(self)
 
     def close(self) -> None:
         self._inner.close()
