@@ -202,6 +202,10 @@ def test_passive_instances_load_but_execute_nothing(limited: tuple[RunningServer
     rows = log(root / "p")
     assert sorted(row[-1] for row in rows if row[0] == "init") == ["active_0", "idle_0", "idle_1"]
     assert [row[-1] for row in rows if row[0] == "exec"] == ["active_0"] * 6
+    client = httpclient.InferenceServerClient(server.http_url)
+    listed = [instance["name"] for instance in client.get_model_metadata("mixed")["instances"]]
+    client.close()
+    assert listed == ["active_0", "idle_0", "idle_1"]
 
 
 def test_a_model_whose_instances_are_all_passive_refuses_requests(
