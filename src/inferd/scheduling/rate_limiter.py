@@ -13,8 +13,10 @@ An instance takes its resources before its batch executes and gives them back af
 that cannot waits. Waiting instances of every model are served by scaled priority (its
 executions so far times its `priority`, lowest first, so priority 2 gets half the turns of
 priority 1), then in arrival order; the first of them that does not fit holds back those
-behind it, so a large request is not starved by small ones. Instances that name no resource
-are not limited at all, and with the limiter off nothing here runs.
+behind it, so a large request is not starved by small ones. Resources given back are handed
+out on the next turn of the event loop, so an instance with more work competes for them.
+Instances that name no resource are not limited at all, and with the limiter off nothing here
+runs.
 
 Registration comes from the loader's thread, acquiring and releasing from the event loop:
 registering swaps in a new table of copies in one assignment, and never frees a waiter (a
@@ -200,10 +202,17 @@ class RateLimiter:
             raise
 
     def release(self, gate: Gate) -> None:
-        """The gate's batch has run: its resources go to the next waiters."""
+        """The gate's batch has run: its resources go to the next waiters.
+
+        Handed out on the next turn of the event loop, not now: an instance with more work
+        queued is back in line by then (its worker forms the next batch without waiting), and
+        competes by priority with those already waiting, as Triton re-stages an instance
+        with pending requests as it releases. Otherwise the waiters would always win, and
+        priorities would only order instances that happen to wait at the same time."""
         gate.executions += 1
         self._give_back(gate.needs)
-        self._dispatch()
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         waiting = self._waiting

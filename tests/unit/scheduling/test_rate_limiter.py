@@ -252,6 +252,30 @@ def test_waiters_go_by_executions_times_priority_then_arrival() -> None:
     run(test)
 
 
+def test_an_instance_with_more_work_competes_for_what_it_gave_back() -> None:
+    async def test() -> None:
+        limiter = RateLimiter()
+        busy = gate(limiter, cpu("busy"), '{ name: "R" count: 1 }')
+        waiter = gate(limiter, cpu("waiter"), '{ name: "R" count: 1 }', priority=2)
+        waiter.executions = 1  # scaled 2; `busy` is scaled 1 once its batch is done
+        await limiter.acquire(busy)
+        [blocked] = waiting(limiter, waiter)
+        await settle()
+
+        async def next_batch() -> None:  # its worker asks again at once, as a batcher does
+            limiter.release(busy)
+            await limiter.acquire(busy)
+
+        again = asyncio.create_task(next_batch())
+        await settle()
+        assert again.done() and not blocked.done()
+        limiter.release(busy)  # scaled 2 now, as the waiter: the one waiting longer goes
+        await settle()
+        assert blocked.done()
+
+    run(test)
+
+
 def test_the_first_waiter_that_does_not_fit_holds_back_smaller_ones() -> None:
     async def test() -> None:
         limiter = RateLimiter([ServerResource("R", 2)])
