@@ -39,4 +39,3 @@ def test_a_refused_field_makes_the_model_unavailable_with_the_reason(
     state, reason = model_states(server)["ops"]
     assert state == "UNAVAILABLE"
     assert "'model_operations' is not supported" in reason
-
