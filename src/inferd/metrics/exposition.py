@@ -25,8 +25,13 @@ Send = Callable[[dict[str, Any]], Any]
 
 
 def bare_counter(metric: Metric) -> bool:
-    """A counter whose samples are named as the family (no `_total`), as Triton's are."""
-    return metric.type == "counter" and all(s.name == metric.name for s in metric.samples)
+    """A counter whose samples are named as the family (no `_total`), as Triton's are (an
+    empty family is prometheus-client's kind: its samples would end in `_total`)."""
+    return (
+        metric.type == "counter"
+        and bool(metric.samples)
+        and all(s.name == metric.name for s in metric.samples)
+    )
 
 
 class _Only(Collector):

@@ -23,7 +23,8 @@ _TYPES = {
 class ModelMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         for family in STORE.snapshot():
-            yield _exported(family)
+            if family.series:  # a family without a metric yet has nothing to show
+                yield _exported(family)
 
 
 def _exported(family: Family) -> Metric:
