@@ -145,6 +145,7 @@ async def serve(
     engine = build_engine(settings, observers, statistics, placer, controls)
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
+    metrics.watch_warmups(engine.warmup_durations)
     try:
         await engine.start()
     except InferdError:

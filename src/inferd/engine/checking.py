@@ -20,6 +20,7 @@ from inferd.engine.api import LoadOptions
 from inferd.engine.ensembles import PLATFORM, config_signature, is_ensemble
 from inferd.engine.loader import prepare_config
 from inferd.engine.request_checks import ModelTensor
+from inferd.engine.warmup import warmup_samples
 from inferd.repository.store import LocalRepository
 from inferd.repository.versions import select_versions
 from inferd.scheduling.dynamic_settings import BatchingSettings
@@ -86,6 +87,7 @@ def _check_version(
         BatchingSettings.from_config(completed)
         if completed.HasField("sequence_batching"):
             SequenceSettings.from_config(completed, path.parent)
+        warmup_samples(completed, path.parent)  # its data files read, its shapes checked
     except InferdError as exc:
         return exc
     return completed

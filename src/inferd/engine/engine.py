@@ -171,6 +171,15 @@ class Engine:
             for instance in loaded.instances
         ]
 
+    def warmup_durations(self) -> list[tuple[str, str, float]]:
+        """(model, version, seconds its `model_warmup` took) for every serving version that
+        has one."""
+        return [
+            (loaded.model_name, str(loaded.version), loaded.warmup_seconds)
+            for loaded in self._table.loaded_versions()
+            if loaded.warmup
+        ]
+
     def pending_requests(self) -> list[tuple[str, str, int]]:
         """(model, version, requests queued and not yet executing) for every serving version."""
         return [

@@ -29,6 +29,7 @@ from inferd.engine.control import ControlMode, RepositoryPoller
 from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemble, load_ensemble
 from inferd.engine.loader import LoadedVersion, load_version
 from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
+from inferd.engine.warmup import warm_up
 from inferd.repository.layout import ModelFolder, check_model_name
 from inferd.repository.poller import Fingerprint
 from inferd.repository.store import LocalRepository, ModelRepository
@@ -212,6 +213,7 @@ class ModelLifecycle:
             started = time.monotonic()
             try:
                 loaded = await self._load_version(folder, version)
+                await _warm_up(loaded)
             except InferdError as exc:
                 logger.error(
                     "model '%s' version %d failed to load: %s", folder.name, version, exc.message
@@ -229,7 +231,10 @@ class ModelLifecycle:
             entry.versions[version] = loaded
             entry.sources[version] = folder.versions[version]
             entry.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
-            logger.info("model '%s' version %d ready (%s)", folder.name, version, loaded.placement)
+            warmed = f", warmup {loaded.warmup_seconds * 1000:.1f} ms" if loaded.warmup else ""
+            logger.info(
+                "model '%s' version %d ready (%s%s)", folder.name, version, loaded.placement, warmed
+            )
         return entry
 
     async def _load_version(self, folder: ModelFolder, version: int) -> LoadedVersion:
@@ -309,6 +314,20 @@ class ModelLifecycle:
                 observer.batch_executed(name, version, rows, compute, instance)
 
         return report
+
+
+async def _warm_up(loaded: LoadedVersion) -> None:
+    """Run the version's `model_warmup` on its instances; a failure closes the version, which
+    never served."""
+    if not loaded.warmup:
+        return
+    try:
+        loaded.warmup_seconds = await warm_up(
+            loaded.instances, loaded.warmup, list(loaded.outputs), loaded.decoupled
+        )
+    except BaseException:
+        await asyncio.to_thread(loaded.close)
+        raise
 
 
 def _reasons(entry: ModelEntry) -> str:

@@ -19,6 +19,7 @@ from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
 from inferd.engine.api import LoadOptions
 from inferd.engine.request_checks import ModelTensor
+from inferd.engine.warmup import WarmupSample, warmup_samples
 from inferd.instances.instance import Instance, ModelInstance
 from inferd.instances.placement import InstancePlacer, Placement
 from inferd.scheduling.base import Scheduler
@@ -57,6 +58,9 @@ class LoadedVersion:
     decoupled: bool = field(init=False)
     # Requests inside the engine right now (the in-flight gauge); counted on the event loop.
     in_flight: int = field(init=False, default=0)
+    # `model_warmup`, run on every instance before the version serves, and how long it took.
+    warmup: tuple[WarmupSample, ...] = ()
+    warmup_seconds: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled
@@ -249,6 +253,7 @@ def load_version(
         if config.HasField("sequence_batching")
         else None
     )
+    warmup = warmup_samples(config, version_path.parent)
     model = _LocalModel(backend, config, version_path, calls)
     try:
         placement = options.placer.place(
@@ -279,4 +284,5 @@ def load_version(
         f"{backend.name}, {len(instances)} instance(s) on {devices}",
         instances,
         holder,
+        warmup=warmup,
     )

@@ -27,6 +27,7 @@ from inferd.metrics.statistics import Statistics
 
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
+WarmupDurations = Callable[[], list[tuple[str, str, float]]]  # (model, version, seconds)
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
     (
@@ -103,6 +104,7 @@ class PrometheusMetrics(Collector):
         self._pending = pending
         self._in_flight: PendingCounts | None = None
         self._instances: InstanceDevices | None = None
+        self._warmups: WarmupDurations | None = None
         self._requests = RequestMetrics(buckets, histograms)
         self._models = ModelMetrics()
 
@@ -115,6 +117,10 @@ class PrometheusMetrics(Collector):
     def watch_instances(self, instances: InstanceDevices) -> None:
         """Set where the instances of serving versions and their devices come from."""
         self._instances = instances
+
+    def watch_warmups(self, warmups: WarmupDurations) -> None:
+        """Set where the warmup durations of serving versions come from."""
+        self._warmups = warmups
 
     def registry(self) -> CollectorRegistry:
         """A registry holding only these metrics."""
@@ -182,6 +188,7 @@ class PrometheusMetrics(Collector):
             self._in_flight,
         )
         yield self._instance_family()
+        yield self._warmup_family()
         yield from self._models.families(snapshot)
 
     def _instance_family(self) -> Metric:
@@ -193,6 +200,16 @@ class PrometheusMetrics(Collector):
         )
         for model, version, instance, device in self._instances() if self._instances else []:
             family.add_metric([model, version, instance, device], 1)
+        return family
+
+    def _warmup_family(self) -> Metric:
+        family = GaugeMetricFamily(
+            "inferd_model_warmup_duration_seconds",
+            "How long the model_warmup of each serving version took on its instances, in seconds",
+            labels=LABELS,
+        )
+        for model, version, seconds in self._warmups() if self._warmups else []:
+            family.add_metric([model, version], seconds)
         return family
 
 

@@ -37,7 +37,7 @@ def _ensemble(repository: Path, name: str, step: str) -> None:
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
     _simple(tmp_path, "simple")
-    _simple(tmp_path, "warmed", 'model_warmup [{ name: "zeros" batch_size: 1 }]\n')
+    _simple(tmp_path, "warmed", 'metric_tags { key: "team" value: "search" }\n')
     passive = "instance_group [ { count: 1, kind: KIND_CPU, passive: true } ]\n"
     _simple(tmp_path, "passive", passive, drop_group=True)
     (tmp_path / "garbled" / "1").mkdir(parents=True)
@@ -56,7 +56,7 @@ def test_json_report_per_model_and_exit_code_1_on_errors(
     assert reports["simple"] == {"name": "simple", "ok": True, "warnings": [], "errors": []}
     assert reports["doubled"]["ok"] is True
     assert reports["warmed"]["ok"] is True
-    assert reports["warmed"]["warnings"][0].startswith("'model_warmup' has no effect in inferd")
+    assert reports["warmed"]["warnings"][0].startswith("'metric_tags' has no effect in inferd")
     assert "'instance_group.passive' is not supported" in reports["passive"]["errors"][0]
     assert "max_batch_size" in reports["garbled"]["errors"][0]
     assert "['nowhere']" in reports["dangling"]["errors"][0]
@@ -66,12 +66,12 @@ def test_text_report_and_exit_code_0_when_clean(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _simple(tmp_path, "simple")
-    _simple(tmp_path, "warmed", 'model_warmup [{ name: "zeros" batch_size: 1 }]\n')
+    _simple(tmp_path, "warmed", 'metric_tags { key: "team" value: "search" }\n')
     assert main(["check", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "simple: OK"
     assert lines[1] == "warmed: OK (1 warning(s))"
-    assert lines[2].startswith("  warning: 'model_warmup' has no effect in inferd")
+    assert lines[2].startswith("  warning: 'metric_tags' has no effect in inferd")
 
 
 def test_a_missing_repository_is_exit_code_2(
