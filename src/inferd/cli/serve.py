@@ -39,6 +39,7 @@ from inferd.core.observer import Observer
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
+from inferd.engine.response_cache import ResponseCache, cache_capacity
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
@@ -79,6 +80,7 @@ def build_engine(
         settings.model_control_mode,
         settings.load_model,
         settings.repository_poll_secs,
+        _response_cache(settings),
     )
     return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
 
@@ -242,10 +244,16 @@ def run(args: argparse.Namespace) -> int:
         session.close()
 
 
+def _response_cache(settings: ServerSettings) -> ResponseCache | None:
+    capacity = cache_capacity(settings.cache_config)
+    return ResponseCache(capacity) if capacity else None
+
+
 def _metrics_error(settings: ServerSettings) -> str | None:
     try:
         histogram_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
+        cache_capacity(settings.cache_config)
     except ValueError as exc:
         return str(exc)
     except InferdError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engine.control import ControlMode
+from inferd.engine.response_cache import ResponseCache
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.repository.store import ModelRepository
 
@@ -29,6 +30,8 @@ class EngineSettings:
     control_mode: ControlMode = ControlMode.NONE
     startup_models: tuple[str, ...] = ()  # explicit mode: loaded at start ("*" = all)
     poll_interval_s: float = 15.0
+    # The server's response cache (--cache-config); None: no model caches.
+    response_cache: ResponseCache | None = None
 
 
 class ModelState(enum.Enum):

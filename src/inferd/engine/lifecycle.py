@@ -227,6 +227,7 @@ class ModelLifecycle:
                 self._load_finished(folder.name, version, started, False)
                 continue
             self._load_finished(folder.name, version, started, True)
+            loaded.cached = self._uses_cache(loaded)
             loaded.scheduler.start()
             entry.versions[version] = loaded
             entry.sources[version] = folder.versions[version]
@@ -236,6 +237,18 @@ class ModelLifecycle:
                 "model '%s' version %d ready (%s%s)", folder.name, version, loaded.placement, warmed
             )
         return entry
+
+    def _uses_cache(self, loaded: LoadedVersion) -> bool:
+        if not loaded.config.response_cache.enable:
+            return False
+        if self._settings.response_cache is None:
+            logger.warning(
+                "model '%s' enables response_cache, but the server has no cache "
+                "(--cache-config local,size=BYTES): every request runs the model",
+                loaded.model_name,
+            )
+            return False
+        return True
 
     async def _load_version(self, folder: ModelFolder, version: int) -> LoadedVersion:
         if is_ensemble(folder.config):

@@ -61,6 +61,8 @@ class LoadedVersion:
     # `model_warmup`, run on every instance before the version serves, and how long it took.
     warmup: tuple[WarmupSample, ...] = ()
     warmup_seconds: float = field(init=False, default=0.0)
+    # Whether its requests go through the server's response cache (set when it loads).
+    cached: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled

@@ -51,6 +51,16 @@ _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         "Number of model executions performed (a batch counts 1)",
         lambda s: s.execution_count,
     ),
+    (
+        "nv_cache_num_hits_per_model",
+        "Number of response cache hits per model",
+        lambda s: s.cache_hit.count,
+    ),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of response cache misses per model",
+        lambda s: s.cache_miss.count,
+    ),
 ]
 
 _DURATIONS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
@@ -78,6 +88,18 @@ _DURATIONS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         "nv_inference_compute_output_duration_us",
         "Cumulative inference compute output duration in microseconds",
         lambda s: _us(s.compute_output),
+    ),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Cumulative time requests spend retrieving a cached response per model on cache hits "
+        "(microseconds)",
+        lambda s: _us(s.cache_hit),
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Cumulative time requests spend looking up and inserting responses into the cache on "
+        "a cache miss (microseconds)",
+        lambda s: _us(s.cache_miss),
     ),
 ]
 
