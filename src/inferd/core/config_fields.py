@@ -294,8 +294,9 @@ REGISTRY: dict[str, Rule] = {
         "ModelRepositoryAgents.Agent.parameters",
     ),
     **_rules(
-        W,
-        "there is no response cache yet: every request runs the model",
+        H,
+        "with --cache-config local,size=BYTES (a warning at load without it); refused with "
+        "sequence batching or decoupled, as in Triton",
         "ModelConfig.response_cache",
         "ModelResponseCache.enable",
     ),
