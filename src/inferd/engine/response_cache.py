@@ -53,38 +53,42 @@ def cache_capacity(items: Sequence[str]) -> int:
 
 
 def cache_key(model_name: str, version: int, request: InferRequest) -> bytes:
-    """A 16-byte hash of everything in `request` that decides its outputs."""
-    digest = hashlib.blake2b(digest_size=16)
-    _field(digest, f"{model_name}\0{version}".encode())
+    """A 16-byte hash of everything in `request` that decides its outputs.
+
+    One description of it all (its repr: names, datatypes, shapes, outputs, parameters) is
+    hashed first, then each input's data: the shapes fix where one input's bytes end and the
+    next begin, and BYTES elements are hashed after their lengths.
+    """
     inputs = request.inputs
-    for name in sorted(inputs):
+    names = sorted(inputs)
+    outputs = request.outputs
+    described = (
+        model_name,
+        version,
+        [(name, inputs[name].dtype.str, inputs[name].shape) for name in names],
+        # None (every output) differs from any list of them.
+        None
+        if outputs is None
+        else [(o.name, _kept(o.parameters, _OUTPUT_TRANSPORT)) for o in outputs],
+        _kept(request.parameters, _REQUEST_TRANSPORT),
+    )
+    digest = hashlib.blake2b(repr(described).encode(), digest_size=16)
+    for name in names:
         array = inputs[name]
-        _field(digest, f"{name}\0{array.dtype.str}\0{array.shape}".encode())
         if array.dtype == np.object_:
             for item in array.reshape(-1):
-                _field(digest, item if isinstance(item, bytes) else str(item).encode())
+                data = item if isinstance(item, bytes) else str(item).encode()
+                digest.update(_LENGTH.pack(len(data)))
+                digest.update(data)
         else:
             digest.update(np.ascontiguousarray(array).data)
-    if request.outputs is not None:
-        for output in request.outputs:
-            _field(digest, output.name.encode())
-            _parameters(digest, output.parameters, _OUTPUT_TRANSPORT)
-    else:
-        _field(digest, b"*")  # every output: not the same as any list of them
-    _parameters(digest, request.parameters, _REQUEST_TRANSPORT)
     return digest.digest()
 
 
-def _field(digest: hashlib.blake2b, data: bytes) -> None:
-    digest.update(_LENGTH.pack(len(data)))  # lengths first, so no two field lists collide
-    digest.update(data)
-
-
-def _parameters(
-    digest: hashlib.blake2b, parameters: dict[str, object], left_out: frozenset[str]
-) -> None:
-    kept = sorted((k, repr(v)) for k, v in parameters.items() if k not in left_out)
-    _field(digest, repr(kept).encode() if kept else b"")
+def _kept(parameters: dict[str, object], left_out: frozenset[str]) -> list[tuple[str, str]]:
+    if not parameters:
+        return []
+    return sorted((k, repr(v)) for k, v in parameters.items() if k not in left_out)
 
 
 class ResponseCache:
