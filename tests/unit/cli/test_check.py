@@ -79,3 +79,20 @@ def test_a_missing_repository_is_exit_code_2(
 ) -> None:
     assert main(["check", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_warmup_samples_are_built_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = "".join(
+        f'inputs {{ key: "{name}" value: {{ data_type: TYPE_INT32, dims: [ 16 ], {data} }} }} '
+        for name, data in (("INPUT0", "zero_data: true"), ("INPUT1", 'input_data_file: "a.bin"'))
+    )
+    _simple(tmp_path, "warm", f'model_warmup [{{ name: "w" batch_size: 2 {inputs}}}]\n')
+    assert main(["check", str(tmp_path), "--json"]) == 1
+    (report,) = json.loads(capsys.readouterr().out)["models"]
+    assert "warmup sample 'w': input 'INPUT1': cannot read warmup/a.bin" in report["errors"][0]
+    (tmp_path / "warm" / "warmup").mkdir()
+    (tmp_path / "warm" / "warmup" / "a.bin").write_bytes(bytes(64))
+    assert main(["check", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["warm: OK"]
