@@ -7,6 +7,8 @@ and no cache at all without --cache-config."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,3 +319,13 @@ def test_without_cache_config_the_model_runs_every_request(tmp_path: Path) -> No
         assert "model 'counted' enables response_cache, but the server has no cache" in (
             server.log_text()
         )
+
+
+@pytest.mark.parametrize("value", ["redis,host=localhost", "local,size=0"])
+def test_a_cache_config_inferd_cannot_serve_stops_it_at_start(tmp_path: Path, value: str) -> None:
+    command = [sys.executable, "-m", "inferd", "serve", "--model-repository", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--cache-config", value], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "--cache-config" in done.stderr

@@ -35,20 +35,25 @@ _LENGTH = struct.Struct("<Q")
 
 def cache_capacity(items: Sequence[str]) -> int:
     """The byte size of `--cache-config` values in Triton's syntax (`local,size=BYTES`, the
-    flag repeatable); 0 when none is given. Raises `InvalidArgument` for anything else."""
-    capacity = 0
-    for item in items:
-        name, _, setting = item.partition(",")
-        key, _, value = setting.partition("=")
-        if name != "local":
+    flag repeatable), also when the environment variable's commas split them apart; 0 when
+    none is given. Raises `InvalidArgument` for anything else."""
+    cache, capacity = "", 0
+    for token in ",".join(items).split(",") if items else ():
+        key, equals, value = token.partition("=")
+        if not equals:  # a cache's name; its settings follow
+            if token != "local":
+                raise InvalidArgument(
+                    f"{CACHE_FLAG} '{token}': inferd has only the 'local' cache (local,size=BYTES)"
+                )
+            cache = token
+        elif not cache or key != "size" or not value.isdigit() or int(value) == 0:
             raise InvalidArgument(
-                f"{CACHE_FLAG} '{item}': inferd has only the 'local' cache (local,size=BYTES)"
+                f"{CACHE_FLAG} '{token}': expected local,size=BYTES with BYTES above 0"
             )
-        if key != "size" or not value.isdigit() or int(value) == 0:
-            raise InvalidArgument(
-                f"{CACHE_FLAG} '{item}': expected local,size=BYTES with BYTES above 0"
-            )
-        capacity = int(value)
+        else:
+            capacity = int(value)
+    if cache and not capacity:
+        raise InvalidArgument(f"{CACHE_FLAG} local: expected local,size=BYTES with BYTES above 0")
     return capacity
 
 

@@ -136,13 +136,20 @@ def test_bytes_outputs_count_their_elements() -> None:
 
 @pytest.mark.parametrize(
     ("values", "capacity"),
-    [((), 0), (("local,size=1048576",), 1048576), (("local,size=1", "local,size=2"), 2)],
+    [
+        ((), 0),
+        (("local,size=1048576",), 1048576),
+        (("local,size=1", "local,size=2"), 2),
+        (("local", "size=5"), 5),  # INFERD_CACHE_CONFIG=local,size=5, split at its comma
+    ],
 )
 def test_cache_config_in_tritons_syntax(values: tuple[str, ...], capacity: int) -> None:
     assert cache_capacity(values) == capacity
 
 
-@pytest.mark.parametrize("value", ["redis,host=x", "local,size=0", "local,size=-1", "local"])
+@pytest.mark.parametrize(
+    "value", ["redis,host=x", "local,size=0", "local,size=-1", "local", "size=5", "local,ttl=3"]
+)
 def test_other_cache_configs_are_refused(value: str) -> None:
     with pytest.raises(InvalidArgument, match="--cache-config"):
         cache_capacity([value])
