@@ -45,6 +45,23 @@ class InferdModel:
         return {"Y": batch.inputs["X"]}
 """
 
+# Streams more responses per request than may wait unread, then records that it finished.
+STREAMER = """
+import json
+
+class InferdModel:
+    def initialize(self, context):
+        self.path = context.model_dir / "seen.jsonl"
+
+    def execute(self, batch):
+        for request in batch.requests:
+            for _ in range(40):
+                request.sender.send({"Y": request.inputs["X"]})
+            request.sender.close()
+        with open(self.path, "a") as log:
+            log.write(json.dumps({"ids": [r.id for r in batch.requests]}) + "\\n")
+"""
+
 BOOM = """
 class InferdModel:
     def execute(self, batch):
@@ -113,9 +130,14 @@ def server(repository: Path) -> Iterator[RunningServer]:
     _write_warmup_files(repository / "recorder")
     one_by_one = f'model_warmup [{{ name: "pair" batch_size: 2 {_inputs("zero_data")} }}]'
     write(repository, "unbatched", RECORDER, _config("unbatched", 0, one_by_one))
+    streamed = f'model_warmup [{{ name: "stream" batch_size: 2 {_inputs("zero_data")} }}]'
+    decoupled = "model_transaction_policy { decoupled: true }\n" + streamed
+    write(repository, "streamer", STREAMER, _config("streamer", 8, decoupled))
     boom = f'model_warmup [{{ name: "boom" batch_size: 1 {_inputs("zero_data")} }}]'
     write(repository, "boom", BOOM, _config("boom", 8, boom))
-    missing = f'model_warmup [{{ name: "gone" batch_size: 1 {_inputs("file", "no.bin")} }}]'
+    missing = (
+        f'model_warmup [{{ name: "gone" batch_size: 1 {_inputs("file", "no.bin", "no.bin")} }}]'
+    )
     write(repository, "nofile", RECORDER, _config("nofile", 8, missing))
     short = f'model_warmup [{{ name: "short" batch_size: 1 {_inputs("file", "s.bin")} }}]'
     write(repository, "short", RECORDER, _config("short", 8, short))
@@ -161,6 +183,13 @@ def test_a_model_without_batching_runs_each_request_alone(
     assert [e["x"] for e in seen] == [[[0.0] * 4]] * 2
 
 
+def test_a_decoupled_model_warms_up_reading_every_response(
+    server: RunningServer, repository: Path
+) -> None:
+    assert model_states(server)["streamer"] == ("READY", "")
+    assert _seen(repository, "streamer") == [{"ids": ["warmup-stream"] * 2}]
+
+
 def test_an_onnx_model_warms_up_and_serves(server: RunningServer) -> None:
     assert model_states(server)["onnx"] == ("READY", "")
     client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -178,7 +207,7 @@ def test_an_onnx_model_warms_up_and_serves(server: RunningServer) -> None:
     ("model", "reason"),
     [
         ("boom", "failed to run warmup sample 'boom' on instance "),
-        ("nofile", "warmup sample 'gone': input 'X': cannot read warmup/no.bin"),
+        ("nofile", "warmup sample 'gone': input 'S': cannot read warmup/no.bin"),
         ("short", "warmup sample 'short': input 'X' needs 16 bytes, but warmup/s.bin holds 13"),
     ],
 )
@@ -209,5 +238,5 @@ def test_the_warmup_time_is_logged_and_exported(server: RunningServer) -> None:
         if line.startswith("inferd_model_warmup_duration_seconds{")
     ]
     models = {line.split('model="')[1].split('"')[0] for line in lines}
-    assert models == {"recorder", "unbatched", "onnx"}
+    assert models == {"recorder", "unbatched", "streamer", "onnx"}
     assert all(float(line.rsplit(" ", 1)[1]) > 0 for line in lines)

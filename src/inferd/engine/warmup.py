@@ -69,7 +69,8 @@ def _sample(
     if batched and rows > max_batch_size:
         raise InvalidArgument(f"batch_size {rows} exceeds max_batch_size {max_batch_size}")
     inputs: dict[str, Array] = {}
-    for name, given in warmup.inputs.items():
+    for name in sorted(warmup.inputs):  # in one order, so a refusal names the same input
+        given = warmup.inputs[name]
         datatype = tensor_datatype(given.data_type)
         dims = tuple(given.dims)
         if any(d < 0 for d in dims):
@@ -142,12 +143,20 @@ async def warm_up(
     decoupled: bool,
 ) -> float:
     """Run every sample on every instance (the instances at once); return the seconds it
-    took. Raises `InvalidArgument` naming the sample and instance that failed."""
+    took. Raises `InvalidArgument` naming the sample and instance that failed, once the other
+    instances' warmups are cancelled."""
     started = time.monotonic()
-    if samples:
-        await asyncio.gather(
-            *(_warm_instance(i, samples, output_names, decoupled) for i in instances)
-        )
+    tasks = [
+        asyncio.ensure_future(_warm_instance(i, samples, output_names, decoupled))
+        for i in instances
+    ]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return time.monotonic() - started
 
 
@@ -172,16 +181,28 @@ async def _execute(
     instance: Instance, sample: WarmupSample, output_names: Sequence[str], decoupled: bool
 ) -> None:
     requests = [BatchRequest(i, i + 1, f"warmup-{sample.name}") for i in range(sample.requests)]
-    channels = [ResponseChannel() for _ in requests] if decoupled else []
-    for request, channel in zip(requests, channels, strict=False):
-        request.responses = channel
-    result = await instance.execute(sample.inputs, output_names, requests)
-    if isinstance(result.outputs, list):
-        for answer in result.outputs:
+    if not decoupled:
+        result = await instance.execute(sample.inputs, output_names, requests)
+        for answer in result.outputs if isinstance(result.outputs, list) else ():
             if isinstance(answer, InferdError):
                 raise answer
-    for channel in channels:  # a decoupled model's responses: read to the final one
-        while not (item := await channel.get()).final:
-            pass
-        if item.error is not None:
-            raise item.error
+        return
+    # A decoupled model's responses are read as it sends them (a sender blocks while too many
+    # wait unread), to the final one of each request.
+    channels = [ResponseChannel() for _ in requests]
+    for request, channel in zip(requests, channels, strict=True):
+        request.responses = channel
+    execution = asyncio.ensure_future(instance.execute(sample.inputs, output_names, requests))
+    for channel in channels:
+        execution.add_done_callback(channel.execution_done)
+    try:
+        for channel in channels:
+            while not (item := await channel.get()).final:
+                pass
+            if item.error is not None:
+                raise item.error
+        await execution
+    finally:
+        execution.cancel()
+        for channel in channels:
+            channel.cancel()
