@@ -12,7 +12,7 @@ from tests.integration.classic_helpers import model_states
 from tests.integration.server import RunningServer, running_server
 
 EXTRA = {
-    "warmed": 'model_warmup [{ name: "zeros" batch_size: 1 }]\n',
+    "warmed": 'metric_tags { key: "team" value: "search" }\n',
     "ops": 'model_operations { op_library_filename: ["ops.so"] }\n',
 }
 
@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def test_a_field_without_effect_loads_with_a_warning_naming_it(server: RunningServer) -> None:
     assert model_states(server)["warmed"][0] == "READY"
-    assert "model 'warmed': 'model_warmup' has no effect in inferd" in server.log_text()
+    assert "model 'warmed': 'metric_tags' has no effect in inferd" in server.log_text()
 
 
 def test_a_refused_field_makes_the_model_unavailable_with_the_reason(

@@ -40,6 +40,7 @@ from inferd.core.observer import Observer
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
+from inferd.engine.response_cache import ResponseCache, cache_capacity
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
@@ -84,6 +85,7 @@ def build_engine(
         settings.load_model,
         settings.repository_poll_secs,
         settings.model_load_files_max_bytes if settings.allow_model_load_files else None,
+        _response_cache(settings),
     )
     return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
 
@@ -150,6 +152,7 @@ async def serve(
     engine = build_engine(settings, observers, statistics, placer, controls)
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
+    metrics.watch_warmups(engine.warmup_durations)
     try:
         await engine.start()
     except InferdError:
@@ -247,10 +250,16 @@ def run(args: argparse.Namespace) -> int:
         session.close()
 
 
+def _response_cache(settings: ServerSettings) -> ResponseCache | None:
+    capacity = cache_capacity(settings.cache_config)
+    return ResponseCache(capacity) if capacity else None
+
+
 def _metrics_error(settings: ServerSettings) -> str | None:
     try:
         histogram_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
+        cache_capacity(settings.cache_config)
     except ValueError as exc:
         return str(exc)
     except InferdError as exc:

@@ -75,6 +75,14 @@ class ServerSettings:
             "KEY=VALUE",
         ),
     )
+    cache_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "as Triton's: local,size=BYTES gives the server a response cache of BYTES, used by "
+            "models whose config sets response_cache { enable: true }; none without it",
+            "local,size=BYTES",
+        ),
+    )
     allow_cpu_metrics: bool = field(
         default=True, metadata=_flag("host and process CPU and memory metrics")
     )

@@ -258,8 +258,9 @@ REGISTRY: dict[str, Rule] = {
         "ModelParameter.string_value",
     ),
     **_rules(
-        W,
-        "no warmup runs before the model reports READY",
+        H,
+        "every sample runs on every instance before the model reports READY; a failing one "
+        "leaves it UNAVAILABLE (refused on an ensemble, as in Triton)",
         "ModelConfig.model_warmup",
         "ModelWarmup.name",
         "ModelWarmup.batch_size",
@@ -293,8 +294,9 @@ REGISTRY: dict[str, Rule] = {
         "ModelRepositoryAgents.Agent.parameters",
     ),
     **_rules(
-        W,
-        "there is no response cache yet: every request runs the model",
+        H,
+        "with --cache-config local,size=BYTES (a warning at load without it); refused with "
+        "sequence batching or decoupled, as in Triton",
         "ModelConfig.response_cache",
         "ModelResponseCache.enable",
     ),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engine.control import ControlMode
+from inferd.engine.response_cache import ResponseCache
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.repository.store import ModelRepository
 from inferd.scheduling.rate_limiter import RateLimiter
@@ -34,6 +35,8 @@ class EngineSettings:
     poll_interval_s: float = 15.0
     # The most bytes of model files a load request may carry; None refuses such files.
     model_files_max_bytes: int | None = None
+    # The server's response cache (--cache-config); None: no model caches.
+    response_cache: ResponseCache | None = None
 
 
 class ModelState(enum.Enum):

@@ -72,6 +72,8 @@ def load_ensemble(
     if not completed.HasField("ensemble_scheduling"):
         raise InvalidArgument(f"ensemble '{name}' has no ensemble_scheduling")
     completed.platform = PLATFORM
+    if completed.model_warmup:  # its steps warm up their own instances
+        raise InvalidArgument(f"model_warmup can not be specified for ensemble '{name}'")
     validate_config(completed)
     enforce_config_fields(completed)
     inputs = {t.name: ModelTensor.from_config(t) for t in completed.input}

@@ -30,6 +30,7 @@ from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemb
 from inferd.engine.loader import LoadedVersion, load_version
 from inferd.engine.model_files import UploadedModels, remove_model_files
 from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
+from inferd.engine.warmup import warm_up
 from inferd.repository.layout import ModelFolder, check_model_name
 from inferd.repository.poller import Fingerprint
 from inferd.repository.store import LocalRepository, ModelRepository
@@ -242,6 +243,7 @@ class ModelLifecycle:
             started = time.monotonic()
             try:
                 loaded = await self._load_version(folder, version, repository)
+                await _warm_up(loaded)
             except InferdError as exc:
                 logger.error(
                     "model '%s' version %d failed to load: %s", folder.name, version, exc.message
@@ -255,12 +257,28 @@ class ModelLifecycle:
                 self._load_finished(folder.name, version, started, False)
                 continue
             self._load_finished(folder.name, version, started, True)
+            loaded.cached = self._uses_cache(loaded)
             loaded.scheduler.start()
             entry.versions[version] = loaded
             entry.sources[version] = folder.versions[version]
             entry.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
-            logger.info("model '%s' version %d ready (%s)", folder.name, version, loaded.placement)
+            warmed = f", warmup {loaded.warmup_seconds * 1000:.1f} ms" if loaded.warmup else ""
+            logger.info(
+                "model '%s' version %d ready (%s%s)", folder.name, version, loaded.placement, warmed
+            )
         return entry
+
+    def _uses_cache(self, loaded: LoadedVersion) -> bool:
+        if not loaded.config.response_cache.enable:
+            return False
+        if self._settings.response_cache is None:
+            logger.warning(
+                "model '%s' enables response_cache, but the server has no cache "
+                "(--cache-config local,size=BYTES): every request runs the model",
+                loaded.model_name,
+            )
+            return False
+        return True
 
     async def _load_version(
         self, folder: ModelFolder, version: int, repository: ModelRepository | None
@@ -347,6 +365,20 @@ class ModelLifecycle:
                 observer.batch_executed(name, version, rows, compute, instance)
 
         return report
+
+
+async def _warm_up(loaded: LoadedVersion) -> None:
+    """Run the version's `model_warmup` on its instances; a failure closes the version, which
+    never served."""
+    if not loaded.warmup:
+        return
+    try:
+        loaded.warmup_seconds = await warm_up(
+            loaded.instances, loaded.warmup, list(loaded.outputs), loaded.decoupled
+        )
+    except BaseException:
+        await asyncio.to_thread(loaded.close)
+        raise
 
 
 def _reasons(entry: ModelEntry) -> str:

@@ -20,6 +20,7 @@ from inferd.core.model_config import ModelConfig, ModelInstanceGroup
 from inferd.engine.api import LoadOptions
 from inferd.engine.classification import with_labels
 from inferd.engine.request_checks import ModelTensor
+from inferd.engine.warmup import WarmupSample, warmup_samples
 from inferd.instances.instance import Instance, ModelInstance
 from inferd.instances.placement import InstancePlacer, Placement, group_devices
 from inferd.scheduling.base import Scheduler
@@ -60,6 +61,11 @@ class LoadedVersion:
     decoupled: bool = field(init=False)
     # Requests inside the engine right now (the in-flight gauge); counted on the event loop.
     in_flight: int = field(init=False, default=0)
+    # `model_warmup`, run on every instance before the version serves, and how long it took.
+    warmup: tuple[WarmupSample, ...] = ()
+    warmup_seconds: float = field(init=False, default=0.0)
+    # Whether its requests go through the server's response cache (set when it loads).
+    cached: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled
@@ -276,6 +282,7 @@ def load_version(
     inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
     outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
     outputs = with_labels(config.name, outputs, config.output, version_path.parent)
+    warmup = warmup_samples(config, version_path.parent)
     model = _LocalModel(backend, config, version_path, calls)
     try:
         placement = options.placer.place(
@@ -311,4 +318,5 @@ def load_version(
         f"{backend.name}, {len(instances)} instance(s) on {devices}",
         instances,
         holder,
+        warmup=warmup,
     )

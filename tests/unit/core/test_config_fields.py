@@ -53,13 +53,13 @@ def test_a_clean_config_has_nothing_to_report() -> None:
 
 def test_warned_fields_are_named_once_each() -> None:
     config = parse_pbtxt(
-        BASE + 'model_warmup [{name: "a" batch_size: 1}, {name: "b" batch_size: 2}] '
-        "response_cache { enable: true }"
+        BASE + 'metric_tags [{key: "a" value: "1"}, {key: "b" value: "2"}] '
+        'instance_group [{host_policy: "a"}, {host_policy: "b"}] '
     )
     audit = audit_config(config)
     assert [warning.split("'")[1] for warning in audit.warnings] == [
-        "model_warmup",
-        "response_cache",
+        "instance_group.host_policy",
+        "metric_tags",
     ]
     assert audit.refusals == []
 
