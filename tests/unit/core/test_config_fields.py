@@ -77,7 +77,6 @@ def test_dynamic_batching_without_a_batch_axis_is_warned() -> None:
     ("extra", "field"),
     [
         ("instance_group [{count: 1 passive: true}]", "instance_group.passive"),
-        ('batch_input [{kind: BATCH_ELEMENT_COUNT target_name: "n"}]', "batch_input"),
         ('model_operations { op_library_filename: ["ops.so"] }', "model_operations"),
     ],
 )
