@@ -84,6 +84,7 @@ def prepare_config(
     """`complete_config` without the field registry's verdict (`inferd check` reports it)."""
     completed = ModelConfig()
     completed.CopyFrom(config)
+    _check_ragged(completed, backend)  # before the backend reads the model for it
     if options.auto_complete_config:
         had_batch_size = completed.max_batch_size > 0
         backend.complete_config(completed, version_path, options.default_max_batch_size)
@@ -95,7 +96,6 @@ def prepare_config(
     _check_decoupled(completed, backend)
     _check_iterative(completed, backend)
     _check_optional(completed, backend)
-    _check_ragged(completed, backend)
     return completed
 
 
