@@ -71,8 +71,8 @@ REGISTRY: dict[str, Rule] = {
     "ModelInput.allow_ragged_batch": Rule(
         H,
         "requests of different shapes share a batch; the model gets the input flattened "
-        "(onnxruntime, pytorch, python; refused on other backends); no effect with "
-        "max_batch_size 0 (see ragged_batching.md)",
+        "(onnxruntime, pytorch, python; refused on other backends and with sequence_batching); "
+        "no effect with max_batch_size 0 (see ragged_batching.md)",
     ),
     **_rules(
         R,
@@ -92,7 +92,7 @@ REGISTRY: dict[str, Rule] = {
     **_rules(
         H,
         "every kind, as Triton builds them (onnxruntime, pytorch, python; refused on other "
-        "backends and with max_batch_size 0; see ragged_batching.md)",
+        "backends, with sequence_batching and with max_batch_size 0; see ragged_batching.md)",
         "ModelConfig.batch_input",
         "BatchInput.kind",
         "BatchInput.target_name",
