@@ -79,6 +79,7 @@ def build_engine(
         settings.model_control_mode,
         settings.load_model,
         settings.repository_poll_secs,
+        settings.model_load_files_max_bytes if settings.allow_model_load_files else None,
     )
     return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
 

@@ -206,6 +206,18 @@ class ServerSettings:
             "explicit mode: a model to load at start, repeatable; '*' loads all", "NAME"
         ),
     )
+    # Off by default: it lets clients write files to this machine's disk.
+    allow_model_load_files: bool = field(
+        default=False,
+        metadata=_flag(
+            "explicit mode: let a load request carry the model's files (file:<version>/<name> "
+            "parameters), written to a private temporary folder until the model is unloaded"
+        ),
+    )
+    model_load_files_max_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata=_flag("most bytes of model files one load request may carry"),
+    )
     repository_poll_secs: float = field(
         default=15.0, metadata=_flag("poll mode: seconds between looks at the repository folder")
     )

@@ -87,7 +87,7 @@ REGISTRY: dict[str, Rule] = {
         "ModelOutput.is_non_linear_format_io",
     ),
     "ModelOutput.label_filename": Rule(
-        W, "the classification extension is not implemented yet: class_count requests are refused"
+        H, "labels of the classification extension's answers (docs/classification.md)"
     ),
     **_rules(
         H,

@@ -29,6 +29,8 @@ class EngineSettings:
     control_mode: ControlMode = ControlMode.NONE
     startup_models: tuple[str, ...] = ()  # explicit mode: loaded at start ("*" = all)
     poll_interval_s: float = 15.0
+    # The most bytes of model files a load request may carry; None refuses such files.
+    model_files_max_bytes: int | None = None
 
 
 class ModelState(enum.Enum):

@@ -17,6 +17,7 @@ from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
 from inferd.engine.api import LoadOptions
+from inferd.engine.classification import with_labels
 from inferd.engine.ensembles import PLATFORM, config_signature, is_ensemble
 from inferd.engine.loader import prepare_config
 from inferd.engine.request_checks import ModelTensor
@@ -86,6 +87,8 @@ def _check_version(
         BatchingSettings.from_config(completed)
         if completed.HasField("sequence_batching"):
             SequenceSettings.from_config(completed, path.parent)
+        outputs = {t.name: ModelTensor.from_config(t) for t in completed.output}
+        with_labels(completed.name, outputs, completed.output, path.parent)  # read at load
     except InferdError as exc:
         return exc
     return completed

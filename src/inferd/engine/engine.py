@@ -32,6 +32,7 @@ from inferd.engine.api import (
     VersionStatus,
 )
 from inferd.engine.calls import EngineCalls
+from inferd.engine.classification import classify_outputs
 from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
@@ -84,10 +85,15 @@ class Engine:
         """Finish every accepted request, then unload everything."""
         await self._lifecycle.stop()
 
-    async def control_load(self, name: str, config_override: dict[str, Any] | None) -> None:
+    async def control_load(
+        self,
+        name: str,
+        config_override: dict[str, Any] | None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         """The repository API's load (explicit mode only); `config_override` replaces the
-        model's config file (its JSON form)."""
-        await self._lifecycle.control_load(name, config_override)
+        model's config file (its JSON form), `files` (`file:<path>` -> content) its folder."""
+        await self._lifecycle.control_load(name, config_override, files)
 
     async def control_unload(self, name: str) -> None:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
@@ -271,7 +277,7 @@ class Engine:
                 item = await channel.get()
                 if item.error is not None:
                     raise item.error
-                outputs = _selected(requested, self._finish(loaded, item.outputs or {}))
+                outputs = _selected(requested, self._finish(loaded, item.outputs or {}, requested))
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
@@ -314,18 +320,25 @@ class Engine:
             if array is not None:  # an optional input the request left out
                 inputs[spec.name] = apply_reshape(array, spec, spec.reshape, batched)
 
-    def _finish(self, loaded: LoadedVersion, outputs: dict[str, Array]) -> dict[str, Array]:
-        """Outputs reshaped back to their configured dims."""
+    def _finish(
+        self,
+        loaded: LoadedVersion,
+        outputs: dict[str, Array],
+        requested: list[RequestedOutput] | None,
+    ) -> dict[str, Array]:
+        """Outputs reshaped back to their configured dims; those asked for as classifications
+        turned into their top-K strings."""
         batched = loaded.config.max_batch_size > 0
         for spec in loaded.reshaped_outputs:
             array = outputs.get(spec.name)
             if array is not None:  # an output the request did not ask for
                 outputs[spec.name] = apply_reshape(array, spec, spec.dims, batched)
+        classify_outputs(requested, outputs, loaded.outputs, batched)
         return outputs
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
         self._prepare(loaded, request)
-        return self._finish(loaded, await loaded.scheduler.submit(request))
+        return self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
 
 
 def _selected(

@@ -18,6 +18,7 @@ from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
 from inferd.engine.api import LoadOptions
+from inferd.engine.classification import with_labels
 from inferd.engine.request_checks import ModelTensor
 from inferd.instances.instance import Instance, ModelInstance
 from inferd.instances.placement import InstancePlacer, Placement
@@ -262,6 +263,9 @@ def load_version(
         if config.HasField("sequence_batching")
         else None
     )
+    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
+    outputs = with_labels(config.name, outputs, config.output, version_path.parent)
     model = _LocalModel(backend, config, version_path, calls)
     try:
         placement = options.placer.place(
@@ -272,8 +276,6 @@ def load_version(
         model.close()
         raise
     instances = list(holder.instances)
-    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
-    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
     scheduler: Scheduler
     if sequence is None:
         scheduler = DynamicBatcher(instances, batching, list(outputs), on_batch)

@@ -79,3 +79,17 @@ def test_a_missing_repository_is_exit_code_2(
 ) -> None:
     assert main(["check", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_missing_label_file_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generate_models.simple_model(tmp_path / "labelled" / "1" / "model.onnx")
+    config = generate_models.SIMPLE_CONFIG.replace('"simple"', '"labelled"')
+    config = config.replace('name: "OUTPUT0"', 'name: "OUTPUT0"\n    label_filename: "labels.txt"')
+    (tmp_path / "labelled" / "config.pbtxt").write_text(config)
+    assert main(["check", str(tmp_path), "--json"]) == 1
+    (report,) = json.loads(capsys.readouterr().out)["models"]
+    assert "cannot read the label file 'labels.txt' of output 'OUTPUT0'" in report["errors"][0]
+    (tmp_path / "labelled" / "labels.txt").write_text("a\nb\n")
+    assert main(["check", str(tmp_path)]) == 0
