@@ -13,7 +13,7 @@ from tests.integration.server import RunningServer, running_server
 
 EXTRA = {
     "warmed": 'model_warmup [{ name: "zeros" batch_size: 1 }]\n',
-    "passive": "instance_group [ { count: 1, kind: KIND_CPU, passive: true } ]\n",
+    "ops": 'model_operations { op_library_filename: ["ops.so"] }\n',
 }
 
 
@@ -23,8 +23,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     for name, extra in EXTRA.items():
         generate_models.simple_model(repository / name / "1" / "model.onnx")
         config = generate_models.SIMPLE_CONFIG.replace('"simple"', f'"{name}"')
-        if "instance_group" in extra:
-            config = config.replace("instance_group [ { count: 1, kind: KIND_CPU } ]\n", "")
         (repository / name / "config.pbtxt").write_text(config + extra)
     with running_server(repository, "--no-strict-readiness") as running:
         yield running
@@ -38,6 +36,6 @@ def test_a_field_without_effect_loads_with_a_warning_naming_it(server: RunningSe
 def test_a_refused_field_makes_the_model_unavailable_with_the_reason(
     server: RunningServer,
 ) -> None:
-    state, reason = model_states(server)["passive"]
+    state, reason = model_states(server)["ops"]
     assert state == "UNAVAILABLE"
-    assert "'instance_group.passive' is not supported" in reason
+    assert "'model_operations' is not supported" in reason

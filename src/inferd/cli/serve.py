@@ -31,6 +31,7 @@ from inferd.cli.listeners import (
     uvicorn_server,
 )
 from inferd.cli.log_control import ServerLogs
+from inferd.cli.rate_limit import rate_limit_error, rate_limiter
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import tls_files
 from inferd.cli.tls_reload import CertificateReload
@@ -65,7 +66,10 @@ def build_engine(
     controls: RuntimeControls = NO_CONTROLS,
 ) -> Engine:
     load = LoadOptions(
-        settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
+        settings.default_max_batch_size,
+        settings.auto_complete_config,
+        placer or InProcessPlacer(),
+        rate_limiter(settings),
     )
     repository = open_repositories(
         settings.model_repository,
@@ -215,7 +219,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    error = startup_error(settings) or _metrics_error(settings)  # a mistake stops it at once
+    # A mistake stops it at once.
+    error = startup_error(settings) or _metrics_error(settings) or rate_limit_error(settings)
     if error is not None:
         print(f"inferd: error: {error}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from typing import Any
 
 from inferd.cli.switch import Switch, SwitchHelpFormatter
 from inferd.engine.control import ControlMode
+from inferd.scheduling.rate_limiter import RateLimitMode
 
 ENV_PREFIX = "INFERD_"
 _TRUE = ("1", "true", "yes", "on")
@@ -230,6 +231,21 @@ class ServerSettings:
             "start-up trace settings, as Triton's: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
             "count=N, log_frequency=N, file=PATH, mode=triton; repeatable",
             "KEY=VALUE",
+        ),
+    )
+    rate_limit: RateLimitMode = field(
+        default=RateLimitMode.OFF,
+        metadata=_flag(
+            "execution_count: an instance runs a batch only while the resources its "
+            "instance_group's rate_limiter names are free, across all models (Triton's)"
+        ),
+    )
+    rate_limit_resource: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "copies of a rate-limiter resource, on GPU DEVICE or on each device; once given, "
+            "a resource left out has none; repeatable",
+            "NAME:COUNT[:DEVICE]",
         ),
     )
     cluster: str = field(

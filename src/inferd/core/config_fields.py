@@ -214,7 +214,7 @@ REGISTRY: dict[str, Rule] = {
     ),
     "ModelEnsembling.Step.model_namespace": Rule(W, "model namespacing is not implemented"),
     "ModelEnsembling.max_inflight_requests": Rule(
-        W, "steps are not bounded yet: in-flight requests per step are unlimited"
+        H, "at most this many requests in flight per step (0: unbounded)"
     ),
     **_rules(
         H,
@@ -227,8 +227,8 @@ REGISTRY: dict[str, Rule] = {
     ),
     "ModelInstanceGroup.profile": Rule(H, "TensorRT optimisation profiles"),
     **_rules(
-        W,
-        "there is no rate limiter yet: every instance runs as soon as it is free",
+        H,
+        "with --rate-limit execution_count (see rate_limiter.md); ignored when off, as in Triton",
         "ModelInstanceGroup.rate_limiter",
         "ModelRateLimiter.resources",
         "ModelRateLimiter.Resource.name",
@@ -244,7 +244,7 @@ REGISTRY: dict[str, Rule] = {
         "ModelInstanceGroup.SecondaryDevice.device_id",
     ),
     "ModelInstanceGroup.passive": Rule(
-        R, "passive instances would be given work: inferd has no rate limiter to keep them idle"
+        H, "loaded, but the scheduler gives them no work (every one passive: requests refused)"
     ),
     "ModelInstanceGroup.host_policy": Rule(W, "host policies (NUMA binding) are not used"),
     "ModelConfig.default_model_filename": Rule(H, ""),

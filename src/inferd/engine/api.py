@@ -10,6 +10,7 @@ from pathlib import Path
 from inferd.engine.control import ControlMode
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.repository.store import ModelRepository
+from inferd.scheduling.rate_limiter import RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,8 @@ class LoadOptions:
     auto_complete_config: bool = True
     # Where instances run: in this process, or on a cluster's nodes (`inferd.cluster`).
     placer: InstancePlacer = field(default_factory=InProcessPlacer)
+    # Shared by every model's instances when `--rate-limit execution_count`; None: off.
+    rate_limiter: RateLimiter | None = None
 
 
 @dataclass(frozen=True, slots=True)

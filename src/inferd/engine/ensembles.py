@@ -86,7 +86,7 @@ def load_ensemble(
         ModelSignature(batch, _types(inputs, batch), _types(outputs, batch)),
         [_signature(loaded) for loaded in composing],
     )
-    scheduler = EnsembleScheduler(graph, call)
+    scheduler = EnsembleScheduler(graph, call, completed.ensemble_scheduling.max_inflight_requests)
     placement = f"ensemble of {len(graph.steps)} step(s)"
     return LoadedVersion(
         name, version, completed, inputs, outputs, scheduler, placement, ensemble=graph

@@ -21,13 +21,15 @@ from inferd.engine.api import LoadOptions
 from inferd.engine.classification import with_labels
 from inferd.engine.request_checks import ModelTensor
 from inferd.instances.instance import Instance, ModelInstance
-from inferd.instances.placement import InstancePlacer, Placement
+from inferd.instances.placement import InstancePlacer, Placement, group_devices
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.dynamic import DynamicBatcher
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.ensemble_graph import EnsembleGraph
 from inferd.scheduling.iterative import IterativeBatcher
+from inferd.scheduling.passive import PassiveOnly
+from inferd.scheduling.rate_limiter import RateLimiter, Registration
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
 
@@ -229,19 +231,40 @@ class _LocalModel:
 
 
 class _Holder:
-    """Releases a version's instances, then the model they share."""
+    """Releases a version's place in the rate limiter, its instances, then the model they
+    share."""
 
     def __init__(self, placement: Placement, model: _LocalModel) -> None:
         self._placement = placement
         self._model = model
+        self.registration: Registration | None = None
 
     @property
     def instances(self) -> Sequence[Instance]:
         return self._placement.instances
 
     def close(self) -> None:
+        if self.registration is not None:
+            self.registration.close()
         self._placement.close()
         self._model.close()
+
+
+def _scheduled_instances(
+    config: ModelConfig, holder: _Holder, limiter: RateLimiter | None
+) -> list[Instance]:
+    """The instances the scheduler gives work: all but the passive ones, each behind the rate
+    limiter when it is on. Raises (and releases nothing) when the limiter refuses them."""
+    groups = [group for group in config.instance_group for _ in group_devices(group)]
+    active = [
+        (instance, group)
+        for instance, group in zip(holder.instances, groups, strict=True)
+        if not group.passive
+    ]
+    if limiter is None:
+        return [instance for instance, _ in active]
+    holder.registration = limiter.register(active)
+    return holder.registration.instances
 
 
 def load_version(
@@ -276,13 +299,20 @@ def load_version(
         model.close()
         raise
     instances = list(holder.instances)
+    try:
+        scheduled = _scheduled_instances(config, holder, options.rate_limiter)
+    except BaseException:
+        holder.close()
+        raise
     scheduler: Scheduler
-    if sequence is None:
-        scheduler = DynamicBatcher(instances, batching, list(outputs), on_batch)
+    if not scheduled:
+        scheduler = PassiveOnly()
+    elif sequence is None:
+        scheduler = DynamicBatcher(scheduled, batching, list(outputs), on_batch)
     elif sequence.iterative:
-        scheduler = IterativeBatcher(instances, sequence, list(outputs), on_batch)
+        scheduler = IterativeBatcher(scheduled, sequence, list(outputs), on_batch)
     else:
-        scheduler = SequenceBatcher(instances, sequence, list(outputs), on_batch)
+        scheduler = SequenceBatcher(scheduled, sequence, list(outputs), on_batch)
     devices = ", ".join(sorted({str(i.device) for i in instances}))
     return LoadedVersion(
         config.name,

@@ -21,11 +21,9 @@ ensemble_scheduling {{ step [ {{ model_name: "{step}" model_version: -1
 """
 
 
-def _simple(repository: Path, name: str, extra: str = "", drop_group: bool = False) -> None:
+def _simple(repository: Path, name: str, extra: str = "") -> None:
     generate_models.simple_model(repository / name / "1" / "model.onnx")
     config = generate_models.SIMPLE_CONFIG.replace('"simple"', f'"{name}"')
-    if drop_group:
-        config = config.replace("instance_group [ { count: 1, kind: KIND_CPU } ]\n", "")
     (repository / name / "config.pbtxt").write_text(config + extra)
 
 
@@ -38,8 +36,7 @@ def _ensemble(repository: Path, name: str, step: str) -> None:
 def repository(tmp_path: Path) -> Path:
     _simple(tmp_path, "simple")
     _simple(tmp_path, "warmed", 'model_warmup [{ name: "zeros" batch_size: 1 }]\n')
-    passive = "instance_group [ { count: 1, kind: KIND_CPU, passive: true } ]\n"
-    _simple(tmp_path, "passive", passive, drop_group=True)
+    _simple(tmp_path, "ops", 'model_operations { op_library_filename: ["ops.so"] }\n')
     (tmp_path / "garbled" / "1").mkdir(parents=True)
     (tmp_path / "garbled" / "config.pbtxt").write_text("max_batch_size: many\n")
     _ensemble(tmp_path, "doubled", "simple")
@@ -52,12 +49,12 @@ def test_json_report_per_model_and_exit_code_1_on_errors(
 ) -> None:
     assert main(["check", str(repository), "--json"]) == 1
     reports = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
-    assert sorted(reports) == ["dangling", "doubled", "garbled", "passive", "simple", "warmed"]
+    assert sorted(reports) == ["dangling", "doubled", "garbled", "ops", "simple", "warmed"]
     assert reports["simple"] == {"name": "simple", "ok": True, "warnings": [], "errors": []}
     assert reports["doubled"]["ok"] is True
     assert reports["warmed"]["ok"] is True
     assert reports["warmed"]["warnings"][0].startswith("'model_warmup' has no effect in inferd")
-    assert "'instance_group.passive' is not supported" in reports["passive"]["errors"][0]
+    assert "'model_operations' is not supported" in reports["ops"]["errors"][0]
     assert "max_batch_size" in reports["garbled"]["errors"][0]
     assert "['nowhere']" in reports["dangling"]["errors"][0]
 
