@@ -187,19 +187,32 @@ class RateLimiter:
 
     async def acquire(self, gate: Gate) -> None:
         """Take the gate's resources, waiting for its turn when they are not free."""
-        if self.try_acquire(gate):
+        waiter = self.enter(gate)
+        if waiter is None:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (gate.scaled_priority, next(self._arrivals), gate, waiter))
-        self._dispatch()
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # granted as it was cancelled
-                self._give_back(gate.needs)
-            waiter.cancel()
-            self._dispatch()  # it may have held back those behind it
+            self.leave(gate, waiter)
             raise
+
+    def enter(self, gate: Gate) -> asyncio.Future[None] | None:
+        """Take the gate's resources now (None), or join the waiters: the future resolves
+        once they are taken for it."""
+        if self.try_acquire(gate):
+            return None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (gate.scaled_priority, next(self._arrivals), gate, waiter))
+        self._dispatch()
+        return waiter
+
+    def leave(self, gate: Gate, waiter: asyncio.Future[None] | None) -> None:
+        """Give up what `enter` returned, unused: the resources or the place in line."""
+        if waiter is None or (waiter.done() and not waiter.cancelled()):
+            self._give_back(gate.needs)
+        elif not waiter.done():
+            waiter.cancel()
+        self._dispatch()  # what it held, or its place in line, may have held back others
 
     def release(self, gate: Gate) -> None:
         """The gate's batch has run: its resources go to the next waiters.
@@ -265,8 +278,8 @@ class Gate:
         self.needs = needs
         self.priority = priority
         self.executions = 0
+        self.limiter = limiter
         self._inner = inner
-        self._limiter = limiter
 
     @property
     def scaled_priority(self) -> int:
@@ -278,13 +291,69 @@ class Gate:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
-        limiter = self._limiter
-        if not limiter.try_acquire(self):
-            await limiter.acquire(self)
+        if not self.limiter.try_acquire(self):
+            await self.limiter.acquire(self)
+        return await self.execute_held(inputs, output_names, requests)
+
+    async def execute_held(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult:
+        """`execute` on resources already taken for it (a granted `Claim`)."""
         try:
             return await self._inner.execute(inputs, output_names, requests)
         finally:
-            limiter.release(self)
+            self.limiter.release(self)
 
     def close(self) -> None:
         self._inner.close()
+
+
+class Claim:
+    """A batch's claim on its gate's resources, made before the batch is final, so that the
+    dynamic batcher can keep adding requests to it while it waits (as Triton adds them to a
+    payload waiting in its rate limiter). `granted` (None: taken at once) resolves when the
+    resources are taken for it; the claim is then run as the batch's instance, or dropped.
+    """
+
+    def __init__(self, gate: Gate) -> None:
+        self.name = gate.name
+        self.device = gate.device
+        self.pipeline_depth = gate.pipeline_depth
+        self.granted = gate.limiter.enter(gate)
+        self._gate = gate
+        self._unused = True
+
+    async def wait(self) -> None:
+        """Until the resources are taken for this claim."""
+        if self.granted is not None:
+            try:
+                await self.granted
+            except asyncio.CancelledError:
+                self.drop()
+                raise
+
+    async def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult:
+        """The first execution runs on the claimed resources (awaited first); any more (a
+        batch retried one request at a time) take their own, as a gate's do."""
+        if not self._unused:
+            return await self._gate.execute(inputs, output_names, requests)
+        await self.wait()
+        self._unused = False
+        return await self._gate.execute_held(inputs, output_names, requests)
+
+    def drop(self) -> None:
+        """Nothing ran on the claim (its batch emptied): give it up."""
+        if self._unused:
+            self._unused = False
+            self._gate.limiter.leave(self._gate, self.granted)
+
+    def close(self) -> None:
+        """The gate's instance is not the claim's to close."""

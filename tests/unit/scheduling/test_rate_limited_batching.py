@@ -1,0 +1,79 @@
+"""A dynamic batch whose instance waits for rate limiter resources keeps growing with the
+requests queued meanwhile, by the rules it was formed by, and runs once they are granted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from inferd.core.types import Timestamps
+from inferd.scheduling.dynamic import DynamicBatcher
+from inferd.scheduling.rate_limiter import RateLimiter
+from tests.unit.scheduling.fakes import Doubler, instances, request, settings
+from tests.unit.scheduling.test_rate_limiter import cpu, gate, group, settle
+
+NEEDS_R = '{ name: "R", count: 1 }'
+
+
+async def batches_while_held(config: str, widths: list[int]) -> tuple[list[list[float]], list[int]]:
+    """Requests of these widths (values 0, 1, ...) reach a model whose one instance needs the
+    one copy of R, while another instance holds R; what ran once it gave R back."""
+    limiter = RateLimiter()
+    holder = gate(limiter, cpu("other"), NEEDS_R)
+    backend, executions = Doubler(), list[int]()
+    [model] = instances(backend)
+    [gated] = limiter.register([(model, group(NEEDS_R))]).instances
+
+    def on_batch(rows: int, compute: Timestamps, instance: str) -> None:
+        executions.append(rows)
+
+    scheduler = DynamicBatcher([gated], settings(config), ["y"], on_batch)
+    scheduler.start()
+    await limiter.acquire(holder)
+    calls = []
+    for value, width in enumerate(widths):
+        calls.append(asyncio.ensure_future(scheduler.submit(request(value, width=width))))
+        await settle()
+    limiter.release(holder)
+    await asyncio.gather(*calls)
+    await scheduler.stop()
+    model.close()
+    assert all(count == 0 for count in limiter._allocated.values())
+    return backend.batches, executions
+
+
+def run(config: str, widths: list[int]) -> tuple[list[list[float]], list[int]]:
+    return asyncio.run(asyncio.wait_for(batches_while_held(config, widths), 10))
+
+
+def test_requests_queued_while_the_batch_waits_join_it() -> None:
+    batches, executions = run("dynamic_batching { }", [4] * 6)
+    assert batches == [[0, 1, 2, 3, 4, 5]]
+    assert executions == [6]
+
+
+def test_a_waiting_batch_grows_to_max_batch_size_then_the_next_one_forms() -> None:
+    batches, _ = run("dynamic_batching { }", [4] * 10)
+    assert batches == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9]]
+
+
+def test_a_waiting_batch_grows_to_the_largest_preferred_size() -> None:
+    batches, _ = run("dynamic_batching { preferred_batch_size: [ 2, 4 ] }", [4] * 6)
+    assert batches == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_a_request_of_other_shapes_ends_the_growth() -> None:
+    batches, _ = run("dynamic_batching { }", [4, 4, 8, 4])
+    assert batches == [[0, 1], [2], [3]]
+
+
+def test_a_request_joined_to_a_waiting_batch_does_not_time_out_in_the_queue() -> None:
+    config = """dynamic_batching { default_queue_policy {
+        timeout_action: REJECT, default_timeout_microseconds: 1 } }"""
+    batches, _ = run(config, [4] * 3)
+    assert batches == [[0, 1, 2]]
+
+
+def test_without_batching_each_request_runs_alone() -> None:
+    batches, executions = run("", [4] * 3)
+    assert sorted(batches) == [[0], [1], [2]]
+    assert executions == [1, 1, 1]
