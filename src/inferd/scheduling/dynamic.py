@@ -4,7 +4,7 @@ Requests wait in one priority queue per model version (`queue.py`). Each instanc
 worker; a free worker takes the forming lock, gathers the next batch (shape-compatible
 requests in priority order, up to `max_batch_size`; sent at once when full, when a preferred
 size is reached, when the next request cannot join, or when it reaches the largest preferred
-size (Triton's rules, `_preferred_cut`); else after `max_queue_delay`, counted from the oldest
+size (Triton's rules, `preferred_cut`); else after `max_queue_delay`, counted from the oldest
 request), releases the lock so the next free worker can form the following
 batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
 future. With batching off, a request that finds the queue empty and an instance idle runs at
@@ -36,6 +36,7 @@ from inferd.scheduling.batch import (
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
 from inferd.scheduling.ordering import ResponseOrder, Turn
+from inferd.scheduling.preferred import preferred_cut, preferred_growth
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.ragged import ragged_signature
 from inferd.scheduling.rate_limiter import Claim, Gate
@@ -91,6 +92,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._idle = IdleSlots()
+        self._awaiting: dict[Slot, list[Queued]] = {}  # batches waiting for their resources
         # Only where each request runs alone anyway: with a delay of 0, the requests that
         # arrive together still batch, and would not if the first ran at once.
         self._run_at_once = not settings.enabled
@@ -108,7 +110,10 @@ class DynamicBatcher:
         ]
 
     def pending(self) -> int:
-        return len(self._queue)
+        """Requests not yet executing: queued, or in a batch waiting for resources (Triton's
+        pending count)."""
+        waiting = self._awaiting.values()
+        return len(self._queue) + sum(not q.future.done() for batch in waiting for q in batch)
 
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
@@ -181,7 +186,9 @@ class DynamicBatcher:
                 batch = await self._next_batch(slot)
                 if gate is not None and batch:
                     claim = Claim(gate)
-                    await self._grow(batch, claim)
+                    if claim.granted is not None:
+                        self._awaiting[slot] = batch
+                        await self._grow(batch, claim)
                 self._queue.dispatched(batch)
                 if self._order is not None and batch:
                     turn = self._order.reserve()
@@ -191,38 +198,52 @@ class DynamicBatcher:
             try:
                 if claim is not None:
                     await claim.wait()
+                    self._awaiting.pop(slot, None)
                 await self._execute(claim or slot.instance, batch, turn)
             except Exception as exc:
                 fail_undelivered(slot.instance.name, batch, exc)
             finally:
                 if claim is not None:
+                    self._awaiting.pop(slot, None)
                     claim.drop()  # a no-op once the batch ran on it
 
     async def _grow(self, batch: list[Queued], claim: Claim) -> None:
         """While the batch waits for its instance's resources, add the queued requests that
-        can join it by the rules it was formed by, up to the largest preferred size (as
-        Triton fills a waiting payload). It keeps the forming lock meanwhile, being the batch
-        that arrivals would join; a batch that can grow no more lets it go and waits."""
+        can join it, by the rules it was formed by, until it is full or reaches a preferred
+        size (as Triton fills a payload waiting in its rate limiter). It keeps the forming
+        lock meanwhile, being the batch that arrivals would join; a batch that can grow no
+        more lets it go and waits."""
         granted = claim.granted
-        if granted is None:
-            return
+        assert granted is not None  # only a claim still waiting grows
         settings = self._settings
+        preferred = settings.preferred_batch_sizes
         cap = self._slo.batch_cap if self._slo else settings.max_batch_size
-        if settings.preferred_batch_sizes:
-            cap = min(cap, settings.preferred_batch_sizes[-1])
+        if preferred:  # Triton's payload is saturated by a request that would pass them all
+            cap = min(cap, preferred[-1])
         rows = sum(queued.rows for queued in batch)
+        self._hold(batch)
+        if rows in preferred:  # already at a preferred size: it goes as it is
+            return
         granted.add_done_callback(self._wake)
         try:
             while True:
+                grown_from = len(batch)
                 rows, blocked = self._queue.fill(batch, rows, cap, time.monotonic_ns())
-                # Out of the queue: no queue timeout while waiting, as for a formed batch.
-                self._queue.dispatched(batch)
-                _stop_timers(batch)
+                if cut := preferred_growth(batch, grown_from, preferred):
+                    self._queue.give_back(batch[cut:])
+                    del batch[cut:]
+                    blocked = True
+                self._hold(batch)
                 if blocked or rows >= cap or granted.done() or self._stopping:
                     return
                 await self._sleep(None, 1, batch[0].signature)
         finally:
             granted.remove_done_callback(self._wake)
+
+    def _hold(self, batch: list[Queued]) -> None:
+        """Out of the queue and its timeouts, as a formed batch is; `pending` still counts it."""
+        self._queue.dispatched(batch)
+        _stop_timers(batch)
 
     def _wake(self, _: object) -> None:
         self._wakeup.wake()
@@ -250,7 +271,7 @@ class DynamicBatcher:
             # cut what is queued, and the rest goes at once anyway.
             if self._stopping or (delay and now >= deadline):
                 return batch
-            cut = _preferred_cut(batch, settings.preferred_batch_sizes)
+            cut = preferred_cut(batch, settings.preferred_batch_sizes)
             if cut:
                 self._queue.give_back(batch[cut:])
                 return batch[:cut]
@@ -292,24 +313,3 @@ def _stop_timers(batch: list[Queued]) -> None:
     for queued in batch:
         if queued.timer is not None:
             queued.timer.cancel()
-
-
-def _preferred_cut(batch: list[Queued], preferred: tuple[int, ...]) -> int:
-    """How many requests from the head to send now by Triton's preferred-size rules (0: wait).
-
-    The largest preferred size reached wins. Failing that, a batch that the next request
-    would push past the largest preferred size goes without it (that request then waits for
-    its own delay), and a head request at or past that size alone goes at once.
-    """
-    if not preferred:
-        return 0
-    largest = preferred[-1]
-    rows = 0
-    cut = 0
-    for count, queued in enumerate(batch, 1):
-        if rows and not cut and rows + queued.rows > largest:
-            return count - 1
-        rows += queued.rows
-        if rows in preferred:
-            cut = count
-    return cut or (len(batch) if rows >= largest else 0)

@@ -14,9 +14,12 @@ from tests.unit.scheduling.test_rate_limiter import cpu, gate, group, settle
 NEEDS_R = '{ name: "R", count: 1 }'
 
 
-async def batches_while_held(config: str, widths: list[int]) -> tuple[list[list[float]], list[int]]:
-    """Requests of these widths (values 0, 1, ...) reach a model whose one instance needs the
-    one copy of R, while another instance holds R; what ran once it gave R back."""
+async def batches_while_held(
+    config: str, widths: list[int], rows: list[int] | None = None
+) -> tuple[list[list[float]], list[int], int]:
+    """Requests of these widths and rows (values 0, 1, ...) reach a model whose one instance
+    needs the one copy of R, while another instance holds R; the first column of each batch
+    that ran once it gave R back, their rows, and the requests pending before that."""
     limiter = RateLimiter()
     holder = gate(limiter, cpu("other"), NEEDS_R)
     backend, executions = Doubler(), list[int]()
@@ -31,18 +34,25 @@ async def batches_while_held(config: str, widths: list[int]) -> tuple[list[list[
     await limiter.acquire(holder)
     calls = []
     for value, width in enumerate(widths):
-        calls.append(asyncio.ensure_future(scheduler.submit(request(value, width=width))))
+        sent = request(value, rows=rows[value] if rows else 1, width=width)
+        calls.append(asyncio.ensure_future(scheduler.submit(sent)))
         await settle()
+    pending = scheduler.pending()
     limiter.release(holder)
     await asyncio.gather(*calls)
     await scheduler.stop()
     model.close()
     assert all(count == 0 for count in limiter._allocated.values())
-    return backend.batches, executions
+    return backend.batches, executions, pending
 
 
-def run(config: str, widths: list[int]) -> tuple[list[list[float]], list[int]]:
-    return asyncio.run(asyncio.wait_for(batches_while_held(config, widths), 10))
+def run(
+    config: str, widths: list[int], rows: list[int] | None = None
+) -> tuple[list[list[float]], list[int]]:
+    batches, executions, _ = asyncio.run(
+        asyncio.wait_for(batches_while_held(config, widths, rows), 10)
+    )
+    return batches, executions
 
 
 def test_requests_queued_while_the_batch_waits_join_it() -> None:
@@ -56,9 +66,23 @@ def test_a_waiting_batch_grows_to_max_batch_size_then_the_next_one_forms() -> No
     assert batches == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9]]
 
 
-def test_a_waiting_batch_grows_to_the_largest_preferred_size() -> None:
+def test_a_waiting_batch_stops_growing_at_a_preferred_size() -> None:
     batches, _ = run("dynamic_batching { preferred_batch_size: [ 2, 4 ] }", [4] * 6)
-    assert batches == [[0, 1, 2, 3], [4, 5]]
+    assert batches == [[0, 1], [2, 3, 4, 5]]
+    batches, _ = run("dynamic_batching { preferred_batch_size: [ 3 ] }", [4] * 5)
+    assert batches == [[0, 1, 2], [3, 4]]
+
+
+def test_a_waiting_batch_does_not_grow_past_the_largest_preferred_size() -> None:
+    batches, _ = run("dynamic_batching { preferred_batch_size: [ 2 ] }", [4] * 3, rows=[1, 2, 1])
+    assert batches == [[0], [1, 1], [2]]
+
+
+def test_requests_in_a_waiting_batch_count_as_pending_until_it_runs() -> None:
+    _, _, pending = asyncio.run(
+        asyncio.wait_for(batches_while_held("dynamic_batching { }", [4] * 3), 10)
+    )
+    assert pending == 3
 
 
 def test_a_request_of_other_shapes_ends_the_growth() -> None:
