@@ -209,27 +209,30 @@ class DynamicBatcher:
 
     async def _grow(self, batch: list[Queued], claim: Claim) -> None:
         """While the batch waits for its instance's resources, add the queued requests that
-        can join it, by the rules it was formed by, until it is full or reaches a preferred
-        size (as Triton fills a payload waiting in its rate limiter). It keeps the forming
+        can join it, by the rules it was formed by, until it is full (up to the largest
+        preferred size), or, without a queue delay, reaches a preferred size (as Triton fills
+        a payload waiting in its rate limiter). It keeps the forming
         lock meanwhile, being the batch that arrivals would join; a batch that can grow no
         more lets it go and waits."""
         granted = claim.granted
         assert granted is not None  # only a claim still waiting grows
-        settings = self._settings
+        settings, slo = self._settings, self._slo
         preferred = settings.preferred_batch_sizes
-        cap = self._slo.batch_cap if self._slo else settings.max_batch_size
+        cap = slo.batch_cap if slo else settings.max_batch_size
         if preferred:  # Triton's payload is saturated by a request that would pass them all
             cap = min(cap, preferred[-1])
+        # As in Triton, a preferred size completes the batch only without a queue delay.
+        stops = () if (slo.delay_ns if slo else settings.max_queue_delay_ns) else preferred
         rows = sum(queued.rows for queued in batch)
         self._hold(batch)
-        if rows in preferred:  # already at a preferred size: it goes as it is
+        if rows in stops:
             return
         granted.add_done_callback(self._wake)
         try:
             while True:
                 grown_from = len(batch)
                 rows, blocked = self._queue.fill(batch, rows, cap, time.monotonic_ns())
-                if cut := preferred_growth(batch, grown_from, preferred):
+                if cut := preferred_growth(batch, grown_from, stops):
                     self._queue.give_back(batch[cut:])
                     del batch[cut:]
                     blocked = True

@@ -66,11 +66,18 @@ def test_a_waiting_batch_grows_to_max_batch_size_then_the_next_one_forms() -> No
     assert batches == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9]]
 
 
-def test_a_waiting_batch_stops_growing_at_a_preferred_size() -> None:
+def test_without_a_queue_delay_a_waiting_batch_stops_at_a_preferred_size() -> None:
     batches, _ = run("dynamic_batching { preferred_batch_size: [ 2, 4 ] }", [4] * 6)
     assert batches == [[0, 1], [2, 3, 4, 5]]
     batches, _ = run("dynamic_batching { preferred_batch_size: [ 3 ] }", [4] * 5)
     assert batches == [[0, 1, 2], [3, 4]]
+
+
+def test_with_a_queue_delay_a_waiting_batch_grows_past_preferred_sizes() -> None:
+    config = """dynamic_batching { preferred_batch_size: [ 2, 4 ]
+        max_queue_delay_microseconds: 5000000 }"""
+    batches, _ = run(config, [4] * 6)
+    assert batches == [[0, 1, 2, 3], [4, 5]]
 
 
 def test_a_waiting_batch_does_not_grow_past_the_largest_preferred_size() -> None:
