@@ -33,13 +33,14 @@ from inferd.scheduling.batch import (
     Wakeup,
     fail_undelivered,
 )
+from inferd.scheduling.claim import Claim
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
 from inferd.scheduling.ordering import ResponseOrder, Turn
 from inferd.scheduling.preferred import preferred_cut, preferred_growth
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.ragged import ragged_signature
-from inferd.scheduling.rate_limiter import Claim, Gate
+from inferd.scheduling.rate_limiter import Gate
 from inferd.scheduling.stacked import RaggedKind, StackedKind
 
 

@@ -10,13 +10,15 @@ instance can run. With the flags, a resource they leave out has no copies, and a
 asks for more than there is is refused at load, with Triton's message.
 
 An instance takes its resources before its batch executes and gives them back after; one
-that cannot waits. Waiting instances of every model are served by scaled priority (its
-executions so far times its `priority`, lowest first, so priority 2 gets half the turns of
-priority 1), then in arrival order; the first of them that does not fit holds back those
-behind it, so a large request is not starved by small ones. Resources given back are handed
-out on the next turn of the event loop, so an instance with more work competes for them.
-Instances that name no resource are not limited at all, and with the limiter off nothing here
-runs.
+that cannot waits (the dynamic batcher claims them as its batch is formed, so that the batch
+grows while it waits: `claim.py`). Waiting instances of every model are served by scaled
+priority (its executions so far times its `priority`, lowest first, so priority 2 gets half
+the turns of priority 1), then in arrival order; the first of them that does not fit holds
+back those behind it, so a large request is not starved by small ones. Resources given back
+are handed out on the next turn of the event loop, so an instance with more work competes
+for them. Instances that name no resource are not limited at all, and with the limiter off
+nothing here runs.
+
 
 Registration comes from the loader's thread, acquiring and releasing from the event loop:
 registering swaps in a new table of copies in one assignment, and never frees a waiter (a
@@ -309,51 +311,3 @@ class Gate:
 
     def close(self) -> None:
         self._inner.close()
-
-
-class Claim:
-    """A batch's claim on its gate's resources, made before the batch is final, so that the
-    dynamic batcher can keep adding requests to it while it waits (as Triton adds them to a
-    payload waiting in its rate limiter). `granted` (None: taken at once) resolves when the
-    resources are taken for it; the claim is then run as the batch's instance, or dropped.
-    """
-
-    def __init__(self, gate: Gate) -> None:
-        self.name = gate.name
-        self.device = gate.device
-        self.pipeline_depth = gate.pipeline_depth
-        self.granted = gate.limiter.enter(gate)
-        self._gate = gate
-        self._unused = True
-
-    async def wait(self) -> None:
-        """Until the resources are taken for this claim."""
-        if self.granted is not None:
-            try:
-                await self.granted
-            except asyncio.CancelledError:
-                self.drop()
-                raise
-
-    async def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> ExecutionResult:
-        """The first execution runs on the claimed resources (awaited first); any more (a
-        batch retried one request at a time) take their own, as a gate's do."""
-        if not self._unused:
-            return await self._gate.execute(inputs, output_names, requests)
-        await self.wait()
-        self._unused = False
-        return await self._gate.execute_held(inputs, output_names, requests)
-
-    def drop(self) -> None:
-        """Nothing ran on the claim (its batch emptied): give it up."""
-        if self._unused:
-            self._unused = False
-            self._gate.limiter.leave(self._gate, self.granted)
-
-    def close(self) -> None:
-        """The gate's instance is not the claim's to close."""
