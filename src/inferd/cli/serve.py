@@ -37,6 +37,7 @@ from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
+from inferd.core.tracing import RequestTracing
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
 from inferd.frontends import cuda_memory
@@ -47,6 +48,7 @@ from inferd.frontends.http.hosts import App, HostGuard
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.model_metrics import ModelMetrics
+from inferd.metrics.otel_config import open_tracing, otel_settings
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
@@ -63,6 +65,7 @@ def build_engine(
     statistics: Statistics | None = None,
     placer: InstancePlacer | None = None,
     controls: RuntimeControls = NO_CONTROLS,
+    tracing: RequestTracing | None = None,
 ) -> Engine:
     load = LoadOptions(
         settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
@@ -80,7 +83,7 @@ def build_engine(
         settings.load_model,
         settings.repository_poll_secs,
     )
-    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
+    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls, tracing)
 
 
 def _log_models(engine: Engine) -> None:
@@ -137,12 +140,15 @@ async def serve(
     buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
     metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
     trace_log = TraceLog(settings.log_verbose)
-    tracer = TritonTracer(start_settings(settings.trace_config))
+    start = start_settings(settings.trace_config)
+    spans = start.get("trace_mode") == ["opentelemetry"]
+    tracer = TritonTracer(start, opentelemetry=spans)
+    tracing, provider = open_tracing(settings.trace_config, tracer) if spans else (None, None)
     observers: list[Observer] = [statistics, metrics, trace_log, tracer]
     controls = RuntimeControls(
         tracer, ServerLogs(settings.log_verbose, trace_log.set_verbose_level)
     )
-    engine = build_engine(settings, observers, statistics, placer, controls)
+    engine = build_engine(settings, observers, statistics, placer, controls, tracing)
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     try:
@@ -200,6 +206,8 @@ async def serve(
     shared_memory.close()
     await engine.stop()
     tracer.close()
+    if provider is not None:  # exports the spans still batched
+        await asyncio.to_thread(provider.shutdown)
     if metrics_server is not None:
         metrics_server[0].should_exit = True
         await metrics_server[1]
@@ -245,6 +253,7 @@ def _metrics_error(settings: ServerSettings) -> str | None:
     try:
         histogram_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
+        otel_settings(settings.trace_config)
     except ValueError as exc:
         return str(exc)
     except InferdError as exc:

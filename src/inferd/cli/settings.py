@@ -216,8 +216,11 @@ class ServerSettings:
         default=(),
         metadata=_flag(
             "start-up trace settings, as Triton's: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
-            "count=N, log_frequency=N, file=PATH, mode=triton; repeatable",
-            "KEY=VALUE",
+            "count=N, log_frequency=N, file=PATH, mode=triton|opentelemetry; and the OTLP "
+            "exporter's: opentelemetry,url=HOST:PORT/v1/traces, opentelemetry,protocol="
+            "grpc|http, opentelemetry,resource=KEY=VALUE, opentelemetry,bsp_*=N (needs "
+            "inferd[otel]); repeatable",
+            "[MODE,]KEY=VALUE",
         ),
     )
     cluster: str = field(

@@ -23,6 +23,7 @@ from inferd.core.observer import FailureReason, Observer, failure_reason
 from inferd.core.responses import ResponseChannel
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
+from inferd.core.tracing import RequestTracing
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.api import (
     EngineSettings,
@@ -60,17 +61,20 @@ class Engine:
         observers: Sequence[Observer] = (),
         statistics: StatisticsSource | None = None,
         controls: RuntimeControls = NO_CONTROLS,
+        tracing: RequestTracing | None = None,
     ) -> None:
         self.settings = settings
         # The trace and logging extensions, offered when set (the frontends reach them here).
         self.controls = controls
+        # Spans of requests, when the server traces so; frontends start those they decode.
+        self.tracing = tracing
         self._observers = tuple(observers)
         self._statistics = statistics
         self._table = ModelTable()
         # What models may use to call other models (BLS): this engine's own request path.
         self._calls = EngineCalls(self.infer, self.stream)
         self._lifecycle = ModelLifecycle(
-            settings, registry, observers, self._table, self._step, self._calls
+            settings, registry, observers, self._table, self._step, self._calls, tracing
         )
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -215,6 +219,7 @@ class Engine:
             ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
         cancelled = False
         failure: FailureReason | None = None
+        tracing = self._traced(request)
         loaded.in_flight += 1
         try:
             outputs = await self._run(loaded, request)
@@ -232,10 +237,7 @@ class Engine:
             loaded.in_flight -= 1
             timestamps.sent = time.monotonic_ns()
             rows = ensemble_rows if success else 0
-            for observer in self._observers:
-                observer.request_finished(
-                    request.model_name, version, timestamps, success, rows, cancelled, failure
-                )
+            self._finished(request, version, success, rows, cancelled, failure, tracing)
         response = InferResponse(request.model_name, version, outputs, request.id)
         if loaded.ensemble is not None:
             response.parameters.update(response_parameters(request))
@@ -259,6 +261,7 @@ class Engine:
         failure: FailureReason | None = None
         channel = ResponseChannel()
         execution: asyncio.Future[dict[str, Array]] | None = None
+        tracing = self._traced(request)
         loaded.in_flight += 1
         try:
             self._prepare(loaded, request)
@@ -295,10 +298,33 @@ class Engine:
                 execution.cancel()  # still queued: leaves the queue
             channel.cancel()  # a no-op once the final response was sent
             timestamps.sent = time.monotonic_ns()
-            for observer in self._observers:
-                observer.request_finished(
-                    request.model_name, version, timestamps, success, 0, cancelled, failure
-                )
+            self._finished(request, version, success, 0, cancelled, failure, tracing)
+
+    def _finished(
+        self,
+        request: InferRequest,
+        version: str,
+        success: bool,
+        rows: int,
+        cancelled: bool,
+        failure: FailureReason | None,
+        tracing: RequestTracing | None,
+    ) -> None:
+        """Tell the observers (and the tracing) that `request` left the engine."""
+        for observer in self._observers:
+            observer.request_finished(
+                request.model_name, version, request.timestamps, success, rows, cancelled, failure
+            )
+        if tracing is not None:
+            tracing.finish(request, version, failure)
+
+    def _traced(self, request: InferRequest) -> RequestTracing | None:
+        """The server's tracing, which starts the span of a request no frontend started (an
+        ensemble's step, a model's call, an in-process caller's) when it is traced."""
+        tracing = self.tracing
+        if tracing is not None and request.span is None and tracing.active:
+            tracing.start(request, frontend=False)
+        return tracing
 
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""

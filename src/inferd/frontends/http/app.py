@@ -39,7 +39,8 @@ from inferd.core.errors import (
     NotFound,
     Unsupported,
 )
-from inferd.core.types import InferResponse
+from inferd.core.tracing import TraceParent, trace_parent
+from inferd.core.types import InferRequest, InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
@@ -220,6 +221,17 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
+        tracing = self._engine.tracing
+        if tracing is not None and tracing.active:
+            request.trace_parent = _trace_parent(headers)
+            tracing.start(request, frontend=True)
+        try:
+            await self._answer_infer(receive, send, request)
+        finally:
+            if request.span is not None:  # traced: its span ends once answered
+                request.span.responded()
+
+    async def _answer_infer(self, receive: Receive, send: Send, request: InferRequest) -> None:
         # A client that disconnects during a long inference cancels it: it leaves its queue,
         # or the model sees it cancelled.
         task = self._watcher.start(receive)
@@ -247,10 +259,13 @@ class HttpFrontend:
     ) -> None:
         """Triton's generate extension; the answer stops when its client disconnects."""
         received = time.monotonic_ns()
-        body = await self._read_body(receive, _headers(scope))
+        headers = _headers(scope)
+        body = await self._read_body(receive, headers)
         inputs, max_batch_size = self._engine.input_specs(model, version)
         request = decode_generate_request(body, inputs, max_batch_size, model, version)
         request.timestamps.received = received
+        if self._engine.tracing is not None:  # the engine spans it, in the client's trace
+            request.trace_parent = _trace_parent(headers)
         responses = self._engine.stream(request)
         answered = responses_with_outputs(responses)
         try:
@@ -339,6 +354,14 @@ def _path_parts(scope: Scope) -> list[str]:
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
+
+
+def _trace_parent(headers: dict[bytes, bytes]) -> TraceParent | None:
+    """The W3C trace context of the client's headers (None without one)."""
+    parent = headers.get(b"traceparent")
+    if not parent:
+        return None
+    return trace_parent(parent.decode("latin-1"), headers.get(b"tracestate", b"").decode("latin-1"))
 
 
 def _expect(method: str, allowed: str) -> None:
