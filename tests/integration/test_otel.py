@@ -18,9 +18,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.conftest import generate_models
+from tests.integration.model_files import write
 from tests.integration.otlp_receivers import Received, Span, grpc_receiver, http_receiver
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_cancellation import eventually
+from tests.integration.test_python_bls import FORWARD, _config
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -33,6 +35,10 @@ output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
 dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 60000000 }
 """
 BATCH = 4
+WIDTH_4 = """
+input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
+output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
+"""
 PIPELINE_STEPS = {"pre", "mlp_a", "mlp_b", "post"}
 
 
@@ -42,6 +48,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_models.write_onnx_pipeline(repository)
     generate_models.affine_model(repository / "batched" / "1" / "model.onnx", 2.0, 1.0, 4)
     (repository / "batched" / "config.pbtxt").write_text(BATCHED_CONFIG)
+    # A Python model calling `pre` (BLS) for each request.
+    write(repository, "to_pre", FORWARD, _config("to_pre", WIDTH_4, "none", target="pre"))
     return repository
 
 
@@ -130,6 +138,21 @@ def test_a_client_trace_continues_through_an_ensemble(
         assert execution.attributes["instance"].startswith(model)
         assert execution.events == ["COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START"]
     assert not any(s.error for s in spans)
+
+
+def test_a_model_call_is_a_span_under_the_calling_request(
+    http_exported: tuple[RunningServer, Received],
+) -> None:
+    server, received = http_exported
+    trace_id, client_span, headers = client_context()
+    infer(server, "grpc", "to_pre", headers)
+    # The request (decode, queue, its execution, encode); the call (queue, its execution).
+    spans = trace_of(received, trace_id, 5 + 3)
+    [root] = [s for s in spans if s.name == "infer to_pre"]
+    assert root.parent_id == client_span
+    below = children(spans, root)
+    assert set(below) == {"decode", "queue", "execute to_pre", "bls pre", "encode"}
+    assert set(children(spans, below["bls pre"])) == {"queue", "execute pre"}
 
 
 def test_a_batch_links_to_each_request_it_served(

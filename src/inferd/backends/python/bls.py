@@ -31,6 +31,8 @@ def prepared(request: InferRequest) -> InferRequest:
     callers = (*scope.callers, scope.model_name) if scope.model_name else scope.callers
     refuse_waiting_caller(request.model_name, callers)
     request.parameters[BLS_CALLERS] = list(callers)
+    if request.trace_parent is None:
+        request.trace_parent = scope.trace_parent
     return request
 
 

@@ -32,7 +32,8 @@ from inferd.core.calls import ModelCalls
 from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import Internal, InvalidArgument
 from inferd.core.responses import ResponseSink
-from inferd.core.types import Array
+from inferd.core.tracing import TraceParent
+from inferd.core.types import Array, InferRequest
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +112,15 @@ class InProcessInstance:
             self._close_loop()
 
     def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
-        """The model's scope, naming the models waiting on the batch's requests."""
+        """The model's scope, naming the models waiting on the batch's requests and the span
+        its calls continue."""
         callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
-        if not callers:
+        parent = _calls_parent(requests)
+        if not callers and parent is None:
             return self._scope
-        return dataclasses.replace(self._scope, callers=tuple(dict.fromkeys(callers)))
+        return dataclasses.replace(
+            self._scope, callers=tuple(dict.fromkeys(callers)), trace_parent=parent
+        )
 
     def _wait(self, result: Any) -> Any:
         """The value itself, or what an awaitable (from an `async def` hook) resolves to."""
@@ -147,3 +152,12 @@ class InProcessInstance:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _calls_parent(requests: Sequence[BatchRequest]) -> TraceParent | None:
+    """The span of the batch's first traced request, which the model's calls (BLS) go under."""
+    for request in requests:
+        origin = request.origin
+        if isinstance(origin, InferRequest) and origin.span is not None:
+            return origin.span.context("bls")
+    return None
