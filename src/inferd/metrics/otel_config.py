@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from inferd.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from inferd.metrics.otel_spans import OtelTracing
@@ -91,9 +91,9 @@ def _positive(value: str, item: str) -> int:
     return number
 
 
-def tracer_provider(settings: OtelSettings) -> TracerProvider:
-    """A provider exporting spans in batches over OTLP; raises `InvalidArgument` without the
-    `otel` extra."""
+def tracer_provider(settings: OtelSettings) -> tuple[TracerProvider, SpanProcessor]:
+    """A provider exporting spans in batches over OTLP, and its processor; raises
+    `InvalidArgument` without the `otel` extra."""
     try:
         from opentelemetry.sdk.resources import SERVICE_NAME as SERVICE
         from opentelemetry.sdk.resources import Resource
@@ -107,19 +107,34 @@ def tracer_provider(settings: OtelSettings) -> TracerProvider:
     resource = Resource.create(settings.resource)
     if str(resource.attributes.get(SERVICE, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE: SERVICE_NAME}))
+
+    class HashedOnce(Resource):
+        """The exporter groups spans by resource, hashing it (as JSON) for every span; it
+        never changes, so once is enough."""
+
+        def __init__(self) -> None:
+            super().__init__(resource.attributes, resource.schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+        def __eq__(self, other: object) -> bool:
+            return super().__eq__(other)
+
+    resource = HashedOnce()
     # The sampler comes from OTEL_TRACES_SAMPLER (by default: follow the parent's decision);
     # which requests get a span at all is the trace settings' call.
     provider = TracerProvider(resource=resource)
-    processor = settings.processor
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            _exporter(settings),
-            max_queue_size=processor.get("max_queue_size"),
-            schedule_delay_millis=processor.get("schedule_delay_millis"),
-            max_export_batch_size=processor.get("max_export_batch_size"),
-        )
+    given = settings.processor
+    processor = BatchSpanProcessor(
+        _exporter(settings),
+        max_queue_size=given.get("max_queue_size"),
+        schedule_delay_millis=given.get("schedule_delay_millis"),
+        max_export_batch_size=given.get("max_export_batch_size"),
     )
-    return provider
+    provider.add_span_processor(processor)
+    return provider, processor
 
 
 def _exporter(settings: OtelSettings) -> SpanExporter:
@@ -149,7 +164,9 @@ def _exporter(settings: OtelSettings) -> SpanExporter:
 def open_tracing(items: Sequence[str], sampler: TritonTracer) -> tuple[OtelTracing, TracerProvider]:
     """Request spans as `--trace-config` says, sampled as `sampler`'s settings say, and their
     provider (its `shutdown` exports what is left)."""
-    provider = tracer_provider(otel_settings(items))
+    provider, processor = tracer_provider(otel_settings(items))
+    from inferd.metrics.otel_finished import FinishedSpans
     from inferd.metrics.otel_spans import OtelTracing
 
-    return OtelTracing(provider.get_tracer("inferd"), sampler), provider
+    finished = FinishedSpans(processor, provider.resource)
+    return OtelTracing(provider.get_tracer("inferd"), finished, sampler), provider

@@ -9,7 +9,8 @@ request's span and linked to every traced request's span. Which requests are tra
 trace settings' call (`TritonTracer.sample`): the rate, count and level of the model's scope.
 
 Marks are the engine's monotonic ones, turned into wall-clock time as spans want. Spans are
-made on the event loop; the SDK's batch processor exports them from its own thread.
+made on the event loop (the request's with the SDK's tracer, the others already finished:
+`otel_finished.py`); the SDK's batch processor exports them from its own thread.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from inferd.core.observer import FailureReason
 from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent
 from inferd.core.types import InferRequest, Timestamps
+from inferd.metrics.otel_finished import FinishedSpans
 
 if TYPE_CHECKING:
     from inferd.metrics.triton_trace import TritonTracer
@@ -32,10 +34,14 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class OtelTracing:
-    """Spans of the requests the trace settings pick, made with `tracer`."""
+    """Spans of the requests the trace settings pick: the requests' made with `tracer`, their
+    parts with `finished`."""
 
-    def __init__(self, tracer: trace.Tracer, sampler: TritonTracer) -> None:
+    def __init__(
+        self, tracer: trace.Tracer, finished: FinishedSpans, sampler: TritonTracer
+    ) -> None:
         self._tracer = tracer
+        self._finished = finished
         self._sampler = sampler
         # Monotonic ns + this = wall-clock ns (close enough over a server's life for a trace).
         self._wall = time.time_ns() - time.monotonic_ns()
@@ -95,29 +101,31 @@ class OtelTracing:
         if not spans:
             return
         wall = self._wall
-        execution = self._tracer.start_span(
+        contexts = [s.get_span_context() for s in spans]
+        self._finished.add(
             f"execute {model_name}",
-            trace.set_span_in_context(spans[0]),
-            links=[trace.Link(s.get_span_context()) for s in spans],
-            attributes={
+            contexts[0],
+            compute.compute_start + wall,
+            compute.compute_end + wall,
+            {
                 "model_name": model_name,
                 "model_version": model_version,
                 "batch_size": batch_size,
                 "instance": instance,
             },
-            start_time=compute.compute_start + wall,
+            [trace.Link(c) for c in contexts],
+            [
+                ("COMPUTE_INPUT_END", compute.compute_input_end + wall),
+                ("COMPUTE_OUTPUT_START", compute.compute_output_start + wall),
+            ],
         )
-        execution.add_event("COMPUTE_INPUT_END", timestamp=compute.compute_input_end + wall)
-        execution.add_event("COMPUTE_OUTPUT_START", timestamp=compute.compute_output_start + wall)
-        execution.end(compute.compute_end + wall)
 
     def wall(self, monotonic_ns: int) -> int:
         return monotonic_ns + self._wall
 
     def child(self, parent: trace.Span, name: str, start: int, end: int) -> None:
         """A finished child span of `parent`, from wall-clock `start` to `end`."""
-        context = trace.set_span_in_context(parent)
-        self._tracer.start_span(name, context, start_time=start).end(end)
+        self._finished.add(name, parent.get_span_context(), start, end)
 
 
 class _Span:
