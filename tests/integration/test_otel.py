@@ -6,6 +6,7 @@ changed at run time through tritonclient."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import closing
@@ -18,6 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.conftest import generate_models
+from tests.integration.http_helpers import request
 from tests.integration.model_files import write
 from tests.integration.otlp_receivers import Received, Span, grpc_receiver, http_receiver
 from tests.integration.server import RunningServer, running_server
@@ -240,3 +242,28 @@ def test_a_failed_request_has_an_error_span(http_exported: tuple[RunningServer, 
     [root] = [s for s in trace_of(received, trace_id, 2) if s.name == "infer onnx_pipeline"]
     assert root.error
     assert "encode" not in children(received.snapshot(), root)
+
+
+def test_a_request_for_no_such_model_has_an_error_span(
+    http_exported: tuple[RunningServer, Received],
+) -> None:
+    server, received = http_exported
+    trace_id, client_span, headers = client_context()
+    with pytest.raises(Exception, match=r"unknown model|not found"):
+        infer(server, "grpc", "no_such_model", headers)
+    [root] = [s for s in trace_of(received, trace_id, 2) if s.name != "decode"]
+    assert (root.name, root.parent_id, root.error) == ("infer no_such_model", client_span, True)
+
+
+def test_the_generate_endpoint_continues_a_client_trace(
+    http_exported: tuple[RunningServer, Received],
+) -> None:
+    server, received = http_exported
+    trace_id, client_span, headers = client_context()
+    body = json.dumps({"INPUT0": [1.0, 2.0, 3.0, 4.0]})
+    status, _, answer = request(server.http_port, "POST", "/v2/models/pre/generate", body, headers)
+    assert status == 200, answer
+    spans = trace_of(received, trace_id, 3)  # the request, its queue wait, its execution
+    [root] = [s for s in spans if s.name == "infer pre"]
+    assert root.parent_id == client_span
+    assert set(children(spans, root)) == {"queue", "execute pre"}

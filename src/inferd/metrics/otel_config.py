@@ -107,22 +107,6 @@ def tracer_provider(settings: OtelSettings) -> tuple[TracerProvider, SpanProcess
     resource = Resource.create(settings.resource)
     if str(resource.attributes.get(SERVICE, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE: SERVICE_NAME}))
-
-    class HashedOnce(Resource):
-        """The exporter groups spans by resource, hashing it (as JSON) for every span; it
-        never changes, so once is enough."""
-
-        def __init__(self) -> None:
-            super().__init__(resource.attributes, resource.schema_url)
-            self._hash = super().__hash__()
-
-        def __hash__(self) -> int:
-            return self._hash
-
-        def __eq__(self, other: object) -> bool:
-            return super().__eq__(other)
-
-    resource = HashedOnce()
     # The sampler comes from OTEL_TRACES_SAMPLER (by default: follow the parent's decision);
     # which requests get a span at all is the trace settings' call.
     provider = TracerProvider(resource=resource)
@@ -147,18 +131,14 @@ def _exporter(settings: OtelSettings) -> SpanExporter:
     url = settings.url
     if url and "://" not in url:
         url = f"http://{url}"  # Triton's form: host:port/v1/traces
+    from inferd.metrics.otel_encode import LeanGrpcExporter, LeanHttpExporter
+
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
         if not url:
-            return OTLPSpanExporter()
+            return LeanGrpcExporter()
         parts = urlsplit(url)  # gRPC has no path: the service names the method
-        return OTLPSpanExporter(endpoint=parts.netloc, insecure=parts.scheme != "https")
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
-
-    return HttpExporter(endpoint=url or None)
+        return LeanGrpcExporter(endpoint=parts.netloc, insecure=parts.scheme != "https")
+    return LeanHttpExporter(endpoint=url or None)
 
 
 def open_tracing(items: Sequence[str], sampler: TritonTracer) -> tuple[OtelTracing, TracerProvider]:

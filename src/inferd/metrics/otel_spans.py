@@ -150,7 +150,9 @@ class _Span:
     def responded(self) -> None:
         now = time.monotonic_ns()
         sent = self.timestamps.sent
-        if sent and not self.failed:
+        if not sent:  # refused before reaching its model (no such model, a decoupled one)
+            self.span.set_status(trace.StatusCode.ERROR, "not served")
+        elif not self.failed:
             self.child("encode", self.tracing.wall(sent), self.tracing.wall(now))
         self.end(now)
 
