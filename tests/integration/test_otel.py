@@ -267,3 +267,23 @@ def test_the_generate_endpoint_continues_a_client_trace(
     [root] = [s for s in spans if s.name == "infer pre"]
     assert root.parent_id == client_span
     assert set(children(spans, root)) == {"queue", "execute pre"}
+
+
+def test_a_rate_traces_one_request_in_n(http_exported: tuple[RunningServer, Received]) -> None:
+    server, received = http_exported
+    try:
+        update(server, {"trace_rate": "2"})
+        before = len(received.snapshot())
+        for protocol in ("http", "grpc", "http", "grpc"):
+            infer(server, protocol, "pre")
+        marker, _, headers = client_context()
+        infer(server, "http", "pre", headers)
+        trace_of(received, marker, 1)
+        roots = [s for s in new_roots(received, before) if s.trace_id != marker]
+        assert len(roots) == 2
+        # Each sampled where it arrived: with its decode and encode.
+        for root in roots:
+            below = {"decode", "queue", "execute pre", "encode"}
+            assert set(children(received.snapshot(), root)) == below
+    finally:
+        update(server, {"trace_rate": None})

@@ -41,8 +41,9 @@ def trace_parent(traceparent: str | None, tracestate: str | None) -> TraceParent
 
 
 class RequestSpan(Protocol):
-    def context(self, via: str) -> TraceParent:
-        """This span as the parent of a request this request makes (`via`: how)."""
+    def context(self, via: str) -> TraceParent | None:
+        """This span as the parent of a request this request makes (`via`: how); None for a
+        request the frontend asked about that is not traced."""
 
     def responded(self) -> None:
         """The frontend encoded the answer (or gave up): ends the span, once."""
@@ -55,8 +56,9 @@ class RequestTracing(Protocol):
 
     def start(self, request: InferRequest, frontend: bool) -> None:
         """Sets `request.span` when the request is traced. `frontend`: a frontend calls this
-        once the request is decoded, and calls `responded` once it is answered; otherwise
-        the span ends with the request's `finish`."""
+        once the request is decoded, and calls `responded` once it is answered (the span is
+        then set either way, so that the request is sampled once); otherwise the span ends
+        with the request's `finish`."""
 
     def finish(
         self, request: InferRequest, model_version: str, failure: FailureReason | None

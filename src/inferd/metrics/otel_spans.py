@@ -53,6 +53,8 @@ class OtelTracing:
     def start(self, request: InferRequest, frontend: bool) -> None:
         parent = request.trace_parent
         if not self._sampler.sample(request.model_name, parent is not None):
+            if frontend:
+                request.span = _NOT_TRACED
             return
         context = None
         if parent is not None:
@@ -163,3 +165,17 @@ class _Span:
     def end(self, monotonic_ns: int) -> None:
         if self.span.is_recording():
             self.span.end(self.tracing.wall(monotonic_ns))
+
+
+class _NotTraced:
+    """The span of a request a frontend asked about that is not traced: the engine does not
+    ask (and sample) again."""
+
+    def context(self, via: str) -> TraceParent | None:
+        return None
+
+    def responded(self) -> None:
+        """Nothing to end."""
+
+
+_NOT_TRACED = _NotTraced()

@@ -159,5 +159,7 @@ def _calls_parent(requests: Sequence[BatchRequest]) -> TraceParent | None:
     for request in requests:
         origin = request.origin
         if isinstance(origin, InferRequest) and origin.span is not None:
-            return origin.span.context("bls")
+            parent = origin.span.context("bls")
+            if parent is not None:
+                return parent
     return None
