@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import queue
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +26,7 @@ from tests.integration.model_files import write
 from tests.integration.otlp_receivers import Received, Span, grpc_receiver, http_receiver
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_cancellation import eventually
-from tests.integration.test_python_bls import FORWARD, _config
+from tests.integration.test_python_bls import EXAMPLES, FORWARD, _config
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -42,6 +44,8 @@ input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
 output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
 """
 PIPELINE_STEPS = {"pre", "mlp_a", "mlp_b", "post"}
+# The request, its decode and encode; per step: the step, its queue wait, its execution.
+PIPELINE_SPANS = 3 + 3 * len(PIPELINE_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repository / "batched" / "config.pbtxt").write_text(BATCHED_CONFIG)
     # A Python model calling `pre` (BLS) for each request.
     write(repository, "to_pre", FORWARD, _config("to_pre", WIDTH_4, "none", target="pre"))
+    shutil.copytree(EXAMPLES / "repeat", repository / "repeat")  # decoupled
     return repository
 
 
@@ -120,8 +125,7 @@ def test_a_client_trace_continues_through_an_ensemble(
     server, received = http_exported
     trace_id, client_span, headers = client_context()
     infer(server, protocol, "onnx_pipeline", headers)
-    # The request, its decode and encode; per step: the step, its queue wait, its execution.
-    spans = trace_of(received, trace_id, 3 + 3 * len(PIPELINE_STEPS))
+    spans = trace_of(received, trace_id, PIPELINE_SPANS)
     [root] = [s for s in spans if s.name == "infer onnx_pipeline"]
     assert root.parent_id == client_span
     assert root.attributes["model_name"] == "onnx_pipeline"
@@ -166,6 +170,9 @@ def test_a_batch_links_to_each_request_it_served(
         calls = [pool.submit(infer, server, "http", "batched", h) for _, _, h in contexts]
         for call in calls:
             call.result()
+    # Per request: the request, decode, queue, encode; and the one execution, in one trace.
+    traces = {t for t, _, _ in contexts}
+    eventually(lambda: len([s for s in received.snapshot() if s.trace_id in traces]) >= 4 * 4 + 1)
     requests = [trace_of(received, t, 4) for t, _, _ in contexts]
     roots = [next(s for s in spans if s.name == "infer batched") for spans in requests]
     executions = [s for spans in requests for s in spans if s.name == "execute batched"]
@@ -213,7 +220,7 @@ def test_trace_settings_changed_at_run_time_decide_what_is_traced(
         infer(server, "http", "onnx_pipeline")
         marker, _, headers = client_context()
         infer(server, "http", "onnx_pipeline", headers)
-        trace_of(received, marker, 1)
+        trace_of(received, marker, PIPELINE_SPANS)  # all of it: the next step counts anew
         # Spans leave in the order they end: the untraced request's would have come first.
         assert {s.trace_id for s in received.snapshot()[before:]} == {marker}
         # Level OFF: nothing is traced, a client's context or not.
@@ -278,7 +285,7 @@ def test_a_rate_traces_one_request_in_n(http_exported: tuple[RunningServer, Rece
             infer(server, protocol, "pre")
         marker, _, headers = client_context()
         infer(server, "http", "pre", headers)
-        trace_of(received, marker, 1)
+        trace_of(received, marker, 5)
         roots = [s for s in new_roots(received, before) if s.trace_id != marker]
         assert len(roots) == 2
         # Each sampled where it arrived: with its decode and encode.
@@ -287,3 +294,33 @@ def test_a_rate_traces_one_request_in_n(http_exported: tuple[RunningServer, Rece
             assert set(children(received.snapshot(), root)) == below
     finally:
         update(server, {"trace_rate": None})
+
+
+def test_a_grpc_stream_continues_the_trace_of_its_call(
+    http_exported: tuple[RunningServer, Received],
+) -> None:
+    server, received = http_exported
+    trace_id, client_span, headers = client_context()
+    answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    with closing(grpcclient.InferenceServerClient(server.grpc_url)) as client:
+        client.start_stream(lambda result, error: answers.put(error or result), headers=headers)
+        tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+        client.async_stream_infer("pre", [tensor])
+        repeated = grpcclient.InferInput("IN", [2], "INT32")
+        repeated.set_data_from_numpy(np.array([1, 2], np.int32))
+        client.async_stream_infer("repeat", [repeated], enable_empty_final_response=True)
+        while not isinstance(answer := answers.get(timeout=60), Exception):
+            response = answer.get_response()
+            final = response.parameters["triton_final_response"].bool_param
+            if final and response.model_name == "repeat":
+                break
+        client.stop_stream()
+    assert not isinstance(answer, Exception), answer
+    # `pre`: the request, decode, queue, execution, encode; `repeat`: the request, queue,
+    # execution (the engine's span: its responses are encoded as they come).
+    spans = trace_of(received, trace_id, 5 + 3)
+    roots = {s.name: s for s in spans if s.name.startswith("infer ")}
+    assert set(roots) == {"infer pre", "infer repeat"}
+    assert {r.parent_id for r in roots.values()} == {client_span}
+    assert set(children(spans, roots["infer repeat"])) == {"queue", "execute repeat"}

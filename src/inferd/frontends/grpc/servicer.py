@@ -132,8 +132,13 @@ class GrpcFrontend:
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[Any]:
-        """Every response of every request, as `stream.py` describes."""
-        call = StreamCall(self._engine, self._shared_memory, self._infer)
+        """Every response of every request, as `stream.py` describes; when the server traces
+        requests as spans, each continues the trace context of the call's metadata."""
+        if self._engine.tracing is None:
+            call = StreamCall(self._engine, self._shared_memory, self._infer)
+        else:
+            infer = functools.partial(self._infer, context=context)
+            call = StreamCall(self._engine, self._shared_memory, infer, _trace_parent(context))
         async for response in call.responses(request_iterator):
             yield response
 
