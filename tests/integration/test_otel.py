@@ -55,7 +55,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_models.affine_model(repository / "batched" / "1" / "model.onnx", 2.0, 1.0, 4)
     (repository / "batched" / "config.pbtxt").write_text(BATCHED_CONFIG)
     # A Python model calling `pre` (BLS) for each request.
-    write(repository, "to_pre", FORWARD, _config("to_pre", WIDTH_4, "none", target="pre"))
+    for name, isolation in (("to_pre", "none"), ("to_pre_isolated", "process")):
+        write(repository, name, FORWARD, _config(name, WIDTH_4, isolation, target="pre"))
     shutil.copytree(EXAMPLES / "repeat", repository / "repeat")  # decoupled
     return repository
 
@@ -146,18 +147,19 @@ def test_a_client_trace_continues_through_an_ensemble(
     assert not any(s.error for s in spans)
 
 
+@pytest.mark.parametrize("model", ["to_pre", "to_pre_isolated"])
 def test_a_model_call_is_a_span_under_the_calling_request(
-    http_exported: tuple[RunningServer, Received],
+    http_exported: tuple[RunningServer, Received], model: str
 ) -> None:
     server, received = http_exported
     trace_id, client_span, headers = client_context()
-    infer(server, "grpc", "to_pre", headers)
+    infer(server, "grpc", model, headers)
     # The request (decode, queue, its execution, encode); the call (queue, its execution).
     spans = trace_of(received, trace_id, 5 + 3)
-    [root] = [s for s in spans if s.name == "infer to_pre"]
+    [root] = [s for s in spans if s.name == f"infer {model}"]
     assert root.parent_id == client_span
     below = children(spans, root)
-    assert set(below) == {"decode", "queue", "execute to_pre", "bls pre", "encode"}
+    assert set(below) == {"decode", "queue", f"execute {model}", "bls pre", "encode"}
     assert set(children(spans, below["bls pre"])) == {"queue", "execute pre"}
 
 

@@ -24,7 +24,7 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
-from inferd.backends.python.bls import callers_of
+from inferd.backends.python.bls import callers_of, calls_parent
 from inferd.backends.python.model_file import ModelFactory
 from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
@@ -32,8 +32,7 @@ from inferd.core.calls import ModelCalls
 from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import Internal, InvalidArgument
 from inferd.core.responses import ResponseSink
-from inferd.core.tracing import TraceParent
-from inferd.core.types import Array, InferRequest
+from inferd.core.types import Array
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class InProcessInstance:
         """The model's scope, naming the models waiting on the batch's requests and the span
         its calls continue."""
         callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
-        parent = _calls_parent(requests)
+        parent = calls_parent(requests)
         if not callers and parent is None:
             return self._scope
         return dataclasses.replace(
@@ -152,14 +151,3 @@ class InProcessInstance:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-def _calls_parent(requests: Sequence[BatchRequest]) -> TraceParent | None:
-    """The span of the batch's first traced request, which the model's calls (BLS) go under."""
-    for request in requests:
-        origin = request.origin
-        if isinstance(origin, InferRequest) and origin.span is not None:
-            parent = origin.span.context("bls")
-            if parent is not None:
-                return parent
-    return None
