@@ -58,6 +58,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, isolation in (("to_pre", "none"), ("to_pre_isolated", "process")):
         write(repository, name, FORWARD, _config(name, WIDTH_4, isolation, target="pre"))
     shutil.copytree(EXAMPLES / "repeat", repository / "repeat")  # decoupled
+    shutil.copytree(EXAMPLES / "tiny_embed", repository / "tiny_embed")  # on /v1/embeddings
     return repository
 
 
@@ -326,3 +327,22 @@ def test_a_grpc_stream_continues_the_trace_of_its_call(
     assert set(roots) == {"infer pre", "infer repeat"}
     assert {r.parent_id for r in roots.values()} == {client_span}
     assert set(children(spans, roots["infer repeat"])) == {"queue", "execute repeat"}
+
+
+def test_the_openai_routes_continue_a_client_trace(
+    http_exported: tuple[RunningServer, Received],
+) -> None:
+    server, received = http_exported
+    trace_id, client_span, headers = client_context()
+    body = json.dumps({"model": "tiny_embed", "input": ["a rabbit", "a watch"]})
+    status, _, answer = request(
+        server.http_port, "POST", "/v1/embeddings", body, {**headers, "Content-Type": "json"}
+    )
+    assert status == 200, answer
+
+    def roots() -> list[Span]:
+        spans = [s for s in received.snapshot() if s.trace_id == trace_id]
+        return [s for s in spans if s.name == "infer tiny_embed"]
+
+    eventually(lambda: len(roots()) == 2)  # one request per text
+    assert {r.parent_id for r in roots()} == {client_span}

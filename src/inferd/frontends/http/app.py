@@ -39,7 +39,6 @@ from inferd.core.errors import (
     NotFound,
     Unsupported,
 )
-from inferd.core.tracing import TraceParent, trace_parent
 from inferd.core.types import InferRequest, InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
@@ -59,6 +58,7 @@ from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
 from inferd.frontends.http.sse import send_event_stream
 from inferd.frontends.http.statistics import statistics_document, statistics_target
+from inferd.frontends.http.trace_context import client_trace
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.openai.routes import OpenAIRoutes
@@ -223,7 +223,7 @@ class HttpFrontend:
         request.timestamps.received = received
         tracing = self._engine.tracing
         if tracing is not None and tracing.active:
-            request.trace_parent = _trace_parent(headers)
+            request.trace_parent = client_trace(headers.items())
             tracing.start(request, frontend=True)
         try:
             await self._answer_infer(receive, send, request)
@@ -265,7 +265,7 @@ class HttpFrontend:
         request = decode_generate_request(body, inputs, max_batch_size, model, version)
         request.timestamps.received = received
         if self._engine.tracing is not None:  # the engine spans it, in the client's trace
-            request.trace_parent = _trace_parent(headers)
+            request.trace_parent = client_trace(headers.items())
         responses = self._engine.stream(request)
         answered = responses_with_outputs(responses)
         try:
@@ -354,14 +354,6 @@ def _path_parts(scope: Scope) -> list[str]:
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
-
-
-def _trace_parent(headers: dict[bytes, bytes]) -> TraceParent | None:
-    """The W3C trace context of the client's headers (None without one)."""
-    parent = headers.get(b"traceparent")
-    if not parent:
-        return None
-    return trace_parent(parent.decode("latin-1"), headers.get(b"tracestate", b"").decode("latin-1"))
 
 
 def _expect(method: str, allowed: str) -> None:
