@@ -148,5 +148,4 @@ def open_tracing(items: Sequence[str], sampler: TritonTracer) -> tuple[OtelTraci
     from inferd.metrics.otel_finished import FinishedSpans
     from inferd.metrics.otel_spans import OtelTracing
 
-    finished = FinishedSpans(processor, provider.resource)
-    return OtelTracing(provider.get_tracer("inferd"), finished, sampler), provider
+    return OtelTracing(FinishedSpans(provider, processor), sampler), provider

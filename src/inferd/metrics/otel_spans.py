@@ -9,8 +9,8 @@ request's span and linked to every traced request's span. Which requests are tra
 trace settings' call (`TritonTracer.sample`): the rate, count and level of the model's scope.
 
 Marks are the engine's monotonic ones, turned into wall-clock time as spans want. Spans are
-made on the event loop (the request's with the SDK's tracer, the others already finished:
-`otel_finished.py`); the SDK's batch processor exports them from its own thread.
+made on the event loop, once over (`otel_finished.py`); the SDK's batch processor exports
+them from its own thread.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.status import Status
 
 from inferd.core.observer import FailureReason
 from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent
@@ -28,19 +29,17 @@ from inferd.core.types import InferRequest, Timestamps
 from inferd.metrics.otel_finished import FinishedSpans
 
 if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
+
     from inferd.metrics.triton_trace import TritonTracer
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class OtelTracing:
-    """Spans of the requests the trace settings pick: the requests' made with `tracer`, their
-    parts with `finished`."""
+    """Spans of the requests the trace settings (`sampler`) pick, made with `finished`."""
 
-    def __init__(
-        self, tracer: trace.Tracer, finished: FinishedSpans, sampler: TritonTracer
-    ) -> None:
-        self._tracer = tracer
+    def __init__(self, finished: FinishedSpans, sampler: TritonTracer) -> None:
         self._finished = finished
         self._sampler = sampler
         # Monotonic ns + this = wall-clock ns (close enough over a server's life for a trace).
@@ -60,19 +59,14 @@ class OtelTracing:
         if parent is not None:
             carrier = {TRACEPARENT: parent.traceparent, TRACESTATE: parent.tracestate}
             context = _PROPAGATOR.extract(carrier)
-        now = time.monotonic_ns()
-        start = (request.timestamps.received or now) + self._wall
+        name = f"{parent.via if parent and parent.via else 'infer'} {request.model_name}"
+        kind = trace.SpanKind.SERVER if frontend else trace.SpanKind.INTERNAL
         attributes = {"model_name": request.model_name, "request_id": request.id}
-        span = self._tracer.start_span(
-            f"{parent.via if parent and parent.via else 'infer'} {request.model_name}",
-            context,
-            trace.SpanKind.SERVER if frontend else trace.SpanKind.INTERNAL,
-            attributes,
-            start_time=start,
-        )
-        request.span = traced = _Span(span, self, request.timestamps, frontend)
+        opened = self._finished.open(name, context, kind, attributes)
+        now = time.monotonic_ns()
+        request.span = traced = _Span(self, name, kind, opened, request.timestamps, frontend)
         if frontend:
-            traced.child("decode", start, now + self._wall)
+            traced.child("decode", traced.start, now + self._wall)
 
     def finish(
         self, request: InferRequest, model_version: str, failure: FailureReason | None
@@ -81,12 +75,11 @@ class OtelTracing:
         if not isinstance(traced, _Span):
             return
         t = request.timestamps
-        traced.span.set_attribute("model_version", model_version)
+        traced.attributes["model_version"] = model_version
         if t.queued:
             traced.child("queue", t.queued + self._wall, (t.compute_start or t.sent) + self._wall)
         if failure is not None:
-            traced.failed = True
-            traced.span.set_status(trace.StatusCode.ERROR, failure.value)
+            traced.status = Status(trace.StatusCode.ERROR, failure.value)
         if not traced.frontend:
             traced.end(t.sent)
 
@@ -99,11 +92,10 @@ class OtelTracing:
         instance: str,
         requests: Sequence[InferRequest],
     ) -> None:
-        spans = [r.span.span for r in requests if isinstance(r.span, _Span)]
-        if not spans:
+        contexts = [r.span.span_context for r in requests if isinstance(r.span, _Span)]
+        if not contexts:
             return
         wall = self._wall
-        contexts = [s.get_span_context() for s in spans]
         self._finished.add(
             f"execute {model_name}",
             contexts[0],
@@ -125,27 +117,47 @@ class OtelTracing:
     def wall(self, monotonic_ns: int) -> int:
         return monotonic_ns + self._wall
 
-    def child(self, parent: trace.Span, name: str, start: int, end: int) -> None:
-        """A finished child span of `parent`, from wall-clock `start` to `end`."""
-        self._finished.add(name, parent.get_span_context(), start, end)
+    @property
+    def finished(self) -> FinishedSpans:
+        return self._finished
 
 
 class _Span:
-    """A traced request's span (`RequestSpan`)."""
+    """A traced request's span (`RequestSpan`), made once it ends."""
 
-    __slots__ = ("failed", "frontend", "span", "timestamps", "tracing")
+    __slots__ = (
+        "attributes",
+        "frontend",
+        "kind",
+        "name",
+        "parent",
+        "span_context",
+        "start",
+        "status",
+        "timestamps",
+        "tracing",
+    )
 
     def __init__(
-        self, span: trace.Span, tracing: OtelTracing, timestamps: Timestamps, frontend: bool
+        self,
+        tracing: OtelTracing,
+        name: str,
+        kind: trace.SpanKind,
+        opened: tuple[trace.SpanContext, trace.SpanContext | None, dict[str, AttributeValue]],
+        timestamps: Timestamps,
+        frontend: bool,
     ) -> None:
-        self.span = span
         self.tracing = tracing
+        self.name = name
+        self.kind = kind
+        self.span_context, self.parent, self.attributes = opened
         self.timestamps = timestamps
+        self.start = tracing.wall(timestamps.received or time.monotonic_ns())
         self.frontend = frontend
-        self.failed = False
+        self.status: Status | None = None
 
     def context(self, via: str) -> TraceParent:
-        c = self.span.get_span_context()
+        c = self.span_context
         traceparent = f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}"
         return TraceParent(traceparent, c.trace_state.to_header(), via)
 
@@ -153,18 +165,28 @@ class _Span:
         now = time.monotonic_ns()
         sent = self.timestamps.sent
         if not sent:  # refused before reaching its model (no such model, a decoupled one)
-            self.span.set_status(trace.StatusCode.ERROR, "not served")
-        elif not self.failed:
+            self.status = Status(trace.StatusCode.ERROR, "not served")
+        elif self.status is None:
             self.child("encode", self.tracing.wall(sent), self.tracing.wall(now))
         self.end(now)
 
     def child(self, name: str, start: int, end: int) -> None:
-        """A finished child span, from wall-clock `start` to `end`."""
-        self.tracing.child(self.span, name, start, end)
+        """A child span, from wall-clock `start` to `end`."""
+        self.tracing.finished.add(name, self.span_context, start, end)
 
     def end(self, monotonic_ns: int) -> None:
-        if self.span.is_recording():
-            self.span.end(self.tracing.wall(monotonic_ns))
+        end = self.tracing.wall(monotonic_ns)
+        finished = self.tracing.finished
+        finished.record(
+            self.name,
+            self.span_context,
+            self.parent,
+            self.start,
+            end,
+            self.attributes,
+            kind=self.kind,
+            status=self.status,
+        )
 
 
 class _NotTraced:

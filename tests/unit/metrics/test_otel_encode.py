@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace.propagation.tracecontext import (
     TraceContextTextMapPropagator,
 )
+from opentelemetry.trace.status import Status
 
 from inferd.metrics.otel_encode import encode
 from inferd.metrics.otel_finished import FinishedSpans
@@ -26,24 +27,24 @@ from inferd.metrics.otel_finished import FinishedSpans
 
 def made_spans() -> list[ReadableSpan]:
     """A request continuing a client's trace (with tracestate), failed; a decode under it; a
-    batch execution with attributes of every kind, events and links; a root span."""
+    batch execution with attributes of every kind, events and links; a root span made by the
+    SDK's tracer."""
     exporter = InMemorySpanExporter()
     processor = SimpleSpanProcessor(exporter)
     provider = TracerProvider(resource=Resource({"service.name": "t", "n": 3}))
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("inferd")
     carrier = {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "tracestate": "k=v"}
     client = TraceContextTextMapPropagator().extract(carrier)
-    request = tracer.start_span("infer m", client, trace.SpanKind.SERVER, {"model_name": "m"})
-    request.set_status(trace.StatusCode.ERROR, "BACKEND")
-    finished = FinishedSpans(processor, provider.resource)
-    context = request.get_span_context()
+    finished = FinishedSpans(provider, processor)
+    kind = trace.SpanKind.SERVER
+    context, parent, attributes = finished.open("infer m", client, kind, {"model_name": "m"})
     finished.add("decode", context, 10, 20)
-    attributes = {"s": "x", "i": 8, "f": 0.5, "b": True, "l": ["a", "b"]}
+    batch = {"s": "x", "i": 8, "f": 0.5, "b": True, "l": ["a", "b"]}
     links = [trace.Link(context), trace.Link(context)]
-    finished.add("execute m", context, 30, 40, attributes, links, [("E", 35)])
-    request.end()
-    tracer.start_span("root").end()
+    finished.add("execute m", context, 30, 40, batch, links, [("E", 35)])
+    status = Status(trace.StatusCode.ERROR, "BACKEND")
+    finished.record("infer m", context, parent, 5, 50, attributes, kind=kind, status=status)
+    provider.get_tracer("inferd").start_span("root").end()
     return list(exporter.get_finished_spans())
 
 
