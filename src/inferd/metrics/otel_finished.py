@@ -43,6 +43,8 @@ class FinishedSpans:
     ) -> tuple[trace.SpanContext, trace.SpanContext | None, dict[str, AttributeValue]]:
         """A new span's context under `parent` (a client's, extracted; None: a new trace),
         its parent's span context, and its attributes with the sampler's."""
+        # Never the thread's current context: a request's trace is its own or its client's.
+        parent = parent if parent is not None else context_api.Context()
         parent_context = trace.get_current_span(parent).get_span_context()
         if not parent_context.is_valid:
             trace_id, parent_span = self._ids.generate_trace_id(), None
