@@ -1,6 +1,6 @@
 """What the server's observers cost per request: the statistics, the Prometheus metrics (with
-and without latency histograms), the verbose-log and trace observers while off, and tracing
-every request into a trace file.
+and without latency histograms, with Triton's latency summaries), the verbose-log and trace
+observers while off, and tracing every request into a trace file.
 
     python benchmarks/observers.py [--requests 200000] [--batch 8]
 
@@ -16,13 +16,14 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from inferd.core.observer import Observer
 from inferd.core.types import Timestamps
+from inferd.metrics.options import DEFAULT_QUANTILES
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
@@ -32,9 +33,12 @@ MARKS = Timestamps(1_000, 2_000, 50_000, 60_000, 400_000, 420_000, 500_000)
 
 
 def setups(folder: Path) -> list[tuple[str, Callable[[], list[Observer]]]]:
-    def metrics(histograms: bool) -> list[Observer]:
+    def metrics(histograms: bool, quantiles: Sequence[tuple[float, float]] = ()) -> list[Observer]:
         statistics = Statistics()
-        return [statistics, PrometheusMetrics(statistics, histograms=histograms)]
+        return [
+            statistics,
+            PrometheusMetrics(statistics, histograms=histograms, quantiles=quantiles),
+        ]
 
     def tracing() -> list[Observer]:
         tracer = TritonTracer()
@@ -46,6 +50,7 @@ def setups(folder: Path) -> list[tuple[str, Callable[[], list[Observer]]]]:
         ("statistics", lambda: [Statistics()]),
         ("+ metrics, histograms off", lambda: metrics(False)),
         ("+ metrics (the default)", lambda: metrics(True)),
+        ("+ Triton's latency summaries", lambda: metrics(True, DEFAULT_QUANTILES)),
         (
             "+ verbose log and trace observers, off (the default)",
             lambda: [*metrics(True), TraceLog(0), TritonTracer()],

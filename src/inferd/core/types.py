@@ -38,6 +38,7 @@ class Timestamps:
     compute_output_start: int = 0
     compute_end: int = 0
     sent: int = 0
+    first_response: int = 0  # a decoupled request's first response (a unary one's is `sent`)
 
     def copy_compute(self, batch: Timestamps) -> None:
         """Take the compute marks of the batch this request ran in."""

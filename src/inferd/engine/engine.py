@@ -272,6 +272,7 @@ class Engine:
                 if item.error is not None:
                     raise item.error
                 outputs = _selected(requested, self._finish(loaded, item.outputs or {}))
+                timestamps.first_response = timestamps.first_response or time.monotonic_ns()
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
