@@ -19,7 +19,14 @@ from inferd.core.errors import (
     Unsupported,
 )
 from inferd.core.model_config import ModelConfig, config_to_dict
-from inferd.core.observer import FailureReason, Observer, failure_reason
+from inferd.core.observer import (
+    TENSOR_BACKEND_OUTPUT,
+    TENSOR_QUEUE_INPUT,
+    FailureReason,
+    Observer,
+    TensorObserver,
+    failure_reason,
+)
 from inferd.core.responses import ResponseChannel
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
@@ -65,6 +72,7 @@ class Engine:
         # The trace and logging extensions, offered when set (the frontends reach them here).
         self.controls = controls
         self._observers = tuple(observers)
+        self._tensor_observer = next((o for o in observers if isinstance(o, TensorObserver)), None)
         self._statistics = statistics
         self._table = ModelTable()
         # What models may use to call other models (BLS): this engine's own request path.
@@ -261,6 +269,7 @@ class Engine:
         execution: asyncio.Future[dict[str, Array]] | None = None
         loaded.in_flight += 1
         try:
+            self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
             self._prepare(loaded, request)
             # The model sends every output; each response is cut to those the client asked for.
             requested, request.outputs = request.outputs, None
@@ -273,6 +282,7 @@ class Engine:
                     raise item.error
                 outputs = _selected(requested, self._finish(loaded, item.outputs or {}))
                 timestamps.first_response = timestamps.first_response or time.monotonic_ns()
+                self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
@@ -325,8 +335,19 @@ class Engine:
         return outputs
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+        self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
         self._prepare(loaded, request)
-        return self._finish(loaded, await loaded.scheduler.submit(request))
+        outputs = self._finish(loaded, await loaded.scheduler.submit(request))
+        self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+        return outputs
+
+    def _trace_tensors(
+        self, request: InferRequest, activity: str, tensors: dict[str, Array]
+    ) -> None:
+        """Hand a request's tensors to the tracer while it traces tensors (trace level TENSORS)."""
+        observer = self._tensor_observer
+        if observer is not None and observer.tensors_on:
+            observer.request_tensors(request.model_name, request.timestamps, activity, tensors)
 
 
 def _selected(
