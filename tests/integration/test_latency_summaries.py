@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
+from tests.integration.test_trace_logging import infer
 
 REQUESTS = 7
 SUMMARIES = [
@@ -59,15 +59,6 @@ def samples(server: RunningServer, model: str) -> dict[tuple[str, str], float]:
     }
 
 
-def infer_simple(server: RunningServer, times: int) -> None:
-    inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
-    for item in inputs:
-        item.set_data_from_numpy(np.ones((1, 16), np.int32))
-    with closing(httpclient.InferenceServerClient(server.http_url)) as client:
-        for _ in range(times):
-            client.infer("simple", inputs)
-
-
 @pytest.fixture(scope="module")
 def repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("summaries")
@@ -85,7 +76,7 @@ def server(repository: Path) -> Iterator[RunningServer]:
 
 
 def test_summaries_count_the_requests_sent(server: RunningServer) -> None:
-    infer_simple(server, REQUESTS)
+    infer(server, REQUESTS)
     got = samples(server, "simple")
     for name in SUMMARIES:
         assert got[f"{name}_count", ""] == REQUESTS, name
@@ -101,20 +92,25 @@ def test_summaries_count_the_requests_sent(server: RunningServer) -> None:
     assert got["nv_inference_first_response_histogram_ms_bucket", "+Inf"] == REQUESTS
 
 
+def stream_three(server: RunningServer, values: list[int]) -> None:
+    """One request to `three` per value, over one gRPC stream; returns after all 3 responses
+    of each came back."""
+    responses: queue.Queue[object] = queue.Queue()
+    with closing(grpcclient.InferenceServerClient(server.grpc_url)) as client:
+        client.start_stream(callback=lambda result, error: responses.put(error or result))
+        for value in values:
+            tensor = grpcclient.InferInput("IN", [1], "INT32")
+            tensor.set_data_from_numpy(np.array([value], np.int32))
+            client.async_stream_infer("three", [tensor])
+        for _ in range(3 * len(values)):
+            assert isinstance(responses.get(timeout=60), grpcclient.InferResult)
+        client.stop_stream()
+
+
 def test_a_decoupled_models_first_response_counts_once_per_request(
     server: RunningServer,
 ) -> None:
-    responses: queue.Queue[object] = queue.Queue()
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    client.start_stream(callback=lambda result, error: responses.put(error or result))
-    for _ in range(2):
-        tensor = grpcclient.InferInput("IN", [1], "INT32")
-        tensor.set_data_from_numpy(np.array([1], np.int32))
-        client.async_stream_infer("three", [tensor])
-    for _ in range(6):
-        assert isinstance(responses.get(timeout=60), grpcclient.InferResult)
-    client.stop_stream()
-    client.close()
+    stream_three(server, [1, 2])
     got = samples(server, "three")
     assert got["nv_inference_first_response_histogram_ms_count", ""] == 2
     assert got["nv_inference_request_summary_us_count", ""] == 2
@@ -122,7 +118,7 @@ def test_a_decoupled_models_first_response_counts_once_per_request(
 
 def test_summaries_are_off_by_default(model_repository: Path) -> None:
     with running_server(model_repository) as server:
-        infer_simple(server, 2)
+        infer(server, 2)
         names = {name for name, _ in samples(server, "simple")}
     assert not [name for name in names if "_summary_us" in name]
     assert "nv_inference_first_response_histogram_ms_count" in names  # histograms are on

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import queue
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -22,7 +21,7 @@ import tritonclient.http as httpclient
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_cancellation import eventually
-from tests.integration.test_latency_summaries import THREE, THREE_CONFIG
+from tests.integration.test_latency_summaries import THREE, THREE_CONFIG, stream_three
 
 NUMPY = {"INT32": np.int32, "FP32": np.float32, "BYTES": np.object_}
 
@@ -134,16 +133,9 @@ def test_tensors_only_over_grpc(server: RunningServer, tmp_path: Path) -> None:
 
 
 def test_a_decoupled_models_trace_has_every_response(server: RunningServer, tmp_path: Path) -> None:
-    responses: queue.Queue[Any] = queue.Queue()
     with closing(grpcclient.InferenceServerClient(server.grpc_url)) as client:
         client.update_trace_settings("three", trace_file_settings(tmp_path / "d.json", "TENSORS"))
-        client.start_stream(callback=lambda result, error: responses.put(error or result))
-        tensor = grpcclient.InferInput("IN", [1], "INT32")
-        tensor.set_data_from_numpy(np.array([5], np.int32))
-        client.async_stream_infer("three", [tensor])
-        for _ in range(3):
-            assert isinstance(responses.get(timeout=60), grpcclient.InferResult)
-        client.stop_stream()
+        stream_three(server, [5])
         # The request ends after its last response reached the client: read its trace first.
         objects = written(tmp_path / "d.json.0")
         client.update_trace_settings("three", dict.fromkeys(trace_file_settings(tmp_path)))
