@@ -9,8 +9,9 @@ which count the same successful requests.
 
 A bucket keeps at most `KEPT` requests: past that it keeps every other one, then every
 fourth, ... (an even sample over the bucket's time). So memory and a scrape's sort stay
-bounded at any rate, and a quantile's rank stays well within Triton's errors (5 x 16384
-samples put the 0.999 quantile's rank within about 0.0001).
+bounded at any rate (a busy version's scrape sorts 5 x 20480 values, a few ms), and a
+quantile's rank stays within Triton's errors (from 20480 samples the 0.999 quantile's rank has
+a standard error of about 0.0002, against Triton's 0.001).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from inferd.core.types import Timestamps
 WINDOW_NS = 60_000_000_000
 AGE_BUCKETS = 5
 _BUCKET_NS = WINDOW_NS // AGE_BUCKETS
-KEPT = 16384
+KEPT = 4096
 
 # (name, help, the statistics' duration each one's count and sum come from), in the order
 # a bucket holds their arrays.
