@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, Formatter, PercentFormatter
 from promql_subset import Scrape
 
@@ -61,9 +62,7 @@ def draw(
             box[3] - 1.0 / height,
         )
         figure.add_artist(
-            plt.Rectangle(
-                box[:2], box[2], box[3], transform=figure.transFigure, color=PANEL, zorder=-1
-            )
+            Rectangle(box[:2], box[2], box[3], transform=figure.transFigure, color=PANEL, zorder=-1)
         )
         figure.text(
             box[0] + 0.006,
