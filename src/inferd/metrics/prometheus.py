@@ -30,6 +30,7 @@ from inferd.metrics.summaries import LatencySummaries
 
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
+WarmupDurations = Callable[[], list[tuple[str, str, float]]]  # (model, version, seconds)
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
     (
@@ -52,6 +53,16 @@ _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         "nv_inference_exec_count",
         "Number of model executions performed (a batch counts 1)",
         lambda s: s.execution_count,
+    ),
+    (
+        "nv_cache_num_hits_per_model",
+        "Number of response cache hits per model",
+        lambda s: s.cache_hit.count,
+    ),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of response cache misses per model",
+        lambda s: s.cache_miss.count,
     ),
 ]
 
@@ -81,6 +92,18 @@ _DURATIONS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         "Cumulative inference compute output duration in microseconds",
         lambda s: _us(s.compute_output),
     ),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Cumulative time requests spend retrieving a cached response per model on cache hits "
+        "(microseconds)",
+        lambda s: _us(s.cache_hit),
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Cumulative time requests spend looking up and inserting responses into the cache on "
+        "a cache miss (microseconds)",
+        lambda s: _us(s.cache_miss),
+    ),
 ]
 
 
@@ -109,6 +132,7 @@ class PrometheusMetrics(Collector):
         self._pending = pending
         self._in_flight: PendingCounts | None = None
         self._instances: InstanceDevices | None = None
+        self._warmups: WarmupDurations | None = None
         self._requests = RequestMetrics(buckets, histograms)
         self._models = ModelMetrics()
         self._summaries = LatencySummaries(quantiles) if quantiles else None
@@ -122,6 +146,10 @@ class PrometheusMetrics(Collector):
     def watch_instances(self, instances: InstanceDevices) -> None:
         """Set where the instances of serving versions and their devices come from."""
         self._instances = instances
+
+    def watch_warmups(self, warmups: WarmupDurations) -> None:
+        """Set where the warmup durations of serving versions come from."""
+        self._warmups = warmups
 
     def registry(self) -> CollectorRegistry:
         """A registry holding only these metrics."""
@@ -195,6 +223,7 @@ class PrometheusMetrics(Collector):
             self._in_flight,
         )
         yield self._instance_family()
+        yield self._warmup_family()
         yield from self._models.families(snapshot)
 
     def _instance_family(self) -> Metric:
@@ -206,6 +235,16 @@ class PrometheusMetrics(Collector):
         )
         for model, version, instance, device in self._instances() if self._instances else []:
             family.add_metric([model, version, instance, device], 1)
+        return family
+
+    def _warmup_family(self) -> Metric:
+        family = GaugeMetricFamily(
+            "inferd_model_warmup_duration_seconds",
+            "How long the model_warmup of each serving version took on its instances, in seconds",
+            labels=LABELS,
+        )
+        for model, version, seconds in self._warmups() if self._warmups else []:
+            family.add_metric([model, version], seconds)
         return family
 
 

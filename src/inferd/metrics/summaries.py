@@ -108,7 +108,8 @@ class LatencySummaries:
             del self._windows[key]
 
     def observe(self, model_name: str, model_version: str, t: Timestamps) -> None:
-        """One successful request's durations (an ensemble's: only its request duration)."""
+        """One successful request's durations (an ensemble's: only its request duration; a
+        cache hit's: its request duration and no queueing)."""
         window = self._windows.get((model_name, model_version))
         if window is None:
             window = self._windows[model_name, model_version] = _Window(0)
@@ -120,7 +121,9 @@ class LatencySummaries:
             return
         request, queue, compute_input, compute_infer, compute_output = window.buckets[-1][1]
         request.append(t.sent - t.received)
-        if t.compute_start:  # an ensemble has no queue or compute of its own
+        if t.cache_hit_ns:  # as the statistics count it (and Triton): no wait, no compute
+            queue.append(0)
+        elif t.compute_start:  # an ensemble has no queue or compute of its own
             queue.append(t.compute_start - t.queued)
             compute_input.append(t.compute_input_end - t.compute_start)
             compute_infer.append(t.compute_output_start - t.compute_input_end)

@@ -122,6 +122,13 @@ class CallAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelCall:
+    """The model gave up waiting for its call named `key` (it timed out): cancel it."""
+
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
 class AnswerRead:
     """The worker copied the outputs of answer `seq` to call `key`: their region is free."""
 
