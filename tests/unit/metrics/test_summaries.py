@@ -148,3 +148,14 @@ def test_a_busy_bucket_keeps_an_even_sample() -> None:
     # Queue durations spread evenly over 0..999 µs: each quantile within its rank error.
     assert 450 <= median <= 550
     assert 890 <= p90 <= 910
+
+
+def test_a_cache_hit_waits_nothing_and_computes_nothing() -> None:
+    now = time.monotonic_ns()
+    hit = Timestamps(received=now - 30 * US, sent=now, cache_hit_ns=5 * US)
+    metrics = fed(((0.5, 0.05),), [served(now, queue_us=40), hit])
+    got = samples(metrics)
+    assert got["nv_inference_queue_summary_us_count", ""] == 2  # from the statistics
+    assert got["nv_inference_queue_summary_us", "0.5"] == 0.0  # the hit's 0 is the lower
+    assert got["nv_inference_compute_infer_summary_us_count", ""] == 1
+    assert got["nv_inference_request_summary_us", "0.5"] == 30.0
