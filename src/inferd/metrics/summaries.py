@@ -1,15 +1,16 @@
 """Triton's latency summaries: quantiles over a sliding window, computed when scraped.
 
 prometheus-client's summaries have no quantiles, and a streaming estimator (Triton's CKMS)
-costs far more per observation in Python than an append. So a request appends its five
-durations (nanoseconds, 8 bytes each) to the arrays of the current age bucket, and a scrape
-sorts what the window holds. As in Triton (prometheus-cpp), the window is 60 s in 5 age
-buckets, and `_count` and `_sum` cover the server's life: they are read from the statistics,
-which count the same successful requests.
+costs far more per observation in Python than an append. So a request appends its durations
+(nanoseconds, 8 bytes each: request, queue, compute input, infer and output, cache hit or
+miss) to the arrays of the current age bucket, and a scrape sorts what the window holds. As
+in Triton (prometheus-cpp), the window is 60 s in 5 age buckets, and `_count` and `_sum`
+cover the server's life: they are read from the statistics, which count the same successful
+requests.
 
 A bucket keeps at most `KEPT` requests: past that it keeps every other one, then every
 fourth, ... (an even sample over the bucket's time). So memory and a scrape's sort stay
-bounded at any rate (a busy version's scrape sorts 5 x 20480 values, a few ms), and a
+bounded at any rate (a busy version's scrape sorts 5 x 20480 values per summary, a few ms), and a
 quantile's rank stays within Triton's errors (from 20480 samples the 0.999 quantile's rank has
 a standard error of about 0.0002, against Triton's 0.001).
 """
@@ -61,14 +62,26 @@ SUMMARIES: tuple[tuple[str, str, str], ...] = (
         "Summary of compute output duration in microseconds",
         "compute_output",
     ),
+    # Only for versions whose requests met the response cache.
+    (
+        "nv_cache_hit_summary_per_model",
+        "Summary of cache hit durations per model, in microseconds",
+        "cache_hit",
+    ),
+    (
+        "nv_cache_miss_summary_per_model",
+        "Summary of cache miss (lookup and insertion) durations per model, in microseconds",
+        "cache_miss",
+    ),
 )
+_CACHE = ("cache_hit", "cache_miss")
 
 # A string: `array` is subscriptable at run time only from Python 3.12.
-_Arrays: TypeAlias = "tuple[array[int], array[int], array[int], array[int], array[int]]"
+_Arrays: TypeAlias = "tuple[array[int], ...]"
 
 
 def _arrays() -> _Arrays:
-    return array("q"), array("q"), array("q"), array("q"), array("q")
+    return tuple(array("q") for _ in SUMMARIES)
 
 
 @dataclass(slots=True)
@@ -119,15 +132,20 @@ class LatencySummaries:
         window.seen = seen + 1
         if seen & window.mask:
             return
-        request, queue, compute_input, compute_infer, compute_output = window.buckets[-1][1]
+        request, queue, compute_input, compute_infer, compute_output, hit, miss = window.buckets[
+            -1
+        ][1]
         request.append(t.sent - t.received)
         if t.cache_hit_ns:  # as the statistics count it (and Triton): no wait, no compute
             queue.append(0)
+            hit.append(t.cache_hit_ns)
         elif t.compute_start:  # an ensemble has no queue or compute of its own
             queue.append(t.compute_start - t.queued)
             compute_input.append(t.compute_input_end - t.compute_start)
             compute_infer.append(t.compute_output_start - t.compute_input_end)
             compute_output.append(t.compute_end - t.compute_output_start)
+            if t.cache_miss_ns:
+                miss.append(t.cache_miss_ns)
         if len(request) >= KEPT:
             window.thin()
 
@@ -138,12 +156,14 @@ class LatencySummaries:
         for index, (name, documentation, duration) in enumerate(SUMMARIES):
             family = Metric(name, documentation, "summary")
             for stats in snapshot:
+                total: Duration = getattr(stats, duration)
+                if duration in _CACHE and not total.count:
+                    continue
                 labels = {"model": stats.name, "version": stats.version}
                 window = windows.get((stats.name, stats.version))
                 values = self._quantile_values(window, index, now)
                 for label, value in zip(self._labels, values, strict=True):
                     family.add_sample(name, labels | {"quantile": label}, value)
-                total: Duration = getattr(stats, duration)
                 family.add_sample(f"{name}_count", labels, total.count)
                 family.add_sample(f"{name}_sum", labels, total.ns / 1000)
             yield family

@@ -159,3 +159,17 @@ def test_a_cache_hit_waits_nothing_and_computes_nothing() -> None:
     assert got["nv_inference_queue_summary_us", "0.5"] == 0.0  # the hit's 0 is the lower
     assert got["nv_inference_compute_infer_summary_us_count", ""] == 1
     assert got["nv_inference_request_summary_us", "0.5"] == 30.0
+
+
+def test_cache_summaries_only_where_the_cache_was_met() -> None:
+    now = time.monotonic_ns()
+    hit = Timestamps(received=now - 30 * US, sent=now, cache_hit_ns=5 * US)
+    miss = served(now, queue_us=40)
+    miss.cache_miss_ns = 7 * US
+    got = samples(fed(((0.5, 0.05),), [hit, miss]))
+    assert got["nv_cache_hit_summary_per_model", "0.5"] == 5.0
+    assert got["nv_cache_hit_summary_per_model_count", ""] == 1
+    assert got["nv_cache_miss_summary_per_model", "0.5"] == 7.0
+    assert got["nv_cache_miss_summary_per_model_sum", ""] == 7.0
+    uncached = samples(fed(((0.5, 0.05),), [served(now, queue_us=1)]))
+    assert not [name for name, _ in uncached if "cache" in name and "summary" in name]
