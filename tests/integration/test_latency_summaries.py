@@ -63,13 +63,20 @@ def samples(server: RunningServer, model: str) -> dict[tuple[str, str], float]:
 def repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("summaries")
     (root / "simple").symlink_to(model_repository / "simple", target_is_directory=True)
+    # `simple` again, with the response cache on.
+    (root / "cached" / "1").mkdir(parents=True)
+    (root / "cached" / "1" / "model.onnx").symlink_to(model_repository / "simple/1/model.onnx")
+    config = (model_repository / "simple" / "config.pbtxt").read_text()
+    (root / "cached" / "config.pbtxt").write_text(
+        config.replace('name: "simple"', 'name: "cached"') + "response_cache { enable: true }\n"
+    )
     write(root, "three", THREE, THREE_CONFIG)
     return root
 
 
 @pytest.fixture(scope="module")
 def server(repository: Path) -> Iterator[RunningServer]:
-    config = ("--metrics-config", "summary_latencies=true")
+    config = ("--metrics-config", "summary_latencies=true", "--cache-config", "local,size=1048576")
     quantiles = ("--metrics-config", "summary_quantiles=0.5:0.05,0.99:0.001")
     with running_server(repository, *config, *quantiles) as running:
         yield running
@@ -114,6 +121,17 @@ def test_a_decoupled_models_first_response_counts_once_per_request(
     got = samples(server, "three")
     assert got["nv_inference_first_response_histogram_ms_count", ""] == 2
     assert got["nv_inference_request_summary_us_count", ""] == 2
+
+
+def test_cache_summaries_count_hits_and_misses(server: RunningServer) -> None:
+    infer(server, 3, model="cached")  # the same request: a miss, then two hits
+    got = samples(server, "cached")
+    assert got["nv_cache_miss_summary_per_model_count", ""] == 1
+    assert got["nv_cache_hit_summary_per_model_count", ""] == 2
+    assert got["nv_cache_hit_summary_per_model", "0.5"] > 0
+    assert got["nv_inference_queue_summary_us_count", ""] == 3
+    assert got["nv_inference_compute_infer_summary_us_count", ""] == 1
+    assert "nv_cache_hit_summary_per_model_count" not in {n for n, _ in samples(server, "simple")}
 
 
 def test_summaries_are_off_by_default(model_repository: Path) -> None:
