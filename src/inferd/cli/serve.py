@@ -49,8 +49,8 @@ from inferd.frontends.http.hosts import App, HostGuard
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.model_metrics import ModelMetrics
+from inferd.metrics.options import metrics_options
 from inferd.metrics.prometheus import PrometheusMetrics
-from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
 from inferd.metrics.triton_trace import TritonTracer, start_settings
@@ -141,8 +141,13 @@ async def serve(
     """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
     Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
-    buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
-    metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
+    options = metrics_options(settings.metrics_buckets, settings.metrics_config)
+    metrics = PrometheusMetrics(
+        statistics,
+        buckets=options.buckets,
+        histograms=options.histograms,
+        quantiles=options.quantiles,
+    )
     trace_log = TraceLog(settings.log_verbose)
     tracer = TritonTracer(start_settings(settings.trace_config))
     observers: list[Observer] = [statistics, metrics, trace_log, tracer]
@@ -257,7 +262,7 @@ def _response_cache(settings: ServerSettings) -> ResponseCache | None:
 
 def _metrics_error(settings: ServerSettings) -> str | None:
     try:
-        histogram_options(settings.metrics_buckets, settings.metrics_config)
+        metrics_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
         cache_capacity(settings.cache_config)
     except ValueError as exc:

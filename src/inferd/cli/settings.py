@@ -71,7 +71,9 @@ class ServerSettings:
     metrics_config: tuple[str, ...] = field(
         default=(),
         metadata=_flag(
-            "as Triton's: histogram_latencies=false leaves the latency histograms out; repeatable",
+            "as Triton's: histogram_latencies=false leaves the latency histograms out, "
+            "summary_latencies=true adds the latency summaries, summary_quantiles=Q:E,... sets "
+            "their quantiles; repeatable",
             "KEY=VALUE",
         ),
     )

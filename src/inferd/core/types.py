@@ -42,6 +42,7 @@ class Timestamps:
     # least 1 when it happened, 0 otherwise).
     cache_hit_ns: int = 0
     cache_miss_ns: int = 0
+    first_response: int = 0  # a decoupled request's first response (a unary one's is `sent`)
 
     def copy_compute(self, batch: Timestamps) -> None:
         """Take the compute marks of the batch this request ran in."""

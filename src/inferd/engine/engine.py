@@ -19,7 +19,14 @@ from inferd.core.errors import (
     Unsupported,
 )
 from inferd.core.model_config import ModelConfig, config_to_dict
-from inferd.core.observer import FailureReason, Observer, failure_reason
+from inferd.core.observer import (
+    TENSOR_BACKEND_OUTPUT,
+    TENSOR_QUEUE_INPUT,
+    FailureReason,
+    Observer,
+    TensorObserver,
+    failure_reason,
+)
 from inferd.core.responses import ResponseChannel
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
@@ -67,6 +74,7 @@ class Engine:
         # The trace and logging extensions, offered when set (the frontends reach them here).
         self.controls = controls
         self._observers = tuple(observers)
+        self._tensor_observer = next((o for o in observers if isinstance(o, TensorObserver)), None)
         self._statistics = statistics
         self._table = ModelTable()
         # What models may use to call other models (BLS): this engine's own request path.
@@ -277,6 +285,7 @@ class Engine:
         execution: asyncio.Future[dict[str, Array]] | None = None
         loaded.in_flight += 1
         try:
+            self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
             self._prepare(loaded, request)
             # The model sends every output; each response is cut to those the client asked for.
             requested, request.outputs = request.outputs, None
@@ -288,6 +297,8 @@ class Engine:
                 if item.error is not None:
                     raise item.error
                 outputs = _selected(requested, self._finish(loaded, item.outputs or {}, requested))
+                timestamps.first_response = timestamps.first_response or time.monotonic_ns()
+                self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
@@ -347,11 +358,15 @@ class Engine:
         return outputs
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+        self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
         self._prepare(loaded, request)
         cache = self.settings.response_cache
         if loaded.cached and cache is not None:
-            return await self._run_cached(loaded, request, cache)
-        return self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
+            outputs = await self._run_cached(loaded, request, cache)
+        else:
+            outputs = self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
+        self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+        return outputs
 
     async def _run_cached(
         self, loaded: LoadedVersion, request: InferRequest, cache: ResponseCache
@@ -371,6 +386,14 @@ class Engine:
         cache.insert(key, outputs)
         timestamps.cache_miss_ns = max(looked_up - started + time.monotonic_ns() - inserting, 1)
         return outputs
+
+    def _trace_tensors(
+        self, request: InferRequest, activity: str, tensors: dict[str, Array]
+    ) -> None:
+        """Hand a request's tensors to the tracer while it traces tensors (trace level TENSORS)."""
+        observer = self._tensor_observer
+        if observer is not None and observer.tensors_on:
+            observer.request_tensors(request.model_name, request.timestamps, activity, tensors)
 
 
 def _selected(

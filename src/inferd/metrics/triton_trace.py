@@ -2,20 +2,25 @@
 
 An `Observer` of finished requests and the server's `TraceControl`. Settings are global, and a
 model may override any of them (its own sampling counter and trace count then apply to it).
-With tracing off everywhere a request costs one attribute check. `trace_level` TENSORS is
-accepted and traces timestamps: request tensors are not recorded.
+With tracing off everywhere a request costs one attribute check here and one in the engine.
+
+At level TENSORS the engine hands over the tensors of every request of a model traced at that
+level (references, kept while the request is in flight); the sampled ones are written with
+their trace, off the event loop. Triton's core records the same two activities: the inputs as
+the request is queued and the outputs of each response.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inferd.core.errors import InvalidArgument
 from inferd.core.observer import FailureReason
 from inferd.core.runtime_settings import TraceValues
-from inferd.core.types import Timestamps
-from inferd.metrics.trace_output import Trace, TraceOutput
+from inferd.core.types import Array, Timestamps
+from inferd.metrics.trace_output import TraceOutput
+from inferd.metrics.trace_tensors import TracedTensor
 
 LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 # Triton's defaults: off, 1 of 1000 requests, no limit, traces kept until the server stops.
@@ -82,6 +87,12 @@ class _Scope:
     rate: int
     remaining: int  # traces still allowed; -1: no limit
     seen: int = 0
+    timestamps: bool = field(init=False)
+    tensors: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timestamps = "TIMESTAMPS" in self.values["trace_level"]
+        self.tensors = "TENSORS" in self.values["trace_level"]
 
 
 class TritonTracer:
@@ -98,6 +109,9 @@ class TritonTracer:
         self._global = self._scope(self._global_values, None)
         self._scopes: dict[str, _Scope] = {}
         self._active = self._global.on
+        self.tensors_on = self._global.tensors
+        # The tensors of requests in flight, by their timestamps' id.
+        self._tensors: dict[int, list[TracedTensor]] = {}
         self._next_id = 1
 
     # ---- TraceControl ------------------------------------------------------------------------
@@ -140,6 +154,7 @@ class TritonTracer:
         cancelled: bool = False,
         failure: FailureReason | None = None,
     ) -> None:
+        tensors = self._tensors.pop(id(timestamps), ()) if self._tensors else ()
         if not self._active:
             return
         scope = self._scopes.get(model_name, self._global)
@@ -151,7 +166,20 @@ class TritonTracer:
         if scope.remaining > 0:
             scope.remaining -= 1
         trace_id, self._next_id = self._next_id, self._next_id + 1
-        scope.output.add(_trace(trace_id, model_name, model_version, timestamps))
+        marks = _marks(timestamps) if scope.timestamps else ()
+        scope.output.add((trace_id, model_name, model_version, marks, tensors))
+
+    def request_tensors(
+        self,
+        model_name: str,
+        timestamps: Timestamps,
+        activity: str,
+        tensors: Mapping[str, Array],
+    ) -> None:
+        scope = self._scopes.get(model_name, self._global)
+        if scope.tensors and scope.remaining != 0:
+            kept = self._tensors.setdefault(id(timestamps), [])
+            kept.extend((activity, name, array) for name, array in tensors.items())
 
     def batch_executed(
         self,
@@ -188,6 +216,7 @@ class TritonTracer:
                 output.close()
                 del self._outputs[key]
         self._active = any(s.on for s in (self._global, *self._scopes.values()))
+        self.tensors_on = any(s.tensors for s in (self._global, *self._scopes.values()))
 
     def _reuse(self, scope: _Scope | None, values: TraceValues) -> _Scope:
         return scope if scope is not None and scope.values == values else self._scope(values, scope)
@@ -206,8 +235,8 @@ class TritonTracer:
         )
 
 
-def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) -> Trace:
-    marks = (
+def _marks(t: Timestamps) -> tuple[int, ...]:
+    return (
         t.received,
         t.queued,
         t.compute_start,
@@ -216,4 +245,3 @@ def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) ->
         t.compute_end,
         t.sent,
     )
-    return trace_id, model_name, model_version, marks
