@@ -19,6 +19,7 @@ import generate_models  # examples/, put on the path by tests/conftest.py
 from tests.integration.infer_helpers import infer_inputs
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
+from tests.integration.test_cancellation import eventually
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "model_repository"
 CALLED = ("simple", "sequence_accumulate", "repeat", "pipeline")
@@ -128,6 +129,25 @@ class InferdModel:
         return {"OUTPUT0": batch.inputs["INPUT0"], "OUTPUT1": batch.inputs["INPUT1"]}
 """
 
+# Runs its request until it is cancelled (30 s at most), then notes in the file named by the
+# config parameter `marker` whether it saw the cancellation.
+WATCHED = """
+import time
+
+class InferdModel:
+    def initialize(self, context):
+        self.marker = context.parameters["marker"]
+
+    def execute(self, batch):
+        request = batch.requests[0]
+        deadline = time.monotonic() + 30
+        while not request.is_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(self.marker, "a") as marker:
+            marker.write("cancelled\\n" if request.is_cancelled() else "completed\\n")
+        return {"OUTPUT0": batch.inputs["INPUT0"], "OUTPUT1": batch.inputs["INPUT1"]}
+"""
+
 SIMPLE_IO = _SIMPLE[_SIMPLE.index("input [") : _SIMPLE.index("instance_group")]
 PIPELINE_IO = """
 input [ { name: "RAW", data_type: TYPE_FP32, dims: [ 8 ] } ]
@@ -191,6 +211,9 @@ def _repository(root: Path, isolation: str) -> Path:
         "sleepy": (SLEEPY, SIMPLE_IO, {}),
         "to_loop": (FORWARD, SIMPLE_IO, {"target": "loop"}),
         "to_sleepy": (FORWARD, SIMPLE_IO, {"target": "sleepy", "timeout": "50000"}),
+        "watched": (WATCHED, SIMPLE_IO, {"marker": str(root / "watched.seen")}),
+        "to_watched": (FORWARD, SIMPLE_IO, {"target": "watched", "timeout": "200000"}),
+        "to_watched_async": (ASYNC_FORWARD, SIMPLE_IO, {"target": "watched", "timeout": "200000"}),
     }
     for name, (code, io, given) in models.items():
         write(root, name, code, _config(name, io, isolation, **given))
@@ -328,5 +351,28 @@ def test_calls_count_in_the_called_models_statistics(server: RunningServer) -> N
         before = count()
         _call(server, httpclient, "to_simple", _pair(5))
         assert count() == before + 1
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("caller", ["to_watched", "to_watched_async"])
+def test_a_call_that_times_out_is_cancelled_in_the_called_model(
+    server: RunningServer, caller: str
+) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        config = client.get_model_config("watched")
+        marker = Path(config["parameters"]["marker"]["string_value"])
+        before = marker.read_text().splitlines() if marker.exists() else []
+        with pytest.raises(InferenceServerException) as caught:
+            _call(server, httpclient, caller, _pair(6))
+        assert caught.value.status() == "503"
+        assert "timed out after 0.2 s" in str(caught.value.message())
+        # The called model saw its request cancelled (it would otherwise run for 30 s and note
+        # "completed"), and its statistics count it failed, not successful.
+        eventually(lambda: marker.exists() and len(marker.read_text().splitlines()) > len(before))
+        assert marker.read_text().splitlines()[len(before) :] == ["cancelled"]
+        stats = client.get_inference_statistics("watched")["model_stats"][0]["inference_stats"]
+        assert stats["success"]["count"] == 0
     finally:
         client.close()

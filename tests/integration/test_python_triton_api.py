@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.http_helpers import post_json
@@ -325,7 +326,7 @@ def test_custom_metrics_are_exported_with_the_servers(server: RunningServer) -> 
         text = response.read().decode()
     for line in (
         "# HELP demo_requests Requests seen",
-        "# TYPE demo_requests untyped",
+        "# TYPE demo_requests counter",  # as Triton writes it: no `_total`
         'demo_requests{model="metrics"} 3.0',
         "# TYPE demo_last_sum gauge",
         "demo_last_sum 31.0",
@@ -338,3 +339,9 @@ def test_custom_metrics_are_exported_with_the_servers(server: RunningServer) -> 
         "# TYPE nv_inference_request_success untyped",  # the server's own, on the same page
     ):
         assert line in text.splitlines(), line
+    # prometheus-client's parser reads the page, the counter as a counter (it adds `_total`).
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["demo_requests"].type == "counter"
+    assert [(s.name, s.value) for s in families["demo_requests"].samples] == [
+        ("demo_requests_total", 3.0)
+    ]

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
-from prometheus_client import ProcessCollector, make_asgi_app
+from prometheus_client import ProcessCollector
 from prometheus_client.registry import Collector
 
 from inferd.cli.access import allowed_hosts
@@ -21,6 +21,7 @@ from inferd.cli.tls import tls_files, uvicorn_options
 from inferd.cli.tls_reload import CertificateReload
 from inferd.frontends.http.hosts import HostGuard
 from inferd.frontends.http.protocol import protocol_class
+from inferd.metrics.exposition import MetricsApp
 from inferd.metrics.gpu import open_gpu_metrics
 from inferd.metrics.prometheus import PrometheusMetrics
 from inferd.metrics.system import SystemMetrics
@@ -90,7 +91,7 @@ def start_metrics(
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)
-    guarded = HostGuard(make_asgi_app(registry), allowed_hosts(settings))
+    guarded = HostGuard(MetricsApp(registry), allowed_hosts(settings))
     server = uvicorn_server(guarded, settings, certificates, "metrics")
     quiet = contextvars.copy_context()
     quiet.run(_quiet_lifecycle.set, True)

@@ -31,6 +31,7 @@ from inferd.cli.listeners import (
     uvicorn_server,
 )
 from inferd.cli.log_control import ServerLogs
+from inferd.cli.rate_limit import rate_limit_error, rate_limiter
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import tls_files
 from inferd.cli.tls_reload import CertificateReload
@@ -40,6 +41,7 @@ from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.tracing import RequestTracing
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
+from inferd.engine.response_cache import ResponseCache, cache_capacity
 from inferd.frontends import cuda_memory
 from inferd.frontends.grpc.server import create_grpc_server
 from inferd.frontends.http.app import HttpFrontend
@@ -48,12 +50,13 @@ from inferd.frontends.http.hosts import App, HostGuard
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.model_metrics import ModelMetrics
+from inferd.metrics.options import metrics_options
 from inferd.metrics.otel_config import open_tracing, otel_settings
 from inferd.metrics.prometheus import PrometheusMetrics
-from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
-from inferd.metrics.triton_trace import TritonTracer, start_settings
+from inferd.metrics.trace_settings import start_settings
+from inferd.metrics.triton_trace import TritonTracer
 from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
@@ -68,7 +71,10 @@ def build_engine(
     tracing: RequestTracing | None = None,
 ) -> Engine:
     load = LoadOptions(
-        settings.default_max_batch_size, settings.auto_complete_config, placer or InProcessPlacer()
+        settings.default_max_batch_size,
+        settings.auto_complete_config,
+        placer or InProcessPlacer(),
+        rate_limiter(settings),
     )
     repository = open_repositories(
         settings.model_repository,
@@ -82,6 +88,8 @@ def build_engine(
         settings.model_control_mode,
         settings.load_model,
         settings.repository_poll_secs,
+        settings.model_load_files_max_bytes if settings.allow_model_load_files else None,
+        _response_cache(settings),
     )
     return Engine(engine_settings, BackendRegistry(), observers, statistics, controls, tracing)
 
@@ -137,8 +145,13 @@ async def serve(
     """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
     Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
-    buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
-    metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
+    options = metrics_options(settings.metrics_buckets, settings.metrics_config)
+    metrics = PrometheusMetrics(
+        statistics,
+        buckets=options.buckets,
+        histograms=options.histograms,
+        quantiles=options.quantiles,
+    )
     trace_log = TraceLog(settings.log_verbose)
     start = start_settings(settings.trace_config)
     spans = start.get("trace_mode") == ["opentelemetry"]
@@ -151,6 +164,7 @@ async def serve(
     engine = build_engine(settings, observers, statistics, placer, controls, tracing)
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
+    metrics.watch_warmups(engine.warmup_durations)
     try:
         await engine.start()
     except InferdError:
@@ -222,7 +236,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    error = startup_error(settings) or _metrics_error(settings)  # a mistake stops it at once
+    # A mistake stops it at once.
+    error = startup_error(settings) or _metrics_error(settings) or rate_limit_error(settings)
     if error is not None:
         print(f"inferd: error: {error}", file=sys.stderr)
         return 2
@@ -249,11 +264,17 @@ def run(args: argparse.Namespace) -> int:
         session.close()
 
 
+def _response_cache(settings: ServerSettings) -> ResponseCache | None:
+    capacity = cache_capacity(settings.cache_config)
+    return ResponseCache(capacity) if capacity else None
+
+
 def _metrics_error(settings: ServerSettings) -> str | None:
     try:
-        histogram_options(settings.metrics_buckets, settings.metrics_config)
+        metrics_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
         otel_settings(settings.trace_config)
+        cache_capacity(settings.cache_config)
     except ValueError as exc:
         return str(exc)
     except InferdError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 from inferd.cli.switch import Switch, SwitchHelpFormatter
 from inferd.engine.control import ControlMode
+from inferd.scheduling.rate_limiter import RateLimitMode
 
 ENV_PREFIX = "INFERD_"
 _TRUE = ("1", "true", "yes", "on")
@@ -70,8 +71,18 @@ class ServerSettings:
     metrics_config: tuple[str, ...] = field(
         default=(),
         metadata=_flag(
-            "as Triton's: histogram_latencies=false leaves the latency histograms out; repeatable",
+            "as Triton's: histogram_latencies=false leaves the latency histograms out, "
+            "summary_latencies=true adds the latency summaries, summary_quantiles=Q:E,... sets "
+            "their quantiles; repeatable",
             "KEY=VALUE",
+        ),
+    )
+    cache_config: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "as Triton's: local,size=BYTES gives the server a response cache of BYTES, used by "
+            "models whose config sets response_cache { enable: true }; none without it",
+            "local,size=BYTES",
         ),
     )
     allow_cpu_metrics: bool = field(
@@ -206,6 +217,18 @@ class ServerSettings:
             "explicit mode: a model to load at start, repeatable; '*' loads all", "NAME"
         ),
     )
+    # Off by default: it lets clients write files to this machine's disk.
+    allow_model_load_files: bool = field(
+        default=False,
+        metadata=_flag(
+            "explicit mode: let a load request carry the model's files (file:<version>/<name> "
+            "parameters), written to a private temporary folder until the model is unloaded"
+        ),
+    )
+    model_load_files_max_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata=_flag("most bytes of model files one load request may carry"),
+    )
     repository_poll_secs: float = field(
         default=15.0, metadata=_flag("poll mode: seconds between looks at the repository folder")
     )
@@ -221,6 +244,21 @@ class ServerSettings:
             "grpc|http, opentelemetry,resource=KEY=VALUE, opentelemetry,bsp_*=N (needs "
             "inferd[otel]); repeatable",
             "[MODE,]KEY=VALUE",
+        ),
+    )
+    rate_limit: RateLimitMode = field(
+        default=RateLimitMode.OFF,
+        metadata=_flag(
+            "execution_count: an instance runs a batch only while the resources its "
+            "instance_group's rate_limiter names are free, across all models (Triton's)"
+        ),
+    )
+    rate_limit_resource: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag(
+            "copies of a rate-limiter resource, on GPU DEVICE or on each device; once given, "
+            "a resource left out has none; repeatable",
+            "NAME:COUNT[:DEVICE]",
         ),
     )
     cluster: str = field(

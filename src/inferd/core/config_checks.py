@@ -27,6 +27,24 @@ def validate_config(config: ModelConfig) -> None:
             raise InvalidArgument(
                 f"preferred_batch_size {preferred} must be between 1 and max_batch_size"
             )
+    _check_response_cache(config)
+
+
+def _check_response_cache(config: ModelConfig) -> None:
+    """Triton's refusals, in its words: a cached response cannot replay a stream of them, nor
+    stand in for a step of a sequence whose state the model keeps."""
+    if not config.response_cache.enable:
+        return
+    if config.HasField("sequence_batching"):
+        raise InvalidArgument(
+            f"Response Cache does not currently support model {config.name} with sequence "
+            "batching scheduler. Please disable the response cache."
+        )
+    if config.model_transaction_policy.decoupled:
+        raise InvalidArgument(
+            f"Response Cache does not currently support model {config.name} with 'decoupled' "
+            "transaction policy. Please disable the response cache."
+        )
 
 
 def _validate_tensor(kind: str, tensor: ConfigTensor) -> None:

@@ -69,9 +69,10 @@ REGISTRY: dict[str, Rule] = {
         "backends, and by onnxruntime on a graph input without a default value)",
     ),
     "ModelInput.allow_ragged_batch": Rule(
-        W,
-        "without dynamic_batching it changes nothing; with dynamic_batching the model is "
-        "refused at load (ragged batches are not built yet)",
+        H,
+        "requests of different shapes share a batch; the model gets the input flattened "
+        "(onnxruntime, pytorch, python; refused on other backends and with sequence_batching); "
+        "no effect with max_batch_size 0 (see ragged_batching.md)",
     ),
     **_rules(
         R,
@@ -86,12 +87,12 @@ REGISTRY: dict[str, Rule] = {
         "ModelOutput.is_non_linear_format_io",
     ),
     "ModelOutput.label_filename": Rule(
-        W, "the classification extension is not implemented yet: class_count requests are refused"
+        H, "labels of the classification extension's answers (docs/classification.md)"
     ),
     **_rules(
-        R,
-        "batch_input / batch_output tensors are not built yet: the model would miss inputs "
-        "Triton gives it",
+        H,
+        "every kind, as Triton builds them (onnxruntime, pytorch, python; refused on other "
+        "backends, with sequence_batching and with max_batch_size 0; see ragged_batching.md)",
         "ModelConfig.batch_input",
         "BatchInput.kind",
         "BatchInput.target_name",
@@ -213,7 +214,7 @@ REGISTRY: dict[str, Rule] = {
     ),
     "ModelEnsembling.Step.model_namespace": Rule(W, "model namespacing is not implemented"),
     "ModelEnsembling.max_inflight_requests": Rule(
-        W, "steps are not bounded yet: in-flight requests per step are unlimited"
+        H, "at most this many requests in flight per step (0: unbounded)"
     ),
     **_rules(
         H,
@@ -226,8 +227,8 @@ REGISTRY: dict[str, Rule] = {
     ),
     "ModelInstanceGroup.profile": Rule(H, "TensorRT optimisation profiles"),
     **_rules(
-        W,
-        "there is no rate limiter yet: every instance runs as soon as it is free",
+        H,
+        "with --rate-limit execution_count (see rate_limiter.md); ignored when off, as in Triton",
         "ModelInstanceGroup.rate_limiter",
         "ModelRateLimiter.resources",
         "ModelRateLimiter.Resource.name",
@@ -243,7 +244,7 @@ REGISTRY: dict[str, Rule] = {
         "ModelInstanceGroup.SecondaryDevice.device_id",
     ),
     "ModelInstanceGroup.passive": Rule(
-        R, "passive instances would be given work: inferd has no rate limiter to keep them idle"
+        H, "loaded, but the scheduler gives them no work (every one passive: requests refused)"
     ),
     "ModelInstanceGroup.host_policy": Rule(W, "host policies (NUMA binding) are not used"),
     "ModelConfig.default_model_filename": Rule(H, ""),
@@ -258,8 +259,9 @@ REGISTRY: dict[str, Rule] = {
         "ModelParameter.string_value",
     ),
     **_rules(
-        W,
-        "no warmup runs before the model reports READY",
+        H,
+        "every sample runs on every instance before the model reports READY; a failing one "
+        "leaves it UNAVAILABLE (refused on an ensemble, as in Triton)",
         "ModelConfig.model_warmup",
         "ModelWarmup.name",
         "ModelWarmup.batch_size",
@@ -293,8 +295,9 @@ REGISTRY: dict[str, Rule] = {
         "ModelRepositoryAgents.Agent.parameters",
     ),
     **_rules(
-        W,
-        "there is no response cache yet: every request runs the model",
+        H,
+        "with --cache-config local,size=BYTES (a warning at load without it); refused with "
+        "sequence batching or decoupled, as in Triton",
         "ModelConfig.response_cache",
         "ModelResponseCache.enable",
     ),

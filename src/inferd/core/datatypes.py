@@ -79,26 +79,47 @@ def from_config_datatype(config_name: str) -> str:
     return name
 
 
-def deserialize_bytes(buffer: bytes | memoryview, count: int) -> npt.NDArray[np.object_]:
-    """Decode exactly `count` length-prefixed (uint32 little-endian) elements."""
+def deserialize_bytes(
+    buffer: bytes | memoryview, count: int, where: str = ""
+) -> npt.NDArray[np.object_]:
+    """Decode exactly `count` length-prefixed (uint32 little-endian) elements; `where` (e.g.
+    " for inference input 'X' for model 'M'") places the tensor in errors, worded as Triton's."""
     view = memoryview(buffer)
     if count * 4 > len(view):  # each element needs its 4-byte length: refuse before allocating
-        raise InvalidArgument(f"{len(view)} bytes cannot hold {count} BYTES elements")
+        raise InvalidArgument(
+            f"expected {count} string elements{where}, but {len(view)} bytes cannot hold "
+            f"{count} BYTES elements"
+        )
     out = np.empty(count, dtype=np.object_)
     offset = 0
     end = len(view)
     for index in range(count):
+        if offset == end:
+            raise InvalidArgument(f"expected {count} string elements{where}, got {index}")
         if offset + 4 > end:
-            raise InvalidArgument(f"BYTES data ends inside the length of element {index}")
+            raise _incomplete_length(where, end - offset)
         (length,) = struct.unpack_from("<I", view, offset)
         offset += 4
         if offset + length > end:
-            raise InvalidArgument(f"BYTES element {index} is longer than the data that remains")
+            raise InvalidArgument(
+                f"string element {index}{where} is longer than the data that remains"
+            )
         out[index] = bytes(view[offset : offset + length])
         offset += length
+    if offset + 4 <= end:
+        raise InvalidArgument(
+            f"unexpected number of string elements {count + 1}{where}, expecting {count}"
+        )
     if offset != end:
-        raise InvalidArgument(f"BYTES data holds {end - offset} bytes beyond its {count} elements")
+        raise _incomplete_length(where, end - offset)
     return out
+
+
+def _incomplete_length(where: str, available: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"incomplete string length indicator{where}, expecting 4 bytes but only {available} "
+        "bytes available"
+    )
 
 
 def serialize_bytes(array: npt.NDArray[np.generic]) -> bytes:

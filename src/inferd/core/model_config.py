@@ -25,6 +25,7 @@ ModelVersionPolicy: TypeAlias = model_config_pb2.ModelVersionPolicy
 ModelSequenceBatching: TypeAlias = model_config_pb2.ModelSequenceBatching
 ModelQueuePolicy: TypeAlias = model_config_pb2.ModelQueuePolicy
 ModelEnsembling: TypeAlias = model_config_pb2.ModelEnsembling
+ModelWarmup: TypeAlias = model_config_pb2.ModelWarmup
 # The config's `DataType` enum: TYPE_FP32, TYPE_STRING, ...
 DataType: TypeAlias = model_config_pb2.DataType.ValueType
 

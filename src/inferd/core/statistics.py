@@ -51,6 +51,9 @@ class VersionStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    # Response cache: hits (lookup time), and misses (lookup and insertion time).
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
     batch_stats: list[BatchStatistics] = field(default_factory=list)
 
 

@@ -39,6 +39,11 @@ class Timestamps:
     compute_output_start: int = 0
     compute_end: int = 0
     sent: int = 0
+    # Response cache: the lookup of a hit, or the lookup and insertion of a miss (each at
+    # least 1 when it happened, 0 otherwise).
+    cache_hit_ns: int = 0
+    cache_miss_ns: int = 0
+    first_response: int = 0  # a decoupled request's first response (a unary one's is `sent`)
 
     def copy_compute(self, batch: Timestamps) -> None:
         """Take the compute marks of the batch this request ran in."""

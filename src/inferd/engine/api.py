@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engine.control import ControlMode
+from inferd.engine.response_cache import ResponseCache
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.repository.store import ModelRepository
+from inferd.scheduling.rate_limiter import RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +20,8 @@ class LoadOptions:
     auto_complete_config: bool = True
     # Where instances run: in this process, or on a cluster's nodes (`inferd.cluster`).
     placer: InstancePlacer = field(default_factory=InProcessPlacer)
+    # Shared by every model's instances when `--rate-limit execution_count`; None: off.
+    rate_limiter: RateLimiter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,10 @@ class EngineSettings:
     control_mode: ControlMode = ControlMode.NONE
     startup_models: tuple[str, ...] = ()  # explicit mode: loaded at start ("*" = all)
     poll_interval_s: float = 15.0
+    # The most bytes of model files a load request may carry; None refuses such files.
+    model_files_max_bytes: int | None = None
+    # The server's response cache (--cache-config); None: no model caches.
+    response_cache: ResponseCache | None = None
 
 
 class ModelState(enum.Enum):

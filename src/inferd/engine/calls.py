@@ -7,6 +7,7 @@ The calling thread blocks (or its own event loop awaits); the engine's loop neve
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -32,7 +33,33 @@ class EngineCalls:
         self._loop = loop
 
     def submit(self, request: InferRequest) -> Future[InferResponse]:
-        return asyncio.run_coroutine_threadsafe(self._infer(request), self._running())
+        # Lighter than `run_coroutine_threadsafe`: the call's coroutine answers the caller's
+        # future itself, without waiting a loop iteration for its task's done callbacks.
+        loop = self._running()
+        future: Future[InferResponse] = Future()
+        loop.call_soon_threadsafe(self._start, loop, request, future)
+        return future
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, request: InferRequest, future: Future[InferResponse]
+    ) -> None:
+        if future.cancelled():  # given up before it started
+            return
+        task = loop.create_task(self._answer(request, future))
+        future.add_done_callback(functools.partial(_cancel_with, loop, task))
+
+    async def _answer(self, request: InferRequest, future: Future[InferResponse]) -> None:
+        try:
+            response = await self._infer(request)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:  # an InferdError for the caller to raise
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+            return
+        if future.set_running_or_notify_cancel():
+            future.set_result(response)
 
     def stream(self, request: InferRequest) -> Iterator[InferResponse]:
         loop = self._running()
@@ -64,6 +91,14 @@ class EngineCalls:
             # Waiting here would stop the loop that answers.
             raise Unavailable("a model cannot be called from the server's event loop thread")
         return loop
+
+
+def _cancel_with(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], future: Future[InferResponse]
+) -> None:
+    """The caller cancelled its future (it gave up waiting): the request is cancelled too."""
+    if future.cancelled() and not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -17,9 +17,11 @@ from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
 from inferd.engine.api import LoadOptions
+from inferd.engine.classification import with_labels
 from inferd.engine.ensembles import PLATFORM, config_signature, is_ensemble
 from inferd.engine.loader import prepare_config
 from inferd.engine.request_checks import ModelTensor
+from inferd.engine.warmup import warmup_samples
 from inferd.repository.store import LocalRepository
 from inferd.repository.versions import select_versions
 from inferd.scheduling.dynamic_settings import BatchingSettings
@@ -86,6 +88,9 @@ def _check_version(
         BatchingSettings.from_config(completed)
         if completed.HasField("sequence_batching"):
             SequenceSettings.from_config(completed, path.parent)
+        outputs = {t.name: ModelTensor.from_config(t) for t in completed.output}
+        with_labels(completed.name, outputs, completed.output, path.parent)  # read at load
+        warmup_samples(completed, path.parent)  # its data files read, its shapes checked
     except InferdError as exc:
         return exc
     return completed

@@ -19,7 +19,14 @@ from inferd.core.errors import (
     Unsupported,
 )
 from inferd.core.model_config import ModelConfig, config_to_dict
-from inferd.core.observer import FailureReason, Observer, failure_reason
+from inferd.core.observer import (
+    TENSOR_BACKEND_OUTPUT,
+    TENSOR_QUEUE_INPUT,
+    FailureReason,
+    Observer,
+    TensorObserver,
+    failure_reason,
+)
 from inferd.core.responses import ResponseChannel
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
@@ -33,10 +40,12 @@ from inferd.engine.api import (
     VersionStatus,
 )
 from inferd.engine.calls import EngineCalls
+from inferd.engine.classification import classify_outputs
 from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.model_table import ModelTable
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
+from inferd.engine.response_cache import ResponseCache, cache_key
 from inferd.instances.instance import Instance
 from inferd.scheduling.ensemble import response_parameters
 
@@ -69,6 +78,7 @@ class Engine:
         # Spans of requests, when the server traces so; frontends start those they decode.
         self.tracing = tracing
         self._observers = tuple(observers)
+        self._tensor_observer = next((o for o in observers if isinstance(o, TensorObserver)), None)
         self._statistics = statistics
         self._table = ModelTable()
         # What models may use to call other models (BLS): this engine's own request path.
@@ -88,10 +98,15 @@ class Engine:
         """Finish every accepted request, then unload everything."""
         await self._lifecycle.stop()
 
-    async def control_load(self, name: str, config_override: dict[str, Any] | None) -> None:
+    async def control_load(
+        self,
+        name: str,
+        config_override: dict[str, Any] | None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         """The repository API's load (explicit mode only); `config_override` replaces the
-        model's config file (its JSON form)."""
-        await self._lifecycle.control_load(name, config_override)
+        model's config file (its JSON form), `files` (`file:<path>` -> content) its folder."""
+        await self._lifecycle.control_load(name, config_override, files)
 
     async def control_unload(self, name: str) -> None:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
@@ -173,6 +188,15 @@ class Engine:
             (loaded.model_name, str(loaded.version), instance.name, str(instance.device))
             for loaded in self._table.loaded_versions()
             for instance in loaded.instances
+        ]
+
+    def warmup_durations(self) -> list[tuple[str, str, float]]:
+        """(model, version, seconds its `model_warmup` took) for every serving version that
+        has one."""
+        return [
+            (loaded.model_name, str(loaded.version), loaded.warmup_seconds)
+            for loaded in self._table.loaded_versions()
+            if loaded.warmup
         ]
 
     def pending_requests(self) -> list[tuple[str, str, int]]:
@@ -264,6 +288,7 @@ class Engine:
         tracing = self._traced(request)
         loaded.in_flight += 1
         try:
+            self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
             self._prepare(loaded, request)
             # The model sends every output; each response is cut to those the client asked for.
             requested, request.outputs = request.outputs, None
@@ -274,7 +299,9 @@ class Engine:
                 item = await channel.get()
                 if item.error is not None:
                     raise item.error
-                outputs = _selected(requested, self._finish(loaded, item.outputs or {}))
+                outputs = _selected(requested, self._finish(loaded, item.outputs or {}, requested))
+                timestamps.first_response = timestamps.first_response or time.monotonic_ns()
+                self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
@@ -340,18 +367,59 @@ class Engine:
             if array is not None:  # an optional input the request left out
                 inputs[spec.name] = apply_reshape(array, spec, spec.reshape, batched)
 
-    def _finish(self, loaded: LoadedVersion, outputs: dict[str, Array]) -> dict[str, Array]:
-        """Outputs reshaped back to their configured dims."""
+    def _finish(
+        self,
+        loaded: LoadedVersion,
+        outputs: dict[str, Array],
+        requested: list[RequestedOutput] | None,
+    ) -> dict[str, Array]:
+        """Outputs reshaped back to their configured dims; those asked for as classifications
+        turned into their top-K strings."""
         batched = loaded.config.max_batch_size > 0
         for spec in loaded.reshaped_outputs:
             array = outputs.get(spec.name)
             if array is not None:  # an output the request did not ask for
                 outputs[spec.name] = apply_reshape(array, spec, spec.dims, batched)
+        classify_outputs(requested, outputs, loaded.outputs, batched)
         return outputs
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+        self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
         self._prepare(loaded, request)
-        return self._finish(loaded, await loaded.scheduler.submit(request))
+        cache = self.settings.response_cache
+        if loaded.cached and cache is not None:
+            outputs = await self._run_cached(loaded, request, cache)
+        else:
+            outputs = self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
+        self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+        return outputs
+
+    async def _run_cached(
+        self, loaded: LoadedVersion, request: InferRequest, cache: ResponseCache
+    ) -> dict[str, Array]:
+        """A hit answers from the cache and skips the queue; a miss runs, then is stored (a
+        failure never is). Hashed before it runs: an ensemble's steps may release its inputs."""
+        timestamps = request.timestamps
+        started = time.monotonic_ns()
+        key = cache_key(loaded.model_name, loaded.version, request)
+        outputs = cache.lookup(key)
+        looked_up = time.monotonic_ns()
+        if outputs is not None:
+            timestamps.cache_hit_ns = max(looked_up - started, 1)
+            return outputs
+        outputs = self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
+        inserting = time.monotonic_ns()
+        cache.insert(key, outputs)
+        timestamps.cache_miss_ns = max(looked_up - started + time.monotonic_ns() - inserting, 1)
+        return outputs
+
+    def _trace_tensors(
+        self, request: InferRequest, activity: str, tensors: dict[str, Array]
+    ) -> None:
+        """Hand a request's tensors to the tracer while it traces tensors (trace level TENSORS)."""
+        observer = self._tensor_observer
+        if observer is not None and observer.tensors_on:
+            observer.request_tensors(request.model_name, request.timestamps, activity, tensors)
 
 
 def _selected(

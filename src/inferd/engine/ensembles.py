@@ -13,11 +13,13 @@ Whether something is an ensemble is asked one way per stage: `is_ensemble` of a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from inferd.core.config_audit import enforce_config_fields
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.core.model_config import ModelConfig
+from inferd.engine.classification import with_labels
 from inferd.engine.loader import LoadedVersion
 from inferd.engine.request_checks import ModelTensor
 from inferd.repository.store import ModelRepository
@@ -51,10 +53,15 @@ def composing_names(config: ModelConfig) -> list[str]:
 
 
 def load_ensemble(
-    config: ModelConfig, version: int, find: FindVersion, call: StepCall
+    config: ModelConfig,
+    version: int,
+    find: FindVersion,
+    call: StepCall,
+    model_dir: Path | None = None,
 ) -> LoadedVersion:
     """Check an ensemble against the models serving now; raise `InvalidArgument` or
-    `Unavailable` naming the step and tensor at fault."""
+    `Unavailable` naming the step and tensor at fault. `model_dir` (its folder, when on this
+    machine) holds its outputs' label files."""
     completed = ModelConfig()
     completed.CopyFrom(config)
     name = completed.name
@@ -65,10 +72,13 @@ def load_ensemble(
     if not completed.HasField("ensemble_scheduling"):
         raise InvalidArgument(f"ensemble '{name}' has no ensemble_scheduling")
     completed.platform = PLATFORM
+    if completed.model_warmup:  # its steps warm up their own instances
+        raise InvalidArgument(f"model_warmup can not be specified for ensemble '{name}'")
     validate_config(completed)
     enforce_config_fields(completed)
     inputs = {t.name: ModelTensor.from_config(t) for t in completed.input}
     outputs = {t.name: ModelTensor.from_config(t) for t in completed.output}
+    outputs = with_labels(name, outputs, completed.output, model_dir)
     graph = build_graph(name, steps_from_config(completed), list(inputs), list(outputs))
     composing = [_composing_version(name, step, find) for step in graph.steps]
     _check_no_loop(graph, find)
@@ -78,7 +88,7 @@ def load_ensemble(
         ModelSignature(batch, _types(inputs, batch), _types(outputs, batch)),
         [_signature(loaded) for loaded in composing],
     )
-    scheduler = EnsembleScheduler(graph, call)
+    scheduler = EnsembleScheduler(graph, call, completed.ensemble_scheduling.max_inflight_requests)
     placement = f"ensemble of {len(graph.steps)} step(s)"
     return LoadedVersion(
         name, version, completed, inputs, outputs, scheduler, placement, ensemble=graph

@@ -29,7 +29,9 @@ from inferd.engine.api import EngineSettings, ModelState, VersionStatus
 from inferd.engine.control import ControlMode, RepositoryPoller
 from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemble, load_ensemble
 from inferd.engine.loader import LoadedVersion, load_version
+from inferd.engine.model_files import UploadedModels, remove_model_files
 from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
+from inferd.engine.warmup import warm_up
 from inferd.repository.layout import ModelFolder, check_model_name
 from inferd.repository.poller import Fingerprint
 from inferd.repository.store import LocalRepository, ModelRepository
@@ -72,6 +74,8 @@ class ModelLifecycle:
         # One load or unload at a time, so a reload never races another change of a model.
         self._control_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
+        # The private folders of models loaded from files sent in their load request.
+        self._uploads = UploadedModels(settings.model_files_max_bytes)
         self.stopping = False
 
     def repository_model_names(self) -> list[str]:
@@ -122,19 +126,36 @@ class ModelLifecycle:
         if self._table.get(name) is not None:
             await self.unload_model(name)
 
-    async def control_load(self, name: str, config_override: dict[str, Any] | None) -> None:
+    async def control_load(
+        self,
+        name: str,
+        config_override: dict[str, Any] | None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         """The repository API's load (explicit mode only); `config_override` replaces the
-        model's config file (its JSON form)."""
+        model's config file (its JSON form); `files` (`file:<path>` -> content, which needs
+        the override) replace its folder."""
         self._check_explicit("load")
         check_model_name(name)
-        await self._load_composing(name, config_override)
-        await self.load_model(name, config_override)
+        source = None
+        if files:
+            source = await self._uploads.write(name, config_override, files)
+        try:
+            await self._load_composing(name, config_override)
+            await self.load_model(name, config_override, source)
+        except BaseException:
+            if source is not None:  # nothing serves from it: a failed reload keeps the old
+                remove_model_files(source.root)
+            raise
+        self._uploads.serving(name, source)
 
     async def _load_composing(self, name: str, config_override: dict[str, Any] | None) -> None:
         """Explicit mode, as in Triton: loading an ensemble first loads the models it uses."""
         try:
-            folder = await asyncio.to_thread(self._repository.read_model, name)
-            config = folder.config if config_override is None else config_from_dict(config_override)
+            if config_override is None:
+                config = (await asyncio.to_thread(self._repository.read_model, name)).config
+            else:
+                config = config_from_dict(config_override)
         except InferdError:
             return  # the load itself reports it
         config.name = name
@@ -149,6 +170,7 @@ class ModelLifecycle:
         # No name check: a name that could not be loaded is simply not loaded (as in Triton).
         if self._table.get(name) is not None:
             await self.unload_model(name)
+            self._uploads.unloaded(name)
         elif name not in await asyncio.to_thread(self._repository.model_names):
             raise NotFound(f"model '{name}' is not in the repository")
 
@@ -164,9 +186,15 @@ class ModelLifecycle:
 
     # ---- load, reload, unload --------------------------------------------------------------
 
-    async def load_model(self, name: str, config_override: dict[str, Any] | None = None) -> None:
-        """(Re)load a model's versions; failures are recorded as UNAVAILABLE with their reason,
-        and raised when no version of the model could be served.
+    async def load_model(
+        self,
+        name: str,
+        config_override: dict[str, Any] | None = None,
+        source: LocalRepository | None = None,
+    ) -> None:
+        """(Re)load a model's versions (from `source` rather than the repository when given);
+        failures are recorded as UNAVAILABLE with their reason, and raised when no version of
+        the model could be served.
 
         A reload swaps atomically: the old versions keep serving until the new ones are
         ready, then finish what they accepted. A failed reload keeps the old versions.
@@ -178,7 +206,8 @@ class ModelLifecycle:
                 loading = ModelEntry(statuses=[VersionStatus(name, "", ModelState.LOADING)])
                 self._table.put(name, loading)
             try:
-                folder = await asyncio.to_thread(self._repository.read_model, name)
+                repository = self._repository if source is None else source
+                folder = await asyncio.to_thread(repository.read_model, name)
                 if config_override is not None:
                     folder.config = config_from_dict(config_override, "config override")
                     folder.config.name = name
@@ -191,7 +220,7 @@ class ModelLifecycle:
                 else:
                     _keep_serving(name, serving, exc.message)
                 raise
-            entry = await self._load_versions(folder)
+            entry = await self._load_versions(folder, repository)
             if entry.versions or serving is None or not folder.versions:
                 await self._replace(name, entry)
             else:
@@ -202,7 +231,9 @@ class ModelLifecycle:
         if not entry.versions:
             raise InvalidArgument(f"no version could be served: {_reasons(entry)}")
 
-    async def _load_versions(self, folder: ModelFolder) -> ModelEntry:
+    async def _load_versions(
+        self, folder: ModelFolder, repository: ModelRepository | None = None
+    ) -> ModelEntry:
         entry = ModelEntry(folder=folder)
         wanted, missing = select_versions(folder.config.version_policy, folder.versions)
         for version in missing:
@@ -214,7 +245,8 @@ class ModelLifecycle:
         for version in wanted:
             started = time.monotonic()
             try:
-                loaded = await self._load_version(folder, version)
+                loaded = await self._load_version(folder, version, repository)
+                await _warm_up(loaded)
             except InferdError as exc:
                 logger.error(
                     "model '%s' version %d failed to load: %s", folder.name, version, exc.message
@@ -228,17 +260,40 @@ class ModelLifecycle:
                 self._load_finished(folder.name, version, started, False)
                 continue
             self._load_finished(folder.name, version, started, True)
+            loaded.cached = self._uses_cache(loaded)
             loaded.scheduler.start()
             entry.versions[version] = loaded
             entry.sources[version] = folder.versions[version]
             entry.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
-            logger.info("model '%s' version %d ready (%s)", folder.name, version, loaded.placement)
+            warmed = f", warmup {loaded.warmup_seconds * 1000:.1f} ms" if loaded.warmup else ""
+            logger.info(
+                "model '%s' version %d ready (%s%s)", folder.name, version, loaded.placement, warmed
+            )
         return entry
 
-    async def _load_version(self, folder: ModelFolder, version: int) -> LoadedVersion:
+    def _uses_cache(self, loaded: LoadedVersion) -> bool:
+        if not loaded.config.response_cache.enable:
+            return False
+        if self._settings.response_cache is None:
+            logger.warning(
+                "model '%s' enables response_cache, but the server has no cache "
+                "(--cache-config local,size=BYTES): every request runs the model",
+                loaded.model_name,
+            )
+            return False
+        return True
+
+    async def _load_version(
+        self, folder: ModelFolder, version: int, repository: ModelRepository | None
+    ) -> LoadedVersion:
         if is_ensemble(folder.config):
-            return load_ensemble(folder.config, version, self._table.find_version, self._step)
-        path = await asyncio.to_thread(self._repository.fetch, folder, version)
+            local = Path(folder.location)
+            model_dir = local if local.is_dir() else None  # for its label files
+            return load_ensemble(
+                folder.config, version, self._table.find_version, self._step, model_dir
+            )
+        repository = repository or self._repository
+        path = await asyncio.to_thread(repository.fetch, folder, version)
         return await asyncio.to_thread(
             load_version,
             folder.config,
@@ -295,6 +350,7 @@ class ModelLifecycle:
         async with self._control_lock:
             for name in self._table.names():
                 await self._replace(name, None)
+        self._uploads.clear()
         await asyncio.to_thread(self._repository.close)
 
     def _load_finished(self, name: str, version: int, started: float, loaded: bool) -> None:
@@ -315,6 +371,20 @@ class ModelLifecycle:
                 tracing.batch_executed(name, version, rows, compute, instance, requests)
 
         return report
+
+
+async def _warm_up(loaded: LoadedVersion) -> None:
+    """Run the version's `model_warmup` on its instances; a failure closes the version, which
+    never served."""
+    if not loaded.warmup:
+        return
+    try:
+        loaded.warmup_seconds = await warm_up(
+            loaded.instances, loaded.warmup, list(loaded.outputs), loaded.decoupled
+        )
+    except BaseException:
+        await asyncio.to_thread(loaded.close)
+        raise
 
 
 def _reasons(entry: ModelEntry) -> str:

@@ -18,15 +18,19 @@ from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
 from inferd.engine.api import LoadOptions
+from inferd.engine.classification import with_labels
 from inferd.engine.request_checks import ModelTensor
+from inferd.engine.warmup import WarmupSample, warmup_samples
 from inferd.instances.instance import Instance, ModelInstance
-from inferd.instances.placement import InstancePlacer, Placement
+from inferd.instances.placement import InstancePlacer, Placement, group_devices
 from inferd.scheduling.base import Scheduler
 from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.dynamic import DynamicBatcher
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.ensemble_graph import EnsembleGraph
 from inferd.scheduling.iterative import IterativeBatcher
+from inferd.scheduling.passive import PassiveOnly
+from inferd.scheduling.rate_limiter import RateLimiter, Registration
 from inferd.scheduling.sequence import SequenceBatcher
 from inferd.scheduling.sequence_settings import SequenceSettings
 
@@ -57,6 +61,11 @@ class LoadedVersion:
     decoupled: bool = field(init=False)
     # Requests inside the engine right now (the in-flight gauge); counted on the event loop.
     in_flight: int = field(init=False, default=0)
+    # `model_warmup`, run on every instance before the version serves, and how long it took.
+    warmup: tuple[WarmupSample, ...] = ()
+    warmup_seconds: float = field(init=False, default=0.0)
+    # Whether its requests go through the server's response cache (set when it loads).
+    cached: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled
@@ -84,6 +93,7 @@ def prepare_config(
     """`complete_config` without the field registry's verdict (`inferd check` reports it)."""
     completed = ModelConfig()
     completed.CopyFrom(config)
+    _check_ragged(completed, backend)  # before the backend reads the model for it
     if options.auto_complete_config:
         had_batch_size = completed.max_batch_size > 0
         backend.complete_config(completed, version_path, options.default_max_batch_size)
@@ -132,6 +142,18 @@ def _check_optional(config: ModelConfig, backend: Backend) -> None:
         raise Unsupported(
             f"inputs {optional} are optional, but backend '{backend.name}' runs its models "
             "with every input (onnxruntime, pytorch and python can do without one)"
+        )
+
+
+def _check_ragged(config: ModelConfig, backend: Backend) -> None:
+    """Refuse ragged batching on a backend whose models take no flattened batch."""
+    used = [name for name in ("batch_input", "batch_output") if getattr(config, name)]
+    used += [f"allow_ragged_batch ({t.name})" for t in config.input if t.allow_ragged_batch]
+    if used and config.max_batch_size > 0 and not getattr(backend, "supports_ragged", False):
+        raise Unsupported(
+            f"model '{config.name}' uses {', '.join(used)}, but backend '{backend.name}' cannot "
+            "take a ragged batch (flattened inputs and batch_input tensors; onnxruntime, "
+            "pytorch and python can)"
         )
 
 
@@ -215,19 +237,40 @@ class _LocalModel:
 
 
 class _Holder:
-    """Releases a version's instances, then the model they share."""
+    """Releases a version's place in the rate limiter, its instances, then the model they
+    share."""
 
     def __init__(self, placement: Placement, model: _LocalModel) -> None:
         self._placement = placement
         self._model = model
+        self.registration: Registration | None = None
 
     @property
     def instances(self) -> Sequence[Instance]:
         return self._placement.instances
 
     def close(self) -> None:
+        if self.registration is not None:
+            self.registration.close()
         self._placement.close()
         self._model.close()
+
+
+def _scheduled_instances(
+    config: ModelConfig, holder: _Holder, limiter: RateLimiter | None
+) -> list[Instance]:
+    """The instances the scheduler gives work: all but the passive ones, each behind the rate
+    limiter when it is on. Raises (and releases nothing) when the limiter refuses them."""
+    groups = [group for group in config.instance_group for _ in group_devices(group)]
+    active = [
+        (instance, group)
+        for instance, group in zip(holder.instances, groups, strict=True)
+        if not group.passive
+    ]
+    if limiter is None:
+        return [instance for instance, _ in active]
+    holder.registration = limiter.register(active)
+    return holder.registration.instances
 
 
 def load_version(
@@ -249,6 +292,10 @@ def load_version(
         if config.HasField("sequence_batching")
         else None
     )
+    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
+    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
+    outputs = with_labels(config.name, outputs, config.output, version_path.parent)
+    warmup = warmup_samples(config, version_path.parent)
     model = _LocalModel(backend, config, version_path, calls)
     try:
         placement = options.placer.place(
@@ -259,15 +306,20 @@ def load_version(
         model.close()
         raise
     instances = list(holder.instances)
-    inputs = {t.name: ModelTensor.from_config(t) for t in config.input}
-    outputs = {t.name: ModelTensor.from_config(t) for t in config.output}
+    try:
+        scheduled = _scheduled_instances(config, holder, options.rate_limiter)
+    except BaseException:
+        holder.close()
+        raise
     scheduler: Scheduler
-    if sequence is None:
-        scheduler = DynamicBatcher(instances, batching, list(outputs), on_batch)
+    if not scheduled:
+        scheduler = PassiveOnly()
+    elif sequence is None:
+        scheduler = DynamicBatcher(scheduled, batching, list(outputs), on_batch)
     elif sequence.iterative:
-        scheduler = IterativeBatcher(instances, sequence, list(outputs), on_batch)
+        scheduler = IterativeBatcher(scheduled, sequence, list(outputs), on_batch)
     else:
-        scheduler = SequenceBatcher(instances, sequence, list(outputs), on_batch)
+        scheduler = SequenceBatcher(scheduled, sequence, list(outputs), on_batch)
     devices = ", ".join(sorted({str(i.device) for i in instances}))
     return LoadedVersion(
         config.name,
@@ -279,4 +331,5 @@ def load_version(
         f"{backend.name}, {len(instances)} instance(s) on {devices}",
         instances,
         holder,
+        warmup=warmup,
     )

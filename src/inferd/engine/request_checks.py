@@ -11,6 +11,7 @@ from inferd.core.datatypes import numpy_dtype, v2_datatype
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import ConfigTensor, tensor_datatype
 from inferd.core.types import Array, InferRequest
+from inferd.engine.classification import check_classification
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class ModelTensor:
     dims: tuple[int, ...]
     reshape: tuple[int, ...] | None
     optional: bool
+    # An output's classification labels (its `label_filename`, read at load).
+    labels: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, tensor: ConfigTensor) -> ModelTensor:
@@ -105,13 +108,7 @@ def check_request(
             )
         if output.name in requested:  # Triton's wording, which its clients' tests match
             raise InvalidArgument(f"output '{output.name}' already exists in request")
-        if output.parameters.get("classification"):
-            # Answering with the raw tensor would differ from Triton's top-k labels. A client
-            # error (400), not 501: the request can be sent without it.
-            raise InvalidArgument(
-                f"output '{output.name}' asks for classification (class_count), which inferd "
-                "does not implement yet"
-            )
+        check_classification(output, outputs[output.name])
         requested.add(output.name)
 
 

@@ -6,7 +6,7 @@ from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.frontends.shared_memory import SharedMemoryRegistry
 
 DEFAULT_SERVER_NAME = "inferd"
-_ALWAYS = ["model_repository", "model_configuration", "parameters"]
+_ALWAYS = ["classification", "model_repository", "model_configuration", "parameters"]
 
 
 def extensions(

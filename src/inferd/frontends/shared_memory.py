@@ -347,13 +347,14 @@ def read_tensor(
     name: str,
     datatype: str,
     shape: list[int],
+    model: str = "",
 ) -> Array:
     """An input tensor copied out of shared memory (the array owns its bytes)."""
     registry.check(location)  # before allocating: byte_size is the client's word until checked
     storage: Any = np.empty(location.byte_size, dtype=np.uint8)  # unlike bytearray, no zero-fill
     buffer = memoryview(storage)
     registry.read_into(location, buffer)
-    return array_from_bytes(buffer, name, datatype, shape)
+    return array_from_bytes(buffer, name, datatype, shape, model)
 
 
 def write_tensor(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -44,16 +46,21 @@ def check_shape(shape: list[int], name: str) -> None:
         raise InvalidArgument(f"input '{name}' has shape {shape}, larger than any tensor can be")
 
 
-def array_from_bytes(data: memoryview, name: str, datatype: str, shape: list[int]) -> Array:
-    """A tensor viewing raw little-endian bytes (BYTES: length-prefixed elements)."""
+def array_from_bytes(
+    data: memoryview, name: str, datatype: str, shape: list[int], model: str = ""
+) -> Array:
+    """A tensor viewing raw little-endian bytes (BYTES: length-prefixed elements); `model` (the
+    request's) is named in errors, worded as Triton's (its QA matches them)."""
     count = math.prod(shape)
+    of_model = f" for model '{model}'" if model else ""
     if datatype == BYTES:
-        return deserialize_bytes(data, count).reshape(shape)
+        where = f" for inference input '{name}'{of_model}"
+        return deserialize_bytes(data, count, where).reshape(shape)
     expected = count * element_size(datatype)
     if len(data) != expected:
         raise InvalidArgument(
-            f"input '{name}' has {len(data)} bytes of data, but shape {shape} of {datatype} "
-            f"needs {expected}"
+            f"input byte size mismatch for input '{name}'{of_model}. Expected {expected}, got "
+            f"{len(data)}: shape {shape} of {datatype} needs {expected} bytes"
         )
     return np.frombuffer(data, dtype=numpy_dtype(datatype)).reshape(shape)
 
@@ -64,3 +71,22 @@ def raw_bytes(array: Array, datatype: str) -> bytes | memoryview:
         return serialize_bytes(array)
     raw: Any = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
     return memoryview(raw)
+
+
+class InputFaults:
+    """The data faults of a request's inputs, reported together: which of several bad inputs
+    a server names first is arbitrary (Triton's follows its hash map), so all are named."""
+
+    def __init__(self) -> None:
+        self._messages: list[str] = []
+
+    @contextmanager
+    def of_input(self) -> Iterator[None]:
+        try:
+            yield
+        except InvalidArgument as exc:
+            self._messages.append(exc.message)
+
+    def raise_any(self) -> None:
+        if self._messages:
+            raise InvalidArgument("; ".join(self._messages))

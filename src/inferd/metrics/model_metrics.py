@@ -11,10 +11,10 @@ from prometheus_client.registry import Collector
 
 from inferd.backends.python.custom_metrics import STORE, Family, MetricKind
 
-# Counters are exported untyped, as the server's own Triton counters are: prometheus-client
-# would add `_total` to a `counter`'s name, and Triton's names have none.
+# A counter's samples keep the model's name (no `_total`): `inferd.metrics.exposition` then
+# writes `# TYPE NAME counter`, as Triton does.
 _TYPES = {
-    MetricKind.COUNTER: "unknown",
+    MetricKind.COUNTER: "counter",
     MetricKind.GAUGE: "gauge",
     MetricKind.HISTOGRAM: "histogram",
 }
@@ -23,7 +23,8 @@ _TYPES = {
 class ModelMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         for family in STORE.snapshot():
-            yield _exported(family)
+            if family.series:  # a family without a metric yet has nothing to show
+                yield _exported(family)
 
 
 def _exported(family: Family) -> Metric:

@@ -12,6 +12,7 @@ the `counter` type, so they are exported untyped under their exact Triton names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -22,11 +23,14 @@ from inferd.core.observer import FailureReason
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.types import Timestamps
 from inferd.metrics.models import ModelMetrics
-from inferd.metrics.requests import DEFAULT_BUCKETS, LABELS, RequestMetrics
+from inferd.metrics.options import DEFAULT_BUCKETS
+from inferd.metrics.requests import LABELS, RequestMetrics
 from inferd.metrics.statistics import Statistics
+from inferd.metrics.summaries import LatencySummaries
 
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
+WarmupDurations = Callable[[], list[tuple[str, str, float]]]  # (model, version, seconds)
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
     (
@@ -49,6 +53,16 @@ _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         "nv_inference_exec_count",
         "Number of model executions performed (a batch counts 1)",
         lambda s: s.execution_count,
+    ),
+    (
+        "nv_cache_num_hits_per_model",
+        "Number of response cache hits per model",
+        lambda s: s.cache_hit.count,
+    ),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of response cache misses per model",
+        lambda s: s.cache_miss.count,
     ),
 ]
 
@@ -78,6 +92,18 @@ _DURATIONS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
         "Cumulative inference compute output duration in microseconds",
         lambda s: _us(s.compute_output),
     ),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Cumulative time requests spend retrieving a cached response per model on cache hits "
+        "(microseconds)",
+        lambda s: _us(s.cache_hit),
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Cumulative time requests spend looking up and inserting responses into the cache on "
+        "a cache miss (microseconds)",
+        lambda s: _us(s.cache_miss),
+    ),
 ]
 
 
@@ -89,7 +115,9 @@ class PrometheusMetrics(Collector):
     """An `Observer` (for what `Statistics` does not count) and a prometheus-client collector.
 
     `pending` is asked for the queued requests of every serving version at scrape time.
-    Latency histograms use `buckets` (seconds) and are left out when `histograms` is off.
+    Latency histograms use `buckets` (seconds) and are left out when `histograms` is off;
+    Triton's latency summaries are exported with `quantiles` ((quantile, error) pairs), none
+    when it is empty.
     """
 
     def __init__(
@@ -98,13 +126,16 @@ class PrometheusMetrics(Collector):
         pending: PendingCounts | None = None,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         histograms: bool = True,
+        quantiles: Sequence[tuple[float, float]] = (),
     ) -> None:
         self._statistics = statistics
         self._pending = pending
         self._in_flight: PendingCounts | None = None
         self._instances: InstanceDevices | None = None
+        self._warmups: WarmupDurations | None = None
         self._requests = RequestMetrics(buckets, histograms)
         self._models = ModelMetrics()
+        self._summaries = LatencySummaries(quantiles) if quantiles else None
 
     def watch_pending(self, pending: PendingCounts, in_flight: PendingCounts | None = None) -> None:
         """Set where pending (and in-flight) counts come from (the engine exists only after
@@ -115,6 +146,10 @@ class PrometheusMetrics(Collector):
     def watch_instances(self, instances: InstanceDevices) -> None:
         """Set where the instances of serving versions and their devices come from."""
         self._instances = instances
+
+    def watch_warmups(self, warmups: WarmupDurations) -> None:
+        """Set where the warmup durations of serving versions come from."""
+        self._warmups = warmups
 
     def registry(self) -> CollectorRegistry:
         """A registry holding only these metrics."""
@@ -127,6 +162,8 @@ class PrometheusMetrics(Collector):
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
         self._requests.keep(model_name, versions)
         self._models.keep(model_name, versions)
+        if self._summaries is not None:
+            self._summaries.keep(model_name, versions)
 
     def request_finished(
         self,
@@ -139,6 +176,8 @@ class PrometheusMetrics(Collector):
         failure: FailureReason | None = None,
     ) -> None:
         self._requests.finished(model_name, model_version, timestamps, success)
+        if success and self._summaries is not None:
+            self._summaries.observe(model_name, model_version, timestamps)
 
     def batch_executed(
         self,
@@ -170,6 +209,8 @@ class PrometheusMetrics(Collector):
             yield family
         yield _failure_family(snapshot)
         yield from self._requests.families()
+        if self._summaries is not None:
+            yield from self._summaries.families(snapshot, time.monotonic_ns())
         yield _count_family(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model",
@@ -182,6 +223,7 @@ class PrometheusMetrics(Collector):
             self._in_flight,
         )
         yield self._instance_family()
+        yield self._warmup_family()
         yield from self._models.families(snapshot)
 
     def _instance_family(self) -> Metric:
@@ -193,6 +235,16 @@ class PrometheusMetrics(Collector):
         )
         for model, version, instance, device in self._instances() if self._instances else []:
             family.add_metric([model, version, instance, device], 1)
+        return family
+
+    def _warmup_family(self) -> Metric:
+        family = GaugeMetricFamily(
+            "inferd_model_warmup_duration_seconds",
+            "How long the model_warmup of each serving version took on its instances, in seconds",
+            labels=LABELS,
+        )
+        for model, version, seconds in self._warmups() if self._warmups else []:
+            family.add_metric([model, version], seconds)
         return family
 
 

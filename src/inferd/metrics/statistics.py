@@ -63,6 +63,12 @@ class Statistics:
             stats.failure_reasons[reason] = stats.failure_reasons.get(reason, 0) + 1
             return
         stats.success.add(timestamps.sent - timestamps.received)
+        if timestamps.cache_hit_ns:  # as Triton: no queue wait, no compute, no inference
+            stats.cache_hit.add(timestamps.cache_hit_ns)
+            stats.queue.add(0)
+            return
+        if timestamps.cache_miss_ns:
+            stats.cache_miss.add(timestamps.cache_miss_ns)
         stats.inference_count += inferred_rows
         stats.queue.add(timestamps.compute_start - timestamps.queued)
         stats.compute_input.add(timestamps.compute_input_end - timestamps.compute_start)
@@ -125,6 +131,8 @@ class Statistics:
             compute_input=replace(stats.compute_input),
             compute_infer=replace(stats.compute_infer),
             compute_output=replace(stats.compute_output),
+            cache_hit=replace(stats.cache_hit),
+            cache_miss=replace(stats.cache_miss),
             batch_stats=[
                 BatchStatistics(
                     b.batch_size,

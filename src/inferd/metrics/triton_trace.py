@@ -2,8 +2,12 @@
 
 An `Observer` of finished requests and the server's `TraceControl`. Settings are global, and a
 model may override any of them (its own sampling counter and trace count then apply to it).
-With tracing off everywhere a request costs one attribute check. `trace_level` TENSORS is
-accepted and traces timestamps: request tensors are not recorded.
+With tracing off everywhere a request costs one attribute check here and one in the engine.
+
+At level TENSORS the engine hands over the tensors of every request of a model traced at that
+level (references, kept while the request is in flight); the sampled ones are written with
+their trace, off the event loop. Triton's core records the same two activities: the inputs as
+the request is queued and the outputs of each response.
 
 `trace_mode` says where a scope's traces go: Triton's trace files (`triton`), or OpenTelemetry
 spans (`opentelemetry`, offered when the server started in that mode), which `sample` decides
@@ -14,92 +18,14 @@ is traced whatever the rate and count, and `trace_rate` 0 traces only those.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from inferd.core.errors import InvalidArgument
 from inferd.core.observer import FailureReason
 from inferd.core.runtime_settings import TraceValues
-from inferd.core.types import Timestamps
-from inferd.metrics.trace_output import Trace, TraceOutput
-
-LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
-# Triton's defaults: off, 1 of 1000 requests, no limit, traces kept until the server stops.
-DEFAULTS: TraceValues = {
-    "trace_level": ["OFF"],
-    "trace_rate": ["1000"],
-    "trace_count": ["-1"],
-    "log_frequency": ["0"],
-    "trace_file": [""],
-    "trace_mode": ["triton"],
-}
-_MINIMUM = {"trace_rate": 0, "trace_count": -1, "log_frequency": 0}
-MODES = ("triton", "opentelemetry")
-
-
-def check_trace_setting(key: str, values: Sequence[str]) -> list[str]:
-    """The values of one setting, checked (raises `InvalidArgument` naming what is wrong)."""
-    if key not in DEFAULTS:
-        raise InvalidArgument(f"unknown trace setting '{key}' (known: {', '.join(DEFAULTS)})")
-    values = [str(v) for v in values]
-    if key == "trace_level":
-        levels = [v.upper() for v in values]
-        if not levels or any(v not in LEVELS for v in levels):
-            raise InvalidArgument(f"trace_level takes {', '.join(LEVELS)}, not {values}")
-        if "OFF" in levels and len(levels) > 1:
-            raise InvalidArgument("trace_level OFF cannot be combined with other levels")
-        return levels
-    if len(values) != 1:
-        raise InvalidArgument(f"trace setting '{key}' takes one value, not {values}")
-    value = values[0]
-    if key in _MINIMUM:
-        try:
-            number = int(value)
-        except ValueError:
-            raise InvalidArgument(f"trace setting '{key}' must be an integer: '{value}'") from None
-        if number < _MINIMUM[key]:
-            raise InvalidArgument(f"trace setting '{key}' must be >= {_MINIMUM[key]}: {number}")
-        return [str(number)]
-    if key == "trace_mode" and value not in MODES:
-        raise InvalidArgument(f"trace_mode '{value}' is not supported ({', '.join(MODES)})")
-    return [value]
-
-
-def check_trace_scope(values: Mapping[str, list[str]], opentelemetry: bool) -> None:
-    """The settings of one scope, checked together."""
-    mode = values["trace_mode"][0]
-    if mode == "opentelemetry" and not opentelemetry:
-        raise InvalidArgument(
-            "trace_mode 'opentelemetry' needs the server started with "
-            "--trace-config mode=opentelemetry"
-        )
-    if values["trace_rate"] == ["0"] and mode != "opentelemetry":
-        raise InvalidArgument(
-            "trace_rate 0 (trace only requests that carry a client's trace context) needs "
-            "trace_mode opentelemetry"
-        )
-
-
-def start_settings(items: Sequence[str]) -> TraceValues:
-    """Settings from `--trace-config KEY=VALUE` flags (KEY with or without `trace_`: level,
-    rate, count, log_frequency, file, mode; a repeated level adds a level). As in Triton,
-    `triton,KEY=VALUE` sets the file settings (log-frequency may be spelt so) and
-    `opentelemetry,KEY=VALUE` items are the exporter's (`inferd.metrics.otel_config`)."""
-    settings: TraceValues = {}
-    for item in items:
-        mode, comma, setting = item.partition(",")
-        if comma and mode == "opentelemetry":
-            continue
-        if comma and mode != "triton":
-            raise InvalidArgument(f"--trace-config: '{item}': the mode is triton or opentelemetry")
-        key, sep, value = (setting if comma else item).partition("=")
-        key = key.replace("-", "_")
-        name = key if key in DEFAULTS else f"trace_{key}"
-        if not sep or name not in DEFAULTS:
-            raise InvalidArgument(f"--trace-config: '{item}' is not KEY=VALUE with a known KEY")
-        previous = settings.get(name, []) if name == "trace_level" else []
-        settings[name] = check_trace_setting(name, [*previous, value])
-    check_trace_scope({**DEFAULTS, **settings}, opentelemetry=True)
-    return settings
+from inferd.core.types import Array, Timestamps
+from inferd.metrics.trace_output import TraceOutput
+from inferd.metrics.trace_settings import DEFAULTS, check_trace_scope, check_trace_setting
+from inferd.metrics.trace_tensors import TracedTensor
 
 
 @dataclass(slots=True)
@@ -113,6 +39,13 @@ class _Scope:
     rate: int
     remaining: int  # traces still allowed; -1: no limit
     seen: int = 0
+    timestamps: bool = field(init=False)
+    tensors: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timestamps = "TIMESTAMPS" in self.values["trace_level"]
+        # Spans carry no tensors (nor do Triton's).
+        self.tensors = "TENSORS" in self.values["trace_level"] and not self.spans
 
 
 class TritonTracer:
@@ -135,6 +68,9 @@ class TritonTracer:
         self._active = self._global.on and not self._global.spans
         # Whether any request may be traced as spans now: the one check on their path.
         self.spans_active = self._global.on and self._global.spans
+        self.tensors_on = self._global.tensors
+        # The tensors of requests in flight, by their timestamps' id.
+        self._tensors: dict[int, list[TracedTensor]] = {}
         self._next_id = 1
 
     # ---- TraceControl ------------------------------------------------------------------------
@@ -183,13 +119,27 @@ class TritonTracer:
         cancelled: bool = False,
         failure: FailureReason | None = None,
     ) -> None:
+        tensors = self._tensors.pop(id(timestamps), ()) if self._tensors else ()
         if not self._active:
             return
         scope = self._scopes.get(model_name, self._global)
         if not scope.on or scope.spans or not _sampled(scope):
             return
         trace_id, self._next_id = self._next_id, self._next_id + 1
-        scope.output.add(_trace(trace_id, model_name, model_version, timestamps))
+        marks = _marks(timestamps) if scope.timestamps else ()
+        scope.output.add((trace_id, model_name, model_version, marks, tensors))
+
+    def request_tensors(
+        self,
+        model_name: str,
+        timestamps: Timestamps,
+        activity: str,
+        tensors: Mapping[str, Array],
+    ) -> None:
+        scope = self._scopes.get(model_name, self._global)
+        if scope.tensors and scope.remaining != 0:
+            kept = self._tensors.setdefault(id(timestamps), [])
+            kept.extend((activity, name, array) for name, array in tensors.items())
 
     def sample(self, model_name: str, propagated: bool) -> bool:
         """Whether a request for `model_name` arriving now is traced as spans; `propagated`:
@@ -236,6 +186,7 @@ class TritonTracer:
         scopes = [s for s in (self._global, *self._scopes.values()) if s.on]
         self._active = any(not s.spans for s in scopes)
         self.spans_active = any(s.spans for s in scopes)
+        self.tensors_on = any(s.tensors for s in scopes)
 
     def _reuse(self, scope: _Scope | None, values: TraceValues) -> _Scope:
         return scope if scope is not None and scope.values == values else self._scope(values, scope)
@@ -266,8 +217,8 @@ def _sampled(scope: _Scope) -> bool:
     return True
 
 
-def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) -> Trace:
-    marks = (
+def _marks(t: Timestamps) -> tuple[int, ...]:
+    return (
         t.received,
         t.queued,
         t.compute_start,
@@ -276,4 +227,3 @@ def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) ->
         t.compute_end,
         t.sent,
     )
-    return trace_id, model_name, model_version, marks

@@ -7,7 +7,8 @@ size is reached, when the next request cannot join, or when it reaches the large
 size (Triton's rules, `_preferred_cut`); else after `max_queue_delay`, counted from the oldest
 request), releases the lock so the next free worker can form the following
 batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
-future.
+future. With batching off, a request that finds the queue empty and an instance idle runs at
+once on that instance in its own task (`idle.py`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
@@ -21,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from inferd.core.batch_io import BatchIO
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
@@ -37,8 +39,10 @@ from inferd.scheduling.batch import (
     wanted_outputs,
 )
 from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.idle import IdleSlots, Slot
 from inferd.scheduling.ordering import ResponseOrder, Turn
 from inferd.scheduling.queue import PriorityQueue, Queued
+from inferd.scheduling.ragged import ragged_inputs, ragged_signature, ragged_split
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -78,7 +82,10 @@ class DynamicBatcher:
             if settings.latency_slo_ns
             else None
         )
-        self._runner = BatchRunner(_Stacked(list(output_names)), on_batch, self._slo)
+        io = settings.batch_io
+        kind = _Stacked(list(output_names)) if io is None else _Ragged(list(output_names), io)
+        self._runner = BatchRunner(kind, on_batch, self._slo)
+        self._signature = _signature if io is None else ragged_signature(io.ragged)
         # The forming worker's sleep: woken by its deadline, or by `submit` once `_wake_rows`
         # more rows (or a request of another shape) arrived.
         self._wakeup = Wakeup()
@@ -86,6 +93,10 @@ class DynamicBatcher:
         self._wake_signature: tuple[Any, ...] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._idle = IdleSlots()
+        # Only where each request runs alone anyway: with a delay of 0, the requests that
+        # arrive together still batch, and would not if the first ran at once.
+        self._run_at_once = not settings.enabled
 
     @property
     def slo(self) -> SloController | None:
@@ -94,7 +105,7 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._worker(instance), name=f"worker:{instance.name}")
+            asyncio.create_task(self._worker(Slot(instance)), name=f"worker:{instance.name}")
             for instance in self._instances
             for _ in range(instance.pipeline_depth)
         ]
@@ -105,6 +116,8 @@ class DynamicBatcher:
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
             raise Unavailable(f"model '{request.model_name}' is being unloaded")
+        if self._run_at_once and not len(self._queue) and (slot := self._idle.lend()):
+            return await self._run_now(slot, request)
         queued = self._enqueue(request)
         if self._wakeup.sleeping:
             self._wake_rows -= queued.rows
@@ -115,6 +128,22 @@ class DynamicBatcher:
         except asyncio.CancelledError:  # its client went away: it leaves the queue now
             self._queue.withdraw(queued)
             raise
+
+    async def _run_now(self, slot: Slot, request: InferRequest) -> dict[str, Array]:
+        now = time.monotonic_ns()
+        request.timestamps.queued = now
+        rows = request.batch_size() if self._settings.max_batch_size > 0 else 1
+        future = asyncio.get_running_loop().create_future()
+        call = Queued(request, future, now, rows, queued=False)  # never in the queue
+        try:
+            try:
+                deliver = await self._runner.run(slot.instance, [call])
+            finally:
+                self._idle.give_back(slot)
+            deliver()
+        except Exception as exc:
+            fail_undelivered(slot.instance.name, [call], exc)
+        return call.future.result()
 
     def _enqueue(self, request: InferRequest) -> Queued:
         settings = self._settings
@@ -129,7 +158,12 @@ class DynamicBatcher:
         level = settings.level_index(request.parameters)
         timeout = self._queue.policy(level).timeout_ns(request.parameters)
         queued = Queued(
-            request, loop.create_future(), now, request.batch_size(), _signature(request), level
+            request,
+            loop.create_future(),
+            now,
+            request.batch_size(),
+            self._signature(request),
+            level,
         )
         self._queue.enqueue(queued, timeout)
         return queued
@@ -139,23 +173,25 @@ class DynamicBatcher:
         self._wakeup.wake()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
-    async def _worker(self, instance: Instance) -> None:
+    async def _worker(self, slot: Slot) -> None:
         while True:
             turn: Turn | None = None
+            self._idle.add(slot)
             async with self._forming:
-                batch = await self._next_batch()
+                batch = await self._next_batch(slot)
                 self._queue.dispatched(batch)
                 if self._order is not None and batch:
                     turn = self._order.reserve()
             if not batch:
                 return
+            self._idle.take(slot)
             try:
-                await self._execute(instance, batch, turn)
+                await self._execute(slot.instance, batch, turn)
             except Exception as exc:
-                fail_undelivered(instance.name, batch, exc)
+                fail_undelivered(slot.instance.name, batch, exc)
 
-    async def _next_batch(self) -> list[Queued]:
-        """The next batch to run, or [] once stopping with nothing left."""
+    async def _next_batch(self, slot: Slot) -> list[Queued]:
+        """The next batch to run on `slot`, or [] once stopping with nothing left."""
         settings = self._settings
         slo = self._slo
         max_rows = 1 if not settings.enabled else slo.batch_cap if slo else settings.max_batch_size
@@ -163,6 +199,8 @@ class DynamicBatcher:
         batch: list[Queued] = []
         rows = 0
         while True:
+            if slot.lent:
+                await self._idle.wait_back(slot)
             now = time.monotonic_ns()
             rows, blocked = self._queue.fill(batch, rows, max_rows, now)
             if not batch:
@@ -233,6 +271,20 @@ class _Stacked:
 
     def finish(self, call: Queued, outputs: dict[str, Array]) -> dict[str, Array]:
         return select_outputs(call.request, outputs)
+
+
+class _Ragged(_Stacked):
+    """`_Stacked` for a model with ragged inputs, batch inputs or batch outputs."""
+
+    def __init__(self, output_names: list[str], io: BatchIO) -> None:
+        super().__init__(output_names)
+        self._io = io
+
+    def inputs(self, batch: Batch[Queued]) -> dict[str, Array]:
+        return ragged_inputs(self._io, batch)
+
+    def split(self, batch: Batch[Queued], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+        return ragged_split(self._io, batch, outputs)
 
 
 def _nothing() -> None:

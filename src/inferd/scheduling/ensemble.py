@@ -5,6 +5,11 @@ same time. Each step is one request to its composing model through `StepCall`, w
 engine provides: the composing model's own validation and scheduler run it, so its dynamic
 batcher batches steps of concurrent ensemble requests together. A tensor is dropped as soon
 as no remaining step reads it and it is not returned.
+
+With `max_inflight_requests: N` (Triton's back-pressure), each step has at most N requests
+in flight across all of the ensemble's requests; a step request beyond that waits before it
+is issued, so a fast step feeding a slow one does not pile requests up in the slow one's
+queue. 0 (the default) leaves steps unbounded, at no cost.
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ StepCall = Callable[[InferRequest], Coroutine[Any, Any, dict[str, Array]]]
 
 
 class EnsembleScheduler:
-    def __init__(self, graph: EnsembleGraph, call: StepCall) -> None:
+    def __init__(self, graph: EnsembleGraph, call: StepCall, max_inflight: int = 0) -> None:
         self._graph = graph
         self._call = call
+        # One bound per step (by its index in the graph), shared by every request.
+        self._bounds = (
+            [asyncio.Semaphore(max_inflight) for _ in graph.steps] if max_inflight else None
+        )
         self._plans: dict[tuple[str, ...], Plan] = {}  # by requested outputs; few per ensemble
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -67,7 +76,7 @@ class EnsembleScheduler:
     async def _run(self, request: InferRequest) -> dict[str, Array]:
         graph = self._graph
         wanted = tuple(o.name for o in request.outputs) if request.outputs else graph.outputs
-        flow = _Flow(graph, self._plan(wanted), request, self._call)
+        flow = _Flow(graph, self._plan(wanted), request, self._call, self._bounds)
         try:
             await flow.run()
         finally:
@@ -79,12 +88,18 @@ class _Flow:
     """One request on its way through the graph."""
 
     def __init__(
-        self, graph: EnsembleGraph, plan: Plan, request: InferRequest, call: StepCall
+        self,
+        graph: EnsembleGraph,
+        plan: Plan,
+        request: InferRequest,
+        call: StepCall,
+        bounds: list[asyncio.Semaphore] | None,
     ) -> None:
         self._graph = graph
         self._plan = plan
         self._request = request
         self._call = call
+        self._bounds = bounds
         self.tensors: dict[str, Array] = dict(request.inputs)
         self._uses = dict(plan.uses)
         self._waiting = dict(plan.waiting)
@@ -93,7 +108,7 @@ class _Flow:
     async def run(self) -> None:
         for index in self._plan.steps:
             if not self._waiting[index]:
-                self._launch(self._graph.steps[index])
+                self._launch(index)
         while self._running:
             done, _ = await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -104,9 +119,11 @@ class _Flow:
         for task in self._running:
             task.cancel()
 
-    def _launch(self, step: Step) -> None:
+    def _launch(self, index: int) -> None:
+        step = self._graph.steps[index]
         request = _step_request(self._request, step, self.tensors)
-        self._running[asyncio.create_task(self._call(request))] = step
+        call = self._call(request) if self._bounds is None else self._bounded(index, request)
+        self._running[asyncio.create_task(call)] = step
         # Once handed to the step, an input no later step reads (nor the answer) is dropped.
         # A step reading one tensor into two inputs counts as one read, as in the plan.
         for tensor in set(step.input_map.values()):
@@ -122,7 +139,12 @@ class _Flow:
             for reader in self._plan.readers.get(tensor, ()):
                 self._waiting[reader] -= 1
                 if not self._waiting[reader]:
-                    self._launch(self._graph.steps[reader])
+                    self._launch(reader)
+
+    async def _bounded(self, index: int, request: InferRequest) -> dict[str, Array]:
+        assert self._bounds is not None  # only called when the ensemble bounds its steps
+        async with self._bounds[index]:
+            return await self._call(request)
 
 
 def response_parameters(request: InferRequest) -> Parameters:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from inferd.backends.python.custom_metrics import (
     STORE,
@@ -13,13 +13,14 @@ from inferd.backends.python.custom_metrics import (
     apply_from_worker,
 )
 from inferd.backends.python.triton_errors import TritonModelException
+from inferd.metrics.exposition import render
 from inferd.metrics.model_metrics import ModelMetrics
 
 
 def _exported() -> list[str]:
     registry = CollectorRegistry()
     registry.register(ModelMetrics())
-    return generate_latest(registry).decode().splitlines()
+    return render(registry, "", None)[0].decode().splitlines()
 
 
 def test_counter_gauge_and_histogram_values_and_export() -> None:
@@ -36,7 +37,8 @@ def test_counter_gauge_and_histogram_values_and_export() -> None:
     assert counter.value() == same.value() == 5.0
     assert gauge.value() == 5.0
     lines = _exported()
-    assert "# TYPE unit_hits untyped" in lines
+    assert "# HELP unit_hits Hits" in lines
+    assert "# TYPE unit_hits counter" in lines
     assert 'unit_hits{m="a"} 5.0' in lines
     assert "unit_level 5.0" in lines
     assert 'unit_sizes_bucket{le="1.0"} 1.0' in lines

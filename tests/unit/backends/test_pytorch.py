@@ -108,9 +108,15 @@ def test_torchscript_config_is_completed_and_names_checked(tmp_path: Path) -> No
     config.ClearField("platform")
     _completed(tmp_path / "mlp", config)
     assert (config.backend, config.platform) == ("pytorch", "pytorch_libtorch")
+    # Names that fit no convention are passed in config order (Triton's fallback), when the
+    # counts agree.
+    ordered = _config(tmp_path / "mlp")
+    ordered.input[0].name = "features"
+    _completed(tmp_path / "mlp", ordered)
     bad = _config(tmp_path / "mlp")
-    bad.input[0].name = "features"
-    with pytest.raises(InvalidArgument, match=r"forward's arguments \['input'\].*INPUT__0"):
+    bad.input.add().CopyFrom(bad.input[0])
+    bad.input[0].name, bad.input[1].name = "features", "more"
+    with pytest.raises(InvalidArgument, match=r"forward's arguments \['input'\].*takes 1"):
         _completed(tmp_path / "mlp", bad)
     gap = parse_pbtxt(NAMED_CONFIG.replace('"a"', '"IN__0"').replace('"b"', '"IN__2"'))
     write_named_torchscript(tmp_path / "named")

@@ -53,15 +53,13 @@ def test_a_clean_config_has_nothing_to_report() -> None:
 
 def test_warned_fields_are_named_once_each() -> None:
     config = parse_pbtxt(
-        BASE + 'model_warmup [{name: "a" batch_size: 1}, {name: "b" batch_size: 2}] '
-        "instance_group [{rate_limiter {priority: 1}}, {rate_limiter {priority: 2}}] "
-        "response_cache { enable: true }"
+        BASE + 'metric_tags [{key: "a" value: "1"}, {key: "b" value: "2"}] '
+        'instance_group [{host_policy: "a"}, {host_policy: "b"}] '
     )
     audit = audit_config(config)
     assert [warning.split("'")[1] for warning in audit.warnings] == [
-        "instance_group.rate_limiter",
-        "model_warmup",
-        "response_cache",
+        "instance_group.host_policy",
+        "metric_tags",
     ]
     assert audit.refusals == []
 
@@ -76,8 +74,6 @@ def test_dynamic_batching_without_a_batch_axis_is_warned() -> None:
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ("instance_group [{count: 1 passive: true}]", "instance_group.passive"),
-        ('batch_input [{kind: BATCH_ELEMENT_COUNT target_name: "n"}]', "batch_input"),
         ('model_operations { op_library_filename: ["ops.so"] }', "model_operations"),
     ],
 )

@@ -92,8 +92,11 @@ def test_bytes_serialization_round_trip() -> None:
     [
         (b"\x05\x00\x00\x00abc", 1, "longer than"),
         (b"\x01\x00", 1, "cannot hold"),
-        (b"\x01\x00\x00\x00a\x01\x00\x00", 2, "inside the length"),
-        (b"\x01\x00\x00\x00ab", 1, "beyond"),
+        # Triton's words (its QA, L0_input_validation, matches them).
+        (b"\x01\x00\x00\x00a\x01\x00\x00", 2, "incomplete string length indicator"),
+        (b"\x01\x00\x00\x00ab", 1, "incomplete string length indicator"),
+        (b"\x03\x00\x00\x00abc" * 3, 4, "expected 4 string elements, got 3"),
+        (b"\x01\x00\x00\x00a" * 3, 2, "unexpected number of string elements 3, expecting 2"),
         (b"", 1, "cannot hold"),
     ],
 )

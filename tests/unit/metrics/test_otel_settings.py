@@ -7,7 +7,8 @@ import pytest
 
 from inferd.core.errors import InvalidArgument
 from inferd.metrics.otel_config import OtelSettings, otel_settings
-from inferd.metrics.triton_trace import TritonTracer, start_settings
+from inferd.metrics.trace_settings import start_settings
+from inferd.metrics.triton_trace import TritonTracer
 
 FLAGS = [
     "mode=opentelemetry",

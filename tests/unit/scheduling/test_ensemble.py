@@ -249,3 +249,26 @@ def test_stop_finishes_accepted_requests_then_refuses_new_ones() -> None:
         await stopping
 
     run(test)
+
+
+@pytest.mark.parametrize("bound", [1, 2])
+def test_max_inflight_requests_bounds_each_step_and_every_request_completes(bound: int) -> None:
+    async def test() -> None:
+        running: dict[str, int] = {}
+        most: dict[str, int] = {}
+
+        async def handler(request: InferRequest) -> dict[str, Array]:
+            name = request.model_name
+            running[name] = running.get(name, 0) + 1
+            most[name] = max(most.get(name, 0), running[name])
+            await asyncio.sleep(0.01 if name == "post" else 0)  # the slow step
+            running[name] -= 1
+            return await arithmetic(request)
+
+        graph = build_graph("ens", diamond(), ["IN"], ["OUT", "EXTRA"])
+        bounded = EnsembleScheduler(graph, handler, max_inflight=bound)
+        answers = await asyncio.gather(*(bounded.submit(ensemble_request()) for _ in range(8)))
+        assert len(answers) == 8
+        assert most == dict.fromkeys(["pre", "a", "b", "post", "extra"], bound)
+
+    run(test)

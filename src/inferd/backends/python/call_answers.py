@@ -12,7 +12,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from inferd.backends.python.call_memory import CallMemory
-from inferd.backends.python.protocol import AnswerRead, CallAnswer, CallModel, WireError
+from inferd.backends.python.protocol import (
+    AnswerRead,
+    CallAnswer,
+    CallModel,
+    CancelCall,
+    WireError,
+)
 from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, Internal, Unavailable
 from inferd.core.tracing import TraceParent
@@ -31,6 +37,7 @@ class CallAnswerer:
         self._send = send  # thread-safe; raises OSError (or the worker's loss) when it is gone
         self._from_worker = from_worker
         self._to_worker = to_worker
+        self._running: dict[int, Future[InferResponse]] = {}  # by key, until answered
         # The traced span of the batch the worker runs, which its calls go under.
         self.calls_parent: TraceParent | None = None
 
@@ -50,9 +57,18 @@ class CallAnswerer:
             except InferdError as exc:
                 self._answer(call.key, error=exc)
                 return
+            self._running[call.key] = future
             future.add_done_callback(functools.partial(self._answered, call.key))
 
+    def cancel(self, given_up: CancelCall) -> None:
+        """The worker stopped waiting for a call: the engine cancels its request (dequeued,
+        or flagged to its model), which then answers as cancelled."""
+        future = self._running.get(given_up.key)
+        if future is not None:
+            future.cancel()
+
     def _answered(self, key: int, future: Future[InferResponse]) -> None:
+        self._running.pop(key, None)
         try:
             response = future.result()
         except InferdError as exc:

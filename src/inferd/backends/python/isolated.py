@@ -39,6 +39,7 @@ from inferd.backends.python.protocol import (
     AnswerRead,
     BatchDone,
     CallModel,
+    CancelCall,
     CancelRequest,
     ExecuteBatch,
     Failed,
@@ -191,6 +192,8 @@ class Worker:
             self._answerer.take(message)
         elif isinstance(message, AnswerRead):
             self._answerer.read(message)
+        elif isinstance(message, CancelCall):
+            self._answerer.cancel(message)
         else:
             return False
         return True

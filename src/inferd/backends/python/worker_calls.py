@@ -9,6 +9,7 @@ pending a pump thread reads it (and stops when none is).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from inferd.backends.python.call_memory import CallMemory
-from inferd.backends.python.protocol import AnswerRead, CallAnswer, CallModel
+from inferd.backends.python.protocol import AnswerRead, CallAnswer, CallModel, CancelCall
 from inferd.backends.python.worker_streams import LockedPipe
 from inferd.core.types import InferRequest, InferResponse
 
@@ -40,8 +41,13 @@ class PipeCalls:
 
     def submit(self, request: InferRequest) -> Future[InferResponse]:
         future: Future[InferResponse] = Future()
-        self._call(request, future, stream=False)
+        key = self._call(request, future, stream=False)
+        future.add_done_callback(functools.partial(self._given_up, key))
         return future
+
+    def _given_up(self, key: int, future: Future[InferResponse]) -> None:
+        if future.cancelled():  # its caller timed out: the server stops the request
+            self._pipe.send(CancelCall(key))
 
     def stream(self, request: InferRequest) -> Iterator[InferResponse]:
         answers: queue.SimpleQueue[CallAnswer] = queue.SimpleQueue()
@@ -85,7 +91,7 @@ class PipeCalls:
         request: InferRequest,
         waiting: Future[InferResponse] | queue.SimpleQueue[CallAnswer],
         stream: bool,
-    ) -> None:
+    ) -> int:
         key = next(self._keys)
         with self._lock:
             self._waiting[key] = waiting
@@ -96,6 +102,7 @@ class PipeCalls:
         self._pipe.send(CallModel(key, request, stream, size, inputs))
         if start:
             threading.Thread(target=self._pump_while_waiting, name="bls-pump", daemon=True).start()
+        return key
 
     def _pump_while_waiting(self) -> None:
         assert self._pump is not None

@@ -2,11 +2,13 @@
 
 The tensors are the config's inputs and outputs plus, for a `sequence_batching` model, what the
 sequence batcher feeds (control inputs, then state inputs) and takes back (state outputs, after
-the config's outputs): the server passes and reads them like any other tensor.
+the config's outputs), and the `batch_input` targets a ragged batch adds: the server passes and
+reads them like any other tensor.
 
 Inputs: names equal to `forward`'s argument names are passed by name (TorchScript, eager) or in
-the signature's order (exported programs); otherwise every name must follow Triton's
-`<name>__<index>` convention (`INPUT__0`, `INPUT__1`, ...) and is passed at that position.
+the signature's order (exported programs); otherwise, when every name follows Triton's
+`<name>__<index>` convention (`INPUT__0`, `INPUT__1`, ...), each is passed at that position;
+otherwise, as Triton falls back to, in config order (not for a model with sequence state).
 
 Outputs: a `dict` result is read by key; a tuple or list by the name's `__<index>` suffix
 (`OUTPUT__1` is element 1), or else by the output's position (config outputs, then state
@@ -80,13 +82,18 @@ def plan_for(config: ModelConfig, arguments: Sequence[str] | None, by_keyword: b
     """The plan for a model config, given `forward`'s argument names (None when unknown, e.g.
     `*args`); raises `InvalidArgument` when the names fit neither convention."""
     fed, _ = sequence_tensors(config)
-    inputs = list(dict.fromkeys([*(t.name for t in config.input), *fed]))
+    batch_fed = [target for entry in config.batch_input for target in entry.target_name]
+    inputs = list(dict.fromkeys([*(t.name for t in config.input), *fed, *batch_fed]))
     outputs = [
         *(t.name for t in config.output),
         *(state.output_name for state in config.sequence_batching.state),
     ]
     optional = {t.name for t in config.input if t.optional}
-    return _plan_call(inputs, optional, list(dict.fromkeys(outputs)), arguments, by_keyword)
+    # As in Triton, a model with sequence state must name its tensors by convention.
+    in_config_order = not config.sequence_batching.state
+    return _plan_call(
+        inputs, optional, list(dict.fromkeys(outputs)), arguments, by_keyword, in_config_order
+    )
 
 
 def _plan_call(
@@ -95,8 +102,10 @@ def _plan_call(
     outputs: Sequence[str],
     arguments: Sequence[str] | None,
     by_keyword: bool,
+    in_config_order: bool,
 ) -> CallPlan:
-    """The plan for input `names` (of which `optional` may be absent) and output names."""
+    """The plan for input `names` (of which `optional` may be absent) and output names;
+    `in_config_order` allows names that fit no convention, passed in config order."""
     output_index = {
         name: index if (index := _index(name)) is not None else position
         for position, name in enumerate(outputs)
@@ -111,16 +120,34 @@ def _plan_call(
     indices = [_index(name) for name in names]
     if None in indices:
         known = f"forward's arguments {list(arguments)} or " if arguments is not None else ""
-        raise InvalidArgument(
-            f"inputs {list(names)} must be named after {known}Triton's <name>__<index> "
-            "convention (INPUT__0, INPUT__1, ...)"
-        )
+        convention = f"named after {known}Triton's <name>__<index> convention"
+        if not in_config_order:
+            raise InvalidArgument(
+                f"inputs {list(names)} must be {convention} (INPUT__0, INPUT__1, ...) "
+                "when the model keeps sequence state"
+            )
+        if arguments is not None and len(arguments) != len(names):
+            raise InvalidArgument(
+                f"inputs {list(names)} are not {convention}, so they are passed in config "
+                f"order, but forward takes {len(arguments)} argument(s)"
+            )
+        # Triton's fallback: strict config ordering (input i is argument i).
+        return _positional(names, list(names), optional, output_index)
     by_position = sorted(zip(indices, names, strict=True))
     if [index for index, _ in by_position] != list(range(len(names))):
         raise InvalidArgument(
             f"inputs {list(names)} must be numbered __0 to __{len(names) - 1}, one each"
         )
+    return _positional(names, [name for _, name in by_position], optional, output_index)
+
+
+def _positional(
+    names: Sequence[str],
+    ordered: list[str],
+    optional: Collection[str],
+    output_index: Mapping[str, int],
+) -> CallPlan:
     positional_optional = [name for name in names if name in optional]
     if positional_optional:
         raise InvalidArgument(f"inputs {positional_optional} passed by position cannot be optional")
-    return CallPlan(tuple(name for _, name in by_position), (), output_index)
+    return CallPlan(tuple(ordered), (), output_index)

@@ -27,7 +27,12 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, check_shape, check_tensor_count
+from inferd.frontends.tensors import (
+    InputFaults,
+    array_from_bytes,
+    check_shape,
+    check_tensor_count,
+)
 
 # The typed `contents` field that carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD: Final = {
@@ -74,6 +79,7 @@ def decode_infer_request(
         )
     raw_inputs = iter(raw)
     inputs: dict[str, Array] = {}
+    faults = InputFaults()
     for tensor in message.inputs:
         name = tensor.name
         if name in inputs:
@@ -81,18 +87,22 @@ def decode_infer_request(
         numpy_dtype(tensor.datatype)  # rejects an unknown datatype by name
         shape = list(tensor.shape)
         check_shape(shape, name)
-        if name in shared:
-            inputs[name] = _shared_memory_input(tensor, shape, shared_memory)
-        elif raw:
-            if tensor.HasField("contents"):
-                raise InvalidArgument(
-                    f"input '{name}' has both typed contents and raw_input_contents"
+        with faults.of_input():
+            if name in shared:
+                model = message.model_name
+                inputs[name] = _shared_memory_input(tensor, shape, shared_memory, model)
+            elif raw:
+                if tensor.HasField("contents"):
+                    raise InvalidArgument(
+                        f"input '{name}' has both typed contents and raw_input_contents"
+                    )
+                data = memoryview(next(raw_inputs))
+                inputs[name] = array_from_bytes(
+                    data, name, tensor.datatype, shape, message.model_name
                 )
-            inputs[name] = array_from_bytes(
-                memoryview(next(raw_inputs)), name, tensor.datatype, shape
-            )
-        else:
-            inputs[name] = _array_from_contents(tensor, shape)
+            else:
+                inputs[name] = _array_from_contents(tensor, shape)
+    faults.raise_any()
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in message.outputs]
     for output in outputs:
         location = tensor_location(output.parameters, "output", output.name)
@@ -112,13 +122,14 @@ def _shared_memory_input(
     tensor: pb.ModelInferRequest.InferInputTensor,
     shape: list[int],
     shared_memory: SharedMemoryRegistry,
+    model: str,
 ) -> Array:
     """The input copied out of the shared-memory region its parameters name."""
     name = tensor.name
     location = tensor_location(decode_parameters(tensor.parameters), "input", name)
     if location is None or tensor.HasField("contents"):
         raise InvalidArgument(f"input '{name}' has both contents and a shared memory region")
-    return read_tensor(shared_memory, location, name, tensor.datatype, shape)
+    return read_tensor(shared_memory, location, name, tensor.datatype, shape, model)
 
 
 def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> Array:

@@ -29,6 +29,7 @@ from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent, trace_parent
 from inferd.core.types import InferRequest
 from inferd.engine.engine import Engine
+from inferd.engine.model_files import is_file_parameter
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status, status_details
 from inferd.frontends.grpc.malformed import Malformed
@@ -188,8 +189,8 @@ class GrpcFrontend:
     async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         _check_repository_name(request.repository_name)
         with load_failure(request.model_name):
-            override = _config_override(request.parameters)
-            await self._engine.control_load(request.model_name, override)
+            override, files = _load_request(request.parameters)
+            await self._engine.control_load(request.model_name, override, files)
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
@@ -275,13 +276,12 @@ def _check_repository_name(name: str) -> None:
         raise Unsupported(f"only the server's own repository is served, not '{name}'")
 
 
-def _config_override(parameters: Any) -> dict[str, Any] | None:
-    """The `config` parameter of a load request (JSON model config), as Triton accepts it."""
-    for key in parameters:
-        if key.startswith("file:"):
-            raise Unsupported("loading model files sent in the request is not supported")
+def _load_request(parameters: Any) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
+    """The `config` parameter of a load request (JSON model config) and its `file:` ones
+    (bytes), as Triton accepts them."""
+    files = {key: _file(key, value) for key, value in parameters.items() if is_file_parameter(key)}
     if "config" not in parameters:
-        return None
+        return None, files
     text = parameters["config"].string_param
     try:
         config = json.loads(text)
@@ -289,7 +289,13 @@ def _config_override(parameters: Any) -> dict[str, Any] | None:
         raise InvalidArgument(f"the 'config' parameter is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise InvalidArgument("the 'config' parameter must be a JSON object")
-    return config
+    return config, files
+
+
+def _file(key: str, parameter: Any) -> bytes:
+    if parameter.WhichOneof("parameter_choice") != "bytes_param":  # Triton's wording
+        raise InvalidArgument(f"File parameter '{key}' must have bytes type for its value")
+    return bytes(parameter.bytes_param)
 
 
 def _duration(duration: Duration) -> Any:
@@ -310,6 +316,8 @@ def _statistics_message(stats: VersionStatistics) -> Any:
             compute_input=_duration(stats.compute_input),
             compute_infer=_duration(stats.compute_infer),
             compute_output=_duration(stats.compute_output),
+            cache_hit=_duration(stats.cache_hit),
+            cache_miss=_duration(stats.cache_miss),
         ),
         batch_stats=[
             pb.InferBatchStatistics(

@@ -53,7 +53,7 @@ from inferd.frontends.http.generate import (
     responses_with_outputs,
 )
 from inferd.frontends.http.hosts import AllowedHosts
-from inferd.frontends.http.model_control import config_override
+from inferd.frontends.http.model_control import load_request
 from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
 from inferd.frontends.http.sse import send_event_stream
@@ -330,7 +330,7 @@ class HttpFrontend:
         document = loads(body) if body.strip() else None
         if action == "load":
             with load_failure(model):
-                await self._engine.control_load(model, config_override(document))
+                await self._engine.control_load(model, *load_request(document))
         else:
             await self._engine.control_unload(model)
         await _respond(send, 200, b"")

@@ -29,7 +29,13 @@ from inferd.frontends.shared_memory import (
     tensor_location,
     write_tensor,
 )
-from inferd.frontends.tensors import array_from_bytes, check_shape, check_tensor_count, raw_bytes
+from inferd.frontends.tensors import (
+    InputFaults,
+    array_from_bytes,
+    check_shape,
+    check_tensor_count,
+    raw_bytes,
+)
 
 _JSON_KINDS_ALLOWED = {"b": "b", "i": "iub", "u": "iub", "f": "iubf"}
 
@@ -64,7 +70,7 @@ def decode_infer_request(
     document = loads(header)
     if not isinstance(document, dict):
         raise InvalidArgument("the inference request must be a JSON object")
-    inputs = _decode_inputs(document.get("inputs"), binary, shared_memory)
+    inputs = _decode_inputs(document.get("inputs"), binary, shared_memory, model_name)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")
@@ -90,35 +96,41 @@ def _parameters(item: dict[str, Any], kind: str, name: str | None = None) -> dic
 
 
 def _decode_inputs(
-    items: Any, binary: memoryview, shared_memory: SharedMemoryRegistry
+    items: Any, binary: memoryview, shared_memory: SharedMemoryRegistry, model: str
 ) -> dict[str, Array]:
     if not isinstance(items, list) or not items:
         raise InvalidArgument("'inputs' must be a non-empty list")
     check_tensor_count(len(items), "inputs")
     inputs: dict[str, Array] = {}
     offset = 0
+    faults = InputFaults()
     for item in items:
         if not isinstance(item, dict):
             raise InvalidArgument("each input must be an object")
-        name, datatype, shape = _tensor_header(item)
+        header = name, datatype, shape = _tensor_header(item)
         if name in inputs:
             raise InvalidArgument(f"input '{name}' appears more than once")
         parameters = _parameters(item, "input", name)
         size = parameters.get("binary_data_size")
         if REGION in parameters:
-            header = (name, datatype, shape)
-            inputs[name] = _shared_memory_input(item, header, parameters, shared_memory)
+            with faults.of_input():
+                inputs[name] = _shared_memory_input(item, header, parameters, shared_memory, model)
         elif size is not None:
             if "data" in item:
                 raise _ambiguous_input(name)
-            inputs[name] = _binary_input(binary, offset, size, name, datatype, shape)
+            _check_binary_size(binary[offset:], size, name)
+            with faults.of_input():
+                data = binary[offset : offset + size]
+                inputs[name] = array_from_bytes(data, name, datatype, shape, model)
             offset += size
         elif "data" in item:
-            inputs[name] = _array_from_json(item["data"], name, datatype, shape)
+            with faults.of_input():
+                inputs[name] = _array_from_json(item["data"], name, datatype, shape)
         else:
             raise InvalidArgument(
                 f"input '{name}' has no 'data', binary_data_size or shared_memory_region"
             )
+    faults.raise_any()
     if offset != len(binary):
         raise InvalidArgument(
             f"the body holds {len(binary) - offset} bytes of binary data no input claims"
@@ -126,16 +138,14 @@ def _decode_inputs(
     return inputs
 
 
-def _binary_input(
-    binary: memoryview, offset: int, size: Any, name: str, datatype: str, shape: list[int]
-) -> Array:
+def _check_binary_size(binary: memoryview, size: Any, name: str) -> None:
+    """`size` must fit in the binary data that remains (`binary`)."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidArgument(f"input '{name}': binary_data_size must be a non-negative integer")
-    if offset + size > len(binary):
+    if size > len(binary):
         raise InvalidArgument(
             f"input '{name}': binary_data_size {size} runs past the end of the binary data"
         )
-    return array_from_bytes(binary[offset : offset + size], name, datatype, shape)
 
 
 def _shared_memory_input(
@@ -143,13 +153,14 @@ def _shared_memory_input(
     header: tuple[str, str, list[int]],
     parameters: dict[str, Any],
     shared_memory: SharedMemoryRegistry,
+    model: str,
 ) -> Array:
     """The input copied out of the shared-memory region its parameters name."""
     name, datatype, shape = header
     location = tensor_location(parameters, "input", name)
     if location is None or "data" in item or "binary_data_size" in parameters:
         raise _ambiguous_input(name)
-    return read_tensor(shared_memory, location, name, datatype, shape)
+    return read_tensor(shared_memory, location, name, datatype, shape, model)
 
 
 def _ambiguous_input(name: str) -> InvalidArgument:
