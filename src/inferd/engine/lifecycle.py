@@ -226,7 +226,7 @@ class ModelLifecycle:
                 _keep_serving(name, serving, _reasons(entry))
                 await self._retain(name, serving)
         if not entry.versions:
-            raise InvalidArgument(f"no version could be served: {_reasons(entry)}")
+            raise InvalidArgument(f"load failed for model '{name}': {_unavailable(entry)}")
 
     async def _load_versions(
         self, folder: ModelFolder, repository: ModelRepository | None = None
@@ -234,11 +234,17 @@ class ModelLifecycle:
         entry = ModelEntry(folder=folder)
         wanted, missing = select_versions(folder.config.version_policy, folder.versions)
         for version in missing:
-            entry.statuses.append(
-                unavailable(folder.name, str(version), "version folder not found")
+            # As Triton: the policy's other versions serve, and the server can still be ready.
+            logger.error(
+                "version %d is specified for model '%s', but the version directory is not present",
+                version,
+                folder.name,
             )
-        if not wanted and not missing:
-            entry.statuses.append(unavailable(folder.name, "", "no version folder to serve"))
+        if not wanted:
+            reason = "no version folder to serve"
+            if missing:
+                reason += f" (version_policy names {', '.join(map(str, missing))})"
+            entry.statuses.append(unavailable(folder.name, "", reason))
         for version in wanted:
             started = time.monotonic()
             try:
@@ -374,7 +380,11 @@ async def _warm_up(loaded: LoadedVersion) -> None:
         return
     try:
         loaded.warmup_seconds = await warm_up(
-            loaded.instances, loaded.warmup, list(loaded.outputs), loaded.decoupled
+            loaded.model_name,
+            loaded.instances,
+            loaded.warmup,
+            list(loaded.outputs),
+            loaded.decoupled,
         )
     except BaseException:
         await asyncio.to_thread(loaded.close)
@@ -383,6 +393,15 @@ async def _warm_up(loaded: LoadedVersion) -> None:
 
 def _reasons(entry: ModelEntry) -> str:
     return "; ".join(f"{s.version or '-'}: {s.reason}" for s in entry.statuses if s.reason)
+
+
+def _unavailable(entry: ModelEntry) -> str:
+    """Why no version loaded, in Triton's words for a failed load."""
+    return "; ".join(
+        f"version {s.version} is at UNAVAILABLE state: {s.reason}" if s.version else s.reason
+        for s in entry.statuses
+        if s.reason
+    )
 
 
 def _keep_serving(name: str, serving: ModelEntry, reason: str) -> None:
