@@ -97,3 +97,23 @@ def test_a_load_whose_versions_all_fail_is_worded_as_tritons(tmp_path: Path, pro
             (tmp_path / "simple" / "2").rmdir()
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_load_without_config_keeps_the_last_override_until_unload(
+    tmp_path: Path, protocol: str
+) -> None:
+    _simple(tmp_path, (1,))
+    with running_server(tmp_path, "--model-control-mode", "explicit") as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        loader = client if protocol == "http" else grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            loader.load_model("simple", config=json.dumps({"max_batch_size": 2}))
+            loader.load_model("simple")  # a reload: the override stays (Triton's behaviour)
+            assert client.get_model_config("simple")["max_batch_size"] == 2
+            loader.unload_model("simple")
+            loader.load_model("simple")  # after an unload: the config file again
+            assert client.get_model_config("simple")["max_batch_size"] == 8
+        finally:
+            client.close()
+            loader.close()

@@ -73,6 +73,9 @@ class ModelLifecycle:
         self._poller: asyncio.Task[None] | None = None
         # The private folders of models loaded from files sent in their load request.
         self._uploads = UploadedModels(settings.model_files_max_bytes)
+        # The config override of each model's last load: a load without one keeps it, until
+        # the model is unloaded (Triton's behaviour, which its lifecycle QA checks).
+        self._overrides: dict[str, dict[str, Any]] = {}
         self.stopping = False
 
     def repository_model_names(self) -> list[str]:
@@ -137,6 +140,8 @@ class ModelLifecycle:
         source = None
         if files:
             source = await self._uploads.write(name, config_override, files)
+        elif config_override is None:
+            config_override = self._overrides.get(name)
         try:
             await self._load_composing(name, config_override)
             await self.load_model(name, config_override, source)
@@ -145,6 +150,10 @@ class ModelLifecycle:
                 remove_model_files(source.root)
             raise
         self._uploads.serving(name, source)
+        if config_override is None or files:  # a plain reload of sent files reads the repository
+            self._overrides.pop(name, None)
+        else:
+            self._overrides[name] = config_override
 
     async def _load_composing(self, name: str, config_override: dict[str, Any] | None) -> None:
         """Explicit mode, as in Triton: loading an ensemble first loads the models it uses."""
@@ -165,6 +174,7 @@ class ModelLifecycle:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
         self._check_explicit("unload")
         # No name check: a name that could not be loaded is simply not loaded (as in Triton).
+        self._overrides.pop(name, None)
         if self._table.get(name) is not None:
             await self.unload_model(name)
             self._uploads.unloaded(name)
