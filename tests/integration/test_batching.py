@@ -118,7 +118,9 @@ def test_a_full_queue_is_a_503_and_accepted_requests_still_complete(
     assert statuses.count("503") >= 2
 
 
-def test_ragged_batching_is_refused_at_load_with_the_reason(server: RunningServer) -> None:
+def test_a_ragged_input_the_graph_takes_unflattened_is_refused_at_load(
+    server: RunningServer,
+) -> None:
     request = urllib.request.Request(
         f"http://{server.http_url}/v2/repository/index", data=b"{}", method="POST"
     )
@@ -126,4 +128,5 @@ def test_ragged_batching_is_refused_at_load_with_the_reason(server: RunningServe
         index = {row["name"]: row for row in json.load(response)}
     assert index["ragged"]["state"] == "UNAVAILABLE"
     assert "allow_ragged_batch" in index["ragged"]["reason"]
+    assert "must take shape [-1]" in index["ragged"]["reason"]
     assert index["batched"]["state"] == "READY"

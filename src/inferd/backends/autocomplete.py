@@ -5,7 +5,9 @@ are filled only when the config lists none; `max_batch_size` is inferred (set to
 default) only when the config gives no tensors and no batch size and every tensor's first axis
 is dynamic; tensor names the config gives must exist in the model. Sequence control and
 state tensors (`sequence_batching`) are fed by the server, never by clients: they are left out
-of the config's inputs and outputs, and checked against the model's tensors instead.
+of the config's inputs and outputs, and checked against the model's tensors instead. So are
+`batch_input` targets, and a ragged input (`allow_ragged_batch`) must be 1-D in the model, as
+the batch reaches it flattened.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def complete_tensors(
     ("the ONNX model"). `defaulted` are inputs the model has a default value for: the config
     may list them (never filled in), and a request may leave them out (they become optional)."""
     fed, taken = sequence_tensors(config)
-    client_inputs = [t for t in inputs if t.name not in fed]
+    batch_fed = {target for entry in config.batch_input for target in entry.target_name}
+    client_inputs = [t for t in inputs if t.name not in fed and t.name not in batch_fed]
     client_outputs = [t for t in outputs if t.name not in taken]
     fill_inputs, fill_outputs = not config.input, not config.output
     infer_batching = fill_inputs and fill_outputs and config.max_batch_size == 0
@@ -65,6 +68,7 @@ def complete_tensors(
         if entry.name in with_default:
             entry.optional = True
     check_names("output", [t.name for t in config.output], [t.name for t in client_outputs], model)
+    _check_ragged_tensors(config, inputs, batch_fed, model)
     if fed:
         states = {s.output_name: fed[s.input_name] for s in config.sequence_batching.state}
         _check_sequence_tensors("input", fed, inputs, skip, model)
@@ -125,6 +129,32 @@ def _check_sequence_tensors(
                 f"sequence_batching {kind} '{name}' is {data_type} {list(dims)}, but {model} "
                 f"declares {tensor.framework_type} {list(tensor.shape)}"
             )
+
+
+def _check_ragged_tensors(
+    config: ModelConfig, inputs: Sequence[ModelTensor], batch_fed: set[str], model: str
+) -> None:
+    by_name = {t.name: t for t in inputs}
+    missing = sorted(batch_fed - set(by_name))
+    if missing:
+        raise InvalidArgument(
+            f"batch_input targets {missing} are not inputs of {model}, whose inputs are "
+            f"{list(by_name)}"
+        )
+    if config.max_batch_size == 0:
+        return
+    for entry in config.input:
+        tensor = by_name.get(entry.name)
+        if entry.allow_ragged_batch and tensor is not None and not _flat(tensor.shape):
+            raise InvalidArgument(
+                f"input '{entry.name}' sets allow_ragged_batch, so the batch reaches the model "
+                f"flattened into one 1-D tensor, but {model} declares it "
+                f"{[-1 if d is None else d for d in tensor.shape]}: it must take shape [-1]"
+            )
+
+
+def _flat(shape: tuple[int | None, ...]) -> bool:
+    return len(shape) == 1 and _dynamic_first_axis(shape)
 
 
 def _dynamic_first_axis(shape: tuple[int | None, ...]) -> bool:

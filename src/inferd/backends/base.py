@@ -23,6 +23,10 @@ A backend that can hand a request back for another step (an iterative sequence) 
 
 A backend whose models can run without an input the config marks `optional: true` sets
 `supports_optional_inputs = True`; the loader refuses such a config on any other.
+
+A backend whose models can take a ragged batch (`allow_ragged_batch` inputs flattened into
+one 1-D tensor, `batch_input` tensors added, `batch_output` scattered by the server) sets
+`supports_ragged = True`; the loader refuses such a config on any other.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class BatchRequest:
     `origin`: what says whether the request was cancelled (read through `cancelled`).
     `rescheduled`: set by the backend when the model handed the request back for another
     step (an iterative sequence's, `sequence_batching { iterative_sequence: true }`).
+    `ragged_shapes`: the request's own shape of each ragged input (`allow_ragged_batch`),
+    which the batch holds flattened and concatenated in request order; None without any.
     """
 
     start: int
@@ -80,6 +86,7 @@ class BatchRequest:
     responses: ResponseChannel | None = None
     origin: CancelSource | None = None
     rescheduled: bool = False
+    ragged_shapes: dict[str, tuple[int, ...]] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -91,7 +98,9 @@ class BatchRequest:
         """What crosses to another process (a worker, a cluster host): rows, id and
         parameters, without what only lives here (the response channel, the engine's
         request)."""
-        return BatchRequest(self.start, self.end, self.id, self.parameters)
+        return BatchRequest(
+            self.start, self.end, self.id, self.parameters, ragged_shapes=self.ragged_shapes
+        )
 
 
 # Stacked outputs for the whole batch, or one answer per request in the batch's order.

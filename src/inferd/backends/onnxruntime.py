@@ -123,6 +123,7 @@ class OnnxRuntimeBackend:
     platforms = ("onnxruntime_onnx",)
     default_model_filename = "model.onnx"
     supports_optional_inputs = True  # only inputs the graph has a default for (checked)
+    supports_ragged = True  # see docs/ragged_batching.md
 
     def gpu_available(self) -> bool:
         return "CUDAExecutionProvider" in _ort().get_available_providers()

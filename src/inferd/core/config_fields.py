@@ -69,9 +69,10 @@ REGISTRY: dict[str, Rule] = {
         "backends, and by onnxruntime on a graph input without a default value)",
     ),
     "ModelInput.allow_ragged_batch": Rule(
-        W,
-        "without dynamic_batching it changes nothing; with dynamic_batching the model is "
-        "refused at load (ragged batches are not built yet)",
+        H,
+        "requests of different shapes share a batch; the model gets the input flattened "
+        "(onnxruntime, pytorch, python; refused on other backends and with sequence_batching); "
+        "no effect with max_batch_size 0 (see ragged_batching.md)",
     ),
     **_rules(
         R,
@@ -89,9 +90,9 @@ REGISTRY: dict[str, Rule] = {
         H, "labels of the classification extension's answers (docs/classification.md)"
     ),
     **_rules(
-        R,
-        "batch_input / batch_output tensors are not built yet: the model would miss inputs "
-        "Triton gives it",
+        H,
+        "every kind, as Triton builds them (onnxruntime, pytorch, python; refused on other "
+        "backends, with sequence_batching and with max_batch_size 0; see ragged_batching.md)",
         "ModelConfig.batch_input",
         "BatchInput.kind",
         "BatchInput.target_name",

@@ -93,6 +93,7 @@ def prepare_config(
     """`complete_config` without the field registry's verdict (`inferd check` reports it)."""
     completed = ModelConfig()
     completed.CopyFrom(config)
+    _check_ragged(completed, backend)  # before the backend reads the model for it
     if options.auto_complete_config:
         had_batch_size = completed.max_batch_size > 0
         backend.complete_config(completed, version_path, options.default_max_batch_size)
@@ -141,6 +142,18 @@ def _check_optional(config: ModelConfig, backend: Backend) -> None:
         raise Unsupported(
             f"inputs {optional} are optional, but backend '{backend.name}' runs its models "
             "with every input (onnxruntime, pytorch and python can do without one)"
+        )
+
+
+def _check_ragged(config: ModelConfig, backend: Backend) -> None:
+    """Refuse ragged batching on a backend whose models take no flattened batch."""
+    used = [name for name in ("batch_input", "batch_output") if getattr(config, name)]
+    used += [f"allow_ragged_batch ({t.name})" for t in config.input if t.allow_ragged_batch]
+    if used and config.max_batch_size > 0 and not getattr(backend, "supports_ragged", False):
+        raise Unsupported(
+            f"model '{config.name}' uses {', '.join(used)}, but backend '{backend.name}' cannot "
+            "take a ragged batch (flattened inputs and batch_input tensors; onnxruntime, "
+            "pytorch and python can)"
         )
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from inferd.core.batch_io import BatchIO
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
@@ -41,6 +42,7 @@ from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
 from inferd.scheduling.ordering import ResponseOrder, Turn
 from inferd.scheduling.queue import PriorityQueue, Queued
+from inferd.scheduling.ragged import ragged_inputs, ragged_signature, ragged_split
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -80,7 +82,10 @@ class DynamicBatcher:
             if settings.latency_slo_ns
             else None
         )
-        self._runner = BatchRunner(_Stacked(list(output_names)), on_batch, self._slo)
+        io = settings.batch_io
+        kind = _Stacked(list(output_names)) if io is None else _Ragged(list(output_names), io)
+        self._runner = BatchRunner(kind, on_batch, self._slo)
+        self._signature = _signature if io is None else ragged_signature(io.ragged)
         # The forming worker's sleep: woken by its deadline, or by `submit` once `_wake_rows`
         # more rows (or a request of another shape) arrived.
         self._wakeup = Wakeup()
@@ -153,7 +158,12 @@ class DynamicBatcher:
         level = settings.level_index(request.parameters)
         timeout = self._queue.policy(level).timeout_ns(request.parameters)
         queued = Queued(
-            request, loop.create_future(), now, request.batch_size(), _signature(request), level
+            request,
+            loop.create_future(),
+            now,
+            request.batch_size(),
+            self._signature(request),
+            level,
         )
         self._queue.enqueue(queued, timeout)
         return queued
@@ -261,6 +271,20 @@ class _Stacked:
 
     def finish(self, call: Queued, outputs: dict[str, Array]) -> dict[str, Array]:
         return select_outputs(call.request, outputs)
+
+
+class _Ragged(_Stacked):
+    """`_Stacked` for a model with ragged inputs, batch inputs or batch outputs."""
+
+    def __init__(self, output_names: list[str], io: BatchIO) -> None:
+        super().__init__(output_names)
+        self._io = io
+
+    def inputs(self, batch: Batch[Queued]) -> dict[str, Array]:
+        return ragged_inputs(self._io, batch)
+
+    def split(self, batch: Batch[Queued], outputs: dict[str, Array]) -> list[dict[str, Array]]:
+        return ragged_split(self._io, batch, outputs)
 
 
 def _nothing() -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.batch_io import BatchIO
+from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import ModelConfig, ModelQueuePolicy, string_parameter
 from inferd.core.types import Parameters
 
@@ -61,15 +62,16 @@ class BatchingSettings:
     # One policy per level, index 0 for level 1 (or the only level when levels are off).
     policies: tuple[QueuePolicy, ...] = field(default_factory=lambda: (QueuePolicy(),))
     latency_slo_ns: int = 0  # 0: no adaptive batching
+    batch_io: BatchIO | None = None  # ragged inputs, batch inputs and outputs (`ragged.py`)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> BatchingSettings:
         """Settings of a complete config; raises `InvalidArgument` / `Unsupported` at load."""
         _refuse_admission(config)
+        batch_io = BatchIO.from_config(config)
         enabled = config.max_batch_size > 0 and config.HasField("dynamic_batching")
         if not enabled:
-            return cls(max_batch_size=config.max_batch_size, enabled=False)
-        _reject_ragged(config)
+            return cls(max_batch_size=config.max_batch_size, enabled=False, batch_io=batch_io)
         dynamic = config.dynamic_batching
         levels = int(dynamic.priority_levels)
         default_level = int(dynamic.default_priority_level)
@@ -96,6 +98,7 @@ class BatchingSettings:
             default_priority_level=default_level if levels else 1,
             policies=policies,
             latency_slo_ns=_latency_slo_ns(config),
+            batch_io=batch_io,
         )
 
     def level_index(self, parameters: Parameters) -> int:
@@ -157,15 +160,3 @@ def _latency_slo_ns(config: ModelConfig) -> int:
             f"got '{text}'"
         )
     return int(milliseconds * 1e6)
-
-
-def _reject_ragged(config: ModelConfig) -> None:
-    ragged = [t.name for t in config.input if t.allow_ragged_batch]
-    if ragged:
-        raise Unsupported(
-            f"inputs {ragged} set allow_ragged_batch, which inferd cannot serve yet: Triton "
-            "hands ragged inputs to the model flattened, with batch_input tensors describing "
-            "each request, and no inferd backend builds those (padding would change what the "
-            "model computes). Remove allow_ragged_batch: requests whose shapes differ are then "
-            "batched separately."
-        )

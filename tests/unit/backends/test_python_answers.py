@@ -10,7 +10,9 @@ import pytest
 from inferd.backends.base import BatchRequest
 from inferd.backends.python import Batch, InferenceError
 from inferd.backends.python.answers import make_batch, to_batch_outputs
+from inferd.core.batch_io import BatchIO
 from inferd.core.errors import InvalidArgument, ModelExecutionError
+from inferd.core.model_config import parse_pbtxt
 
 FP32 = {"OUT": np.dtype(np.float32)}
 
@@ -28,6 +30,37 @@ def test_requests_view_their_rows_of_the_stacked_batch() -> None:
     assert second.inputs["IN"].shape == (2, 4)
     assert np.shares_memory(second.inputs["IN"], batch.inputs["IN"])  # a view, not a copy
     np.testing.assert_array_equal(second.inputs["IN"], batch.inputs["IN"][1:3])
+
+
+def test_in_a_ragged_batch_a_request_sees_its_own_inputs_and_no_batch_inputs() -> None:
+    io = BatchIO.from_config(
+        parse_pbtxt(
+            """max_batch_size: 4
+            input [{ name: "R", data_type: TYPE_FP32, dims: [ -1 ], allow_ragged_batch: true },
+                   { name: "F", data_type: TYPE_FP32, dims: [ 1 ] }]
+            output [{ name: "OUT", data_type: TYPE_FP32, dims: [ 1 ] }]
+            batch_input [{ kind: BATCH_ELEMENT_COUNT, target_name: "N", data_type: TYPE_INT32,
+                           source_input: "R" }]"""
+        )
+    )
+    inputs = {
+        "R": np.arange(5, dtype=np.float32),
+        "F": np.array([[7.0], [8.0]], np.float32),
+        "N": np.array([2, 3], np.int32),
+    }
+    requests = [
+        BatchRequest(0, 1, ragged_shapes={"R": (1, 2)}),
+        BatchRequest(1, 2, ragged_shapes={"R": (1, 3)}),
+    ]
+    batch = make_batch(inputs, ["OUT"], requests, True, io)
+    assert batch.inputs["N"].tolist() == [2, 3]  # the stacked form has it all
+    first, second = (request.inputs for request in batch.requests)
+    assert sorted(first) == ["F", "R"]
+    assert first["R"].tolist() == [[0.0, 1.0]] and second["R"].tolist() == [[2.0, 3.0, 4.0]]
+    assert second["F"].tolist() == [[8.0]]
+    # A scattered output is cut by shapes, so it has no rows to check.
+    outputs = to_batch_outputs({"OUT": np.zeros(5)}, batch, FP32, True, {"OUT"})
+    assert isinstance(outputs, dict) and outputs["OUT"].shape == (5,)
 
 
 def test_without_a_batch_axis_the_request_owns_every_input() -> None:

@@ -74,7 +74,6 @@ def test_dynamic_batching_without_a_batch_axis_is_warned() -> None:
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ('batch_input [{kind: BATCH_ELEMENT_COUNT target_name: "n"}]', "batch_input"),
         ('model_operations { op_library_filename: ["ops.so"] }', "model_operations"),
     ],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.core.errors import InvalidArgument, Unsupported
+from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import parse_pbtxt
 from inferd.scheduling.dynamic_settings import BatchingSettings, QueuePolicy
 from tests.unit.scheduling.fakes import MODEL, settings
@@ -67,11 +67,14 @@ def test_invalid_settings_fail_the_load(extra: str, message: str) -> None:
         settings(extra)
 
 
-def test_ragged_batching_is_refused_with_a_reason() -> None:
+def test_ragged_batching_is_read_with_the_settings() -> None:
     config = parse_pbtxt(MODEL.format(max_batch_size=4) + "dynamic_batching { }")
+    assert BatchingSettings.from_config(config).batch_io is None
     config.input[0].allow_ragged_batch = True
-    with pytest.raises(Unsupported, match="allow_ragged_batch"):
-        BatchingSettings.from_config(config)
+    batch_io = BatchingSettings.from_config(config).batch_io
+    assert batch_io is not None and batch_io.ragged == {"x"}
+    config.ClearField("dynamic_batching")  # ragged without the batcher: still flattened
+    assert BatchingSettings.from_config(config).batch_io == batch_io
 
 
 def test_a_request_timeout_only_shortens_the_default() -> None:

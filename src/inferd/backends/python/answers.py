@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.backends.python.api import Batch, InferenceError, Request
 from inferd.backends.python.bls import BLS_CALLERS
 from inferd.backends.python.triton_errors import TritonError, raised_error
+from inferd.core.batch_io import BatchIO
 from inferd.core.errors import InferdError, InvalidArgument, ModelExecutionError
 from inferd.core.types import Array
 
@@ -27,26 +29,57 @@ def make_batch(
     output_names: Sequence[str],
     requests: Sequence[BatchRequest],
     batched: bool,
+    batch_io: BatchIO | None = None,
 ) -> Batch:
     """The user's view of a batch: the stacked arrays as they are, each request's rows as views.
 
     Without a batch axis (max_batch_size 0) a batch holds one request, which owns every input.
+    In a ragged batch (`batch_io`), a request sees its ragged inputs in its own shape and none
+    of the batch inputs, which describe the whole batch.
     """
     stacked = dict(inputs)
+    if batch_io is not None:
+        views = _ragged_views(stacked, requests, batch_io)
+    elif batched:
+        views = [
+            {name: array[r.start : r.end] for name, array in stacked.items()} for r in requests
+        ]
+    else:
+        views = [stacked] * len(requests)
     described = [
         Request(
-            {name: array[r.start : r.end] for name, array in stacked.items()}
-            if batched
-            else stacked,
+            view,
             r.start,
             r.end,
             r.id,
             _own(r.parameters),
             origin=r,
         )
-        for r in requests
+        for r, view in zip(requests, views, strict=True)
     ]
     return Batch(stacked, list(output_names), described)
+
+
+def _ragged_views(
+    stacked: dict[str, Array], requests: Sequence[BatchRequest], batch_io: BatchIO
+) -> list[dict[str, Array]]:
+    """Each request's inputs: rows of the stacked ones, its own part of the flattened ones."""
+    fed = set(batch_io.fed)
+    offsets = dict.fromkeys(batch_io.ragged, 0)
+    views = []
+    for r in requests:
+        shapes = r.ragged_shapes or {}
+        view = {}
+        for name, array in stacked.items():
+            shape = shapes.get(name)
+            if shape is not None:
+                start = offsets[name]
+                offsets[name] = end = start + math.prod(shape)
+                view[name] = array[start:end].reshape(shape)
+            elif name not in fed:
+                view[name] = array[r.start : r.end]
+        views.append(view)
+    return views
 
 
 def _own(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -69,13 +102,18 @@ def as_inferd_error(error: BaseException) -> InferdError:
 
 
 def to_batch_outputs(
-    result: object, batch: Batch, dtypes: OutputDtypes, batched: bool
+    result: object,
+    batch: Batch,
+    dtypes: OutputDtypes,
+    batched: bool,
+    scattered: Collection[str] = (),
 ) -> BatchOutputs:
     """Check and convert what `execute` returned; raises `ModelExecutionError` for a stacked
-    answer that does not fit, while in the list form a bad answer fails only its request."""
+    answer that does not fit, while in the list form a bad answer fails only its request.
+    `scattered` outputs (`batch_output`) are cut by shapes, not rows, so have no row count."""
     if isinstance(result, Mapping):
         rows = batch.requests[-1].end if batched and batch.requests else None
-        return _outputs(result, batch.output_names, dtypes, rows)
+        return _outputs(result, batch.output_names, dtypes, rows, scattered)
     if isinstance(result, list | tuple):
         if len(result) != len(batch.requests):
             raise ModelExecutionError(
@@ -114,7 +152,11 @@ def _answer(
 
 
 def _outputs(
-    returned: Mapping[str, Any], names: Sequence[str], dtypes: OutputDtypes, rows: int | None
+    returned: Mapping[str, Any],
+    names: Sequence[str],
+    dtypes: OutputDtypes,
+    rows: int | None,
+    scattered: Collection[str] = (),
 ) -> dict[str, Array]:
     outputs: dict[str, Array] = {}
     for name in names:
@@ -123,7 +165,11 @@ def _outputs(
                 f"execute did not return output '{name}' (returned: {sorted(returned)})"
             )
         array = convert_output(name, np.asarray(returned[name]), dtypes[name])
-        if rows is not None and (array.ndim == 0 or array.shape[0] != rows):
+        if (
+            rows is not None
+            and (array.ndim == 0 or array.shape[0] != rows)
+            and name not in scattered
+        ):
             raise ModelExecutionError(
                 f"output '{name}' has shape {list(array.shape)}, expected {rows} rows first"
             )

@@ -29,7 +29,8 @@ class InferenceError(Exception):
 
 @dataclass(slots=True)
 class Request:
-    """One request's share of a batch: `inputs` are views of rows [start, end) of the batch.
+    """One request's share of a batch: `inputs` are views of rows [start, end) of the batch
+    (a ragged input, `allow_ragged_batch`, in the request's own shape; see ragged_batching.md).
 
     `sender` sends its responses when the model is decoupled (None otherwise). `reschedule()`
     hands the request back for another step when the model is an iterative sequence's.

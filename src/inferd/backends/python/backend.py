@@ -25,6 +25,7 @@ from inferd.backends.python.model_file import (
 )
 from inferd.backends.python.model_log import MODEL_LOGGER
 from inferd.backends.python.protocol import WorkerSetup
+from inferd.core.batch_io import BatchIO
 from inferd.core.calls import ModelCalls
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import (
@@ -78,6 +79,7 @@ class PythonBackend:
     default_model_filename = "model.py"
     supports_decoupled = True  # see docs/streaming.md
     supports_optional_inputs = True  # a model finds a left-out input absent
+    supports_ragged = True  # see docs/ragged_batching.md
     supports_iterative = True  # a model hands a request back with `reschedule()`
 
     def gpu_available(self) -> bool:
@@ -127,6 +129,7 @@ class PythonModel:
             for state in config.sequence_batching.state
         }
         self._batched = config.max_batch_size > 0
+        self._batch_io = BatchIO.from_config(config)
         self._decoupled = config.model_transaction_policy.decoupled
         self._label = f"{config.name}_{version_path.name}"
         self._module_name = ""
@@ -167,12 +170,19 @@ class PythonModel:
                 self._batched,
                 self._decoupled,
                 logging.getLogger(MODEL_LOGGER).getEffectiveLevel(),
+                self._batch_io,
             )
             return IsolatedInstance(
                 setup, self._settings.execute_timeout_s, self._settings.worker_threads, self._calls
             )
         return InProcessInstance(
-            self._factory, context, self._datatypes, self._batched, self._decoupled, self._calls
+            self._factory,
+            context,
+            self._datatypes,
+            self._batched,
+            self._decoupled,
+            self._calls,
+            self._batch_io,
         )
 
     def close(self) -> None:

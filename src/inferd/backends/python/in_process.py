@@ -24,10 +24,11 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
-from inferd.backends.python.bls import callers_of
+from inferd.backends.python.bls import callers_of, calls_parent
 from inferd.backends.python.model_file import ModelFactory
 from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
+from inferd.core.batch_io import BatchIO
 from inferd.core.calls import ModelCalls
 from inferd.core.datatypes import numpy_dtype
 from inferd.core.errors import Internal, InvalidArgument
@@ -46,15 +47,19 @@ class InProcessInstance:
         batched: bool,
         decoupled: bool = False,
         calls: ModelCalls | None = None,
+        batch_io: BatchIO | None = None,
     ) -> None:
         """`output_datatypes`: V2 datatype of every output the model may be asked for;
-        `calls`: what the model's code uses to call other models (BLS)."""
+        `calls`: what the model's code uses to call other models (BLS); `batch_io`: the
+        model's ragged batching, when it has any."""
         self._context = context
         self._scope = ModelScope(context.model_name, calls)
         self._dtypes: OutputDtypes = {
             name: numpy_dtype(datatype) for name, datatype in output_datatypes.items()
         }
         self._batched = batched
+        self._batch_io = batch_io
+        self._scattered = frozenset(batch_io.scattered) if batch_io is not None else frozenset()
         self._decoupled = decoupled
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None  # a decoupled model's running loop
@@ -80,7 +85,7 @@ class InProcessInstance:
         sinks: Sequence[ResponseSink | None] | None = None,
     ) -> BatchOutputs:
         """Run one batch; a decoupled model sends to `sinks` (default: the requests' own)."""
-        batch = make_batch(inputs, output_names, requests, self._batched)
+        batch = make_batch(inputs, output_names, requests, self._batched, self._batch_io)
         if self._decoupled:
             for request, sink in zip(
                 batch.requests, sinks or [r.responses for r in requests], strict=True
@@ -97,7 +102,7 @@ class InProcessInstance:
             part.rescheduled = described.rescheduled
         if self._decoupled:  # its answers went through the senders
             return [{} for _ in requests]
-        return to_batch_outputs(result, batch, self._dtypes, self._batched)
+        return to_batch_outputs(result, batch, self._dtypes, self._batched, self._scattered)
 
     def close(self) -> None:
         try:
@@ -111,11 +116,15 @@ class InProcessInstance:
             self._close_loop()
 
     def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
-        """The model's scope, naming the models waiting on the batch's requests."""
+        """The model's scope, naming the models waiting on the batch's requests and the span
+        its calls continue."""
         callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
-        if not callers:
+        parent = calls_parent(requests)
+        if not callers and parent is None:
             return self._scope
-        return dataclasses.replace(self._scope, callers=tuple(dict.fromkeys(callers)))
+        return dataclasses.replace(
+            self._scope, callers=tuple(dict.fromkeys(callers)), trace_parent=parent
+        )
 
     def _wait(self, result: Any) -> Any:
         """The value itself, or what an awaitable (from an `async def` hook) resolves to."""

@@ -22,6 +22,7 @@ from inferd.backends.base import BatchRequest
 from inferd.backends.python.api import ModelContext
 from inferd.backends.python.error_codes import error_of
 from inferd.backends.python.transport import ArrayMeta
+from inferd.core.batch_io import BatchIO
 from inferd.core.errors import ErrorCode, InferdError
 from inferd.core.types import Array, InferRequest, InferResponse
 
@@ -48,6 +49,7 @@ class WorkerSetup:
     batched: bool
     decoupled: bool = False
     log_level: int = logging.INFO  # of the server's `inferd.model` loggers
+    batch_io: BatchIO | None = None  # the model's ragged batching, when it has any
 
 
 @dataclass(frozen=True, slots=True)

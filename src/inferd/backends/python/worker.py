@@ -71,7 +71,13 @@ def _start(setup: WorkerSetup, calls: PipeCalls) -> InProcessInstance:
     set_default(ModelScope(setup.context.model_name, calls))
     _, factory = import_model(setup.model_file, setup.label)
     return InProcessInstance(
-        factory, setup.context, setup.output_datatypes, setup.batched, setup.decoupled, calls
+        factory,
+        setup.context,
+        setup.output_datatypes,
+        setup.batched,
+        setup.decoupled,
+        calls,
+        setup.batch_io,
     )
 
 

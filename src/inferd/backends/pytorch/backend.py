@@ -35,6 +35,7 @@ class PyTorchBackend:
     platforms = ("pytorch_libtorch", "pytorch_torchscript")
     default_model_filename = "model.pt"
     supports_optional_inputs = True  # passed by keyword, so a left-out one is not passed
+    supports_ragged = True  # see docs/ragged_batching.md
 
     def gpu_available(self) -> bool:
         import torch

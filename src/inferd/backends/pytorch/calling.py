@@ -2,7 +2,8 @@
 
 The tensors are the config's inputs and outputs plus, for a `sequence_batching` model, what the
 sequence batcher feeds (control inputs, then state inputs) and takes back (state outputs, after
-the config's outputs): the server passes and reads them like any other tensor.
+the config's outputs), and the `batch_input` targets a ragged batch adds: the server passes and
+reads them like any other tensor.
 
 Inputs: names equal to `forward`'s argument names are passed by name (TorchScript, eager) or in
 the signature's order (exported programs); otherwise, when every name follows Triton's
@@ -81,7 +82,8 @@ def plan_for(config: ModelConfig, arguments: Sequence[str] | None, by_keyword: b
     """The plan for a model config, given `forward`'s argument names (None when unknown, e.g.
     `*args`); raises `InvalidArgument` when the names fit neither convention."""
     fed, _ = sequence_tensors(config)
-    inputs = list(dict.fromkeys([*(t.name for t in config.input), *fed]))
+    batch_fed = [target for entry in config.batch_input for target in entry.target_name]
+    inputs = list(dict.fromkeys([*(t.name for t in config.input), *fed, *batch_fed]))
     outputs = [
         *(t.name for t in config.output),
         *(state.output_name for state in config.sequence_batching.state),
