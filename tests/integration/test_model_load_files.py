@@ -140,6 +140,18 @@ def test_files_without_a_config_are_refused_in_tritons_words(
     with pytest.raises(InferenceServerException, match="'config' must be specified") as caught:
         client.load_model("sent", files={"file:1/model.onnx": model_bytes})
     assert caught.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+    # Triton's lifecycle QA (test_file_override) looks for this phrase.
+    assert caught.value.message().startswith(
+        "failed to load 'sent', failed to poll from model repository: "
+    )
+
+
+def test_files_that_do_not_load_are_worded_as_tritons_failed_load(client: Any) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model("sent", config=CONFIG, files={"file:1/model.onnx": b"not onnx"})
+    assert caught.value.message().startswith(
+        "load failed for model 'sent': version 1 is at UNAVAILABLE state: "
+    )
 
 
 def test_files_that_do_not_load_leave_nothing_behind(client: Any, temp_dir: Path) -> None:

@@ -206,7 +206,7 @@ def test_an_onnx_model_warms_up_and_serves(server: RunningServer) -> None:
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
-        ("boom", "failed to run warmup sample 'boom' on instance "),
+        ("boom", "failed to run warmup sample 'boom': "),
         ("nofile", "warmup sample 'gone': input 'S': cannot read warmup/no.bin"),
         ("short", "warmup sample 'short': input 'X' needs 16 bytes, but warmup/s.bin holds 13"),
     ],
@@ -240,3 +240,18 @@ def test_the_warmup_time_is_logged_and_exported(server: RunningServer) -> None:
     models = {line.split('model="')[1].split('"')[0] for line in lines}
     assert models == {"recorder", "unbatched", "streamer", "onnx"}
     assert all(float(line.rsplit(" ", 1)[1]) > 0 for line in lines)
+
+
+def test_each_iteration_and_a_failure_are_logged_in_tritons_words(server: RunningServer) -> None:
+    # qa/L0_warmup greps the server log for these lines (and the error's trailing ';').
+    log = server.log_text()
+    for instance in ("recorder_0_0", "recorder_0_1"):
+        for iteration in (1, 2):
+            assert (
+                f"model 'recorder' instance {instance} is running warmup sample 'zeros' "
+                f"for iteration {iteration}"
+            ) in log
+        assert "is running warmup sample 'zeros' for iteration 3" not in log
+    assert "model 'boom' instance boom_0_0 failed to run warmup sample 'boom'" in log
+    assert "failed to run warmup sample 'boom': " in log
+    assert "the model is not warm;" in log

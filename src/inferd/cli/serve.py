@@ -265,7 +265,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _response_cache(settings: ServerSettings) -> ResponseCache | None:
-    capacity = cache_capacity(settings.cache_config)
+    capacity = cache_capacity(settings.cache_config, settings.response_cache_byte_size)
+    if settings.response_cache_byte_size:
+        logger.warning(
+            "--response-cache-byte-size is deprecated (as in Triton); use --cache-config "
+            "local,size=%d",
+            capacity,
+        )
     return ResponseCache(capacity) if capacity else None
 
 
@@ -274,7 +280,7 @@ def _metrics_error(settings: ServerSettings) -> str | None:
         metrics_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
         otel_settings(settings.trace_config)
-        cache_capacity(settings.cache_config)
+        cache_capacity(settings.cache_config, settings.response_cache_byte_size)
     except ValueError as exc:
         return str(exc)
     except InferdError as exc:

@@ -85,6 +85,14 @@ class ServerSettings:
             "local,size=BYTES",
         ),
     )
+    response_cache_byte_size: int = field(
+        default=0,
+        metadata=_flag(
+            "Triton's older flag, deprecated there: the same as --cache-config local,size=BYTES "
+            "(not both)",
+            "BYTES",
+        ),
+    )
     allow_cpu_metrics: bool = field(
         default=True, metadata=_flag("host and process CPU and memory metrics")
     )

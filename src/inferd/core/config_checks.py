@@ -41,10 +41,15 @@ def _check_response_cache(config: ModelConfig) -> None:
             "batching scheduler. Please disable the response cache."
         )
     if config.model_transaction_policy.decoupled:
-        raise InvalidArgument(
-            f"Response Cache does not currently support model {config.name} with 'decoupled' "
-            "transaction policy. Please disable the response cache."
-        )
+        raise decoupled_cache_refusal(config.name)
+
+
+def decoupled_cache_refusal(name: str) -> InvalidArgument:
+    """Triton's refusal of a cached model that is decoupled (an ensemble is when a step is)."""
+    return InvalidArgument(
+        f"Response Cache does not currently support model {name} with 'decoupled' "
+        "transaction policy. Please disable the response cache."
+    )
 
 
 def _validate_tensor(kind: str, tensor: ConfigTensor) -> None:

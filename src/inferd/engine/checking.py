@@ -67,8 +67,10 @@ def check_repository(
             ensembles[name] = folder.config
             continue
         wanted, missing = select_versions(folder.config.version_policy, folder.versions)
-        if missing or not wanted:
+        if not wanted:
             report.errors.append(f"version policy selects no version folder here ({missing})")
+        elif missing:  # the server leaves them out and serves the others
+            report.warnings.append(f"version_policy names versions without a folder: {missing}")
         for version in wanted:
             completed = _check_version(folder.config, folder.versions[version], registry, options)
             _record(report, completed, f"version {version}: " if len(wanted) > 1 else "")

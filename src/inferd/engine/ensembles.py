@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from inferd.core.config_audit import enforce_config_fields
-from inferd.core.config_checks import validate_config
+from inferd.core.config_checks import decoupled_cache_refusal, validate_config
 from inferd.core.errors import InferdError, InvalidArgument, Unavailable
 from inferd.core.model_config import ModelConfig
 from inferd.engine.classification import with_labels
@@ -81,6 +81,9 @@ def load_ensemble(
     outputs = with_labels(name, outputs, completed.output, model_dir)
     graph = build_graph(name, steps_from_config(completed), list(inputs), list(outputs))
     composing = [_composing_version(name, step, find) for step in graph.steps]
+    if completed.response_cache.enable and any(loaded.decoupled for loaded in composing):
+        # As in Triton, an ensemble with a decoupled step is decoupled itself.
+        raise decoupled_cache_refusal(name)
     _check_no_loop(graph, find)
     batch = completed.max_batch_size
     check_signatures(

@@ -76,6 +76,9 @@ class ModelLifecycle:
         self._poller: asyncio.Task[None] | None = None
         # The private folders of models loaded from files sent in their load request.
         self._uploads = UploadedModels(settings.model_files_max_bytes)
+        # The config override of each model's last load: a load without one keeps it, until
+        # the model is unloaded (Triton's behaviour, which its lifecycle QA checks).
+        self._overrides: dict[str, dict[str, Any]] = {}
         self.stopping = False
 
     def repository_model_names(self) -> list[str]:
@@ -140,6 +143,8 @@ class ModelLifecycle:
         source = None
         if files:
             source = await self._uploads.write(name, config_override, files)
+        elif config_override is None:
+            config_override = self._overrides.get(name)
         try:
             await self._load_composing(name, config_override)
             await self.load_model(name, config_override, source)
@@ -148,6 +153,10 @@ class ModelLifecycle:
                 remove_model_files(source.root)
             raise
         self._uploads.serving(name, source)
+        if config_override is None or files:  # a plain reload of sent files reads the repository
+            self._overrides.pop(name, None)
+        else:
+            self._overrides[name] = config_override
 
     async def _load_composing(self, name: str, config_override: dict[str, Any] | None) -> None:
         """Explicit mode, as in Triton: loading an ensemble first loads the models it uses."""
@@ -168,6 +177,7 @@ class ModelLifecycle:
         """The repository API's unload (explicit mode only); a model not loaded is a no-op."""
         self._check_explicit("unload")
         # No name check: a name that could not be loaded is simply not loaded (as in Triton).
+        self._overrides.pop(name, None)
         if self._table.get(name) is not None:
             await self.unload_model(name)
             self._uploads.unloaded(name)
@@ -229,7 +239,7 @@ class ModelLifecycle:
                 _keep_serving(name, serving, _reasons(entry))
                 await self._retain(name, serving)
         if not entry.versions:
-            raise InvalidArgument(f"no version could be served: {_reasons(entry)}")
+            raise InvalidArgument(f"load failed for model '{name}': {_unavailable(entry)}")
 
     async def _load_versions(
         self, folder: ModelFolder, repository: ModelRepository | None = None
@@ -237,11 +247,17 @@ class ModelLifecycle:
         entry = ModelEntry(folder=folder)
         wanted, missing = select_versions(folder.config.version_policy, folder.versions)
         for version in missing:
-            entry.statuses.append(
-                unavailable(folder.name, str(version), "version folder not found")
+            # As Triton: the policy's other versions serve, and the server can still be ready.
+            logger.error(
+                "version %d is specified for model '%s', but the version directory is not present",
+                version,
+                folder.name,
             )
-        if not wanted and not missing:
-            entry.statuses.append(unavailable(folder.name, "", "no version folder to serve"))
+        if not wanted:
+            reason = "no version folder to serve"
+            if missing:
+                reason += f" (version_policy names {', '.join(map(str, missing))})"
+            entry.statuses.append(unavailable(folder.name, "", reason))
         for version in wanted:
             started = time.monotonic()
             try:
@@ -380,7 +396,11 @@ async def _warm_up(loaded: LoadedVersion) -> None:
         return
     try:
         loaded.warmup_seconds = await warm_up(
-            loaded.instances, loaded.warmup, list(loaded.outputs), loaded.decoupled
+            loaded.model_name,
+            loaded.instances,
+            loaded.warmup,
+            list(loaded.outputs),
+            loaded.decoupled,
         )
     except BaseException:
         await asyncio.to_thread(loaded.close)
@@ -389,6 +409,15 @@ async def _warm_up(loaded: LoadedVersion) -> None:
 
 def _reasons(entry: ModelEntry) -> str:
     return "; ".join(f"{s.version or '-'}: {s.reason}" for s in entry.statuses if s.reason)
+
+
+def _unavailable(entry: ModelEntry) -> str:
+    """Why no version loaded, in Triton's words for a failed load."""
+    return "; ".join(
+        f"version {s.version} is at UNAVAILABLE state: {s.reason}" if s.version else s.reason
+        for s in entry.statuses
+        if s.reason
+    )
 
 
 def _keep_serving(name: str, serving: ModelEntry, reason: str) -> None:

@@ -122,9 +122,10 @@ class UploadedModels:
                 "this server does not load model files sent in a load request; start it with "
                 "--allow-model-load-files to allow it (the files are written to disk)"
             )
-        if config_override is None:  # Triton's wording
+        if config_override is None:  # Triton's wording, with its reason
             raise InvalidArgument(
-                "Load parameter 'config' must be specified for model file override"
+                f"failed to load '{name}', failed to poll from model repository: Load "
+                "parameter 'config' must be specified for model file override"
             )
         check_model_files(files, self._max_bytes)
         return LocalRepository(await asyncio.to_thread(write_model_files, name, files))

@@ -7,12 +7,16 @@ every input (name, datatype, shape, bytes), the outputs asked for with their par
 change them (classification), and the request parameters, leaving out those that only say
 how the answer travels or when it runs (binary data, shared memory, priority, timeout). The
 cache holds at most `capacity` bytes of output data and keys, and drops the least recently
-used entries first. It lives on the event loop, so it takes no lock.
+used entries first. An entry counts as many bytes as Triton's cache holds for it (the
+outputs packed with their names, datatypes and shapes, as Triton's `CacheEntry` serializes
+them, plus the key), so a `size` sized for Triton holds as many answers here. It lives on the
+event loop, so it takes no lock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from inferd.core.calls import CALLERS
+from inferd.core.datatypes import v2_datatype
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest
 
@@ -31,14 +36,36 @@ _OUTPUT_TRANSPORT = frozenset(
 )
 _REQUEST_TRANSPORT = frozenset({"binary_data_output", "priority", "timeout", CALLERS})
 _LENGTH = struct.Struct("<Q")
+# Triton's packed output: its total size (8), name, datatype and shape each after a 4-byte
+# size, data after an 8-byte size; a response adds its output count (4).
+_OUTPUT_HEADER = 8 + 4 + 4 + 4 + 8
+_RESPONSE_HEADER = 4
+
+logger = logging.getLogger(__name__)
 
 
-def cache_capacity(items: Sequence[str]) -> int:
+def cache_capacity(items: Sequence[str], byte_size: int = 0) -> int:
     """The byte size of `--cache-config` values in Triton's syntax (`local,size=BYTES`, the
-    flag repeatable), also when the environment variable's commas split them apart; 0 when
-    none is given. Raises `InvalidArgument` for anything else."""
+    flag repeatable), also when the environment variable's commas split them apart, or of
+    Triton's older `--response-cache-byte-size` (`byte_size`); 0 when none is given. Raises
+    `InvalidArgument` for anything else."""
+    if byte_size:
+        if items:  # Triton's words
+            raise InvalidArgument(
+                "Incompatible flags --response-cache-byte-size and --cache-config both "
+                "provided. Please provide one or the other."
+            )
+        if byte_size < 0:
+            raise InvalidArgument(f"--response-cache-byte-size {byte_size}: expected BYTES >= 0")
+        return byte_size
     cache, capacity = "", 0
-    for token in ",".join(items).split(",") if items else ():
+    tokens = ",".join(items).split(",") if items else []
+    if len({t for t in tokens if "=" not in t}) > 1:  # Triton's words
+        raise InvalidArgument(
+            f"{CACHE_FLAG}: found multiple cache configurations, but only a single cache is "
+            "currently supported"
+        )
+    for token in tokens:
         key, equals, value = token.partition("=")
         if not equals:  # a cache's name; its settings follow
             if token != "local":
@@ -119,8 +146,16 @@ class ResponseCache:
     def insert(self, key: bytes, outputs: dict[str, Array]) -> None:
         """Store a copy of `outputs` under `key`, dropping the least recently used entries to
         make room; outputs larger than the whole cache are not stored."""
-        size = len(key) + sum(_data_bytes(a) for a in outputs.values())
+        size = len(key) + _RESPONSE_HEADER + sum(_packed_bytes(n, a) for n, a in outputs.items())
         if size > self.capacity:
+            # Triton's words: its QA looks for them.
+            logger.error(
+                "Failed to insert key [%s] into response cache: the entry's %d bytes exceed "
+                "the cache's size of %d bytes",
+                key.hex(),
+                size,
+                self.capacity,
+            )
             return
         old = self._entries.pop(key, None)  # two misses of one key ran at once: keep one
         if old is not None:
@@ -132,10 +167,14 @@ class ResponseCache:
         self.used += size
 
 
-def _data_bytes(array: Array) -> int:
-    if array.dtype == np.object_:
-        return sum(len(item) if isinstance(item, bytes) else 8 for item in array.reshape(-1))
-    return int(array.nbytes)
+def _packed_bytes(name: str, array: Array) -> int:
+    """The bytes of one output packed as Triton's cache packs it."""
+    if array.dtype == np.object_:  # each element after its 4-byte length
+        data = sum(4 + (len(i) if isinstance(i, bytes) else 8) for i in array.reshape(-1))
+    else:
+        data = int(array.nbytes)
+    described = len(name.encode()) + len(v2_datatype(array.dtype)) + 8 * array.ndim
+    return _OUTPUT_HEADER + described + data
 
 
 def _frozen(array: Array) -> Array:

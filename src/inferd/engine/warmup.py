@@ -10,6 +10,7 @@ execution of N stacked rows on a model that batches, N executions of one request
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from inferd.engine.request_checks import ModelTensor, apply_reshape
 from inferd.instances.instance import Instance
 
 WARMUP_FOLDER = "warmup"  # Triton's folder for `input_data_file`, inside the model's folder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,17 +140,18 @@ def _file_data(
 
 
 async def warm_up(
+    model: str,
     instances: Sequence[Instance],
     samples: Sequence[WarmupSample],
     output_names: Sequence[str],
     decoupled: bool,
 ) -> float:
-    """Run every sample on every instance (the instances at once); return the seconds it
-    took. Raises `InvalidArgument` naming the sample and instance that failed, once the other
-    instances' warmups are cancelled."""
+    """Run every sample on every instance of `model` (the instances at once); return the
+    seconds it took. Raises `InvalidArgument` naming the sample that failed (Triton's
+    wording), once the other instances' warmups are cancelled."""
     started = time.monotonic()
     tasks = [
-        asyncio.ensure_future(_warm_instance(i, samples, output_names, decoupled))
+        asyncio.ensure_future(_warm_instance(model, i, samples, output_names, decoupled))
         for i in instances
     ]
     try:
@@ -161,20 +165,35 @@ async def warm_up(
 
 
 async def _warm_instance(
+    model: str,
     instance: Instance,
     samples: Sequence[WarmupSample],
     output_names: Sequence[str],
     decoupled: bool,
 ) -> None:
+    # The log lines are Triton's, which its QA and users' scripts look for.
     for sample in samples:
-        try:
-            for _ in range(sample.count * sample.executions):
-                await _execute(instance, sample, output_names, decoupled)
-        except InferdError as exc:
-            raise InvalidArgument(
-                f"failed to run warmup sample '{sample.name}' on instance {instance.name}: "
-                f"{exc.message}"
-            ) from None
+        for iteration in range(1, sample.count + 1):
+            logger.info(
+                "model '%s' instance %s is running warmup sample '%s' for iteration %d",
+                model,
+                instance.name,
+                sample.name,
+                iteration,
+            )
+            try:
+                for _ in range(sample.executions):
+                    await _execute(instance, sample, output_names, decoupled)
+            except InferdError as exc:
+                logger.info(
+                    "model '%s' instance %s failed to run warmup sample '%s'",
+                    model,
+                    instance.name,
+                    sample.name,
+                )
+                raise InvalidArgument(
+                    f"failed to run warmup sample '{sample.name}': {exc.message};"
+                ) from None
 
 
 async def _execute(

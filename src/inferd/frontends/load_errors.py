@@ -16,4 +16,6 @@ def load_failure(name: str) -> Iterator[None]:
     try:
         yield
     except InferdError as exc:
+        if exc.message.startswith((f"failed to load '{name}'", f"load failed for model '{name}'")):
+            raise  # worded already, as Triton words that failure
         raise type(exc)(f"failed to load '{name}': {exc.message}") from exc

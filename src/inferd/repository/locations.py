@@ -101,7 +101,9 @@ def open_repositories(
     `cache_dir` (one subfolder per URL), or to a temporary folder removed at close."""
     members: list[ModelRepository] = []
     try:
-        for location in locations:
+        # One location named twice is one repository (Triton keeps a set of them), not two
+        # holding every model twice.
+        for location in dict.fromkeys(locations):
             members.append(_open_one(location, cache_dir, s3_endpoint))
     except InferdError:
         for member in members:

@@ -107,3 +107,15 @@ def test_warmup_samples_are_built_offline(
     (tmp_path / "warm" / "warmup" / "a.bin").write_bytes(bytes(64))
     assert main(["check", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines() == ["warm: OK"]
+
+
+def test_a_policy_version_without_a_folder_is_a_warning_as_the_server_serves_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _simple(tmp_path, "partly", "version_policy: { specific { versions: [1, 3] }}\n")
+    _simple(tmp_path, "none", "version_policy: { specific { versions: [3] }}\n")
+    assert main(["check", str(tmp_path), "--json"]) == 1
+    reports = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert reports["partly"]["ok"] is True
+    assert reports["partly"]["warnings"] == ["version_policy names versions without a folder: [3]"]
+    assert reports["none"]["errors"] == ["version policy selects no version folder here ([3])"]

@@ -83,6 +83,13 @@ def _outputs(nbytes: int, fill: int = 0) -> dict[str, np.ndarray]:
     return {"Y": np.full(nbytes, fill, dtype=np.uint8)}
 
 
+# What Triton's cache packs besides the data of `_outputs`: the output count (4), the output's
+# total size (8), its name, datatype and shape each after a 4-byte size ("Y", "UINT8", one
+# 8-byte dimension), its data after an 8-byte size.
+PACKING = 4 + 8 + (4 + 1) + (4 + 5) + (4 + 8) + 8
+ENTRY = 1 + PACKING + 100  # a 1-byte key and 100 bytes of data
+
+
 def test_lookup_returns_a_read_only_copy_in_a_new_dict() -> None:
     cache = ResponseCache(1000)
     original = _outputs(10, 7)
@@ -96,42 +103,60 @@ def test_lookup_returns_a_read_only_copy_in_a_new_dict() -> None:
 
 
 def test_the_least_recently_used_entries_go_first_within_the_size() -> None:
-    cache = ResponseCache(3 * (100 + 1))  # three entries of 100 bytes and a 1-byte key
+    cache = ResponseCache(3 * ENTRY)  # three entries of 100 bytes and a 1-byte key
     for key in (b"a", b"b", b"c"):
         cache.insert(key, _outputs(100))
-    assert cache.used == 303 and len(cache) == 3
+    assert cache.used == 3 * ENTRY and len(cache) == 3
     assert cache.lookup(b"a") is not None  # now b is the least recently used
     cache.insert(b"d", _outputs(100))
     assert cache.lookup(b"b") is None
     assert all(cache.lookup(k) is not None for k in (b"a", b"c", b"d"))
-    cache.insert(b"e", _outputs(201))  # needs two entries' room: the two least recent go
+    cache.insert(b"e", _outputs(200))  # needs two entries' room: the two least recent go
     assert [cache.lookup(k) is not None for k in (b"a", b"c", b"d", b"e")] == [
         False,
         False,
         True,
         True,
     ]
-    assert cache.used == 101 + 202
+    assert cache.used == ENTRY + (ENTRY + 100)
 
 
-def test_an_entry_larger_than_the_cache_is_not_stored_and_evicts_nothing() -> None:
-    cache = ResponseCache(150)
+def test_an_entry_larger_than_the_cache_is_not_stored_and_evicts_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = ResponseCache(ENTRY + 1)
     cache.insert(b"a", _outputs(100))
-    cache.insert(b"b", _outputs(150))
+    cache.insert(b"b", _outputs(102))
     assert cache.lookup(b"b") is None and cache.lookup(b"a") is not None
+    # Triton's words, which its QA (L0_response_cache) looks for
+    assert f"Failed to insert key [62] into response cache: the entry's {ENTRY + 2} bytes" in (
+        caplog.text
+    )
+
+
+def test_an_entry_counts_what_tritons_cache_packs() -> None:
+    # L0_response_cache: two FP32 [1, 16] outputs and their key do not fit in 200 bytes.
+    cache = ResponseCache(200)
+    row = np.ones((1, 16), dtype=np.float32)
+    cache.insert(bytes(16), {"OUTPUT0": row, "OUTPUT1": row})
+    assert len(cache) == 0
+    cache = ResponseCache(1000)
+    cache.insert(bytes(16), {"OUTPUT0": row, "OUTPUT1": row})
+    assert cache.used == 16 + 4 + 2 * (8 + (4 + 7) + (4 + 4) + (4 + 16) + (8 + 64))
 
 
 def test_inserting_a_key_twice_keeps_one_entry() -> None:
     cache = ResponseCache(1000)
     cache.insert(b"a", _outputs(100))
     cache.insert(b"a", _outputs(100, 1))
-    assert len(cache) == 1 and cache.used == 101
+    assert len(cache) == 1 and cache.used == ENTRY
 
 
 def test_bytes_outputs_count_their_elements() -> None:
     cache = ResponseCache(1000)
     cache.insert(b"a", {"S": np.array([b"x" * 300, b"y" * 200], dtype=np.object_)})
-    assert cache.used == 501
+    # each element after its 4-byte length; the datatype is "BYTES"
+    assert cache.used == 1 + PACKING + (4 + 300) + (4 + 200)
 
 
 @pytest.mark.parametrize(
@@ -153,3 +178,8 @@ def test_cache_config_in_tritons_syntax(values: tuple[str, ...], capacity: int) 
 def test_other_cache_configs_are_refused(value: str) -> None:
     with pytest.raises(InvalidArgument, match="--cache-config"):
         cache_capacity([value])
+
+
+def test_two_caches_are_refused_in_tritons_words() -> None:
+    with pytest.raises(InvalidArgument, match="found multiple cache configurations"):
+        cache_capacity(["local,size=8192", "redis,key=value"])
