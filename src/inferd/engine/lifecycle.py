@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,19 +23,15 @@ from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupport
 from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
 from inferd.core.tracing import RequestTracing
-from inferd.core.types import Timestamps
 from inferd.engine.api import EngineSettings, ModelState, VersionStatus
 from inferd.engine.control import ControlMode, RepositoryPoller
-from inferd.engine.ensembles import composing_to_load, ensembles_last, is_ensemble, load_ensemble
-from inferd.engine.loader import LoadedVersion, load_version
+from inferd.engine.ensembles import composing_to_load, ensembles_last
 from inferd.engine.model_files import UploadedModels, remove_model_files
 from inferd.engine.model_table import ModelEntry, ModelTable, unavailable
-from inferd.engine.warmup import warm_up
-from inferd.repository.layout import ModelFolder, check_model_name
+from inferd.engine.version_loading import VersionLoader
+from inferd.repository.layout import check_model_name
 from inferd.repository.poller import Fingerprint
 from inferd.repository.store import LocalRepository, ModelRepository
-from inferd.repository.versions import select_versions
-from inferd.scheduling.batch import BatchCallback, Pending
 from inferd.scheduling.ensemble import StepCall
 
 logger = logging.getLogger(__name__)
@@ -64,12 +59,11 @@ class ModelLifecycle:
             if isinstance(settings.repository, Path)
             else settings.repository
         )
-        self._registry = registry
         self._observers = tuple(observers)
         self._table = table
-        self._step = step
-        self._calls = calls
-        self._tracing = tracing
+        self._versions = VersionLoader(
+            settings, self._repository, registry, self._observers, table, step, calls, tracing
+        )
         self._rechecking: set[str] = set()  # ensembles being re-checked (ends loops of them)
         # One load or unload at a time, so a reload never races another change of a model.
         self._control_lock = asyncio.Lock()
@@ -230,7 +224,7 @@ class ModelLifecycle:
                 else:
                     _keep_serving(name, serving, exc.message)
                 raise
-            entry = await self._load_versions(folder, repository)
+            entry = await self._versions.load(folder, repository)
             if entry.versions or serving is None or not folder.versions:
                 await self._replace(name, entry)
             else:
@@ -240,86 +234,6 @@ class ModelLifecycle:
                 await self._retain(name, serving)
         if not entry.versions:
             raise InvalidArgument(f"load failed for model '{name}': {_unavailable(entry)}")
-
-    async def _load_versions(
-        self, folder: ModelFolder, repository: ModelRepository | None = None
-    ) -> ModelEntry:
-        entry = ModelEntry(folder=folder)
-        wanted, missing = select_versions(folder.config.version_policy, folder.versions)
-        for version in missing:
-            # As Triton: the policy's other versions serve, and the server can still be ready.
-            logger.error(
-                "version %d is specified for model '%s', but the version directory is not present",
-                version,
-                folder.name,
-            )
-        if not wanted:
-            reason = "no version folder to serve"
-            if missing:
-                reason += f" (version_policy names {', '.join(map(str, missing))})"
-            entry.statuses.append(unavailable(folder.name, "", reason))
-        for version in wanted:
-            started = time.monotonic()
-            try:
-                loaded = await self._load_version(folder, version, repository)
-                await _warm_up(loaded)
-            except InferdError as exc:
-                logger.error(
-                    "model '%s' version %d failed to load: %s", folder.name, version, exc.message
-                )
-                entry.statuses.append(unavailable(folder.name, str(version), exc.message))
-                self._load_finished(folder.name, version, started, False)
-                continue
-            except Exception as exc:  # a backend bug must not take the server down
-                logger.exception("model '%s' version %d failed to load", folder.name, version)
-                entry.statuses.append(unavailable(folder.name, str(version), repr(exc)))
-                self._load_finished(folder.name, version, started, False)
-                continue
-            self._load_finished(folder.name, version, started, True)
-            loaded.cached = self._uses_cache(loaded)
-            loaded.scheduler.start()
-            entry.versions[version] = loaded
-            entry.sources[version] = folder.versions[version]
-            entry.statuses.append(VersionStatus(folder.name, str(version), ModelState.READY))
-            warmed = f", warmup {loaded.warmup_seconds * 1000:.1f} ms" if loaded.warmup else ""
-            logger.info(
-                "model '%s' version %d ready (%s%s)", folder.name, version, loaded.placement, warmed
-            )
-        return entry
-
-    def _uses_cache(self, loaded: LoadedVersion) -> bool:
-        if not loaded.config.response_cache.enable:
-            return False
-        if self._settings.response_cache is None:
-            logger.warning(
-                "model '%s' enables response_cache, but the server has no cache "
-                "(--cache-config local,size=BYTES): every request runs the model",
-                loaded.model_name,
-            )
-            return False
-        return True
-
-    async def _load_version(
-        self, folder: ModelFolder, version: int, repository: ModelRepository | None
-    ) -> LoadedVersion:
-        if is_ensemble(folder.config):
-            local = Path(folder.location)
-            model_dir = local if local.is_dir() else None  # for its label files
-            return load_ensemble(
-                folder.config, version, self._table.find_version, self._step, model_dir
-            )
-        repository = repository or self._repository
-        path = await asyncio.to_thread(repository.fetch, folder, version)
-        return await asyncio.to_thread(
-            load_version,
-            folder.config,
-            version,
-            path,
-            self._registry,
-            self._settings.load,
-            self._batch_reporter(folder.name, str(version)),
-            self._calls,
-        )
 
     async def unload_model(self, name: str) -> None:
         async with self._control_lock:
@@ -354,7 +268,7 @@ class ModelLifecycle:
                 continue
             self._rechecking.add(folder.name)
             try:
-                await self._replace(folder.name, await self._load_versions(folder))
+                await self._replace(folder.name, await self._versions.load(folder))
             finally:
                 self._rechecking.discard(folder.name)
 
@@ -368,43 +282,6 @@ class ModelLifecycle:
                 await self._replace(name, None)
         self._uploads.clear()
         await asyncio.to_thread(self._repository.close)
-
-    def _load_finished(self, name: str, version: int, started: float, loaded: bool) -> None:
-        seconds = time.monotonic() - started
-        for observer in self._observers:
-            observer.version_load_finished(name, str(version), seconds, loaded)
-
-    def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
-        observers, tracing = self._observers, self._tracing
-        if not observers and tracing is None:
-            return None
-
-        def report(rows: int, compute: Timestamps, instance: str, calls: Sequence[Pending]) -> None:
-            for observer in observers:
-                observer.batch_executed(name, version, rows, compute, instance)
-            if tracing is not None and tracing.active:
-                requests = [call.request for call in calls]
-                tracing.batch_executed(name, version, rows, compute, instance, requests)
-
-        return report
-
-
-async def _warm_up(loaded: LoadedVersion) -> None:
-    """Run the version's `model_warmup` on its instances; a failure closes the version, which
-    never served."""
-    if not loaded.warmup:
-        return
-    try:
-        loaded.warmup_seconds = await warm_up(
-            loaded.model_name,
-            loaded.instances,
-            loaded.warmup,
-            list(loaded.outputs),
-            loaded.decoupled,
-        )
-    except BaseException:
-        await asyncio.to_thread(loaded.close)
-        raise
 
 
 def _reasons(entry: ModelEntry) -> str:
