@@ -26,6 +26,11 @@ def _ready(slots: list[SequenceRecord | None]) -> list[SequenceRecord]:
     return [s for s in slots if s is not None and s.steps and not s.running]
 
 
+def ready_count(slots: list[SequenceRecord | None]) -> int:
+    """The sequences with a next step waiting to run."""
+    return len(_ready(slots))
+
+
 def _matching(
     ready: list[SequenceRecord], initial: dict[str, Array], limit: int
 ) -> list[SequenceRecord]:
