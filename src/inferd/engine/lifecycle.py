@@ -360,9 +360,9 @@ class ModelLifecycle:
             return None
         observers = self._observers
 
-        def report(rows: int, compute: Timestamps, instance: str) -> None:
+        def report(rows: int, compute: Timestamps, instance: str, padding: int) -> None:
             for observer in observers:
-                observer.batch_executed(name, version, rows, compute, instance)
+                observer.batch_executed(name, version, rows, compute, instance, padding)
 
         return report
 

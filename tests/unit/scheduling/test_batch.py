@@ -111,7 +111,7 @@ async def run_batch(
     each reported execution had."""
     reported: list[int] = []
 
-    def on_batch(filled: int, compute: Timestamps, instance: str) -> None:
+    def on_batch(filled: int, compute: Timestamps, instance: str, padding: int) -> None:
         assert compute.compute_start <= compute.compute_input_end <= compute.compute_end
         reported.append(filled)
 
