@@ -19,22 +19,33 @@ from tests.integration.server import RunningServer, running_server
 
 SEQUENCE = "accumulate_direct"
 ADD = "add_one"
-# Triton's sequence QA model: OUTPUT = READY * (INPUT + START); four slots on one instance.
-SEQUENCE_CONFIG = """
-name: "accumulate_direct"
+
+
+def _config(name: str, max_batch_size: int, scheduling: str) -> str:
+    """A Python model with one instance taking INPUT and giving OUTPUT (INT32 [1])."""
+    return f"""
+name: "{name}"
 backend: "python"
-max_batch_size: 4
-input [ { name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
-output [ { name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
-instance_group [ { count: 1, kind: KIND_CPU } ]
-sequence_batching {
+max_batch_size: {max_batch_size}
+input [ {{ name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+{scheduling}
+"""
+
+
+# Triton's sequence QA model: OUTPUT = READY * (INPUT + START); four slots on one instance.
+SEQUENCE_CONFIG = _config(
+    SEQUENCE,
+    4,
+    """sequence_batching {
   direct { max_queue_delay_microseconds: 3000000, minimum_slot_utilization: 0 }
   control_input [
     { name: "START", control [ { kind: CONTROL_SEQUENCE_START, int32_false_true: [ 0, 1 ] } ] },
     { name: "READY", control [ { kind: CONTROL_SEQUENCE_READY, int32_false_true: [ 0, 1 ] } ] }
   ]
-}
-"""
+}""",
+)
 SEQUENCE_MODEL = """
 class InferdModel:
     def execute(self, batch):
@@ -42,15 +53,7 @@ class InferdModel:
         return {"OUTPUT": inputs["READY"] * (inputs["INPUT"] + inputs["START"])}
 """
 # Dynamic batching with no queue delay: without the hook, each request would run alone.
-ADD_CONFIG = """
-name: "add_one"
-backend: "python"
-max_batch_size: 8
-input [ { name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
-output [ { name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
-instance_group [ { count: 1, kind: KIND_CPU } ]
-dynamic_batching { }
-"""
+ADD_CONFIG = _config(ADD, 8, "dynamic_batching { }")
 ADD_MODEL = """
 class InferdModel:
     def execute(self, batch):
