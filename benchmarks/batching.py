@@ -189,11 +189,12 @@ def serve_and_load(
     seconds: float,
     server_cpus: set[int] | None,
     protocol: str = "http",
+    server_args: tuple[str, ...] = (),
 ) -> Result:
     repository = write_repository(root, setup, max_batch_size=32)
     with ExitStack() as stack:
         with pinned(server_cpus):  # the server process inherits the pinning
-            running = stack.enter_context(running_server(repository))
+            running = stack.enter_context(running_server(repository, *server_args))
         client_cpus = None if server_cpus is None else set(os.sched_getaffinity(0)) - server_cpus
         with pinned(client_cpus or None):
             url, run_load = (

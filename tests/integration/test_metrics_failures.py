@@ -202,7 +202,7 @@ def test_cpu_and_memory_of_the_host_and_the_process(server: RunningServer) -> No
 
 
 @pytest.mark.parametrize(
-    "flag", [("--metrics-buckets", "0.1,0.01"), ("--metrics-config", "summary_latencies=true")]
+    "flag", [("--metrics-buckets", "0.1,0.01"), ("--metrics-config", "summary_quantiles=0.5")]
 )
 def test_a_bad_metrics_flag_stops_the_server_at_start(
     tmp_path: Path, flag: tuple[str, str]

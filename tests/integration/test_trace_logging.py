@@ -37,13 +37,13 @@ def server(model_repository: Path) -> Iterator[RunningServer]:
         yield running
 
 
-def infer(server: RunningServer, times: int) -> None:
+def infer(server: RunningServer, times: int, model: str = "simple") -> None:
     inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
     for item in inputs:
         item.set_data_from_numpy(np.ones((1, 16), np.int32))
     with closing(httpclient.InferenceServerClient(server.http_url)) as client:
         for _ in range(times):
-            client.infer("simple", inputs)
+            client.infer(model, inputs)
 
 
 def traces(path: Path) -> list[dict[str, Any]]:

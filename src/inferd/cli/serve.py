@@ -38,6 +38,7 @@ from inferd.cli.tls_reload import CertificateReload
 from inferd.core.errors import InferdError
 from inferd.core.observer import Observer
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
+from inferd.core.tracing import RequestTracing
 from inferd.engine.api import EngineSettings, LoadOptions, ModelState
 from inferd.engine.engine import Engine
 from inferd.engine.response_cache import ResponseCache, cache_capacity
@@ -49,11 +50,13 @@ from inferd.frontends.http.hosts import App, HostGuard
 from inferd.frontends.shared_memory import RegionLimits, SharedMemoryRegistry
 from inferd.instances.placement import InProcessPlacer, InstancePlacer
 from inferd.metrics.model_metrics import ModelMetrics
+from inferd.metrics.options import metrics_options
+from inferd.metrics.otel_config import open_tracing, otel_settings
 from inferd.metrics.prometheus import PrometheusMetrics
-from inferd.metrics.requests import histogram_options
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.trace import TraceLog
-from inferd.metrics.triton_trace import TritonTracer, start_settings
+from inferd.metrics.trace_settings import start_settings
+from inferd.metrics.triton_trace import TritonTracer
 from inferd.repository.locations import open_repositories
 
 logger = logging.getLogger("inferd")
@@ -65,6 +68,7 @@ def build_engine(
     statistics: Statistics | None = None,
     placer: InstancePlacer | None = None,
     controls: RuntimeControls = NO_CONTROLS,
+    tracing: RequestTracing | None = None,
 ) -> Engine:
     load = LoadOptions(
         settings.default_max_batch_size,
@@ -87,7 +91,7 @@ def build_engine(
         settings.model_load_files_max_bytes if settings.allow_model_load_files else None,
         _response_cache(settings),
     )
-    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls)
+    return Engine(engine_settings, BackendRegistry(), observers, statistics, controls, tracing)
 
 
 def _log_models(engine: Engine) -> None:
@@ -141,15 +145,23 @@ async def serve(
     """Serve until SIGINT/SIGTERM; `placer` says where instances run, `collectors` add to the
     Prometheus metrics (both from the cluster, when there is one)."""
     statistics = Statistics()
-    buckets, histograms = histogram_options(settings.metrics_buckets, settings.metrics_config)
-    metrics = PrometheusMetrics(statistics, buckets=buckets, histograms=histograms)
+    options = metrics_options(settings.metrics_buckets, settings.metrics_config)
+    metrics = PrometheusMetrics(
+        statistics,
+        buckets=options.buckets,
+        histograms=options.histograms,
+        quantiles=options.quantiles,
+    )
     trace_log = TraceLog(settings.log_verbose)
-    tracer = TritonTracer(start_settings(settings.trace_config))
+    start = start_settings(settings.trace_config)
+    spans = start.get("trace_mode") == ["opentelemetry"]
+    tracer = TritonTracer(start, opentelemetry=spans)
+    tracing, provider = open_tracing(settings.trace_config, tracer) if spans else (None, None)
     observers: list[Observer] = [statistics, metrics, trace_log, tracer]
     controls = RuntimeControls(
         tracer, ServerLogs(settings.log_verbose, trace_log.set_verbose_level)
     )
-    engine = build_engine(settings, observers, statistics, placer, controls)
+    engine = build_engine(settings, observers, statistics, placer, controls, tracing)
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     metrics.watch_warmups(engine.warmup_durations)
@@ -208,6 +220,8 @@ async def serve(
     shared_memory.close()
     await engine.stop()
     tracer.close()
+    if provider is not None:  # exports the spans still batched
+        await asyncio.to_thread(provider.shutdown)
     if metrics_server is not None:
         metrics_server[0].should_exit = True
         await metrics_server[1]
@@ -257,8 +271,9 @@ def _response_cache(settings: ServerSettings) -> ResponseCache | None:
 
 def _metrics_error(settings: ServerSettings) -> str | None:
     try:
-        histogram_options(settings.metrics_buckets, settings.metrics_config)
+        metrics_options(settings.metrics_buckets, settings.metrics_config)
         start_settings(settings.trace_config)
+        otel_settings(settings.trace_config)
         cache_capacity(settings.cache_config)
     except ValueError as exc:
         return str(exc)

@@ -71,7 +71,9 @@ class ServerSettings:
     metrics_config: tuple[str, ...] = field(
         default=(),
         metadata=_flag(
-            "as Triton's: histogram_latencies=false leaves the latency histograms out; repeatable",
+            "as Triton's: histogram_latencies=false leaves the latency histograms out, "
+            "summary_latencies=true adds the latency summaries, summary_quantiles=Q:E,... sets "
+            "their quantiles; repeatable",
             "KEY=VALUE",
         ),
     )
@@ -237,8 +239,11 @@ class ServerSettings:
         default=(),
         metadata=_flag(
             "start-up trace settings, as Triton's: level=OFF|TIMESTAMPS|TENSORS, rate=N, "
-            "count=N, log_frequency=N, file=PATH, mode=triton; repeatable",
-            "KEY=VALUE",
+            "count=N, log_frequency=N, file=PATH, mode=triton|opentelemetry; and the OTLP "
+            "exporter's: opentelemetry,url=HOST:PORT/v1/traces, opentelemetry,protocol="
+            "grpc|http, opentelemetry,resource=KEY=VALUE, opentelemetry,bsp_*=N (needs "
+            "inferd[otel]); repeatable",
+            "[MODE,]KEY=VALUE",
         ),
     )
     rate_limit: RateLimitMode = field(

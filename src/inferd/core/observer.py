@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from inferd.core.errors import Cancelled, InstanceLost, ModelExecutionError, Unavailable
-from inferd.core.types import Timestamps
+from inferd.core.types import Array, Timestamps
+
+# Triton's trace activities of a request's tensors.
+TENSOR_QUEUE_INPUT = "TENSOR_QUEUE_INPUT"  # its inputs as it entered its model's queue
+TENSOR_BACKEND_OUTPUT = "TENSOR_BACKEND_OUTPUT"  # the outputs of each response sent
 
 
 class FailureReason(enum.Enum):
@@ -82,3 +86,22 @@ class Observer(Protocol):
         self, model_name: str, model_version: str, seconds: float, loaded: bool
     ) -> None:
         """Loading one version took `seconds` and served it (`loaded`) or failed."""
+
+
+@runtime_checkable
+class TensorObserver(Protocol):
+    """An observer that also takes requests' tensors (Triton's trace level TENSORS)."""
+
+    # Whether any tensors are wanted now: the engine checks it per request, and passes none
+    # while it is off.
+    tensors_on: bool
+
+    def request_tensors(
+        self,
+        model_name: str,
+        timestamps: Timestamps,
+        activity: str,
+        tensors: Mapping[str, Array],
+    ) -> None:
+        """Tensors of one request, which its `timestamps` object stands for until the
+        `request_finished` that ends it. The arrays are kept as they are, not copied."""

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from inferd.core.responses import ResponseChannel
+    from inferd.core.tracing import RequestSpan, TraceParent
 
 Array = npt.NDArray[Any]
 Parameters = dict[str, Any]
@@ -42,6 +43,7 @@ class Timestamps:
     # least 1 when it happened, 0 otherwise).
     cache_hit_ns: int = 0
     cache_miss_ns: int = 0
+    first_response: int = 0  # a decoupled request's first response (a unary one's is `sent`)
 
     def copy_compute(self, batch: Timestamps) -> None:
         """Take the compute marks of the batch this request ran in."""
@@ -60,6 +62,8 @@ class InferRequest:
     decoupled model sends its responses (set by the engine's `stream`; None otherwise).
     `cancelled` is set by the engine when the request's client went away (a cancelled call or
     stream, a deadline passed, a disconnect); a running model may poll it and stop.
+    `trace_parent` and `span`: the trace context it continues and its span, when traced as
+    spans (`inferd.core.tracing`).
     """
 
     model_name: str
@@ -71,6 +75,8 @@ class InferRequest:
     timestamps: Timestamps = field(default_factory=Timestamps)
     responses: ResponseChannel | None = None
     cancelled: bool = False
+    trace_parent: TraceParent | None = None
+    span: RequestSpan | None = None
 
     def batch_size(self) -> int:
         """Rows along the first axis of the first input (1 for a scalar-only request)."""

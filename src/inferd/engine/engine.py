@@ -19,10 +19,18 @@ from inferd.core.errors import (
     Unsupported,
 )
 from inferd.core.model_config import ModelConfig, config_to_dict
-from inferd.core.observer import FailureReason, Observer, failure_reason
+from inferd.core.observer import (
+    TENSOR_BACKEND_OUTPUT,
+    TENSOR_QUEUE_INPUT,
+    FailureReason,
+    Observer,
+    TensorObserver,
+    failure_reason,
+)
 from inferd.core.responses import ResponseChannel
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
+from inferd.core.tracing import RequestTracing
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.api import (
     EngineSettings,
@@ -62,17 +70,21 @@ class Engine:
         observers: Sequence[Observer] = (),
         statistics: StatisticsSource | None = None,
         controls: RuntimeControls = NO_CONTROLS,
+        tracing: RequestTracing | None = None,
     ) -> None:
         self.settings = settings
         # The trace and logging extensions, offered when set (the frontends reach them here).
         self.controls = controls
+        # Spans of requests, when the server traces so; frontends start those they decode.
+        self.tracing = tracing
         self._observers = tuple(observers)
+        self._tensor_observer = next((o for o in observers if isinstance(o, TensorObserver)), None)
         self._statistics = statistics
         self._table = ModelTable()
         # What models may use to call other models (BLS): this engine's own request path.
         self._calls = EngineCalls(self.infer, self.stream)
         self._lifecycle = ModelLifecycle(
-            settings, registry, observers, self._table, self._step, self._calls
+            settings, registry, observers, self._table, self._step, self._calls, tracing
         )
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -231,6 +243,7 @@ class Engine:
             ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
         cancelled = False
         failure: FailureReason | None = None
+        tracing = self._traced(request)
         loaded.in_flight += 1
         try:
             outputs = await self._run(loaded, request)
@@ -248,10 +261,7 @@ class Engine:
             loaded.in_flight -= 1
             timestamps.sent = time.monotonic_ns()
             rows = ensemble_rows if success else 0
-            for observer in self._observers:
-                observer.request_finished(
-                    request.model_name, version, timestamps, success, rows, cancelled, failure
-                )
+            self._finished(request, version, success, rows, cancelled, failure, tracing)
         response = InferResponse(request.model_name, version, outputs, request.id)
         if loaded.ensemble is not None:
             response.parameters.update(response_parameters(request))
@@ -275,8 +285,10 @@ class Engine:
         failure: FailureReason | None = None
         channel = ResponseChannel()
         execution: asyncio.Future[dict[str, Array]] | None = None
+        tracing = self._traced(request)
         loaded.in_flight += 1
         try:
+            self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
             self._prepare(loaded, request)
             # The model sends every output; each response is cut to those the client asked for.
             requested, request.outputs = request.outputs, None
@@ -288,6 +300,8 @@ class Engine:
                 if item.error is not None:
                     raise item.error
                 outputs = _selected(requested, self._finish(loaded, item.outputs or {}, requested))
+                timestamps.first_response = timestamps.first_response or time.monotonic_ns()
+                self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
@@ -311,10 +325,33 @@ class Engine:
                 execution.cancel()  # still queued: leaves the queue
             channel.cancel()  # a no-op once the final response was sent
             timestamps.sent = time.monotonic_ns()
-            for observer in self._observers:
-                observer.request_finished(
-                    request.model_name, version, timestamps, success, 0, cancelled, failure
-                )
+            self._finished(request, version, success, 0, cancelled, failure, tracing)
+
+    def _finished(
+        self,
+        request: InferRequest,
+        version: str,
+        success: bool,
+        rows: int,
+        cancelled: bool,
+        failure: FailureReason | None,
+        tracing: RequestTracing | None,
+    ) -> None:
+        """Tell the observers (and the tracing) that `request` left the engine."""
+        for observer in self._observers:
+            observer.request_finished(
+                request.model_name, version, request.timestamps, success, rows, cancelled, failure
+            )
+        if tracing is not None:
+            tracing.finish(request, version, failure)
+
+    def _traced(self, request: InferRequest) -> RequestTracing | None:
+        """The server's tracing, which starts the span of a request no frontend started (an
+        ensemble's step, a model's call, an in-process caller's) when it is traced."""
+        tracing = self.tracing
+        if tracing is not None and request.span is None and tracing.active:
+            tracing.start(request, frontend=False)
+        return tracing
 
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""
@@ -347,11 +384,15 @@ class Engine:
         return outputs
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
+        self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
         self._prepare(loaded, request)
         cache = self.settings.response_cache
         if loaded.cached and cache is not None:
-            return await self._run_cached(loaded, request, cache)
-        return self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
+            outputs = await self._run_cached(loaded, request, cache)
+        else:
+            outputs = self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
+        self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+        return outputs
 
     async def _run_cached(
         self, loaded: LoadedVersion, request: InferRequest, cache: ResponseCache
@@ -371,6 +412,14 @@ class Engine:
         cache.insert(key, outputs)
         timestamps.cache_miss_ns = max(looked_up - started + time.monotonic_ns() - inserting, 1)
         return outputs
+
+    def _trace_tensors(
+        self, request: InferRequest, activity: str, tensors: dict[str, Array]
+    ) -> None:
+        """Hand a request's tensors to the tracer while it traces tensors (trace level TENSORS)."""
+        observer = self._tensor_observer
+        if observer is not None and observer.tensors_on:
+            observer.request_tensors(request.model_name, request.timestamps, activity, tensors)
 
 
 def _selected(

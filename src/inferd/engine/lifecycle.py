@@ -23,6 +23,7 @@ from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, InvalidArgument, NotFound, Unsupported
 from inferd.core.model_config import config_from_dict
 from inferd.core.observer import Observer
+from inferd.core.tracing import RequestTracing
 from inferd.core.types import Timestamps
 from inferd.engine.api import EngineSettings, ModelState, VersionStatus
 from inferd.engine.control import ControlMode, RepositoryPoller
@@ -35,7 +36,7 @@ from inferd.repository.layout import ModelFolder, check_model_name
 from inferd.repository.poller import Fingerprint
 from inferd.repository.store import LocalRepository, ModelRepository
 from inferd.repository.versions import select_versions
-from inferd.scheduling.batch import BatchCallback
+from inferd.scheduling.batch import BatchCallback, Pending
 from inferd.scheduling.ensemble import StepCall
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ModelLifecycle:
         table: ModelTable,
         step: StepCall,
         calls: ModelCalls | None = None,
+        tracing: RequestTracing | None = None,
     ) -> None:
         self._settings = settings
         self._repository: ModelRepository = (
@@ -67,6 +69,7 @@ class ModelLifecycle:
         self._table = table
         self._step = step
         self._calls = calls
+        self._tracing = tracing
         self._rechecking: set[str] = set()  # ensembles being re-checked (ends loops of them)
         # One load or unload at a time, so a reload never races another change of a model.
         self._control_lock = asyncio.Lock()
@@ -356,13 +359,18 @@ class ModelLifecycle:
             observer.version_load_finished(name, str(version), seconds, loaded)
 
     def _batch_reporter(self, name: str, version: str) -> BatchCallback | None:
-        if not self._observers:
+        observers, tracing = self._observers, self._tracing
+        if not observers and tracing is None:
             return None
-        observers = self._observers
 
-        def report(rows: int, compute: Timestamps, instance: str, padding: int) -> None:
+        def report(
+            rows: int, compute: Timestamps, instance: str, calls: Sequence[Pending], padding: int
+        ) -> None:
             for observer in observers:
                 observer.batch_executed(name, version, rows, compute, instance, padding)
+            if tracing is not None and tracing.active:
+                requests = [call.request for call in calls]
+                tracing.batch_executed(name, version, rows, compute, instance, requests)
 
         return report
 

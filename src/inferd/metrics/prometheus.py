@@ -12,6 +12,7 @@ the `counter` type, so they are exported untyped under their exact Triton names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -22,8 +23,10 @@ from inferd.core.observer import FailureReason
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.types import Timestamps
 from inferd.metrics.models import ModelMetrics
-from inferd.metrics.requests import DEFAULT_BUCKETS, LABELS, RequestMetrics
+from inferd.metrics.options import DEFAULT_BUCKETS
+from inferd.metrics.requests import LABELS, RequestMetrics
 from inferd.metrics.statistics import Statistics
+from inferd.metrics.summaries import LatencySummaries
 
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
@@ -112,7 +115,9 @@ class PrometheusMetrics(Collector):
     """An `Observer` (for what `Statistics` does not count) and a prometheus-client collector.
 
     `pending` is asked for the queued requests of every serving version at scrape time.
-    Latency histograms use `buckets` (seconds) and are left out when `histograms` is off.
+    Latency histograms use `buckets` (seconds) and are left out when `histograms` is off;
+    Triton's latency summaries are exported with `quantiles` ((quantile, error) pairs), none
+    when it is empty.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class PrometheusMetrics(Collector):
         pending: PendingCounts | None = None,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         histograms: bool = True,
+        quantiles: Sequence[tuple[float, float]] = (),
     ) -> None:
         self._statistics = statistics
         self._pending = pending
@@ -129,6 +135,7 @@ class PrometheusMetrics(Collector):
         self._warmups: WarmupDurations | None = None
         self._requests = RequestMetrics(buckets, histograms)
         self._models = ModelMetrics()
+        self._summaries = LatencySummaries(quantiles) if quantiles else None
 
     def watch_pending(self, pending: PendingCounts, in_flight: PendingCounts | None = None) -> None:
         """Set where pending (and in-flight) counts come from (the engine exists only after
@@ -155,6 +162,8 @@ class PrometheusMetrics(Collector):
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
         self._requests.keep(model_name, versions)
         self._models.keep(model_name, versions)
+        if self._summaries is not None:
+            self._summaries.keep(model_name, versions)
 
     def request_finished(
         self,
@@ -167,6 +176,8 @@ class PrometheusMetrics(Collector):
         failure: FailureReason | None = None,
     ) -> None:
         self._requests.finished(model_name, model_version, timestamps, success)
+        if success and self._summaries is not None:
+            self._summaries.observe(model_name, model_version, timestamps)
 
     def batch_executed(
         self,
@@ -199,6 +210,8 @@ class PrometheusMetrics(Collector):
             yield family
         yield _failure_family(snapshot)
         yield from self._requests.families()
+        if self._summaries is not None:
+            yield from self._summaries.families(snapshot, time.monotonic_ns())
         yield _count_family(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model",

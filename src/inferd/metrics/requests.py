@@ -1,4 +1,5 @@
-"""Latency histograms of each model version: end to end, queue and compute.
+"""Latency histograms of each model version: end to end, queue, compute, and Triton's
+request to first response (a decoupled model's first of its stream).
 
 Counted on the event loop as requests finish, so plain integers suffice (no locks); a request
 costs a dictionary look-up and a bisect per histogram over integer nanosecond bounds.
@@ -7,21 +8,19 @@ costs a dictionary look-up and a bisect per histogram over integer nanosecond bo
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 from inferd.core.types import Timestamps
+from inferd.metrics.options import DEFAULT_BUCKETS
 
 LABELS = ["model", "version"]
-# Seconds; from sub-millisecond in-process models to multi-second generative ones.
-DEFAULT_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+# Triton's, in milliseconds.
+FIRST_RESPONSE_BUCKETS_MS = (100.0, 500.0, 2000.0, 5000.0)
 
-# (name, help) of each latency histogram, in the order `_Histograms` holds them.
+# (name, help) of each latency histogram in seconds, in the order `_Histograms` holds them.
 HISTOGRAMS = (
     (
         "inferd_request_duration_seconds",
@@ -36,32 +35,10 @@ HISTOGRAMS = (
         "Time the execution serving a successful request took (input, infer, output), in seconds",
     ),
 )
-
-
-def parse_buckets(text: str) -> tuple[float, ...]:
-    """Histogram bounds from `--metrics-buckets` (seconds, comma-separated, increasing)."""
-    try:
-        bounds = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"--metrics-buckets: not a list of numbers: '{text}'") from None
-    if not bounds:
-        raise ValueError("--metrics-buckets: give at least one bound")
-    if bounds[0] <= 0 or any(a >= b for a, b in itertools.pairwise(bounds)):
-        raise ValueError(f"--metrics-buckets: bounds must be positive and increasing: '{text}'")
-    return bounds
-
-
-def histogram_options(buckets: str, config: Sequence[str]) -> tuple[tuple[float, ...], bool]:
-    """(bounds, whether histograms are on) from `--metrics-buckets` and `--metrics-config`."""
-    enabled = True
-    for item in config:
-        key, _, value = item.partition("=")
-        if key != "histogram_latencies" or value.lower() not in ("true", "false"):
-            raise ValueError(
-                f"--metrics-config: '{item}' is not supported (histogram_latencies=true|false)"
-            )
-        enabled = value.lower() == "true"
-    return (parse_buckets(buckets) if buckets else DEFAULT_BUCKETS), enabled
+FIRST_RESPONSE = (
+    "nv_inference_first_response_histogram_ms",
+    "Duration from request to first response in milliseconds",
+)
 
 
 @dataclass(slots=True)
@@ -70,7 +47,8 @@ class _Histogram:
     sum_ns: int = 0
 
 
-_Histograms = tuple[_Histogram, _Histogram, _Histogram]  # request, queue, compute
+# request, queue, compute, first response
+_Histograms = tuple[_Histogram, _Histogram, _Histogram, _Histogram]
 
 
 class RequestMetrics:
@@ -79,6 +57,7 @@ class RequestMetrics:
     def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS, histograms: bool = True):
         self._buckets = tuple(buckets)
         self._bounds_ns = [round(b * 1e9) for b in self._buckets]
+        self._first_bounds_ns = [round(b * 1e6) for b in FIRST_RESPONSE_BUCKETS_MS]
         self._histograms = histograms
         self._records: dict[tuple[str, str], _Histograms] = {}
 
@@ -93,6 +72,7 @@ class RequestMetrics:
             _Histogram([0] * size),
             _Histogram([0] * size),
             _Histogram([0] * size),
+            _Histogram([0] * (len(self._first_bounds_ns) + 1)),
         )
         return record
 
@@ -100,11 +80,16 @@ class RequestMetrics:
         if not self._histograms:
             return
         key = (model_name, model_version)
-        request, queue, compute = self._records.get(key) or self._record(key)
+        request, queue, compute, first = self._records.get(key) or self._record(key)
         bounds = self._bounds_ns
         ns = t.sent - t.received
         request.counts[bisect.bisect_left(bounds, ns)] += 1
         request.sum_ns += ns
+        # A unary request's one response is its first; a failed one sent none.
+        first_ns = t.first_response - t.received if t.first_response else ns if success else -1
+        if first_ns >= 0:
+            first.counts[bisect.bisect_left(self._first_bounds_ns, first_ns)] += 1
+            first.sum_ns += first_ns
         if success and t.compute_start:  # an ensemble has no queue or compute of its own
             ns = t.compute_start - t.queued
             queue.counts[bisect.bisect_left(bounds, ns)] += 1
@@ -127,6 +112,14 @@ class RequestMetrics:
                     [model, version], cumulative(bounds, histogram.counts), histogram.sum_ns / 1e9
                 )
             yield family
+        family = HistogramMetricFamily(*FIRST_RESPONSE, labels=LABELS)
+        bounds = [*(f"{b:g}" for b in FIRST_RESPONSE_BUCKETS_MS), "+Inf"]
+        for (model, version), histograms in records:
+            first = histograms[3]
+            family.add_metric(
+                [model, version], cumulative(bounds, first.counts), first.sum_ns / 1e6
+            )
+        yield family
 
 
 def cumulative(bounds: Sequence[str], counts: Iterable[int]) -> list[tuple[str, float]]:

@@ -1,7 +1,8 @@
 """Where traces go: files in Triton's trace format, written off the event loop, or the log.
 
-Triton's trace file is a JSON array; each trace is an object naming its model and an object
-with its timestamps, both under the trace's id. With `log_frequency` N > 0 every N traces go
+Triton's trace file is a JSON array; each trace is an object naming its model, an object with
+its timestamps (level TIMESTAMPS) and one object per tensor (level TENSORS), all under the
+trace's id. With `log_frequency` N > 0 every N traces go
 to `<trace_file>.<index>` (index from 0); with 0 the traces collect in memory and go to
 `<trace_file>` when the file setting changes or the server stops.
 """
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from inferd.metrics.trace_tensors import TracedTensor, tensor_object
 
 logger = logging.getLogger("inferd.trace")
 
@@ -24,25 +28,27 @@ MARKS = (
     "COMPUTE_END",
     "REQUEST_END",
 )
-# (id, model, version, ns of each of MARKS, 0 = not reached): turned into Triton's objects by
-# the writer, so the request path only makes a tuple.
-Trace = tuple[int, str, str, tuple[int, ...]]
+# (id, model, version, ns of each of MARKS (0 = not reached; none when timestamps are not
+# traced), tensors): turned into Triton's objects by the writer, so the request path only
+# makes a tuple.
+Trace = tuple[int, str, str, tuple[int, ...], Sequence[TracedTensor]]
 
 
 def trace_objects(trace: Trace) -> list[dict[str, Any]]:
-    """The two objects of one trace in Triton's trace file."""
-    trace_id, model, version, marks = trace
-    return [
+    """The objects of one trace in Triton's trace file."""
+    trace_id, model, version, marks, tensors = trace
+    objects: list[dict[str, Any]] = [
         {
             "id": trace_id,
             "model_name": model,
             "model_version": int(version) if version.isdigit() else version,
-        },
-        {
-            "id": trace_id,
-            "timestamps": [{"name": n, "ns": ns} for n, ns in zip(MARKS, marks, strict=True) if ns],
-        },
+        }
     ]
+    if marks:
+        stamps = [{"name": n, "ns": ns} for n, ns in zip(MARKS, marks, strict=True) if ns]
+        objects.append({"id": trace_id, "timestamps": stamps})
+    objects.extend(tensor_object(trace_id, tensor) for tensor in tensors)
+    return objects
 
 
 class TraceOutput:

@@ -2,74 +2,30 @@
 
 An `Observer` of finished requests and the server's `TraceControl`. Settings are global, and a
 model may override any of them (its own sampling counter and trace count then apply to it).
-With tracing off everywhere a request costs one attribute check. `trace_level` TENSORS is
-accepted and traces timestamps: request tensors are not recorded.
+With tracing off everywhere a request costs one attribute check here and one in the engine.
+
+At level TENSORS the engine hands over the tensors of every request of a model traced at that
+level (references, kept while the request is in flight); the sampled ones are written with
+their trace, off the event loop. Triton's core records the same two activities: the inputs as
+the request is queued and the outputs of each response.
+
+`trace_mode` says where a scope's traces go: Triton's trace files (`triton`), or OpenTelemetry
+spans (`opentelemetry`, offered when the server started in that mode), which `sample` decides
+for as requests arrive. There, as in Triton, a request that carries a client's trace context
+is traced whatever the rate and count, and `trace_rate` 0 traces only those.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from inferd.core.errors import InvalidArgument
 from inferd.core.observer import FailureReason
 from inferd.core.runtime_settings import TraceValues
-from inferd.core.types import Timestamps
-from inferd.metrics.trace_output import Trace, TraceOutput
-
-LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
-# Triton's defaults: off, 1 of 1000 requests, no limit, traces kept until the server stops.
-DEFAULTS: TraceValues = {
-    "trace_level": ["OFF"],
-    "trace_rate": ["1000"],
-    "trace_count": ["-1"],
-    "log_frequency": ["0"],
-    "trace_file": [""],
-    "trace_mode": ["triton"],
-}
-_MINIMUM = {"trace_rate": 1, "trace_count": -1, "log_frequency": 0}
-
-
-def check_trace_setting(key: str, values: Sequence[str]) -> list[str]:
-    """The values of one setting, checked (raises `InvalidArgument` naming what is wrong)."""
-    if key not in DEFAULTS:
-        raise InvalidArgument(f"unknown trace setting '{key}' (known: {', '.join(DEFAULTS)})")
-    values = [str(v) for v in values]
-    if key == "trace_level":
-        levels = [v.upper() for v in values]
-        if not levels or any(v not in LEVELS for v in levels):
-            raise InvalidArgument(f"trace_level takes {', '.join(LEVELS)}, not {values}")
-        if "OFF" in levels and len(levels) > 1:
-            raise InvalidArgument("trace_level OFF cannot be combined with other levels")
-        return levels
-    if len(values) != 1:
-        raise InvalidArgument(f"trace setting '{key}' takes one value, not {values}")
-    value = values[0]
-    if key in _MINIMUM:
-        try:
-            number = int(value)
-        except ValueError:
-            raise InvalidArgument(f"trace setting '{key}' must be an integer: '{value}'") from None
-        if number < _MINIMUM[key]:
-            raise InvalidArgument(f"trace setting '{key}' must be >= {_MINIMUM[key]}: {number}")
-        return [str(number)]
-    if key == "trace_mode" and value != "triton":
-        raise InvalidArgument(f"trace_mode '{value}' is not supported (triton only)")
-    return [value]
-
-
-def start_settings(items: Sequence[str]) -> TraceValues:
-    """Settings from `--trace-config KEY=VALUE` flags (KEY with or without `trace_`: level,
-    rate, count, log_frequency, file, mode; a repeated level adds a level)."""
-    settings: TraceValues = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        name = key if key in DEFAULTS else f"trace_{key}"
-        if not sep or name not in DEFAULTS:
-            raise InvalidArgument(f"--trace-config: '{item}' is not KEY=VALUE with a known KEY")
-        previous = settings.get(name, []) if name == "trace_level" else []
-        settings[name] = check_trace_setting(name, [*previous, value])
-    return settings
+from inferd.core.types import Array, Timestamps
+from inferd.metrics.trace_output import TraceOutput
+from inferd.metrics.trace_settings import DEFAULTS, check_trace_scope, check_trace_setting
+from inferd.metrics.trace_tensors import TracedTensor
 
 
 @dataclass(slots=True)
@@ -79,25 +35,42 @@ class _Scope:
     values: TraceValues
     output: TraceOutput
     on: bool
+    spans: bool  # trace_mode opentelemetry
     rate: int
     remaining: int  # traces still allowed; -1: no limit
     seen: int = 0
+    timestamps: bool = field(init=False)
+    tensors: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timestamps = "TIMESTAMPS" in self.values["trace_level"]
+        # Spans carry no tensors (nor do Triton's).
+        self.tensors = "TENSORS" in self.values["trace_level"] and not self.spans
 
 
 class TritonTracer:
     """Traces requests as the trace settings say; `close` writes what is still collected."""
 
-    def __init__(self, start: Mapping[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, start: Mapping[str, list[str]] | None = None, opentelemetry: bool = False
+    ) -> None:
         self._start = {
             **DEFAULTS,
             **{k: check_trace_setting(k, v) for k, v in (start or {}).items()},
         }
+        self._opentelemetry = opentelemetry  # whether spans have somewhere to go
+        check_trace_scope(self._start, opentelemetry)
         self._global_values = dict(self._start)
         self._model_values: dict[str, TraceValues] = {}
         self._outputs: dict[tuple[str, int], TraceOutput] = {}
         self._global = self._scope(self._global_values, None)
         self._scopes: dict[str, _Scope] = {}
-        self._active = self._global.on
+        self._active = self._global.on and not self._global.spans
+        # Whether any request may be traced as spans now: the one check on their path.
+        self.spans_active = self._global.on and self._global.spans
+        self.tensors_on = self._global.tensors
+        # The tensors of requests in flight, by their timestamps' id.
+        self._tensors: dict[int, list[TracedTensor]] = {}
         self._next_id = 1
 
     # ---- TraceControl ------------------------------------------------------------------------
@@ -110,18 +83,24 @@ class TritonTracer:
         self, model_name: str, changes: Mapping[str, list[str] | None]
     ) -> TraceValues:
         checked = {k: None if v is None else check_trace_setting(k, v) for k, v in changes.items()}
+        # Changed on copies: a change refused for any scope changes nothing.
+        global_values = dict(self._global_values)
+        model_values = {name: dict(own) for name, own in self._model_values.items()}
         if model_name:
-            own = self._model_values.setdefault(model_name, {})
+            own = model_values.setdefault(model_name, {})
             for key, values in checked.items():
                 if values is None:
                     own.pop(key, None)
                 else:
                     own[key] = values
             if not own:
-                del self._model_values[model_name]
+                del model_values[model_name]
         else:
             for key, values in checked.items():
-                self._global_values[key] = self._start[key] if values is None else values
+                global_values[key] = self._start[key] if values is None else values
+        for own in (global_values, *({**global_values, **o} for o in model_values.values())):
+            check_trace_scope(own, self._opentelemetry)
+        self._global_values, self._model_values = global_values, model_values
         self._rebuild()
         return self.trace_settings(model_name)
 
@@ -140,18 +119,35 @@ class TritonTracer:
         cancelled: bool = False,
         failure: FailureReason | None = None,
     ) -> None:
+        tensors = self._tensors.pop(id(timestamps), ()) if self._tensors else ()
         if not self._active:
             return
         scope = self._scopes.get(model_name, self._global)
-        if not scope.on or scope.remaining == 0:
+        if not scope.on or scope.spans or not _sampled(scope):
             return
-        scope.seen += 1
-        if scope.seen % scope.rate:
-            return
-        if scope.remaining > 0:
-            scope.remaining -= 1
         trace_id, self._next_id = self._next_id, self._next_id + 1
-        scope.output.add(_trace(trace_id, model_name, model_version, timestamps))
+        marks = _marks(timestamps) if scope.timestamps else ()
+        scope.output.add((trace_id, model_name, model_version, marks, tensors))
+
+    def request_tensors(
+        self,
+        model_name: str,
+        timestamps: Timestamps,
+        activity: str,
+        tensors: Mapping[str, Array],
+    ) -> None:
+        scope = self._scopes.get(model_name, self._global)
+        if scope.tensors and scope.remaining != 0:
+            kept = self._tensors.setdefault(id(timestamps), [])
+            kept.extend((activity, name, array) for name, array in tensors.items())
+
+    def sample(self, model_name: str, propagated: bool) -> bool:
+        """Whether a request for `model_name` arriving now is traced as spans; `propagated`:
+        it carries a trace context (a client's, or the request that made it)."""
+        scope = self._scopes.get(model_name, self._global)
+        if not scope.on or not scope.spans:
+            return False
+        return propagated or _sampled(scope)
 
     def batch_executed(
         self,
@@ -188,7 +184,10 @@ class TritonTracer:
             if id(output) not in used:
                 output.close()
                 del self._outputs[key]
-        self._active = any(s.on for s in (self._global, *self._scopes.values()))
+        scopes = [s for s in (self._global, *self._scopes.values()) if s.on]
+        self._active = any(not s.spans for s in scopes)
+        self.spans_active = any(s.spans for s in scopes)
+        self.tensors_on = any(s.tensors for s in scopes)
 
     def _reuse(self, scope: _Scope | None, values: TraceValues) -> _Scope:
         return scope if scope is not None and scope.values == values else self._scope(values, scope)
@@ -202,13 +201,25 @@ class TritonTracer:
         count = int(values["trace_count"][0])
         if old is not None and old.values["trace_count"] == values["trace_count"]:
             count = old.remaining  # a change of another setting does not restart the count
-        return _Scope(
-            values, output, values["trace_level"] != ["OFF"], int(values["trace_rate"][0]), count
-        )
+        on = values["trace_level"] != ["OFF"]
+        spans = values["trace_mode"] == ["opentelemetry"]
+        return _Scope(values, output, on, spans, int(values["trace_rate"][0]), count)
 
 
-def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) -> Trace:
-    marks = (
+def _sampled(scope: _Scope) -> bool:
+    """Whether the scope's sampling takes the request that arrives now (and counts it)."""
+    if scope.remaining == 0 or not scope.rate:
+        return False
+    scope.seen += 1
+    if scope.seen % scope.rate:
+        return False
+    if scope.remaining > 0:
+        scope.remaining -= 1
+    return True
+
+
+def _marks(t: Timestamps) -> tuple[int, ...]:
+    return (
         t.received,
         t.queued,
         t.compute_start,
@@ -217,4 +228,3 @@ def _trace(trace_id: int, model_name: str, model_version: str, t: Timestamps) ->
         t.compute_end,
         t.sent,
     )
-    return trace_id, model_name, model_version, marks

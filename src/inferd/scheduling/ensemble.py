@@ -168,6 +168,8 @@ def _step_request(request: InferRequest, step: Step, tensors: dict[str, Array]) 
         outputs=[RequestedOutput(name) for name in step.output_map],
         # Sequence flags, priority and timeout apply to every step, as in Triton.
         parameters=dict(request.parameters),
+        # A traced request's steps are spans under its own.
+        trace_parent=None if request.span is None else request.span.context("ensemble step"),
     )
 
 

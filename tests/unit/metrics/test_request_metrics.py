@@ -12,8 +12,8 @@ from inferd.core.errors import InstanceLost, InvalidArgument, ModelExecutionErro
 from inferd.core.observer import FailureReason, failure_reason
 from inferd.core.types import Timestamps
 from inferd.metrics.gpu import open_gpu_metrics
+from inferd.metrics.options import metrics_options, parse_buckets
 from inferd.metrics.prometheus import PrometheusMetrics
-from inferd.metrics.requests import histogram_options, parse_buckets
 from inferd.metrics.statistics import Statistics
 
 MS = 1_000_000
@@ -140,8 +140,8 @@ def test_batch_sizes_executions_per_instance_and_loads() -> None:
 def test_histogram_options(
     buckets: str, config: tuple[str, ...], expected: tuple[tuple[float, ...], bool]
 ) -> None:
-    bounds, enabled = histogram_options(buckets, config)
-    assert (bounds[: len(expected[0])], enabled) == expected
+    options = metrics_options(buckets, config)
+    assert (options.buckets[: len(expected[0])], options.histograms) == expected
 
 
 @pytest.mark.parametrize("text", ["", "a,b", "0,1", "1,1", "2,1", "-1"])
@@ -150,10 +150,21 @@ def test_bad_buckets_are_refused(text: str) -> None:
         parse_buckets(text)
 
 
-@pytest.mark.parametrize("item", ["summary_latencies=true", "histogram_latencies=maybe", "x"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        "counter_latencies=false",
+        "histogram_latencies=maybe",
+        "summary_latencies=1",
+        "summary_quantiles=0.5",
+        "summary_quantiles=1.5:0.1",
+        "summary_quantiles=a:b",
+        "x",
+    ],
+)
 def test_unsupported_metrics_config_is_refused(item: str) -> None:
     with pytest.raises(ValueError, match="--metrics-config"):
-        histogram_options("", (item,))
+        metrics_options("", (item,))
 
 
 def test_no_gpu_metrics_without_nvml_or_a_gpu() -> None:

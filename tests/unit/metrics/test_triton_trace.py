@@ -12,7 +12,8 @@ import pytest
 from inferd.cli.log_control import ServerLogs
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Timestamps
-from inferd.metrics.triton_trace import DEFAULTS, TritonTracer, start_settings
+from inferd.metrics.trace_settings import DEFAULTS, start_settings
+from inferd.metrics.triton_trace import TritonTracer
 
 MARKS = Timestamps(1, 2, 3, 4, 5, 6, 7)
 

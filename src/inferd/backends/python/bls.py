@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from inferd.backends.base import BatchRequest
 from inferd.backends.python.model_scope import current
 from inferd.core.calls import CALLERS, ModelCalls, refuse_waiting_caller
 from inferd.core.errors import Unavailable
+from inferd.core.tracing import TraceParent
 from inferd.core.types import InferRequest, InferResponse
 
 # Hidden from the called model by the backend; the engine applies the rule to every request
@@ -31,7 +33,20 @@ def prepared(request: InferRequest) -> InferRequest:
     callers = (*scope.callers, scope.model_name) if scope.model_name else scope.callers
     refuse_waiting_caller(request.model_name, callers)
     request.parameters[BLS_CALLERS] = list(callers)
+    if request.trace_parent is None:
+        request.trace_parent = scope.trace_parent
     return request
+
+
+def calls_parent(requests: Sequence[BatchRequest]) -> TraceParent | None:
+    """The span of the batch's first traced request, which the model's calls go under."""
+    for request in requests:
+        origin = request.origin
+        if isinstance(origin, InferRequest) and origin.span is not None:
+            parent = origin.span.context("bls")
+            if parent is not None:
+                return parent
+    return None
 
 
 def callers_of(parameters: dict[str, Any]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from inferd.backends.python.protocol import (
 )
 from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, Internal, Unavailable
+from inferd.core.tracing import TraceParent
 from inferd.core.types import InferResponse
 
 
@@ -37,9 +38,13 @@ class CallAnswerer:
         self._from_worker = from_worker
         self._to_worker = to_worker
         self._running: dict[int, Future[InferResponse]] = {}  # by key, until answered
+        # The traced span of the batch the worker runs, which its calls go under.
+        self.calls_parent: TraceParent | None = None
 
     def take(self, call: CallModel) -> None:
         call.request.inputs = self._from_worker.take_out(call.size, call.inputs)
+        if call.request.trace_parent is None:
+            call.request.trace_parent = self.calls_parent
         if self._calls is None:
             self._answer(call.key, error=Unavailable("this server lends no model calls"))
         elif call.stream:

@@ -24,7 +24,7 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
-from inferd.backends.python.bls import callers_of
+from inferd.backends.python.bls import callers_of, calls_parent
 from inferd.backends.python.model_file import ModelFactory
 from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
@@ -116,11 +116,15 @@ class InProcessInstance:
             self._close_loop()
 
     def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
-        """The model's scope, naming the models waiting on the batch's requests."""
+        """The model's scope, naming the models waiting on the batch's requests and the span
+        its calls continue."""
         callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
-        if not callers:
+        parent = calls_parent(requests)
+        if not callers and parent is None:
             return self._scope
-        return dataclasses.replace(self._scope, callers=tuple(dict.fromkeys(callers)))
+        return dataclasses.replace(
+            self._scope, callers=tuple(dict.fromkeys(callers)), trace_parent=parent
+        )
 
     def _wait(self, result: Any) -> Any:
         """The value itself, or what an awaitable (from an `async def` hook) resolves to."""

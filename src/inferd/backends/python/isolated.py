@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 
 from inferd.backends.base import BatchOutputs, BatchRequest
+from inferd.backends.python.bls import calls_parent
 from inferd.backends.python.call_answers import CallAnswerer
 from inferd.backends.python.call_memory import CallMemory
 from inferd.backends.python.custom_metrics import MetricUpdate, apply_from_worker
@@ -129,8 +130,12 @@ class Worker:
         sent = [request.portable() for request in requests]
         first_key = self._next_key
         self._next_key += len(requests)
+        self._answerer.calls_parent = calls_parent(requests)
         self._send(ExecuteBatch(size, groups[0], list(output_names), sent, streams, first_key))
-        reply = self._receive(timeout, requests, first_key)
+        try:
+            reply = self._receive(timeout, requests, first_key)
+        finally:
+            self._answerer.calls_parent = None
         if isinstance(reply, Failed):
             raise reply.error.error()
         assert isinstance(reply, BatchDone)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from inferd.core.calls import ModelCalls
+from inferd.core.tracing import TraceParent
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class ModelScope:
     model_name: str = ""
     calls: ModelCalls | None = None
     callers: tuple[str, ...] = ()  # the models waiting on the running batch, the closest last
+    trace_parent: TraceParent | None = None  # the traced span its calls go under
 
 
 _current: contextvars.ContextVar[ModelScope] = contextvars.ContextVar("inferd_model_scope")

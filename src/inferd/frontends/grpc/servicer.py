@@ -26,6 +26,8 @@ from inferd.core.errors import (
     Unsupported,
 )
 from inferd.core.statistics import Duration, VersionStatistics
+from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent, trace_parent
+from inferd.core.types import InferRequest
 from inferd.engine.engine import Engine
 from inferd.engine.model_files import is_file_parameter
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
@@ -126,22 +128,39 @@ class GrpcFrontend:
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Context) -> Any:
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[Any]:
-        """Every response of every request, as `stream.py` describes."""
-        call = StreamCall(self._engine, self._shared_memory, self._infer)
+        """Every response of every request, as `stream.py` describes; when the server traces
+        requests as spans, each continues the trace context of the call's metadata."""
+        if self._engine.tracing is None:
+            call = StreamCall(self._engine, self._shared_memory, self._infer)
+        else:
+            infer = functools.partial(self._infer, context=context)
+            call = StreamCall(self._engine, self._shared_memory, infer, _trace_parent(context))
         async for response in call.responses(request_iterator):
             yield response
 
-    async def _infer(self, message: Any) -> Any:
+    async def _infer(self, message: Any, context: Context | None = None) -> Any:
+        """One request: a unary call's (`context`) or a stream's message."""
         received = time.monotonic_ns()
         if isinstance(message, Malformed):  # a stream's message; `_rpc` catches the others
             raise message.error()
         request = decode_infer_request(message, self._shared_memory)
         request.timestamps.received = received
+        tracing = self._engine.tracing
+        if context is not None and tracing is not None and tracing.active:
+            request.trace_parent = _trace_parent(context)
+            tracing.start(request, frontend=True)
+        try:
+            return await self._answer_infer(request)
+        finally:
+            if request.span is not None:  # traced: its span ends once answered
+                request.span.responded()
+
+    async def _answer_infer(self, request: InferRequest) -> Any:
         try:
             response = await self._engine.infer(request)
         except DecoupledModel:
@@ -244,6 +263,12 @@ class GrpcFrontend:
     @_rpc
     async def LogSettings(self, request: Any, context: Context) -> Any:
         return log_settings(self._engine.controls.logging, request)
+
+
+def _trace_parent(context: Context) -> TraceParent | None:
+    """The W3C trace context of the call's metadata (None without one)."""
+    metadata = dict(context.invocation_metadata() or ())
+    return trace_parent(metadata.get(TRACEPARENT), metadata.get(TRACESTATE))
 
 
 def _check_repository_name(name: str) -> None:

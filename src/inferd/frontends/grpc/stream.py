@@ -30,6 +30,7 @@ from typing import Any, Final
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd.core.errors import InferdError
+from inferd.core.tracing import TraceParent
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request
 from inferd.frontends.grpc.malformed import Malformed
@@ -53,10 +54,17 @@ Infer = Callable[[Any], Awaitable[Any]]  # a unary answer, encoded
 class StreamCall:
     """The requests of one call in flight, and the outbox its responses leave through."""
 
-    def __init__(self, engine: Engine, shared_memory: SharedMemoryRegistry, infer: Infer) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        shared_memory: SharedMemoryRegistry,
+        infer: Infer,
+        trace_parent: TraceParent | None = None,  # the call's, for its decoupled requests
+    ) -> None:
         self._engine = engine
         self._shared_memory = shared_memory
         self._infer = infer
+        self._trace_parent = trace_parent
         self._window = asyncio.Semaphore(STREAM_WINDOW)
         self._outbox = Outbox(OUTBOX_LIMIT)
         self._running: set[asyncio.Task[None]] = set()
@@ -140,6 +148,7 @@ class StreamCall:
         try:
             request = decode_infer_request(message, self._shared_memory)
             request.timestamps.received = received
+            request.trace_parent = self._trace_parent
             empty_final = request.parameters.get(EMPTY_FINAL_PARAMETER) is True
             encoder = StreamEncoder(request.outputs, self._shared_memory)
             async for response in self._engine.stream(request):

@@ -39,7 +39,7 @@ from inferd.core.errors import (
     NotFound,
     Unsupported,
 )
-from inferd.core.types import InferResponse
+from inferd.core.types import InferRequest, InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
@@ -58,6 +58,7 @@ from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
 from inferd.frontends.http.sse import send_event_stream
 from inferd.frontends.http.statistics import statistics_document, statistics_target
+from inferd.frontends.http.trace_context import client_trace
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.openai.routes import OpenAIRoutes
@@ -220,6 +221,17 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
         request.timestamps.received = received
+        tracing = self._engine.tracing
+        if tracing is not None and tracing.active:
+            request.trace_parent = client_trace(headers.items())
+            tracing.start(request, frontend=True)
+        try:
+            await self._answer_infer(receive, send, request)
+        finally:
+            if request.span is not None:  # traced: its span ends once answered
+                request.span.responded()
+
+    async def _answer_infer(self, receive: Receive, send: Send, request: InferRequest) -> None:
         # A client that disconnects during a long inference cancels it: it leaves its queue,
         # or the model sees it cancelled.
         task = self._watcher.start(receive)
@@ -247,10 +259,13 @@ class HttpFrontend:
     ) -> None:
         """Triton's generate extension; the answer stops when its client disconnects."""
         received = time.monotonic_ns()
-        body = await self._read_body(receive, _headers(scope))
+        headers = _headers(scope)
+        body = await self._read_body(receive, headers)
         inputs, max_batch_size = self._engine.input_specs(model, version)
         request = decode_generate_request(body, inputs, max_batch_size, model, version)
         request.timestamps.received = received
+        if self._engine.tracing is not None:  # the engine spans it, in the client's trace
+            request.trace_parent = client_trace(headers.items())
         responses = self._engine.stream(request)
         answered = responses_with_outputs(responses)
         try:

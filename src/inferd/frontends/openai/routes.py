@@ -18,12 +18,14 @@ from typing import Any
 import orjson
 
 from inferd.core.errors import InferdError, InvalidArgument
+from inferd.core.tracing import TraceParent
 from inferd.core.types import Array, InferRequest
 from inferd.engine.engine import Engine
 from inferd.frontends.http.asgi import Receive, Scope, Send, until_disconnect
 from inferd.frontends.http.codec import loads
 from inferd.frontends.http.generate import tensor_from_json
 from inferd.frontends.http.sse import send_events
+from inferd.frontends.http.trace_context import client_trace
 from inferd.frontends.openai.documents import Answer, embedding_list, model_list
 from inferd.frontends.openai.errors import (
     MethodNotAllowed,
@@ -71,10 +73,12 @@ class OpenAIRoutes:
             raise NoRoute(f"no route for {scope['path']}")
         _expect(method, "POST")
         document = loads(await self._read_body(scope, receive), "request body")
+        # The engine spans these requests (when it traces so), in the client's trace.
+        parent = None if self._engine.tracing is None else client_trace(scope["headers"])
         if kind is None:
-            await self._embeddings(receive, send, document)
+            await self._embeddings(receive, send, document, parent)
         else:
-            await self._generate(receive, send, document, kind)
+            await self._generate(receive, send, document, kind, parent)
 
     def _served_models(self) -> list[str]:
         names = sorted({row.name for row in self._engine.repository_index(ready_only=True)})
@@ -97,12 +101,16 @@ class OpenAIRoutes:
             raise BadField("model", f"model '{model}' serves {tasks} on /v1, not {task}")
         return mapping
 
-    async def _generate(self, receive: Receive, send: Send, document: Any, kind: str) -> None:
+    async def _generate(
+        self, receive: Receive, send: Send, document: Any, kind: str, parent: TraceParent | None
+    ) -> None:
         model = model_of(document)
         mapping = self._mapping(model, kind)
         chat = kind == "chat"
         generation = (chat_request if chat else completion_request)(document, mapping)
-        responses = self._engine.stream(self._infer_request(generation, mapping))
+        request = self._infer_request(generation, mapping)
+        request.trace_parent = parent
+        responses = self._engine.stream(request)
         outcome = Outcome()
         max_tokens = generation.sampling.get("max_tokens")
         pieces = text_pieces(responses, mapping, generation.stop, max_tokens, outcome)
@@ -142,7 +150,9 @@ class OpenAIRoutes:
             inputs[name] = tensor_from_json(value, spec, max_batch_size > 0, generation.model)
         return InferRequest(generation.model, inputs, parameters=parameters)
 
-    async def _embeddings(self, receive: Receive, send: Send, document: Any) -> None:
+    async def _embeddings(
+        self, receive: Receive, send: Send, document: Any, parent: TraceParent | None
+    ) -> None:
         model = model_of(document)
         mapping = self._mapping(model, "embeddings")
         request = embeddings_request(document)
@@ -151,7 +161,11 @@ class OpenAIRoutes:
         if spec is None:
             raise InvalidArgument(f"model '{model}' has no input '{mapping.input}'")
         requests = [
-            InferRequest(model, {spec.name: tensor_from_json(t, spec, max_batch_size > 0, model)})
+            InferRequest(
+                model,
+                {spec.name: tensor_from_json(t, spec, max_batch_size > 0, model)},
+                trace_parent=parent,
+            )
             for t in request.texts
         ]
         answer = _send_embeddings(send, self._engine, requests, mapping, request.base64)

@@ -1,0 +1,151 @@
+"""Where OpenTelemetry spans go: `--trace-config opentelemetry,KEY=VALUE` flags over the
+standard `OTEL_*` variables, and the tracer provider made from them.
+
+Keys, as Triton's: `url` (the OTLP receiver), `resource=KEY=VALUE` (repeatable),
+`bsp_max_queue_size`, `bsp_schedule_delay` (ms) and `bsp_max_export_batch_size` (the batch span
+processor's); and inferd's `protocol` (`grpc` or `http/protobuf`). What a flag leaves out the
+OpenTelemetry SDK reads from its variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`,
+`OTEL_TRACES_SAMPLER`, ...). The SDK (the `otel` extra) is imported only to make the provider.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from inferd.core.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from inferd.metrics.otel_spans import OtelTracing
+    from inferd.metrics.triton_trace import TritonTracer
+
+_MODE = "opentelemetry,"
+# --trace-config key -> the BatchSpanProcessor argument it sets.
+_PROCESSOR = {
+    "bsp_max_queue_size": "max_queue_size",
+    "bsp_schedule_delay": "schedule_delay_millis",
+    "bsp_max_export_batch_size": "max_export_batch_size",
+}
+PROTOCOLS = ("grpc", "http/protobuf")
+SERVICE_NAME = "inferd"
+
+
+@dataclass(frozen=True, slots=True)
+class OtelSettings:
+    url: str = ""  # "": the SDK's variables, else its default
+    protocol: str = ""  # "": OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL, else http/protobuf
+    resource: dict[str, str] = field(default_factory=dict)
+    processor: dict[str, int] = field(default_factory=dict)
+
+
+def otel_settings(items: Sequence[str]) -> OtelSettings:
+    """The `opentelemetry,KEY=VALUE` items of `--trace-config` (the others are Triton's);
+    raises `InvalidArgument` naming what is wrong."""
+    url = protocol = ""
+    resource: dict[str, str] = {}
+    processor: dict[str, int] = {}
+    for item in items:
+        if not item.startswith(_MODE):
+            continue
+        key, sep, value = item.removeprefix(_MODE).partition("=")
+        if not sep:
+            raise InvalidArgument(f"--trace-config: '{item}' is not opentelemetry,KEY=VALUE")
+        if key == "url":
+            url = value
+        elif key == "protocol":
+            protocol = _protocol(value, item)
+        elif key == "resource":
+            name, sep, attribute = value.partition("=")
+            if not sep or not name:
+                raise InvalidArgument(f"--trace-config: '{item}': resource takes KEY=VALUE")
+            resource[name] = attribute
+        elif key in _PROCESSOR:
+            processor[_PROCESSOR[key]] = _positive(value, item)
+        else:
+            known = ", ".join(["url", "protocol", "resource", *_PROCESSOR])
+            raise InvalidArgument(f"--trace-config: '{item}': unknown key (known: {known})")
+    return OtelSettings(url, protocol, resource, processor)
+
+
+def _protocol(value: str, item: str) -> str:
+    value = "http/protobuf" if value == "http" else value
+    if value not in PROTOCOLS:
+        raise InvalidArgument(f"--trace-config: '{item}': protocol is grpc or http/protobuf")
+    return value
+
+
+def _positive(value: str, item: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidArgument(f"--trace-config: '{item}' takes a positive integer")
+    return number
+
+
+def tracer_provider(settings: OtelSettings) -> tuple[TracerProvider, SpanProcessor]:
+    """A provider exporting spans in batches over OTLP, and its processor; raises
+    `InvalidArgument` without the `otel` extra."""
+    try:
+        from opentelemetry.sdk.resources import SERVICE_NAME as SERVICE
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        raise InvalidArgument(
+            "--trace-config mode=opentelemetry needs the OpenTelemetry SDK: "
+            "pip install 'inferd[otel]'"
+        ) from None
+    resource = Resource.create(settings.resource)
+    if str(resource.attributes.get(SERVICE, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE: SERVICE_NAME}))
+    # The sampler comes from OTEL_TRACES_SAMPLER (by default: follow the parent's decision);
+    # which requests get a span at all is the trace settings' call.
+    provider = TracerProvider(resource=resource)
+    given = settings.processor
+    processor = BatchSpanProcessor(
+        _exporter(settings),
+        max_queue_size=given.get("max_queue_size"),
+        schedule_delay_millis=given.get("schedule_delay_millis"),
+        max_export_batch_size=given.get("max_export_batch_size"),
+    )
+    provider.add_span_processor(processor)
+    return provider, processor
+
+
+def _exporter(settings: OtelSettings) -> SpanExporter:
+    protocol = (
+        settings.protocol
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    url = settings.url
+    if url and "://" not in url:
+        url = f"http://{url}"  # Triton's form: host:port/v1/traces
+    from inferd.metrics.otel_encode import LeanGrpcExporter, LeanHttpExporter
+
+    if protocol == "grpc":
+        if not url:
+            return LeanGrpcExporter()
+        parts = urlsplit(url)  # gRPC has no path: the service names the method
+        return LeanGrpcExporter(endpoint=parts.netloc, insecure=parts.scheme != "https")
+    return LeanHttpExporter(endpoint=url or None)
+
+
+def open_tracing(items: Sequence[str], sampler: TritonTracer) -> tuple[OtelTracing, TracerProvider]:
+    """Request spans as `--trace-config` says, sampled as `sampler`'s settings say, and their
+    provider (its `shutdown` exports what is left)."""
+    provider, processor = tracer_provider(otel_settings(items))
+    from inferd.metrics.otel_finished import FinishedSpans
+    from inferd.metrics.otel_spans import OtelTracing
+
+    return OtelTracing(FinishedSpans(provider, processor), sampler), provider
