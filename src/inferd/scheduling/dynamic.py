@@ -4,11 +4,12 @@ Requests wait in one priority queue per model version (`queue.py`). Each instanc
 worker; a free worker takes the forming lock, gathers the next batch (shape-compatible
 requests in priority order, up to `max_batch_size`; sent at once when full, when a preferred
 size is reached, when the next request cannot join, or when it reaches the largest preferred
-size (Triton's rules, `_preferred_cut`); else after `max_queue_delay`, counted from the oldest
+size (Triton's rules, `preferred_cut`); else after `max_queue_delay`, counted from the oldest
 request), releases the lock so the next free worker can form the following
 batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
 future. With batching off, a request that finds the queue empty and an instance idle runs at
-once on that instance in its own task (`idle.py`).
+once on that instance in its own task (`idle.py`). A batch whose instance must wait for rate
+limiter resources keeps growing meanwhile (`_grow`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
@@ -22,28 +23,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from inferd.core.batch_io import BatchIO
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
 from inferd.scheduling.adaptive import SloController
 from inferd.scheduling.batch import (
-    Batch,
     BatchCallback,
     BatchRunner,
     Wakeup,
     fail_undelivered,
-    select_outputs,
-    split_rows,
-    stack_inputs,
-    wanted_outputs,
 )
+from inferd.scheduling.claim import Claim
 from inferd.scheduling.delay_hook import delay_gate
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
 from inferd.scheduling.ordering import ResponseOrder, Turn
+from inferd.scheduling.preferred import preferred_cut, preferred_growth
 from inferd.scheduling.queue import PriorityQueue, Queued
-from inferd.scheduling.ragged import ragged_inputs, ragged_signature, ragged_split
+from inferd.scheduling.ragged import ragged_signature
+from inferd.scheduling.rate_limiter import Gate
+from inferd.scheduling.stacked import RaggedKind, StackedKind
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -84,7 +83,7 @@ class DynamicBatcher:
             else None
         )
         io = settings.batch_io
-        kind = _Stacked(list(output_names)) if io is None else _Ragged(list(output_names), io)
+        kind = StackedKind(list(output_names)) if io is None else RaggedKind(list(output_names), io)
         self._runner = BatchRunner(kind, on_batch, self._slo)
         self._signature = _signature if io is None else ragged_signature(io.ragged)
         # The forming worker's sleep: woken by its deadline, or by `submit` once `_wake_rows`
@@ -95,6 +94,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._idle = IdleSlots()
+        self._awaiting: dict[Slot, list[Queued]] = {}  # batches waiting for their resources
         # Triton's test hook (`delay_hook.py`): no batch until N requests are queued.
         names = ", ".join(instance.name for instance in self._instances)
         self._delay = delay_gate(f"batcher thread of {names}")
@@ -115,7 +115,10 @@ class DynamicBatcher:
         ]
 
     def pending(self) -> int:
-        return len(self._queue)
+        """Requests not yet executing: queued, or in a batch waiting for resources (Triton's
+        pending count)."""
+        waiting = self._awaiting.values()
+        return len(self._queue) + sum(not q.future.done() for batch in waiting for q in batch)
 
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
@@ -178,11 +181,19 @@ class DynamicBatcher:
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _worker(self, slot: Slot) -> None:
+        # Batches of one cannot grow: a gate then takes its resources as it executes.
+        gate = slot.instance if isinstance(slot.instance, Gate) and self._settings.enabled else None
         while True:
             turn: Turn | None = None
+            claim: Claim | None = None
             self._idle.add(slot)
             async with self._forming:
                 batch = await self._next_batch(slot)
+                if gate is not None and batch:
+                    claim = Claim(gate)
+                    if claim.granted is not None:
+                        self._awaiting[slot] = batch
+                        await self._grow(batch, claim)
                 self._queue.dispatched(batch)
                 if self._order is not None and batch:
                     turn = self._order.reserve()
@@ -190,9 +201,60 @@ class DynamicBatcher:
                 return
             self._idle.take(slot)
             try:
-                await self._execute(slot.instance, batch, turn)
+                if claim is not None:
+                    await claim.wait()
+                    self._awaiting.pop(slot, None)
+                await self._execute(claim or slot.instance, batch, turn)
             except Exception as exc:
                 fail_undelivered(slot.instance.name, batch, exc)
+            finally:
+                if claim is not None:
+                    self._awaiting.pop(slot, None)
+                    claim.drop()  # a no-op once the batch ran on it
+
+    async def _grow(self, batch: list[Queued], claim: Claim) -> None:
+        """While the batch waits for its instance's resources, add the queued requests that
+        can join it, by the rules it was formed by, until it is full (up to the largest
+        preferred size), or, without a queue delay, reaches a preferred size (as Triton fills
+        a payload waiting in its rate limiter). It keeps the forming
+        lock meanwhile, being the batch that arrivals would join; a batch that can grow no
+        more lets it go and waits."""
+        granted = claim.granted
+        assert granted is not None  # only a claim still waiting grows
+        settings, slo = self._settings, self._slo
+        preferred = settings.preferred_batch_sizes
+        cap = slo.batch_cap if slo else settings.max_batch_size
+        if preferred:  # Triton's payload is saturated by a request that would pass them all
+            cap = min(cap, preferred[-1])
+        # As in Triton, a preferred size completes the batch only without a queue delay.
+        stops = () if (slo.delay_ns if slo else settings.max_queue_delay_ns) else preferred
+        rows = sum(queued.rows for queued in batch)
+        self._hold(batch)
+        if rows in stops:
+            return
+        granted.add_done_callback(self._wake)
+        try:
+            while True:
+                grown_from = len(batch)
+                rows, blocked = self._queue.fill(batch, rows, cap, time.monotonic_ns())
+                if cut := preferred_growth(batch, grown_from, stops):
+                    self._queue.give_back(batch[cut:])
+                    del batch[cut:]
+                    blocked = True
+                self._hold(batch)
+                if blocked or rows >= cap or granted.done() or self._stopping:
+                    return
+                await self._sleep(None, 1, batch[0].signature)
+        finally:
+            granted.remove_done_callback(self._wake)
+
+    def _hold(self, batch: list[Queued]) -> None:
+        """Out of the queue and its timeouts, as a formed batch is; `pending` still counts it."""
+        self._queue.dispatched(batch)
+        _stop_timers(batch)
+
+    def _wake(self, _: object) -> None:
+        self._wakeup.wake()
 
     async def _next_batch(self, slot: Slot) -> list[Queued]:
         """The next batch to run on `slot`, or [] once stopping with nothing left."""
@@ -222,7 +284,7 @@ class DynamicBatcher:
             # cut what is queued, and the rest goes at once anyway.
             if self._stopping or (delay and now >= deadline):
                 return batch
-            cut = _preferred_cut(batch, settings.preferred_batch_sizes)
+            cut = preferred_cut(batch, settings.preferred_batch_sizes)
             if cut:
                 self._queue.give_back(batch[cut:])
                 return batch[:cut]
@@ -245,9 +307,7 @@ class DynamicBatcher:
         await self._wakeup.sleep(deadline_ns)
 
     async def _execute(self, instance: Instance, batch: list[Queued], turn: Turn | None) -> None:
-        for queued in batch:
-            if queued.timer is not None:
-                queued.timer.cancel()
+        _stop_timers(batch)
         live: list[Queued | None] = [queued for queued in batch if not queued.future.done()]
         # Empty when every request timed out or was abandoned while the batch formed.
         deliver = await self._runner.run(instance, live) if live else _nothing
@@ -258,64 +318,11 @@ class DynamicBatcher:
             self._order.complete(turn, deliver)
 
 
-class _Stacked:
-    """The dynamic batcher's `BatchKind`: requests stacked along the batch axis, each
-    answered from its own rows."""
-
-    def __init__(self, output_names: list[str]) -> None:
-        self._output_names = output_names
-
-    def inputs(self, batch: Batch[Queued]) -> dict[str, Array]:
-        return stack_inputs([queued.request.inputs for queued in batch.calls])
-
-    def output_names(self, batch: Batch[Queued]) -> list[str]:
-        return wanted_outputs(batch.calls, self._output_names)
-
-    def split(self, batch: Batch[Queued], outputs: dict[str, Array]) -> list[dict[str, Array]]:
-        # One request has the batch to itself, batch axis or none.
-        return [outputs] if len(batch.calls) == 1 else split_rows(batch, outputs)
-
-    def one_by_one(self, batch: Batch[Queued]) -> list[list[Queued | None]]:
-        return [[queued] for queued in batch.calls]
-
-    def finish(self, call: Queued, outputs: dict[str, Array]) -> dict[str, Array]:
-        return select_outputs(call.request, outputs)
-
-
-class _Ragged(_Stacked):
-    """`_Stacked` for a model with ragged inputs, batch inputs or batch outputs."""
-
-    def __init__(self, output_names: list[str], io: BatchIO) -> None:
-        super().__init__(output_names)
-        self._io = io
-
-    def inputs(self, batch: Batch[Queued]) -> dict[str, Array]:
-        return ragged_inputs(self._io, batch)
-
-    def split(self, batch: Batch[Queued], outputs: dict[str, Array]) -> list[dict[str, Array]]:
-        return ragged_split(self._io, batch, outputs)
-
-
 def _nothing() -> None:
     pass
 
 
-def _preferred_cut(batch: list[Queued], preferred: tuple[int, ...]) -> int:
-    """How many requests from the head to send now by Triton's preferred-size rules (0: wait).
-
-    The largest preferred size reached wins. Failing that, a batch that the next request
-    would push past the largest preferred size goes without it (that request then waits for
-    its own delay), and a head request at or past that size alone goes at once.
-    """
-    if not preferred:
-        return 0
-    largest = preferred[-1]
-    rows = 0
-    cut = 0
-    for count, queued in enumerate(batch, 1):
-        if rows and not cut and rows + queued.rows > largest:
-            return count - 1
-        rows += queued.rows
-        if rows in preferred:
-            cut = count
-    return cut or (len(batch) if rows >= largest else 0)
+def _stop_timers(batch: list[Queued]) -> None:
+    for queued in batch:
+        if queued.timer is not None:
+            queued.timer.cancel()

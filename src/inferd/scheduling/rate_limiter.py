@@ -10,13 +10,15 @@ instance can run. With the flags, a resource they leave out has no copies, and a
 asks for more than there is is refused at load, with Triton's message.
 
 An instance takes its resources before its batch executes and gives them back after; one
-that cannot waits. Waiting instances of every model are served by scaled priority (its
-executions so far times its `priority`, lowest first, so priority 2 gets half the turns of
-priority 1), then in arrival order; the first of them that does not fit holds back those
-behind it, so a large request is not starved by small ones. Resources given back are handed
-out on the next turn of the event loop, so an instance with more work competes for them.
-Instances that name no resource are not limited at all, and with the limiter off nothing here
-runs.
+that cannot waits (the dynamic batcher claims them as its batch is formed, so that the batch
+grows while it waits: `claim.py`). Waiting instances of every model are served by scaled
+priority (its executions so far times its `priority`, lowest first, so priority 2 gets half
+the turns of priority 1), then in arrival order; the first of them that does not fit holds
+back those behind it, so a large request is not starved by small ones. Resources given back
+are handed out on the next turn of the event loop, so an instance with more work competes
+for them. Instances that name no resource are not limited at all, and with the limiter off
+nothing here runs.
+
 
 Registration comes from the loader's thread, acquiring and releasing from the event loop:
 registering swaps in a new table of copies in one assignment, and never frees a waiter (a
@@ -187,19 +189,32 @@ class RateLimiter:
 
     async def acquire(self, gate: Gate) -> None:
         """Take the gate's resources, waiting for its turn when they are not free."""
-        if self.try_acquire(gate):
+        waiter = self.enter(gate)
+        if waiter is None:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (gate.scaled_priority, next(self._arrivals), gate, waiter))
-        self._dispatch()
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # granted as it was cancelled
-                self._give_back(gate.needs)
-            waiter.cancel()
-            self._dispatch()  # it may have held back those behind it
+            self.leave(gate, waiter)
             raise
+
+    def enter(self, gate: Gate) -> asyncio.Future[None] | None:
+        """Take the gate's resources now (None), or join the waiters: the future resolves
+        once they are taken for it."""
+        if self.try_acquire(gate):
+            return None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (gate.scaled_priority, next(self._arrivals), gate, waiter))
+        self._dispatch()
+        return waiter
+
+    def leave(self, gate: Gate, waiter: asyncio.Future[None] | None) -> None:
+        """Give up what `enter` returned, unused: the resources or the place in line."""
+        if waiter is None or (waiter.done() and not waiter.cancelled()):
+            self._give_back(gate.needs)
+        elif not waiter.done():
+            waiter.cancel()
+        self._dispatch()  # what it held, or its place in line, may have held back others
 
     def release(self, gate: Gate) -> None:
         """The gate's batch has run: its resources go to the next waiters.
@@ -265,8 +280,8 @@ class Gate:
         self.needs = needs
         self.priority = priority
         self.executions = 0
+        self.limiter = limiter
         self._inner = inner
-        self._limiter = limiter
 
     @property
     def scaled_priority(self) -> int:
@@ -278,13 +293,21 @@ class Gate:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
-        limiter = self._limiter
-        if not limiter.try_acquire(self):
-            await limiter.acquire(self)
+        if not self.limiter.try_acquire(self):
+            await self.limiter.acquire(self)
+        return await self.execute_held(inputs, output_names, requests)
+
+    async def execute_held(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult:
+        """`execute` on resources already taken for it (a granted `Claim`)."""
         try:
             return await self._inner.execute(inputs, output_names, requests)
         finally:
-            limiter.release(self)
+            self.limiter.release(self)
 
     def close(self) -> None:
         self._inner.close()
