@@ -71,9 +71,12 @@ class Observer(Protocol):
         batch_size: int,
         compute: Timestamps,
         instance: str = "",
+        padding: int = 0,
     ) -> None:
         """One execution ran on an instance (named `instance`); `batch_size` counts rows over
-        all its requests.
+        all its requests, `padding` the rows without a request that the batch also held (the
+        direct sequence batcher's empty slots below a busy one): as in Triton, the execution's
+        batch size is their sum, its inference count `batch_size`.
 
         Only the four compute marks of `compute` are set; they are shared by every request
         of the batch.

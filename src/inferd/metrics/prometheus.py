@@ -186,6 +186,7 @@ class PrometheusMetrics(Collector):
         batch_size: int,
         compute: Timestamps,
         instance: str = "",
+        padding: int = 0,
     ) -> None:
         """Rows and times are counted by `Statistics`, read at scrape time."""
         self._models.executed(model_name, model_version, instance)

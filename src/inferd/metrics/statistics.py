@@ -82,15 +82,17 @@ class Statistics:
         batch_size: int,
         compute: Timestamps,
         instance: str = "",
+        padding: int = 0,
     ) -> None:
         counters = self._models.get(model_name, {}).get(model_version)
         if counters is None:
             return
         counters.stats.inference_count += batch_size
         counters.stats.execution_count += 1
-        batch = counters.batches.get(batch_size)
+        executed = batch_size + padding
+        batch = counters.batches.get(executed)
         if batch is None:
-            batch = counters.batches[batch_size] = BatchStatistics(batch_size)
+            batch = counters.batches[executed] = BatchStatistics(executed)
         batch.compute_input.add(compute.compute_input_end - compute.compute_start)
         batch.compute_infer.add(compute.compute_output_start - compute.compute_input_end)
         batch.compute_output.add(compute.compute_end - compute.compute_output_start)

@@ -69,6 +69,7 @@ class TraceLog:
         batch_size: int,
         compute: Timestamps,
         instance: str = "",
+        padding: int = 0,
     ) -> None:
         if not self.verbose_level:
             return

@@ -156,6 +156,7 @@ class TritonTracer:
         batch_size: int,
         compute: Timestamps,
         instance: str = "",
+        padding: int = 0,
     ) -> None:
         """A request's trace carries its batch's compute marks."""
 

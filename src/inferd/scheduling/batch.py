@@ -31,8 +31,9 @@ from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ExecutionResult, Instance
 from inferd.scheduling.adaptive import SloController
 
-# rows, compute marks of the batch, the instance's name, its requests (with their futures)
-BatchCallback = Callable[[int, Timestamps, str, Sequence["Pending"]], None]
+# rows of its requests, compute marks of the batch, the instance's name, its requests
+# (with their futures), padding rows
+BatchCallback = Callable[[int, Timestamps, str, Sequence["Pending"], int], None]
 Answer = dict[str, Array] | InferdError  # what one request of a batch gets back
 Deliver = Callable[[], None]
 
@@ -169,7 +170,7 @@ class BatchRunner(Generic[P]):
         compute.compute_output_start = result.compute_end_ns
         compute.compute_end = end = time.monotonic_ns()
         if self._on_batch is not None:
-            self._on_batch(batch.filled, compute, instance, batch.calls)
+            self._on_batch(batch.filled, compute, instance, batch.calls, batch.size - batch.filled)
         for call, answer in zip(batch.calls, answers, strict=True):
             call.request.timestamps.copy_compute(compute)
             if isinstance(answer, InferdError):

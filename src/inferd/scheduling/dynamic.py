@@ -34,6 +34,7 @@ from inferd.scheduling.batch import (
     fail_undelivered,
 )
 from inferd.scheduling.claim import Claim
+from inferd.scheduling.delay_hook import delay_gate
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
 from inferd.scheduling.ordering import ResponseOrder, Turn
@@ -94,9 +95,12 @@ class DynamicBatcher:
         self._stopping = False
         self._idle = IdleSlots()
         self._awaiting: dict[Slot, list[Queued]] = {}  # batches waiting for their resources
+        # Triton's test hook (`delay_hook.py`): no batch until N requests are queued.
+        names = ", ".join(instance.name for instance in self._instances)
+        self._delay = delay_gate(f"batcher thread of {names}")
         # Only where each request runs alone anyway: with a delay of 0, the requests that
         # arrive together still batch, and would not if the first ran at once.
-        self._run_at_once = not settings.enabled
+        self._run_at_once = not settings.enabled and self._delay is None
 
     @property
     def slo(self) -> SloController | None:
@@ -263,6 +267,11 @@ class DynamicBatcher:
         while True:
             if slot.lent:
                 await self._idle.wait_back(slot)
+            if self._delay is not None:
+                if self._delay.holds(len(self._queue)) and not self._stopping:
+                    await self._sleep(None, 1, None)
+                    continue
+                self._delay, self._run_at_once = None, not settings.enabled
             now = time.monotonic_ns()
             rows, blocked = self._queue.fill(batch, rows, max_rows, now)
             if not batch:

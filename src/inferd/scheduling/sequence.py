@@ -27,9 +27,10 @@ from inferd.core.errors import InstanceLost, InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters
 from inferd.instances.instance import Instance
 from inferd.scheduling.batch import BatchCallback, fail_all, fail_undelivered
+from inferd.scheduling.delay_hook import POLL_NS, DelayGate, delay_gate
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
-from inferd.scheduling.sequence_strategies import Choice, choose_rows
+from inferd.scheduling.sequence_strategies import Choice, choose_rows, ready_count
 from inferd.scheduling.sequence_tensors import Row, SequenceBatches
 from inferd.scheduling.slotted import SlottedScheduler
 
@@ -59,6 +60,17 @@ class SequenceBatcher(SlottedScheduler):
             info = np.iinfo(corrid.dtype)
             self._id_range = (max(1, int(info.min)), int(info.max))
         self._queued = 0
+        self._delays = self._delay_gates()
+
+    def _delay_gates(self) -> list[DelayGate | None]:
+        """Triton's test hook (`delay_hook.py`), per instance worker. Direct: one gate for all,
+        counting the requests in every slot (and the backlog's). Oldest: each instance's own
+        batcher counts the sequences ready on it, as Triton's per-instance dynamic batcher does."""
+        names = [instance.name for instance in self._instances]
+        if self._settings.strategy == "direct":
+            shared = delay_gate(f"scheduler threads {', '.join(names)}", with_backlog=True)
+            return [shared] * len(names)
+        return [delay_gate(f"scheduler thread {name}") for name in names]
 
     def pending(self) -> int:
         return self._queued
@@ -178,6 +190,12 @@ class SequenceBatcher(SlottedScheduler):
         """The rows of the instance's next batch, or None once stopping with nothing left."""
         slots = self._table.slots[index]
         while True:
+            gate = self._delays[index]
+            if gate is not None:
+                if gate.holds(*self._delay_counts(index)) and not self._stopping:
+                    await self._wakeups[index].sleep(time.monotonic_ns() + POLL_NS)
+                    continue
+                self._delays[index] = None
             choice: Choice = choose_rows(
                 slots, self._settings, self._initial, time.monotonic_ns(), self._stopping
             )
@@ -187,6 +205,13 @@ class SequenceBatcher(SlottedScheduler):
             if self._stopping:
                 return None
             await self._wakeups[index].sleep(deadline)
+
+    def _delay_counts(self, index: int) -> tuple[int, int]:
+        """What a delay gate counts: requests queued in slots, and in the backlog."""
+        if self._settings.strategy != "direct":
+            return ready_count(self._table.slots[index]), 0
+        backlogged = sum(len(sequence.steps) for sequence in self._table.backlog)
+        return self._queued - backlogged, backlogged
 
     def _take(self, sequence: SequenceRecord) -> SequenceStep:
         step = sequence.steps.popleft()

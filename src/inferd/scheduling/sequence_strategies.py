@@ -1,9 +1,9 @@
 """Which sequences' next steps form an instance's next batch, for Triton's two strategies.
 
-- Direct: row i of the batch is slot i. A batch holds the next step of every ready slot whose
-  shapes match (the oldest ready step's shapes lead), up to the highest such slot; the slots
-  below it without a step are sent as padding rows (READY false), as Triton does, so a model
-  that keeps state per batch row sees each sequence in the same row every time.
+- Direct: row i of the batch is slot i. A batch spans the slots up to the highest with a
+  ready step and holds the next step of every ready slot whose shapes match the lowest ready
+  slot's; the other rows are sent as padding (READY false), as Triton does, so a model that
+  keeps state per batch row sees each sequence in the same row every time.
 - Oldest: the instance's slots are candidate sequences; a batch takes the oldest next steps,
   one per sequence, no padding.
 
@@ -24,6 +24,11 @@ Choice = tuple[Rows | None, int | None]
 
 def _ready(slots: list[SequenceRecord | None]) -> list[SequenceRecord]:
     return [s for s in slots if s is not None and s.steps and not s.running]
+
+
+def ready_count(slots: list[SequenceRecord | None]) -> int:
+    """The sequences with a next step waiting to run."""
+    return len(_ready(slots))
 
 
 def _matching(
@@ -62,13 +67,18 @@ def _direct_rows(
     now_ns: int,
     flush: bool,
 ) -> Choice:
-    chosen = _matching(ready, initial, slot_count)
+    # As Triton: the lowest ready slot's shapes lead, and the batch spans every ready slot, a
+    # slot whose next step has other shapes sent as padding this time.
+    ready.sort(key=lambda s: s.index)
+    lead: Any = ready[0].head_shapes(initial)
+    chosen = [s for s in ready if s is ready[0] or s.head_shapes(initial) == lead]
     wanted = settings.minimum_slot_utilization * slot_count
-    if not flush and len(chosen) < wanted:
-        deadline = _deadline(chosen[0], settings)
+    if not flush and len(ready) < wanted:
+        oldest = min(ready, key=lambda s: s.steps[0].enqueued_ns)
+        deadline = _deadline(oldest, settings)
         if now_ns < deadline:
             return None, deadline
-    rows: Rows = [None] * (max(s.index for s in chosen) + 1)
+    rows: Rows = [None] * (ready[-1].index + 1)
     for sequence in chosen:
         rows[sequence.index] = sequence
     return rows, None

@@ -73,6 +73,18 @@ def test_batches_count_rows_and_executions_per_batch_size() -> None:
     )
 
 
+def test_padding_rows_count_in_the_batch_size_not_the_inferences() -> None:
+    # A direct sequence batch [empty slot, empty slot, request]: Triton reports batch size 3.
+    stats = Statistics()
+    stats.model_versions_changed("m", ["1"])
+    stats.batch_executed("m", "1", 1, batch(1, 3, 1), "m_0", padding=2)
+    stats.batch_executed("m", "1", 3, batch(1, 3, 1), "m_0")
+
+    (version,) = stats.snapshot("m", "1")
+    assert (version.inference_count, version.execution_count) == (4, 2)
+    assert [(b.batch_size, b.compute_infer.count) for b in version.batch_stats] == [(3, 2)]
+
+
 def test_last_inference_is_wall_clock_milliseconds() -> None:
     stats = Statistics()
     stats.model_versions_changed("m", ["1"])

@@ -111,7 +111,9 @@ async def run_batch(
     each reported execution had."""
     reported: list[int] = []
 
-    def on_batch(filled: int, compute: Timestamps, instance: str, calls: object) -> None:
+    def on_batch(
+        filled: int, compute: Timestamps, instance: str, calls: object, padding: int
+    ) -> None:
         assert compute.compute_start <= compute.compute_input_end <= compute.compute_end
         reported.append(filled)
 

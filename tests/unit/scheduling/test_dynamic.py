@@ -29,7 +29,9 @@ def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
 async def batcher(
     config: BatchingSettings, *backends: Doubler, executions: list[int] | None = None
 ) -> AsyncIterator[DynamicBatcher]:
-    def on_batch(rows: int, compute: Timestamps, instance: str, calls: object) -> None:
+    def on_batch(
+        rows: int, compute: Timestamps, instance: str, calls: object, padding: int
+    ) -> None:
         assert compute.compute_start <= compute.compute_end
         if executions is not None:
             executions.append(rows)
@@ -341,7 +343,9 @@ def test_a_failing_batch_report_fails_that_batch_and_the_worker_keeps_serving() 
     async def test() -> None:
         failures = iter([True, False])
 
-        def on_batch(rows: int, compute: Timestamps, instance: str, calls: object) -> None:
+        def on_batch(
+            rows: int, compute: Timestamps, instance: str, calls: object, padding: int
+        ) -> None:
             if next(failures, False):
                 raise RuntimeError("observer bug")
 

@@ -53,7 +53,9 @@ def test_a_request_on_an_idle_instance_is_answered_from_its_own_task() -> None:
     async def scenario() -> None:
         delivered_by: list[str] = []
 
-        def on_batch(rows: int, compute: Timestamps, instance: str, calls: object) -> None:
+        def on_batch(
+            rows: int, compute: Timestamps, instance: str, calls: object, padding: int
+        ) -> None:
             task = asyncio.current_task()
             assert task is not None
             delivered_by.append(task.get_name())
@@ -80,7 +82,9 @@ def test_a_worker_whose_instance_is_lent_waits_for_it() -> None:
         backend = Doubler(gate=threading.Event())
         executions: list[int] = []
 
-        def on_batch(rows: int, compute: Timestamps, instance: str, calls: object) -> None:
+        def on_batch(
+            rows: int, compute: Timestamps, instance: str, calls: object, padding: int
+        ) -> None:
             executions.append(rows)
 
         counted = Counted(instances(backend)[0])

@@ -220,6 +220,30 @@ async def test_direct_batch_rows_are_slots_with_control_values() -> None:
 
 
 @synchronous
+async def test_direct_lowest_slot_leads_and_other_shapes_are_padding() -> None:
+    # Triton's rule (qa/L0_sequence_batcher test_ragged_batch): the batch spans every ready slot;
+    # the lowest ready slot's shapes lead, even when a higher slot's step is older.
+    gate = threading.Event()
+    backend = Accumulator(gate)
+    scheduler = batcher(sequence_settings(), backend)
+    first = asyncio.create_task(scheduler.submit(step(1, 1, start=True)))  # slot 0, runs
+    await asyncio.sleep(0.05)  # executing, held by the gate
+    wide = step(2, 2, start=True)  # slot 1, two columns: the oldest step waiting
+    wide.inputs["x"] = np.array([[2, 2]], dtype=np.int32)
+    waiting = [
+        asyncio.create_task(scheduler.submit(wide)),
+        asyncio.create_task(scheduler.submit(step(5, 1, end=True))),  # slot 0
+        asyncio.create_task(scheduler.submit(step(3, 3, start=True, end=True))),  # slot 2
+    ]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, *waiting)
+    assert [b["CORRID"][:, 0].tolist() for b in backend.batches[1:]] == [[1, 0, 3], [0, 2]]
+    assert backend.batches[1]["READY"][:, 0].tolist() == [True, False, True]
+    await scheduler.stop()
+
+
+@synchronous
 async def test_new_sequences_spread_over_instances() -> None:
     backends = Accumulator(), Accumulator()
     scheduler = batcher(sequence_settings(), *backends)
