@@ -122,3 +122,13 @@ def load_from_processes(
     requests = sum(report[0] for report in reports)
     elapsed = max(report[1] for report in reports)
     return Figures(label, requests, elapsed, [ms for report in reports for ms in report[2]])
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement of a side-by-side table: (server, transport, batching, concurrency)."""
+
+    server: str
+    transport: str
+    batching: str
+    concurrency: int

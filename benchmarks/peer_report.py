@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
+from common import Cell
 from peer_checks import Limit
 from peer_clients import PLAIN, Sample
 from peer_servers import TITLES
@@ -22,18 +22,10 @@ COLOURS = {
 }
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One measurement: (server, client/transport, batching, concurrency)."""
-
-    server: str
-    transport: str
-    batching: str
-    concurrency: int
-
-    def label(self) -> str:
-        client = self.transport if self.transport == PLAIN else f"perf_analyzer {self.transport}"
-        return f"{self.server} / {client} / batching {self.batching} / c={self.concurrency}"
+def label(cell: Cell) -> str:
+    """The cell's line in the progress output."""
+    client = cell.transport if cell.transport == PLAIN else f"perf_analyzer {cell.transport}"
+    return f"{cell.server} / {client} / batching {cell.batching} / c={cell.concurrency}"
 
 
 def machine() -> str:

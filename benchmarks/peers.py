@@ -37,10 +37,10 @@ import numpy as np
 import onnxruntime as ort
 
 import peer_servers
-from common import ROOT, write_mlp_repository
+from common import ROOT, Cell, write_mlp_repository
 from peer_checks import check_answers, raw_onnxruntime
 from peer_clients import PERF_ANALYZER_TRANSPORTS, PLAIN, Sample, perf_analyzer, plain_http
-from peer_report import Cell, machine, plot, table
+from peer_report import label, machine, plot, table
 
 PERF_ANALYZER_SERVERS = ("inferd", "triton", "mlserver")
 
@@ -119,7 +119,7 @@ def _measure(
             cell = Cell(server.name, transport, batching, concurrency)
             samples[cell] = sample
             print(
-                f"  {cell.label():<64} {sample.throughput:8.0f}/s  p50 {sample.p50_ms:7.2f} ms"
+                f"  {label(cell):<64} {sample.throughput:8.0f}/s  p50 {sample.p50_ms:7.2f} ms"
                 f"  p99 {sample.p99_ms:7.2f} ms  server CPU {sample.server_cpu:4.2f}"
             )
     return samples

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from common import ROOT, free_port, served, time_calls, write_mlp_repository
+from common import ROOT, Cell, free_port, served, time_calls, write_mlp_repository
 from perf_analyzer_run import TRANSPORTS, run_perf_analyzer
 
 MAX_BATCH = 16
@@ -39,16 +39,6 @@ instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 parameters {{ key: "intra_op_thread_count" value {{ string_value: "1" }} }}
 {batching}
 """
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One measurement: (server, transport, batching, concurrency)."""
-
-    server: str
-    transport: str
-    batching: str
-    concurrency: int
 
 
 @dataclass(frozen=True)
