@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from inferd.metrics.otel_encode import Envelope
 from inferd.metrics.otel_records import Encoding, Record
 
-_log = logging.getLogger("inferd")
+logger = logging.getLogger(__name__)
 
 
 class Sender(Protocol):
@@ -86,11 +86,11 @@ class SpanExport:
                 dropped, self._dropped = self._dropped, 0
                 stopping = self._stopping
             if dropped:
-                _log.warning("OpenTelemetry: span queue full, %d spans dropped", dropped)
+                logger.warning("OpenTelemetry: span queue full, %d spans dropped", dropped)
             try:
                 self._export(records)
             except Exception:  # the thread goes on: the next batch may fare better
-                _log.exception("OpenTelemetry: exporting spans failed")
+                logger.exception("OpenTelemetry: exporting spans failed")
 
     def _export(self, records: list[Record]) -> None:
         spans: list[bytes] = []
@@ -109,9 +109,30 @@ class SpanExport:
 
 def http_sender(endpoint: str | None) -> Sender:
     """The SDK's OTLP/HTTP exporter, sending encoded requests."""
+    import requests
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    exporter = OTLPSpanExporter(endpoint=endpoint)
+    class Session(requests.Session):
+        """Reads the environment's proxies and certificates for a URL once, not at every
+        export (that scan of `os.environ` was most of an export's CPU)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._settings: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> dict[str, Any]:
+            if proxies:
+                return super().merge_environment_settings(url, proxies, stream, verify, cert)
+            key = (url, stream, verify, cert)
+            settings = self._settings.get(key)
+            if settings is None:
+                settings = super().merge_environment_settings(url, {}, stream, verify, cert)
+                self._settings[key] = settings
+            return dict(settings)
+
+    exporter = OTLPSpanExporter(endpoint=endpoint, session=Session())
     client: Any = getattr(exporter, "_client", None)
     if client is None:  # where SDK 1.45 keeps its transport; a later one may move it
         raise RuntimeError("this opentelemetry-exporter-otlp-proto-http has no _client")
