@@ -23,11 +23,12 @@ SERVER = 2
 # Status.code
 STATUS_ERROR = 2
 
-# Span fields 7 and 8 (fixed64 start and end times), then field 16 (fixed32 flags) tag-first.
+# Span fields 7 and 8 (fixed64 start and end times), each after its tag.
 _TIMES = struct.Struct("<BQBQ")
 _FIXED32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
-# Span.flags of a span without a parent or with a local one, and with a remote one.
+# Span.flags (field 16, fixed32) of a span without a parent or with a local one, and with a
+# remote one.
 LOCAL = b"\x85\x01" + _FIXED32.pack(HAS_IS_REMOTE)
 REMOTE = b"\x85\x01" + _FIXED32.pack(HAS_IS_REMOTE | IS_REMOTE)
 _LINK_FLAGS = b"\x35" + _FIXED32.pack(HAS_IS_REMOTE)  # Link.flags of a local span
@@ -90,6 +91,8 @@ def any_value(value: Any) -> bytes:
         return nested(7, value)
     if isinstance(value, Sequence):
         return nested(5, b"".join(nested(1, any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        return nested(6, key_values(1, {str(key): item for key, item in value.items()}))
     return text(1, str(value))
 
 
