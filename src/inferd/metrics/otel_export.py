@@ -11,6 +11,7 @@ the encoded request (`otel_encode.py`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -132,7 +133,13 @@ def http_sender(endpoint: str | None) -> Sender:
                 self._settings[key] = settings
             return dict(settings)
 
-    exporter = OTLPSpanExporter(endpoint=endpoint, session=Session())
+    # A credential provider's session (the SDK's OTEL_PYTHON_EXPORTER_OTLP_HTTP_*CREDENTIAL_
+    # PROVIDER variables) is the SDK's to load, and then used as it is.
+    provided = any(
+        os.environ.get(f"OTEL_PYTHON_EXPORTER_OTLP_HTTP{kind}_CREDENTIAL_PROVIDER")
+        for kind in ("", "_TRACES")
+    )
+    exporter = OTLPSpanExporter(endpoint=endpoint, session=None if provided else Session())
     client: Any = getattr(exporter, "_client", None)
     if client is None:  # where SDK 1.45 keeps its transport; a later one may move it
         raise RuntimeError("this opentelemetry-exporter-otlp-proto-http has no _client")
