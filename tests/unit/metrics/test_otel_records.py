@@ -18,7 +18,7 @@ from inferd.core.tracing import TraceParent
 from inferd.core.types import InferRequest, Timestamps
 from inferd.metrics.otel_context import ParentBased, Sampling, SdkSampling
 from inferd.metrics.otel_encode import Envelope
-from inferd.metrics.otel_export import SpanExport
+from inferd.metrics.otel_export import SpanExport, http_sender
 from inferd.metrics.otel_records import Encoding
 from inferd.metrics.otel_spans import OtelTracing
 from inferd.metrics.triton_trace import TritonTracer
@@ -202,3 +202,26 @@ def test_a_full_queue_drops_what_does_not_fit() -> None:
     assert [s.name for r in sent.requests for s in r] == [
         "execute m", "infer m", "decode", "queue", "encode"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy", "transport"),
+    [
+        ("http://127.0.0.1:4318/v1/traces", "", "Urllib3HTTPTransport"),
+        ("http://collector:4318/v1/traces", "http://proxy:3128", "RequestsHTTPTransport"),
+        ("https://collector:4318/v1/traces", "", "RequestsHTTPTransport"),
+    ],
+)
+def test_plain_http_without_a_proxy_goes_over_urllib3(
+    monkeypatch: pytest.MonkeyPatch, url: str, proxy: str, transport: str
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    if proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    sender = http_sender(url)
+    try:
+        assert type(sender._client._transport).__name__ == transport  # type: ignore[attr-defined]
+    finally:
+        sender.shutdown()
