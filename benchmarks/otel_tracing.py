@@ -30,6 +30,8 @@ def dropping_receiver() -> Iterator[str]:
     """host:port of an OTLP/HTTP endpoint that answers every export and keeps nothing."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept open, as a collector's are
+
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(200)

@@ -1,12 +1,12 @@
 """Where OpenTelemetry spans go: `--trace-config opentelemetry,KEY=VALUE` flags over the
-standard `OTEL_*` variables, and the tracer provider made from them.
+standard `OTEL_*` variables, and the request tracing and span export made from them.
 
 Keys, as Triton's: `url` (the OTLP receiver), `resource=KEY=VALUE` (repeatable),
 `bsp_max_queue_size`, `bsp_schedule_delay` (ms) and `bsp_max_export_batch_size` (the batch span
 processor's); and inferd's `protocol` (`grpc` or `http/protobuf`). What a flag leaves out the
 OpenTelemetry SDK reads from its variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
 `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`,
-`OTEL_TRACES_SAMPLER`, ...). The SDK (the `otel` extra) is imported only to make the provider.
+`OTEL_TRACES_SAMPLER`, ...). The SDK (the `otel` extra) is imported only in this mode.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from urllib.parse import urlsplit
 from inferd.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
-
+    from inferd.metrics.otel_export import Sender, SpanExport
     from inferd.metrics.otel_spans import OtelTracing
     from inferd.metrics.triton_trace import TritonTracer
 
@@ -33,8 +31,15 @@ _PROCESSOR = {
     "bsp_schedule_delay": "schedule_delay_millis",
     "bsp_max_export_batch_size": "max_export_batch_size",
 }
+# The batch setting -> its variable and the SDK's default.
+_VARIABLES = {
+    "max_queue_size": ("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+    "schedule_delay_millis": ("OTEL_BSP_SCHEDULE_DELAY", 5000),
+    "max_export_batch_size": ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+}
 PROTOCOLS = ("grpc", "http/protobuf")
 SERVICE_NAME = "inferd"
+SCOPE = "inferd"  # the instrumentation scope of inferd's spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,37 +96,59 @@ def _positive(value: str, item: str) -> int:
     return number
 
 
-def tracer_provider(settings: OtelSettings) -> tuple[TracerProvider, SpanProcessor]:
-    """A provider exporting spans in batches over OTLP, and its processor; raises
-    `InvalidArgument` without the `otel` extra."""
+def open_tracing(items: Sequence[str], sampler: TritonTracer) -> tuple[OtelTracing, SpanExport]:
+    """Request spans as `--trace-config` says, sampled as `sampler`'s settings say, and their
+    export (its `shutdown` exports what is left); raises `InvalidArgument` without the `otel`
+    extra."""
+    settings = otel_settings(items)
     try:
         from opentelemetry.sdk.resources import SERVICE_NAME as SERVICE
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import DEFAULT_ON
     except ImportError:
         raise InvalidArgument(
             "--trace-config mode=opentelemetry needs the OpenTelemetry SDK: "
             "pip install 'inferd[otel]'"
         ) from None
+    from inferd.metrics.otel_context import ParentBased, SdkSampling
+    from inferd.metrics.otel_encode import Envelope
+    from inferd.metrics.otel_export import SpanExport
+    from inferd.metrics.otel_records import Encoding
+    from inferd.metrics.otel_spans import OtelTracing
+
     resource = Resource.create(settings.resource)
     if str(resource.attributes.get(SERVICE, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE: SERVICE_NAME}))
-    # The sampler comes from OTEL_TRACES_SAMPLER (by default: follow the parent's decision);
-    # which requests get a span at all is the trace settings' call.
+    # Only read for what the SDK's variables set: the sampler (OTEL_TRACES_SAMPLER, by
+    # default: follow the parent's decision) and the ids (OTEL_PYTHON_ID_GENERATOR).
     provider = TracerProvider(resource=resource)
-    given = settings.processor
-    processor = BatchSpanProcessor(
-        _exporter(settings),
-        max_queue_size=given.get("max_queue_size"),
-        schedule_delay_millis=given.get("schedule_delay_millis"),
-        max_export_batch_size=given.get("max_export_batch_size"),
+    ids = provider.id_generator
+    export = SpanExport(
+        _sender(settings),
+        Envelope(resource.attributes, resource.schema_url, SCOPE),
+        Encoding(ids.generate_span_id),
+        **{key: settings.processor.get(key) or _variable(key) for key in _PROCESSOR.values()},
     )
-    provider.add_span_processor(processor)
-    return provider, processor
+    sampling = ParentBased() if provider.sampler is DEFAULT_ON else SdkSampling(provider.sampler)
+    tracing = OtelTracing(
+        export.put, sampler, sampling, ids.generate_trace_id, ids.generate_span_id
+    )
+    return tracing, export
 
 
-def _exporter(settings: OtelSettings) -> SpanExporter:
+def _variable(key: str) -> int:
+    """A batch setting from its `OTEL_BSP_*` variable, else the SDK's default."""
+    name, default = _VARIABLES[key]
+    value = os.environ.get(name, "")
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    return number if number > 0 else default
+
+
+def _sender(settings: OtelSettings) -> Sender:
     protocol = (
         settings.protocol
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -131,21 +158,11 @@ def _exporter(settings: OtelSettings) -> SpanExporter:
     url = settings.url
     if url and "://" not in url:
         url = f"http://{url}"  # Triton's form: host:port/v1/traces
-    from inferd.metrics.otel_encode import LeanGrpcExporter, LeanHttpExporter
+    from inferd.metrics.otel_export import grpc_sender, http_sender
 
     if protocol == "grpc":
         if not url:
-            return LeanGrpcExporter()
+            return grpc_sender(None, None)
         parts = urlsplit(url)  # gRPC has no path: the service names the method
-        return LeanGrpcExporter(endpoint=parts.netloc, insecure=parts.scheme != "https")
-    return LeanHttpExporter(endpoint=url or None)
-
-
-def open_tracing(items: Sequence[str], sampler: TritonTracer) -> tuple[OtelTracing, TracerProvider]:
-    """Request spans as `--trace-config` says, sampled as `sampler`'s settings say, and their
-    provider (its `shutdown` exports what is left)."""
-    provider, processor = tracer_provider(otel_settings(items))
-    from inferd.metrics.otel_finished import FinishedSpans
-    from inferd.metrics.otel_spans import OtelTracing
-
-    return OtelTracing(FinishedSpans(provider, processor), sampler), provider
+        return grpc_sender(parts.netloc, parts.scheme != "https")
+    return http_sender(url or None)

@@ -1,6 +1,10 @@
-"""inferd's OTLP encoding carries what the SDK's does, for every kind of span inferd makes."""
+"""inferd's OTLP bytes carry what the SDK's encoder sends, for every kind of span inferd makes:
+the same spans described once, encoded by `otel_encode` and by the SDK, decode alike."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -10,57 +14,140 @@ pytest.importorskip("opentelemetry.exporter.otlp.proto.common")
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-    InMemorySpanExporter,
-)
-from opentelemetry.trace.propagation.tracecontext import (
-    TraceContextTextMapPropagator,
-)
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.status import Status
 
-from inferd.metrics.otel_encode import encode
-from inferd.metrics.otel_finished import FinishedSpans
+from inferd.metrics import otel_encode as wire
+
+RESOURCE = {"service.name": "t", "n": 3, "on": True}
+TRACE, CLIENT_TRACE = 0x0123456789ABCDEF0123456789ABCDEF, int("ab" * 16, 16)
 
 
-def made_spans() -> list[ReadableSpan]:
-    """A request continuing a client's trace (with tracestate), failed; a decode under it; a
-    batch execution with attributes of every kind, events and links; a root span made by the
-    SDK's tracer."""
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider = TracerProvider(resource=Resource({"service.name": "t", "n": 3}))
-    provider.add_span_processor(processor)
-    carrier = {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "tracestate": "k=v"}
-    client = TraceContextTextMapPropagator().extract(carrier)
-    finished = FinishedSpans(provider, processor)
-    kind = trace.SpanKind.SERVER
-    context, parent, attributes = finished.open("infer m", client, kind, {"model_name": "m"})
-    finished.add("decode", context, 10, 20)
-    batch = {"s": "x", "i": 8, "f": 0.5, "b": True, "l": ["a", "b"]}
-    links = [trace.Link(context), trace.Link(context)]
-    finished.add("execute m", context, 30, 40, batch, links, [("E", 35)])
-    status = Status(trace.StatusCode.ERROR, "BACKEND")
-    finished.record("infer m", context, parent, 5, 50, attributes, kind=kind, status=status)
-    provider.get_tracer("inferd").start_span("root").end()
-    return list(exporter.get_finished_spans())
+@dataclass
+class Described:
+    """A span as both encoders are given it."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent: int = 0
+    remote_parent: bool = False
+    state: str = ""
+    server: bool = False
+    start: int = 10
+    end: int = 20
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, int]] = field(default_factory=list)
+    links: list[tuple[int, int]] = field(default_factory=list)
+    error: str = ""
+
+    def inferd(self) -> bytes:
+        trace_id = self.trace_id.to_bytes(16, "big")
+        parent = self.parent.to_bytes(8, "big") if self.parent else None
+        rest = wire.attributes(self.attributes)
+        rest += b"".join(wire.event(name, at) for name, at in self.events)
+        rest += b"".join(
+            wire.link(t.to_bytes(16, "big"), s.to_bytes(8, "big")) for t, s in self.links
+        )
+        rest += wire.error(self.error) if self.error else b""
+        return wire.span(
+            wire.trace_head(trace_id, wire.trace_state(self.state)),
+            wire.span_ids(self.span_id.to_bytes(8, "big"), parent),
+            wire.name_and_kind(self.name, wire.SERVER if self.server else wire.INTERNAL),
+            self.start,
+            self.end,
+            rest,
+            wire.REMOTE if self.remote_parent else wire.LOCAL,
+        )
+
+    def sdk(self, resource: Resource) -> ReadableSpan:
+        state = trace.TraceState.from_header([self.state]) if self.state else None
+        sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        context = trace.SpanContext(self.trace_id, self.span_id, False, sampled, state)
+        parent = None
+        if self.parent:
+            parent = trace.SpanContext(self.trace_id, self.parent, self.remote_parent, sampled)
+        links = [trace.Link(trace.SpanContext(t, s, False, sampled)) for t, s in self.links]
+        return ReadableSpan(
+            self.name,
+            context,
+            parent,
+            resource,
+            self.attributes,
+            [Event(name, timestamp=at) for name, at in self.events],
+            links,
+            trace.SpanKind.SERVER if self.server else trace.SpanKind.INTERNAL,
+            status=Status(trace.StatusCode.ERROR, self.error) if self.error else Status(),
+            start_time=self.start,
+            end_time=self.end,
+            instrumentation_scope=InstrumentationScope("inferd"),
+        )
+
+
+SPANS = [
+    # A request continuing a client's trace (with tracestate), failed.
+    Described(
+        "infer m",
+        CLIENT_TRACE,
+        7,
+        parent=int("cd" * 8, 16),
+        remote_parent=True,
+        state="k=v,a=b",
+        server=True,
+        start=5,
+        end=50,
+        attributes={"model_name": "m", "request_id": "", "model_version": "1"},
+        error="BACKEND",
+    ),
+    Described("decode", CLIENT_TRACE, 8, parent=7, state="k=v,a=b"),
+    # A batch execution with attributes of every kind, events and links.
+    Described(
+        "execute m",
+        TRACE,
+        9,
+        parent=1,
+        start=30,
+        end=40,
+        attributes={
+            "s": "x" * 300,
+            "i": 8,
+            "neg": -3,
+            "f": 0.5,
+            "b": False,
+            "l": ["a", "b"],
+            "kv": {"k": 1},
+        },
+        events=[("COMPUTE_INPUT_END", 35), ("COMPUTE_OUTPUT_START", 37)],
+        links=[(TRACE, 1), (CLIENT_TRACE, 7)],
+    ),
+    Described("infer root", TRACE, 1, start=2**62, end=2**63 - 1),  # a root span
+]
 
 
 def spans_of(message: object) -> list[dict[str, object]]:
-    """Each span as a dict, an empty status left out (the SDK sends one, inferd does not)."""
+    """Each span as a dict with its resource, scope and schema, an empty status left out (the
+    SDK sends one, inferd does not)."""
     spans = []
     for resource_spans in MessageToDict(message)["resourceSpans"]:
         for scope_spans in resource_spans["scopeSpans"]:
             for span in scope_spans["spans"]:
                 if span.get("status") == {}:
                     del span["status"]
-                spans.append({**span, "resource": resource_spans["resource"]})
+                span["resource"] = resource_spans["resource"]
+                span["schemaUrl"] = resource_spans.get("schemaUrl")
+                span["scope"] = scope_spans["scope"]
+                spans.append(span)
     return spans
 
 
-def test_inferd_encodes_spans_as_the_sdk_does() -> None:
-    spans = made_spans()
-    assert len(spans) == 4
-    assert spans_of(encode(spans)) == spans_of(encode_spans(spans))
+@pytest.mark.parametrize("schema_url", ["", "https://opentelemetry.io/schemas/1.21.0"])
+def test_inferd_encodes_spans_as_the_sdk_does(schema_url: str) -> None:
+    resource = Resource(RESOURCE, schema_url)
+    envelope = wire.Envelope(resource.attributes, resource.schema_url, "inferd")
+    ours = ExportTraceServiceRequest.FromString(envelope.request(s.inferd() for s in SPANS))
+    theirs = encode_spans([s.sdk(resource) for s in SPANS])
+    assert len(spans_of(ours)) == len(SPANS)
+    assert spans_of(ours) == spans_of(theirs)
