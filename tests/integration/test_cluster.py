@@ -55,6 +55,32 @@ class InferdModel:
 """
 
 
+# Answers when it ran and in which process: whether two hosts' batches overlapped.
+SPAN = """
+import os
+import time
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        start = time.time()
+        time.sleep(0.3)
+        span = [start, time.time(), os.getpid()]
+        return {"SPAN": np.array([span] * len(batch.inputs["INPUT"]), np.float64)}
+"""
+# Two hosts on two nodes, each needing the one copy of a per-device resource: with the limiter
+# on, CPU 0 of each node is a pool of its own, so both hosts run at once.
+LIMITED = (
+    'name: "limited" backend: "python" max_batch_size: 8\n'
+    'input [ { name: "INPUT", data_type: TYPE_FP32, dims: [ 4 ] } ]\n'
+    'output [ { name: "SPAN", data_type: TYPE_FP64, dims: [ 3 ] } ]\n'
+    'instance_group [ { count: 2, kind: KIND_CPU, rate_limiter { resources [ { name: "R", '
+    "count: 1 } ] } } ]\n"
+    'parameters { key: "inferd.cluster.placement" value: { string_value: "STRICT_SPREAD" } }\n'
+    + NOT_HERE
+)
+
+
 def _io(name: str, extra: str) -> str:
     return (
         f'name: "{name}" backend: "python" max_batch_size: 8\n'
@@ -103,6 +129,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
           _io("slow", "dynamic_batching { max_queue_delay_microseconds: 20000 }\n"
               "instance_group [ { count: 2, kind: KIND_CPU } ]\n" + NOT_HERE))  # fmt: skip
     write(root, "writer", WRITER, _io("writer", NOT_HERE))
+    write(root, "limited", SPAN, LIMITED)
     # A GPU group on a cluster without GPUs: it cannot be placed.
     _copy("simple", root, name="on_gpu")
     config = root / "on_gpu" / "config.pbtxt"
@@ -116,6 +143,7 @@ def server(cluster: LocalRayCluster, repository: Path) -> Iterator[RunningServer
         repository,
         "--cluster", cluster.address,
         "--cluster-placement-timeout", "3",
+        "--rate-limit", "execution_count",
         "--no-strict-readiness",
         timeout=180,
     ) as running:  # fmt: skip
@@ -211,6 +239,30 @@ def test_remote_instances_run_formed_batches(server: RunningServer) -> None:
     stats = client.get_inference_statistics("slow")["model_stats"][0]
     assert stats["inference_count"] == 48
     assert stats["execution_count"] < 48  # some batches held several requests
+    client.close()
+
+
+def test_rate_limiter_pools_are_per_node(server: RunningServer) -> None:
+    """Each host needs the one copy of R on its device 0; the hosts are on two nodes, so
+    their batches overlap (one pool for both would run them strictly in turn)."""
+    placed = placed_instances(server.log_text())
+    nodes = {placed[name][0] for name in ("limited_0_0", "limited_0_1")}
+    assert len(nodes) == 2
+    # As many requests as the hosts' slots (two batches in flight each), so both hosts get work.
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=4)
+    value = np.ones((1, 4), np.float32)
+    spans: list[np.ndarray] = []
+    for _ in range(5):  # a round can miss by chance when one request reaches the server late
+        pending = [client.async_infer("limited", _fp32(httpclient, value)) for _ in range(4)]
+        spans = [request.get_result().as_numpy("SPAN")[0] for request in pending]
+        if any(
+            pid_a != pid_b and start_a < end_b and start_b < end_a
+            for start_a, end_a, pid_a in spans
+            for start_b, end_b, pid_b in spans
+        ):
+            break
+    else:
+        pytest.fail(f"the two hosts never ran at once: {spans}")
     client.close()
 
 

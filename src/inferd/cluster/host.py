@@ -44,13 +44,14 @@ class HostSpec:
 
 @dataclass(frozen=True, slots=True)
 class HostStart:
-    """Where a host runs, which start of it this is, and why its instance failed to load
-    ("" when it did not)."""
+    """Where a host runs, which start of it this is, why its instance failed to load ("" when
+    it did not), and the GPUs Ray gave it, as the node numbers them."""
 
     node_id: str
     pid: int
     incarnation: str
     failure: str
+    gpu_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,9 @@ class InstanceHost:
         import ray
 
         self._name = spec.instance
-        self._node_id = ray.get_runtime_context().get_node_id()
+        context = ray.get_runtime_context()
+        self._node_id = context.get_node_id()
+        self._gpu_ids = tuple(context.get_accelerator_ids().get("GPU", ()))
         self._node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         self._loaded: LoadedModel | None = None
         self._instance: BackendInstance | None = None
@@ -91,7 +94,9 @@ class InstanceHost:
             self._failure = f"{type(exc).__name__}: {exc}"
 
     def started(self) -> HostStart:
-        return HostStart(self._node_id, os.getpid(), self._incarnation, self._failure)
+        return HostStart(
+            self._node_id, os.getpid(), self._incarnation, self._failure, self._gpu_ids
+        )
 
     def execute(
         self,
