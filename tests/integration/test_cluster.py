@@ -25,7 +25,13 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.model_files import write
-from tests.integration.ray_cluster import LocalRayCluster, placed_instances, ray_cluster
+from tests.integration.ray_cluster import (
+    SPAN_MODEL,
+    LocalRayCluster,
+    hosts_ran_at_once,
+    placed_instances,
+    ray_cluster,
+)
 from tests.integration.server import RunningServer, running_server
 
 # A Ray cluster, a server whose models start a dozen host processes, then kills and restarts:
@@ -55,19 +61,6 @@ class InferdModel:
 """
 
 
-# Answers when it ran and in which process: whether two hosts' batches overlapped.
-SPAN = """
-import os
-import time
-import numpy as np
-
-class InferdModel:
-    def execute(self, batch):
-        start = time.time()
-        time.sleep(0.3)
-        span = [start, time.time(), os.getpid()]
-        return {"SPAN": np.array([span] * len(batch.inputs["INPUT"]), np.float64)}
-"""
 # Two hosts on two nodes, each needing the one copy of a per-device resource: with the limiter
 # on, CPU 0 of each node is a pool of its own, so both hosts run at once.
 LIMITED = (
@@ -129,7 +122,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
           _io("slow", "dynamic_batching { max_queue_delay_microseconds: 20000 }\n"
               "instance_group [ { count: 2, kind: KIND_CPU } ]\n" + NOT_HERE))  # fmt: skip
     write(root, "writer", WRITER, _io("writer", NOT_HERE))
-    write(root, "limited", SPAN, LIMITED)
+    write(root, "limited", SPAN_MODEL, LIMITED)
     # A GPU group on a cluster without GPUs: it cannot be placed.
     _copy("simple", root, name="on_gpu")
     config = root / "on_gpu" / "config.pbtxt"
@@ -249,21 +242,7 @@ def test_rate_limiter_pools_are_per_node(server: RunningServer) -> None:
     nodes = {placed[name][0] for name in ("limited_0_0", "limited_0_1")}
     assert len(nodes) == 2
     # As many requests as the hosts' slots (two batches in flight each), so both hosts get work.
-    client = httpclient.InferenceServerClient(server.http_url, concurrency=4)
-    value = np.ones((1, 4), np.float32)
-    spans: list[np.ndarray] = []
-    for _ in range(5):  # a round can miss by chance when one request reaches the server late
-        pending = [client.async_infer("limited", _fp32(httpclient, value)) for _ in range(4)]
-        spans = [request.get_result().as_numpy("SPAN")[0] for request in pending]
-        if any(
-            pid_a != pid_b and start_a < end_b and start_b < end_a
-            for start_a, end_a, pid_a in spans
-            for start_b, end_b, pid_b in spans
-        ):
-            break
-    else:
-        pytest.fail(f"the two hosts never ran at once: {spans}")
-    client.close()
+    hosts_ran_at_once(server.http_url, "limited", 4)
 
 
 def _metric_samples(server: RunningServer, name: str) -> dict[str, float]:
