@@ -34,9 +34,12 @@ class LocalRayCluster:
         address: str = self.cluster.address
         return address
 
-    def add_worker(self, **resources: float) -> Any:
+    def add_worker(self, num_gpus: int = 0, **resources: float) -> Any:
+        """A worker node; `num_gpus` are logical GPUs (Ray hands them out, and sets each
+        actor's CUDA_VISIBLE_DEVICES, without a device behind them)."""
         return self.cluster.add_node(
             num_cpus=8,
+            num_gpus=num_gpus,
             resources=resources,
             object_store_memory=OBJECT_STORE_BYTES,
             node_ip_address="127.0.0.1",
@@ -74,3 +77,45 @@ def placed_instances(log: str) -> dict[str, tuple[str, int]]:
     """Remote instance name -> (node id, host pid), from a server's log (the latest line
     for each, as a restarted host logs nothing new)."""
     return {name: (node, int(pid)) for name, node, pid in PLACED.findall(log)}
+
+
+# A Python model that answers when its batch ran and in which process, so a test can tell
+# whether two hosts ran at once: its output SPAN is [start, end, pid] per row (FP64, dims [3]),
+# from an INPUT of FP32 [4].
+SPAN_MODEL = """
+import os
+import time
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        start = time.time()
+        time.sleep(0.3)
+        span = [start, time.time(), os.getpid()]
+        return {"SPAN": np.array([span] * len(batch.inputs["INPUT"]), np.float64)}
+"""
+
+
+def hosts_ran_at_once(url: str, model: str, requests: int) -> list[Any]:
+    """Sends `requests` requests to a SPAN_MODEL at once, up to 5 times, until two of them
+    ran at once in two processes; the spans of the last round, or AssertionError."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url, concurrency=requests)
+    spans: list[Any] = []
+    try:
+        for _ in range(5):  # a round can miss by chance when one request reaches it late
+            value = httpclient.InferInput("INPUT", [1, 4], "FP32")
+            value.set_data_from_numpy(np.ones((1, 4), np.float32))
+            pending = [client.async_infer(model, [value]) for _ in range(requests)]
+            spans = [request.get_result().as_numpy("SPAN")[0] for request in pending]
+            if any(
+                pid_a != pid_b and start_a < end_b and start_b < end_a
+                for start_a, end_a, pid_a in spans
+                for start_b, end_b, pid_b in spans
+            ):
+                return spans
+    finally:
+        client.close()
+    raise AssertionError(f"no two hosts of '{model}' ever ran at once: {spans}")

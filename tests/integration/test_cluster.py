@@ -25,7 +25,13 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.model_files import write
-from tests.integration.ray_cluster import LocalRayCluster, placed_instances, ray_cluster
+from tests.integration.ray_cluster import (
+    SPAN_MODEL,
+    LocalRayCluster,
+    hosts_ran_at_once,
+    placed_instances,
+    ray_cluster,
+)
 from tests.integration.server import RunningServer, running_server
 
 # A Ray cluster, a server whose models start a dozen host processes, then kills and restarts:
@@ -53,6 +59,19 @@ class InferdModel:
         data += 1
         return {"OUTPUT": data}
 """
+
+
+# Two hosts on two nodes, each needing the one copy of a per-device resource: with the limiter
+# on, CPU 0 of each node is a pool of its own, so both hosts run at once.
+LIMITED = (
+    'name: "limited" backend: "python" max_batch_size: 8\n'
+    'input [ { name: "INPUT", data_type: TYPE_FP32, dims: [ 4 ] } ]\n'
+    'output [ { name: "SPAN", data_type: TYPE_FP64, dims: [ 3 ] } ]\n'
+    'instance_group [ { count: 2, kind: KIND_CPU, rate_limiter { resources [ { name: "R", '
+    "count: 1 } ] } } ]\n"
+    'parameters { key: "inferd.cluster.placement" value: { string_value: "STRICT_SPREAD" } }\n'
+    + NOT_HERE
+)
 
 
 def _io(name: str, extra: str) -> str:
@@ -103,6 +122,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
           _io("slow", "dynamic_batching { max_queue_delay_microseconds: 20000 }\n"
               "instance_group [ { count: 2, kind: KIND_CPU } ]\n" + NOT_HERE))  # fmt: skip
     write(root, "writer", WRITER, _io("writer", NOT_HERE))
+    write(root, "limited", SPAN_MODEL, LIMITED)
     # A GPU group on a cluster without GPUs: it cannot be placed.
     _copy("simple", root, name="on_gpu")
     config = root / "on_gpu" / "config.pbtxt"
@@ -116,6 +136,7 @@ def server(cluster: LocalRayCluster, repository: Path) -> Iterator[RunningServer
         repository,
         "--cluster", cluster.address,
         "--cluster-placement-timeout", "3",
+        "--rate-limit", "execution_count",
         "--no-strict-readiness",
         timeout=180,
     ) as running:  # fmt: skip
@@ -212,6 +233,16 @@ def test_remote_instances_run_formed_batches(server: RunningServer) -> None:
     assert stats["inference_count"] == 48
     assert stats["execution_count"] < 48  # some batches held several requests
     client.close()
+
+
+def test_rate_limiter_pools_are_per_node(server: RunningServer) -> None:
+    """Each host needs the one copy of R on its device 0; the hosts are on two nodes, so
+    their batches overlap (one pool for both would run them strictly in turn)."""
+    placed = placed_instances(server.log_text())
+    nodes = {placed[name][0] for name in ("limited_0_0", "limited_0_1")}
+    assert len(nodes) == 2
+    # As many requests as the hosts' slots (two batches in flight each), so both hosts get work.
+    hosts_ran_at_once(server.http_url, "limited", 4)
 
 
 def _metric_samples(server: RunningServer, name: str) -> dict[str, float]:

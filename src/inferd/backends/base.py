@@ -50,8 +50,11 @@ class DeviceKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Device:
+    """`node`: the cluster node that holds the device (an opaque id); "" on this machine."""
+
     kind: DeviceKind
     index: int = 0
+    node: str = ""
 
     def __str__(self) -> str:
         return self.kind.value if self.kind is DeviceKind.CPU else f"{self.kind.value}:{self.index}"

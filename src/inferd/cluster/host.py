@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 import resource
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device, LoadedModel
+from inferd.backends.base import BackendInstance, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.cluster.files import cached_version, unpack_version
+from inferd.cluster.wire import PackedAnswer, PackedBatch, pack_answer, unpack_batch
 from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
-from inferd.core.types import Array
 from inferd.instances.instance import run_batch
 
 
@@ -44,13 +44,14 @@ class HostSpec:
 
 @dataclass(frozen=True, slots=True)
 class HostStart:
-    """Where a host runs, which start of it this is, and why its instance failed to load
-    ("" when it did not)."""
+    """Where a host runs, which start of it this is, why its instance failed to load ("" when
+    it did not), and the GPUs Ray gave it, as the node numbers them."""
 
     node_id: str
     pid: int
     incarnation: str
     failure: str
+    gpu_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,9 @@ class InstanceHost:
         import ray
 
         self._name = spec.instance
-        self._node_id = ray.get_runtime_context().get_node_id()
+        context = ray.get_runtime_context()
+        self._node_id = context.get_node_id()
+        self._gpu_ids = tuple(context.get_accelerator_ids().get("GPU", ()))
         self._node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         self._loaded: LoadedModel | None = None
         self._instance: BackendInstance | None = None
@@ -91,17 +94,15 @@ class InstanceHost:
             self._failure = f"{type(exc).__name__}: {exc}"
 
     def started(self) -> HostStart:
-        return HostStart(self._node_id, os.getpid(), self._incarnation, self._failure)
+        return HostStart(
+            self._node_id, os.getpid(), self._incarnation, self._failure, self._gpu_ids
+        )
 
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> tuple[BatchOutputs, int, str]:
+    def execute(self, batch: PackedBatch) -> PackedAnswer:
         """The batch's outputs, how long the backend took (ns; clocks differ by node), and
-        this start's incarnation."""
-        # Arrays from the object store are read-only; a backend may write into its inputs.
+        this start's incarnation, packed."""
+        inputs, output_names, requests = unpack_batch(batch)
+        # Arrays that crossed are read-only; a backend may write into its inputs.
         owned = {
             name: array if array.flags.writeable else np.array(array)
             for name, array in inputs.items()
@@ -109,7 +110,7 @@ class InstanceHost:
         assert self._instance is not None  # the placer never sends work to a failed host
         result = run_batch(self._instance, self._name, owned, output_names, requests)
         elapsed = result.compute_end_ns - result.compute_start_ns
-        return result.outputs, elapsed, self._incarnation
+        return pack_answer(result.outputs, elapsed, self._incarnation)
 
     def usage(self) -> HostUsage:
         return HostUsage(self._node_id, self._node_ip, os.getpid(), _rss(), _device_memory())

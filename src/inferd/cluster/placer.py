@@ -125,7 +125,7 @@ class RayPlacer:
                     remote = self._start_host(group, reserved, index, files, peers, counters)
                     hosts.append(remote)
                     placement.add(remote[0])
-                _wait_started(config.name, hosts)
+                _wait_started(config.name, hosts, self._ingress_node)
         except BaseException:
             placement.close()
             raise
@@ -255,7 +255,7 @@ def _bundle_nodes(reserved: Any) -> list[str]:
     return [table[index] for index in sorted(table)]
 
 
-def _wait_started(model: str, hosts: list[tuple[RemoteInstance, Any]]) -> None:
+def _wait_started(model: str, hosts: list[tuple[RemoteInstance, Any]], ingress_node: str) -> None:
     import ray
 
     for instance, started in hosts:
@@ -264,6 +264,7 @@ def _wait_started(model: str, hosts: list[tuple[RemoteInstance, Any]]) -> None:
             raise Unavailable(
                 f"instance {instance.name} failed to load on its node: {start.failure}"
             )
+        instance.device = _node_device(instance.device, start, ingress_node)
         instance.counters.node = start.node_id
         instance.incarnation = start.incarnation
         logger.info(
@@ -273,6 +274,18 @@ def _wait_started(model: str, hosts: list[tuple[RemoteInstance, Any]]) -> None:
             start.node_id,
             start.pid,
         )
+
+
+def _node_device(device: Device, start: HostStart, ingress_node: str) -> Device:
+    """The device a host's instance runs on, as the rate limiter keys it: the node's own GPU
+    number (the host sees it as GPU 0), on its node ("" for the ingress's, whose devices the
+    in-process instances share). A GPU id that is not a number (a MIG UUID) counts as 0, so
+    such devices of one node share a pool: stricter, never looser."""
+    index = 0
+    if device.kind is DeviceKind.GPU and start.gpu_ids and start.gpu_ids[0].isdigit():
+        index = int(start.gpu_ids[0])
+    node = "" if start.node_id == ingress_node else start.node_id
+    return Device(device.kind, index, node)
 
 
 def _free_resources() -> dict[str, float]:

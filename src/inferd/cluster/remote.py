@@ -2,8 +2,9 @@
 actor.
 
 One actor call per formed batch: the inputs go by value (Ray moves large arrays through its
-object store) and the outputs come back by value. Two batches may be in flight at once, so the
-next batch crosses the network while the current one runs.
+object store) and the outputs come back by value, both packed so that Ray need not pickle
+small ones (`wire.py`). Two batches may be in flight at once, so the next batch crosses the
+network while the current one runs.
 
 When its host dies (its process killed, its node lost), Ray restarts it; the batches it held
 are not re-run by Ray (`max_task_retries=0`: a stateful model must not see a step twice).
@@ -25,6 +26,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from inferd.backends.base import BatchRequest, Device
 from inferd.cluster.telemetry import BatchCounters, ClusterTelemetry
+from inferd.cluster.wire import pack_batch, unpack_answer
 from inferd.core.errors import InferdError, InstanceLost, ModelExecutionError, Unavailable
 from inferd.core.types import Array
 from inferd.instances.instance import ExecutionResult, Instance
@@ -97,15 +99,14 @@ class RemoteInstance:
         """One run on this instance's host, with no recovery."""
         start = time.monotonic_ns()
         try:
-            outputs, compute_ns, incarnation = await self.host.execute.remote(
-                dict(inputs), list(output_names), [request.portable() for request in requests]
-            )
+            answer = await self.host.execute.remote(pack_batch(inputs, output_names, requests))
         except RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, InferdError):
                 raise cause from None
             raise ModelExecutionError(f"instance {self.name} failed: {cause}") from None
         end = time.monotonic_ns()
+        outputs, compute_ns, incarnation = unpack_answer(answer)
         if incarnation != self.incarnation:
             known, self.incarnation = self.incarnation, incarnation
             if known:  # "" once its loss was reported: the restart is no news then

@@ -3,7 +3,9 @@ while the resources its group names are free, across the instances of every mode
 
 A group asks, per instance, for counts of named resources (`instance_group [{ rate_limiter {
 resources [{ name, count, global }] priority } }]`). A resource is per device (each GPU has
-its own copies; CPU instances count as device 0, as in Triton) unless `global`. The copies
+its own copies; CPU instances count as device 0, as in Triton) unless `global`. On a cluster
+each node's devices are its own: a device elsewhere is keyed by its node too, so GPU 0 of two
+nodes are two pools (a `DEVICE` of the flag below names that index on every node). The copies
 available are what `--rate-limit-resource NAME:COUNT[:DEVICE]` gives (no DEVICE: every
 device); without any such flag, the largest count a loaded instance asks for, so that every
 instance can run. With the flags, a resource they leave out has no copies, and a model that
@@ -42,8 +44,11 @@ from inferd.core.model_config import ModelInstanceGroup
 from inferd.core.types import Array
 from inferd.instances.instance import ExecutionResult, Instance
 
-GLOBAL: Final = -1  # the pool of global resources; a device's pool is its index (>= 0)
-Pool = tuple[int, str]  # (GLOBAL or a device index, resource name)
+GLOBAL: Final = -1  # the pool of global resources
+# Where a pool is: GLOBAL, a device of this machine (its index, >= 0), or one on another
+# cluster node (node, index).
+Place = int | tuple[str, int]
+Pool = tuple[Place, str]  # (place, resource name)
 Needs = tuple[tuple[Pool, int], ...]  # what one execution of an instance holds
 
 
@@ -146,9 +151,9 @@ class RateLimiter:
         for need in needs:
             for pool, count in need:
                 largest[pool] = max(largest.get(pool, 0), count)
-        global_names = {name for device, name in largest if device == GLOBAL}
-        for device, name in largest:
-            if device != GLOBAL and name in global_names:
+        global_names = {name for place, name in largest if place == GLOBAL}
+        for place, name in largest:
+            if place != GLOBAL and name in global_names:
                 raise InvalidArgument(
                     f'Resource "{name}" is present as both global and device-specific '
                     "resource in the model configuration."
@@ -167,7 +172,8 @@ class RateLimiter:
 
     def _given(self, pool: Pool) -> int:
         """The copies the server's flags give a pool (a global one: its largest, any device)."""
-        device, name = pool
+        place, name = pool
+        device = place[1] if isinstance(place, tuple) else place
         return max(
             (
                 resource.count
@@ -259,10 +265,11 @@ class RateLimiter:
 
 
 def _needs(device: Device, group: ModelInstanceGroup) -> Needs:
+    place: Place = (device.node, device.index) if device.node else device.index
     return tuple(
         {
             # `global` is a Python keyword, so the field is read by name.
-            (GLOBAL if getattr(resource, "global") else device.index, resource.name): resource.count
+            (GLOBAL if getattr(resource, "global") else place, resource.name): resource.count
             for resource in group.rate_limiter.resources
             if resource.count > 0
         }.items()

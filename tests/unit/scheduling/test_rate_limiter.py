@@ -66,6 +66,11 @@ def gpu(index: int, name: str = "g") -> Idle:
     return Idle(name, Device(DeviceKind.GPU, index))
 
 
+def remote_gpu(node: str, index: int = 0, name: str = "r") -> Idle:
+    """A GPU instance on another cluster node, as the cluster's placer describes it."""
+    return Idle(name, Device(DeviceKind.GPU, index, node))
+
+
 def gate(limiter: RateLimiter, instance: Instance, resources: str, priority: int = 0) -> Gate:
     [registered] = limiter.register([(instance, group(resources, priority))]).instances
     assert isinstance(registered, Gate)
@@ -167,6 +172,51 @@ def test_unregistering_shrinks_the_copies_to_the_needs_left() -> None:
     assert dict(limiter.copies) == {(0, "R"): 1}
     small.close()
     assert dict(limiter.copies) == {}
+
+
+def test_each_cluster_nodes_devices_have_their_own_pools() -> None:
+    limiter = RateLimiter()
+    needs = '{ name: "R" count: 1 }, { name: "G" global: true count: 1 }'
+    gate(limiter, gpu(0), needs)
+    gate(limiter, remote_gpu("node-a"), needs)
+    gate(limiter, remote_gpu("node-b"), needs)
+    gate(limiter, remote_gpu("node-b", 1), needs)
+    assert dict(limiter.copies) == {
+        (0, "R"): 1,
+        (("node-a", 0), "R"): 1,
+        (("node-b", 0), "R"): 1,
+        (("node-b", 1), "R"): 1,
+        (GLOBAL, "G"): 1,
+    }
+
+
+def test_a_server_flags_device_names_that_index_on_every_node() -> None:
+    limiter = RateLimiter([ServerResource("R", 3, 1), ServerResource("R", 2, 0)])
+    gate(limiter, remote_gpu("node-a", 1), '{ name: "R" count: 1 }')
+    gate(limiter, remote_gpu("node-b", 0), '{ name: "R" count: 1 }')
+    assert dict(limiter.copies) == {(("node-a", 1), "R"): 3, (("node-b", 0), "R"): 2}
+
+
+def test_gpu_0_of_two_nodes_runs_at_once_and_of_one_node_in_turn() -> None:
+    async def test() -> None:
+        limiter = RateLimiter([ServerResource("R", 1)])
+        needs = '{ name: "R" count: 1 }'
+        on_a = gate(limiter, remote_gpu("node-a", name="a"), needs)
+        on_b = gate(limiter, remote_gpu("node-b", name="b"), needs)
+        also_on_a = gate(limiter, remote_gpu("node-a", name="a2"), needs)
+        assert limiter.try_acquire(on_a) and limiter.try_acquire(on_b)
+        assert not limiter.try_acquire(also_on_a)
+        assert limiter.allocated((("node-a", 0), "R")) == 1
+        assert limiter.allocated((("node-b", 0), "R")) == 1
+        [blocked] = waiting(limiter, also_on_a)
+        limiter.release(on_b)
+        await settle()
+        assert not blocked.done()
+        limiter.release(on_a)
+        await settle()
+        assert blocked.done()
+
+    run(test)
 
 
 @pytest.mark.parametrize("text", ["R", "R:x", ":1", "R:1:2:3", "R:-1", "R:1:-2"])
