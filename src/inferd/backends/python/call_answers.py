@@ -19,7 +19,7 @@ from inferd.backends.python.protocol import (
     CancelCall,
     WireError,
 )
-from inferd.core.calls import ModelCalls
+from inferd.core.calls import ModelCalls, ResponseStream
 from inferd.core.errors import InferdError, Internal, Unavailable
 from inferd.core.tracing import TraceParent
 from inferd.core.types import InferResponse
@@ -38,6 +38,7 @@ class CallAnswerer:
         self._from_worker = from_worker
         self._to_worker = to_worker
         self._running: dict[int, Future[InferResponse]] = {}  # by key, until answered
+        self._streams: dict[int, ResponseStream] = {}  # by key, until they end
         # The traced span of the batch the worker runs, which its calls go under.
         self.calls_parent: TraceParent | None = None
 
@@ -48,8 +49,14 @@ class CallAnswerer:
         if self._calls is None:
             self._answer(call.key, error=Unavailable("this server lends no model calls"))
         elif call.stream:
+            try:
+                stream = self._calls.stream(call.request)
+            except InferdError as exc:
+                self._answer(call.key, error=exc)
+                return
+            self._streams[call.key] = stream
             threading.Thread(
-                target=self._stream, args=(self._calls, call), name="bls-stream", daemon=True
+                target=self._stream, args=(call.key, stream), name="bls-stream", daemon=True
             ).start()
         else:
             try:
@@ -61,11 +68,14 @@ class CallAnswerer:
             future.add_done_callback(functools.partial(self._answered, call.key))
 
     def cancel(self, given_up: CancelCall) -> None:
-        """The worker stopped waiting for a call: the engine cancels its request (dequeued,
-        or flagged to its model), which then answers as cancelled."""
+        """The worker stopped waiting for a call (timed out), or closed its stream early: the
+        engine cancels its request (dequeued, or flagged to its model), which then ends."""
         future = self._running.get(given_up.key)
         if future is not None:
             future.cancel()
+        stream = self._streams.get(given_up.key)
+        if stream is not None:
+            stream.close()
 
     def _answered(self, key: int, future: Future[InferResponse]) -> None:
         self._running.pop(key, None)
@@ -82,13 +92,16 @@ class CallAnswerer:
         """The worker copied an answer's outputs out."""
         self._to_worker.release((done.key, done.seq))
 
-    def _stream(self, calls: ModelCalls, call: CallModel) -> None:
+    def _stream(self, key: int, stream: ResponseStream) -> None:
+        # Its final answer also tells the worker that its inputs were taken.
         try:
-            for seq, response in enumerate(calls.stream(call.request)):
-                self._answer(call.key, response, final=False, seq=seq)
-            self._answer(call.key)
+            for seq, response in enumerate(stream):
+                self._answer(key, response, final=False, seq=seq)
+            self._answer(key)
         except InferdError as exc:
-            self._answer(call.key, error=exc)
+            self._answer(key, error=exc)
+        finally:
+            self._streams.pop(key, None)
 
     def _answer(
         self,
