@@ -130,9 +130,7 @@ parameters [
 ]
 """
 
-CALLERS = [
-    f"{how}_{kind}" for how in ("drop", "cancel") for kind in ("sync", "async")
-]
+CALLERS = [f"{how}_{kind}" for how in ("drop", "cancel") for kind in ("sync", "async")]
 
 
 @pytest.fixture(scope="module", params=["none", "process"])
@@ -166,4 +164,3 @@ def test_closing_a_bls_stream_early_cancels_the_called_request(
             assert result.as_numpy("OUT").tolist() == [2, 1]
     finally:
         client.close()
-
