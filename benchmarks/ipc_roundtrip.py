@@ -18,9 +18,11 @@ Then inferd's own worker-process path for a decoupled Python model (`isolation: 
 driven through `IsolatedInstance` as the scheduler drives it, no frontend: for each
 `--stream-bytes` size (default 1 KiB and 1 MiB of FP32), the round trip of a request answered
 with one response (execute in the worker, the response back in the server's channel: p50/p99
-µs), and the cost per response of a request streaming `--stream-responses` of them (its wall time
-over its responses: p50/p99 over the requests). Run with PYTHONPATH naming the checkout to
-measure (the `src` of main, or of a branch). `--worker-only` skips the sections above.
+µs), and the cost per response of a request streaming `--stream-responses` of them (its wall
+time over its responses: p50/p99 over the requests; and the CPU time per response of the
+server's process and of the worker, which a loaded machine disturbs less). Run it with
+PYTHONPATH naming the checkout to measure (the `src` of main, or of a branch).
+`--worker-only` skips the sections above.
 """
 
 from __future__ import annotations
@@ -281,10 +283,15 @@ async def _worker_rows(elements: int, responses: int, seconds: float) -> tuple[s
                 (end,) = await _one_request(instance, 1, elements)
                 trips.append(end - begin)
             per_response: list[float] = []
+            worker = instance.pid  # type: ignore[attr-defined]
+            cpu = (cpu_seconds(), _process_cpu_seconds(worker))
             deadline = time.perf_counter() + seconds
             while (begin := time.perf_counter()) < deadline:
                 times = await _one_request(instance, responses, elements)
                 per_response.append((times[-1] - begin) / responses)
+            sent = len(per_response) * responses
+            server_cpu = (cpu_seconds() - cpu[0]) / sent * 1e6
+            worker_cpu = (_process_cpu_seconds(worker) - cpu[1]) / sent * 1e6
         finally:
             instance.close()  # type: ignore[attr-defined]
     size = f"{elements * 4:,} B"
@@ -293,13 +300,20 @@ async def _worker_rows(elements: int, responses: int, seconds: float) -> tuple[s
     s50, s99 = np.percentile(per_response, [50, 99]) * 1e6
     rate = 1e6 / s50
     streamed = f"{size:>12} {f'{responses} streamed':>14} {rate:10,.0f} {s50:9.1f} {s99:9.1f}"
-    return one, streamed
+    return one, f"{streamed} {server_cpu:9.1f} {worker_cpu:9.1f}"
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_section(sizes: list[int], responses: int, seconds: float) -> None:
     print("\ninferd worker process, decoupled model (IsolatedInstance, no frontend)")
     heading = f"{'response':>12} {'request':>14} {'resp/s':>10} {'p50 µs':>9} {'p99 µs':>9}"
-    print(f"{heading}   (p50/p99: the round trip, or a streamed request's µs per response)")
+    print(f"{heading} {'server µs':>9} {'worker µs':>9}")
+    print("(p50/p99: the round trip, or a streamed request's wall µs per response; CPU µs per")
+    print(" streamed response of the server's process and of the worker)")
     for nbytes in sizes:
         for row in asyncio.run(_worker_rows(max(1, nbytes // 4), responses, seconds)):
             print(row)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_cancellation import eventually
+from tests.integration.test_decoupled import Stream as DecoupledStream
 
 # IN = [count, elements, fail_at]: `count` responses (fewer when cancelled), the i-th with OUT
 # = `elements` FP32 of value i and TAG = b"r<i>"; the response at `fail_at` (if >= 0) is an
@@ -97,16 +96,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, marker: Path) -> Iterator[R
         yield running
 
 
-class Stream:
-    def __init__(self, server: RunningServer) -> None:
-        self.client = grpcclient.InferenceServerClient(server.grpc_url)
-        self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        self.client.start_stream(callback=lambda result, error: self.results.put((result, error)))
-
-    def send(self, count: int, elements: int, fail_at: int = -1) -> None:
-        tensor = grpcclient.InferInput("IN", [3], "INT32")
-        tensor.set_data_from_numpy(np.array([count, elements, fail_at], np.int32))
-        self.client.async_stream_infer("streamer", [tensor], enable_empty_final_response=True)
+class Stream(DecoupledStream):
+    def start(self, count: int, elements: int, fail_at: int = -1) -> None:
+        self.send("streamer", [count, elements, fail_at], "")
 
     def next(self) -> tuple[np.ndarray | None, Any, bool]:
         """(OUT, TAG, final) of the next response; raises its error."""
@@ -124,10 +116,6 @@ class Stream:
                 seen.append((out, tag))
             if final:
                 return seen
-
-    def close(self, cancel: bool = False) -> None:
-        self.client.stop_stream(cancel_requests=cancel)
-        self.client.close()
 
 
 @pytest.fixture
@@ -190,10 +178,10 @@ def test_large_and_small_responses_arrive_intact_through_shared_memory(
     server: RunningServer, stream: Stream, count: int, elements: int
 ) -> None:
     # Twice the same request, so that only a count of responses moves a segment's first word.
-    stream.send(count, elements)
+    stream.start(count, elements)
     check_stream(stream.read_all(), count, elements)
     before = carried(server.process.pid)
-    stream.send(count, elements)
+    stream.start(count, elements)
     check_stream(stream.read_all(), count, elements)
     assert count in grew_by(before, carried(server.process.pid))
     if elements == LARGE:
@@ -209,7 +197,7 @@ def test_a_client_cancelling_mid_stream_gives_the_regions_back(
 ) -> None:
     cancelled = Stream(server)
     before = noted(marker).count("cancelled")
-    cancelled.send(10_000, LARGE)
+    cancelled.start(10_000, LARGE)
     for _ in range(3):
         out, _, _ = cancelled.next()
         assert out is not None and out.shape == (LARGE,)
@@ -217,7 +205,7 @@ def test_a_client_cancelling_mid_stream_gives_the_regions_back(
     eventually(lambda: noted(marker).count("cancelled") == before + 1)
     after = Stream(server)
     try:
-        after.send(LONG, LARGE)
+        after.start(LONG, LARGE)
         check_stream(after.read_all(), LONG, LARGE)
     finally:
         after.close()
@@ -228,13 +216,13 @@ def test_an_error_mid_stream_gives_the_regions_back(
     server: RunningServer, stream: Stream, marker: Path
 ) -> None:
     before = carried(server.process.pid)
-    stream.send(10, LARGE, fail_at=4)
+    stream.start(10, LARGE, fail_at=4)
     for index in range(4):
         out, _, final = stream.next()
         assert out is not None and np.all(out == index) and not final
     with pytest.raises(Exception, match="failed at response 4"):
         stream.next()
-    stream.send(LONG, LARGE)
+    stream.start(LONG, LARGE)
     check_stream(stream.read_all(), LONG, LARGE)
     assert 4 + LONG in grew_by(before, carried(server.process.pid))
 
@@ -242,12 +230,12 @@ def test_an_error_mid_stream_gives_the_regions_back(
 def test_a_dead_workers_segments_leave_the_server(
     server: RunningServer, stream: Stream, marker: Path
 ) -> None:
-    stream.send(2, LARGE)
+    stream.start(2, LARGE)
     check_stream(stream.read_all(), 2, LARGE)
     pid = server.process.pid
     before = shm_mappings(pid)
     assert any(size >= LARGE * 4 for size in before.values()), before
-    stream.send(10_000, LARGE)
+    stream.start(10_000, LARGE)
     out, _, _ = stream.next()
     assert out is not None
     os.kill(worker_pid(marker), signal.SIGKILL)
@@ -255,9 +243,9 @@ def test_a_dead_workers_segments_leave_the_server(
         stream.read_all()
     # A new worker, with segments of its own, serves the next requests (the first may still
     # fail: it finds the dead worker); the dead one's segments go.
-    stream.send(2, 1)
+    stream.start(2, 1)
     with contextlib.suppress(InferenceServerException):
         stream.read_all()
-    stream.send(2, 1)
+    stream.start(2, 1)
     check_stream(stream.read_all(), 2, 1)
     eventually(lambda: not set(before) & set(shm_mappings(pid)))

@@ -45,6 +45,10 @@ class StreamWriter:
         self._sent = 0  # the number of the last response put in the segment
         self._held: deque[tuple[int, int]] = deque()  # (number, bytes) of the regions in use
         self._held_bytes = 0
+        self._stopped = False  # the server closed the pipe: nothing will free a region
+
+    def stop(self) -> None:
+        self._stopped = True
 
     def send(
         self, key: int, outputs: dict[str, Array] | None, error: WireError | None, final: bool
@@ -52,7 +56,7 @@ class StreamWriter:
         """Raises OSError when the server is gone."""
         nbytes = sum(array.nbytes for array in outputs.values()) if outputs else 0
         with self._lock:
-            if nbytes <= IN_BAND:  # the final flag alone, an error, or a small response
+            if outputs is None or nbytes <= IN_BAND:  # the final flag alone, an error, or small
                 self._send(Streamed(key, outputs, error, final))
                 return
             self._make_room(nbytes)
@@ -78,6 +82,8 @@ class StreamWriter:
                 self._held_bytes -= held
             if not self._held or self._held_bytes + nbytes <= WINDOW:
                 return
+            if self._stopped:
+                raise OSError("the server closed the pipe")
             time.sleep(_WAIT_S)
 
 

@@ -108,6 +108,7 @@ class BatchReader:
         except (EOFError, OSError):
             pass
         finally:
+            self._writer.stop()  # a send waiting for room would wait forever
             self._batches.put(None)
 
     def next_batch(self) -> ExecuteBatch | None:
