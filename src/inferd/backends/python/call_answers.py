@@ -4,7 +4,6 @@ has them: the event loop for a response, a thread of its own for a stream)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import threading
@@ -96,7 +95,9 @@ class CallAnswerer:
         # Its final answer also tells the worker that its inputs were taken.
         try:
             for seq, response in enumerate(stream):
-                self._answer(key, response, final=False, seq=seq)
+                if not self._answer(key, response, final=False, seq=seq):
+                    stream.close()  # the worker is gone: its call is cancelled
+                    return
             self._answer(key)
         except InferdError as exc:
             self._answer(key, error=exc)
@@ -110,12 +111,16 @@ class CallAnswerer:
         error: InferdError | None = None,
         final: bool = True,
         seq: int = 0,
-    ) -> None:
+    ) -> bool:
+        """Whether the answer was sent: False when the worker is gone (nobody waits)."""
         wire = None if error is None else WireError.of(error)
-        with contextlib.suppress(Exception):  # the worker is gone: nobody waits any more
+        try:
             if response is None:
                 self._send(CallAnswer(key, None, wire, final, seq))
-                return
+                return True
             size, outputs = self._to_worker.put((key, seq), response.outputs)
             bare = dataclasses.replace(response, outputs={})
             self._send(CallAnswer(key, bare, wire, final, seq, size, outputs))
+        except Exception:
+            return False
+        return True
