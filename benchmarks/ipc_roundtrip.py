@@ -13,6 +13,16 @@ The "engine" echoes each request's tensor back (no model), so what is measured i
   the answer into the same slot (one copy each way, as a real frontend would make when it
   decodes the request body into the arena instead of into its own buffer).
 Prints round trips per second, p50/p99 µs, and CPU µs per round trip of each process.
+
+Then inferd's own worker-process path for a decoupled Python model (`isolation: process`),
+driven through `IsolatedInstance` as the scheduler drives it, no frontend: for each
+`--stream-bytes` size (default 1 KiB and 1 MiB of FP32), the round trip of a request answered
+with one response (execute in the worker, the response back in the server's channel: p50/p99
+µs), and the cost per response of a request streaming `--stream-responses` of them (its wall
+time over its responses: p50/p99 over the requests; and the CPU time per response of the
+server's process and of the worker, which a loaded machine disturbs less). Run it with
+PYTHONPATH naming the checkout to measure (the `src` of main, or of a branch).
+`--worker-only` skips the sections above.
 """
 
 from __future__ import annotations
@@ -23,9 +33,11 @@ import multiprocessing
 import os
 import resource
 import struct
+import tempfile
 import time
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
@@ -208,12 +220,120 @@ def _row(
     )
 
 
+# --- inferd's worker process, a decoupled model ----------------------------------------------
+
+# IN = [count, elements]: `count` responses of `elements` FP32 each, the last one final.
+STREAMER = """
+import numpy as np
+
+class InferdModel:
+    def execute(self, batch):
+        request = batch.requests[0]
+        count, elements = (int(v) for v in request.inputs["IN"])
+        out = np.ones(elements, np.float32)
+        for index in range(count):
+            request.sender.send({"OUT": out}, final=index == count - 1)
+"""
+
+
+def _isolated_streamer(folder: Path) -> object:
+    # Imported here: the sections above need no inferd.
+    from inferd.backends.python.api import ModelContext
+    from inferd.backends.python.isolated import IsolatedInstance
+    from inferd.backends.python.protocol import WorkerSetup
+
+    model_file = folder / "1" / "model.py"
+    model_file.parent.mkdir(parents=True)
+    model_file.write_text(STREAMER)
+    context = ModelContext(
+        "streamer", 1, folder, model_file.parent, {}, {}, "streamer_0", "cpu", "cpu", 0
+    )
+    setup = WorkerSetup(model_file, "bench_streamer", context, {"OUT": "FP32"}, False, True)
+    return IsolatedInstance(setup, None, 1)
+
+
+async def _one_request(instance: object, count: int, elements: int) -> list[float]:
+    """The times (perf_counter) at which each response of one request reached the server."""
+    from inferd.backends.base import BatchRequest
+    from inferd.core.responses import ResponseChannel
+
+    channel = ResponseChannel()
+    request = BatchRequest(0, 1, responses=channel)
+    inputs = {"IN": np.array([count, elements], np.int64)}
+    execute = asyncio.to_thread(instance.execute, inputs, ["OUT"], [request])  # type: ignore[attr-defined]
+    running = asyncio.ensure_future(execute)
+    times = []
+    while True:
+        item = await channel.get()
+        times.append(time.perf_counter())
+        if item.final:
+            break
+    await running
+    return times
+
+
+async def _worker_rows(elements: int, responses: int, seconds: float) -> tuple[str, str]:
+    with tempfile.TemporaryDirectory() as folder:
+        instance = _isolated_streamer(Path(folder))
+        try:
+            await _one_request(instance, 2, elements)  # warm
+            trips: list[float] = []
+            deadline = time.perf_counter() + seconds
+            while (begin := time.perf_counter()) < deadline:
+                (end,) = await _one_request(instance, 1, elements)
+                trips.append(end - begin)
+            per_response: list[float] = []
+            worker = instance.pid  # type: ignore[attr-defined]
+            cpu = (cpu_seconds(), _process_cpu_seconds(worker))
+            deadline = time.perf_counter() + seconds
+            while (begin := time.perf_counter()) < deadline:
+                times = await _one_request(instance, responses, elements)
+                per_response.append((times[-1] - begin) / responses)
+            sent = len(per_response) * responses
+            server_cpu = (cpu_seconds() - cpu[0]) / sent * 1e6
+            worker_cpu = (_process_cpu_seconds(worker) - cpu[1]) / sent * 1e6
+        finally:
+            instance.close()  # type: ignore[attr-defined]
+    size = f"{elements * 4:,} B"
+    p50, p99 = np.percentile(trips, [50, 99]) * 1e6
+    one = f"{size:>12} {'1 response':>14} {len(trips) / seconds:10,.0f} {p50:9.1f} {p99:9.1f}"
+    s50, s99 = np.percentile(per_response, [50, 99]) * 1e6
+    rate = 1e6 / s50
+    streamed = f"{size:>12} {f'{responses} streamed':>14} {rate:10,.0f} {s50:9.1f} {s99:9.1f}"
+    return one, f"{streamed} {server_cpu:9.1f} {worker_cpu:9.1f}"
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_section(sizes: list[int], responses: int, seconds: float) -> None:
+    print("\ninferd worker process, decoupled model (IsolatedInstance, no frontend)")
+    heading = f"{'response':>12} {'request':>14} {'resp/s':>10} {'p50 µs':>9} {'p99 µs':>9}"
+    print(f"{heading} {'server µs':>9} {'worker µs':>9}")
+    print("(p50/p99: the round trip, or a streamed request's wall µs per response; CPU µs per")
+    print(" streamed response of the server's process and of the worker)")
+    for nbytes in sizes:
+        for row in asyncio.run(_worker_rows(max(1, nbytes // 4), responses, seconds)):
+            print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--elements", type=int, default=256, help="FP32 elements per tensor")
+    parser.add_argument("--stream-bytes", type=int, nargs="+", default=[1 << 10, 1 << 20])
+    parser.add_argument("--stream-responses", type=int, default=64)
+    parser.add_argument("--worker-only", action="store_true")
     args = parser.parse_args()
+    if not args.worker_only:
+        socket_section(args)
+    worker_section(args.stream_bytes, args.stream_responses, args.seconds)
+
+
+def socket_section(args: argparse.Namespace) -> None:
     print(f"tensor: {args.elements} FP32 ({args.elements * 4} bytes) each way")
     heading = f"{'path':<30} {'c':>3} {'trips/s':>10} {'p50 µs':>8} {'p99 µs':>8}"
     print(f"{heading} {'front µs':>9} {'engine µs':>9}   (CPU per round trip)")

@@ -28,12 +28,23 @@ def refuse_waiting_caller(model_name: str, callers: Sequence[str]) -> None:
         )
 
 
+class ResponseStream(Protocol):
+    """The responses of a streamed call, in order; `close` (from any thread, or dropping
+    the stream) before the last one cancels the call's request."""
+
+    def __iter__(self) -> Iterator[InferResponse]: ...
+
+    def __next__(self) -> InferResponse: ...
+
+    def close(self) -> None: ...
+
+
 class ModelCalls(Protocol):
     def submit(self, request: InferRequest) -> Future[InferResponse]:
         """Run `request` through the engine (its model's checks, scheduler, statistics);
         the future fails with an `InferdError`; cancelling it cancels the request."""
 
-    def stream(self, request: InferRequest) -> Iterator[InferResponse]:
+    def stream(self, request: InferRequest) -> ResponseStream:
         """Every response of `request` (a decoupled model's stream; one for any other), the
-        last with `final` set; raises the request's `InferdError`. Closing the iterator early
-        cancels the request."""
+        last with `final` set; raises the request's `InferdError`. The request starts at
+        once; closing the stream early cancels it."""

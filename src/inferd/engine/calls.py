@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import queue
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
+from inferd.core.calls import ResponseStream
 from inferd.core.errors import Unavailable
 from inferd.core.types import InferRequest, InferResponse
 
@@ -61,18 +62,11 @@ class EngineCalls:
         if future.set_running_or_notify_cancel():
             future.set_result(response)
 
-    def stream(self, request: InferRequest) -> Iterator[InferResponse]:
+    def stream(self, request: InferRequest) -> ResponseStream:
         loop = self._running()
         items: queue.SimpleQueue[object] = queue.SimpleQueue()
         pump = asyncio.run_coroutine_threadsafe(self._pump(request, items), loop)
-        try:
-            while (item := items.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, InferResponse)
-                yield item
-        finally:
-            pump.cancel()  # closed early: the request is cancelled
+        return _Responses(pump, items)
 
     async def _pump(self, request: InferRequest, items: queue.SimpleQueue[object]) -> None:
         try:
@@ -91,6 +85,38 @@ class EngineCalls:
             # Waiting here would stop the loop that answers.
             raise Unavailable("a model cannot be called from the server's event loop thread")
         return loop
+
+
+class _Responses:
+    """A streamed call's responses, as the pump hands them over. `close` may come from
+    another thread than the reader's (a worker's cancelled call): cancelling the pump cancels
+    the request, and its end wakes a reader waiting for the next response."""
+
+    def __init__(self, pump: Future[None], items: queue.SimpleQueue[object]) -> None:
+        self._pump = pump
+        self._items = items
+        self._ended = False
+
+    def __iter__(self) -> _Responses:
+        return self
+
+    def __next__(self) -> InferResponse:
+        item = _END if self._ended else self._items.get()
+        if item is _END:
+            self._ended = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        assert isinstance(item, InferResponse)
+        return item
+
+    def close(self) -> None:
+        if self._pump.cancel():  # False once the stream ended
+            # A pump cancelled before it started never puts its end.
+            self._items.put(_END)
+
+    __del__ = close
 
 
 def _cancel_with(

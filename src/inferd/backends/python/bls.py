@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from inferd.backends.base import BatchRequest
 from inferd.backends.python.model_scope import current
-from inferd.core.calls import CALLERS, ModelCalls, refuse_waiting_caller
+from inferd.core.calls import CALLERS, ModelCalls, ResponseStream, refuse_waiting_caller
 from inferd.core.errors import Unavailable
 from inferd.core.tracing import TraceParent
 from inferd.core.types import InferRequest, InferResponse
@@ -77,8 +77,9 @@ async def infer_async(request: InferRequest, timeout_s: float | None = None) -> 
         ) from None
 
 
-def stream(request: InferRequest) -> Iterator[InferResponse]:
-    """Every response of `request` (a decoupled model's stream), the last one `final`."""
+def stream(request: InferRequest) -> ResponseStream:
+    """Every response of `request` (a decoupled model's stream), the last one `final`;
+    closing it (or dropping it) before its end cancels the request."""
     return _calls().stream(prepared(request))
 
 

@@ -4,7 +4,6 @@ has them: the event loop for a response, a thread of its own for a stream)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import threading
@@ -19,7 +18,7 @@ from inferd.backends.python.protocol import (
     CancelCall,
     WireError,
 )
-from inferd.core.calls import ModelCalls
+from inferd.core.calls import ModelCalls, ResponseStream
 from inferd.core.errors import InferdError, Internal, Unavailable
 from inferd.core.tracing import TraceParent
 from inferd.core.types import InferResponse
@@ -38,6 +37,7 @@ class CallAnswerer:
         self._from_worker = from_worker
         self._to_worker = to_worker
         self._running: dict[int, Future[InferResponse]] = {}  # by key, until answered
+        self._streams: dict[int, ResponseStream] = {}  # by key, until they end
         # The traced span of the batch the worker runs, which its calls go under.
         self.calls_parent: TraceParent | None = None
 
@@ -48,8 +48,14 @@ class CallAnswerer:
         if self._calls is None:
             self._answer(call.key, error=Unavailable("this server lends no model calls"))
         elif call.stream:
+            try:
+                stream = self._calls.stream(call.request)
+            except InferdError as exc:
+                self._answer(call.key, error=exc)
+                return
+            self._streams[call.key] = stream
             threading.Thread(
-                target=self._stream, args=(self._calls, call), name="bls-stream", daemon=True
+                target=self._stream, args=(call.key, stream), name="bls-stream", daemon=True
             ).start()
         else:
             try:
@@ -61,11 +67,14 @@ class CallAnswerer:
             future.add_done_callback(functools.partial(self._answered, call.key))
 
     def cancel(self, given_up: CancelCall) -> None:
-        """The worker stopped waiting for a call: the engine cancels its request (dequeued,
-        or flagged to its model), which then answers as cancelled."""
+        """The worker stopped waiting for a call (timed out), or closed its stream early: the
+        engine cancels its request (dequeued, or flagged to its model), which then ends."""
         future = self._running.get(given_up.key)
         if future is not None:
             future.cancel()
+        stream = self._streams.get(given_up.key)
+        if stream is not None:
+            stream.close()
 
     def _answered(self, key: int, future: Future[InferResponse]) -> None:
         self._running.pop(key, None)
@@ -82,13 +91,18 @@ class CallAnswerer:
         """The worker copied an answer's outputs out."""
         self._to_worker.release((done.key, done.seq))
 
-    def _stream(self, calls: ModelCalls, call: CallModel) -> None:
+    def _stream(self, key: int, stream: ResponseStream) -> None:
+        # Its final answer also tells the worker that its inputs were taken.
         try:
-            for seq, response in enumerate(calls.stream(call.request)):
-                self._answer(call.key, response, final=False, seq=seq)
-            self._answer(call.key)
+            for seq, response in enumerate(stream):
+                if not self._answer(key, response, final=False, seq=seq):
+                    stream.close()  # the worker is gone: its call is cancelled
+                    return
+            self._answer(key)
         except InferdError as exc:
-            self._answer(call.key, error=exc)
+            self._answer(key, error=exc)
+        finally:
+            self._streams.pop(key, None)
 
     def _answer(
         self,
@@ -97,12 +111,16 @@ class CallAnswerer:
         error: InferdError | None = None,
         final: bool = True,
         seq: int = 0,
-    ) -> None:
+    ) -> bool:
+        """Whether the answer was sent: False when the worker is gone (nobody waits)."""
         wire = None if error is None else WireError.of(error)
-        with contextlib.suppress(Exception):  # the worker is gone: nobody waits any more
+        try:
             if response is None:
                 self._send(CallAnswer(key, None, wire, final, seq))
-                return
+                return True
             size, outputs = self._to_worker.put((key, seq), response.outputs)
             bare = dataclasses.replace(response, outputs={})
             self._send(CallAnswer(key, bare, wire, final, seq, size, outputs))
+        except Exception:
+            return False
+        return True

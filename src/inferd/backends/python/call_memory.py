@@ -14,8 +14,9 @@ from inferd.core.types import Array
 
 
 class CallMemory:
-    def __init__(self, segment: Segment) -> None:
+    def __init__(self, segment: Segment, reserved: int = 0) -> None:
         self._segment = segment
+        self._reserved = reserved  # bytes at the segment's start that hold no region
         self._lock = threading.Lock()  # several threads put, release and read
         self._taken: dict[Hashable, tuple[int, int]] = {}
 
@@ -43,7 +44,7 @@ class CallMemory:
             return self._segment.read(size, metas, copy=True)
 
     def _free_start(self, size: int) -> int:
-        start = 0
+        start = self._reserved
         for taken_start, taken_end in sorted(self._taken.values()):
             if taken_start - start >= size:
                 break

@@ -47,6 +47,7 @@ from inferd.backends.python.protocol import (
     Streamed,
     WorkerSetup,
 )
+from inferd.backends.python.stream_memory import StreamReader
 from inferd.backends.python.transport import Segment
 from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, Internal, Unavailable
@@ -88,11 +89,14 @@ class Worker:
         # The tensors of the model's calls to other models (BLS), each way.
         self.calls_in = Segment.create()
         self.calls_out = Segment.create()
+        # A decoupled model's streamed responses (created for every worker: untouched, a
+        # segment costs no memory).
+        self.streamed = Segment.create()
         self._answerer = CallAnswerer(
             calls, self._send, CallMemory(self.calls_in), CallMemory(self.calls_out)
         )
         ours, theirs = socket.socketpair()
-        segments = (self.inputs, self.outputs, self.calls_in, self.calls_out)
+        segments = (self.inputs, self.outputs, self.calls_in, self.calls_out, self.streamed)
         fds = (theirs.fileno(), *(segment.fd for segment in segments))
         try:
             self.process = subprocess.Popen(
@@ -226,7 +230,7 @@ class Worker:
         self._release()
 
     def _release(self) -> None:
-        for segment in (self.inputs, self.outputs, self.calls_in, self.calls_out):
+        for segment in (self.inputs, self.outputs, self.calls_in, self.calls_out, self.streamed):
             segment.close()
 
 
@@ -240,6 +244,7 @@ class StreamingWorker(Worker):
         self._keys = itertools.count()
         self._reader: threading.Thread | None = None
         super().__init__(setup, threads, calls)
+        self._streamed = StreamReader(self.streamed)
 
     def run(
         self,
@@ -308,6 +313,8 @@ class StreamingWorker(Worker):
             self._channels.clear()
 
     def _deliver(self, message: Streamed) -> None:
+        # Copied out first, whatever became of the request: its region is free from here.
+        outputs = self._streamed.outputs(message)
         channel = (
             self._channels.pop(message.key, None)
             if message.final
@@ -315,7 +322,7 @@ class StreamingWorker(Worker):
         )
         if channel is not None:
             error = None if message.error is None else message.error.error()
-            channel.send(message.outputs, error, message.final)
+            channel.send(outputs, error, message.final)
 
 
 def _wait(deadline: float | None, checking: bool) -> float | None:

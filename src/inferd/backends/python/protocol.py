@@ -6,8 +6,9 @@ time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server
 `CallModel`s (a model calling another model), which the server answers with `CallAnswer`s
 
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
-batch's `BatchDone`; their arrays pickled with the message), and takes `CancelRequest` at any
-time; each request of a batch is named by a key the server gave it (`ExecuteBatch.streams`).
+batch's `BatchDone`; their tensors in its streams segment, `stream_memory.py`), and takes
+`CancelRequest` at any time; each request of a batch is named by a key the server gave it
+(`ExecuteBatch.streams`).
 Any other worker gets `CancelRequest`s only while its batch runs, naming a request by its
 index after `ExecuteBatch.first_key`; a late one (its batch finished) is ignored.
 """
@@ -82,12 +83,17 @@ class BatchDone:
 
 @dataclass(frozen=True, slots=True)
 class Streamed:
-    """One response of the request named `key` (a decoupled model's)."""
+    """One response of the request named `key` (a decoupled model's). Its tensors are in the
+    streams segment (`size`, `placed`), as the `number`-th response put there; or, without
+    any, `outputs` is None (the final flag alone) or empty."""
 
     key: int
     outputs: dict[str, Array] | None
     error: WireError | None
     final: bool
+    size: int = 0
+    placed: list[ArrayMeta] | None = None
+    number: int = 0
 
 
 @dataclass(frozen=True, slots=True)

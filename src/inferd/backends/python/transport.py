@@ -9,6 +9,7 @@ copied in raw; BYTES (object) tensors, whose elements live in Python objects, ar
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -103,7 +104,22 @@ class Segment:
                 arrays[meta.name] = pickle.loads(buffer[meta.offset : meta.offset + meta.nbytes])
         return arrays
 
+    def load_word(self) -> int:
+        """The segment's first 8 bytes, as an unsigned number (one aligned load)."""
+        return int(_word(self._buffer(_ALIGN))[0])
+
+    def store_word(self, value: int) -> None:
+        """Store `value` in the segment's first 8 bytes (one aligned store), for the other
+        process to load."""
+        _word(self._buffer(_ALIGN))[0] = value
+
     def close(self) -> None:
+        # Unmapped now (not when this object goes, which a reference cycle may put off),
+        # unless arrays still view the mapping: they keep it.
+        if self._map is not None:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+                self._map = None
         if self._owner is not None:
             self._owner.close()
         else:
@@ -140,6 +156,10 @@ def layout_end(layout: Layout, start: int = 0) -> int:
         ),
         default=start,
     )
+
+
+def _word(buffer: Any) -> Array:
+    return np.ndarray((1,), np.uint64, buffer=buffer)
 
 
 def _view(buffer: Any, meta: ArrayMeta) -> Array:

@@ -4,14 +4,16 @@ another model with `exec`), `InferenceResponse` and `InferenceResponseSender`.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from inferd.backends.python import bls
 from inferd.backends.python.error_codes import triton_code_of
 from inferd.backends.python.triton_errors import TritonError, TritonModelException
 from inferd.backends.python.triton_tensor import Tensor
+from inferd.core.calls import ResponseStream
 from inferd.core.errors import InferdError
 from inferd.core.types import InferRequest, InferResponse, RequestedOutput
 
@@ -160,10 +162,11 @@ class InferenceRequest:
     async def async_exec(self, decoupled: bool = False) -> Any:
         """`exec`, awaited in an `async def execute`."""
         if decoupled:
-            # As Triton's: an iterator, once the stream is received (in a thread, so that the
-            # model's event loop runs meanwhile).
-            responses = await asyncio.to_thread(list, _responses(self._engine_request()))
-            return iter(responses)
+            # As Triton's: the iterator, once its first response came (awaited in a thread,
+            # so that the model's event loop runs meanwhile).
+            responses = _ResponseIterator(self._engine_request())
+            await asyncio.to_thread(responses.read_ahead)
+            return responses
         try:
             return _response(await bls.infer_async(self._engine_request(), self._wait_s()))
         except InferdError as exc:
@@ -230,27 +233,39 @@ def _error_response(error: InferdError) -> InferenceResponse:
 
 class _ResponseIterator:
     """Triton's `ResponseIterator`: the responses of a BLS call to a decoupled model; the last
-    may carry no outputs (the final flag alone). A failed call yields one error response."""
+    may carry no outputs (the final flag alone). A failed call yields one error response.
+    `cancel()`, or dropping the iterator before its end, cancels the call."""
 
     def __init__(self, request: InferRequest) -> None:
-        self._responses = _responses(request)
+        self._stream: ResponseStream | None = None
+        self._ahead: list[InferenceResponse] = []  # read, not yet handed out
+        try:
+            self._stream = bls.stream(request)
+        except InferdError as exc:
+            self._ahead.append(_error_response(exc))
 
     def __iter__(self) -> Iterator[InferenceResponse]:
-        return self._responses
+        return self
 
     def __next__(self) -> InferenceResponse:
-        return next(self._responses)
+        if self._ahead:
+            return self._ahead.pop()
+        if self._stream is None:
+            raise StopIteration
+        try:
+            return _response(next(self._stream))
+        except InferdError as exc:
+            self._stream = None
+            return _error_response(exc)
+
+    def read_ahead(self) -> None:
+        """Wait for the next response here, to be handed out by the next `__next__`."""
+        with contextlib.suppress(StopIteration):
+            self._ahead.append(next(self))
 
     def cancel(self) -> None:
-        self._responses.close()
-
-
-def _responses(request: InferRequest) -> Generator[InferenceResponse]:
-    try:
-        for response in bls.stream(request):
-            yield _response(response)
-    except InferdError as exc:
-        yield _error_response(exc)
+        if self._stream is not None:
+            self._stream.close()
 
 
 class InferenceResponseSender:

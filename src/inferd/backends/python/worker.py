@@ -2,8 +2,9 @@
 server's end of the pipe closes (or the server itself is gone).
 
 Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT CALLS_IN
-CALLS_OUT` (inherited file descriptors: the socket to the server, the batches' input and output
-shared-memory segments, and those of the model's calls to other models, to and from the server).
+CALLS_OUT STREAMED` (inherited file descriptors: the socket to the server, the batches' input
+and output shared-memory segments, those of the model's calls to other models, to and from the
+server, and that of a decoupled model's streamed responses).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from inferd.backends.python.protocol import (
     WireError,
     WorkerSetup,
 )
+from inferd.backends.python.stream_memory import StreamWriter
 from inferd.backends.python.transport import Segment
 from inferd.backends.python.worker_calls import PipeCalls
 from inferd.backends.python.worker_cancel import CancelInbox
@@ -114,7 +116,7 @@ def _done(result: BatchOutputs, outputs: Segment) -> BatchDone:
 
 
 def main(argv: list[str]) -> int:
-    conn_fd, input_fd, output_fd, calls_in_fd, calls_out_fd = (int(arg) for arg in argv)
+    conn_fd, input_fd, output_fd, calls_in_fd, calls_out_fd, streamed_fd = (int(a) for a in argv)
     # Ctrl-C reaches the whole process group: the server decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
@@ -127,7 +129,11 @@ def main(argv: list[str]) -> int:
     pipe = LockedPipe(conn)  # metric changes and BLS calls are sent from the model's threads
     forward_to(pipe.send)
     # The reader of the pipe exists before `initialize`, which may call other models.
-    reader = BatchReader(pipe) if setup.decoupled else CancelInbox(conn)
+    reader = (
+        BatchReader(pipe, StreamWriter(Segment(streamed_fd), pipe.send))
+        if setup.decoupled
+        else CancelInbox(conn)
+    )
     pump = None if isinstance(reader, BatchReader) else reader.pump
     calls = PipeCalls(
         pipe, pump, CallMemory(Segment(calls_in_fd)), CallMemory(Segment(calls_out_fd))

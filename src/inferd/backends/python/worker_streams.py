@@ -2,8 +2,9 @@
 run, cancellations) while user code runs, and every thread's sends share one locked pipe.
 
 Each request of a batch gets a `PipeSink`, the worker's end of the request's response
-channel: its responses go to the server as `Streamed` messages, from whatever thread sends
-them and also after the batch's `BatchDone`.
+channel: its responses go to the server as `Streamed` messages (their tensors in shared
+memory, `stream_memory.py`), from whatever thread sends them and also after the batch's
+`BatchDone`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from inferd.backends.python.protocol import (
     CallAnswer,
     CancelRequest,
     ExecuteBatch,
-    Streamed,
     WireError,
 )
+from inferd.backends.python.stream_memory import StreamWriter
 from inferd.core.errors import InferdError
 from inferd.core.types import Array
 
@@ -42,9 +43,9 @@ class LockedPipe:
 class PipeSink:
     """A `ResponseSink` whose responses cross the pipe to the request's channel."""
 
-    def __init__(self, key: int, pipe: LockedPipe, open_sinks: dict[int, PipeSink]) -> None:
+    def __init__(self, key: int, writer: StreamWriter, open_sinks: dict[int, PipeSink]) -> None:
         self._key = key
-        self._pipe = pipe
+        self._writer = writer
         self._open = open_sinks
         self._lock = threading.Lock()
         self._closed = False
@@ -73,7 +74,7 @@ class PipeSink:
                 self._open.pop(self._key, None)
             wire_error = None if error is None else WireError.of(error)
             try:
-                self._pipe.send(Streamed(self._key, outputs, wire_error, final))
+                self._writer.send(self._key, outputs, wire_error, final)
             except OSError:  # the server is gone
                 return False
         return True
@@ -83,8 +84,9 @@ class BatchReader:
     """Reads the server's messages in a thread: batches queue for the main loop,
     cancellations mark their request's sink at once."""
 
-    def __init__(self, pipe: LockedPipe) -> None:
+    def __init__(self, pipe: LockedPipe, writer: StreamWriter) -> None:
         self._pipe = pipe
+        self._writer = writer
         self.open_sinks: dict[int, PipeSink] = {}
         self._batches: queue.SimpleQueue[ExecuteBatch | None] = queue.SimpleQueue()
         self.deliver: Callable[[CallAnswer], None] | None = None  # answers to the model's calls
@@ -106,6 +108,7 @@ class BatchReader:
         except (EOFError, OSError):
             pass
         finally:
+            self._writer.stop()  # a send waiting for room would wait forever
             self._batches.put(None)
 
     def next_batch(self) -> ExecuteBatch | None:
@@ -113,7 +116,7 @@ class BatchReader:
         return self._batches.get()
 
     def sinks(self, message: ExecuteBatch) -> list[PipeSink]:
-        sinks = [PipeSink(key, self._pipe, self.open_sinks) for key in message.streams or ()]
+        sinks = [PipeSink(key, self._writer, self.open_sinks) for key in message.streams or ()]
         for key, sink in zip(message.streams or (), sinks, strict=True):
             self.open_sinks[key] = sink
         return sinks
