@@ -8,8 +8,9 @@ size (Triton's rules, `preferred_cut`); else after `max_queue_delay`, counted fr
 request), releases the lock so the next free worker can form the following
 batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
 future. With batching off, a request that finds the queue empty and an instance idle runs at
-once on that instance in its own task (`idle.py`). A batch whose instance must wait for rate
-limiter resources keeps growing meanwhile (`_grow`).
+once on that instance in its own task (`idle.py`), or on the thread of a caller that waits
+for it there (a model's call to another model: `lease.py`). A batch whose instance must wait
+for rate limiter resources keeps growing meanwhile (`_grow`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
