@@ -331,7 +331,8 @@ class Engine:
     def call_here(self, request: InferRequest) -> HereCall | None:
         """A model's call (BLS) checked and lent an instance idle now, for its waiting thread
         to run (`calls.py`); None when it takes `infer`'s path: a model that batches, with a
-        queue or no such instance free, an ensemble, a cached or a decoupled one."""
+        queue or no such instance free, an ensemble, a cached or a decoupled one, or while
+        tensors are traced."""
         timestamps = request.timestamps
         if not timestamps.received:
             timestamps.received = time.monotonic_ns()
@@ -339,6 +340,8 @@ class Engine:
         scheduler = loaded.scheduler
         if loaded.decoupled or (loaded.cached and self.settings.response_cache is not None):
             return None
+        if self._tensor_observer is not None and self._tensor_observer.tensors_on:
+            return None  # its outputs are traced on the loop: before its caller may change them
         lease = scheduler.lend_here() if isinstance(scheduler, DynamicBatcher) else None
         if lease is None:
             return None
