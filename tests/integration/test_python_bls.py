@@ -4,7 +4,7 @@ ensemble, a sequence model, a decoupled model, other Python models) through the 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,31 @@ class InferdModel:
         return {"OUTPUT0": batch.inputs["INPUT0"], "OUTPUT1": batch.inputs["INPUT1"]}
 """
 
+# Without batching, so that a call finds it idle: adds its inputs (OUTPUT0), answers in OUTPUT1
+# whether it ran on the thread of its caller's instance (`to_where`, in process), and fails
+# when two of its executions overlap on its one instance.
+WHERE = """
+import threading
+import time
+import numpy as np
+
+class InferdModel:
+    def initialize(self, context):
+        self.running = 0
+
+    def execute(self, batch):
+        self.running += 1
+        try:
+            if self.running > 1:
+                raise RuntimeError("two executions at once on one instance")
+            time.sleep(0.005)
+            here = threading.current_thread().name.startswith("to_where")
+            x, y = batch.inputs["INPUT0"], batch.inputs["INPUT1"]
+            return {"OUTPUT0": x + y, "OUTPUT1": np.full_like(x, int(here))}
+        finally:
+            self.running -= 1
+"""
+
 SIMPLE_IO = _SIMPLE[_SIMPLE.index("input [") : _SIMPLE.index("instance_group")]
 PIPELINE_IO = """
 input [ { name: "RAW", data_type: TYPE_FP32, dims: [ 8 ] } ]
@@ -181,14 +206,16 @@ ensemble_scheduling { step [ {
 )
 
 
-def _config(name: str, io: str, isolation: str, batch: int = 8, **given: str) -> str:
+def _config(
+    name: str, io: str, isolation: str, batch: int = 8, batching: bool = True, **given: str
+) -> str:
     parameters = "".join(
         f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
         for key, value in {"isolation": isolation, **given}.items()
     )
-    batching = "dynamic_batching { }" if batch else ""
+    batching_block = "dynamic_batching { }" if batch and batching else ""
     return (
-        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {batch}\n{io}\n{batching}\n'
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {batch}\n{io}\n{batching_block}\n'
         f"instance_group [ {{ count: 1, kind: KIND_CPU }} ]\n{parameters}"
     )
 
@@ -208,7 +235,6 @@ def _repository(root: Path, isolation: str) -> Path:
         "pong": (FORWARD, SIMPLE_IO, {"target": "ping"}),
         "to_python": (FORWARD, SIMPLE_IO, {"target": "to_simple"}),
         "inferd_to_simple": (INFERD_FORWARD, SIMPLE_IO, {}),
-        "sleepy": (SLEEPY, SIMPLE_IO, {}),
         "to_loop": (FORWARD, SIMPLE_IO, {"target": "loop"}),
         "to_sleepy": (FORWARD, SIMPLE_IO, {"target": "sleepy", "timeout": "50000"}),
         "watched": (WATCHED, SIMPLE_IO, {"marker": str(root / "watched.seen")}),
@@ -218,6 +244,14 @@ def _repository(root: Path, isolation: str) -> Path:
     for name, (code, io, given) in models.items():
         write(root, name, code, _config(name, io, isolation, **given))
     write(root, "to_repeat", STREAM, _config("to_repeat", STREAM_IO, isolation, batch=0))
+    for name, code, given in (
+        ("where", WHERE, {}),
+        ("to_where", FORWARD, {"target": "where"}),
+        # Idle when called, but a bounded call never runs on its caller's thread, which could
+        # not stop waiting: the call times out all the same.
+        ("sleepy", SLEEPY, {}),
+    ):
+        write(root, name, code, _config(name, SIMPLE_IO, isolation, batching=False, **given))
     (root / "loop" / "1").mkdir(parents=True)
     (root / "loop" / "config.pbtxt").write_text(LOOP)
     return root
@@ -229,7 +263,8 @@ def server(
 ) -> Iterator[RunningServer]:
     isolation: str = request.param
     repository = _repository(tmp_path_factory.mktemp(f"bls_{isolation}"), isolation)
-    with running_server(repository) as running:
+    # Dozens of models, each a worker process in process isolation: slow to start under load.
+    with running_server(repository, timeout=180) as running:
         yield running
 
 
@@ -240,6 +275,12 @@ def _call(server: RunningServer, module: Any, model: str, arrays: dict[str, Any]
         return client.infer(model, infer_inputs(module, arrays), **kw)
     finally:
         client.close()
+
+
+def _in_parallel(one: Callable[[int], None]) -> None:
+    """`one(seed)` for 48 seeds, 8 at a time."""
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(48)))
 
 
 def _pair(seed: int, rows: int = 1) -> dict[str, np.ndarray]:
@@ -336,8 +377,34 @@ def test_concurrent_calls_through_one_instance_each_get_their_own_rows(
         expected = arrays["INPUT0"] + arrays["INPUT1"]
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), expected)
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, range(48)))
+    _in_parallel(one)
+
+
+def test_a_call_to_an_idle_model_runs_on_its_callers_thread_one_at_a_time(
+    server: RunningServer,
+) -> None:
+    """In process, the caller's thread runs a model that does not batch when its instance is
+    idle; from a worker process, the call crosses to the server. Either way, client requests
+    and calls never run two at once on its one instance."""
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        config = client.get_model_config("where")
+    finally:
+        client.close()
+    here = _call(server, httpclient, "to_where", _pair(7)).as_numpy("OUTPUT1")
+    assert (
+        here.all()
+        if config["parameters"]["isolation"]["string_value"] == "none"
+        else not here.any()
+    )
+
+    def one(seed: int) -> None:
+        arrays = _pair(seed)
+        result = _call(server, httpclient, ("to_where", "where")[seed % 2], arrays)
+        expected = arrays["INPUT0"] + arrays["INPUT1"]
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), expected)
+
+    _in_parallel(one)
 
 
 def test_calls_count_in_the_called_models_statistics(server: RunningServer) -> None:

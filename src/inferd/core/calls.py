@@ -44,6 +44,10 @@ class ModelCalls(Protocol):
         """Run `request` through the engine (its model's checks, scheduler, statistics);
         the future fails with an `InferdError`; cancelling it cancels the request."""
 
+    def call(self, request: InferRequest) -> InferResponse:
+        """`submit`, waited for in this thread (raises the call's `InferdError`); the called
+        model may run on this thread meanwhile."""
+
     def stream(self, request: InferRequest) -> ResponseStream:
         """Every response of `request` (a decoupled model's stream; one for any other), the
         last with `final` set; raises the request's `InferdError`. The request starts at

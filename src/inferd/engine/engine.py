@@ -39,7 +39,7 @@ from inferd.engine.api import (
     TensorMetadata,
     VersionStatus,
 )
-from inferd.engine.calls import EngineCalls
+from inferd.engine.calls import EngineCalls, HereCall
 from inferd.engine.classification import classify_outputs
 from inferd.engine.lifecycle import ModelLifecycle
 from inferd.engine.loader import LoadedVersion
@@ -47,6 +47,7 @@ from inferd.engine.model_table import ModelTable
 from inferd.engine.request_checks import ModelTensor, apply_reshape, check_request
 from inferd.engine.response_cache import ResponseCache, cache_key
 from inferd.instances.instance import Instance
+from inferd.scheduling.dynamic import DynamicBatcher
 from inferd.scheduling.ensemble import response_parameters
 
 
@@ -82,7 +83,7 @@ class Engine:
         self._statistics = statistics
         self._table = ModelTable()
         # What models may use to call other models (BLS): this engine's own request path.
-        self._calls = EngineCalls(self.infer, self.stream)
+        self._calls = EngineCalls(self.infer, self.stream, self.call_here)
         self._lifecycle = ModelLifecycle(
             settings, registry, observers, self._table, self._step, self._calls, tracing
         )
@@ -326,6 +327,59 @@ class Engine:
             channel.cancel()  # a no-op once the final response was sent
             timestamps.sent = time.monotonic_ns()
             self._finished(request, version, success, 0, cancelled, failure, tracing)
+
+    def call_here(self, request: InferRequest) -> HereCall | None:
+        """A model's call (BLS) checked and lent an instance idle now, for its waiting thread
+        to run (`calls.py`); None when it takes `infer`'s path: a model that batches, with a
+        queue or no such instance free, an ensemble, a cached or a decoupled one, or while
+        tensors are traced."""
+        timestamps = request.timestamps
+        if not timestamps.received:
+            timestamps.received = time.monotonic_ns()
+        loaded = self._table.find_version(request.model_name, request.model_version)
+        scheduler = loaded.scheduler
+        if loaded.decoupled or (loaded.cached and self.settings.response_cache is not None):
+            return None
+        if self._tensor_observer is not None and self._tensor_observer.tensors_on:
+            return None  # its outputs are traced on the loop: before its caller may change them
+        lease = scheduler.lend_here() if isinstance(scheduler, DynamicBatcher) else None
+        if lease is None:
+            return None
+        tracing = self._traced(request)
+        call = HereCall(
+            request,
+            loaded,
+            lease,
+            tracing,
+            self._finish,
+            self._end_here,
+            asyncio.get_running_loop(),
+        )
+        loaded.in_flight += 1
+        try:
+            self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
+            self._prepare(loaded, request)
+        except BaseException as exc:
+            timestamps.sent = time.monotonic_ns()
+            self._end_here(call, None, exc)
+            raise
+        return call
+
+    def _end_here(
+        self, call: HereCall, outputs: dict[str, Array] | None, failure: BaseException | None
+    ) -> None:
+        """A call its thread ran (or one refused before) ended: the engine's part of it on
+        the loop, as `infer` does for its request."""
+        request, loaded = call.request, call.loaded
+        try:
+            call.lease.give_back()
+        finally:
+            if outputs is not None:
+                self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+            loaded.in_flight -= 1
+            reason = None if failure is None else failure_reason(failure)
+            version = str(loaded.version)
+            self._finished(request, version, failure is None, 0, False, reason, call.tracing)
 
     def _finished(
         self,

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device
 from inferd.core.errors import InferdError, ModelExecutionError
@@ -45,6 +45,20 @@ class Instance(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class RunsHere(Instance, Protocol):
+    """An instance whose batch may also run on the thread of a caller that waits for it anyway
+    (a model's call to another model, from the caller model's own thread): one thread hop to
+    the instance and one back fewer. Its scheduler lends it to that caller alone."""
+
+    def execute_here(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult: ...
+
+
 class ModelInstance:
     """Runs batches for one instance of a model in its own thread, off the event loop.
 
@@ -75,6 +89,16 @@ class ModelInstance:
         future: asyncio.Future[ExecutionResult] = loop.create_future()
         self._jobs.put(_Job(loop, future, inputs, output_names, requests))
         return await future
+
+    def execute_here(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> ExecutionResult:
+        """`execute` on the calling thread, for a caller its scheduler lent the instance to
+        (so no batch runs on its own thread meanwhile)."""
+        return self._run(inputs, output_names, requests)
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:

@@ -28,7 +28,7 @@ import numpy as np
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.core.errors import InferdError, InstanceLost, Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
-from inferd.instances.instance import ExecutionResult, Instance
+from inferd.instances.instance import ExecutionResult, Instance, RunsHere
 from inferd.scheduling.adaptive import SloController
 
 # rows of its requests, compute marks of the batch, the instance's name, its requests
@@ -137,6 +137,26 @@ class BatchRunner(Generic[P]):
             return functools.partial(fail_all, batch.calls, batch_failure(exc))
         return functools.partial(self._deliver, batch, answers, compute, result, instance.name)
 
+    def run_here(self, instance: RunsHere, call: P) -> tuple[Answer, Deliver]:
+        """Execute one request's batch on the calling thread (its caller waits for it and was
+        lent `instance`); its answer, and what reports the batch and answers its future, to be
+        called on the event loop."""
+        kind = self._kind
+        batch = Batch([call])
+        compute = Timestamps(compute_start=time.monotonic_ns())
+        try:
+            result = instance.execute_here(
+                kind.inputs(batch), kind.output_names(batch), batch.requests
+            )
+            answers = self._answers(batch, result.outputs)
+        except Exception as exc:
+            error = batch_failure(exc)
+            return error, functools.partial(fail_all, batch.calls, error)
+        # Its caller has the answer now, before the loop delivers it.
+        compute.compute_end = time.monotonic_ns()
+        deliver = functools.partial(self._deliver, batch, answers, compute, result, instance.name)
+        return answers[0], deliver
+
     def _answers(self, batch: Batch[P], outputs: BatchOutputs) -> list[Answer]:
         calls = batch.calls
         if isinstance(outputs, list):
@@ -168,7 +188,7 @@ class BatchRunner(Generic[P]):
     ) -> None:
         compute.compute_input_end = result.compute_start_ns
         compute.compute_output_start = result.compute_end_ns
-        compute.compute_end = end = time.monotonic_ns()
+        end = compute.compute_end = compute.compute_end or time.monotonic_ns()
         if self._on_batch is not None:
             self._on_batch(batch.filled, compute, instance, batch.calls, batch.size - batch.filled)
         for call, answer in zip(batch.calls, answers, strict=True):

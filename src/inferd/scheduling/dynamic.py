@@ -8,8 +8,9 @@ size (Triton's rules, `preferred_cut`); else after `max_queue_delay`, counted fr
 request), releases the lock so the next free worker can form the following
 batch, and executes it with the shared batch core (`batch.py`). Each caller awaits its own
 future. With batching off, a request that finds the queue empty and an instance idle runs at
-once on that instance in its own task (`idle.py`). A batch whose instance must wait for rate
-limiter resources keeps growing meanwhile (`_grow`).
+once on that instance in its own task (`idle.py`), or on the thread of a caller that waits
+for it there (a model's call to another model: `lease.py`). A batch whose instance must wait
+for rate limiter resources keeps growing meanwhile (`_grow`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
@@ -21,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import Instance
+from inferd.instances.instance import Instance, RunsHere
 from inferd.scheduling.adaptive import SloController
 from inferd.scheduling.batch import (
     BatchCallback,
@@ -37,6 +38,7 @@ from inferd.scheduling.claim import Claim
 from inferd.scheduling.delay_hook import delay_gate
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
+from inferd.scheduling.lease import Lease
 from inferd.scheduling.ordering import ResponseOrder, Turn
 from inferd.scheduling.preferred import preferred_cut, preferred_growth
 from inferd.scheduling.queue import PriorityQueue, Queued
@@ -101,6 +103,9 @@ class DynamicBatcher:
         # Only where each request runs alone anyway: with a delay of 0, the requests that
         # arrive together still batch, and would not if the first ran at once.
         self._run_at_once = not settings.enabled and self._delay is None
+        self._batched = settings.max_batch_size > 0
+        # Whether a waiting caller may run a request on its own thread (`lend_here`).
+        self._here = all(isinstance(instance, RunsHere) for instance in self._instances)
 
     @property
     def slo(self) -> SloController | None:
@@ -123,7 +128,7 @@ class DynamicBatcher:
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
             raise Unavailable(f"model '{request.model_name}' is being unloaded")
-        if self._run_at_once and not len(self._queue) and (slot := self._idle.lend()):
+        if (slot := self._lend()) is not None:
             return await self._run_now(slot, request)
         queued = self._enqueue(request)
         if self._wakeup.sleeping:
@@ -136,10 +141,26 @@ class DynamicBatcher:
             self._queue.withdraw(queued)
             raise
 
+    def lend_here(self) -> Lease | None:
+        """An idle instance for one request that its caller runs on its own thread (`Lease`),
+        when `submit` would run that request at once and the instances can run elsewhere;
+        None when it must take `submit`'s path."""
+        if not self._here or self._stopping or (slot := self._lend()) is None:
+            return None
+        instance = cast(RunsHere, slot.instance)  # `_here`: every instance is
+        future = asyncio.get_running_loop().create_future()
+        return Lease(self._runner, self._idle, slot, instance, future, self._batched)
+
+    def _lend(self) -> Slot | None:
+        """An idle instance for a request to run on at once, when nothing waits before it."""
+        if self._run_at_once and not len(self._queue):
+            return self._idle.lend()
+        return None
+
     async def _run_now(self, slot: Slot, request: InferRequest) -> dict[str, Array]:
         now = time.monotonic_ns()
         request.timestamps.queued = now
-        rows = request.batch_size() if self._settings.max_batch_size > 0 else 1
+        rows = request.batch_size() if self._batched else 1
         future = asyncio.get_running_loop().create_future()
         call = Queued(request, future, now, rows, queued=False)  # never in the queue
         try:
@@ -158,7 +179,7 @@ class DynamicBatcher:
         request.timestamps.queued = now
         loop = asyncio.get_running_loop()
         if not settings.enabled:
-            rows = request.batch_size() if settings.max_batch_size > 0 else 1
+            rows = request.batch_size() if self._batched else 1
             queued = Queued(request, loop.create_future(), now, rows)
             self._queue.push(queued)
             return queued

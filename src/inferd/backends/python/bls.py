@@ -56,7 +56,11 @@ def callers_of(parameters: dict[str, Any]) -> tuple[str, ...]:
 
 def infer(request: InferRequest, timeout_s: float | None = None) -> InferResponse:
     """The response, waited for in this thread; raises the call's `InferdError`."""
-    future = _calls().submit(prepared(request))
+    calls = _calls()
+    if timeout_s is None:
+        return calls.call(prepared(request))
+    # Bounded: the called model never runs on this thread, which could not stop waiting.
+    future = calls.submit(prepared(request))
     try:
         return future.result(timeout_s)
     except concurrent.futures.TimeoutError:

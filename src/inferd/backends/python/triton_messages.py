@@ -208,7 +208,8 @@ class InferenceResponse:
     ) -> None:
         self._outputs = list(output_tensors)
         self._error = error
-        self._parameters = json.dumps(parameters or {})
+        # Most responses have none: "{}" without a trip through json (a BLS call's answer too).
+        self._parameters = json.dumps(parameters) if parameters else "{}"
 
     def output_tensors(self) -> list[Tensor]:
         return self._outputs

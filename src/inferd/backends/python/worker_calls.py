@@ -51,6 +51,9 @@ class PipeCalls:
         future.add_done_callback(functools.partial(self._given_up, key))
         return future
 
+    def call(self, request: InferRequest) -> InferResponse:
+        return self.submit(request).result()
+
     def _given_up(self, key: int, future: Future[InferResponse]) -> None:
         if future.cancelled():  # its caller timed out: the server stops the request
             self._pipe.send(CancelCall(key))
