@@ -1,10 +1,11 @@
 """Where traces go: files in Triton's trace format, written off the event loop, or the log.
 
-Triton's trace file is a JSON array; each trace is an object naming its model, an object with
-its timestamps (level TIMESTAMPS) and one object per tensor (level TENSORS), all under the
-trace's id. With `log_frequency` N > 0 every N traces go
-to `<trace_file>.<index>` (index from 0); with 0 the traces collect in memory and go to
-`<trace_file>` when the file setting changes or the server stops.
+Triton's trace file is a JSON array; each trace is an object naming its model (and its
+request id and parent trace where it has them), an object with its timestamps in time order
+(level TIMESTAMPS) and one object per tensor (level TENSORS), all under the trace's id. With
+`log_frequency` N > 0 every N traces go to `<trace_file>.<index>` (index from 0); with 0 the
+traces collect in memory and go to `<trace_file>` when the file setting changes or the server
+stops.
 """
 
 from __future__ import annotations
@@ -19,33 +20,28 @@ from inferd.metrics.trace_tensors import TracedTensor, tensor_object
 
 logger = logging.getLogger("inferd.trace")
 
-MARKS = (
-    "REQUEST_START",
-    "QUEUE_START",
-    "COMPUTE_START",
-    "COMPUTE_INPUT_END",
-    "COMPUTE_OUTPUT_START",
-    "COMPUTE_END",
-    "REQUEST_END",
-)
-# (id, model, version, ns of each of MARKS (0 = not reached; none when timestamps are not
-# traced), tensors): turned into Triton's objects by the writer, so the request path only
-# makes a tuple.
-Trace = tuple[int, str, str, tuple[int, ...], Sequence[TracedTensor]]
+# (id, parent id (0: none), request id, model, version, (name, ns) of each mark (ns 0: not
+# reached; none when timestamps are not traced), tensors): turned into Triton's objects by the
+# writer, so the request path only makes a tuple.
+Trace = tuple[int, int, str, str, str, tuple[tuple[str, int], ...], Sequence[TracedTensor]]
 
 
 def trace_objects(trace: Trace) -> list[dict[str, Any]]:
     """The objects of one trace in Triton's trace file."""
-    trace_id, model, version, marks, tensors = trace
-    objects: list[dict[str, Any]] = [
-        {
-            "id": trace_id,
-            "model_name": model,
-            "model_version": int(version) if version.isdigit() else version,
-        }
-    ]
+    trace_id, parent_id, request_id, model, version, marks, tensors = trace
+    head: dict[str, Any] = {
+        "id": trace_id,
+        "model_name": model,
+        "model_version": int(version) if version.isdigit() else version,
+    }
+    if request_id:
+        head["request_id"] = request_id
+    if parent_id:
+        head["parent_id"] = parent_id
+    objects = [head]
     if marks:
-        stamps = [{"name": n, "ns": ns} for n, ns in zip(MARKS, marks, strict=True) if ns]
+        reached = sorted((mark for mark in marks if mark[1]), key=lambda mark: mark[1])
+        stamps = [{"name": name, "ns": ns} for name, ns in reached]
         objects.append({"id": trace_id, "timestamps": stamps})
     objects.extend(tensor_object(trace_id, tensor) for tensor in tensors)
     return objects

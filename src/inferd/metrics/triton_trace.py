@@ -4,10 +4,15 @@ An `Observer` of finished requests and the server's `TraceControl`. Settings are
 model may override any of them (its own sampling counter and trace count then apply to it).
 With tracing off everywhere a request costs one attribute check here and one in the engine.
 
-At level TENSORS the engine hands over the tensors of every request of a model traced at that
-level (references, kept while the request is in flight); the sampled ones are written with
-their trace, off the event loop. Triton's core records the same two activities: the inputs as
-the request is queued and the outputs of each response.
+As in Triton, requests are sampled as they arrive, and a trace's id is taken then, so ids
+follow arrival order. A request made by a traced one (an ensemble's step) is traced as its
+child (`parent_id`), in the parent's scope, whatever its own model's settings say; made by
+one not traced, it is not traced.
+
+At level TENSORS the engine hands over the tensors of the traced requests (references, kept
+while the request is in flight); they are written with their trace, off the event loop.
+Triton's core records the same two activities: the inputs as the request is queued and the
+outputs of each response.
 
 `trace_mode` says where a scope's traces go: Triton's trace files (`triton`), or OpenTelemetry
 spans (`opentelemetry`, offered when the server started in that mode), which `sample` decides
@@ -66,10 +71,13 @@ class TritonTracer:
         self._global = self._scope(self._global_values, None)
         self._scopes: dict[str, _Scope] = {}
         self._active = self._global.on and not self._global.spans
+        self.traces_on = self._active
         # Whether any request may be traced as spans now: the one check on their path.
         self.spans_active = self._global.on and self._global.spans
         self.tensors_on = self._global.tensors
-        # The tensors of requests in flight, by their timestamps' id.
+        # The traced requests in flight, by trace id: the scope that took each, its request id.
+        self._traced: dict[int, tuple[_Scope, str]] = {}
+        # Their tensors, by their timestamps' id.
         self._tensors: dict[int, list[TracedTensor]] = {}
         self._next_id = 1
 
@@ -109,6 +117,21 @@ class TritonTracer:
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
         """Settings of a model outlive its loads, as Triton keeps them."""
 
+    def request_arrived(self, model_name: str, timestamps: Timestamps, request_id: str) -> None:
+        made_by = timestamps.parent
+        if made_by is not None:
+            taken = self._traced.get(made_by.trace_id) if made_by.trace_id else None
+            if taken is None:
+                return
+            scope = taken[0]
+        else:
+            scope = self._scopes.get(model_name, self._global)
+            if not scope.on or scope.spans or not _sampled(scope):
+                return
+        trace_id = timestamps.trace_id = self._next_id
+        self._next_id = trace_id + 1
+        self._traced[trace_id] = (scope, request_id)
+
     def request_finished(
         self,
         model_name: str,
@@ -120,14 +143,18 @@ class TritonTracer:
         failure: FailureReason | None = None,
     ) -> None:
         tensors = self._tensors.pop(id(timestamps), ()) if self._tensors else ()
-        if not self._active:
+        taken = self._traced.pop(timestamps.trace_id, None) if timestamps.trace_id else None
+        if taken is None:
             return
-        scope = self._scopes.get(model_name, self._global)
-        if not scope.on or scope.spans or not _sampled(scope):
-            return
-        trace_id, self._next_id = self._next_id, self._next_id + 1
+        scope, request_id = taken
+        if not self._traced:
+            self.traces_on = self._active
+        made_by = timestamps.parent
+        parent_id = made_by.trace_id if made_by is not None else 0
         marks = _marks(timestamps) if scope.timestamps else ()
-        scope.output.add((trace_id, model_name, model_version, marks, tensors))
+        scope.output.add(
+            (timestamps.trace_id, parent_id, request_id, model_name, model_version, marks, tensors)
+        )
 
     def request_tensors(
         self,
@@ -136,8 +163,8 @@ class TritonTracer:
         activity: str,
         tensors: Mapping[str, Array],
     ) -> None:
-        scope = self._scopes.get(model_name, self._global)
-        if scope.tensors and scope.remaining != 0:
+        taken = self._traced.get(timestamps.trace_id) if timestamps.trace_id else None
+        if taken is not None and taken[0].tensors:
             kept = self._tensors.setdefault(id(timestamps), [])
             kept.extend((activity, name, array) for name, array in tensors.items())
 
@@ -186,6 +213,7 @@ class TritonTracer:
                 del self._outputs[key]
         scopes = [s for s in (self._global, *self._scopes.values()) if s.on]
         self._active = any(not s.spans for s in scopes)
+        self.traces_on = self._active or bool(self._traced)
         self.spans_active = any(s.spans for s in scopes)
         self.tensors_on = any(s.tensors for s in scopes)
 
@@ -218,13 +246,18 @@ def _sampled(scope: _Scope) -> bool:
     return True
 
 
-def _marks(t: Timestamps) -> tuple[int, ...]:
+def _marks(t: Timestamps) -> tuple[tuple[str, int], ...]:
+    """The request's marks (0: not reached). A response is complete as the engine hands it
+    over: each one where the frontend keeps them all, else a decoupled request's first, else
+    the one answer, as the request leaves."""
+    responses = t.responses or (t.first_response or t.sent,)
     return (
-        t.received,
-        t.queued,
-        t.compute_start,
-        t.compute_input_end,
-        t.compute_output_start,
-        t.compute_end,
-        t.sent,
+        ("REQUEST_START", t.received),
+        ("QUEUE_START", t.queued),
+        ("COMPUTE_START", t.compute_start),
+        ("COMPUTE_INPUT_END", t.compute_input_end),
+        ("COMPUTE_OUTPUT_START", t.compute_output_start),
+        ("COMPUTE_END", t.compute_end),
+        *(("INFER_RESPONSE_COMPLETE", ns) for ns in responses),
+        ("REQUEST_END", t.sent),
     )

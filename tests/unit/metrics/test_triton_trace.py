@@ -15,12 +15,13 @@ from inferd.core.types import Timestamps
 from inferd.metrics.trace_settings import DEFAULTS, start_settings
 from inferd.metrics.triton_trace import TritonTracer
 
-MARKS = Timestamps(1, 2, 3, 4, 5, 6, 7)
-
 
 def run(tracer: TritonTracer, model: str, requests: int) -> None:
+    """`requests` requests, each finished before the next arrives."""
     for _ in range(requests):
-        tracer.request_finished(model, "1", MARKS, True)
+        marks = Timestamps(1, 2, 3, 4, 5, 6, 7)
+        tracer.request_arrived(model, marks, "")
+        tracer.request_finished(model, "1", marks, True)
 
 
 def written(path: Path) -> list[dict[str, object]]:
@@ -38,7 +39,7 @@ def test_one_trace_per_rate_requests_until_the_count_is_spent(tmp_path: Path) ->
     objects = written(trace_file)
     assert [o["id"] for o in objects] == [1, 1, 2, 2, 3, 3]
     assert objects[0] == {"id": 1, "model_name": "m", "model_version": 1}
-    assert [m["name"] for m in objects[1]["timestamps"]][::6] == ["REQUEST_START", "REQUEST_END"]
+    assert [m["name"] for m in objects[1]["timestamps"]][::7] == ["REQUEST_START", "REQUEST_END"]
 
 
 def test_a_models_settings_override_the_global_ones_and_clear_back(tmp_path: Path) -> None:
