@@ -170,6 +170,13 @@ def test_settings_of_an_unknown_model_are_not_found(client: Any) -> None:
     assert caught.value.status() in ("404", "StatusCode.NOT_FOUND")
 
 
+def test_an_unknown_models_settings_are_refused_in_tritons_words(client: Any) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        update_trace(client, "nope", {"trace_rate": "1"})
+    # Triton's QA (qa/L0_trace/trace_endpoint_test.py) matches this phrase.
+    assert "Request for unknown model : nope" in caught.value.message()
+
+
 def test_verbose_lines_appear_once_the_level_is_raised(server: RunningServer, client: Any) -> None:
     before = client.get_log_settings()
     assert _log(before)["log_verbose_level"] == 0

@@ -38,6 +38,7 @@ from inferd.frontends.grpc.stream import StreamCall
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
+from inferd.frontends.trace_models import check_traced_model
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class GrpcFrontend:
     @_rpc
     async def TraceSetting(self, request: Any, context: Context) -> Any:
         if request.model_name:
-            self._engine.model_metadata(request.model_name)  # an unknown model: NOT_FOUND
+            check_traced_model(self._engine, request.model_name)  # an unknown model: NOT_FOUND
         return trace_setting(self._engine.controls.trace, request)
 
     @_rpc

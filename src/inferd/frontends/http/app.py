@@ -64,6 +64,7 @@ from inferd.frontends.load_errors import load_failure
 from inferd.frontends.openai.routes import OpenAIRoutes
 from inferd.frontends.restricted import Forbidden, Restrictions
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
+from inferd.frontends.trace_models import check_traced_model
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ class HttpFrontend:
         else:
             model = parts[2] if len(parts) == 5 else ""
             if model:
-                self._engine.model_metadata(model)  # an unknown model: 404
+                check_traced_model(self._engine, model)  # an unknown model: 404
             answer = trace_answer(controls.trace, model, document)
         await _respond(send, 200, orjson.dumps(answer))
 
