@@ -134,6 +134,15 @@ def test_cache_summaries_count_hits_and_misses(server: RunningServer) -> None:
     assert "nv_cache_hit_summary_per_model_count" not in {n for n, _ in samples(server, "simple")}
 
 
+def test_a_version_using_the_cache_has_no_request_summary(server: RunningServer) -> None:
+    infer(server, 2, model="cached")
+    infer(server, 1)
+    cached = {name for name, _ in samples(server, "cached")}
+    assert not [name for name in cached if name.startswith("nv_inference_request_summary_us")]
+    assert {"nv_inference_queue_summary_us_count", "nv_cache_hit_summary_per_model_count"} <= cached
+    assert "nv_inference_request_summary_us_count" in {n for n, _ in samples(server, "simple")}
+
+
 def test_summaries_are_off_by_default(model_repository: Path) -> None:
     with running_server(model_repository) as server:
         infer(server, 2)

@@ -199,6 +199,15 @@ class Engine:
             if loaded.warmup
         ]
 
+    def cached_versions(self) -> list[tuple[str, str]]:
+        """(model, version) of every serving version whose requests go through the response
+        cache."""
+        return [
+            (loaded.model_name, str(loaded.version))
+            for loaded in self._table.loaded_versions()
+            if loaded.cached
+        ]
+
     def pending_requests(self) -> list[tuple[str, str, int]]:
         """(model, version, requests queued and not yet executing) for every serving version."""
         return [

@@ -31,6 +31,7 @@ from inferd.metrics.summaries import LatencySummaries
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
 WarmupDurations = Callable[[], list[tuple[str, str, float]]]  # (model, version, seconds)
+CachedVersions = Callable[[], list[tuple[str, str]]]  # (model, version) using the cache
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
     (
@@ -133,6 +134,7 @@ class PrometheusMetrics(Collector):
         self._in_flight: PendingCounts | None = None
         self._instances: InstanceDevices | None = None
         self._warmups: WarmupDurations | None = None
+        self._cached: CachedVersions | None = None
         self._requests = RequestMetrics(buckets, histograms)
         self._models = ModelMetrics()
         self._summaries = LatencySummaries(quantiles) if quantiles else None
@@ -150,6 +152,11 @@ class PrometheusMetrics(Collector):
     def watch_warmups(self, warmups: WarmupDurations) -> None:
         """Set where the warmup durations of serving versions come from."""
         self._warmups = warmups
+
+    def watch_cache(self, cached: CachedVersions) -> None:
+        """Set where the serving versions that use the response cache come from (Triton gives
+        them cache summaries and no request summary)."""
+        self._cached = cached
 
     def registry(self) -> CollectorRegistry:
         """A registry holding only these metrics."""
@@ -211,7 +218,8 @@ class PrometheusMetrics(Collector):
         yield _failure_family(snapshot)
         yield from self._requests.families()
         if self._summaries is not None:
-            yield from self._summaries.families(snapshot, time.monotonic_ns())
+            cached = set(self._cached()) if self._cached else set()
+            yield from self._summaries.families(snapshot, time.monotonic_ns(), cached)
         yield _count_family(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model",
