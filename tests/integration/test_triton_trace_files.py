@@ -125,6 +125,8 @@ def test_a_unary_answer_has_one_response_complete_mark(
     assert trace["request_id"] == "r-7"
     assert "parent_id" not in trace
     assert names(trace) == [
+        "HTTP_RECV_START",
+        "HTTP_RECV_END",
         "REQUEST_START",
         "QUEUE_START",
         "COMPUTE_START",
@@ -147,6 +149,9 @@ def test_ensemble_steps_are_children_of_the_ensemble_trace(
     (ensemble,) = [t for t in written.values() if t["model_name"] == ENSEMBLE]
     steps = [t for t in written.values() if t["model_name"] == "simple"]
     assert len(steps) == 6
+    # The frontend's marks are the ensemble request's; its steps were made in the server.
+    assert names(ensemble)[:2] == ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END"]
+    assert {names(step)[0] for step in steps} == {"REQUEST_START"}
     assert "parent_id" not in ensemble
     assert {step["parent_id"] for step in steps} == {ensemble["id"]}
     # Numbered as they arrived: the ensemble's request before any of its steps.
@@ -183,6 +188,7 @@ def test_a_grpc_streams_request_marks_its_first_response(
     stream_three(server, [4])
     (trace,) = traces(trace_file, 1).values()
     assert trace["model_name"] == "three"
+    assert names(trace)[:3] == ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END", "REQUEST_START"]
     assert names(trace).count("INFER_RESPONSE_COMPLETE") == 1
 
 

@@ -22,6 +22,7 @@ is traced whatever the rate and count, and `trace_rate` 0 traces only those.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -75,8 +76,9 @@ class TritonTracer:
         # Whether any request may be traced as spans now: the one check on their path.
         self.spans_active = self._global.on and self._global.spans
         self.tensors_on = self._global.tensors
-        # The traced requests in flight, by trace id: the scope that took each, its request id.
-        self._traced: dict[int, tuple[_Scope, str]] = {}
+        # The traced requests in flight, by trace id: the scope that took each, its request id
+        # and when it entered the engine (Triton's REQUEST_START).
+        self._traced: dict[int, tuple[_Scope, str, int]] = {}
         # Their tensors, by their timestamps' id.
         self._tensors: dict[int, list[TracedTensor]] = {}
         self._next_id = 1
@@ -130,7 +132,7 @@ class TritonTracer:
                 return
         trace_id = timestamps.trace_id = self._next_id
         self._next_id = trace_id + 1
-        self._traced[trace_id] = (scope, request_id)
+        self._traced[trace_id] = (scope, request_id, time.monotonic_ns())
 
     def request_finished(
         self,
@@ -146,12 +148,12 @@ class TritonTracer:
         taken = self._traced.pop(timestamps.trace_id, None) if timestamps.trace_id else None
         if taken is None:
             return
-        scope, request_id = taken
+        scope, request_id, start = taken
         if not self._traced:
             self.traces_on = self._active
         made_by = timestamps.parent
         parent_id = made_by.trace_id if made_by is not None else 0
-        marks = _marks(timestamps) if scope.timestamps else ()
+        marks = _marks(timestamps, start) if scope.timestamps else ()
         scope.output.add(
             (timestamps.trace_id, parent_id, request_id, model_name, model_version, marks, tensors)
         )
@@ -246,13 +248,23 @@ def _sampled(scope: _Scope) -> bool:
     return True
 
 
-def _marks(t: Timestamps) -> tuple[tuple[str, int], ...]:
-    """The request's marks (0: not reached). A response is complete as the engine hands it
-    over: each one where the frontend keeps them all, else a decoupled request's first, else
-    the one answer, as the request leaves."""
+# The marks of the frontend that read a request, as Triton's frontends name them: reading
+# began, reading ended.
+_WIRE = {
+    "HTTP": ("HTTP_RECV_START", "HTTP_RECV_END"),
+    "GRPC": ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END"),
+}
+
+
+def _marks(t: Timestamps, start: int) -> tuple[tuple[str, int], ...]:
+    """The request's marks (0: not reached); `start`: it entered the engine. A response is
+    complete as the engine hands it over: each one where the frontend keeps them all, else a
+    decoupled request's first, else the one answer, as the request leaves."""
     responses = t.responses or (t.first_response or t.sent,)
+    wire = _WIRE.get(t.protocol)
     return (
-        ("REQUEST_START", t.received),
+        *(((wire[0], t.received), (wire[1], t.read or t.received)) if wire else ()),
+        ("REQUEST_START", start),
         ("QUEUE_START", t.queued),
         ("COMPUTE_START", t.compute_start),
         ("COMPUTE_INPUT_END", t.compute_input_end),

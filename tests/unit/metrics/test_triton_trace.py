@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,12 @@ from inferd.metrics.triton_trace import TritonTracer
 def run(tracer: TritonTracer, model: str, requests: int) -> None:
     """`requests` requests, each finished before the next arrives."""
     for _ in range(requests):
-        marks = Timestamps(1, 2, 3, 4, 5, 6, 7)
-        tracer.request_arrived(model, marks, "")
+        marks = Timestamps(received=time.monotonic_ns())
+        tracer.request_arrived(model, marks, "")  # REQUEST_START: now
+        after = time.monotonic_ns() + 1
+        marks.queued, marks.compute_start, marks.compute_end = after, after + 1, after + 2
+        marks.compute_input_end = marks.compute_output_start = after + 1
+        marks.sent = after + 3
         tracer.request_finished(model, "1", marks, True)
 
 

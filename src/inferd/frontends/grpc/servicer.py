@@ -151,6 +151,7 @@ class GrpcFrontend:
             raise message.error()
         request = decode_infer_request(message, self._shared_memory)
         request.timestamps.received = received
+        request.timestamps.protocol = "GRPC"
         tracing = self._engine.tracing
         if context is not None and tracing is not None and tracing.active:
             request.trace_parent = _trace_parent(context)
