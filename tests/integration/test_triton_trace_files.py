@@ -199,3 +199,36 @@ def test_a_generate_stream_marks_every_response(server: RunningServer, trace_fil
     # Three responses, then the final flag alone: each a response callback in Triton.
     assert names(trace).count("INFER_RESPONSE_COMPLETE") == 4
     assert names(trace)[-1] == "REQUEST_END"
+
+
+def test_which_file_each_trace_goes_to(model_repository: Path, tmp_path: Path) -> None:
+    """As Triton writes them (qa/L0_trace's trace_count and log_frequency cases): traces taken
+    under replaced settings go to the trace file, a spent trace_count's to the next indexed
+    file at once, and at stop what a log_frequency left over to the next indexed file."""
+    path = tmp_path / "t.json"
+    start = [
+        a
+        for s in ("level=TIMESTAMPS", "rate=1", f"triton,file={path}")
+        for a in ("--trace-config", s)
+    ]
+    with (
+        running_server(model_repository, *start) as up,
+        closing(httpclient.InferenceServerClient(up.http_url)) as client,
+    ):
+        inputs = simple_inputs(httpclient)
+        for _ in range(3):
+            client.infer("simple", inputs)
+        client.update_trace_settings(settings={"trace_count": "2"})
+        for _ in range(3):
+            client.infer("simple", inputs)
+        eventually(Path(f"{path}.0").exists)  # the count spent: written before the stop
+        client.update_trace_settings("simple", {"trace_count": "-1", "log_frequency": "2"})
+        for _ in range(3):
+            client.infer("simple", inputs)
+
+    def ids(written: Path) -> set[int]:
+        return {item["id"] for item in json.loads(written.read_text())}
+
+    counts = [len(ids(Path(f"{path}.{index}"))) for index in range(3)]
+    assert (len(ids(path)), counts) == (3, [2, 2, 1])
+    assert not Path(f"{path}.3").exists()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from inferd.core.observer import FailureReason
 from inferd.core.runtime_settings import TraceValues
 from inferd.core.types import Array, Timestamps
-from inferd.metrics.trace_output import TraceOutput
+from inferd.metrics.trace_output import Trace, TraceOutput, trace_marks
 from inferd.metrics.trace_settings import DEFAULTS, check_trace_scope, check_trace_setting
 from inferd.metrics.trace_tensors import TracedTensor
 
@@ -44,7 +44,13 @@ class _Scope:
     spans: bool  # trace_mode opentelemetry
     rate: int
     remaining: int  # traces still allowed; -1: no limit
+    log_frequency: int
     seen: int = 0
+    # Its finished traces not written yet, its traces in flight, and whether newer settings
+    # replaced it (it is written out once its last trace finished).
+    pending: list[Trace] = field(default_factory=list)
+    in_flight: int = 0
+    retired: bool = False
     timestamps: bool = field(init=False)
     tensors: bool = field(init=False)
 
@@ -68,7 +74,7 @@ class TritonTracer:
         check_trace_scope(self._start, opentelemetry)
         self._global_values = dict(self._start)
         self._model_values: dict[str, TraceValues] = {}
-        self._outputs: dict[tuple[str, int], TraceOutput] = {}
+        self._outputs: dict[str, TraceOutput] = {}  # by trace_file
         self._global = self._scope(self._global_values, None)
         self._scopes: dict[str, _Scope] = {}
         self._active = self._global.on and not self._global.spans
@@ -132,6 +138,7 @@ class TritonTracer:
                 return
         trace_id = timestamps.trace_id = self._next_id
         self._next_id = trace_id + 1
+        scope.in_flight += 1
         self._traced[trace_id] = (scope, request_id, time.monotonic_ns())
 
     def request_finished(
@@ -153,10 +160,28 @@ class TritonTracer:
             self.traces_on = self._active
         made_by = timestamps.parent
         parent_id = made_by.trace_id if made_by is not None else 0
-        marks = _marks(timestamps, start) if scope.timestamps else ()
-        scope.output.add(
-            (timestamps.trace_id, parent_id, request_id, model_name, model_version, marks, tensors)
+        marks = trace_marks(timestamps, start) if scope.timestamps else ()
+        trace = (
+            timestamps.trace_id,
+            parent_id,
+            request_id,
+            model_name,
+            model_version,
+            marks,
+            tensors,
         )
+        scope.in_flight -= 1
+        if not scope.output.trace_file:
+            scope.output.log(trace)
+            return
+        scope.pending.append(trace)
+        frequency = scope.log_frequency
+        # As Triton writes them: every log_frequency traces; once the trace_count is spent and
+        # its traces finished; once newer settings replaced the scope and its traces finished.
+        if (frequency and len(scope.pending) >= frequency) or (
+            not scope.in_flight and (scope.remaining == 0 or scope.retired)
+        ):
+            _write_out(scope)
 
     def request_tensors(
         self,
@@ -195,6 +220,8 @@ class TritonTracer:
         """Loads are not traced."""
 
     def close(self) -> None:
+        for scope in (self._global, *self._scopes.values()):
+            _write_out(scope)
         for output in self._outputs.values():
             output.close()
 
@@ -208,6 +235,12 @@ class TritonTracer:
             name: self._reuse(old.get(name), {**self._global_values, **own})
             for name, own in self._model_values.items()
         }
+        current = {id(s) for s in (self._global, *self._scopes.values())}
+        for scope in old.values():
+            if id(scope) not in current:
+                scope.retired = True
+                if not scope.in_flight:
+                    _write_out(scope)
         used = {id(s.output) for s in (self._global, *self._scopes.values())}
         for key, output in list(self._outputs.items()):
             if id(output) not in used:
@@ -224,16 +257,17 @@ class TritonTracer:
 
     def _scope(self, values: TraceValues, old: _Scope | None) -> _Scope:
         values = dict(values)  # a copy: the global settings change in place
-        key = (values["trace_file"][0], int(values["log_frequency"][0]))
-        output = self._outputs.get(key)
+        trace_file = values["trace_file"][0]
+        output = self._outputs.get(trace_file)
         if output is None:
-            output = self._outputs[key] = TraceOutput(*key)
+            output = self._outputs[trace_file] = TraceOutput(trace_file)
         count = int(values["trace_count"][0])
         if old is not None and old.values["trace_count"] == values["trace_count"]:
             count = old.remaining  # a change of another setting does not restart the count
         on = values["trace_level"] != ["OFF"]
         spans = values["trace_mode"] == ["opentelemetry"]
-        return _Scope(values, output, on, spans, int(values["trace_rate"][0]), count)
+        rate, frequency = int(values["trace_rate"][0]), int(values["log_frequency"][0])
+        return _Scope(values, output, on, spans, rate, count, frequency)
 
 
 def _sampled(scope: _Scope) -> bool:
@@ -248,28 +282,13 @@ def _sampled(scope: _Scope) -> bool:
     return True
 
 
-# The marks of the frontend that read a request, as Triton's frontends name them: reading
-# began, reading ended.
-_WIRE = {
-    "HTTP": ("HTTP_RECV_START", "HTTP_RECV_END"),
-    "GRPC": ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END"),
-}
-
-
-def _marks(t: Timestamps, start: int) -> tuple[tuple[str, int], ...]:
-    """The request's marks (0: not reached); `start`: it entered the engine. A response is
-    complete as the engine hands it over: each one where the frontend keeps them all, else a
-    decoupled request's first, else the one answer, as the request leaves."""
-    responses = t.responses or (t.first_response or t.sent,)
-    wire = _WIRE.get(t.protocol)
-    return (
-        *(((wire[0], t.received), (wire[1], t.read or t.received)) if wire else ()),
-        ("REQUEST_START", start),
-        ("QUEUE_START", t.queued),
-        ("COMPUTE_START", t.compute_start),
-        ("COMPUTE_INPUT_END", t.compute_input_end),
-        ("COMPUTE_OUTPUT_START", t.compute_output_start),
-        ("COMPUTE_END", t.compute_end),
-        *(("INFER_RESPONSE_COMPLETE", ns) for ns in responses),
-        ("REQUEST_END", t.sent),
-    )
+def _write_out(scope: _Scope) -> None:
+    """Write the scope's pending traces: to the next indexed file where Triton writes them there
+    (log_frequency set, or the trace_count spent), else to the trace file itself."""
+    taken, scope.pending = scope.pending, []
+    if not taken:
+        return
+    if scope.log_frequency or scope.remaining == 0:
+        scope.output.to_index(taken)
+    else:
+        scope.output.to_file(taken)

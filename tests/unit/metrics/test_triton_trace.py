@@ -40,8 +40,10 @@ def test_one_trace_per_rate_requests_until_the_count_is_spent(tmp_path: Path) ->
     tracer.update_trace_settings("", {**settings, "trace_file": [str(trace_file)]})
     run(tracer, "m", 20)
     assert tracer.trace_settings()["trace_count"] == ["3"]
-    tracer.close()  # log_frequency 0: written at the end
-    objects = written(trace_file)
+    tracer.close()
+    # The count spent and its traces finished: written to the next indexed file, as Triton does.
+    assert not trace_file.exists()
+    objects = written(tmp_path / "t.json.0")
     assert [o["id"] for o in objects] == [1, 1, 2, 2, 3, 3]
     assert objects[0] == {"id": 1, "model_name": "m", "model_version": 1}
     assert [m["name"] for m in objects[1]["timestamps"]][::7] == ["REQUEST_START", "REQUEST_END"]
