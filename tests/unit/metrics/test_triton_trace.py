@@ -88,6 +88,8 @@ def test_without_a_file_each_trace_is_a_log_line(caplog: pytest.LogCaptureFixtur
         {"trace_level": []},
         {"trace_rate": ["1", "2"]},
         {"trace_count": ["-2"]},
+        {"trace_count": ["10000000000"]},  # Triton's L0_trace: out of range
+        {"log_frequency": ["2147483648"]},
         {"log_frequency": ["x"]},
         {"trace_mode": ["opentelemetry"]},
         {"trace_colour": ["1"]},
