@@ -19,12 +19,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferd.core.errors import InferdError
+from inferd.core.model_config import ModelConfig
 from inferd.core.observer import FailureReason
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.types import Timestamps
 from inferd.metrics.models import ModelMetrics
 from inferd.metrics.options import DEFAULT_BUCKETS
-from inferd.metrics.requests import LABELS, RequestMetrics
+from inferd.metrics.requests import LABELS, RequestMetrics, config_buckets
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.summaries import LatencySummaries
 
@@ -152,6 +154,17 @@ class PrometheusMetrics(Collector):
     def watch_warmups(self, warmups: WarmupDurations) -> None:
         """Set where the warmup durations of serving versions come from."""
         self._warmups = warmups
+
+    def watch_configs(self, config_of: Callable[[str, str], ModelConfig]) -> None:
+        """Set where the config of a serving version comes from (its histogram buckets)."""
+
+        def buckets_of(model_name: str, version: str) -> dict[str, tuple[float, ...]]:
+            try:
+                return config_buckets(model_name, config_of(model_name, version))
+            except InferdError:  # unloaded meanwhile
+                return {}
+
+        self._requests.watch_buckets(buckets_of)
 
     def watch_cache(self, cached: CachedVersions) -> None:
         """Set where the serving versions that use the response cache come from (Triton gives
