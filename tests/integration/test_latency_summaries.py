@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.model_files import write
+from tests.integration.model_files import simple_copy, write
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_trace_logging import infer
 
@@ -64,12 +64,7 @@ def repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("summaries")
     (root / "simple").symlink_to(model_repository / "simple", target_is_directory=True)
     # `simple` again, with the response cache on.
-    (root / "cached" / "1").mkdir(parents=True)
-    (root / "cached" / "1" / "model.onnx").symlink_to(model_repository / "simple/1/model.onnx")
-    config = (model_repository / "simple" / "config.pbtxt").read_text()
-    (root / "cached" / "config.pbtxt").write_text(
-        config.replace('name: "simple"', 'name: "cached"') + "response_cache { enable: true }\n"
-    )
+    simple_copy(model_repository, root, "cached", "response_cache { enable: true }\n")
     write(root, "three", THREE, THREE_CONFIG)
     return root
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.model_files import simple_copy
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_latency_summaries import infer, samples
 
@@ -34,12 +35,7 @@ def server(
 ) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("buckets")
     (root / "simple").symlink_to(model_repository / "simple", target_is_directory=True)
-    (root / "own" / "1").mkdir(parents=True)
-    (root / "own" / "1" / "model.onnx").symlink_to(model_repository / "simple/1/model.onnx")
-    config = (model_repository / "simple" / "config.pbtxt").read_text()
-    (root / "own" / "config.pbtxt").write_text(
-        config.replace('name: "simple"', 'name: "own"') + OWN
-    )
+    simple_copy(model_repository, root, "own", OWN)
     with running_server(root) as running:
         yield running
 
