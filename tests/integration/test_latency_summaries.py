@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.model_files import write
+from tests.integration.model_files import simple_copy, write
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_trace_logging import infer
 
@@ -64,12 +64,7 @@ def repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("summaries")
     (root / "simple").symlink_to(model_repository / "simple", target_is_directory=True)
     # `simple` again, with the response cache on.
-    (root / "cached" / "1").mkdir(parents=True)
-    (root / "cached" / "1" / "model.onnx").symlink_to(model_repository / "simple/1/model.onnx")
-    config = (model_repository / "simple" / "config.pbtxt").read_text()
-    (root / "cached" / "config.pbtxt").write_text(
-        config.replace('name: "simple"', 'name: "cached"') + "response_cache { enable: true }\n"
-    )
+    simple_copy(model_repository, root, "cached", "response_cache { enable: true }\n")
     write(root, "three", THREE, THREE_CONFIG)
     return root
 
@@ -132,6 +127,15 @@ def test_cache_summaries_count_hits_and_misses(server: RunningServer) -> None:
     assert got["nv_inference_queue_summary_us_count", ""] == 3
     assert got["nv_inference_compute_infer_summary_us_count", ""] == 1
     assert "nv_cache_hit_summary_per_model_count" not in {n for n, _ in samples(server, "simple")}
+
+
+def test_a_version_using_the_cache_has_no_request_summary(server: RunningServer) -> None:
+    infer(server, 2, model="cached")
+    infer(server, 1)
+    cached = {name for name, _ in samples(server, "cached")}
+    assert not [name for name in cached if name.startswith("nv_inference_request_summary_us")]
+    assert {"nv_inference_queue_summary_us_count", "nv_cache_hit_summary_per_model_count"} <= cached
+    assert "nv_inference_request_summary_us_count" in {n for n, _ in samples(server, "simple")}
 
 
 def test_summaries_are_off_by_default(model_repository: Path) -> None:

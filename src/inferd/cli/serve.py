@@ -165,6 +165,8 @@ async def serve(
     metrics.watch_pending(engine.pending_requests, engine.in_flight_requests)
     metrics.watch_instances(engine.instance_devices)
     metrics.watch_warmups(engine.warmup_durations)
+    metrics.watch_cache(engine.cached_versions)
+    metrics.watch_configs(engine.model_config)
     try:
         await engine.start()
     except InferdError:

@@ -302,8 +302,9 @@ REGISTRY: dict[str, Rule] = {
         "ModelResponseCache.enable",
     ),
     **_rules(
-        W,
-        "per-model metric settings (histogram buckets) are not applied",
+        H,
+        "a latency histogram's buckets, by family (nv_inference_first_response_histogram_ms, "
+        "as in Triton, and inferd's inferd_*_duration_seconds)",
         "ModelConfig.model_metrics",
         "ModelMetrics.metric_control",
         "ModelMetrics.MetricControl.metric_identifier",

@@ -90,11 +90,17 @@ class Observer(Protocol):
 
 @runtime_checkable
 class TensorObserver(Protocol):
-    """An observer that also takes requests' tensors (Triton's trace level TENSORS)."""
+    """An observer that also traces requests as Triton's trace files do: it picks them as they
+    arrive, and takes their tensors (trace level TENSORS)."""
 
-    # Whether any tensors are wanted now: the engine checks it per request, and passes none
-    # while it is off.
+    # Whether any request may be traced (or tensors are wanted) now: the engine checks each
+    # per request, and calls nothing while it is off.
+    traces_on: bool
     tensors_on: bool
+
+    def request_arrived(self, model_name: str, timestamps: Timestamps, request_id: str) -> None:
+        """A request entered the engine (`timestamps.received` is set): traced or not is
+        decided now, so traces are numbered in arrival order (`timestamps.trace_id`)."""
 
     def request_tensors(
         self,

@@ -44,6 +44,17 @@ class Timestamps:
     cache_hit_ns: int = 0
     cache_miss_ns: int = 0
     first_response: int = 0  # a decoupled request's first response (a unary one's is `sent`)
+    # Every response's, kept only where a frontend sets a list (Triton's generate endpoints
+    # trace each response; its gRPC stream only the first).
+    responses: list[int] | None = None
+    # The frontend that read the request off the wire ("HTTP" or "GRPC"; "" for one made in
+    # the server) and when it had read it (0: as it was received).
+    protocol: str = ""
+    read: int = 0
+    # Triton's trace files: the request's trace id, 0 while it is not traced there; and the
+    # marks of the request that made this one (an ensemble's step), whose trace is its parent.
+    trace_id: int = 0
+    parent: Timestamps | None = None
 
     def copy_compute(self, batch: Timestamps) -> None:
         """Take the compute marks of the batch this request ran in."""

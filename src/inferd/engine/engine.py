@@ -200,6 +200,15 @@ class Engine:
             if loaded.warmup
         ]
 
+    def cached_versions(self) -> list[tuple[str, str]]:
+        """(model, version) of every serving version whose requests go through the response
+        cache."""
+        return [
+            (loaded.model_name, str(loaded.version))
+            for loaded in self._table.loaded_versions()
+            if loaded.cached
+        ]
+
     def pending_requests(self) -> list[tuple[str, str, int]]:
         """(model, version, requests queued and not yet executing) for every serving version."""
         return [
@@ -245,6 +254,7 @@ class Engine:
         cancelled = False
         failure: FailureReason | None = None
         tracing = self._traced(request)
+        self._arrived(request)
         loaded.in_flight += 1
         try:
             outputs = await self._run(loaded, request)
@@ -287,6 +297,7 @@ class Engine:
         channel = ResponseChannel()
         execution: asyncio.Future[dict[str, Array]] | None = None
         tracing = self._traced(request)
+        self._arrived(request)
         loaded.in_flight += 1
         try:
             self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
@@ -301,6 +312,8 @@ class Engine:
                 if item.error is not None:
                     raise item.error
                 outputs = _selected(requested, self._finish(loaded, item.outputs or {}, requested))
+                if timestamps.responses is not None:
+                    timestamps.responses.append(time.monotonic_ns())
                 timestamps.first_response = timestamps.first_response or time.monotonic_ns()
                 self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
                 yield InferResponse(
@@ -398,6 +411,12 @@ class Engine:
             )
         if tracing is not None:
             tracing.finish(request, version, failure)
+
+    def _arrived(self, request: InferRequest) -> None:
+        """Let the tracer pick the request for Triton's trace files as it arrives."""
+        observer = self._tensor_observer
+        if observer is not None and observer.traces_on:
+            observer.request_arrived(request.model_name, request.timestamps, request.id)
 
     def _traced(self, request: InferRequest) -> RequestTracing | None:
         """The server's tracing, which starts the span of a request no frontend started (an

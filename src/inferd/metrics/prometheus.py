@@ -19,18 +19,21 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferd.core.errors import InferdError
+from inferd.core.model_config import ModelConfig
 from inferd.core.observer import FailureReason
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.types import Timestamps
 from inferd.metrics.models import ModelMetrics
 from inferd.metrics.options import DEFAULT_BUCKETS
-from inferd.metrics.requests import LABELS, RequestMetrics
+from inferd.metrics.requests import LABELS, RequestMetrics, config_buckets
 from inferd.metrics.statistics import Statistics
 from inferd.metrics.summaries import LatencySummaries
 
 PendingCounts = Callable[[], list[tuple[str, str, int]]]  # (model, version, requests)
 InstanceDevices = Callable[[], list[tuple[str, str, str, str]]]  # (model, version, name, device)
 WarmupDurations = Callable[[], list[tuple[str, str, float]]]  # (model, version, seconds)
+CachedVersions = Callable[[], list[tuple[str, str]]]  # (model, version) using the cache
 
 _COUNTS: list[tuple[str, str, Callable[[VersionStatistics], int]]] = [
     (
@@ -133,6 +136,7 @@ class PrometheusMetrics(Collector):
         self._in_flight: PendingCounts | None = None
         self._instances: InstanceDevices | None = None
         self._warmups: WarmupDurations | None = None
+        self._cached: CachedVersions | None = None
         self._requests = RequestMetrics(buckets, histograms)
         self._models = ModelMetrics()
         self._summaries = LatencySummaries(quantiles) if quantiles else None
@@ -150,6 +154,22 @@ class PrometheusMetrics(Collector):
     def watch_warmups(self, warmups: WarmupDurations) -> None:
         """Set where the warmup durations of serving versions come from."""
         self._warmups = warmups
+
+    def watch_configs(self, config_of: Callable[[str, str], ModelConfig]) -> None:
+        """Set where the config of a serving version comes from (its histogram buckets)."""
+
+        def buckets_of(model_name: str, version: str) -> dict[str, tuple[float, ...]]:
+            try:
+                return config_buckets(model_name, config_of(model_name, version))
+            except InferdError:  # unloaded meanwhile
+                return {}
+
+        self._requests.watch_buckets(buckets_of)
+
+    def watch_cache(self, cached: CachedVersions) -> None:
+        """Set where the serving versions that use the response cache come from (Triton gives
+        them cache summaries and no request summary)."""
+        self._cached = cached
 
     def registry(self) -> CollectorRegistry:
         """A registry holding only these metrics."""
@@ -211,7 +231,8 @@ class PrometheusMetrics(Collector):
         yield _failure_family(snapshot)
         yield from self._requests.families()
         if self._summaries is not None:
-            yield from self._summaries.families(snapshot, time.monotonic_ns())
+            cached = set(self._cached()) if self._cached else set()
+            yield from self._summaries.families(snapshot, time.monotonic_ns(), cached)
         yield _count_family(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model",

@@ -6,7 +6,8 @@ costs far more per observation in Python than an append. So a request appends it
 miss) to the arrays of the current age bucket, and a scrape sorts what the window holds. As
 in Triton (prometheus-cpp), the window is 60 s in 5 age buckets, and `_count` and `_sum`
 cover the server's life: they are read from the statistics, which count the same successful
-requests.
+requests. As in Triton, a version using the response cache has no request summary (a hit's
+duration would mislead it) and has the cache summaries from its load.
 
 A bucket keeps at most `KEPT` requests: past that it keeps every other one, then every
 fourth, ... (an even sample over the bucket's time). So memory and a scrape's sort stay
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -149,15 +150,25 @@ class LatencySummaries:
         if len(request) >= KEPT:
             window.thin()
 
-    def families(self, snapshot: Sequence[VersionStatistics], now: int) -> Iterator[Metric]:
+    def families(
+        self,
+        snapshot: Sequence[VersionStatistics],
+        now: int,
+        cached: Collection[tuple[str, str]] = (),
+    ) -> Iterator[Metric]:
         """The summaries of every serving version, quantiles over the window ending `now`
-        (NaN where it holds no observation, as in Triton)."""
+        (NaN where it holds no observation, as in Triton). As in Triton, a version using the
+        response cache (`cached`: (model, version)) has the cache summaries and no request
+        summary; another has cache summaries only once it met the cache."""
         windows = self._windows
         for index, (name, documentation, duration) in enumerate(SUMMARIES):
             family = Metric(name, documentation, "summary")
             for stats in snapshot:
                 total: Duration = getattr(stats, duration)
-                if duration in _CACHE and not total.count:
+                uses_cache = (stats.name, stats.version) in cached
+                if duration == "success" and uses_cache:
+                    continue
+                if duration in _CACHE and not total.count and not uses_cache:
                     continue
                 labels = {"model": stats.name, "version": stats.version}
                 window = windows.get((stats.name, stats.version))

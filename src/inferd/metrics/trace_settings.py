@@ -19,6 +19,7 @@ DEFAULTS: TraceValues = {
     "trace_mode": ["triton"],
 }
 _MINIMUM = {"trace_rate": 0, "trace_count": -1, "log_frequency": 0}
+_MAXIMUM = 2**31 - 1  # Triton parses each into an int
 MODES = ("triton", "opentelemetry")
 
 
@@ -42,8 +43,10 @@ def check_trace_setting(key: str, values: Sequence[str]) -> list[str]:
             number = int(value)
         except ValueError:
             raise InvalidArgument(f"trace setting '{key}' must be an integer: '{value}'") from None
-        if number < _MINIMUM[key]:
-            raise InvalidArgument(f"trace setting '{key}' must be >= {_MINIMUM[key]}: {number}")
+        if not _MINIMUM[key] <= number <= _MAXIMUM:
+            raise InvalidArgument(
+                f"trace setting '{key}' is out of range [{_MINIMUM[key]}, {_MAXIMUM}]: {number}"
+            )
         return [str(number)]
     if key == "trace_mode" and value not in MODES:
         raise InvalidArgument(f"trace_mode '{value}' is not supported ({', '.join(MODES)})")

@@ -4,10 +4,15 @@ An `Observer` of finished requests and the server's `TraceControl`. Settings are
 model may override any of them (its own sampling counter and trace count then apply to it).
 With tracing off everywhere a request costs one attribute check here and one in the engine.
 
-At level TENSORS the engine hands over the tensors of every request of a model traced at that
-level (references, kept while the request is in flight); the sampled ones are written with
-their trace, off the event loop. Triton's core records the same two activities: the inputs as
-the request is queued and the outputs of each response.
+As in Triton, requests are sampled as they arrive, and a trace's id is taken then, so ids
+follow arrival order. A request made by a traced one (an ensemble's step) is traced as its
+child (`parent_id`), in the parent's scope, whatever its own model's settings say; made by
+one not traced, it is not traced.
+
+At level TENSORS the engine hands over the tensors of the traced requests (references, kept
+while the request is in flight); they are written with their trace, off the event loop.
+Triton's core records the same two activities: the inputs as the request is queued and the
+outputs of each response.
 
 `trace_mode` says where a scope's traces go: Triton's trace files (`triton`), or OpenTelemetry
 spans (`opentelemetry`, offered when the server started in that mode), which `sample` decides
@@ -17,13 +22,14 @@ is traced whatever the rate and count, and `trace_rate` 0 traces only those.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from inferd.core.observer import FailureReason
 from inferd.core.runtime_settings import TraceValues
 from inferd.core.types import Array, Timestamps
-from inferd.metrics.trace_output import TraceOutput
+from inferd.metrics.trace_output import Trace, TraceOutput, trace_marks
 from inferd.metrics.trace_settings import DEFAULTS, check_trace_scope, check_trace_setting
 from inferd.metrics.trace_tensors import TracedTensor
 
@@ -38,7 +44,13 @@ class _Scope:
     spans: bool  # trace_mode opentelemetry
     rate: int
     remaining: int  # traces still allowed; -1: no limit
+    log_frequency: int
     seen: int = 0
+    # Its finished traces not written yet, its traces in flight, and whether newer settings
+    # replaced it (it is written out once its last trace finished).
+    pending: list[Trace] = field(default_factory=list)
+    in_flight: int = 0
+    retired: bool = False
     timestamps: bool = field(init=False)
     tensors: bool = field(init=False)
 
@@ -62,14 +74,18 @@ class TritonTracer:
         check_trace_scope(self._start, opentelemetry)
         self._global_values = dict(self._start)
         self._model_values: dict[str, TraceValues] = {}
-        self._outputs: dict[tuple[str, int], TraceOutput] = {}
+        self._outputs: dict[str, TraceOutput] = {}  # by trace_file
         self._global = self._scope(self._global_values, None)
         self._scopes: dict[str, _Scope] = {}
         self._active = self._global.on and not self._global.spans
+        self.traces_on = self._active
         # Whether any request may be traced as spans now: the one check on their path.
         self.spans_active = self._global.on and self._global.spans
         self.tensors_on = self._global.tensors
-        # The tensors of requests in flight, by their timestamps' id.
+        # The traced requests in flight, by trace id: the scope that took each, its request id
+        # and when it entered the engine (Triton's REQUEST_START).
+        self._traced: dict[int, tuple[_Scope, str, int]] = {}
+        # Their tensors, by their timestamps' id.
         self._tensors: dict[int, list[TracedTensor]] = {}
         self._next_id = 1
 
@@ -109,6 +125,22 @@ class TritonTracer:
     def model_versions_changed(self, model_name: str, versions: Sequence[str]) -> None:
         """Settings of a model outlive its loads, as Triton keeps them."""
 
+    def request_arrived(self, model_name: str, timestamps: Timestamps, request_id: str) -> None:
+        made_by = timestamps.parent
+        if made_by is not None:
+            taken = self._traced.get(made_by.trace_id) if made_by.trace_id else None
+            if taken is None:
+                return
+            scope = taken[0]
+        else:
+            scope = self._scopes.get(model_name, self._global)
+            if not scope.on or scope.spans or not _sampled(scope):
+                return
+        trace_id = timestamps.trace_id = self._next_id
+        self._next_id = trace_id + 1
+        scope.in_flight += 1
+        self._traced[trace_id] = (scope, request_id, time.monotonic_ns())
+
     def request_finished(
         self,
         model_name: str,
@@ -120,14 +152,36 @@ class TritonTracer:
         failure: FailureReason | None = None,
     ) -> None:
         tensors = self._tensors.pop(id(timestamps), ()) if self._tensors else ()
-        if not self._active:
+        taken = self._traced.pop(timestamps.trace_id, None) if timestamps.trace_id else None
+        if taken is None:
             return
-        scope = self._scopes.get(model_name, self._global)
-        if not scope.on or scope.spans or not _sampled(scope):
+        scope, request_id, start = taken
+        if not self._traced:
+            self.traces_on = self._active
+        made_by = timestamps.parent
+        parent_id = made_by.trace_id if made_by is not None else 0
+        marks = trace_marks(timestamps, start) if scope.timestamps else ()
+        trace = (
+            timestamps.trace_id,
+            parent_id,
+            request_id,
+            model_name,
+            model_version,
+            marks,
+            tensors,
+        )
+        scope.in_flight -= 1
+        if not scope.output.trace_file:
+            scope.output.log(trace)
             return
-        trace_id, self._next_id = self._next_id, self._next_id + 1
-        marks = _marks(timestamps) if scope.timestamps else ()
-        scope.output.add((trace_id, model_name, model_version, marks, tensors))
+        scope.pending.append(trace)
+        frequency = scope.log_frequency
+        # As Triton writes them: every log_frequency traces; once the trace_count is spent and
+        # its traces finished; once newer settings replaced the scope and its traces finished.
+        if (frequency and len(scope.pending) >= frequency) or (
+            not scope.in_flight and (scope.remaining == 0 or scope.retired)
+        ):
+            _write_out(scope)
 
     def request_tensors(
         self,
@@ -136,8 +190,8 @@ class TritonTracer:
         activity: str,
         tensors: Mapping[str, Array],
     ) -> None:
-        scope = self._scopes.get(model_name, self._global)
-        if scope.tensors and scope.remaining != 0:
+        taken = self._traced.get(timestamps.trace_id) if timestamps.trace_id else None
+        if taken is not None and taken[0].tensors:
             kept = self._tensors.setdefault(id(timestamps), [])
             kept.extend((activity, name, array) for name, array in tensors.items())
 
@@ -166,6 +220,8 @@ class TritonTracer:
         """Loads are not traced."""
 
     def close(self) -> None:
+        for scope in (self._global, *self._scopes.values()):
+            _write_out(scope)
         for output in self._outputs.values():
             output.close()
 
@@ -179,6 +235,12 @@ class TritonTracer:
             name: self._reuse(old.get(name), {**self._global_values, **own})
             for name, own in self._model_values.items()
         }
+        current = {id(s) for s in (self._global, *self._scopes.values())}
+        for scope in old.values():
+            if id(scope) not in current:
+                scope.retired = True
+                if not scope.in_flight:
+                    _write_out(scope)
         used = {id(s.output) for s in (self._global, *self._scopes.values())}
         for key, output in list(self._outputs.items()):
             if id(output) not in used:
@@ -186,6 +248,7 @@ class TritonTracer:
                 del self._outputs[key]
         scopes = [s for s in (self._global, *self._scopes.values()) if s.on]
         self._active = any(not s.spans for s in scopes)
+        self.traces_on = self._active or bool(self._traced)
         self.spans_active = any(s.spans for s in scopes)
         self.tensors_on = any(s.tensors for s in scopes)
 
@@ -194,16 +257,17 @@ class TritonTracer:
 
     def _scope(self, values: TraceValues, old: _Scope | None) -> _Scope:
         values = dict(values)  # a copy: the global settings change in place
-        key = (values["trace_file"][0], int(values["log_frequency"][0]))
-        output = self._outputs.get(key)
+        trace_file = values["trace_file"][0]
+        output = self._outputs.get(trace_file)
         if output is None:
-            output = self._outputs[key] = TraceOutput(*key)
+            output = self._outputs[trace_file] = TraceOutput(trace_file)
         count = int(values["trace_count"][0])
         if old is not None and old.values["trace_count"] == values["trace_count"]:
             count = old.remaining  # a change of another setting does not restart the count
         on = values["trace_level"] != ["OFF"]
         spans = values["trace_mode"] == ["opentelemetry"]
-        return _Scope(values, output, on, spans, int(values["trace_rate"][0]), count)
+        rate, frequency = int(values["trace_rate"][0]), int(values["log_frequency"][0])
+        return _Scope(values, output, on, spans, rate, count, frequency)
 
 
 def _sampled(scope: _Scope) -> bool:
@@ -218,13 +282,13 @@ def _sampled(scope: _Scope) -> bool:
     return True
 
 
-def _marks(t: Timestamps) -> tuple[int, ...]:
-    return (
-        t.received,
-        t.queued,
-        t.compute_start,
-        t.compute_input_end,
-        t.compute_output_start,
-        t.compute_end,
-        t.sent,
-    )
+def _write_out(scope: _Scope) -> None:
+    """Write the scope's pending traces: to the next indexed file where Triton writes them there
+    (log_frequency set, or the trace_count spent), else to the trace file itself."""
+    taken, scope.pending = scope.pending, []
+    if not taken:
+        return
+    if scope.log_frequency or scope.remaining == 0:
+        scope.output.to_index(taken)
+    else:
+        scope.output.to_file(taken)

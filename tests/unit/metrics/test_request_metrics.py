@@ -4,16 +4,19 @@ absence, through the Prometheus text a scrape returns."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from prometheus_client import generate_latest
 
 from inferd.core.errors import InstanceLost, InvalidArgument, ModelExecutionError, Unavailable
+from inferd.core.model_config import parse_pbtxt
 from inferd.core.observer import FailureReason, failure_reason
 from inferd.core.types import Timestamps
 from inferd.metrics.gpu import open_gpu_metrics
 from inferd.metrics.options import metrics_options, parse_buckets
 from inferd.metrics.prometheus import PrometheusMetrics
+from inferd.metrics.requests import RequestMetrics, config_buckets
 from inferd.metrics.statistics import Statistics
 
 MS = 1_000_000
@@ -177,3 +180,35 @@ def test_no_gpu_metrics_without_nvml_or_a_gpu() -> None:
     if count:
         pytest.skip("a GPU is present: tests/integration/test_gpu_metrics.py covers it")
     assert open_gpu_metrics() is None
+
+
+def test_a_configs_buckets_by_family_and_what_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_pbtxt(
+        'name: "m"\nmodel_metrics { metric_control [\n'
+        '  { metric_identifier { family: "inferd_compute_duration_seconds" }'
+        "    histogram_options { buckets: [ 0.5, 1 ] } },\n"
+        '  { metric_identifier { family: "inferd_queue_duration_seconds" }'
+        "    histogram_options { buckets: [ 2, 1 ] } },\n"
+        '  { metric_identifier { family: "nv_gpu_utilization" }'
+        "    histogram_options { buckets: [ 1 ] } } ] }\n"
+    )
+    with caplog.at_level(logging.WARNING, "inferd.metrics.requests"):
+        assert config_buckets("m", config) == {"inferd_compute_duration_seconds": (0.5, 1.0)}
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "nv_gpu_utilization" in warned and "strictly increasing" in warned
+
+
+def test_a_version_loaded_with_other_buckets_starts_its_histograms_afresh() -> None:
+    metrics = RequestMetrics()
+    own = {"inferd_request_duration_seconds": (1.0,)}
+    metrics.watch_buckets(lambda model, version: own)
+    metrics.keep("m", ["1"])
+    metrics.finished("m", "1", served(1, 1), True)
+    own = {"inferd_request_duration_seconds": (2.0,)}
+    metrics.keep("m", ["1"])  # reloaded
+    metrics.finished("m", "1", served(1, 1), True)
+    (family, *_) = metrics.families()
+    assert [(s.labels.get("le"), s.value) for s in family.samples if s.name.endswith("bucket")] == [
+        ("2.0", 1.0),  # the new bound, and only the request since
+        ("+Inf", 1.0),
+    ]

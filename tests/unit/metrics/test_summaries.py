@@ -173,3 +173,12 @@ def test_cache_summaries_only_where_the_cache_was_met() -> None:
     assert got["nv_cache_miss_summary_per_model_sum", ""] == 7.0
     uncached = samples(fed(((0.5, 0.05),), [served(now, queue_us=1)]))
     assert not [name for name, _ in uncached if "cache" in name and "summary" in name]
+
+
+def test_a_version_using_the_cache_has_cache_summaries_and_no_request_summary() -> None:
+    metrics = fed(((0.5, 0.05),), [served(time.monotonic_ns(), queue_us=1)])
+    metrics.watch_cache(lambda: [("m", "1")])
+    got = samples(metrics)
+    assert not [name for name, _ in got if name.startswith("nv_inference_request_summary")]
+    assert got["nv_cache_hit_summary_per_model_count", ""] == 0  # from its load, as in Triton
+    assert got["nv_inference_queue_summary_us_count", ""] == 1

@@ -50,6 +50,7 @@ def test_tensors_are_kept_only_for_models_traced_at_that_level(tmp_path: Path) -
     assert tracer.tensors_on
     for model in ("traced", "other"):
         marks = Timestamps(1, 2, 3, 4, 5, 6, 7)
+        tracer.request_arrived(model, marks, "")
         tracer.request_tensors(model, marks, TENSOR_QUEUE_INPUT, {"in": np.array([1])})
         tracer.request_tensors(model, marks, TENSOR_BACKEND_OUTPUT, {"out": np.array([2])})
         tracer.request_finished(model, "1", marks, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +16,17 @@ from inferd.core.types import Timestamps
 from inferd.metrics.trace_settings import DEFAULTS, start_settings
 from inferd.metrics.triton_trace import TritonTracer
 
-MARKS = Timestamps(1, 2, 3, 4, 5, 6, 7)
-
 
 def run(tracer: TritonTracer, model: str, requests: int) -> None:
+    """`requests` requests, each finished before the next arrives."""
     for _ in range(requests):
-        tracer.request_finished(model, "1", MARKS, True)
+        marks = Timestamps(received=time.monotonic_ns())
+        tracer.request_arrived(model, marks, "")  # REQUEST_START: now
+        after = time.monotonic_ns() + 1
+        marks.queued, marks.compute_start, marks.compute_end = after, after + 1, after + 2
+        marks.compute_input_end = marks.compute_output_start = after + 1
+        marks.sent = after + 3
+        tracer.request_finished(model, "1", marks, True)
 
 
 def written(path: Path) -> list[dict[str, object]]:
@@ -34,11 +40,13 @@ def test_one_trace_per_rate_requests_until_the_count_is_spent(tmp_path: Path) ->
     tracer.update_trace_settings("", {**settings, "trace_file": [str(trace_file)]})
     run(tracer, "m", 20)
     assert tracer.trace_settings()["trace_count"] == ["3"]
-    tracer.close()  # log_frequency 0: written at the end
-    objects = written(trace_file)
+    tracer.close()
+    # The count spent and its traces finished: written to the next indexed file, as Triton does.
+    assert not trace_file.exists()
+    objects = written(tmp_path / "t.json.0")
     assert [o["id"] for o in objects] == [1, 1, 2, 2, 3, 3]
     assert objects[0] == {"id": 1, "model_name": "m", "model_version": 1}
-    assert [m["name"] for m in objects[1]["timestamps"]][::6] == ["REQUEST_START", "REQUEST_END"]
+    assert [m["name"] for m in objects[1]["timestamps"]][::7] == ["REQUEST_START", "REQUEST_END"]
 
 
 def test_a_models_settings_override_the_global_ones_and_clear_back(tmp_path: Path) -> None:
@@ -80,6 +88,8 @@ def test_without_a_file_each_trace_is_a_log_line(caplog: pytest.LogCaptureFixtur
         {"trace_level": []},
         {"trace_rate": ["1", "2"]},
         {"trace_count": ["-2"]},
+        {"trace_count": ["10000000000"]},  # Triton's L0_trace: out of range
+        {"log_frequency": ["2147483648"]},
         {"log_frequency": ["x"]},
         {"trace_mode": ["opentelemetry"]},
         {"trace_colour": ["1"]},

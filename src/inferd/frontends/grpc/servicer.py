@@ -38,6 +38,7 @@ from inferd.frontends.grpc.stream import StreamCall
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
+from inferd.frontends.trace_models import check_traced_model
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class GrpcFrontend:
             raise message.error()
         request = decode_infer_request(message, self._shared_memory)
         request.timestamps.received = received
+        request.timestamps.protocol = "GRPC"
         tracing = self._engine.tracing
         if context is not None and tracing is not None and tracing.active:
             request.trace_parent = _trace_parent(context)
@@ -257,7 +259,7 @@ class GrpcFrontend:
     @_rpc
     async def TraceSetting(self, request: Any, context: Context) -> Any:
         if request.model_name:
-            self._engine.model_metadata(request.model_name)  # an unknown model: NOT_FOUND
+            check_traced_model(self._engine, request.model_name)  # an unknown model: NOT_FOUND
         return trace_setting(self._engine.controls.trace, request)
 
     @_rpc

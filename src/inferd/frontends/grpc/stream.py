@@ -148,6 +148,7 @@ class StreamCall:
         try:
             request = decode_infer_request(message, self._shared_memory)
             request.timestamps.received = received
+            request.timestamps.protocol = "GRPC"
             request.trace_parent = self._trace_parent
             empty_final = request.parameters.get(EMPTY_FINAL_PARAMETER) is True
             encoder = StreamEncoder(request.outputs, self._shared_memory)

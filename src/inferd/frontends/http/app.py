@@ -64,6 +64,7 @@ from inferd.frontends.load_errors import load_failure
 from inferd.frontends.openai.routes import OpenAIRoutes
 from inferd.frontends.restricted import Forbidden, Restrictions
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
+from inferd.frontends.trace_models import check_traced_model
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ class HttpFrontend:
         received = time.monotonic_ns()
         headers = _headers(scope)
         body = await self._read_body(receive, headers)
+        read = time.monotonic_ns()
         header = headers.get(HEADER_LENGTH)
         header_length = header_int(header) if header is not None else None
         if header_length == 0:
@@ -220,7 +222,7 @@ class HttpFrontend:
             request = decode_raw_request(body, inputs, max_batch_size, model, version)
         else:
             request = decode_infer_request(body, header_length, model, version, self._shared_memory)
-        request.timestamps.received = received
+        _read_over_http(request, received, read)
         tracing = self._engine.tracing
         if tracing is not None and tracing.active:
             request.trace_parent = client_trace(headers.items())
@@ -261,9 +263,10 @@ class HttpFrontend:
         received = time.monotonic_ns()
         headers = _headers(scope)
         body = await self._read_body(receive, headers)
+        read = time.monotonic_ns()
         inputs, max_batch_size = self._engine.input_specs(model, version)
         request = decode_generate_request(body, inputs, max_batch_size, model, version)
-        request.timestamps.received = received
+        _read_over_http(request, received, read)
         if self._engine.tracing is not None:  # the engine spans it, in the client's trace
             request.trace_parent = client_trace(headers.items())
         responses = self._engine.stream(request)
@@ -317,7 +320,7 @@ class HttpFrontend:
         else:
             model = parts[2] if len(parts) == 5 else ""
             if model:
-                self._engine.model_metadata(model)  # an unknown model: 404
+                check_traced_model(self._engine, model)  # an unknown model: 404
             answer = trace_answer(controls.trace, model, document)
         await _respond(send, 200, orjson.dumps(answer))
 
@@ -415,3 +418,11 @@ async def _respond_json(send: Send, status: int, document: Any) -> None:
 async def _respond_error(send: Send, error: InferdError) -> None:
     status = 405 if isinstance(error, MethodNotAllowed) else http_status(error)
     await _respond_json(send, status, {"error": error.message})
+
+
+def _read_over_http(request: InferRequest, received: int, read: int) -> None:
+    """Its marks of the wire: reading began at `received` and ended at `read`."""
+    timestamps = request.timestamps
+    timestamps.received = received
+    timestamps.read = read
+    timestamps.protocol = "HTTP"

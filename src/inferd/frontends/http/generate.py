@@ -24,7 +24,7 @@ import orjson
 
 from inferd.core.datatypes import v2_datatype
 from inferd.core.errors import InvalidArgument
-from inferd.core.types import Array, InferRequest, InferResponse
+from inferd.core.types import Array, InferRequest, InferResponse, Timestamps
 from inferd.engine.request_checks import ModelTensor
 from inferd.frontends.http.codec import json_data, loads, values_from_json
 
@@ -58,6 +58,8 @@ def decode_generate_request(
         inputs=reader.tensors,
         id=request_id,
         parameters=reader.parameters,
+        # Triton's trace files mark each response of a generate request complete.
+        timestamps=Timestamps(responses=[]),
     )
 
 
