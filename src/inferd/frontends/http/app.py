@@ -53,6 +53,7 @@ from inferd.frontends.http.generate import (
     responses_with_outputs,
 )
 from inferd.frontends.http.hosts import AllowedHosts
+from inferd.frontends.http.known_headers import KnownHeaders
 from inferd.frontends.http.model_control import load_request
 from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
@@ -103,6 +104,7 @@ class HttpFrontend:
         )
         self._openai = OpenAIRoutes(engine, self._read_request_body)
         self._watcher = DisconnectWatcher()
+        self._headers = KnownHeaders()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -218,8 +220,11 @@ class HttpFrontend:
         if header_length == 0:
             inputs, max_batch_size = self._engine.input_specs(model, version)
             request = decode_raw_request(body, inputs, max_batch_size, model, version)
+        elif header_length is not None:
+            decode = self._headers.decode
+            request = decode(body, header_length, model, version, self._shared_memory)
         else:
-            request = decode_infer_request(body, header_length, model, version, self._shared_memory)
+            request = decode_infer_request(body, None, model, version, self._shared_memory)
         request.timestamps.received = received
         tracing = self._engine.tracing
         if tracing is not None and tracing.active:
