@@ -30,11 +30,12 @@ from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent, trace_pare
 from inferd.core.types import InferRequest
 from inferd.engine.engine import Engine
 from inferd.engine.model_files import is_file_parameter
-from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
+from inferd.frontends.grpc.codec import decode_infer_request
 from inferd.frontends.grpc.errors import grpc_status, status_details
 from inferd.frontends.grpc.malformed import Malformed
 from inferd.frontends.grpc.runtime_settings import log_settings, trace_setting
 from inferd.frontends.grpc.stream import StreamCall
+from inferd.frontends.grpc.unary_headers import UnaryHeaders
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
@@ -77,6 +78,7 @@ class GrpcFrontend:
         self._shared_memory = shared_memory
         self._server_name = server_name
         self._extensions = extensions(shared_memory, engine.statistics_enabled, engine.controls)
+        self._answers = UnaryHeaders()
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -167,9 +169,7 @@ class GrpcFrontend:
             raise Unsupported(
                 "ModelInfer RPC doesn't support models with decoupled transaction policy"
             ) from None
-        return encode_infer_response(
-            response, pb.ModelInferResponse(), request.outputs, self._shared_memory
-        )
+        return self._answers.encode(response, request.outputs, self._shared_memory)
 
     # ---- model repository ------------------------------------------------------------------
 
