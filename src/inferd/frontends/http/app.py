@@ -44,8 +44,9 @@ from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.asgi import DisconnectWatcher, Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.binary_answers import BinaryAnswers
 from inferd.frontends.http.body import ClientDisconnected, header_int, read_body
-from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
+from inferd.frontends.http.codec import decode_infer_request, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.generate import (
     decode_generate_request,
@@ -105,6 +106,7 @@ class HttpFrontend:
         self._openai = OpenAIRoutes(engine, self._read_request_body)
         self._watcher = DisconnectWatcher()
         self._headers = KnownHeaders()
+        self._answers = BinaryAnswers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -252,7 +254,7 @@ class HttpFrontend:
             raise
         finally:
             self._watcher.stop(task)
-        payload, json_length = encode_infer_response(response, request, self._shared_memory)
+        payload, json_length = self._answers.encode(response, request, self._shared_memory)
         if json_length is None:
             await _respond(send, 200, payload)
         else:
