@@ -30,7 +30,7 @@ from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent, trace_pare
 from inferd.core.types import InferRequest
 from inferd.engine.engine import Engine
 from inferd.engine.model_files import is_file_parameter
-from inferd.frontends.grpc.codec import decode_infer_request
+from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status, status_details
 from inferd.frontends.grpc.malformed import Malformed
 from inferd.frontends.grpc.runtime_settings import log_settings, trace_setting
@@ -130,7 +130,7 @@ class GrpcFrontend:
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Context) -> Any:
-        return await self._infer(request, context)
+        return await self._infer(request, context, unary=True)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Context
@@ -145,8 +145,11 @@ class GrpcFrontend:
         async for response in call.responses(request_iterator):
             yield response
 
-    async def _infer(self, message: Any, context: Context | None = None) -> Any:
-        """One request: a unary call's (`context`) or a stream's message."""
+    async def _infer(
+        self, message: Any, context: Context | None = None, unary: bool = False
+    ) -> Any:
+        """One request: a unary call's (`context`, `unary`) or a stream's message (whose
+        answer's header the stream changes: it is built for it alone)."""
         received = time.monotonic_ns()
         if isinstance(message, Malformed):  # a stream's message; `_rpc` catches the others
             raise message.error()
@@ -157,19 +160,22 @@ class GrpcFrontend:
             request.trace_parent = _trace_parent(context)
             tracing.start(request, frontend=True)
         try:
-            return await self._answer_infer(request)
+            return await self._answer_infer(request, unary)
         finally:
             if request.span is not None:  # traced: its span ends once answered
                 request.span.responded()
 
-    async def _answer_infer(self, request: InferRequest) -> Any:
+    async def _answer_infer(self, request: InferRequest, unary: bool) -> Any:
         try:
             response = await self._engine.infer(request)
         except DecoupledModel:
             raise Unsupported(
                 "ModelInfer RPC doesn't support models with decoupled transaction policy"
             ) from None
-        return self._answers.encode(response, request.outputs, self._shared_memory)
+        if unary:
+            return self._answers.encode(response, request.outputs, self._shared_memory)
+        message = pb.ModelInferResponse()
+        return encode_infer_response(response, message, request.outputs, self._shared_memory)
 
     # ---- model repository ------------------------------------------------------------------
 
