@@ -11,9 +11,11 @@ inputs; the model costs a few microseconds) with and without dynamic batching. E
   in and out, as `perf_analyzer` sends them);
 - `grpc-*`: through the gRPC method's deserializer, servicer and serializer, as grpc.aio
   would call them (a `ModelInferRequest` with raw input contents).
-The figure is the process's CPU time (every thread) over the requests: what inferd adds per
-request, without uvicorn's or grpc's own cost. `--profile` writes a cProfile of the event
-loop's thread for the last case (read it with `python -m pstats FILE`).
+The figures are the process's CPU time (every thread) and the event loop thread's over the
+requests: what inferd adds per request, without uvicorn's or grpc's own cost. `--profile`
+writes a cProfile of the event loop's thread (its CPU time) for the last case (read it with
+`python -m pstats FILE`); `--stages` profiles each case in a second run and splits the loop's
+figure by stage (decode, validation, statistics and metrics, encode, the rest).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import cProfile
 import gc
 import json
+import pstats
 import resource
 import tempfile
 import time
@@ -35,6 +38,34 @@ from tritonclient.grpc import service_pb2 as pb
 
 from request_cpu import write_repository
 
+# (stage, the functions (file, name) whose cumulative time it is), for the breakdown of a
+# profile. The rest is routing, the scheduler's queue and batch, the hand-offs and asyncio.
+STAGES = [
+    (
+        "decode",
+        [
+            ("grpc/codec.py", "decode_infer_request"),
+            ("grpc/malformed.py", "parse"),
+            ("http/codec.py", "decode_infer_request"),
+            ("http/known_headers.py", "decode"),
+        ],
+    ),
+    ("validation", [("engine/engine.py", "_prepare")]),
+    (
+        "statistics and metrics",
+        [("engine/engine.py", "_finished"), ("engine/version_loading.py", "report")],
+    ),
+    (
+        "encode",
+        [
+            ("grpc/codec.py", "encode_infer_response"),
+            ("grpc/unary_headers.py", "encode"),
+            ("grpc/wire.py", "serialize_infer_response"),
+            ("http/codec.py", "encode_infer_response"),
+            ("http/binary_answers.py", "encode"),
+        ],
+    ),
+]
 CASES = {  # name -> (protocol, concurrency, batching)
     "http-c1-off": ("http", 1, "off"),
     "http-c32-off": ("http", 32, "off"),
@@ -204,7 +235,24 @@ async def run_case(repository: Path, case: str, requests: int, profile: str | No
         f"on the event loop ({done / elapsed:,.0f}/s wall, {cpu / elapsed:.2f} CPUs)",
         flush=True,
     )
-    return cpu / done * 1e6
+    return loop_cpu / done * 1e6
+
+
+def print_stages(profile: str, loop_us: float) -> None:
+    """The event loop's CPU per request by stage: each stage's share of the profiled time
+    (cumulative; none of these calls another) times the figure measured without profiling."""
+    stats: Any = pstats.Stats(profile)
+    total = stats.total_tt
+    left = total
+    for stage, functions in STAGES:
+        seconds = sum(
+            row[3]
+            for (filename, _, name), row in stats.stats.items()
+            if any(filename.endswith(f) and name == n for f, n in functions)
+        )
+        left -= seconds
+        print(f"  {stage:24} {seconds / total * loop_us:6.1f} us")
+    print(f"  {'the rest':24} {left / total * loop_us:6.1f} us")
 
 
 def main() -> None:
@@ -212,6 +260,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile")
+    parser.add_argument(
+        "--stages", action="store_true", help="run each case again under cProfile: by stage"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -220,10 +271,16 @@ def main() -> None:
     except ImportError:
         pass
     with tempfile.TemporaryDirectory() as folder:
-        write_repository(Path(folder))
+        repository = Path(folder)
+        write_repository(repository)
         for case in args.cases:
             last = case == args.cases[-1]
-            asyncio.run(run_case(Path(folder), case, args.requests, args.profile if last else None))
+            profile = args.profile if last else None
+            loop_us = asyncio.run(run_case(repository, case, args.requests, profile))
+            if args.stages:
+                profile = str(repository / "stages.prof")
+                asyncio.run(run_case(repository, case, args.requests, profile))
+                print_stages(profile, loop_us)
 
 
 if __name__ == "__main__":
