@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from request_cpu import write_repository
+from request_cpu import CASES, write_repository
 
 # (stage, the functions (file, name) whose cumulative time it is), for the breakdown of a
 # profile. The rest is routing, the scheduler's queue and batch, the hand-offs and asyncio.
@@ -66,13 +66,6 @@ STAGES = [
         ],
     ),
 ]
-CASES = {  # name -> (protocol, concurrency, batching)
-    "http-c1-off": ("http", 1, "off"),
-    "http-c32-off": ("http", 32, "off"),
-    "http-c32-on": ("http", 32, "on"),
-    "grpc-c1-off": ("grpc", 1, "off"),
-    "grpc-c32-on": ("grpc", 32, "on"),
-}
 WIDTH = 16
 
 
