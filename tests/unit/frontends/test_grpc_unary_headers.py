@@ -12,23 +12,12 @@ from inferd.frontends.grpc import unary_headers
 from inferd.frontends.grpc.unary_headers import UnaryHeaders
 from inferd.frontends.grpc.wire import serialize_infer_response
 from inferd.frontends.shared_memory import DISABLED
+from tests.unit.frontends.test_grpc_wire import _standard
 
 
 def _protobuf_bytes(response: InferResponse) -> bytes:
     """What the answer would be through protobuf alone."""
-    message = pb.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id
-    )
-    for key, value in response.parameters.items():
-        message.parameters[key].string_param = value
-    for name, array in response.outputs.items():
-        datatype = "BYTES" if array.dtype.kind == "O" else "INT32"
-        message.outputs.add(name=name, datatype=datatype, shape=array.shape)
-        if datatype == "BYTES":
-            data = b"".join(len(v).to_bytes(4, "little") + v for v in array.reshape(-1))
-        else:
-            data = array.tobytes()
-        message.raw_output_contents.append(data)
+    message: pb.ModelInferResponse = _standard(response)
     return message.SerializeToString()
 
 
@@ -66,7 +55,7 @@ def test_another_id_or_shape_gets_its_own_header() -> None:
 @pytest.mark.parametrize(
     ("extra", "requested"),
     [
-        ({"parameters": {"p": "v"}}, None),
+        ({"parameters": {"p": 7}}, None),
         ({}, [RequestedOutput("y", {"shared_memory_region": "r", "shared_memory_byte_size": 16})]),
     ],
 )
