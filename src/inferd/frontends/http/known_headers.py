@@ -32,6 +32,8 @@ MAX_PLANS: Final = 256
 MAX_HEADER_BYTES: Final = 16 * 1024  # longer headers are not kept (nor hashed)
 _SHARED_MEMORY_KEYS: Final = frozenset((REGION, BYTE_SIZE, OFFSET))
 _SCALARS: Final = (str, int, float, bool, type(None))
+# Words of a header that cannot be kept: JSON data, shared memory.
+_NOT_KEPT: Final = (b'"data"', b"shared_memory_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,12 @@ class KnownHeaders:
             body, header_length, model_name, model_version, shared_memory
         )
         if known and not request.id:
-            plan = _plan(body[:header_length], header_length, request)
-            if plan is not None:
-                self._keep(body[:header_length], plan)
+            header = body[:header_length]
+            # Cheap refusals before parsing it again (a tensor named so is refused too).
+            if not any(word in header for word in _NOT_KEPT):
+                plan = _plan(header, header_length, request)
+                if plan is not None:
+                    self._keep(header, plan)
         return request
 
     def _keep(self, header: bytes, plan: Plan) -> None:
