@@ -39,9 +39,13 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
         (
             "decode",
             r"decode_|_decode|_binary_input|array_from_bytes|_read_body|loads \(|_tensor_header"
-            r"|_array_from",
+            r"|_array_from|http/known_headers\.py",
         ),
-        ("encode", r"encode_|raw_bytes|raw_contents|serialize_|json_data|_respond"),
+        (
+            "encode",
+            r"encode_|raw_bytes|raw_contents|serialize_|json_data|_respond"
+            r"|http/binary_answers\.py|grpc/unary_headers\.py",
+        ),
         ("hand-offs (loop <-> instance thread)", r"instances/instance\.py|_deliver_"),
         ("queueing and batching", r"inferd/scheduling/"),
         ("engine (routing to a model)", r"inferd/engine/"),

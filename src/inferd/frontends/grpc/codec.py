@@ -68,28 +68,30 @@ def decode_infer_request(
 
     Inputs in shared memory have no `raw_input_contents` entry (as in Triton).
     """
-    check_tensor_count(len(message.inputs), "inputs")
+    tensors = message.inputs
+    check_tensor_count(len(tensors), "inputs")
     check_tensor_count(len(message.outputs), "outputs")
     raw = message.raw_input_contents
-    shared = {t.name: t for t in message.inputs if REGION in t.parameters}
-    if raw and len(raw) != len(message.inputs) - len(shared):
+    shared = {t.name: t for t in tensors if t.parameters and REGION in t.parameters}
+    if raw and len(raw) != len(tensors) - len(shared):
         raise InvalidArgument(
-            f"expected {len(message.inputs) - len(shared)} raw_input_contents (one per input "
+            f"expected {len(tensors) - len(shared)} raw_input_contents (one per input "
             f"not in shared memory), got {len(raw)}"
         )
     raw_inputs = iter(raw)
     inputs: dict[str, Array] = {}
     faults = InputFaults()
-    for tensor in message.inputs:
+    model = message.model_name
+    for tensor in tensors:
         name = tensor.name
         if name in inputs:
             raise InvalidArgument(f"input '{name}' appears more than once")
-        numpy_dtype(tensor.datatype)  # rejects an unknown datatype by name
+        datatype = tensor.datatype
+        numpy_dtype(datatype)  # rejects an unknown datatype by name
         shape = list(tensor.shape)
         check_shape(shape, name)
-        with faults.of_input():
+        try:
             if name in shared:
-                model = message.model_name
                 inputs[name] = _shared_memory_input(tensor, shape, shared_memory, model)
             elif raw:
                 if tensor.HasField("contents"):
@@ -97,11 +99,11 @@ def decode_infer_request(
                         f"input '{name}' has both typed contents and raw_input_contents"
                     )
                 data = memoryview(next(raw_inputs))
-                inputs[name] = array_from_bytes(
-                    data, name, tensor.datatype, shape, message.model_name
-                )
+                inputs[name] = array_from_bytes(data, name, datatype, shape, model)
             else:
                 inputs[name] = _array_from_contents(tensor, shape)
+        except InvalidArgument as exc:
+            faults.add(exc)
     faults.raise_any()
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in message.outputs]
     for output in outputs:
@@ -176,6 +178,8 @@ def _narrow(wide: Array, name: str, datatype: str) -> Array:
 def decode_parameters(parameters: Mapping[str, pb.InferParameter]) -> Parameters:
     """A map of `InferParameter` as plain Python values."""
     decoded: Parameters = {}
+    if not parameters:  # most requests and outputs have none; `items()` costs even then
+        return decoded
     for key, parameter in parameters.items():
         choice = parameter.WhichOneof("parameter_choice")
         if choice is None:

@@ -35,6 +35,7 @@ from inferd.frontends.grpc.errors import grpc_status, status_details
 from inferd.frontends.grpc.malformed import Malformed
 from inferd.frontends.grpc.runtime_settings import log_settings, trace_setting
 from inferd.frontends.grpc.stream import StreamCall
+from inferd.frontends.grpc.unary_headers import UnaryHeaders
 from inferd.frontends.identity import DEFAULT_SERVER_NAME, extensions
 from inferd.frontends.load_errors import load_failure
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
@@ -78,6 +79,7 @@ class GrpcFrontend:
         self._shared_memory = shared_memory
         self._server_name = server_name
         self._extensions = extensions(shared_memory, engine.statistics_enabled, engine.controls)
+        self._answers = UnaryHeaders()
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class GrpcFrontend:
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Context) -> Any:
-        return await self._infer(request, context)
+        return await self._infer(request, context, unary=True)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Context
@@ -144,8 +146,11 @@ class GrpcFrontend:
         async for response in call.responses(request_iterator):
             yield response
 
-    async def _infer(self, message: Any, context: Context | None = None) -> Any:
-        """One request: a unary call's (`context`) or a stream's message."""
+    async def _infer(
+        self, message: Any, context: Context | None = None, unary: bool = False
+    ) -> Any:
+        """One request: a unary call's (`context`, `unary`) or a stream's message (whose
+        answer's header the stream changes: it is built for it alone)."""
         received = time.monotonic_ns()
         if isinstance(message, Malformed):  # a stream's message; `_rpc` catches the others
             raise message.error()
@@ -157,21 +162,22 @@ class GrpcFrontend:
             request.trace_parent = _trace_parent(context)
             tracing.start(request, frontend=True)
         try:
-            return await self._answer_infer(request)
+            return await self._answer_infer(request, unary)
         finally:
             if request.span is not None:  # traced: its span ends once answered
                 request.span.responded()
 
-    async def _answer_infer(self, request: InferRequest) -> Any:
+    async def _answer_infer(self, request: InferRequest, unary: bool) -> Any:
         try:
             response = await self._engine.infer(request)
         except DecoupledModel:
             raise Unsupported(
                 "ModelInfer RPC doesn't support models with decoupled transaction policy"
             ) from None
-        return encode_infer_response(
-            response, pb.ModelInferResponse(), request.outputs, self._shared_memory
-        )
+        if unary:
+            return self._answers.encode(response, request.outputs, self._shared_memory)
+        message = pb.ModelInferResponse()
+        return encode_infer_response(response, message, request.outputs, self._shared_memory)
 
     # ---- model repository ------------------------------------------------------------------
 

@@ -44,8 +44,9 @@ from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
 from inferd.frontends.http.asgi import DisconnectWatcher, Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.binary_answers import BinaryAnswers
 from inferd.frontends.http.body import ClientDisconnected, header_int, read_body
-from inferd.frontends.http.codec import decode_infer_request, encode_infer_response, loads
+from inferd.frontends.http.codec import decode_infer_request, loads
 from inferd.frontends.http.errors import http_status
 from inferd.frontends.http.generate import (
     decode_generate_request,
@@ -53,6 +54,7 @@ from inferd.frontends.http.generate import (
     responses_with_outputs,
 )
 from inferd.frontends.http.hosts import AllowedHosts
+from inferd.frontends.http.known_headers import KnownHeaders
 from inferd.frontends.http.model_control import load_request
 from inferd.frontends.http.raw_request import decode_raw_request
 from inferd.frontends.http.runtime_settings import TRACE, log_answer, trace_answer
@@ -104,6 +106,8 @@ class HttpFrontend:
         )
         self._openai = OpenAIRoutes(engine, self._read_request_body)
         self._watcher = DisconnectWatcher()
+        self._headers = KnownHeaders()
+        self._answers = BinaryAnswers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -220,8 +224,11 @@ class HttpFrontend:
         if header_length == 0:
             inputs, max_batch_size = self._engine.input_specs(model, version)
             request = decode_raw_request(body, inputs, max_batch_size, model, version)
+        elif header_length is not None:
+            decode = self._headers.decode
+            request = decode(body, header_length, model, version, self._shared_memory)
         else:
-            request = decode_infer_request(body, header_length, model, version, self._shared_memory)
+            request = decode_infer_request(body, None, model, version, self._shared_memory)
         _read_over_http(request, received, read)
         tracing = self._engine.tracing
         if tracing is not None and tracing.active:
@@ -249,7 +256,7 @@ class HttpFrontend:
             raise
         finally:
             self._watcher.stop(task)
-        payload, json_length = encode_infer_response(response, request, self._shared_memory)
+        payload, json_length = self._answers.encode(response, request, self._shared_memory)
         if json_length is None:
             await _respond(send, 200, payload)
         else:

@@ -112,30 +112,42 @@ def _decode_inputs(
             raise InvalidArgument(f"input '{name}' appears more than once")
         parameters = _parameters(item, "input", name)
         size = parameters.get("binary_data_size")
-        if REGION in parameters:
-            with faults.of_input():
+        in_memory = REGION in parameters
+        _check_source(item, in_memory, size, binary[offset:], name)
+        try:
+            if in_memory:
                 inputs[name] = _shared_memory_input(item, header, parameters, shared_memory, model)
-        elif size is not None:
-            if "data" in item:
-                raise _ambiguous_input(name)
-            _check_binary_size(binary[offset:], size, name)
-            with faults.of_input():
+            elif size is not None:
                 data = binary[offset : offset + size]
+                offset += size
                 inputs[name] = array_from_bytes(data, name, datatype, shape, model)
-            offset += size
-        elif "data" in item:
-            with faults.of_input():
+            else:
                 inputs[name] = _array_from_json(item["data"], name, datatype, shape)
-        else:
-            raise InvalidArgument(
-                f"input '{name}' has no 'data', binary_data_size or shared_memory_region"
-            )
+        except InvalidArgument as exc:
+            faults.add(exc)
     faults.raise_any()
     if offset != len(binary):
         raise InvalidArgument(
             f"the body holds {len(binary) - offset} bytes of binary data no input claims"
         )
     return inputs
+
+
+def _check_source(
+    item: dict[str, Any], in_memory: bool, size: Any, binary: memoryview, name: str
+) -> None:
+    """An input outside shared memory has its data in one place: binary data that fits in
+    what remains of the body (`binary`), or 'data'."""
+    if in_memory:
+        return  # its parameters are checked as its region is read
+    if size is not None:
+        if "data" in item:
+            raise _ambiguous_input(name)
+        _check_binary_size(binary, size, name)
+    elif "data" not in item:
+        raise InvalidArgument(
+            f"input '{name}' has no 'data', binary_data_size or shared_memory_region"
+        )
 
 
 def _check_binary_size(binary: memoryview, size: Any, name: str) -> None:
