@@ -17,6 +17,10 @@ behind (`ResponseChannel.behind`) runs no step until the reader catches up, and 
 clock waits with it. Requests beyond the running batch wait in the backlog, in the order of
 the model's admission settings (`admission.py`: the dynamic batcher's priorities, queue
 policy and timeouts).
+
+A decoupled model's responses sent during a step are held in their channels
+(`ResponseChannel.hold`) until the worker has handed the next step to the instance: the model
+then computes while the event loop encodes and writes them.
 """
 
 from __future__ import annotations

@@ -118,8 +118,8 @@ def stream_prefixes(header: bytes, sizes: list[int]) -> list[bytes]:
 
 
 def stream_message(prefixes: list[bytes], raw_outputs: list[Array]) -> bytes:
-    """The ModelStreamInfer answer of `stream_prefixes` and contiguous outputs of the sizes
-    they were made for: what `serialize_stream_response` would give, without its length."""
+    """The bytes of a ModelStreamInfer answer from its `stream_prefixes` and its outputs'
+    raw contents (contiguous, of the sizes the prefixes were made for)."""
     if not raw_outputs:
         return prefixes[0]
     chunks: list[Chunk] = []
