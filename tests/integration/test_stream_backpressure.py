@@ -4,7 +4,9 @@ unread, and an iterative model runs no step of a request whose reader is behind,
 other requests of its running batch go on. Read over `generate_stream` (SSE), whose reader
 stops reading while the test sleeps, and over gRPC `ModelStreamInfer` (tritonclient), whose
 reader stops while the test holds its callback: a gRPC call's responses wait in a bounded
-outbox, so its requests stop taking responses from their channels."""
+outbox, so its requests stop taking responses from their channels. A model that is not
+decoupled answers a gRPC stream's requests in order: while the client does not read, the
+stream stops reading its requests once `ANSWERS_WAITING` answers wait."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from inferd.core.responses import MAX_UNREAD
-from inferd.frontends.grpc.stream import OUTBOX_LIMIT
+from inferd.frontends.grpc.stream import ANSWERS_WAITING, OUTBOX_LIMIT, STREAM_WINDOW
 from tests.integration.model_files import write
 from tests.integration.server import RunningServer, running_server
 from tests.integration.test_cancellation import eventually, rss_kib
@@ -94,6 +96,34 @@ instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 parameters [ {{ key: "marker", value: {{ string_value: "{marker}" }} }} ]
 """
 
+# Answers each request with PAYLOAD characters that start with its COUNT; logs how many
+# requests it has answered so far.
+ECHO = """
+import numpy as np
+
+class InferdModel:
+    def initialize(self, context):
+        self.marker = context.parameters["marker"]
+        self.answered = 0
+
+    def execute(self, batch):
+        request = batch.requests[0]
+        text = str(int(request.inputs["COUNT"][0])).encode().ljust({payload}, b".")
+        self.answered += 1
+        with open(self.marker, "w") as marker:
+            marker.write(str(self.answered))
+        return [{{"TEXT": np.array([text], dtype=object)}}]
+"""
+
+ECHO_CONFIG = """
+name: "echo"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "COUNT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] }} ]
+parameters [ {{ key: "marker", value: {{ string_value: "{marker}" }} }} ]
+"""
+
 # Responses that may sit between the stream and the reader beyond the channel: the kernel's
 # socket buffers on both ends (a few MiB on loopback) and one in each layer on the way.
 IN_FLIGHT = 64
@@ -104,6 +134,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("backpressure")
     write(root, "flood", FLOOD.format(payload=PAYLOAD), FLOOD_CONFIG.format(marker=root / "sent"))
     write(root, "steps", STEPS.format(payload=PAYLOAD), STEPS_CONFIG.format(marker=root / "ran"))
+    write(root, "echo", ECHO.format(payload=PAYLOAD), ECHO_CONFIG.format(marker=root / "echoed"))
     return root
 
 
@@ -234,5 +265,60 @@ def test_many_requests_behind_a_slow_reader_all_finish(
             received[answer[0]].append(index_of(answer[1]))
         assert all(indexes == list(range(count)) for indexes in received.values())
     finally:
+        client.stop_stream()
+        client.close()
+
+
+def settled(read: Callable[[], int]) -> int:
+    """`read()` once it has stopped changing for a second (it only grows)."""
+    last, still = read(), 0
+    while still < 20:
+        time.sleep(0.05)
+        now = read()
+        last, still = now, still + 1 if now == last else 0
+    return last
+
+
+def test_a_grpc_client_that_sends_many_and_does_not_read_is_held_back(
+    server: RunningServer, repository: Path
+) -> None:
+    # A model that is not decoupled: its answers wait in the stream for their turn. Were the
+    # stream to read every request, it would keep every answer (150 MiB) for the client.
+    echoed = repository / "echoed"
+    count = 600
+    answers: queue.Queue[tuple[str, str] | Exception] = queue.Queue()
+    reading = threading.Event()
+
+    def callback(result: grpcclient.InferInput | None, error: Exception | None) -> None:
+        if result is None:
+            answers.put(error if error is not None else RuntimeError("no result"))
+        else:
+            answers.put((result.get_response().id, result.as_numpy("TEXT")[0].decode()))
+        reading.wait(60)  # tritonclient reads the stream's next response after this returns
+
+    def answered() -> int:
+        return int(echoed.read_text() or 0) if echoed.exists() else 0
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=callback)
+    try:
+        before = rss_kib(server)
+        for index in range(count):
+            client.async_stream_infer("echo", [count_input(index)], request_id=str(index))
+        first = answers.get(timeout=60)
+        assert first == ("0", "0".ljust(PAYLOAD, ".")), first
+        # In the outbox, waiting, in the engine (answered meanwhile), one read but not yet
+        # taken in, and in flight to the client.
+        bound = OUTBOX_LIMIT + ANSWERS_WAITING + STREAM_WINDOW + 1 + IN_FLIGHT
+        assert settled(answered) <= bound < count
+        assert rss_kib(server) - before < 96 * 1024
+        reading.set()
+        rest = [answers.get(timeout=60) for _ in range(count - 1)]
+        assert all(isinstance(answer, tuple) for answer in rest), rest
+        assert [answer[0] for answer in rest] == [str(i) for i in range(1, count)]  # type: ignore[index]
+        assert [index_of(answer[1]) for answer in rest] == list(range(1, count))  # type: ignore[index]
+        assert answered() == count
+    finally:
+        reading.set()
         client.stop_stream()
         client.close()

@@ -14,6 +14,12 @@ memory. A send on the event loop's own thread (the server's failure of an execut
 final flag never block: they could not be read while the loop waits, and end the stream. The
 iterative scheduler asks `behind` and runs no step of a request whose reader is behind, so
 one slow client does not stall a running batch (`on_room` wakes it).
+
+Holding: while a scheduler `hold`s the channel (the iterative scheduler does, while a step of
+its request runs), sends queue without waking the reader or the loop; `release` wakes it with
+all of them at once. So the loop does not turn to a step's responses (one per request of the
+running batch) while the model is still sending them, and the scheduler hands the next step
+to the instance before the loop encodes them. A send that would block releases the hold.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class ResponseChannel:
         "_cancel_callbacks",
         "_cancelled",
         "_closed",
+        "_held",
         "_items",
         "_lock",
         "_loop",
@@ -71,13 +78,17 @@ class ResponseChannel:
         "_room",
         "_unread",
         "_waiter",
+        "_waking",
     )
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        # Appended by `send` (in its order, under the lock), taken by `get` on the loop.
         self._items: deque[StreamItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._waking = False  # a `_wake` is scheduled on the loop and has not run yet
+        self._held = False
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # the reader took a response
         self._unread = 0  # sent and not yet taken by `get`
@@ -109,6 +120,9 @@ class ResponseChannel:
         with self._lock:  # one order for sends from several threads
             if not item.final and threading.get_ident() != self._loop_thread:
                 while self._unread >= MAX_UNREAD and not (self._closed or self._cancelled):
+                    if self._held:  # else the reader that makes room never wakes
+                        self._held = False
+                        self._schedule_wake()
                     # A timeout, so that a send outliving the server's loop ends.
                     if not self._room.wait(1.0) and self._loop.is_closed():
                         return False
@@ -116,17 +130,43 @@ class ResponseChannel:
                 return False
             self._closed = item.final
             self._unread += 1
-            try:
-                self._loop.call_soon_threadsafe(self._push, item)
-            except RuntimeError:  # the server's loop is closed: it stopped, nobody listens
+            self._items.append(item)
+            if not self._held and not self._schedule_wake():
                 return False
         return True
 
-    def _push(self, item: StreamItem) -> None:
-        self._items.append(item)
+    def _schedule_wake(self) -> bool:
+        """Wake the reader on the loop (once for sends that come before it runs); False when
+        the server's loop is closed: it stopped, nobody listens."""
+        if self._waking:
+            return True
+        self._waking = True  # before: the loop may run `_wake` before this line would
+        try:
+            self._loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            self._waking = False
+            return False
+        return True
+
+    def _wake(self) -> None:
+        self._waking = False  # first: a send after this schedules a wake of its own
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def hold(self) -> None:
+        """Queue sends without waking the reader, until `release` (on the event loop)."""
+        self._held = True
+
+    def release(self) -> None:
+        """Wake the reader for what was sent while held (on the event loop)."""
+        with self._lock:
+            self._held = False
+            if self._items:
+                self._wake_reader()
 
     async def get(self) -> StreamItem:
         """The next response, in the order they were sent."""

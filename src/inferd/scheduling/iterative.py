@@ -17,6 +17,10 @@ behind (`ResponseChannel.behind`) runs no step until the reader catches up, and 
 clock waits with it. Requests beyond the running batch wait in the backlog, in the order of
 the model's admission settings (`admission.py`: the dynamic batcher's priorities, queue
 policy and timeouts).
+
+A decoupled model's responses sent during a step are held in their channels
+(`ResponseChannel.hold`) until the worker has handed the next step to the instance: the model
+then computes while the event loop encodes and writes them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
 from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
@@ -208,12 +213,21 @@ class IterativeBatcher(SlottedScheduler):
 
     async def _worker(self, index: int) -> None:
         instance = self._instances[index]
+        loop = asyncio.get_running_loop()
         while (steps := await self._next_step(index)) is not None:
+            channels = [c for step in steps if (c := step.request.responses) is not None]
+            for channel in channels:
+                channel.hold()
             try:
                 deliver = await self._runner.run(instance, list(steps))
                 deliver()
             except Exception as exc:
                 fail_undelivered(instance.name, steps, exc)
+            finally:
+                # The step's responses reach their readers once this task has handed the
+                # next step to the instance (its next wait), not before: so the model runs
+                # while the loop encodes and writes them.
+                loop.call_soon(_release, channels)
             for step in steps:
                 self._after(step)
 
@@ -302,3 +316,8 @@ class IterativeBatcher(SlottedScheduler):
         sequence.steps.clear()
         self._release(sequence)
         self._admit()
+
+
+def _release(channels: list[ResponseChannel]) -> None:
+    for channel in channels:
+        channel.release()

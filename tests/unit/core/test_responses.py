@@ -131,3 +131,51 @@ def test_sends_on_the_loop_and_the_final_flag_never_wait() -> None:
         return await drain(channel)
 
     assert len(asyncio.run(scenario())) == MAX_UNREAD + 6
+
+
+def test_a_held_channel_wakes_its_reader_on_release_with_every_send_in_order() -> None:
+    async def scenario() -> tuple[bool, list[StreamItem]]:
+        channel = ResponseChannel()
+        channel.hold()
+        reader = asyncio.ensure_future(drain(channel))
+        await asyncio.sleep(0)  # the reader waits
+
+        def model() -> None:
+            for value in range(3):
+                assert channel.send({"OUT": np.array([value])})
+            assert channel.send(final=True)
+
+        thread = threading.Thread(target=model)
+        thread.start()
+        thread.join()
+        await asyncio.sleep(0.05)
+        woken_while_held = reader.done()
+        channel.release()
+        return woken_while_held, await asyncio.wait_for(reader, 10)
+
+    woken_while_held, items = asyncio.run(scenario())
+    assert not woken_while_held
+    assert [int(i.outputs["OUT"][0]) for i in items if i.outputs] == [0, 1, 2]
+    assert items[-1].final
+
+
+def test_a_send_that_would_wait_on_a_held_channel_releases_it() -> None:
+    # Were the hold kept, the reader would never make room for the send (nor would the
+    # step that holds it end).
+    async def scenario() -> int:
+        channel = ResponseChannel()
+        channel.hold()
+        reader = asyncio.ensure_future(drain(channel))
+
+        def model() -> None:
+            for value in range(MAX_UNREAD * 3):
+                assert channel.send({"OUT": np.array([value])})
+            assert channel.send(final=True)
+
+        thread = threading.Thread(target=model)
+        thread.start()
+        items = await asyncio.wait_for(reader, 30)
+        thread.join()
+        return len(items)
+
+    assert asyncio.run(scenario()) == MAX_UNREAD * 3 + 1

@@ -82,3 +82,27 @@ def test_a_cancelled_put_passes_its_room_on() -> None:
         assert await outbox.get() == "third"
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_full_outbox_calls_on_room_once_it_has_room_again() -> None:
+    async def scenario() -> list[int]:
+        calls: list[int] = []
+        outbox = Outbox(2, on_room=lambda: calls.append(len(calls)))
+        await outbox.put("a")
+        assert not outbox.full
+        await outbox.put("b")
+        assert outbox.full
+        await outbox.get()
+        assert not outbox.full
+        await outbox.get()  # it was not full: no further call
+        return calls
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) == [0]
+
+
+def test_a_token_response_is_encoded_to_its_final_bytes() -> None:
+    encoder = StreamEncoder(None, DISABLED)
+    encoder.encode(_response(_token(1)))  # the first one builds the header
+    encoded = encoder.encode(_response(_token(2)))
+    assert isinstance(encoded, bytes)
+    assert encoded == _full(_response(_token(2)))

@@ -5,21 +5,23 @@ grpc writes one response of a call at a time, as fast as its client reads. `put`
 call's requests, and through them the models (a decoupled model's sends block once its
 request's response channel is full, `core/responses.py`), instead of growing the server's
 memory. `close`, the end of the call, never waits: it must get through to a full outbox.
+`on_room` is called when a full outbox has room again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 
 class Outbox:
     """Responses in the order they were put; `get` gives None once closed and drained."""
 
-    __slots__ = ("_closed", "_items", "_limit", "_loop", "_reader", "_writers")
+    __slots__ = ("_closed", "_items", "_limit", "_loop", "_on_room", "_reader", "_writers")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_room: Callable[[], None] | None = None) -> None:
         # Its own: asyncio.get_running_loop() costs a getpid() system call per wait.
         self._loop = asyncio.get_running_loop()
         self._items: deque[Any] = deque()
@@ -28,6 +30,11 @@ class Outbox:
         self._reader: asyncio.Future[None] | None = None
         # Puts waiting for room (a cancelled one stays, skipped when its turn comes).
         self._writers: deque[asyncio.Future[None]] = deque()
+        self._on_room = on_room
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self._limit
 
     async def put(self, item: Any) -> None:
         while len(self._items) >= self._limit:
@@ -57,6 +64,8 @@ class Outbox:
                 self._reader = None
         item = self._items.popleft()
         self._wake_writer()
+        if self._on_room is not None and len(self._items) == self._limit - 1:
+            self._on_room()
         return item
 
     def _wake_reader(self) -> None:

@@ -5,7 +5,12 @@ beyond that) that puts its encoded responses on the call's one outbox (`outbox.p
 so a client that reads slowly holds the requests back):
 
 - a model that is not decoupled answers once, and those answers leave in request order, as
-  they always did (each waits for the answer of the one before it);
+  they always did (each waits for the answer of the one before it). While the client does
+  not read (the outbox is full) and `ANSWERS_WAITING` such answers wait, the reader stops
+  reading requests, so a client that sends and never reads holds back its own requests
+  instead of growing the server's memory. Answers waiting behind a request that is still
+  running do not stop the reader: that request may need a later one of the stream (a
+  sequence waiting for the slot of one whose last step is still to be read);
 - a decoupled model's responses leave as the model sends them, interleaved with other
   requests', each tagged with its request's id. The final flag alone (a response without
   outputs) is sent only when the request sets `triton_enable_empty_final_response`.
@@ -45,6 +50,9 @@ STREAM_WINDOW: Final = 64
 # Responses of one stream waiting for grpc to write them: one per request of a full window, so
 # a step of an iterative batch makes no request wait for room while the client keeps up.
 OUTBOX_LIMIT: Final = STREAM_WINDOW
+# Unary answers of one stream waiting for their turn or for room in the outbox, beyond which
+# the reader stops while the outbox is full.
+ANSWERS_WAITING: Final = STREAM_WINDOW
 EMPTY_FINAL_PARAMETER: Final = "triton_enable_empty_final_response"
 FINAL_PARAMETER: Final = "triton_final_response"
 
@@ -66,9 +74,11 @@ class StreamCall:
         self._infer = infer
         self._trace_parent = trace_parent
         self._window = asyncio.Semaphore(STREAM_WINDOW)
-        self._outbox = Outbox(OUTBOX_LIMIT)
+        self._outbox = Outbox(OUTBOX_LIMIT, on_room=self._resume)
         self._running: set[asyncio.Task[None]] = set()
         self._reading = True
+        self._waiting = 0  # unary answers answered and not yet in the outbox
+        self._paused: asyncio.Future[None] | None = None  # the reader's, while it waits
         # Set once the last unary answer so far was sent: the next one waits for it.
         self._last_answer: asyncio.Future[None] | None = None
 
@@ -86,6 +96,12 @@ class StreamCall:
     async def _read(self, request_iterator: AsyncIterator[Any]) -> None:
         try:
             async for message in request_iterator:
+                while self._waiting >= ANSWERS_WAITING and self._outbox.full:
+                    self._paused = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._paused
+                    finally:
+                        self._paused = None
                 await self._window.acquire()
                 task = asyncio.create_task(self._one(message))
                 self._running.add(task)
@@ -94,6 +110,12 @@ class StreamCall:
             self._reading = False
             if not self._running:
                 self._outbox.close()
+
+    def _resume(self) -> None:
+        """An answer left for the outbox, or the outbox has room: the reader checks again."""
+        paused = self._paused
+        if paused is not None and not paused.done():
+            paused.set_result(None)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -126,9 +148,14 @@ class StreamCall:
                 # could stop the reader from reaching the steps that end them, while the
                 # sequences waiting for their slots hold the turn (a deadlock).
                 self._window.release()
-            if previous is not None:
-                await previous
-            await self._outbox.put(answer)
+            self._waiting += 1
+            try:
+                if previous is not None:
+                    await previous
+                await self._outbox.put(answer)
+            finally:
+                self._waiting -= 1
+                self._resume()
         finally:
             sent.set_result(None)
 

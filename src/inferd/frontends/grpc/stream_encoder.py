@@ -3,19 +3,22 @@
 A generative model sends many small responses per request (a token each), whose headers
 (model, version, id, each output's name, datatype and shape, the parameters) rarely differ
 from one to the next. Each distinct header is built and serialised through protobuf once per
-request; a response whose header was seen before costs only its outputs' raw contents.
+request; a response whose header was seen before costs only its outputs' raw contents. When
+no output is BYTES, the outputs' sizes follow from the header too, and so does every byte of
+the message but the outputs': such a response is encoded to its final bytes here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from inferd.core.datatypes import v2_datatype
-from inferd.core.types import InferResponse, RequestedOutput
+from inferd.core.datatypes import BYTES, v2_datatype
+from inferd.core.types import Array, InferResponse, RequestedOutput
 from inferd.frontends.grpc.codec import encode_infer_response, raw_contents
-from inferd.frontends.grpc.wire import EncodedInferResponse
+from inferd.frontends.grpc.wire import EncodedInferResponse, stream_message, stream_prefixes
 from inferd.frontends.shared_memory import REGION, SharedMemoryRegistry
 
 # Distinct headers kept per request: a model whose shapes change with every response (text
@@ -35,15 +38,17 @@ class StreamEncoder:
         self._shared_memory = shared_memory
         # An output written to shared memory is written for each response: never cached.
         self._in_shared_memory = any(REGION in o.parameters for o in requested or ())
-        self._headers: dict[tuple[Any, ...], bytes] = {}
+        # Per distinct header: its bytes, or (no BYTES output) the message's bytes around the
+        # outputs' (`stream_prefixes`).
+        self._headers: dict[tuple[Any, ...], bytes | list[bytes]] = {}
 
-    def encode(self, response: InferResponse) -> EncodedInferResponse:
+    def encode(self, response: InferResponse) -> EncodedInferResponse | bytes:
         if self._in_shared_memory:
             return self._encode_in_full(response)
         outputs = response.outputs
         key = (
             tuple(response.parameters.items()),
-            *((name, array.dtype, array.shape) for name, array in outputs.items()),
+            *[(name, array.dtype, array.shape) for name, array in outputs.items()],
         )
         try:
             header = self._headers.get(key)
@@ -53,8 +58,10 @@ class StreamEncoder:
             encoded = self._encode_in_full(response)
             if len(self._headers) >= MAX_HEADERS:
                 self._headers.clear()
-            header = self._headers[key] = encoded.header_bytes()
-            return EncodedInferResponse(header, encoded.raw_outputs)
+            self._headers[key] = _reusable(encoded.header_bytes(), outputs)
+            return encoded
+        if isinstance(header, list):
+            return stream_message(header, [np.ascontiguousarray(a) for a in outputs.values()])
         raw = [raw_contents(array, v2_datatype(array.dtype)) for array in outputs.values()]
         return EncodedInferResponse(header, raw)
 
@@ -62,3 +69,10 @@ class StreamEncoder:
         return encode_infer_response(
             response, pb.ModelInferResponse(), self._requested, self._shared_memory
         )
+
+
+def _reusable(header: bytes, outputs: dict[str, Array]) -> bytes | list[bytes]:
+    """What a later response with this header (and outputs shaped as these) reuses."""
+    if any(v2_datatype(array.dtype) == BYTES for array in outputs.values()):
+        return header  # their sizes vary
+    return stream_prefixes(header, [array.nbytes for array in outputs.values()])

@@ -92,12 +92,37 @@ def serialize_infer_response(response: EncodedInferResponse) -> bytes:
 
 
 def serialize_stream_response(
-    response: EncodedInferResponse | pb.ModelStreamInferResponse,
+    response: EncodedInferResponse | pb.ModelStreamInferResponse | bytes,
 ) -> bytes:
     """The bytes of a ModelStreamInfer answer: an `EncodedInferResponse` (a success, sent as
-    the `infer_response` of a `ModelStreamInferResponse` without `error_message`) or a
-    `ModelStreamInferResponse` (a failure)."""
+    the `infer_response` of a `ModelStreamInferResponse` without `error_message`), a
+    `ModelStreamInferResponse` (a failure), or the bytes themselves (`stream_message`)."""
+    if isinstance(response, bytes):
+        return response
     if not isinstance(response, EncodedInferResponse):
         return response.SerializeToString()
     chunks, length = _chunks(response)
     return _join([_INFER_RESPONSE_TAG + _varint(length), *chunks])
+
+
+def stream_prefixes(header: bytes, sizes: list[int]) -> list[bytes]:
+    """What comes before each raw output (of `sizes` bytes) in the ModelStreamInfer answer of
+    `header` (serialised); the first also before the header. See `stream_message`."""
+    entries = [_RAW_OUTPUT_TAG + _varint(size) for size in sizes]
+    length = len(header) + sum(len(entry) for entry in entries) + sum(sizes)
+    start = _INFER_RESPONSE_TAG + _varint(length) + header
+    if not entries:
+        return [start]
+    entries[0] = start + entries[0]
+    return entries
+
+
+def stream_message(prefixes: list[bytes], raw_outputs: list[Array]) -> bytes:
+    """The bytes of a ModelStreamInfer answer from its `stream_prefixes` and its outputs'
+    raw contents (contiguous, of the sizes the prefixes were made for)."""
+    if not raw_outputs:
+        return prefixes[0]
+    chunks: list[Chunk] = []
+    for prefix, raw in zip(prefixes, raw_outputs, strict=True):
+        chunks += (prefix, raw)
+    return _join(chunks)
