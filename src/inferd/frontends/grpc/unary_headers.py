@@ -19,6 +19,7 @@ from tritonclient.grpc import service_pb2 as pb
 from inferd.core.types import InferResponse, RequestedOutput
 from inferd.frontends.grpc.codec import encode_infer_response, raw_contents
 from inferd.frontends.grpc.wire import EncodedInferResponse
+from inferd.frontends.kept_headers import answer_key, keep
 from inferd.frontends.shared_memory import REGION, SharedMemoryRegistry
 
 MAX_HEADERS: Final = 256
@@ -42,12 +43,7 @@ class UnaryHeaders:
         if response.parameters or any(REGION in o.parameters for o in requested or ()):
             return _in_full(response, requested, shared_memory)
         outputs = response.outputs
-        key = (
-            response.model_name,
-            response.model_version,
-            response.id,
-            *((name, array.dtype, array.shape) for name, array in outputs.items()),
-        )
+        key = answer_key(response)
         known = self._headers.get(key)
         if known is not None:
             header, datatypes = known
@@ -57,9 +53,8 @@ class UnaryHeaders:
         message = encoded.header
         assert isinstance(message, pb.ModelInferResponse)  # built here, not yet serialised
         header = message.SerializeToString()
-        if len(self._headers) >= MAX_HEADERS:
-            del self._headers[next(iter(self._headers))]
-        self._headers[key] = (header, tuple(output.datatype for output in message.outputs))
+        datatypes = tuple(output.datatype for output in message.outputs)
+        keep(self._headers, key, (header, datatypes), MAX_HEADERS)
         return EncodedInferResponse(header, encoded.raw_outputs)
 
 

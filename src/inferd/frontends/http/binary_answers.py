@@ -17,6 +17,7 @@ import numpy as np
 
 from inferd.core.types import InferRequest, InferResponse
 from inferd.frontends.http.codec import encode_infer_response
+from inferd.frontends.kept_headers import answer_key, keep
 from inferd.frontends.shared_memory import REGION, SharedMemoryRegistry
 
 MAX_HEADERS: Final = 256
@@ -37,19 +38,12 @@ class BinaryAnswers:
         outputs = response.outputs
         if response.parameters or not outputs or not _all_binary(response, request):
             return encode_infer_response(response, request, shared_memory)
-        key = (
-            response.model_name,
-            response.model_version,
-            response.id,
-            *((name, array.dtype, array.shape) for name, array in outputs.items()),
-        )
+        key = answer_key(response)
         header = self._headers.get(key)
         if header is None:
             body, length = encode_infer_response(response, request, shared_memory)
             assert length is not None  # every output is binary
-            if len(self._headers) >= MAX_HEADERS:
-                del self._headers[next(iter(self._headers))]
-            self._headers[key] = body[:length]
+            keep(self._headers, key, body[:length], MAX_HEADERS)
             return body, length
         # A C-contiguous array joins as its bytes, uncopied until the join.
         chunks = [np.ascontiguousarray(array) for array in outputs.values()]

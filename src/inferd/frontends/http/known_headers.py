@@ -26,6 +26,7 @@ import orjson
 
 from inferd.core.types import InferRequest, Parameters, RequestedOutput
 from inferd.frontends.http.codec import decode_infer_request
+from inferd.frontends.kept_headers import keep
 from inferd.frontends.shared_memory import BYTE_SIZE, OFFSET, REGION, SharedMemoryRegistry
 
 MAX_PLANS: Final = 256
@@ -104,14 +105,8 @@ class KnownHeaders:
             if not any(word in header for word in _NOT_KEPT):
                 plan = _plan(header, header_length, request)
                 if plan is not None:
-                    self._keep(header, plan)
+                    keep(self._plans, header, plan, MAX_PLANS)
         return request
-
-    def _keep(self, header: bytes, plan: Plan) -> None:
-        plans = self._plans
-        if len(plans) >= MAX_PLANS:
-            del plans[next(iter(plans))]
-        plans[header] = plan
 
 
 def _plan(header: bytes, header_length: int, request: InferRequest) -> Plan | None:
