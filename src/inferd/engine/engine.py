@@ -359,6 +359,7 @@ class Engine:
         if lease is None:
             return None
         tracing = self._traced(request)
+        self._arrived(request)
         call = HereCall(
             request,
             loaded,
