@@ -58,6 +58,36 @@ output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
 instance_group [ { count: 2, kind: KIND_CPU } ]
 """
 
+# Calls `simple`, which does not batch and has an idle instance: the call runs on this thread.
+CALLER = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            inputs = [pb_utils.get_input_tensor_by_name(request, n) for n in ("INPUT0", "INPUT1")]
+            call = pb_utils.InferenceRequest(
+                model_name="simple", requested_output_names=["OUTPUT0"], inputs=inputs
+            )
+            out = pb_utils.get_output_tensor_by_name(call.exec(), "OUTPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", out)]))
+        return responses
+"""
+CALLER_CONFIG = """
+name: "caller"
+backend: "python"
+max_batch_size: 8
+input [
+  { name: "INPUT0", data_type: TYPE_INT32, dims: [ 16 ] },
+  { name: "INPUT1", data_type: TYPE_INT32, dims: [ 16 ] }
+]
+output [ { name: "OUTPUT0", data_type: TYPE_INT32, dims: [ 16 ] } ]
+instance_group [ { count: 1, kind: KIND_CPU } ]
+parameters { key: "isolation" value: { string_value: "none" } }
+"""
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -73,6 +103,7 @@ def server(folder: Path) -> Iterator[RunningServer]:
     (root / ENSEMBLE / "config.pbtxt").write_text(ENSEMBLE_CONFIG)
     write(root, "three", THREE, THREE_CONFIG)
     write(root, "gated", GATED.format(folder=str(folder)), GATED_CONFIG)
+    write(root, "caller", CALLER, CALLER_CONFIG)
     trace = ("level=TIMESTAMPS", "rate=1", f"triton,file={folder / 'start.json'}")
     with running_server(root, *(arg for item in trace for arg in ("--trace-config", item))) as up:
         yield up
@@ -128,6 +159,18 @@ def test_a_unary_answer_has_one_response_complete_mark(
     assert names(trace) == ["HTTP_RECV_START", "HTTP_RECV_END", *MARKS]
     times = [mark["ns"] for mark in trace["timestamps"]]
     assert times == sorted(times)
+
+
+def test_a_models_call_is_traced_as_it_arrives_as_a_clients_request_is(
+    server: RunningServer, trace_file: Path
+) -> None:
+    with closing(httpclient.InferenceServerClient(server.http_url)) as client:
+        client.infer("caller", simple_inputs(httpclient))
+    written = traces(trace_file, 2)
+    (caller,) = [t for t in written.values() if t["model_name"] == "caller"]
+    (called,) = [t for t in written.values() if t["model_name"] == "simple"]
+    assert names(called)[0] == "REQUEST_START"  # made in the server: no frontend marks
+    assert called["id"] > caller["id"]  # numbered as it arrived, after its caller
 
 
 def test_ensemble_steps_are_children_of_the_ensemble_trace(
