@@ -9,6 +9,7 @@ placement timeout leaves the model UNAVAILABLE, saying what it asked for.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from pathlib import Path
@@ -82,6 +83,9 @@ class RayPlacer:
         self._telemetry = telemetry
         self._host_class: Any = ray.remote(InstanceHost)
         self._ingress_node = ray.get_runtime_context().get_node_id()
+        # Ray refuses a second live group of one name, and a reloaded version's new group is
+        # reserved while its old one still serves: each reservation gets a number of its own.
+        self._reservations = itertools.count(1)
 
     def offers_gpus(self, backend: Backend) -> bool:
         import ray
@@ -139,7 +143,7 @@ class RayPlacer:
         from ray.util.placement_group import placement_group, remove_placement_group
 
         bundles = [_bundle(device) for device in group_devices(group)]
-        name = f"{GROUP_PREFIX}/{config.name}/{version}/{group.name}"
+        name = f"{GROUP_PREFIX}/{config.name}/{version}/{group.name}/{next(self._reservations)}"
         reserved = placement_group(bundles, strategy=strategy, name=name)
         timeout = self._settings.placement_timeout_s
         try:

@@ -94,7 +94,8 @@ def _node_row(node: dict[str, Any]) -> NodeRow:
 
 
 def _group_row(entry: dict[str, Any]) -> GroupRow:
-    _, model, version, group = entry["name"].split("/", 3)
+    reserved, _ = entry["name"].rsplit("/", 1)  # without its reservation's number
+    _, model, version, group = reserved.split("/", 3)
     per_node = Counter(entry.get("bundles_to_node_id", {}).values())
     bundles = entry.get("bundles", {})
     first = bundles[min(bundles)] if bundles else {}
