@@ -33,11 +33,19 @@ instance_group [ { count: 2, kind: KIND_GPU,
   rate_limiter { resources [ { name: "R", count: 1 } ] } } ]
 """
 
+# Triton's per-machine GPU ids, read on a cluster as a count: one instance per listed GPU.
+LISTED = """\
+name: "listed" backend: "python" max_batch_size: 8
+input [ { name: "INPUT", data_type: TYPE_FP32, dims: [ 4 ] } ]
+output [ { name: "SPAN", data_type: TYPE_FP64, dims: [ 3 ] } ]
+instance_group [ { count: 1, kind: KIND_GPU, gpus: [ 0, 1 ] } ]
+"""
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
     with ray_cluster(workers=0) as running:
-        running.add_worker(num_gpus=2)
+        running.add_worker(num_gpus=4)
         running.cluster.wait_for_nodes()
         yield running
 
@@ -48,6 +56,7 @@ def server(
 ) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("gpu_repository")
     write(root, "on_gpus", SPAN_MODEL, ON_GPUS)
+    write(root, "listed", SPAN_MODEL, LISTED)
     with running_server(
         root,
         "--cluster", cluster.address,
@@ -66,3 +75,14 @@ def test_a_gpu_group_lands_on_the_gpu_node_one_gpu_per_host(
     assert nodes != {cluster.head_id} and len(nodes) == 1
     # The hosts of one node are that node's GPUs 0 and 1, two pools: they run at once.
     hosts_ran_at_once(server.http_url, "on_gpus", 4)
+
+
+def test_gpu_ids_are_read_as_a_count_with_a_warning(
+    server: RunningServer, cluster: LocalRayCluster
+) -> None:
+    placed = placed_instances(server.log_text())
+    assert sorted(name for name in placed if name.startswith("listed_")) == [
+        "listed_0_0",
+        "listed_0_1",
+    ]
+    assert "gpus [0, 1] is read as a count" in server.log_text()
