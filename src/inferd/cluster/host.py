@@ -1,9 +1,10 @@
 """The actor that runs one model instance on a cluster node, with the unchanged backend code.
 
 It loads the version from the files the ingress shipped (or a shared path), makes one
-instance of it, and runs the batches the ingress's scheduler forms, one at a time. It holds
-no state across calls beyond what the backend instance holds, so a restarted host serves
-stateless models exactly as before.
+instance of it, and runs the batches the ingress's scheduler forms, one at a time. Across
+calls it holds what the backend instance holds and, for a sequence model, its sequences'
+implicit states (`HostedStates`), by batch slot: a restarted host holds none, so it serves
+stateless models exactly as before and refuses the continuing steps of lost sequences.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from inferd.backends.base import BackendInstance, Device, LoadedModel
+from inferd.backends.base import BackendInstance, BatchRequest, Device, LoadedModel
 from inferd.backends.registry import BackendRegistry
 from inferd.cluster.files import cached_version, unpack_version
 from inferd.cluster.wire import PackedAnswer, PackedBatch, pack_answer, unpack_batch
 from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
-from inferd.instances.instance import run_batch
+from inferd.core.types import Array
+from inferd.instances.instance import ExecutionResult, run_batch
+from inferd.scheduling.held_states import HostedStates
+from inferd.scheduling.sequence_settings import SequenceSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,8 @@ class HostSpec:
     # The archive's object, wrapped in a list so that Ray hands over the reference rather
     # than the bytes: a node that has the version cached never fetches it.
     archive: Sequence[Any] = ()
+    # A sequence model's settings, when its host keeps the sequences' implicit states.
+    sequence: SequenceSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,8 @@ class HostUsage:
     pid: int
     rss_bytes: int
     device_memory_bytes: int
+    sequence_states: int = 0  # sequences whose implicit states the host holds
+    sequence_state_bytes: int = 0
 
 
 class InstanceHost:
@@ -83,6 +91,7 @@ class InstanceHost:
         # Names this start of the host: a restarted one (its process killed, its node lost)
         # answers with another, so the ingress knows what the host held is gone.
         self._incarnation = uuid.uuid4().hex
+        self._states = None if spec.sequence is None else HostedStates(spec.sequence)
         try:
             config = ModelConfig.FromString(spec.config)
             backend = BackendRegistry().get(spec.backend)
@@ -102,18 +111,44 @@ class InstanceHost:
         """The batch's outputs, how long the backend took (ns; clocks differ by node), and
         this start's incarnation, packed."""
         inputs, output_names, requests = unpack_batch(batch)
+        states = self._states
+        rows = None if states is None else states.feed(inputs)
+        if states is None or rows is None:
+            result = self._run(inputs, output_names, requests)
+            outputs = result.outputs
+        else:
+            result = self._run(inputs, [*output_names, *states.state_outputs], requests)
+            outputs = states.keep(rows, result.outputs)
+        elapsed = result.compute_end_ns - result.compute_start_ns
+        return pack_answer(outputs, elapsed, self._incarnation)
+
+    def _run(
+        self, inputs: dict[str, Array], output_names: list[str], requests: list[BatchRequest]
+    ) -> ExecutionResult:
         # Arrays that crossed are read-only; a backend may write into its inputs.
         owned = {
             name: array if array.flags.writeable else np.array(array)
             for name, array in inputs.items()
         }
         assert self._instance is not None  # the placer never sends work to a failed host
-        result = run_batch(self._instance, self._name, owned, output_names, requests)
-        elapsed = result.compute_end_ns - result.compute_start_ns
-        return pack_answer(result.outputs, elapsed, self._incarnation)
+        return run_batch(self._instance, self._name, owned, output_names, requests)
+
+    def forget(self, slots: list[int]) -> None:
+        """Drop the implicit states of the sequences the ingress released from `slots`."""
+        if self._states is not None:
+            self._states.forget(slots)
 
     def usage(self) -> HostUsage:
-        return HostUsage(self._node_id, self._node_ip, os.getpid(), _rss(), _device_memory())
+        states = self._states
+        return HostUsage(
+            self._node_id,
+            self._node_ip,
+            os.getpid(),
+            _rss(),
+            _device_memory(),
+            0 if states is None else len(states),
+            0 if states is None else states.held_bytes(),
+        )
 
     def close(self) -> None:
         if self._instance is not None:

@@ -37,6 +37,8 @@ from inferd.instances.placement import (
     group_devices,
     instance_name,
 )
+from inferd.scheduling.held_states import can_hold
+from inferd.scheduling.sequence_settings import SequenceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ class RayPlacer:
         strategy = _strategy(config)
         in_process = bool_parameter(config, IN_PROCESS_PARAMETER, True)
         peers = Peers(config.name, config.HasField("sequence_batching"))
-        files = _Files(config, version_path, backend, self._settings.repo_shared)
+        sequence = _held_states(config, version_path)
+        files = _Files(config, version_path, backend, self._settings.repo_shared, sequence)
         placement = ClusterPlacement(files=files)
         try:
             for group in config.instance_group:
@@ -179,7 +182,15 @@ class RayPlacer:
             max_restarts=-1,
             max_task_retries=0,
         ).remote(spec)
-        instance = RemoteInstance(counters.instance, device, host, peers, counters, self._telemetry)
+        instance = RemoteInstance(
+            counters.instance,
+            device,
+            host,
+            peers,
+            counters,
+            self._telemetry,
+            holds_states=spec.sequence is not None,
+        )
         return instance, host.started.remote()
 
 
@@ -187,17 +198,27 @@ class _Files:
     """How hosts get the version's files: a shared path, or one archive through the object
     store (packed and put once, whatever the number of hosts)."""
 
-    def __init__(self, config: ModelConfig, version_path: Path, backend: str, shared: bool) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        version_path: Path,
+        backend: str,
+        shared: bool,
+        sequence: SequenceSettings | None,
+    ) -> None:
         self._config = config.SerializeToString()
         self._backend = backend
         self._version_path = version_path
         self._shared = shared
+        self._sequence = sequence
         self._packed: tuple[PackedVersion, Any] | None = None
 
     def spec(self, instance: str, device: Device) -> HostSpec:
         if self._shared:
             folder = str(self._version_path)
-            return HostSpec(self._config, self._backend, instance, device, folder)
+            return HostSpec(
+                self._config, self._backend, instance, device, folder, sequence=self._sequence
+            )
         if self._packed is None:
             import ray
 
@@ -212,6 +233,7 @@ class _Files:
             packed.version_folder,
             packed.digest,
             [archive],
+            self._sequence,
         )
 
 
@@ -236,6 +258,15 @@ def _runs_remotely(config: ModelConfig) -> bool:
         )
         return False
     return True
+
+
+def _held_states(config: ModelConfig, version_path: Path) -> SequenceSettings | None:
+    """A sequence model's settings, when its hosts keep its sequences' implicit states (the
+    initial states read here, from the model folder, travel with them)."""
+    if not config.HasField("sequence_batching"):
+        return None
+    settings = SequenceSettings.from_config(config, version_path.parent)
+    return settings if can_hold(settings) else None
 
 
 def _strategy(config: ModelConfig) -> str:

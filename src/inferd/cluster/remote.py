@@ -12,6 +12,10 @@ Instead, a batch of a stateless model is sent once more to another instance of t
 a sequence model's batch fails as UNAVAILABLE, since the sequence's state went with the host.
 A host that died between batches is known by its incarnation, which each answer carries: for
 a sequence model the first batch after the restart fails the same way.
+
+A sequence model's implicit states live in its hosts when they can (`holds_states`; see
+`scheduling/held_states.py`): a batch then carries each row's slot instead of its state, and
+a restarted host, which holds none, refuses a continuing row as a lost sequence.
 """
 
 from __future__ import annotations
@@ -51,12 +55,14 @@ class RemoteInstance:
         peers: Peers,
         counters: BatchCounters,
         telemetry: ClusterTelemetry,
+        holds_states: bool = False,
     ) -> None:
         self.name = name
         self.device = device
         self.host = host  # the InstanceHost actor's handle
         self.counters = counters
         self.incarnation = ""  # the host's start that serves now (see `InstanceHost`)
+        self.holds_states = holds_states  # its sequences' implicit states live in its host
         self._peers = peers
         self._telemetry = telemetry
         telemetry.watch(counters, host)
@@ -102,6 +108,9 @@ class RemoteInstance:
             answer = await self.host.execute.remote(pack_batch(inputs, output_names, requests))
         except RayTaskError as exc:
             cause = exc.cause
+            if isinstance(cause, InstanceLost):  # the host holds no state of a sequence
+                self.incarnation = ""  # reported now, so its restart is no news
+                raise InstanceLost(self._peers.lost_sequences(self)) from None
             if isinstance(cause, InferdError):
                 raise cause from None
             raise ModelExecutionError(f"instance {self.name} failed: {cause}") from None
@@ -117,6 +126,14 @@ class RemoteInstance:
         counters.round_trip_ns += end - start
         # The host's clock is not this one: its compute time, ending now, is what is known.
         return ExecutionResult(outputs, end - compute_ns, end)
+
+    def forget_state(self, slot: int) -> None:
+        """Have the host drop the state it holds for `slot`. Ray runs one caller's calls to
+        an actor in the order they were made, so before any later batch."""
+        if self.incarnation:  # else the host lost it with the rest
+            # Its answer is not awaited; a future reads it, so an error (the host died
+            # meanwhile) is not logged as unhandled.
+            self.host.forget.remote([slot]).future()
 
     def close(self) -> None:
         import ray
@@ -139,7 +156,7 @@ class Peers:
         a sequence model, what it held of its sequences is gone."""
         logger.warning("model '%s': instance %s was restarted", self._model, instance.name)
         if self._stateful:
-            raise InstanceLost(self._lost_sequences(instance))
+            raise InstanceLost(self.lost_sequences(instance))
 
     async def recover(
         self,
@@ -156,7 +173,7 @@ class Peers:
             logger.warning("model '%s': instance %s was lost: %s", self._model, lost.name, exc)
             lost.incarnation = ""  # reported here, so its restart is no news
             if self._stateful:
-                raise InstanceLost(self._lost_sequences(lost)) from None
+                raise InstanceLost(self.lost_sequences(lost)) from None
         elif self._stateful:
             # Its restart is news to the first answer, which says what the host held is gone.
             return await lost.call_when_back(inputs, output_names, requests)
@@ -170,7 +187,7 @@ class Peers:
             pass
         return await lost.call_when_back(inputs, output_names, requests)
 
-    def _lost_sequences(self, lost: Instance) -> str:
+    def lost_sequences(self, lost: Instance) -> str:
         return (
             f"sequence lost: instance {lost.name} of model '{self._model}' stopped (its host "
             "process or node went away) with the sequences it held; start them again"

@@ -1,5 +1,6 @@
 """Metrics of remote instances for the server's `/metrics`: per-batch counts and times by
-model, version, instance and node, and each host process's memory, read every few seconds.
+model, version, instance and node, and each host process's memory and the implicit states it
+holds, read every few seconds.
 
 In-process instances are not listed here: the server's own per-model metrics cover them.
 """
@@ -88,6 +89,16 @@ class ClusterTelemetry:
             "GPU memory an instance's host process holds through PyTorch (0 without)",
             labels=LABELS,
         )
+        states = GaugeMetricFamily(
+            "inferd_host_sequence_states",
+            "Sequences whose implicit states an instance's host holds",
+            labels=LABELS,
+        )
+        state_bytes = GaugeMetricFamily(
+            "inferd_host_sequence_state_bytes",
+            "Bytes of the implicit states an instance's host holds",
+            labels=LABELS,
+        )
         with self._lock:
             hosts = list(self._hosts.items())
             usage = dict(self._usage)
@@ -99,7 +110,9 @@ class ClusterTelemetry:
             if key in usage:
                 rss.add_metric(labels, usage[key].rss_bytes)
                 device.add_metric(labels, usage[key].device_memory_bytes)
-        yield from (executions, compute, round_trip, rss, device)
+                states.add_metric(labels, usage[key].sequence_states)
+                state_bytes.add_metric(labels, usage[key].sequence_state_bytes)
+        yield from (executions, compute, round_trip, rss, device, states, state_bytes)
 
     def _refresh(self) -> None:
         import ray

@@ -288,7 +288,7 @@ class Gate:
         self.priority = priority
         self.executions = 0
         self.limiter = limiter
-        self._inner = inner
+        self.inner = inner
 
     @property
     def scaled_priority(self) -> int:
@@ -312,9 +312,9 @@ class Gate:
     ) -> ExecutionResult:
         """`execute` on resources already taken for it (a granted `Claim`)."""
         try:
-            return await self._inner.execute(inputs, output_names, requests)
+            return await self.inner.execute(inputs, output_names, requests)
         finally:
             self.limiter.release(self)
 
     def close(self) -> None:
-        self._inner.close()
+        self.inner.close()

@@ -26,8 +26,9 @@ import numpy as np
 from inferd.core.errors import InstanceLost, InvalidArgument, Unavailable
 from inferd.core.types import Array, InferRequest, Parameters
 from inferd.instances.instance import Instance
-from inferd.scheduling.batch import BatchCallback, fail_all, fail_undelivered
+from inferd.scheduling.batch import BatchCallback, BatchRunner, fail_all, fail_undelivered
 from inferd.scheduling.delay_hook import POLL_NS, DelayGate, delay_gate
+from inferd.scheduling.held_states import HeldStateBatches, state_holder
 from inferd.scheduling.sequence_settings import CORRID, SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.sequence_strategies import Choice, choose_rows, ready_count
@@ -61,6 +62,13 @@ class SequenceBatcher(SlottedScheduler):
             self._id_range = (max(1, int(info.min)), int(info.max))
         self._queued = 0
         self._delays = self._delay_gates()
+        # Instances that keep their sequences' states themselves (`held_states.py`) get
+        # batches without them.
+        self._holders = [state_holder(instance) for instance in self._instances]
+        self._runners = [self._runner] * len(self._instances)
+        if any(self._holders):
+            held = BatchRunner(HeldStateBatches(settings, list(output_names)), on_batch)
+            self._runners = [self._runner if h is None else held for h in self._holders]
 
     def _delay_gates(self) -> list[DelayGate | None]:
         """Triton's test hook (`delay_hook.py`), per instance worker. Direct: one gate for all,
@@ -174,7 +182,7 @@ class SequenceBatcher(SlottedScheduler):
         while (rows := await self._next_batch(index)) is not None:
             steps = [row for row in rows if row is not None]
             try:
-                deliver = await self._runner.run(instance, rows)
+                deliver = await self._runners[index].run(instance, rows)
                 deliver()
             except InstanceLost as exc:
                 fail_all(steps, exc)
@@ -184,7 +192,7 @@ class SequenceBatcher(SlottedScheduler):
             finally:
                 for step in steps:
                     step.sequence.running = False
-                    self._settle(step.sequence)
+                    self._settle(step.sequence, forgotten=step.end and _answered(step))
 
     async def _next_batch(self, index: int) -> list[Row] | None:
         """The rows of the instance's next batch, or None once stopping with nothing left."""
@@ -249,15 +257,17 @@ class SequenceBatcher(SlottedScheduler):
             sequence.steps.clear()
             self._table.close(sequence)
             if not sequence.running:
-                self._release(sequence)
+                self._release(sequence, forgotten=True)
             logger.warning("sequence %s was lost with its instance", sequence.key)
 
-    def _settle(self, sequence: SequenceRecord) -> None:
-        """After a step ran: free the slot of an ended sequence, or start its idle clock."""
+    def _settle(self, sequence: SequenceRecord, forgotten: bool = False) -> None:
+        """After a step ran: free the slot of an ended sequence, or start its idle clock.
+        `forgotten`: the step was its END and ran, so an instance that held its state
+        dropped it already."""
         if not sequence.drained():
             return
         if sequence.ended:
-            self._release(sequence)
+            self._release(sequence, forgotten)
         elif not self._stopping:
             loop = asyncio.get_running_loop()
             sequence.idle_timer = loop.call_later(
@@ -271,6 +281,20 @@ class SequenceBatcher(SlottedScheduler):
         logger.info("sequence %s idled out; its slot and state are released", sequence.key)
         self._table.close(sequence)
         self._release(sequence)
+
+    def _release(self, sequence: SequenceRecord, forgotten: bool = False) -> None:
+        """Free the slot of a closed sequence; an instance that holds its state drops it,
+        unless it `forgotten` it already."""
+        if sequence.instance is not None and not forgotten:
+            holder = self._holders[sequence.instance]
+            if holder is not None:
+                holder.forget_state(sequence.index)
+        super()._release(sequence)
+
+
+def _answered(step: SequenceStep) -> bool:
+    future = step.future
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _flag(parameters: Parameters, name: str) -> bool:

@@ -71,6 +71,7 @@ class StateSpec:
     output_name: str
     dtype: np.dtype[Any]
     initial: Array
+    grows: bool = False  # its dims hold -1: its shape may change from step to step
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +241,7 @@ def _state(state: ModelSequenceBatching.State, model_dir: Path) -> StateSpec:
     if not dims or any(d < -1 or d == 0 for d in dims):
         raise InvalidArgument(f"state '{name}' must have dims, each positive or -1: {list(dims)}")
     shape = dims
+    grows = -1 in dims
     if len(state.initial_state) > 1:
         raise InvalidArgument(f"state '{name}' has more than one initial_state")
     initial = state.initial_state[0] if state.initial_state else None
@@ -259,10 +261,11 @@ def _state(state: ModelSequenceBatching.State, model_dir: Path) -> StateSpec:
     if initial is not None and initial.WhichOneof("state_data") == "data_file":
         if datatype == BYTES:
             raise Unsupported(f"state '{name}': a BYTES initial_state cannot come from a data_file")
-        return StateSpec(name, state.output_name, dtype, _read_initial(model_dir, initial, shape))
+        data = _read_initial(model_dir, initial, shape)
+        return StateSpec(name, state.output_name, dtype, data, grows)
     # A BYTES state starts as empty elements, as Triton's zero_data does for strings.
     zeros = np.full(shape, b"", dtype=dtype) if datatype == BYTES else np.zeros(shape, dtype)
-    return StateSpec(name, state.output_name, dtype, zeros)
+    return StateSpec(name, state.output_name, dtype, zeros, grows)
 
 
 def _read_initial(

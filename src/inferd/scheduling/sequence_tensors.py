@@ -22,7 +22,7 @@ from inferd.scheduling.batch import (
     wanted_outputs,
 )
 from inferd.scheduling.sequence_settings import CORRID, END, START, Control, SequenceSettings
-from inferd.scheduling.sequence_slots import SequenceRecord, SequenceStep
+from inferd.scheduling.sequence_slots import SequenceStep
 
 Row = SequenceStep | None  # None: a padding row
 
@@ -58,26 +58,42 @@ class SequenceBatches:
         ]
 
     def finish(self, call: SequenceStep, outputs: dict[str, Array]) -> dict[str, Array]:
-        return select_outputs(call.request, keep_states(call.sequence, outputs, self._settings))
+        return select_outputs(
+            call.request, keep_states(call.sequence.states, outputs, self._settings)
+        )
 
 
-def batch_inputs(rows: Sequence[Row], settings: SequenceSettings) -> dict[str, Array]:
-    """Model inputs, control inputs and states for `rows` (at least one of them real)."""
+def batch_inputs(
+    rows: Sequence[Row], settings: SequenceSettings, states: bool = True
+) -> dict[str, Array]:
+    """Model inputs, control inputs and (unless `states` is False) states for `rows` (at least
+    one of them real)."""
     # A copy: the control inputs and states join the request's own inputs.
     inputs = dict(stack_inputs([row.request.inputs if row else None for row in rows]))
     shape = (len(rows), 1) if settings.batched else (1,)
     for control in settings.controls:
         inputs[control.name] = _control_tensor(control, rows, shape)
+    if states and settings.states:
+        add_states(inputs, [row.sequence.states if row else None for row in rows], settings)
+    return inputs
+
+
+def add_states(
+    inputs: dict[str, Array],
+    held: Sequence[dict[str, Array] | None],
+    settings: SequenceSettings,
+) -> None:
+    """Add the state inputs of rows whose sequences hold `held` (None: a padding row; a state
+    a sequence does not hold yet is the initial one)."""
     for state in settings.states:
         name = state.input_name
-        values = [row.sequence.states.get(name, state.initial) if row else None for row in rows]
+        values = [None if h is None else h.get(name, state.initial) for h in held]
         if not settings.batched:
             inputs[name] = values[0] if values[0] is not None else state.initial
             continue
         # Padding rows get zeros shaped like a real row's state (states may grow over time).
         padding = blank(next(v for v in values if v is not None))
         inputs[name] = np.stack([padding if v is None else v for v in values])
-    return inputs
 
 
 def _control_tensor(control: Control, rows: Sequence[Row], shape: tuple[int, ...]) -> Array:
@@ -102,13 +118,14 @@ def _as_bytes(key: int | str) -> bytes:
 
 
 def keep_states(
-    sequence: SequenceRecord, answer: dict[str, Array], settings: SequenceSettings
+    held: dict[str, Array], answer: dict[str, Array], settings: SequenceSettings
 ) -> dict[str, Array]:
-    """Store the state outputs of one row in its sequence; returns the other outputs."""
+    """Store the state outputs of one row in `held` (its sequence's states, by input name);
+    returns the other outputs."""
     for state in settings.states:
         value = answer.pop(state.output_name, None)
         if value is None:
             raise Internal(f"the model did not return its state output '{state.output_name}'")
         # A copy: a view would keep the whole batch's output alive as long as the sequence.
-        sequence.states[state.input_name] = value[0].copy() if settings.batched else value
+        held[state.input_name] = value[0].copy() if settings.batched else value
     return answer

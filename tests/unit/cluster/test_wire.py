@@ -83,3 +83,44 @@ def test_an_answer_crosses_back_stacked_or_per_request() -> None:
     got, _, _ = unpack_answer(crossed)
     assert isinstance(got, list) and isinstance(got[1], InvalidArgument)
     np.testing.assert_array_equal(got[0]["OUT"], np.ones(1))
+
+
+def _sequence_batch(state_bytes: int) -> tuple[Any, Any]:
+    """A batch of 4 sequences (the second one starting, the last one ending), each holding
+    `state_bytes` of state, and its settings."""
+    from inferd.scheduling.batch import Batch
+    from inferd.scheduling.sequence_slots import SequenceRecord, SequenceStep
+    from tests.unit.scheduling.test_sequence import sequence_settings, step
+
+    settings = sequence_settings(
+        extra=f'state [ {{ input_name: "S_IN", output_name: "S_OUT", data_type: TYPE_UINT8, '
+        f"dims: [ {state_bytes} ] }} ]"
+    )
+    rows: list[SequenceStep | None] = []
+    for slot in range(4):
+        sequence = SequenceRecord(slot + 1)
+        sequence.index = slot
+        sequence.states["S_IN"] = np.full(state_bytes, slot, np.uint8)
+        start, end = slot == 1, slot == 3
+        request = step(slot, slot + 1, start, end)
+        rows.append(SequenceStep(request, None, 0, 1, sequence, start, end))  # type: ignore[arg-type]
+    return Batch(rows), settings
+
+
+def test_a_sequence_batch_for_a_host_that_holds_the_states_carries_none() -> None:
+    from inferd.scheduling.held_states import END, START, STATE_ROWS, HeldStateBatches
+    from inferd.scheduling.sequence_tensors import SequenceBatches
+
+    batch, settings = _sequence_batch(16 * 1024)
+    kept_here = SequenceBatches(settings, ["y"])
+    packed = pack_batch(kept_here.inputs(batch), kept_here.output_names(batch), batch.requests)
+    assert "S_IN" in [item[0] for item in packed[0]] and packed[1] == ["y", "S_OUT"]
+
+    held = HeldStateBatches(settings, ["y"])
+    packed = pack_batch(held.inputs(batch), held.output_names(batch), batch.requests)
+    crossed, pickled = through_ray(packed)
+    assert pickled == []
+    assert len(MessagePackSerializer.dumps(packed, lambda item: 0)) < 1024
+    arrays, names, _ = unpack_batch(crossed)
+    assert names == ["y"] and "S_IN" not in arrays
+    assert arrays[STATE_ROWS].tolist() == [[0, 0], [1, START], [2, 0], [3, END]]
