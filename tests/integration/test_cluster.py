@@ -61,6 +61,25 @@ class InferdModel:
 """
 
 
+# Implicit state of 64 KiB per sequence, kept by the hosts: every element of the state is the
+# running sum of INPUT, and OUTPUT its last element.
+STATE_MODEL = """
+class InferdModel:
+    def execute(self, batch):
+        state = batch.inputs["INPUT_STATE"] + batch.inputs["INPUT"]
+        return {"OUTPUT": state[:, -1:].copy(), "OUTPUT_STATE": state}
+"""
+STATE_ELEMENTS = 16 * 1024
+STATE_CONFIG = (
+    'name: "state_accumulate" backend: "python" max_batch_size: 8\n'
+    'input [ { name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]\n'
+    'output [ { name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]\n'
+    "sequence_batching { max_sequence_idle_microseconds: 2000000 state [ {\n"
+    '  input_name: "INPUT_STATE", output_name: "OUTPUT_STATE", data_type: TYPE_INT32\n'
+    f"  dims: [ {STATE_ELEMENTS} ] }} ] }}\n"
+    "instance_group [ { count: 2, kind: KIND_CPU } ]\n" + NOT_HERE
+)
+
 # Two hosts on two nodes, each needing the one copy of a per-device resource: with the limiter
 # on, CPU 0 of each node is a pool of its own, so both hosts run at once.
 LIMITED = (
@@ -123,6 +142,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
               "instance_group [ { count: 2, kind: KIND_CPU } ]\n" + NOT_HERE))  # fmt: skip
     write(root, "writer", WRITER, _io("writer", NOT_HERE))
     write(root, "limited", SPAN_MODEL, LIMITED)
+    write(root, "state_accumulate", STATE_MODEL, STATE_CONFIG)
     # A GPU group on a cluster without GPUs: it cannot be placed.
     _copy("simple", root, name="on_gpu")
     config = root / "on_gpu" / "config.pbtxt"
@@ -274,7 +294,8 @@ def test_metrics_show_each_remote_instance_with_its_node(server: RunningServer) 
     raise AssertionError(f"no host memory reported: {memory}")
 
 
-def test_interleaved_sequences_on_remote_instances(server: RunningServer) -> None:
+@pytest.mark.parametrize("model", ["sequence_accumulate", "state_accumulate"])
+def test_interleaved_sequences_on_remote_instances(server: RunningServer, model: str) -> None:
     results: dict[int, list[int]] = {}
     done = threading.Event()
     expected_responses = 20 * 5
@@ -295,7 +316,7 @@ def test_interleaved_sequences_on_remote_instances(server: RunningServer) -> Non
                 tensor = grpcclient.InferInput("INPUT", [1, 1], "INT32")
                 tensor.set_data_from_numpy(value)
                 client.async_stream_infer(
-                    "sequence_accumulate", [tensor], request_id=f"{sequence}-{step}",
+                    model, [tensor], request_id=f"{sequence}-{step}",
                     sequence_id=1000 + sequence, sequence_start=step == 0, sequence_end=step == 4,
                 )  # fmt: skip
         assert done.wait(60)
@@ -304,6 +325,50 @@ def test_interleaved_sequences_on_remote_instances(server: RunningServer) -> Non
     for sequence, values in results.items():
         sums = np.cumsum([sequence * 10 + step for step in range(5)]).tolist()
         assert values == sums
+    if model == "state_accumulate":  # every sequence ended: its host dropped its state
+        _wait_for_held_states(server, 0, within=20)
+
+
+def _held_states(server: RunningServer) -> tuple[float, float]:
+    """The sequences, and bytes of state, that the state model's hosts hold (read every 5 s)."""
+    found = []
+    for name in ("inferd_host_sequence_states", "inferd_host_sequence_state_bytes"):
+        samples = _metric_samples(server, name)
+        found.append(sum(v for k, v in samples.items() if 'model="state_accumulate"' in k))
+    return found[0], found[1]
+
+
+def _wait_for_held_states(
+    server: RunningServer, count: int, within: float, keep_alive: Any = None
+) -> None:
+    deadline = time.monotonic() + within
+    held = _held_states(server)
+    while held != (count, count * STATE_ELEMENTS * 4):
+        assert time.monotonic() < deadline, f"hosts hold {held}, not {count} states"
+        if keep_alive is not None:
+            keep_alive()
+        time.sleep(0.5)
+        held = _held_states(server)
+
+
+def test_hosts_hold_the_implicit_states_and_drop_those_that_idle_out(
+    server: RunningServer,
+) -> None:
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
+    sums = {key: 0 for key in (501, 502, 503)}
+
+    def steps(start: bool = False) -> None:
+        for key in sums:
+            sums[key] += key
+            answer = _accumulate(client, key, key, start, model="state_accumulate")
+            assert answer == sums[key]
+
+    steps(start=True)
+    _wait_for_held_states(server, 3, within=20, keep_alive=steps)
+    _wait_for_held_states(server, 0, within=20)  # idle for 2 s: released, states dropped
+    with pytest.raises(InferenceServerException, match="must specify the START flag"):
+        _accumulate(client, 501, 1, model="state_accumulate")
+    client.close()
 
 
 def test_a_group_that_cannot_be_placed_leaves_only_its_model_unavailable(
@@ -390,36 +455,41 @@ def test_a_killed_host_fails_only_what_it_held_and_comes_back(server: RunningSer
     _serves_again(server, "slow", 10)
 
 
-def _accumulate(client: Any, sequence: int, value: int, start: bool = False) -> int:
+def _accumulate(
+    client: Any, sequence: int, value: int, start: bool = False, model: str = "sequence_accumulate"
+) -> int:
     tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
     tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
-    result = client.infer("sequence_accumulate", [tensor], sequence_id=sequence,
-                          sequence_start=start)  # fmt: skip
+    result = client.infer(model, [tensor], sequence_id=sequence, sequence_start=start)
     return int(result.as_numpy("OUTPUT")[0][0])
 
 
+# The Python model keeps its sums itself, in its host; the state model's host keeps its implicit
+# states. Either way they go with the host.
+@pytest.mark.parametrize("model", ["sequence_accumulate", "state_accumulate"])
 def test_sequences_of_a_restarted_host_are_lost_not_answered_from_a_fresh_state(
-    server: RunningServer,
+    server: RunningServer, model: str
 ) -> None:
     client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
-    assert _accumulate(client, 77, 3, start=True) == 3
+    assert _accumulate(client, 77, 3, start=True, model=model) == 3
+    assert _accumulate(client, 77, 3, model=model) == 6
     for name, (_, pid) in placed_instances(server.log_text()).items():
-        if name.startswith("sequence_accumulate_"):
+        if name.startswith(f"{model}_"):
             os.kill(pid, signal.SIGKILL)  # between steps: no batch sees the host die
     with pytest.raises(InferenceServerException) as lost:
-        _accumulate(client, 77, 4)
+        _accumulate(client, 77, 4, model=model)
     assert lost.value.status() == "503" and "sequence lost" in lost.value.message()
     with pytest.raises(InferenceServerException, match="must specify the START flag"):
-        _accumulate(client, 77, 5)
+        _accumulate(client, 77, 5, model=model)
     # The other host's restart is news to the first batch it runs, which fails the same way
     # (the ingress learns of a restart between batches from the next answer); then it serves.
     for _ in range(2):
         try:
-            assert _accumulate(client, 78, 6, start=True) == 6
+            assert _accumulate(client, 78, 6, start=True, model=model) == 6
             break
         except InferenceServerException as exc:
             assert "sequence lost" in exc.message()
-    assert _accumulate(client, 78, 1) == 7
+    assert _accumulate(client, 78, 1, model=model) == 7
     client.close()
 
 
