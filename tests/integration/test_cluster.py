@@ -325,16 +325,18 @@ def test_interleaved_sequences_on_remote_instances(server: RunningServer, model:
     for sequence, values in results.items():
         sums = np.cumsum([sequence * 10 + step for step in range(5)]).tolist()
         assert values == sums
-    if model == "state_accumulate":  # every sequence ended: its host dropped its state
-        _wait_for_held_states(server, 0, within=20)
 
 
-def _held_states(server: RunningServer) -> tuple[float, float]:
-    """The sequences, and bytes of state, that the state model's hosts hold (read every 5 s)."""
+def _held_states(server: RunningServer) -> tuple[float, float] | None:
+    """The sequences, and bytes of state, that the state model's two hosts hold (read every
+    5 s); None until both have reported."""
     found = []
     for name in ("inferd_host_sequence_states", "inferd_host_sequence_state_bytes"):
         samples = _metric_samples(server, name)
-        found.append(sum(v for k, v in samples.items() if 'model="state_accumulate"' in k))
+        values = [v for k, v in samples.items() if 'model="state_accumulate"' in k]
+        if len(values) != 2:
+            return None
+        found.append(sum(values))
     return found[0], found[1]
 
 
@@ -343,7 +345,7 @@ def _wait_for_held_states(
 ) -> None:
     deadline = time.monotonic() + within
     held = _held_states(server)
-    while held != (count, count * STATE_ELEMENTS * 4):
+    while held != (count, count * STATE_ELEMENTS * 4):  # INT32
         assert time.monotonic() < deadline, f"hosts hold {held}, not {count} states"
         if keep_alive is not None:
             keep_alive()
@@ -365,9 +367,15 @@ def test_hosts_hold_the_implicit_states_and_drop_those_that_idle_out(
 
     steps(start=True)
     _wait_for_held_states(server, 3, within=20, keep_alive=steps)
+    tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[1]], dtype=np.int32))
+    ended = client.infer("state_accumulate", [tensor], sequence_id=501, sequence_end=True)
+    assert int(ended.as_numpy("OUTPUT")[0][0]) == sums.pop(501) + 1
+    _wait_for_held_states(server, 2, within=20, keep_alive=steps)  # its END dropped it
     _wait_for_held_states(server, 0, within=20)  # idle for 2 s: released, states dropped
-    with pytest.raises(InferenceServerException, match="must specify the START flag"):
-        _accumulate(client, 501, 1, model="state_accumulate")
+    for key in (501, 502):
+        with pytest.raises(InferenceServerException, match="must specify the START flag"):
+            _accumulate(client, key, 1, model="state_accumulate")
     client.close()
 
 
