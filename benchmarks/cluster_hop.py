@@ -30,7 +30,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,30 +157,38 @@ async def measure(version: Path, sizes: list[int], seconds: float, rounds: int) 
     remote.close()
 
 
+@contextmanager
+def local_ray(object_store_bytes: int = OBJECT_STORE_BYTES) -> Iterator[None]:
+    """A one-node Ray of this script's own (1 CPU, on the loopback address), with the load
+    average before and after."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    print(f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), Ray {ray.__version__}")
+    ray.init(
+        "local",  # a Ray of its own, even where another runs on this machine
+        num_cpus=1,
+        include_dashboard=False,
+        object_store_memory=object_store_bytes,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+    print(f"load average {os.getloadavg()[0]:.2f} after")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per point, all rounds")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES_KIB), help="KiB")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    print(f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), Ray {ray.__version__}")
-    ray.init(
-        num_cpus=1,
-        include_dashboard=False,
-        object_store_memory=OBJECT_STORE_BYTES,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}},
-    )
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            version = identity_model(Path(folder))
-            asyncio.run(measure(version, args.sizes, args.seconds, args.rounds))
-    finally:
-        ray.shutdown()
-    print(f"load average {os.getloadavg()[0]:.2f} after")
+    with local_ray(), tempfile.TemporaryDirectory() as folder:
+        version = identity_model(Path(folder))
+        asyncio.run(measure(version, args.sizes, args.seconds, args.rounds))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from cluster_hop import local_ray
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.cluster.host import HostSpec, InstanceHost
 from inferd.cluster.remote import Peers, RemoteInstance
@@ -137,7 +136,8 @@ class Point:
             parameters["sequence_start"] = key not in self.started
             self.started.add(key)
             value = np.ones((1, 1), np.float32)
-            steps.append(self.batcher.submit(InferRequest("state", {"INPUT": value}, parameters)))
+            request = InferRequest("state", {"INPUT": value}, parameters=parameters)
+            steps.append(self.batcher.submit(request))
         await asyncio.gather(*steps)
         return time.perf_counter() - start
 
@@ -200,25 +200,10 @@ def main() -> None:
     parser.add_argument("--state-kib", type=int, nargs="+", default=[64], help="per sequence")
     parser.add_argument("--sequences", type=int, nargs="+", default=[1, 8], help="at most 8")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    print(f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}), Ray {ray.__version__}")
-    ray.init(
-        num_cpus=1,
-        include_dashboard=False,
-        object_store_memory=OBJECT_STORE_BYTES,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}},
-    )
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            asyncio.run(
-                measure(Path(folder), args.state_kib, args.sequences, args.seconds, args.rounds)
-            )
-    finally:
-        ray.shutdown()
-    print(f"load average {os.getloadavg()[0]:.2f} after")
+    with local_ray(OBJECT_STORE_BYTES), tempfile.TemporaryDirectory() as folder:
+        asyncio.run(
+            measure(Path(folder), args.state_kib, args.sequences, args.seconds, args.rounds)
+        )
 
 
 if __name__ == "__main__":

@@ -43,11 +43,11 @@ class Holding:
     pipeline_depth = 1
     holds_states = True
 
-    def __init__(self, settings: SequenceSettings, backend: Accumulator | None = None) -> None:
+    def __init__(self, settings: SequenceSettings) -> None:
         self.name = "m_0"
         self.device = Device(DeviceKind.CPU)
         self.states = HostedStates(settings)
-        self.backend = backend or Accumulator()
+        self.backend = Accumulator()
         self.received: list[tuple[set[str], list[str]]] = []
         self.forgotten: list[int] = []
 
@@ -73,10 +73,11 @@ class Holding:
         pass
 
 
-def holding_batcher(settings: SequenceSettings, instance: Holding) -> SequenceBatcher:
+def holding_batcher(settings: SequenceSettings) -> tuple[Holding, SequenceBatcher]:
+    instance = Holding(settings)
     scheduler = SequenceBatcher([instance], settings, ["y"])
     scheduler.start()
-    return scheduler
+    return instance, scheduler
 
 
 @pytest.mark.parametrize("strategy", ["direct { }", "oldest { max_candidate_sequences: 4 }"])
@@ -85,8 +86,7 @@ async def test_interleaved_sequences_add_up_with_no_state_reaching_the_instance(
     strategy: str,
 ) -> None:
     settings = sequence_settings(strategy)
-    instance = Holding(settings)
-    scheduler = holding_batcher(settings, instance)
+    instance, scheduler = holding_batcher(settings)
     sums = dict.fromkeys(range(1, 5), 0)  # one slot each
     for round_ in range(5):
         requests = [step(key * 10 + round_, key, round_ == 0, round_ == 4) for key in sums]
@@ -107,8 +107,7 @@ async def test_interleaved_sequences_add_up_with_no_state_reaching_the_instance(
 @synchronous
 async def test_a_refused_row_fails_alone_and_the_other_states_advance() -> None:
     settings = sequence_settings()
-    instance = Holding(settings)
-    scheduler = holding_batcher(settings, instance)
+    instance, scheduler = holding_batcher(settings)
     assert await value(scheduler, step(1, 1, start=True)) == 1
     assert await value(scheduler, step(1, 2, start=True)) == 1
     steps = [value(scheduler, step(2, 1)), value(scheduler, step(-1, 2))]
@@ -122,8 +121,7 @@ async def test_a_refused_row_fails_alone_and_the_other_states_advance() -> None:
 @synchronous
 async def test_a_sequence_released_without_its_end_has_its_state_forgotten() -> None:
     settings = sequence_settings(extra=CONTROLS + " max_sequence_idle_microseconds: 50000")
-    instance = Holding(settings)
-    scheduler = holding_batcher(settings, instance)
+    instance, scheduler = holding_batcher(settings)
     assert await value(scheduler, step(4, 1, start=True)) == 4
     assert len(instance.states) == 1
     await asyncio.sleep(0.2)  # idled out
@@ -141,8 +139,7 @@ async def test_a_sequence_released_without_its_end_has_its_state_forgotten() -> 
 @synchronous
 async def test_an_instance_that_lost_the_state_loses_the_sequence_not_restarts_it() -> None:
     settings = sequence_settings()
-    instance = Holding(settings)
-    scheduler = holding_batcher(settings, instance)
+    instance, scheduler = holding_batcher(settings)
     assert await value(scheduler, step(3, 1, start=True)) == 3
     instance.states = HostedStates(settings)  # as a restarted host: it holds nothing
     with pytest.raises(InstanceLost, match="holds no state"):
