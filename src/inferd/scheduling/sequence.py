@@ -283,8 +283,8 @@ class SequenceBatcher(SlottedScheduler):
         self._release(sequence)
 
     def _release(self, sequence: SequenceRecord, forgotten: bool = False) -> None:
-        """Free the slot of a closed sequence; an instance that holds its state drops it,
-        unless it `forgotten` it already."""
+        """Free the slot of a closed sequence; an instance that holds its state drops it
+        (unless it did already: `forgotten`)."""
         if sequence.instance is not None and not forgotten:
             holder = self._holders[sequence.instance]
             if holder is not None:
