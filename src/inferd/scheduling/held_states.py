@@ -124,8 +124,8 @@ class HostedStates:
         if rows_tensor is None:
             return None
         rows: list[list[int]] = rows_tensor.tolist()
-        lost = [slot for slot, flags in rows if slot >= 0 and not flags & START]
-        lost = [slot for slot in lost if slot not in self._slots]
+        held = self._slots
+        lost = [s for s, flags in rows if s >= 0 and not flags & START and s not in held]
         if lost:
             raise InstanceLost(f"the instance holds no state for the sequences in slots {lost}")
         for slot, flags in rows:
