@@ -171,6 +171,7 @@ def test_a_models_call_is_traced_as_it_arrives_as_a_clients_request_is(
     (called,) = [t for t in written.values() if t["model_name"] == "simple"]
     assert names(called)[0] == "REQUEST_START"  # made in the server: no frontend marks
     assert called["id"] > caller["id"]  # numbered as it arrived, after its caller
+    assert called["parent_id"] == caller["id"]
 
 
 def test_ensemble_steps_are_children_of_the_ensemble_trace(

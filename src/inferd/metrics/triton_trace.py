@@ -5,9 +5,10 @@ model may override any of them (its own sampling counter and trace count then ap
 With tracing off everywhere a request costs one attribute check here and one in the engine.
 
 As in Triton, requests are sampled as they arrive, and a trace's id is taken then, so ids
-follow arrival order. A request made by a traced one (an ensemble's step) is traced as its
-child (`parent_id`), in the parent's scope, whatever its own model's settings say; made by
-one not traced, it is not traced.
+follow arrival order. A request made by a traced one (an ensemble's step, a model's call) is
+traced as its child (`parent_id`), in the parent's scope, whatever its own model's settings
+say; made by one not traced, it is not traced (nor sampled on its own, as in Triton, where only
+the frontends sample).
 
 At level TENSORS the engine hands over the tensors of the traced requests (references, kept
 while the request is in flight); they are written with their trace, off the event loop.
@@ -126,9 +127,9 @@ class TritonTracer:
         """Settings of a model outlive its loads, as Triton keeps them."""
 
     def request_arrived(self, model_name: str, timestamps: Timestamps, request_id: str) -> None:
-        made_by = timestamps.parent
-        if made_by is not None:
-            taken = self._traced.get(made_by.trace_id) if made_by.trace_id else None
+        parent_id = timestamps.parent_id
+        if parent_id:
+            taken = self._traced.get(parent_id)  # none for UNTRACED_PARENT
             if taken is None:
                 return
             scope = taken[0]
@@ -158,12 +159,10 @@ class TritonTracer:
         scope, request_id, start = taken
         if not self._traced:
             self.traces_on = self._active
-        made_by = timestamps.parent
-        parent_id = made_by.trace_id if made_by is not None else 0
         marks = trace_marks(timestamps, start) if scope.timestamps else ()
         trace = (
             timestamps.trace_id,
-            parent_id,
+            timestamps.parent_id,
             request_id,
             model_name,
             model_version,
