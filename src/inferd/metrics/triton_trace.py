@@ -94,7 +94,10 @@ class TritonTracer:
 
     def trace_settings(self, model_name: str = "") -> TraceValues:
         scope = self._scopes.get(model_name, self._global) if model_name else self._global
-        return {key: list(values) for key, values in scope.values.items()}
+        values = {key: list(values) for key, values in scope.values.items()}
+        # As Triton answers it: the count left (0 once spent; -1: no limit).
+        values["trace_count"] = [str(scope.remaining)]
+        return values
 
     def update_trace_settings(
         self, model_name: str, changes: Mapping[str, list[str] | None]
@@ -119,6 +122,10 @@ class TritonTracer:
             check_trace_scope(own, self._opentelemetry)
         self._global_values, self._model_values = global_values, model_values
         self._rebuild()
+        scope = self._scopes.get(model_name) if model_name else self._global
+        if "trace_count" in checked and scope is not None:
+            # Set again (or cleared), a count starts over, as in Triton.
+            scope.remaining, scope.seen = int(scope.values["trace_count"][0]), 0
         return self.trace_settings(model_name)
 
     # ---- Observer ----------------------------------------------------------------------------
