@@ -10,8 +10,10 @@ stops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -116,10 +118,17 @@ class TraceOutput:
 
 
 def _write(path: str, traces: list[Trace]) -> None:
+    # Written under a hidden name, then renamed: whoever reads the file (a test polling for
+    # it, `tail`, Triton's trace_summary.py) never finds it partly written.
+    folder, name = os.path.split(path)
+    partial = os.path.join(folder, f".{name}.{os.getpid()}.partial")
     try:
         # One dumps, without indent: only that takes the C encoder (and holds the GIL least).
         text = json.dumps([item for trace in traces for item in trace_objects(trace)])
-        with open(path, "w", encoding="utf-8") as out:
+        with open(partial, "w", encoding="utf-8") as out:
             out.write(text)
+        os.replace(partial, path)
     except OSError as exc:
         logger.error("cannot write the trace file %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
