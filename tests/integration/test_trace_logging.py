@@ -30,6 +30,7 @@ MARKS = [
     "INFER_RESPONSE_COMPLETE",
     "REQUEST_END",
 ]
+HTTP_SEND = ["HTTP_SEND_START", "HTTP_SEND_END"]  # the answer was sent (after REQUEST_END)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,9 @@ def test_trace_files_get_one_trace_per_rate_requests(
             for trace in written:
                 assert (trace["model_name"], trace["model_version"]) == ("simple", 1)
                 names = [mark["name"] for mark in trace["timestamps"]]
-                assert names[2:] == MARKS  # after the frontend's two (HTTP_RECV_START, ...)
+                # Between the frontend's (HTTP_RECV_START, ... and HTTP_SEND_START, ...).
+                assert names[2:-2] == MARKS
+                assert names[-2:] == HTTP_SEND
                 times = [mark["ns"] for mark in trace["timestamps"]]
                 assert times == sorted(times)
         assert not (tmp_path / "trace.json.2").exists()

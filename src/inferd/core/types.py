@@ -53,6 +53,12 @@ class Timestamps:
     # the server) and when it had read it (0: as it was received).
     protocol: str = ""
     read: int = 0
+    # The frontend's send of the request's one answer, for Triton's trace files: a frontend
+    # that stamps it says so (`sends`) and, for a traced request (`trace_id`) answered, reports
+    # it once sent or failed (`Engine.request_sent`), which completes the request's trace.
+    sends: bool = False
+    send_start: int = 0
+    send_end: int = 0
     # Triton's trace files: the request's trace id, 0 while it is not traced there; and for
     # a request made in the server (an ensemble's step, a model's call), the trace id of the
     # request that made it, whose child it is traced as (UNTRACED_PARENT: that one is not

@@ -51,10 +51,10 @@ def trace_objects(trace: Trace) -> list[dict[str, Any]]:
 
 
 # The marks of the frontend that read a request, as Triton's frontends name them: reading
-# began, reading ended.
+# began, reading ended, sending the answer began, sending ended.
 _WIRE = {
-    "HTTP": ("HTTP_RECV_START", "HTTP_RECV_END"),
-    "GRPC": ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END"),
+    "HTTP": ("HTTP_RECV_START", "HTTP_RECV_END", "HTTP_SEND_START", "HTTP_SEND_END"),
+    "GRPC": ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END", "GRPC_SEND_START", "GRPC_SEND_END"),
 }
 
 
@@ -74,6 +74,7 @@ def trace_marks(t: Timestamps, start: int) -> tuple[tuple[str, int], ...]:
         ("COMPUTE_END", t.compute_end),
         *(("INFER_RESPONSE_COMPLETE", ns) for ns in responses),
         ("REQUEST_END", t.sent),
+        *(((wire[2], t.send_start), (wire[3], t.send_end)) if wire else ()),
     )
 
 
