@@ -30,6 +30,7 @@ MARKS = [
     "INFER_RESPONSE_COMPLETE",
     "REQUEST_END",
 ]
+HTTP_SEND = ["HTTP_SEND_START", "HTTP_SEND_END"]  # the answer was sent (after REQUEST_END)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,9 @@ def test_trace_files_get_one_trace_per_rate_requests(
             for trace in written:
                 assert (trace["model_name"], trace["model_version"]) == ("simple", 1)
                 names = [mark["name"] for mark in trace["timestamps"]]
-                assert names[2:] == MARKS  # after the frontend's two (HTTP_RECV_START, ...)
+                # Between the frontend's (HTTP_RECV_START, ... and HTTP_SEND_START, ...).
+                assert names[2:-2] == MARKS
+                assert names[-2:] == HTTP_SEND
                 times = [mark["ns"] for mark in trace["timestamps"]]
                 assert times == sorted(times)
         assert not (tmp_path / "trace.json.2").exists()
@@ -141,10 +144,32 @@ def test_a_models_own_settings_and_trace_count(
         eventually(lambda: (tmp_path / "model.json.1").exists())
         assert len(traces(tmp_path / "model.json.0")) == 1
         assert not (tmp_path / "model.json.2").exists()  # the count stopped it at 2
-        assert get_trace(client, "simple")["trace_count"] == "2"
+        assert get_trace(client, "simple")["trace_count"] == "0"  # as Triton: none left
     finally:
         update_trace(client, "simple", dict.fromkeys(own))
     assert get_trace(client, "simple") == get_trace(client)  # back to the global ones
+
+
+def test_the_count_left_is_answered_and_starts_over_when_set_again(
+    server: RunningServer, client: Any, tmp_path: Path
+) -> None:
+    own = {
+        "trace_level": ["TIMESTAMPS"],
+        "trace_rate": "1",
+        "trace_count": "3",
+        "trace_file": str(tmp_path / "count.json"),
+    }
+    assert update_trace(client, "simple", own)["trace_count"] == "3"
+    try:
+        infer(server, 2)
+        assert get_trace(client, "simple")["trace_count"] == "1"
+        infer(server, 2)
+        assert get_trace(client, "simple")["trace_count"] == "0"
+        assert update_trace(client, "simple", {"trace_count": "3"})["trace_count"] == "3"
+        infer(server, 1)
+        assert get_trace(client, "simple")["trace_count"] == "2"
+    finally:
+        update_trace(client, "simple", dict.fromkeys(own))
 
 
 @pytest.mark.parametrize(

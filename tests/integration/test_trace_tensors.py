@@ -94,7 +94,7 @@ def test_tensors_and_timestamps_of_a_request(server: RunningServer, tmp_path: Pa
     objects = written(tmp_path / "t.json.0")
     assert {item["id"] for item in objects} == {objects[0]["id"]}  # one trace
     assert objects[0]["model_name"] == "simple"
-    assert len(objects[1]["timestamps"]) == 10
+    assert len(objects[1]["timestamps"]) == 12  # HTTP_RECV_START ... HTTP_SEND_END
     assert [(o["activity"], o["tensor"]["name"]) for o in objects[2:]] == [
         ("TENSOR_QUEUE_INPUT", "INPUT0"),
         ("TENSOR_QUEUE_INPUT", "INPUT1"),

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.conftest import generate_models
 from tests.integration.model_files import write
@@ -25,7 +26,9 @@ from tests.integration.test_cancellation import eventually
 from tests.integration.test_ensemble_add_sub import ENSEMBLE, ENSEMBLE_CONFIG
 from tests.integration.test_generate import stream_events
 from tests.integration.test_latency_summaries import THREE, THREE_CONFIG, stream_three
-from tests.integration.test_trace_logging import MARKS
+from tests.integration.test_trace_logging import HTTP_SEND, MARKS
+
+GRPC_READ = ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END"]
 
 # Request 1 waits in its instance until request 2 has run on the other one, so 2 finishes first.
 GATED = """
@@ -156,9 +159,32 @@ def test_a_unary_answer_has_one_response_complete_mark(
     (trace,) = traces(trace_file, 1).values()
     assert trace["request_id"] == "r-7"
     assert "parent_id" not in trace
-    assert names(trace) == ["HTTP_RECV_START", "HTTP_RECV_END", *MARKS]
+    assert names(trace) == ["HTTP_RECV_START", "HTTP_RECV_END", *MARKS, *HTTP_SEND]
     times = [mark["ns"] for mark in trace["timestamps"]]
     assert times == sorted(times)
+
+
+def test_a_grpc_answers_send_is_marked(server: RunningServer, trace_file: Path) -> None:
+    with closing(grpcclient.InferenceServerClient(server.grpc_url)) as client:
+        client.infer("simple", simple_inputs(grpcclient))
+    (trace,) = traces(trace_file, 1).values()
+    assert names(trace) == [*GRPC_READ, *MARKS, "GRPC_SEND_START", "GRPC_SEND_END"]
+
+
+def test_a_failed_requests_trace_is_written_without_send_marks(
+    server: RunningServer, trace_file: Path
+) -> None:
+    wrong = [httpclient.InferInput(name, [1, 8], "INT32") for name in ("INPUT0", "INPUT1")]
+    for item in wrong:
+        item.set_data_from_numpy(np.ones((1, 8), np.int32))
+    with (
+        closing(httpclient.InferenceServerClient(server.http_url)) as client,
+        pytest.raises(InferenceServerException),
+    ):
+        client.infer("simple", wrong)  # refused by the engine: [1, 8] is not [-1, 16]
+    (trace,) = traces(trace_file, 1).values()
+    assert names(trace)[:3] == ["HTTP_RECV_START", "HTTP_RECV_END", "REQUEST_START"]
+    assert names(trace)[-1] == "REQUEST_END"
 
 
 def test_a_models_call_is_traced_as_it_arrives_as_a_clients_request_is(
@@ -171,6 +197,7 @@ def test_a_models_call_is_traced_as_it_arrives_as_a_clients_request_is(
     (called,) = [t for t in written.values() if t["model_name"] == "simple"]
     assert names(called)[0] == "REQUEST_START"  # made in the server: no frontend marks
     assert called["id"] > caller["id"]  # numbered as it arrived, after its caller
+    assert called["parent_id"] == caller["id"]
 
 
 def test_ensemble_steps_are_children_of_the_ensemble_trace(
@@ -183,7 +210,7 @@ def test_ensemble_steps_are_children_of_the_ensemble_trace(
     steps = [t for t in written.values() if t["model_name"] == "simple"]
     assert len(steps) == 6
     # The frontend's marks are the ensemble request's; its steps were made in the server.
-    assert names(ensemble)[:2] == ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END"]
+    assert names(ensemble)[:2] == GRPC_READ
     assert {names(step)[0] for step in steps} == {"REQUEST_START"}
     assert "parent_id" not in ensemble
     assert {step["parent_id"] for step in steps} == {ensemble["id"]}
@@ -221,7 +248,7 @@ def test_a_grpc_streams_request_marks_its_first_response(
     stream_three(server, [4])
     (trace,) = traces(trace_file, 1).values()
     assert trace["model_name"] == "three"
-    assert names(trace)[:3] == ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END", "REQUEST_START"]
+    assert names(trace)[:3] == [*GRPC_READ, "REQUEST_START"]
     assert names(trace).count("INFER_RESPONSE_COMPLETE") == 1
 
 

@@ -40,7 +40,7 @@ from typing import Protocol
 from inferd.core.errors import InferdError
 from inferd.core.model_config import ModelConfig
 from inferd.core.responses import ResponseChannel
-from inferd.core.types import Array, Parameters
+from inferd.core.types import Array, InferRequest, Parameters
 
 
 class DeviceKind(enum.Enum):
@@ -80,6 +80,8 @@ class BatchRequest:
     step (an iterative sequence's, `sequence_batching { iterative_sequence: true }`).
     `ragged_shapes`: the request's own shape of each ragged input (`allow_ragged_batch`),
     which the batch holds flattened and concatenated in request order; None without any.
+    `trace_id`: its trace in Triton's trace files (0: none), carried to another process (in
+    the server, the engine's request holds it: read it with `traced_id`).
     """
 
     start: int
@@ -90,6 +92,12 @@ class BatchRequest:
     origin: CancelSource | None = None
     rescheduled: bool = False
     ragged_shapes: dict[str, tuple[int, ...]] | None = None
+    trace_id: int = 0
+
+    def traced_id(self) -> int:
+        """Its trace id in Triton's trace files (0: not traced there)."""
+        origin = self.origin
+        return origin.timestamps.trace_id if isinstance(origin, InferRequest) else self.trace_id
 
     @property
     def cancelled(self) -> bool:
@@ -102,7 +110,12 @@ class BatchRequest:
         parameters, without what only lives here (the response channel, the engine's
         request)."""
         return BatchRequest(
-            self.start, self.end, self.id, self.parameters, ragged_shapes=self.ragged_shapes
+            self.start,
+            self.end,
+            self.id,
+            self.parameters,
+            ragged_shapes=self.ragged_shapes,
+            trace_id=self.traced_id(),
         )
 
 

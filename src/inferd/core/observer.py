@@ -111,3 +111,8 @@ class TensorObserver(Protocol):
     ) -> None:
         """Tensors of one request, which its `timestamps` object stands for until the
         `request_finished` that ends it. The arrays are kept as they are, not copied."""
+
+    def request_sent(self, timestamps: Timestamps) -> None:
+        """The frontend sent (or failed to send) the answer of a traced request that said it
+        would report it (`timestamps.sends`): the request's trace, held since it finished
+        with success, is complete."""

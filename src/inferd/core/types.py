@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 Array = npt.NDArray[Any]
 Parameters = dict[str, Any]
+# `Timestamps.parent_id` of a request made by one that is not traced in Triton's trace files.
+UNTRACED_PARENT = -1
 
 
 @dataclass(slots=True)
@@ -51,10 +53,18 @@ class Timestamps:
     # the server) and when it had read it (0: as it was received).
     protocol: str = ""
     read: int = 0
-    # Triton's trace files: the request's trace id, 0 while it is not traced there; and the
-    # marks of the request that made this one (an ensemble's step), whose trace is its parent.
+    # The frontend's send of the request's one answer, for Triton's trace files: a frontend
+    # that stamps it says so (`sends`) and, for a traced request (`trace_id`) answered, reports
+    # it once sent or failed (`Engine.request_sent`), which completes the request's trace.
+    sends: bool = False
+    send_start: int = 0
+    send_end: int = 0
+    # Triton's trace files: the request's trace id, 0 while it is not traced there; and for
+    # a request made in the server (an ensemble's step, a model's call), the trace id of the
+    # request that made it, whose child it is traced as (UNTRACED_PARENT: that one is not
+    # traced, so neither is this one); 0 for a client's request.
     trace_id: int = 0
-    parent: Timestamps | None = None
+    parent_id: int = 0
 
     def copy_compute(self, batch: Timestamps) -> None:
         """Take the compute marks of the batch this request ran in."""

@@ -413,6 +413,13 @@ class Engine:
         if tracing is not None:
             tracing.finish(request, version, failure)
 
+    def request_sent(self, request: InferRequest) -> None:
+        """A frontend sent the answer of a traced request whose send it stamps
+        (`Timestamps.sends`), or failed to: its trace is complete."""
+        observer = self._tensor_observer
+        if observer is not None:
+            observer.request_sent(request.timestamps)
+
     def _arrived(self, request: InferRequest) -> None:
         """Let the tracer pick the request for Triton's trace files as it arrives."""
         observer = self._tensor_observer

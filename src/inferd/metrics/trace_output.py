@@ -10,8 +10,10 @@ stops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,10 +51,10 @@ def trace_objects(trace: Trace) -> list[dict[str, Any]]:
 
 
 # The marks of the frontend that read a request, as Triton's frontends name them: reading
-# began, reading ended.
+# began, reading ended, sending the answer began, sending ended.
 _WIRE = {
-    "HTTP": ("HTTP_RECV_START", "HTTP_RECV_END"),
-    "GRPC": ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END"),
+    "HTTP": ("HTTP_RECV_START", "HTTP_RECV_END", "HTTP_SEND_START", "HTTP_SEND_END"),
+    "GRPC": ("GRPC_WAITREAD_START", "GRPC_WAITREAD_END", "GRPC_SEND_START", "GRPC_SEND_END"),
 }
 
 
@@ -72,6 +74,7 @@ def trace_marks(t: Timestamps, start: int) -> tuple[tuple[str, int], ...]:
         ("COMPUTE_END", t.compute_end),
         *(("INFER_RESPONSE_COMPLETE", ns) for ns in responses),
         ("REQUEST_END", t.sent),
+        *(((wire[2], t.send_start), (wire[3], t.send_end)) if wire else ()),
     )
 
 
@@ -116,10 +119,17 @@ class TraceOutput:
 
 
 def _write(path: str, traces: list[Trace]) -> None:
+    # Written under a hidden name, then renamed: whoever reads the file (a test polling for
+    # it, `tail`, Triton's trace_summary.py) never finds it partly written.
+    folder, name = os.path.split(path)
+    partial = os.path.join(folder, f".{name}.{os.getpid()}.partial")
     try:
         # One dumps, without indent: only that takes the C encoder (and holds the GIL least).
         text = json.dumps([item for trace in traces for item in trace_objects(trace)])
-        with open(path, "w", encoding="utf-8") as out:
+        with open(partial, "w", encoding="utf-8") as out:
             out.write(text)
+        os.replace(partial, path)
     except OSError as exc:
         logger.error("cannot write the trace file %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(partial)

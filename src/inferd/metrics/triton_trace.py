@@ -5,9 +5,10 @@ model may override any of them (its own sampling counter and trace count then ap
 With tracing off everywhere a request costs one attribute check here and one in the engine.
 
 As in Triton, requests are sampled as they arrive, and a trace's id is taken then, so ids
-follow arrival order. A request made by a traced one (an ensemble's step) is traced as its
-child (`parent_id`), in the parent's scope, whatever its own model's settings say; made by
-one not traced, it is not traced.
+follow arrival order. A request made by a traced one (an ensemble's step, a model's call) is
+traced as its child (`parent_id`), in the parent's scope, whatever its own model's settings
+say; made by one not traced, it is not traced (nor sampled on its own, as in Triton, where only
+the frontends sample).
 
 At level TENSORS the engine hands over the tensors of the traced requests (references, kept
 while the request is in flight); they are written with their trace, off the event loop.
@@ -24,40 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from inferd.core.observer import FailureReason
 from inferd.core.runtime_settings import TraceValues
 from inferd.core.types import Array, Timestamps
-from inferd.metrics.trace_output import Trace, TraceOutput, trace_marks
+from inferd.metrics.trace_output import TraceOutput, trace_marks
+from inferd.metrics.trace_scope import Scope, sampled, write_out
 from inferd.metrics.trace_settings import DEFAULTS, check_trace_scope, check_trace_setting
 from inferd.metrics.trace_tensors import TracedTensor
-
-
-@dataclass(slots=True)
-class _Scope:
-    """The settings in force globally or for one model, and its sampling state."""
-
-    values: TraceValues
-    output: TraceOutput
-    on: bool
-    spans: bool  # trace_mode opentelemetry
-    rate: int
-    remaining: int  # traces still allowed; -1: no limit
-    log_frequency: int
-    seen: int = 0
-    # Its finished traces not written yet, its traces in flight, and whether newer settings
-    # replaced it (it is written out once its last trace finished).
-    pending: list[Trace] = field(default_factory=list)
-    in_flight: int = 0
-    retired: bool = False
-    timestamps: bool = field(init=False)
-    tensors: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.timestamps = "TIMESTAMPS" in self.values["trace_level"]
-        # Spans carry no tensors (nor do Triton's).
-        self.tensors = "TENSORS" in self.values["trace_level"] and not self.spans
 
 
 class TritonTracer:
@@ -76,7 +51,7 @@ class TritonTracer:
         self._model_values: dict[str, TraceValues] = {}
         self._outputs: dict[str, TraceOutput] = {}  # by trace_file
         self._global = self._scope(self._global_values, None)
-        self._scopes: dict[str, _Scope] = {}
+        self._scopes: dict[str, Scope] = {}
         self._active = self._global.on and not self._global.spans
         self.traces_on = self._active
         # Whether any request may be traced as spans now: the one check on their path.
@@ -84,16 +59,21 @@ class TritonTracer:
         self.tensors_on = self._global.tensors
         # The traced requests in flight, by trace id: the scope that took each, its request id
         # and when it entered the engine (Triton's REQUEST_START).
-        self._traced: dict[int, tuple[_Scope, str, int]] = {}
+        self._traced: dict[int, tuple[Scope, str, int]] = {}
         # Their tensors, by their timestamps' id.
         self._tensors: dict[int, list[TracedTensor]] = {}
+        # Those that left the engine, until their frontend sent the answer (`Timestamps.sends`).
+        self._sending: dict[int, _Held] = {}
         self._next_id = 1
 
     # ---- TraceControl ------------------------------------------------------------------------
 
     def trace_settings(self, model_name: str = "") -> TraceValues:
         scope = self._scopes.get(model_name, self._global) if model_name else self._global
-        return {key: list(values) for key, values in scope.values.items()}
+        values = {key: list(values) for key, values in scope.values.items()}
+        # As Triton answers it: the count left (0 once spent; -1: no limit).
+        values["trace_count"] = [str(scope.remaining)]
+        return values
 
     def update_trace_settings(
         self, model_name: str, changes: Mapping[str, list[str] | None]
@@ -118,6 +98,10 @@ class TritonTracer:
             check_trace_scope(own, self._opentelemetry)
         self._global_values, self._model_values = global_values, model_values
         self._rebuild()
+        scope = self._scopes.get(model_name) if model_name else self._global
+        if "trace_count" in checked and scope is not None:
+            # Set again (or cleared), a count starts over, as in Triton.
+            scope.remaining, scope.seen = int(scope.values["trace_count"][0]), 0
         return self.trace_settings(model_name)
 
     # ---- Observer ----------------------------------------------------------------------------
@@ -126,15 +110,15 @@ class TritonTracer:
         """Settings of a model outlive its loads, as Triton keeps them."""
 
     def request_arrived(self, model_name: str, timestamps: Timestamps, request_id: str) -> None:
-        made_by = timestamps.parent
-        if made_by is not None:
-            taken = self._traced.get(made_by.trace_id) if made_by.trace_id else None
+        parent_id = timestamps.parent_id
+        if parent_id:
+            taken = self._traced.get(parent_id)  # none for UNTRACED_PARENT
             if taken is None:
                 return
             scope = taken[0]
         else:
             scope = self._scopes.get(model_name, self._global)
-            if not scope.on or scope.spans or not _sampled(scope):
+            if not scope.on or scope.spans or not sampled(scope):
                 return
         trace_id = timestamps.trace_id = self._next_id
         self._next_id = trace_id + 1
@@ -155,15 +139,34 @@ class TritonTracer:
         taken = self._traced.pop(timestamps.trace_id, None) if timestamps.trace_id else None
         if taken is None:
             return
-        scope, request_id, start = taken
         if not self._traced:
             self.traces_on = self._active
-        made_by = timestamps.parent
-        parent_id = made_by.trace_id if made_by is not None else 0
+        if timestamps.sends and success:  # complete once its frontend sent the answer
+            held = (timestamps, *taken, model_name, model_version, tensors)
+            self._sending[timestamps.trace_id] = held
+            return
+        self._complete(timestamps, *taken, model_name, model_version, tensors)
+
+    def request_sent(self, timestamps: Timestamps) -> None:
+        held = self._sending.pop(timestamps.trace_id, None)
+        if held is not None:
+            self._complete(*held)
+
+    def _complete(
+        self,
+        timestamps: Timestamps,
+        scope: Scope,
+        request_id: str,
+        start: int,
+        model_name: str,
+        model_version: str,
+        tensors: Sequence[TracedTensor],
+    ) -> None:
+        """The request's trace is complete: to its scope's output."""
         marks = trace_marks(timestamps, start) if scope.timestamps else ()
         trace = (
             timestamps.trace_id,
-            parent_id,
+            timestamps.parent_id,
             request_id,
             model_name,
             model_version,
@@ -181,7 +184,7 @@ class TritonTracer:
         if (frequency and len(scope.pending) >= frequency) or (
             not scope.in_flight and (scope.remaining == 0 or scope.retired)
         ):
-            _write_out(scope)
+            write_out(scope)
 
     def request_tensors(
         self,
@@ -201,7 +204,7 @@ class TritonTracer:
         scope = self._scopes.get(model_name, self._global)
         if not scope.on or not scope.spans:
             return False
-        return propagated or _sampled(scope)
+        return propagated or sampled(scope)
 
     def batch_executed(
         self,
@@ -220,8 +223,11 @@ class TritonTracer:
         """Loads are not traced."""
 
     def close(self) -> None:
+        for held in self._sending.values():  # the server stops: as they are
+            self._complete(*held)
+        self._sending.clear()
         for scope in (self._global, *self._scopes.values()):
-            _write_out(scope)
+            write_out(scope)
         for output in self._outputs.values():
             output.close()
 
@@ -240,7 +246,7 @@ class TritonTracer:
             if id(scope) not in current:
                 scope.retired = True
                 if not scope.in_flight:
-                    _write_out(scope)
+                    write_out(scope)
         used = {id(s.output) for s in (self._global, *self._scopes.values())}
         for key, output in list(self._outputs.items()):
             if id(output) not in used:
@@ -252,10 +258,10 @@ class TritonTracer:
         self.spans_active = any(s.spans for s in scopes)
         self.tensors_on = any(s.tensors for s in scopes)
 
-    def _reuse(self, scope: _Scope | None, values: TraceValues) -> _Scope:
+    def _reuse(self, scope: Scope | None, values: TraceValues) -> Scope:
         return scope if scope is not None and scope.values == values else self._scope(values, scope)
 
-    def _scope(self, values: TraceValues, old: _Scope | None) -> _Scope:
+    def _scope(self, values: TraceValues, old: Scope | None) -> Scope:
         values = dict(values)  # a copy: the global settings change in place
         trace_file = values["trace_file"][0]
         output = self._outputs.get(trace_file)
@@ -267,28 +273,9 @@ class TritonTracer:
         on = values["trace_level"] != ["OFF"]
         spans = values["trace_mode"] == ["opentelemetry"]
         rate, frequency = int(values["trace_rate"][0]), int(values["log_frequency"][0])
-        return _Scope(values, output, on, spans, rate, count, frequency)
+        return Scope(values, output, on, spans, rate, count, frequency)
 
 
-def _sampled(scope: _Scope) -> bool:
-    """Whether the scope's sampling takes the request that arrives now (and counts it)."""
-    if scope.remaining == 0 or not scope.rate:
-        return False
-    scope.seen += 1
-    if scope.seen % scope.rate:
-        return False
-    if scope.remaining > 0:
-        scope.remaining -= 1
-    return True
-
-
-def _write_out(scope: _Scope) -> None:
-    """Write the scope's pending traces: to the next indexed file where Triton writes them there
-    (log_frequency set, or the trace_count spent), else to the trace file itself."""
-    taken, scope.pending = scope.pending, []
-    if not taken:
-        return
-    if scope.log_frequency or scope.remaining == 0:
-        scope.output.to_index(taken)
-    else:
-        scope.output.to_file(taken)
+# A trace that left the engine, held until its frontend sent the answer: what `_complete`
+# takes (its marks, scope, request id, REQUEST_START, model, version and tensors).
+_Held = tuple[Timestamps, Scope, str, int, str, str, Sequence[TracedTensor]]

@@ -19,7 +19,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from inferd.core.errors import InferdError, Internal, Unavailable
-from inferd.core.types import Array, InferRequest, Parameters, RequestedOutput, Timestamps
+from inferd.core.types import (
+    UNTRACED_PARENT,
+    Array,
+    InferRequest,
+    Parameters,
+    RequestedOutput,
+    Timestamps,
+)
 from inferd.scheduling.ensemble_graph import LATEST, EnsembleGraph, Plan, Step
 
 # Runs one step request through its composing model and returns the outputs it asked for.
@@ -171,7 +178,7 @@ def _step_request(request: InferRequest, step: Step, tensors: dict[str, Array]) 
         # A traced request's steps are spans under its own.
         trace_parent=None if request.span is None else request.span.context("ensemble step"),
         # And in trace files, children of its trace (traced only when it is).
-        timestamps=Timestamps(parent=request.timestamps),
+        timestamps=Timestamps(parent_id=request.timestamps.trace_id or UNTRACED_PARENT),
     )
 
 

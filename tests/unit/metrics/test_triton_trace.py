@@ -39,7 +39,7 @@ def test_one_trace_per_rate_requests_until_the_count_is_spent(tmp_path: Path) ->
     settings = {"trace_level": ["TIMESTAMPS"], "trace_rate": ["2"], "trace_count": ["3"]}
     tracer.update_trace_settings("", {**settings, "trace_file": [str(trace_file)]})
     run(tracer, "m", 20)
-    assert tracer.trace_settings()["trace_count"] == ["3"]
+    assert tracer.trace_settings()["trace_count"] == ["0"]  # as Triton answers: none left
     tracer.close()
     # The count spent and its traces finished: written to the next indexed file, as Triton does.
     assert not trace_file.exists()
@@ -47,6 +47,22 @@ def test_one_trace_per_rate_requests_until_the_count_is_spent(tmp_path: Path) ->
     assert [o["id"] for o in objects] == [1, 1, 2, 2, 3, 3]
     assert objects[0] == {"id": 1, "model_name": "m", "model_version": 1}
     assert [m["name"] for m in objects[1]["timestamps"]][::7] == ["REQUEST_START", "REQUEST_END"]
+
+
+def test_the_count_left_is_reported_and_starts_over_when_set_again() -> None:
+    tracer = TritonTracer()
+    settings = {"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"], "trace_count": ["3"]}
+    assert tracer.update_trace_settings("m", settings)["trace_count"] == ["3"]
+    run(tracer, "m", 2)
+    assert tracer.trace_settings("m")["trace_count"] == ["1"]
+    tracer.update_trace_settings("m", {"trace_rate": ["2"]})  # another setting: counts on
+    assert tracer.trace_settings("m")["trace_count"] == ["1"]
+    run(tracer, "m", 4)
+    assert tracer.trace_settings("m")["trace_count"] == ["0"]
+    assert tracer.trace_settings()["trace_count"] == ["-1"]  # the global scope's: no limit
+    assert tracer.update_trace_settings("m", {"trace_count": ["3"]})["trace_count"] == ["3"]
+    run(tracer, "m", 2)
+    assert tracer.trace_settings("m")["trace_count"] == ["2"]
 
 
 def test_a_models_settings_override_the_global_ones_and_clear_back(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inferd.backends.base import BatchRequest
 from inferd.backends.python import bls
 from inferd.backends.python.model_log import model_logger
 from inferd.core.types import Array, InferRequest, RequestedOutput
@@ -53,6 +54,11 @@ class Request:
             return self.sender.is_cancelled()
         origin = self.origin
         return origin is not None and origin.cancelled
+
+    def trace_id(self) -> int:
+        """Its trace id in Triton's trace files (0: not traced there)."""
+        origin = self.origin
+        return origin.traced_id() if isinstance(origin, BatchRequest) else 0
 
     def reschedule(self) -> None:
         """Not finished: run this request again in a later step (with `sequence_batching

@@ -19,7 +19,7 @@ from inferd.backends.python.model_scope import current
 from inferd.core.calls import CALLERS, ModelCalls, ResponseStream, refuse_waiting_caller
 from inferd.core.errors import Unavailable
 from inferd.core.tracing import TraceParent
-from inferd.core.types import InferRequest, InferResponse
+from inferd.core.types import UNTRACED_PARENT, InferRequest, InferResponse
 
 # Hidden from the called model by the backend; the engine applies the rule to every request
 # that carries it, ensemble steps included.
@@ -35,6 +35,9 @@ def prepared(request: InferRequest) -> InferRequest:
     request.parameters[BLS_CALLERS] = list(callers)
     if request.trace_parent is None:
         request.trace_parent = scope.trace_parent
+    timestamps = request.timestamps
+    if not timestamps.parent_id:  # not named by the call (Triton's `trace=request.trace()`)
+        timestamps.parent_id = scope.trace_id or UNTRACED_PARENT
     return request
 
 
@@ -47,6 +50,16 @@ def calls_parent(requests: Sequence[BatchRequest]) -> TraceParent | None:
             if parent is not None:
                 return parent
     return None
+
+
+def calls_trace(requests: Sequence[BatchRequest]) -> int:
+    """The trace (in Triton's trace files) of the batch's first traced request, which the
+    model's calls are children of unless a call names its own; 0: none is traced."""
+    for request in requests:
+        trace_id = request.traced_id()
+        if trace_id:
+            return trace_id
+    return 0
 
 
 def callers_of(parameters: dict[str, Any]) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
-from inferd.backends.python.bls import callers_of, calls_parent
+from inferd.backends.python.bls import callers_of, calls_parent, calls_trace
 from inferd.backends.python.model_file import ModelFactory
 from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
@@ -116,14 +116,18 @@ class InProcessInstance:
             self._close_loop()
 
     def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
-        """The model's scope, naming the models waiting on the batch's requests and the span
-        its calls continue."""
+        """The model's scope, naming the models waiting on the batch's requests, and the span
+        and the trace its calls continue."""
         callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
         parent = calls_parent(requests)
-        if not callers and parent is None:
+        trace_id = calls_trace(requests)
+        if not callers and parent is None and not trace_id:
             return self._scope
         return dataclasses.replace(
-            self._scope, callers=tuple(dict.fromkeys(callers)), trace_parent=parent
+            self._scope,
+            callers=tuple(dict.fromkeys(callers)),
+            trace_parent=parent,
+            trace_id=trace_id,
         )
 
     def _wait(self, result: Any) -> Any:

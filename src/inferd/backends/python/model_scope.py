@@ -24,6 +24,7 @@ class ModelScope:
     calls: ModelCalls | None = None
     callers: tuple[str, ...] = ()  # the models waiting on the running batch, the closest last
     trace_parent: TraceParent | None = None  # the traced span its calls go under
+    trace_id: int = 0  # the trace its calls are children of in Triton's trace files (0: none)
 
 
 _current: contextvars.ContextVar[ModelScope] = contextvars.ContextVar("inferd_model_scope")

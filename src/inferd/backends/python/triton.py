@@ -76,7 +76,7 @@ def _request(request: Request, output_names: list[str]) -> pb_utils.InferenceReq
     triton_request = pb_utils.InferenceRequest.incoming(
         tensors, output_names, request.id, request.parameters
     )
-    triton_request.watch_cancellation(request.is_cancelled)
+    triton_request.watch(request)
     if request.sender is not None:
         triton_request.attach_sender(pb_utils.InferenceResponseSender(request.sender, _answer))
     return triton_request

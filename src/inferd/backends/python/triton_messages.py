@@ -15,9 +15,10 @@ from inferd.backends.python.triton_errors import TritonError, TritonModelExcepti
 from inferd.backends.python.triton_tensor import Tensor
 from inferd.core.calls import ResponseStream
 from inferd.core.errors import InferdError
-from inferd.core.types import InferRequest, InferResponse, RequestedOutput
+from inferd.core.types import UNTRACED_PARENT, InferRequest, InferResponse, RequestedOutput
 
 if TYPE_CHECKING:
+    from inferd.backends.python.api import Request
     from inferd.backends.python.sender import ResponseSender
 
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
@@ -51,7 +52,7 @@ class InferenceRequest:
         flags: int = 0,
         timeout: int = 0,
         preferred_memory: Any = None,
-        trace: Any = None,
+        trace: InferenceTrace | None = None,
         parameters: dict[str, Any] | str | None = None,
     ) -> None:
         if not isinstance(correlation_id, int | str):
@@ -67,7 +68,8 @@ class InferenceRequest:
         given = json.loads(parameters) if isinstance(parameters, str) else (parameters or {})
         self._parameters: dict[str, Any] = dict(given)
         self._sender: InferenceResponseSender | None = None
-        self._cancelled: Callable[[], bool] = _never
+        self._trace = trace  # the trace a call is a child of (None: its batch's)
+        self._watched: Request | None = None  # the batch's request it stands for, if any
         self.release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
 
     @classmethod
@@ -97,9 +99,10 @@ class InferenceRequest:
         """Give the request of a decoupled model its response sender (done by inferd)."""
         self._sender = sender
 
-    def watch_cancellation(self, cancelled: Callable[[], bool]) -> None:
-        """Give the request what `is_cancelled` asks (done by inferd)."""
-        self._cancelled = cancelled
+    def watch(self, request: Request) -> None:
+        """Give the request the batch's request it stands for, which `is_cancelled` and
+        `trace` ask (done by inferd)."""
+        self._watched = request
 
     def get_response_sender(self) -> InferenceResponseSender:
         if self._sender is None:
@@ -110,7 +113,15 @@ class InferenceRequest:
         return self._sender
 
     def is_cancelled(self) -> bool:
-        return self._cancelled()
+        watched = self._watched
+        return watched is not None and watched.is_cancelled()
+
+    def trace(self) -> InferenceTrace:
+        """The request's trace, for a call to continue (`trace=request.trace()`): in Triton's
+        trace files the call is then this request's child, and not traced when this request
+        is not. (A call made without `trace=` is the child of its batch's first traced request.)"""
+        watched = self._watched
+        return InferenceTrace(watched.trace_id() if watched is not None else 0)
 
     def set_release_flags(self, flags: int) -> None:
         """RESCHEDULE: run this request again in a later step (an iterative sequence's)."""
@@ -185,7 +196,7 @@ class InferenceRequest:
             parameters["sequence_end"] = bool(self._flags & TRITONSERVER_REQUEST_FLAG_SEQUENCE_END)
         if self._timeout:
             parameters["timeout"] = self._timeout
-        return InferRequest(
+        request = InferRequest(
             self._model_name,
             {tensor.name(): tensor.as_numpy() for tensor in self._inputs},
             "" if self._model_version < 0 else str(self._model_version),
@@ -193,10 +204,23 @@ class InferenceRequest:
             [RequestedOutput(name) for name in self._requested] or None,
             parameters,
         )
+        if self._trace is not None:
+            request.timestamps.parent_id = self._trace.trace_id or UNTRACED_PARENT
+        return request
 
 
-def _never() -> bool:
-    return False
+class InferenceTrace:
+    """A request's trace (`request.trace()`), which a call made with `trace=` continues:
+    in Triton's trace files the call is traced as its child, and not traced when the request
+    is not."""
+
+    def __init__(self, trace_id: int = 0) -> None:
+        self.trace_id = trace_id
+
+    def get_context(self) -> str | None:
+        """Triton's OpenTelemetry context of the trace: none here (a call's span goes under
+        its batch's traced request's span)."""
+        return None
 
 
 class InferenceResponse:

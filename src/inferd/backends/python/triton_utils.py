@@ -27,6 +27,7 @@ from inferd.backends.python.triton_messages import (
     InferenceRequest,
     InferenceResponse,
     InferenceResponseSender,
+    InferenceTrace,
 )
 from inferd.backends.python.triton_tensor import (
     Tensor,
@@ -44,6 +45,7 @@ __all__ = [
     "InferenceRequest",
     "InferenceResponse",
     "InferenceResponseSender",
+    "InferenceTrace",
     "LogLevel",
     "Logger",
     "Metric",
@@ -72,7 +74,6 @@ _NOT_PROVIDED = {
     "MemoryType": "GPU output memory (inferd's Python models work in host memory)",
     "TRITONSERVER_MEMORY_GPU": "GPU output memory (inferd's Python models work in host memory)",
     "TRITONSERVER_MEMORY_CPU": "GPU output memory (inferd's Python models work in host memory)",
-    "InferenceTrace": "request traces",
     "SharedMemory": "Triton's internal shared-memory manager",
     "serialize_byte_tensor": "Triton's BYTES wire encoding (BYTES tensors are object arrays)",
     "deserialize_bytes_tensor": "Triton's BYTES wire encoding (BYTES tensors are object arrays)",

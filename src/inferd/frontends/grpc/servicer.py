@@ -27,7 +27,7 @@ from inferd.core.errors import (
 )
 from inferd.core.statistics import Duration, VersionStatistics
 from inferd.core.tracing import TRACEPARENT, TRACESTATE, TraceParent, trace_parent
-from inferd.core.types import InferRequest
+from inferd.core.types import InferRequest, InferResponse
 from inferd.engine.engine import Engine
 from inferd.engine.model_files import is_file_parameter
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
@@ -157,17 +157,20 @@ class GrpcFrontend:
         request = decode_infer_request(message, self._shared_memory)
         request.timestamps.received = received
         request.timestamps.protocol = "GRPC"
+        request.timestamps.sends = unary  # stamped by `_answer_infer`
         tracing = self._engine.tracing
         if context is not None and tracing is not None and tracing.active:
             request.trace_parent = _trace_parent(context)
             tracing.start(request, frontend=True)
         try:
-            return await self._answer_infer(request, unary)
+            return await self._answer_infer(request, unary, context)
         finally:
             if request.span is not None:  # traced: its span ends once answered
                 request.span.responded()
 
-    async def _answer_infer(self, request: InferRequest, unary: bool) -> Any:
+    async def _answer_infer(
+        self, request: InferRequest, unary: bool, context: Context | None
+    ) -> Any:
         try:
             response = await self._engine.infer(request)
         except DecoupledModel:
@@ -175,9 +178,28 @@ class GrpcFrontend:
                 "ModelInfer RPC doesn't support models with decoupled transaction policy"
             ) from None
         if unary:
+            if request.timestamps.trace_id and context is not None:
+                return self._answer_traced(request, response, context)
             return self._answers.encode(response, request.outputs, self._shared_memory)
         message = pb.ModelInferResponse()
         return encode_infer_response(response, message, request.outputs, self._shared_memory)
+
+    def _answer_traced(
+        self, request: InferRequest, response: InferResponse, context: Context
+    ) -> Any:
+        """A traced request's unary answer, its send stamped as Triton's GRPC_SEND_START (it
+        goes to grpc) and GRPC_SEND_END (the call ended): its trace is complete then."""
+        timestamps = request.timestamps
+
+        def ended(_: object) -> None:
+            if timestamps.send_start:  # else its encoding failed
+                timestamps.send_end = time.monotonic_ns()
+            self._engine.request_sent(request)
+
+        context.add_done_callback(ended)  # first: it runs however the call ends
+        answer = self._answers.encode(response, request.outputs, self._shared_memory)
+        timestamps.send_start = time.monotonic_ns()
+        return answer
 
     # ---- model repository ------------------------------------------------------------------
 

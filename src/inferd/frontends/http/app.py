@@ -230,6 +230,7 @@ class HttpFrontend:
         else:
             request = decode_infer_request(body, None, model, version, self._shared_memory)
         _read_over_http(request, received, read)
+        request.timestamps.sends = True  # stamped by `_answer_infer`
         tracing = self._engine.tracing
         if tracing is not None and tracing.active:
             request.trace_parent = client_trace(headers.items())
@@ -256,12 +257,18 @@ class HttpFrontend:
             raise
         finally:
             self._watcher.stop(task)
-        payload, json_length = self._answers.encode(response, request, self._shared_memory)
-        if json_length is None:
-            await _respond(send, 200, payload)
-        else:
-            extra = [(b"inference-header-content-length", str(json_length).encode())]
-            await _respond(send, 200, payload, OCTET_STREAM, extra)
+        timestamps = request.timestamps
+        if not timestamps.trace_id:
+            payload, json_length = self._answers.encode(response, request, self._shared_memory)
+            await _send_answer(send, payload, json_length)
+            return
+        try:  # traced: its send stamped (Triton's HTTP_SEND_*), then its trace is complete
+            payload, json_length = self._answers.encode(response, request, self._shared_memory)
+            timestamps.send_start = time.monotonic_ns()
+            await _send_answer(send, payload, json_length)
+            timestamps.send_end = time.monotonic_ns()
+        finally:
+            self._engine.request_sent(request)
 
     async def _generate(
         self, scope: Scope, receive: Receive, send: Send, model: str, version: str, action: str
@@ -416,6 +423,15 @@ async def _respond(
         headers.extend(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_answer(send: Send, payload: bytes, json_length: int | None) -> None:
+    """An infer answer: JSON, or with binary outputs after a JSON header of `json_length`."""
+    if json_length is None:
+        await _respond(send, 200, payload)
+    else:
+        extra = [(b"inference-header-content-length", str(json_length).encode())]
+        await _respond(send, 200, payload, OCTET_STREAM, extra)
 
 
 async def _respond_json(send: Send, status: int, document: Any) -> None:
