@@ -53,6 +53,9 @@ class _Running:
     sequence: SequenceRecord
     result: asyncio.Future[dict[str, Array]]
     queued: Queued | None = None  # its entry while it waits in the backlog for a slot
+    # Its inputs' names and shapes, the same in each of its steps: with no implicit state,
+    # what must match for two requests' steps to share a batch.
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def abandoned(self) -> bool:
         """The caller went away (or the request already failed): run no more steps of it."""
@@ -124,6 +127,7 @@ class IterativeBatcher(SlottedScheduler):
         request.parameters["sequence_start"] = True
         request.timestamps.queued = now = time.monotonic_ns()
         run = _Running(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        run.shapes = tuple((name, array.shape) for name, array in request.inputs.items())
         if len(self._backlog) or not self._table.place(run.sequence):
             self._enqueue(run, level, timeout_ns, now)
         self._running[key] = run
@@ -184,11 +188,11 @@ class IterativeBatcher(SlottedScheduler):
             )
         return key
 
-    def _queue_step(self, run: _Running, start: bool) -> None:
+    def _queue_step(self, run: _Running, start: bool, now: int | None = None) -> None:
         step = SequenceStep(
             run.request,
-            asyncio.get_running_loop().create_future(),
-            time.monotonic_ns(),
+            run.result.get_loop().create_future(),  # not get_running_loop: a getpid() each
+            time.monotonic_ns() if now is None else now,
             1,
             run.sequence,
             start,
@@ -228,8 +232,9 @@ class IterativeBatcher(SlottedScheduler):
                 # next step to the instance (its next wait), not before: so the model runs
                 # while the loop encodes and writes them.
                 loop.call_soon(_release, channels)
+            now = time.monotonic_ns()
             for step in steps:
-                self._after(step)
+                self._after(step, now)
 
     async def _next_step(self, index: int) -> list[SequenceStep] | None:
         """One step of the running requests in the instance's slots that batch together, or
@@ -238,19 +243,21 @@ class IterativeBatcher(SlottedScheduler):
             waiting = self._waiting(index)
             if waiting:
                 # The request that waited longest, and every one whose shapes match its.
-                first = min(waiting, key=lambda s: s.steps[0].enqueued_ns)
-                shapes = first.head_shapes(self._initial)
+                first = min(waiting, key=_enqueued)
+                if not self._initial:
+                    return [self._take(r.sequence) for r in waiting if r.shapes == first.shapes]
+                shapes = first.sequence.head_shapes(self._initial)
                 return [
-                    self._take(sequence)
-                    for sequence in waiting
-                    if sequence.head_shapes(self._initial) == shapes
+                    self._take(run.sequence)
+                    for run in waiting
+                    if run.sequence.head_shapes(self._initial) == shapes
                 ]
             if self._stopping:
                 return None
             await self._wakeups[index].sleep(None)
 
-    def _waiting(self, index: int) -> list[SequenceRecord]:
-        """The sequences in the instance's slots with a step to run; drops the abandoned and
+    def _waiting(self, index: int) -> list[_Running]:
+        """The requests in the instance's slots with a step to run; drops the abandoned and
         those that idled out since their last step."""
         now = time.monotonic_ns()
         idle_ns = self._settings.idle_ns
@@ -259,20 +266,23 @@ class IterativeBatcher(SlottedScheduler):
             if sequence is None or not sequence.steps:
                 continue
             run = self._running[sequence.key]
-            step = sequence.steps[0]
-            if run.behind() and not run.abandoned():
-                continue  # until its reader catches up
-            if not run.abandoned() and not step.start and now - step.enqueued_ns > idle_ns:
-                run.result.set_exception(
-                    Unavailable(
-                        f"sequence {sequence.key} of model '{run.request.model_name}' idled out "
-                        "between two steps (max_sequence_idle_microseconds)"
+            abandoned = run.abandoned()
+            if not abandoned:
+                if run.behind():
+                    continue  # until its reader catches up
+                step = sequence.steps[0]
+                if not step.start and now - step.enqueued_ns > idle_ns:
+                    run.result.set_exception(
+                        Unavailable(
+                            f"sequence {sequence.key} of model '{run.request.model_name}' "
+                            "idled out between two steps (max_sequence_idle_microseconds)"
+                        )
                     )
-                )
-            if run.abandoned():
+                    abandoned = True
+            if abandoned:
                 self._finish(run)
                 continue
-            waiting.append(sequence)
+            waiting.append(run)
         return waiting
 
     def _take(self, sequence: SequenceRecord) -> SequenceStep:
@@ -284,18 +294,19 @@ class IterativeBatcher(SlottedScheduler):
             step.request.parameters["sequence_start"] = False
         return step
 
-    def _after(self, step: SequenceStep) -> None:
-        """A step ran: queue the request's next step, or answer its caller."""
+    def _after(self, step: SequenceStep, now: int) -> None:
+        """A step ran (it ended at `now`): queue the request's next step, or answer its
+        caller."""
         sequence = step.sequence
         sequence.running = False
         run = self._running[sequence.key]
         if run.abandoned():
             self._finish(run)
-        elif step.future.exception() is not None:
-            run.result.set_exception(step.future.exception())  # type: ignore[arg-type]
+        elif (error := step.future.exception()) is not None:
+            run.result.set_exception(error)
             self._finish(run)
         elif step.rescheduled and not self._stopping and not run.answered():
-            self._queue_step(run, start=False)
+            self._queue_step(run, start=False, now=now)
         else:
             run.result.set_result(step.future.result())
             self._finish(run)
@@ -316,6 +327,10 @@ class IterativeBatcher(SlottedScheduler):
         sequence.steps.clear()
         self._release(sequence)
         self._admit()
+
+
+def _enqueued(run: _Running) -> int:
+    return run.sequence.steps[0].enqueued_ns
 
 
 def _release(channels: list[ResponseChannel]) -> None:
