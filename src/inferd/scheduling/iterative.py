@@ -30,60 +30,18 @@ import functools
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
-from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
+from inferd.scheduling.batch import BatchCallback, fail_undelivered
 from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
-from inferd.scheduling.sequence_tensors import Row, SequenceBatches
 from inferd.scheduling.slotted import SlottedScheduler
-
-
-@dataclass(slots=True, eq=False)
-class _Running:
-    """One iterative request across its steps: the answer its caller awaits."""
-
-    request: InferRequest
-    sequence: SequenceRecord
-    result: asyncio.Future[dict[str, Array]]
-    queued: Queued | None = None  # its entry while it waits in the backlog for a slot
-    # Its inputs' names and shapes, the same in each of its steps: with no implicit state,
-    # what must match for two requests' steps to share a batch.
-    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
-
-    def abandoned(self) -> bool:
-        """The caller went away (or the request already failed): run no more steps of it."""
-        channel = self.request.responses
-        return self.result.done() or (channel is not None and channel.cancelled)
-
-    def behind(self) -> bool:
-        """Its reader has not caught up with its responses: its next step waits."""
-        channel = self.request.responses
-        return channel is not None and channel.behind
-
-    def answered(self) -> bool:
-        """A decoupled model sent the final response: a step handed back has nothing to do."""
-        channel = self.request.responses
-        return channel is not None and channel.closed
-
-
-class _Steps(SequenceBatches):
-    """The sequence batcher's batches, one row per running request (no padding rows); a step
-    handed back answers nothing yet (a decoupled model has sent its partial responses)."""
-
-    def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
-        return [[step] for step in batch.calls]
-
-    def finish(self, call: SequenceStep, outputs: dict[str, Array]) -> dict[str, Array]:
-        if call.rescheduled and not outputs:
-            return outputs
-        return super().finish(call, outputs)
 
 
 class IterativeBatcher(SlottedScheduler):
@@ -98,9 +56,9 @@ class IterativeBatcher(SlottedScheduler):
         on_batch: BatchCallback | None = None,
     ) -> None:
         super().__init__(
-            instances, settings, _Steps(settings, list(output_names)), on_batch, "iterative"
+            instances, settings, IterativeSteps(settings, list(output_names)), on_batch, "iterative"
         )
-        self._running: dict[SequenceKey, _Running] = {}  # backlog and slots
+        self._running: dict[SequenceKey, IterativeRun] = {}  # backlog and slots
         self._admission = settings.admission or BatchingSettings(settings.max_batch_size, True)
         self._backlog = PriorityQueue(self._admission)
         self._fresh_ids = itertools.count(1)
@@ -126,7 +84,7 @@ class IterativeBatcher(SlottedScheduler):
         request.parameters["sequence_id"] = key
         request.parameters["sequence_start"] = True
         request.timestamps.queued = now = time.monotonic_ns()
-        run = _Running(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        run = IterativeRun(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
         run.shapes = tuple((name, array.shape) for name, array in request.inputs.items())
         if len(self._backlog) or not self._table.place(run.sequence):
             self._enqueue(run, level, timeout_ns, now)
@@ -141,7 +99,7 @@ class IterativeBatcher(SlottedScheduler):
             if not run.sequence.running:  # else its step ends first, then it is dropped
                 self._finish(run)
 
-    def _reader_caught_up(self, run: _Running) -> None:
+    def _reader_caught_up(self, run: IterativeRun) -> None:
         """The wait was its reader's, not the request's: its idle clock starts now."""
         sequence = run.sequence
         if sequence.steps:
@@ -149,7 +107,7 @@ class IterativeBatcher(SlottedScheduler):
         if sequence.instance is not None:
             self._wakeups[sequence.instance].wake()
 
-    def _enqueue(self, run: _Running, level: int, timeout_ns: int, now: int) -> None:
+    def _enqueue(self, run: IterativeRun, level: int, timeout_ns: int, now: int) -> None:
         """Into the backlog, by priority; raises `Unavailable` when it is full."""
         limit = self._settings.max_backlog
         if limit and len(self._backlog) >= limit:
@@ -188,7 +146,7 @@ class IterativeBatcher(SlottedScheduler):
             )
         return key
 
-    def _queue_step(self, run: _Running, start: bool, now: int | None = None) -> None:
+    def _queue_step(self, run: IterativeRun, start: bool, now: int | None = None) -> None:
         step = SequenceStep(
             run.request,
             run.result.get_loop().create_future(),  # not get_running_loop: a getpid() each
@@ -256,7 +214,7 @@ class IterativeBatcher(SlottedScheduler):
                 return None
             await self._wakeups[index].sleep(None)
 
-    def _waiting(self, index: int) -> list[_Running]:
+    def _waiting(self, index: int) -> list[IterativeRun]:
         """The requests in the instance's slots with a step to run; drops the abandoned and
         those that idled out since their last step."""
         now = time.monotonic_ns()
@@ -311,7 +269,7 @@ class IterativeBatcher(SlottedScheduler):
             run.result.set_result(step.future.result())
             self._finish(run)
 
-    def _finish(self, run: _Running) -> None:
+    def _finish(self, run: IterativeRun) -> None:
         """The request is done with: free its slot for the backlog."""
         sequence = run.sequence
         if self._running.get(sequence.key) is not run:
@@ -329,7 +287,7 @@ class IterativeBatcher(SlottedScheduler):
         self._admit()
 
 
-def _enqueued(run: _Running) -> int:
+def _enqueued(run: IterativeRun) -> int:
     return run.sequence.steps[0].enqueued_ns
 
 
