@@ -180,6 +180,8 @@ class StreamingWorker(Worker):
             # Nothing else fills it (the loop's failure of an execution ends it): room stays.
             channel.send(outputs, error, final)
             return
+        if channel.closed or channel.cancelled:
+            return  # dropped, as its send would: nothing more reaches its reader
         nbytes = _size(outputs)
         with self._overflow:
             if not stream.waiting and not channel.behind:  # its reader caught up meanwhile
