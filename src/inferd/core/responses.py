@@ -92,7 +92,7 @@ class ResponseChannel:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # the reader took a response
         self._unread = 0  # sent and not yet taken by `get`
-        self._on_room: Callable[[], None] | None = None
+        self._on_room: list[Callable[[], None]] = []
         self._closed = False  # the final response (or an error) was sent
         self._cancelled = False
         self._cancel_callbacks: list[Callable[[], None]] = []
@@ -181,13 +181,15 @@ class ResponseChannel:
             room = self._unread == MAX_UNREAD - 1  # room again: wake a blocked send
             if room:
                 self._room.notify_all()
-        if room and self._on_room is not None:
-            self._on_room()
-        return self._items.popleft()
+        item = self._items.popleft()
+        if room:
+            for callback in self._on_room:
+                callback()
+        return item
 
     def on_room(self, callback: Callable[[], None]) -> None:
         """Call `callback` (on the event loop) when the reader catches up from `behind`."""
-        self._on_room = callback
+        self._on_room.append(callback)
 
     def execution_done(self, execution: asyncio.Future[Any]) -> None:
         """The request's execution ended: a failure ends the stream, unless it ended already.

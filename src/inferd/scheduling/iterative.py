@@ -30,57 +30,18 @@ import functools
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
-from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
+from inferd.scheduling.batch import BatchCallback, fail_undelivered
 from inferd.scheduling.dynamic_settings import BatchingSettings
+from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
-from inferd.scheduling.sequence_tensors import Row, SequenceBatches
 from inferd.scheduling.slotted import SlottedScheduler
-
-
-@dataclass(slots=True, eq=False)
-class _Running:
-    """One iterative request across its steps: the answer its caller awaits."""
-
-    request: InferRequest
-    sequence: SequenceRecord
-    result: asyncio.Future[dict[str, Array]]
-    queued: Queued | None = None  # its entry while it waits in the backlog for a slot
-
-    def abandoned(self) -> bool:
-        """The caller went away (or the request already failed): run no more steps of it."""
-        channel = self.request.responses
-        return self.result.done() or (channel is not None and channel.cancelled)
-
-    def behind(self) -> bool:
-        """Its reader has not caught up with its responses: its next step waits."""
-        channel = self.request.responses
-        return channel is not None and channel.behind
-
-    def answered(self) -> bool:
-        """A decoupled model sent the final response: a step handed back has nothing to do."""
-        channel = self.request.responses
-        return channel is not None and channel.closed
-
-
-class _Steps(SequenceBatches):
-    """The sequence batcher's batches, one row per running request (no padding rows); a step
-    handed back answers nothing yet (a decoupled model has sent its partial responses)."""
-
-    def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
-        return [[step] for step in batch.calls]
-
-    def finish(self, call: SequenceStep, outputs: dict[str, Array]) -> dict[str, Array]:
-        if call.rescheduled and not outputs:
-            return outputs
-        return super().finish(call, outputs)
 
 
 class IterativeBatcher(SlottedScheduler):
@@ -95,9 +56,9 @@ class IterativeBatcher(SlottedScheduler):
         on_batch: BatchCallback | None = None,
     ) -> None:
         super().__init__(
-            instances, settings, _Steps(settings, list(output_names)), on_batch, "iterative"
+            instances, settings, IterativeSteps(settings, list(output_names)), on_batch, "iterative"
         )
-        self._running: dict[SequenceKey, _Running] = {}  # backlog and slots
+        self._running: dict[SequenceKey, IterativeRun] = {}  # backlog and slots
         self._admission = settings.admission or BatchingSettings(settings.max_batch_size, True)
         self._backlog = PriorityQueue(self._admission)
         self._fresh_ids = itertools.count(1)
@@ -123,7 +84,8 @@ class IterativeBatcher(SlottedScheduler):
         request.parameters["sequence_id"] = key
         request.parameters["sequence_start"] = True
         request.timestamps.queued = now = time.monotonic_ns()
-        run = _Running(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        run = IterativeRun(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        run.shapes = tuple((name, array.shape) for name, array in request.inputs.items())
         if len(self._backlog) or not self._table.place(run.sequence):
             self._enqueue(run, level, timeout_ns, now)
         self._running[key] = run
@@ -137,7 +99,7 @@ class IterativeBatcher(SlottedScheduler):
             if not run.sequence.running:  # else its step ends first, then it is dropped
                 self._finish(run)
 
-    def _reader_caught_up(self, run: _Running) -> None:
+    def _reader_caught_up(self, run: IterativeRun) -> None:
         """The wait was its reader's, not the request's: its idle clock starts now."""
         sequence = run.sequence
         if sequence.steps:
@@ -145,7 +107,7 @@ class IterativeBatcher(SlottedScheduler):
         if sequence.instance is not None:
             self._wakeups[sequence.instance].wake()
 
-    def _enqueue(self, run: _Running, level: int, timeout_ns: int, now: int) -> None:
+    def _enqueue(self, run: IterativeRun, level: int, timeout_ns: int, now: int) -> None:
         """Into the backlog, by priority; raises `Unavailable` when it is full."""
         limit = self._settings.max_backlog
         if limit and len(self._backlog) >= limit:
@@ -184,11 +146,11 @@ class IterativeBatcher(SlottedScheduler):
             )
         return key
 
-    def _queue_step(self, run: _Running, start: bool) -> None:
+    def _queue_step(self, run: IterativeRun, start: bool, now: int | None = None) -> None:
         step = SequenceStep(
             run.request,
-            asyncio.get_running_loop().create_future(),
-            time.monotonic_ns(),
+            run.result.get_loop().create_future(),  # not get_running_loop: a getpid() each
+            time.monotonic_ns() if now is None else now,
             1,
             run.sequence,
             start,
@@ -228,8 +190,9 @@ class IterativeBatcher(SlottedScheduler):
                 # next step to the instance (its next wait), not before: so the model runs
                 # while the loop encodes and writes them.
                 loop.call_soon(_release, channels)
+            now = time.monotonic_ns()
             for step in steps:
-                self._after(step)
+                self._after(step, now)
 
     async def _next_step(self, index: int) -> list[SequenceStep] | None:
         """One step of the running requests in the instance's slots that batch together, or
@@ -238,19 +201,21 @@ class IterativeBatcher(SlottedScheduler):
             waiting = self._waiting(index)
             if waiting:
                 # The request that waited longest, and every one whose shapes match its.
-                first = min(waiting, key=lambda s: s.steps[0].enqueued_ns)
-                shapes = first.head_shapes(self._initial)
+                first = min(waiting, key=_enqueued)
+                if not self._initial:
+                    return [self._take(r.sequence) for r in waiting if r.shapes == first.shapes]
+                shapes = first.sequence.head_shapes(self._initial)
                 return [
-                    self._take(sequence)
-                    for sequence in waiting
-                    if sequence.head_shapes(self._initial) == shapes
+                    self._take(run.sequence)
+                    for run in waiting
+                    if run.sequence.head_shapes(self._initial) == shapes
                 ]
             if self._stopping:
                 return None
             await self._wakeups[index].sleep(None)
 
-    def _waiting(self, index: int) -> list[SequenceRecord]:
-        """The sequences in the instance's slots with a step to run; drops the abandoned and
+    def _waiting(self, index: int) -> list[IterativeRun]:
+        """The requests in the instance's slots with a step to run; drops the abandoned and
         those that idled out since their last step."""
         now = time.monotonic_ns()
         idle_ns = self._settings.idle_ns
@@ -259,20 +224,23 @@ class IterativeBatcher(SlottedScheduler):
             if sequence is None or not sequence.steps:
                 continue
             run = self._running[sequence.key]
-            step = sequence.steps[0]
-            if run.behind() and not run.abandoned():
-                continue  # until its reader catches up
-            if not run.abandoned() and not step.start and now - step.enqueued_ns > idle_ns:
-                run.result.set_exception(
-                    Unavailable(
-                        f"sequence {sequence.key} of model '{run.request.model_name}' idled out "
-                        "between two steps (max_sequence_idle_microseconds)"
+            abandoned = run.abandoned()
+            if not abandoned:
+                if run.behind():
+                    continue  # until its reader catches up
+                step = sequence.steps[0]
+                if not step.start and now - step.enqueued_ns > idle_ns:
+                    run.result.set_exception(
+                        Unavailable(
+                            f"sequence {sequence.key} of model '{run.request.model_name}' "
+                            "idled out between two steps (max_sequence_idle_microseconds)"
+                        )
                     )
-                )
-            if run.abandoned():
+                    abandoned = True
+            if abandoned:
                 self._finish(run)
                 continue
-            waiting.append(sequence)
+            waiting.append(run)
         return waiting
 
     def _take(self, sequence: SequenceRecord) -> SequenceStep:
@@ -284,23 +252,24 @@ class IterativeBatcher(SlottedScheduler):
             step.request.parameters["sequence_start"] = False
         return step
 
-    def _after(self, step: SequenceStep) -> None:
-        """A step ran: queue the request's next step, or answer its caller."""
+    def _after(self, step: SequenceStep, now: int) -> None:
+        """A step ran (it ended at `now`): queue the request's next step, or answer its
+        caller."""
         sequence = step.sequence
         sequence.running = False
         run = self._running[sequence.key]
         if run.abandoned():
             self._finish(run)
-        elif step.future.exception() is not None:
-            run.result.set_exception(step.future.exception())  # type: ignore[arg-type]
+        elif (error := step.future.exception()) is not None:
+            run.result.set_exception(error)
             self._finish(run)
         elif step.rescheduled and not self._stopping and not run.answered():
-            self._queue_step(run, start=False)
+            self._queue_step(run, start=False, now=now)
         else:
             run.result.set_result(step.future.result())
             self._finish(run)
 
-    def _finish(self, run: _Running) -> None:
+    def _finish(self, run: IterativeRun) -> None:
         """The request is done with: free its slot for the backlog."""
         sequence = run.sequence
         if self._running.get(sequence.key) is not run:
@@ -316,6 +285,10 @@ class IterativeBatcher(SlottedScheduler):
         sequence.steps.clear()
         self._release(sequence)
         self._admit()
+
+
+def _enqueued(run: IterativeRun) -> int:
+    return run.sequence.steps[0].enqueued_ns
 
 
 def _release(channels: list[ResponseChannel]) -> None:

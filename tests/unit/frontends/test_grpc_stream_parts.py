@@ -40,6 +40,8 @@ def test_every_response_is_encoded_as_in_full() -> None:
     responses += [_response({"TEXT": np.array([b"ab" * n], np.object_)}) for n in range(3)]
     responses += [_response(_token(9), index=2), _response(_token(9), tag=[1, 2])]
     responses += [_response({"LOGITS": np.ones((1, n), np.float32)}) for n in range(1, 12)]
+    both = [_token(n) | {"LOGITS": np.full((1, 4), n, np.float32)} for n in range(3)]
+    responses += [_response(outputs) for outputs in both]
     responses += [_response(_token(3), final=True), _response({}, final=True)]
     for response in responses:
         assert serialize_stream_response(encoder.encode(response)) == _full(response)

@@ -7,8 +7,8 @@ time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server
 
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
 batch's `BatchDone`; their tensors in its streams segment, `stream_memory.py`), and takes
-`CancelRequest` at any time; each request of a batch is named by a key the server gave it
-(`ExecuteBatch.streams`).
+`CancelRequest` and `PauseStream` at any time; each request is named by a key the server gave
+it (`ExecuteBatch.streams`; the same key in each step of an iterative request).
 Any other worker gets `CancelRequest`s only while its batch runs, naming a request by its
 index after `ExecuteBatch.first_key`; a late one (its batch finished) is ignored.
 """
@@ -101,6 +101,15 @@ class CancelRequest:
     """The client of the request named `key` went away."""
 
     key: int
+
+
+@dataclass(frozen=True, slots=True)
+class PauseStream:
+    """The reader of the request named `key` is behind (`paused`): its sends wait in the
+    worker until the server says it caught up (not `paused`)."""
+
+    key: int
+    paused: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """A worker process's main loop: import the model, initialize it, then run batches until the
 server's end of the pipe closes (or the server itself is gone).
 
-Started by `isolated.py` as `python -m inferd.backends.python.worker CONN IN OUT CALLS_IN
+Started by `isolated_worker.py` as `python -m inferd.backends.python.worker CONN IN OUT CALLS_IN
 CALLS_OUT STREAMED` (inherited file descriptors: the socket to the server, the batches' input
 and output shared-memory segments, those of the model's calls to other models, to and from the
 server, and that of a decoupled model's streamed responses).

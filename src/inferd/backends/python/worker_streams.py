@@ -4,7 +4,8 @@ run, cancellations) while user code runs, and every thread's sends share one loc
 Each request of a batch gets a `PipeSink`, the worker's end of the request's response
 channel: its responses go to the server as `Streamed` messages (their tensors in shared
 memory, `stream_memory.py`), from whatever thread sends them and also after the batch's
-`BatchDone`.
+`BatchDone`. While the server holds more of a request's responses than its reader has taken
+(`PauseStream`), that request's sends wait here, and only its: the others' go on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from inferd.backends.python.protocol import (
     CallAnswer,
     CancelRequest,
     ExecuteBatch,
+    PauseStream,
     WireError,
 )
 from inferd.backends.python.stream_memory import StreamWriter
@@ -50,6 +52,8 @@ class PipeSink:
         self._lock = threading.Lock()
         self._closed = False
         self._cancelled = False
+        self._going = threading.Event()  # cleared while the server says its reader is behind
+        self._going.set()
 
     @property
     def cancelled(self) -> bool:
@@ -58,6 +62,13 @@ class PipeSink:
     def cancel(self) -> None:
         self._cancelled = True
         self._open.pop(self._key, None)
+        self._going.set()  # a waiting send returns, dropped
+
+    def pause(self, paused: bool) -> None:
+        if paused:
+            self._going.clear()
+        else:
+            self._going.set()
 
     def send(
         self,
@@ -67,6 +78,7 @@ class PipeSink:
     ) -> bool:
         final = final or error is not None
         with self._lock:  # one order for sends from several threads
+            self._going.wait()
             if self._closed or self._cancelled:
                 return False
             self._closed = final
@@ -100,6 +112,10 @@ class BatchReader:
                     sink = self.open_sinks.get(message.key)
                     if sink is not None:
                         sink.cancel()
+                elif isinstance(message, PauseStream):
+                    sink = self.open_sinks.get(message.key)
+                    if sink is not None:
+                        sink.pause(message.paused)
                 elif isinstance(message, CallAnswer):
                     if self.deliver is not None:
                         self.deliver(message)
@@ -109,6 +125,8 @@ class BatchReader:
             pass
         finally:
             self._writer.stop()  # a send waiting for room would wait forever
+            for sink in list(self.open_sinks.values()):
+                sink.pause(False)  # nor would one waiting for its reader
             self._batches.put(None)
 
     def next_batch(self) -> ExecuteBatch | None:
@@ -116,7 +134,12 @@ class BatchReader:
         return self._batches.get()
 
     def sinks(self, message: ExecuteBatch) -> list[PipeSink]:
-        sinks = [PipeSink(key, self._writer, self.open_sinks) for key in message.streams or ()]
-        for key, sink in zip(message.streams or (), sinks, strict=True):
-            self.open_sinks[key] = sink
+        """The batch's requests' sinks: an iterative request's next step sends on the sink of
+        its earlier steps (the same key)."""
+        sinks = []
+        for key in message.streams or ():
+            sink = self.open_sinks.get(key)
+            if sink is None:
+                sink = self.open_sinks[key] = PipeSink(key, self._writer, self.open_sinks)
+            sinks.append(sink)
         return sinks
