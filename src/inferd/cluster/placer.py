@@ -266,7 +266,8 @@ def _held_states(config: ModelConfig, version_path: Path) -> SequenceSettings | 
     if not config.HasField("sequence_batching"):
         return None
     settings = SequenceSettings.from_config(config, version_path.parent)
-    return settings if can_hold(settings) else None
+    inputs = [tensor.name for tensor in config.input]
+    return settings if can_hold(settings, inputs) else None
 
 
 def _strategy(config: ModelConfig) -> str:

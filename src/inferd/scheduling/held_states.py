@@ -53,11 +53,16 @@ class HoldsStates(Protocol):
         """Drop what the instance holds for `slot` (before any later batch runs)."""
 
 
-def can_hold(settings: SequenceSettings) -> bool:
-    """Whether an instance may keep these sequences' states: the model has some, and none of
+def can_hold(settings: SequenceSettings, input_names: Iterable[str]) -> bool:
+    """Whether an instance may keep these sequences' states: the model has some, none of
     them may change shape (the scheduler, which batches together only sequences whose states
-    have the same shapes, keeps those)."""
-    return bool(settings.states) and not any(state.grows for state in settings.states)
+    have the same shapes, keeps those), and none of the model's inputs (`input_names`) has the
+    name of the rows' tensor."""
+    return (
+        bool(settings.states)
+        and not any(state.grows for state in settings.states)
+        and STATE_ROWS not in input_names
+    )
 
 
 def state_holder(instance: Instance) -> HoldsStates | None:

@@ -207,13 +207,14 @@ def test_an_unbatched_model_holds_its_one_row() -> None:
     assert inputs["S_IN"].tolist() == [7]
 
 
-def test_only_states_of_a_fixed_shape_are_held_and_a_gate_is_seen_through() -> None:
+def test_held_only_fixed_shapes_without_a_clashing_input_and_a_gate_is_seen_through() -> None:
     settings = sequence_settings()
-    assert can_hold(settings)
-    assert not can_hold(sequence_settings(extra=CONTROLS.split("state")[0]))  # no state
+    assert can_hold(settings, ["x"])
+    assert not can_hold(settings, ["x", STATE_ROWS])  # the model's own input has the name
+    assert not can_hold(sequence_settings(extra=CONTROLS.split("state")[0]), ["x"])  # no state
     initial = 'initial_state { data_type: TYPE_INT32, dims: [ 1 ], zero_data: true, name: "z" }'
     growing = CONTROLS.replace("dims: [ 1 ]", f"dims: [ -1 ] {initial}")
-    assert not can_hold(sequence_settings(extra=growing))
+    assert not can_hold(sequence_settings(extra=growing), ["x"])
     holding = Holding(settings)
     limiter = RateLimiter()
     assert state_holder(Gate(holding, limiter, (), 0)) is holding
