@@ -165,6 +165,6 @@ class Envelope:
         self._scope = nested(1, text(1, scope))
 
     def request(self, spans: Iterable[bytes]) -> bytes:
-        """The request carrying `spans` (each from `span`)."""
+        """The request carrying `spans` (each from `span`, or several such joined)."""
         scope_spans = nested(2, self._scope + b"".join(spans))
         return nested(1, self._resource + scope_spans + self._schema_url)

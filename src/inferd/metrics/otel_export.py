@@ -94,18 +94,30 @@ class SpanExport:
                 logger.exception("OpenTelemetry: exporting spans failed")
 
     def _export(self, records: list[Record]) -> None:
-        spans: list[bytes] = []
+        pieces: list[bytes] = []  # of the next request, holding `spans` spans
+        spans = 0
         for record in records:
-            record.encode(self._encoding, spans)
-            if len(spans) >= self._batch:
-                self._send(spans[: self._batch])
-                del spans[: self._batch]
-        while spans:
-            self._send(spans[: self._batch])
-            del spans[: self._batch]
+            count = record.spans()
+            if count <= self._batch:
+                if spans + count > self._batch:
+                    self._send(pieces, spans)
+                    pieces, spans = [], 0
+                record.encode(self._encoding, pieces, True)
+                spans += count
+                continue
+            singles: list[bytes] = []  # requests smaller than a record: a piece per span
+            record.encode(self._encoding, singles, False)
+            for single in singles:
+                if spans == self._batch:
+                    self._send(pieces, spans)
+                    pieces, spans = [], 0
+                pieces.append(single)
+                spans += 1
+        if spans:
+            self._send(pieces, spans)
 
-    def _send(self, spans: list[bytes]) -> None:
-        self._sender.send(self._envelope.request(spans), len(spans))
+    def _send(self, pieces: list[bytes], spans: int) -> None:
+        self._sender.send(self._envelope.request(pieces), spans)
 
 
 def http_sender(endpoint: str | None) -> Sender:
