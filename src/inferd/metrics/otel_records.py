@@ -42,6 +42,7 @@ class Encoding:
         self.wall = time.time_ns() - time.monotonic_ns()
         self._named: dict[tuple[str, int], bytes] = {}
         self._attributes: dict[tuple[bytes, str], bytes] = {}
+        self._counts: dict[tuple[str, int], bytes] = {}
         self._layouts: dict[tuple[str, str, str, int, bool], RequestLayout] = {}
 
     def new_id(self) -> bytes:
@@ -58,6 +59,13 @@ class Encoding:
         encoded = self._attributes.get((key, value))
         if encoded is None:
             encoded = self._attributes[key, value] = wire.string_attribute(key, value)
+        return encoded
+
+    def count(self, key: str, value: int) -> bytes:
+        """An integer attribute whose values repeat (a batch's size)."""
+        encoded = self._counts.get((key, value))
+        if encoded is None:
+            encoded = self._counts[key, value] = wire.attributes({key: value})
         return encoded
 
     def layout(
@@ -89,8 +97,7 @@ _INSTANCE = wire.attribute_key("instance")
 _DECODE = wire.name_and_kind("decode", wire.INTERNAL)
 _QUEUE = wire.name_and_kind("queue", wire.INTERNAL)
 _ENCODE = wire.name_and_kind("encode", wire.INTERNAL)
-_COMPUTE_INPUT_END = "COMPUTE_INPUT_END"
-_COMPUTE_OUTPUT_START = "COMPUTE_OUTPUT_START"
+_COMPUTE_EVENTS = wire.EventPair("COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START")
 
 
 class RequestRecord:
@@ -273,20 +280,18 @@ class ExecutionRecord:
         first = self.requests[0]
         head = wire.trace_head(first.trace_id.to_bytes(16, "big"), wire.trace_state(first.state))
         start, inputs, outputs, end = (mark + wall for mark in self.marks)
+        link = wire.link
         rest = b"".join(
             (
                 encoding.attribute(_MODEL_NAME, self.model_name),
                 encoding.attribute(_MODEL_VERSION, self.model_version),
-                wire.attributes({"batch_size": self.batch_size}),
+                encoding.count("batch_size", self.batch_size),
                 encoding.attribute(_INSTANCE, self.instance),
-                wire.event(_COMPUTE_INPUT_END, inputs),
-                wire.event(_COMPUTE_OUTPUT_START, outputs),
-                *(
-                    wire.link(r.trace_id.to_bytes(16, "big"), r.span_id.to_bytes(8, "big"))
-                    for r in self.requests
-                ),
+                _COMPUTE_EVENTS.encode(inputs, outputs),
+                *[link(r.trace_id.to_bytes(16, "big"), r.span_id.to_bytes(8, "big"))
+                  for r in self.requests],
             )
-        )
+        )  # fmt: skip
         ids = wire.span_ids(encoding.new_id(), first.span_id.to_bytes(8, "big"))
         named = encoding.named(f"execute {self.model_name}")
         out.append(wire.span(head, ids, named, start, end, rest, wire.LOCAL))

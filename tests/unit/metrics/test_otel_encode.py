@@ -188,3 +188,12 @@ def test_a_request_laid_out_is_the_spans_the_sdk_sends(remote: bool, request_id:
     envelope = wire.Envelope(resource.attributes, "", "inferd")
     ours = ExportTraceServiceRequest.FromString(envelope.request([laid_out]))
     assert spans_of(ours) == spans_of(encode_spans([s.sdk(resource) for s in described]))
+
+
+def test_an_event_pair_is_its_two_events() -> None:
+    pair = wire.EventPair("COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START")
+    times = (35, 2**63 + 5)
+    expected = wire.event("COMPUTE_INPUT_END", times[0]) + wire.event(
+        "COMPUTE_OUTPUT_START", times[1]
+    )
+    assert pair.encode(*times) == expected
