@@ -5,7 +5,7 @@ receiver in this process that takes and drops the spans, under the same closed-l
 throughout while tracing is switched off and on (every request, rate 1) at run time through
 the trace settings API, in alternating windows.
 
-    python benchmarks/otel_tracing.py [--windows 10] [--seconds 2.5] [--protocol http|grpc]
+    python benchmarks/otel_tracing.py [--windows 30] [--seconds 1] [--protocol http|grpc]
 
 Comparing one process with itself takes out what moved two servers apart (their start, where
 the allocator and the kernel placed them, the machine's load in between: +-15 % on a shared
@@ -40,7 +40,6 @@ from batching import (  # it puts the checkout on sys.path for its server helper
     DYNAMIC,
     Result,
     Setup,
-    cpu_seconds,
     load,
     load_grpc,
     pinned,
@@ -81,6 +80,18 @@ class Window:
     traced: bool
     throughput: float  # samples/s
     cpu_us: float  # server CPU µs per answered sample
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process's threads now running, to the ns (`/proc/<pid>/stat` counts in
+    clock ticks of 10 ms: 1-2 % of a short window's CPU)."""
+    total = 0
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0])
+        except FileNotFoundError:  # it ended meanwhile
+            continue
+    return total / 1e9
 
 
 def switch(http_url: str, traced: bool) -> None:
@@ -148,9 +159,9 @@ def report(measured: list[Window]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=10, help="alternating, off first")
-    parser.add_argument("--seconds", type=float, default=2.5, help="measured time per window")
-    parser.add_argument("--settle", type=float, default=0.3, help="unmeasured load per switch")
+    parser.add_argument("--windows", type=int, default=30, help="alternating, off first")
+    parser.add_argument("--seconds", type=float, default=1.0, help="measured time per window")
+    parser.add_argument("--settle", type=float, default=0.2, help="unmeasured load per switch")
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
