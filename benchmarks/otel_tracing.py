@@ -120,6 +120,9 @@ def windows(
         result = run_load(url, args.concurrency, args.seconds, LEVELS[traced])
         used = cpu_seconds(pid) - before
         samples = result.throughput * args.seconds
+        if not samples:
+            print(f"{index:>6} {'on' if traced else 'off':>7}: nothing answered, left out")
+            continue
         window = Window(traced, result.throughput, used / samples * 1e6)
         measured.append(window)
         print(
@@ -146,6 +149,8 @@ def report(measured: list[Window]) -> None:
     print(f"cost of tracing every request, per server CPU-s, of the medians: {cost:.1%}")
     per_cpu, per_second = [], []
     for a, b in itertools.pairwise(measured):
+        if a.traced == b.traced:  # a window between them was left out
+            continue
         off, on = (a, b) if b.traced else (b, a)
         per_cpu.append(1 - off.cpu_us / on.cpu_us)  # 1 - (samples per CPU-s on / off)
         per_second.append(1 - on.throughput / off.throughput)
