@@ -3,9 +3,11 @@ them into OTLP requests and sends them with the SDK's exporters.
 
 As the SDK's batch span processor: the thread wakes every `schedule_delay_millis`, or sooner
 once `max_export_batch_size` spans wait; each request carries at most that many spans; spans
-beyond `max_queue_size` waiting are dropped (and counted in a warning). The SDK's OTLP
-exporters keep their transport, retries and `OTEL_EXPORTER_OTLP_*` settings; they are given
-the encoded request (`otel_encode.py`).
+beyond `max_queue_size` waiting are dropped (and counted in a warning). Records are encoded in
+pieces of whole records (`Record.encode`), so a request's spans are counted by its records. The
+SDK's OTLP exporters keep their retries and `OTEL_EXPORTER_OTLP_*` settings, and their
+transports except over plain HTTP without a proxy (`otel_http.py`); they are given the encoded
+request (`otel_encode.py`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 `http.client` connection. Imported only in `opentelemetry` mode (the `otel` extra).
 
 The export thread sends one request at a time, so a pool is not needed, nor urllib3's work per
-request (its pool lookup, URL parsing and header checks: about 60 % of an export's CPU, which
+request (its pool lookup, URL parsing and header checks: about half of an export's CPU, which
 at the default 512 spans a request came to a few µs per traced request). The SDK's client keeps
 its part: retries, backoff, compression and headers.
 """
