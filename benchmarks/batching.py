@@ -99,6 +99,11 @@ def pinned(cpus: set[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
+def _p50_p99(ms: np.ndarray) -> list[float]:
+    """NaN for a run in which nothing was answered (a stalled server, a starved machine)."""
+    return np.percentile(ms, [50, 99]).tolist() if ms.size else [float("nan")] * 2
+
+
 def load(url: str, concurrency: int, seconds: float, label: str) -> Result:
     """Closed loop: `concurrency` greenlets each send batch-1 requests back to back."""
     client = httpclient.InferenceServerClient(url, concurrency=concurrency)
@@ -129,9 +134,7 @@ def load(url: str, concurrency: int, seconds: float, label: str) -> Result:
     if errors:
         print(f"  {label}: {len(errors)} errors, first: {errors[0]}")
     ms = np.asarray(latencies) * 1e3
-    return Result(
-        label, concurrency, len(latencies) / elapsed, *np.percentile(ms, [50, 99]).tolist()
-    )
+    return Result(label, concurrency, len(latencies) / elapsed, *_p50_p99(ms))
 
 
 def load_grpc(url: str, concurrency: int, seconds: float, label: str) -> Result:
@@ -171,9 +174,7 @@ def load_grpc(url: str, concurrency: int, seconds: float, label: str) -> Result:
     if errors:
         print(f"  {label}: {len(errors)} errors, first: {errors[0]}")
     ms = np.asarray(latencies) * 1e3
-    return Result(
-        label, concurrency, len(latencies) / elapsed, *np.percentile(ms, [50, 99]).tolist()
-    )
+    return Result(label, concurrency, len(latencies) / elapsed, *_p50_p99(ms))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -17,14 +17,16 @@ from inferd.core.tracing import TraceParent
 from inferd.core.types import Timestamps
 from inferd.metrics import otel_encode as wire
 from inferd.metrics.otel_context import traceparent
+from inferd.metrics.otel_layout import RequestLayout
 
 
 class Record(Protocol):
     def spans(self) -> int:
         """How many spans the record makes."""
 
-    def encode(self, encoding: Encoding, out: list[bytes]) -> None:
-        """Adds its spans to `out`."""
+    def encode(self, encoding: Encoding, out: list[bytes], whole: bool) -> None:
+        """Adds its spans to `out`: a piece each, or when `whole` (they all go in one export
+        request) maybe all in one."""
 
 
 Put = Callable[[Record], None]
@@ -40,6 +42,8 @@ class Encoding:
         self.wall = time.time_ns() - time.monotonic_ns()
         self._named: dict[tuple[str, int], bytes] = {}
         self._attributes: dict[tuple[bytes, str], bytes] = {}
+        self._counts: dict[tuple[str, int], bytes] = {}
+        self._layouts: dict[tuple[str, str, str, int, bool], RequestLayout] = {}
 
     def new_id(self) -> bytes:
         return self.span_id().to_bytes(8, "big")
@@ -57,7 +61,35 @@ class Encoding:
             encoded = self._attributes[key, value] = wire.string_attribute(key, value)
         return encoded
 
+    def count(self, key: str, value: int) -> bytes:
+        """An integer attribute whose values repeat (a batch's size)."""
+        encoded = self._counts.get((key, value))
+        if encoded is None:
+            encoded = self._counts[key, value] = wire.attributes({key: value})
+        return encoded
 
+    def layout(
+        self, name: str, model_name: str, model_version: str, id_size: int, remote: bool
+    ) -> RequestLayout | None:
+        """The layout of a frontend's request's four spans; None for a request id too long to
+        be worth one (each length is a layout)."""
+        if id_size > _LAID_OUT_ID_SIZE:
+            return None
+        key = (name, model_name, model_version, id_size, remote)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = RequestLayout(
+                self.named(name, wire.SERVER),
+                self.attribute(_MODEL_NAME, model_name),
+                _REQUEST_ID,
+                id_size,
+                self.attribute(_MODEL_VERSION, model_version),
+                remote,
+            )
+        return layout
+
+
+_LAID_OUT_ID_SIZE = 64  # bytes (a UUID's text is 36)
 _MODEL_NAME = wire.attribute_key("model_name")
 _MODEL_VERSION = wire.attribute_key("model_version")
 _REQUEST_ID = wire.attribute_key("request_id")
@@ -65,8 +97,7 @@ _INSTANCE = wire.attribute_key("instance")
 _DECODE = wire.name_and_kind("decode", wire.INTERNAL)
 _QUEUE = wire.name_and_kind("queue", wire.INTERNAL)
 _ENCODE = wire.name_and_kind("encode", wire.INTERNAL)
-_COMPUTE_INPUT_END = "COMPUTE_INPUT_END"
-_COMPUTE_OUTPUT_START = "COMPUTE_OUTPUT_START"
+_COMPUTE_EVENTS = wire.EventPair("COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START")
 
 
 class RequestRecord:
@@ -150,7 +181,9 @@ class RequestRecord:
     def _encoded(self) -> bool:
         return self.frontend and not self.error
 
-    def encode(self, encoding: Encoding, out: list[bytes]) -> None:
+    def encode(self, encoding: Encoding, out: list[bytes], whole: bool) -> None:
+        if whole and self._laid_out(encoding, out):
+            return
         wall = encoding.wall
         head = b"\x0a\x10" + self.trace_id.to_bytes(16, "big")
         if self.state:
@@ -185,6 +218,31 @@ class RequestRecord:
             ids = b"\x12\x08" + encoding.new_id() + under
             out.append(span(head, ids, _ENCODE, self.sent + wall, stop, b"", local))
 
+    def _laid_out(self, encoding: Encoding, out: list[bytes]) -> bool:
+        """Adds its spans in one piece as its kind's `RequestLayout` makes them, if it is of the
+        usual kind (four spans, nothing beyond the model's attributes); else says it is not."""
+        if not self.queued or not self._encoded() or self.state or self.extra:
+            return False
+        version = self.model_version
+        request_id = self.request_id.encode()
+        if version is None:
+            return False
+        layout = encoding.layout(
+            self.name, self.model_name, version, len(request_id), bool(self.parent_id)
+        )
+        if layout is None:
+            return False
+        wall, new_id = encoding.wall, encoding.new_id
+        out.append(
+            layout.spans((
+                self.trace_id.to_bytes(16, "big"), self.span_id.to_bytes(8, "big"),
+                self.parent_id.to_bytes(8, "big"), new_id(), new_id(), new_id(), request_id,
+                self.start + wall, self.stop + wall, self.decoded + wall, self.queued + wall,
+                self.unqueued + wall, self.sent + wall,
+            ))
+        )  # fmt: skip
+        return True
+
 
 class ExecutionRecord:
     """One execution of a batch: a span under its first traced request's span, linked to
@@ -217,25 +275,23 @@ class ExecutionRecord:
     def spans(self) -> int:
         return 1
 
-    def encode(self, encoding: Encoding, out: list[bytes]) -> None:
+    def encode(self, encoding: Encoding, out: list[bytes], whole: bool) -> None:
         wall = encoding.wall
         first = self.requests[0]
         head = wire.trace_head(first.trace_id.to_bytes(16, "big"), wire.trace_state(first.state))
         start, inputs, outputs, end = (mark + wall for mark in self.marks)
+        link = wire.link
         rest = b"".join(
             (
                 encoding.attribute(_MODEL_NAME, self.model_name),
                 encoding.attribute(_MODEL_VERSION, self.model_version),
-                wire.attributes({"batch_size": self.batch_size}),
+                encoding.count("batch_size", self.batch_size),
                 encoding.attribute(_INSTANCE, self.instance),
-                wire.event(_COMPUTE_INPUT_END, inputs),
-                wire.event(_COMPUTE_OUTPUT_START, outputs),
-                *(
-                    wire.link(r.trace_id.to_bytes(16, "big"), r.span_id.to_bytes(8, "big"))
-                    for r in self.requests
-                ),
+                _COMPUTE_EVENTS.encode(inputs, outputs),
+                *[link(r.trace_id.to_bytes(16, "big"), r.span_id.to_bytes(8, "big"))
+                  for r in self.requests],
             )
-        )
+        )  # fmt: skip
         ids = wire.span_ids(encoding.new_id(), first.span_id.to_bytes(8, "big"))
         named = encoding.named(f"execute {self.model_name}")
         out.append(wire.span(head, ids, named, start, end, rest, wire.LOCAL))

@@ -21,6 +21,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.status import Status
 
 from inferd.metrics import otel_encode as wire
+from inferd.metrics.otel_layout import RequestLayout
 
 RESOURCE = {"service.name": "t", "n": 3, "on": True}
 TRACE, CLIENT_TRACE = 0x0123456789ABCDEF0123456789ABCDEF, int("ab" * 16, 16)
@@ -151,3 +152,48 @@ def test_inferd_encodes_spans_as_the_sdk_does(schema_url: str) -> None:
     theirs = encode_spans([s.sdk(resource) for s in SPANS])
     assert len(spans_of(ours)) == len(SPANS)
     assert spans_of(ours) == spans_of(theirs)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize("request_id", ["", "7", "é-" + "x" * 40])
+def test_a_request_laid_out_is_the_spans_the_sdk_sends(remote: bool, request_id: str) -> None:
+    """A request's four spans packed by its `RequestLayout`: the same bytes as made span by
+    span, and what the SDK sends."""
+    parent = int("cd" * 8, 16) if remote else 0
+    attributes = {"model_name": "m", "request_id": request_id, "model_version": "2"}
+    own, times = 7, {"start": 100, "end": 900}
+    described = [
+        Described("infer m", CLIENT_TRACE, own, parent, remote, server=True,
+                  attributes=attributes, **times),
+        Described("decode", CLIENT_TRACE, 8, own, start=100, end=200),
+        Described("queue", CLIENT_TRACE, 9, own, start=300, end=400),
+        Described("encode", CLIENT_TRACE, 10, own, start=800, end=900),
+    ]  # fmt: skip
+    key = wire.attribute_key
+    id_size = len(request_id.encode())
+    layout = RequestLayout(
+        wire.name_and_kind("infer m", wire.SERVER),
+        wire.string_attribute(key("model_name"), "m"),
+        key("request_id"),
+        id_size,
+        wire.string_attribute(key("model_version"), "2"),
+        remote,
+    )
+    ids = [(i).to_bytes(8, "big") for i in (own, parent, 8, 9, 10)]
+    laid_out = layout.spans(
+        (CLIENT_TRACE.to_bytes(16, "big"), *ids, request_id.encode(), 100, 900, 200, 300, 400, 800)
+    )
+    assert laid_out == b"".join(s.inferd() for s in described)
+    resource = Resource(RESOURCE)
+    envelope = wire.Envelope(resource.attributes, "", "inferd")
+    ours = ExportTraceServiceRequest.FromString(envelope.request([laid_out]))
+    assert spans_of(ours) == spans_of(encode_spans([s.sdk(resource) for s in described]))
+
+
+def test_an_event_pair_is_its_two_events() -> None:
+    pair = wire.EventPair("COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START")
+    times = (35, 2**63 + 5)
+    expected = wire.event("COMPUTE_INPUT_END", times[0]) + wire.event(
+        "COMPUTE_OUTPUT_START", times[1]
+    )
+    assert pair.encode(*times) == expected

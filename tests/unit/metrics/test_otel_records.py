@@ -207,12 +207,12 @@ def test_a_full_queue_drops_what_does_not_fit() -> None:
 @pytest.mark.parametrize(
     ("url", "proxy", "transport"),
     [
-        ("http://127.0.0.1:4318/v1/traces", "", "Urllib3HTTPTransport"),
+        ("http://127.0.0.1:4318/v1/traces", "", "PlainTransport"),
         ("http://collector:4318/v1/traces", "http://proxy:3128", "RequestsHTTPTransport"),
         ("https://collector:4318/v1/traces", "", "RequestsHTTPTransport"),
     ],
 )
-def test_plain_http_without_a_proxy_goes_over_urllib3(
+def test_plain_http_without_a_proxy_goes_over_one_kept_connection(
     monkeypatch: pytest.MonkeyPatch, url: str, proxy: str, transport: str
 ) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
