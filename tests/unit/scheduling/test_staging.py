@@ -20,20 +20,20 @@ from inferd.instances.instance import ModelInstance
 from inferd.scheduling.dynamic import DynamicBatcher
 from tests.unit.scheduling.fakes import request, settings
 from tests.unit.scheduling.test_dynamic import run
+from tests.unit.scheduling.test_lease import Watched
 
 
-class Held:
-    """y = 2x, one row at a time; a request whose value is in `holds` runs only once its
-    event is set, one in `refuse` is refused. Records the order values ran in, and the most
-    executions it ever saw at once."""
+class Held(Watched):
+    """A `Watched` doubler whose request with a value in `holds` runs only once its event is
+    set (-1 is refused); `ran` is the order values ran in."""
 
-    def __init__(self, holds: Sequence[float] = (), refuse: Sequence[float] = ()) -> None:
+    def __init__(self, holds: Sequence[float] = ()) -> None:
+        super().__init__()
         self.holds = {value: threading.Event() for value in holds}
-        self.refuse = set(refuse)
-        self.ran: list[float] = []
-        self.most = 0
-        self._running = 0
-        self._lock = threading.Lock()
+
+    @property
+    def ran(self) -> list[float]:
+        return [batch[0] for batch in self.batches]
 
     def execute(
         self,
@@ -41,28 +41,14 @@ class Held:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest] = (),
     ) -> dict[str, Array]:
-        value = float(inputs["x"][0, 0])
-        with self._lock:
-            self._running += 1
-            self.most = max(self.most, self._running)
-        try:
-            if value in self.refuse:
-                raise InvalidArgument("refused input")
-            if value in self.holds:
-                self.holds[value].wait(10)
-            time.sleep(0.001)  # long enough for another thread to overlap, were it let in
-            self.ran.append(value)
-            return {"y": inputs["x"] * 2}
-        finally:
-            with self._lock:
-                self._running -= 1
+        hold = self.holds.get(float(inputs["x"][0, 0]))
+        if hold is not None:
+            hold.wait(10)
+        return super().execute(inputs, output_names, requests)
 
     def release(self) -> None:
         for event in self.holds.values():
             event.set()
-
-    def close(self) -> None:
-        pass
 
 
 @asynccontextmanager
@@ -161,9 +147,11 @@ def test_a_request_cancelled_while_it_waits_on_the_instance_never_runs() -> None
 
 def test_a_waiting_request_that_fails_fails_alone() -> None:
     async def scenario() -> None:
-        backend = Held(holds=[0, 1], refuse=[2])
+        backend = Held(holds=[0, 1])
         async with staged(backend) as (scheduler, (instance,)):
-            tasks = await staging_behind_one(scheduler, instance, backend, values(4))
+            requests = values(4)
+            requests[2] = request(-1)  # refused
+            tasks = await staging_behind_one(scheduler, instance, backend, requests)
             backend.release()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         assert isinstance(results[2], InvalidArgument)
