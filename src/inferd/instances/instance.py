@@ -11,15 +11,19 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device
-from inferd.core.errors import InferdError, ModelExecutionError
+from inferd.core.errors import Cancelled, InferdError, ModelExecutionError
 from inferd.core.types import Array
 
 
 @dataclass(slots=True)
 class ExecutionResult:
+    """`ready_ns`: when the instance was free for the batch, where it waited on the instance
+    behind the batch before it (`Stages`): that batch's end; else 0."""
+
     outputs: BatchOutputs
     compute_start_ns: int
     compute_end_ns: int
+    ready_ns: int = 0
 
 
 class Instance(Protocol):
@@ -57,6 +61,18 @@ class RunsHere(Instance, Protocol):
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult: ...
+
+
+@runtime_checkable
+class Stages(Instance, Protocol):
+    """An instance that runs the batches handed to it one after another on its own thread, so
+    that a scheduler may hand it the next batch while one runs: that batch waits there and
+    starts as the one before ends, without a round trip through the event loop. A batch that
+    waited so is not run when every request of it was cancelled meanwhile (it fails with
+    `Cancelled`)."""
+
+    def waiting(self) -> int:
+        """Batches handed over that have not started yet."""
 
 
 class ModelInstance:
@@ -100,13 +116,28 @@ class ModelInstance:
         (so no batch runs on its own thread meanwhile)."""
         return self._run(inputs, output_names, requests)
 
+    def waiting(self) -> int:
+        return self._jobs.qsize()
+
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        jobs = self._jobs
+        ready = 0  # the end of the batch before, while the next one waited behind it
+        while True:
+            if jobs.empty():
+                ready = 0
+            if (job := jobs.get()) is None:
+                return
+            if ready and job.requests and all(request.cancelled for request in job.requests):
+                error = Cancelled("the request was cancelled before it started")
+                job.loop.call_soon_threadsafe(_deliver_exception, job.future, error)
+                continue
             try:
                 result = self._run(job.inputs, job.output_names, job.requests)
             except BaseException as exc:  # delivered to the awaiting coroutine, which reports it
+                ready = time.monotonic_ns()
                 job.loop.call_soon_threadsafe(_deliver_exception, job.future, exc)
             else:
+                result.ready_ns, ready = ready, result.compute_end_ns
                 job.loop.call_soon_threadsafe(_deliver_result, job.future, result)
 
     def _run(

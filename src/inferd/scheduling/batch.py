@@ -124,6 +124,8 @@ class BatchRunner(Generic[P]):
             result = await instance.execute(
                 kind.inputs(batch), kind.output_names(batch), batch.requests
             )
+            if result.ready_ns > compute.compute_start:  # it waited behind the batch before
+                compute.compute_start = result.ready_ns
             answers = self._answers(batch, result.outputs)
         except InstanceLost:
             raise  # its scheduler ends what the instance held

@@ -12,6 +12,14 @@ once on that instance in its own task (`idle.py`), or on the thread of a caller 
 for it there (a model's call to another model: `lease.py`). A batch whose instance must wait
 for rate limiter resources keeps growing meanwhile (`_grow`).
 
+With batching off, an instance that runs its batches one after another on its own thread
+(`Stages`) has a second worker on a spare slot (`idle.py`): while one request runs, the next
+in the queue is already handed to the instance and waits there, so the instance starts it as
+the first ends instead of waiting for the event loop to deliver the first and hand it the
+next (a thread hand-off each way fewer per request under load). The next request is only
+taken from the queue, in the queue's order, once the one before is on the instance;
+it counts as pending until it starts, and does not run if its caller has gone by then.
+
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
 a few wake-ups however many requests it gathers.
@@ -26,7 +34,7 @@ from typing import Any, cast
 
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import Instance, RunsHere
+from inferd.instances.instance import Instance, RunsHere, Stages
 from inferd.scheduling.adaptive import SloController
 from inferd.scheduling.batch import (
     BatchCallback,
@@ -106,6 +114,7 @@ class DynamicBatcher:
         self._batched = settings.max_batch_size > 0
         # Whether a waiting caller may run a request on its own thread (`lend_here`).
         self._here = all(isinstance(instance, RunsHere) for instance in self._instances)
+        self._staging: list[Stages] = []  # the instances with a spare slot
 
     @property
     def slo(self) -> SloController | None:
@@ -113,17 +122,31 @@ class DynamicBatcher:
         return self._slo
 
     def start(self) -> None:
+        slots = [
+            Slot(instance) for instance in self._instances for _ in range(instance.pipeline_depth)
+        ]
+        # Only where each request runs alone anyway: a batch handed over early would stop
+        # growing early.
+        if self._run_at_once:
+            self._staging = [slot.instance for slot in slots if isinstance(slot.instance, Stages)]
+            slots += [
+                Slot(slot.instance, main=slot)
+                for slot in slots
+                if isinstance(slot.instance, Stages)
+            ]
         self._workers = [
-            asyncio.create_task(self._worker(Slot(instance)), name=f"worker:{instance.name}")
-            for instance in self._instances
-            for _ in range(instance.pipeline_depth)
+            asyncio.create_task(self._worker(slot), name=f"worker:{slot.instance.name}")
+            for slot in slots
         ]
 
     def pending(self) -> int:
-        """Requests not yet executing: queued, or in a batch waiting for resources (Triton's
-        pending count)."""
+        """Requests not yet executing: queued, in a batch waiting for resources, or handed to
+        an instance behind the batch it runs (Triton's pending count)."""
         waiting = self._awaiting.values()
-        return len(self._queue) + sum(not q.future.done() for batch in waiting for q in batch)
+        staged = sum(instance.waiting() for instance in self._staging)
+        return (
+            len(self._queue) + staged + sum(not q.future.done() for batch in waiting for q in batch)
+        )
 
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
@@ -285,9 +308,10 @@ class DynamicBatcher:
         delay = slo.delay_ns if slo else settings.max_queue_delay_ns
         batch: list[Queued] = []
         rows = 0
+        owner = slot.owner  # a spare waits while its main slot is lent
         while True:
-            if slot.lent:
-                await self._idle.wait_back(slot)
+            if owner.lent:
+                await self._idle.wait_back(owner)
             if self._delay is not None:
                 if self._delay.holds(len(self._queue)) and not self._stopping:
                     await self._sleep(None, 1, None)
