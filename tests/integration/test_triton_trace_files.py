@@ -44,12 +44,10 @@ class InferdModel:
     def execute(self, batch):
         value = int(batch.inputs["IN"][0])
         (HERE / f"started.{{value}}").touch()
-        if value == 1:
+        if value == 1:  # held until the test has the second request's answer
             deadline = time.monotonic() + 60
             while not (HERE / "open").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
-        else:
-            (HERE / "open").touch()
         return {{"OUT": np.array([value], np.int32)}}
 """
 GATED_CONFIG = """
@@ -232,8 +230,9 @@ def test_ids_follow_arrival_not_completion(
 
     first = threading.Thread(target=call, args=(1,))
     first.start()
-    eventually((folder / "started.1").exists)  # arrived, and held until the second has run
+    eventually((folder / "started.1").exists)  # arrived, and held until the second has ended
     call(2)
+    (folder / "open").touch()
     first.join(60)
     written = traces(trace_file, 2)
     ends = {t["id"]: next(m["ns"] for m in t["timestamps"] if m["name"] == "REQUEST_END")
