@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from common import ROOT, Cell, free_port, served, time_calls, write_mlp_repository
-from perf_analyzer_run import TRANSPORTS, run_perf_analyzer
+from perf_analyzer_run import TRANSPORTS, UNSTABLE, run_perf_analyzer
 
 MAX_BATCH = 16
 DELAY_US = 500
@@ -55,6 +55,8 @@ def perf_analyzer(
     if isinstance(row, str):
         print(f"  perf_analyzer failed: {row}")
         return None
+    if UNSTABLE in row:
+        print(f"  {url} c={concurrency}: windows over 25 % apart; 3 windows taken as they were")
     return Sample(
         float(row["Inferences/Second"]),
         float(row["p50 latency"]) / 1000,
