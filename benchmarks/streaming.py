@@ -212,15 +212,22 @@ def mean_running_batch(http_url: str, model: str) -> float:
     return int(stats["inference_count"]) / max(1, int(stats["execution_count"]))
 
 
-def server_cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU time the server process used so far (Linux): every thread, and its main thread
-    alone (the event loop: the frontends and schedulers, without the models' steps)."""
+def server_cpu_seconds(pid: int) -> tuple[float, dict[int, float]]:
+    """CPU time the server process used so far (Linux): all of it, and each live thread's by
+    thread id (its main thread is the event loop: the frontends and schedulers; the busiest
+    other one the model instance's, running the model's steps)."""
 
-    def used(stat: str) -> float:
-        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    def used(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    return used(f"/proc/{pid}/stat"), used(f"/proc/{pid}/task/{pid}/stat")
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            threads[int(task.name)] = used(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return used(Path(f"/proc/{pid}/stat")), threads
 
 
 def raw_step_ms(namespace: dict[str, Any], rows: int, seconds: float = 1.0) -> float:
@@ -264,7 +271,8 @@ def main() -> None:
     )
     print(f"{'':<20} {'ms':>9} {'ms':>9} {'ms':>8} {'ms':>8}")
     rates: dict[str, tuple[float, float, float]] = {}
-    served_cpu: dict[str, tuple[float, float]] = {}  # server CPU seconds per token: all, loop
+    # CPU seconds per token: the whole server, its event loop, its instance's thread, client
+    served_cpu: dict[str, tuple[float, float, float, float]] = {}
     running = 0.0
     for label in args.only:
         mode, scheduling, batched = SETUPS[label]
@@ -278,22 +286,29 @@ def main() -> None:
                 CONFIG.format(name=name, max_batch_size=size, mode=mode, scheduling=scheduling)
             )
             with served(Path(tmp)) as server:
-                before = server_cpu_seconds(server.process.pid)
+                pid = server.process.pid
+                before, client_before = server_cpu_seconds(pid), time.process_time()
                 requests, wall = drive(server.grpc_url, name, plans)
-                after = server_cpu_seconds(server.process.pid)
+                after, client_after = server_cpu_seconds(pid), time.process_time()
                 rates[label] = summary(label, requests, wall)
                 tokens = sum(len(r.tokens) for r in requests)
+                threads = after[1].items()
+                spent = {thread: used - before[1].get(thread, 0) for thread, used in threads}
+                instance = max(used for thread, used in spent.items() if thread != pid)
                 served_cpu[label] = (
                     (after[0] - before[0]) / tokens,
-                    (after[1] - before[1]) / tokens,
+                    spent[pid] / tokens,
+                    instance / tokens,
+                    (client_after - client_before) / tokens,
                 )
                 if label == "iterative":
                     running = mean_running_batch(server.http_url, name)
     print()
-    for label, (seconds, loop) in served_cpu.items():
+    for label, (seconds, loop, instance, client) in served_cpu.items():
         print(
-            f"server CPU per token, {label}: {seconds * 1e6:.0f} us "
-            f"(event-loop thread {loop * 1e6:.0f} us)"
+            f"CPU per token, {label}: server {seconds * 1e6:.0f} us (event-loop thread "
+            f"{loop * 1e6:.0f} us, instance thread {instance * 1e6:.0f} us), "
+            f"client {client * 1e6:.0f} us"
         )
     one = raw_step_ms(namespace, 1)
     print(f"\nraw step at batch 1: {one:.3f} ms ({1000 / one:.0f} tokens/s)")
@@ -307,6 +322,11 @@ def main() -> None:
             f"{batched_ms:.3f} ms ({raw_rate:.0f} tokens/s)"
         )
         print(f"iterative tokens/s / raw batched step rate: {served_rate / raw_rate:.2f}")
+        busy = served_cpu["iterative"][2] * running * 1000
+        print(
+            f"served period per step: {running / served_rate * 1000:.3f} ms, of which the "
+            f"instance thread ran {busy:.3f} ms (CPU time: its steps)"
+        )
         if "one per execution" in rates:
             print(
                 f"iterative / one per execution: {served_rate / rates['one per execution'][0]:.2f}x"
