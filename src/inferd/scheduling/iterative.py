@@ -18,13 +18,9 @@ clock waits with it. Requests beyond the running batch wait in the backlog, in t
 the model's admission settings (`admission.py`: the dynamic batcher's priorities, queue
 policy and timeouts).
 
-On an instance that `Submits` (an in-process one), the steps chain: the callback that takes a
-step's result on the event loop delivers it, queues each request's next step (or answers it)
-and hands the next step over, with no task to resume in between; the worker's task waits
-until no step is ready, and recovers a step that raised. On other instances (behind a rate
-limiter, remote) the worker's task awaits each step. A decoupled model's responses sent during
-a step are held in their channels (`ResponseChannel.hold`) until the next step was handed
-over: the model then computes while the event loop encodes and writes them.
+A decoupled model's responses sent during a step are held in their channels
+(`ResponseChannel.hold`) until the worker has handed the next step to the instance: the model
+then computes while the event loop encodes and writes them.
 """
 
 from __future__ import annotations

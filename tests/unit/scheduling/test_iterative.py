@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -15,10 +15,8 @@ from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import Instance, ModelInstance
+from inferd.instances.instance import ModelInstance
 from inferd.scheduling.iterative import IterativeBatcher
-from inferd.scheduling.rate_limiter import RateLimiter
-from tests.unit.scheduling import test_rate_limiter as rate_limiter
 from tests.unit.scheduling.test_sequence import CORRID, STATE, sequence_settings, synchronous
 
 
@@ -54,11 +52,8 @@ def iterative(
     gate: threading.Event | None = None,
     parameters: Mapping[str, str] | None = None,
     backend: Counter | None = None,
-    gated: bool = False,
 ) -> tuple[IterativeBatcher, Counter]:
-    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind;
-    `gated`: its instance behind a rate limiter's gate (which the scheduler awaits each step
-    on, rather than chaining the steps from the instance's result callbacks)."""
+    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind."""
     controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {STATE}"
     entries = " ".join(
         f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
@@ -68,10 +63,9 @@ def iterative(
         controls += "} " + entries[:-1]
     settings = sequence_settings(max_batch_size=max_batch_size, extra=controls)
     backend = backend or Counter(gate)
-    instance: Instance = ModelInstance("m_0", Device(DeviceKind.CPU), backend)
-    if gated:
-        instance = rate_limiter.gate(RateLimiter(), instance, '{ name: "R", count: 1 }')
-    scheduler = IterativeBatcher([instance], settings, ["y"])
+    scheduler = IterativeBatcher(
+        [ModelInstance("m_0", Device(DeviceKind.CPU), backend)], settings, ["y"]
+    )
     scheduler.start()
     return scheduler, backend
 
@@ -161,14 +155,6 @@ async def test_bad_requests_are_refused() -> None:
     await scheduler.stop()
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the condition never held")
-
-
 class Talker(Counter):
     """A decoupled Counter: each step also sends the count so far to the request's channel,
     the final response with its last step."""
@@ -199,15 +185,14 @@ class Failing(Counter):
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> dict[str, Array]:
-        if any(x == 13 and made == 1 for x, made in zip(inputs["x"], inputs["S_IN"], strict=True)):
+        if any(x == 13 and made == 1 for x, made in zip(inputs["x"], inputs["S_IN"])):
             raise self.error
         return super().execute(inputs, output_names, requests)
 
 
 @synchronous
-@pytest.mark.parametrize("gated", [False, True])
-async def test_each_steps_responses_reach_the_reader_in_order_the_final_last(gated: bool) -> None:
-    scheduler, _ = iterative(backend=Talker(), gated=gated)
+async def test_each_steps_responses_reach_the_reader_in_order_the_final_last() -> None:
+    scheduler, _ = iterative(backend=Talker())
 
     async def run(count: int) -> list[tuple[int, bool]]:
         request = steps(count)
@@ -228,14 +213,15 @@ async def test_each_steps_responses_reach_the_reader_in_order_the_final_last(gat
 
 
 @synchronous
-@pytest.mark.parametrize("gated", [False, True])
-async def test_a_request_cancelled_between_steps_runs_no_further_step(gated: bool) -> None:
-    scheduler, backend = iterative(gated=gated)
+async def test_a_request_cancelled_between_steps_runs_no_further_step() -> None:
+    scheduler, backend = iterative()
     first = asyncio.create_task(scheduler.submit(steps(10**9)))
     second = asyncio.create_task(scheduler.submit(steps(10**9)))
-    await until(lambda: len(backend.steps) >= 3)
+    while len(backend.steps) < 3:
+        await asyncio.sleep(0.001)
     first.cancel()
-    await until(lambda: len(backend.steps[-1]) == 1)  # a step without it
+    while len(backend.steps[-1]) != 1:  # a step without it
+        await asyncio.sleep(0.001)
     second.cancel()
     await asyncio.gather(first, second, return_exceptions=True)
     key = backend.steps[0][0]
@@ -245,17 +231,16 @@ async def test_a_request_cancelled_between_steps_runs_no_further_step(gated: boo
 
 
 @synchronous
-@pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize(
     ("error", "failed"),
     [(InvalidArgument("refused"), InvalidArgument), (RuntimeError("broken"), ModelExecutionError)],
 )
 async def test_a_failing_step_fails_only_its_requests(
-    error: Exception, failed: type[Exception], gated: bool
+    error: Exception, failed: type[Exception]
 ) -> None:
     """A step that raises fails the requests it ran (only the one at fault where the model
     refused its input: the others run again one by one, and go on); later steps run."""
-    scheduler, _ = iterative(backend=Failing(error), gated=gated)
+    scheduler, _ = iterative(backend=Failing(error))
     at_fault = asyncio.ensure_future(scheduler.submit(steps(13)))
     other = asyncio.ensure_future(scheduler.submit(steps(5)))
     with pytest.raises(failed):
