@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -64,26 +63,6 @@ class RunsHere(Instance, Protocol):
     ) -> ExecutionResult: ...
 
 
-# What a batch came to: its result, or what executing it raised.
-Outcome = ExecutionResult | BaseException
-
-
-@runtime_checkable
-class Submits(Instance, Protocol):
-    """An instance that also takes a batch with a callback instead of a task awaiting it:
-    `done` is called on the event loop with the batch's outcome as soon as the loop takes it
-    from the instance's thread, with no task to resume first (so a scheduler whose next batch
-    depends on this one's outcome can hand it over from there)."""
-
-    def submit(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-        done: Callable[[Outcome], None],
-    ) -> None: ...
-
-
 @runtime_checkable
 class Stages(Instance, Protocol):
     """An instance that runs the batches handed to it one after another on its own thread, so
@@ -124,18 +103,8 @@ class ModelInstance:
     ) -> ExecutionResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ExecutionResult] = loop.create_future()
-        done = functools.partial(_settle, future)
-        self._jobs.put(_Job(loop, done, inputs, output_names, requests))
+        self._jobs.put(_Job(loop, future, inputs, output_names, requests))
         return await future
-
-    def submit(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-        done: Callable[[Outcome], None],
-    ) -> None:
-        self._jobs.put(_Job(asyncio.get_running_loop(), done, inputs, output_names, requests))
 
     def execute_here(
         self,
@@ -160,16 +129,16 @@ class ModelInstance:
                 return
             if ready and job.requests and all(request.cancelled for request in job.requests):
                 error = Cancelled("the request was cancelled before it started")
-                job.loop.call_soon_threadsafe(job.done, error)
+                job.loop.call_soon_threadsafe(_deliver_exception, job.future, error)
                 continue
             try:
                 result = self._run(job.inputs, job.output_names, job.requests)
-            except BaseException as exc:  # delivered to whoever handed the batch over
+            except BaseException as exc:  # delivered to the awaiting coroutine, which reports it
                 ready = time.monotonic_ns()
-                job.loop.call_soon_threadsafe(job.done, exc)
+                job.loop.call_soon_threadsafe(_deliver_exception, job.future, exc)
             else:
                 result.ready_ns, ready = ready, result.compute_end_ns
-                job.loop.call_soon_threadsafe(job.done, result)
+                job.loop.call_soon_threadsafe(_deliver_result, job.future, result)
 
     def _run(
         self,
@@ -207,16 +176,17 @@ def run_batch(
 @dataclass(slots=True)
 class _Job:
     loop: asyncio.AbstractEventLoop
-    done: Callable[[Outcome], None]  # called on `loop`
+    future: asyncio.Future[ExecutionResult]
     inputs: Mapping[str, Array]
     output_names: Sequence[str]
     requests: Sequence[BatchRequest]
 
 
-def _settle(future: asyncio.Future[ExecutionResult], outcome: Outcome) -> None:
-    if future.done():  # the awaiting request may have been cancelled meanwhile
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _deliver_result(future: asyncio.Future[ExecutionResult], result: ExecutionResult) -> None:
+    if not future.done():  # the awaiting request may have been cancelled meanwhile
+        future.set_result(result)
+
+
+def _deliver_exception(future: asyncio.Future[ExecutionResult], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

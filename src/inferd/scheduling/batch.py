@@ -124,33 +124,20 @@ class BatchRunner(Generic[P]):
             result = await instance.execute(
                 kind.inputs(batch), kind.output_names(batch), batch.requests
             )
-            return self.settle(batch, compute, result, instance.name)
+            if result.ready_ns > compute.compute_start:  # it waited behind the batch before
+                compute.compute_start = result.ready_ns
+            answers = self._answers(batch, result.outputs)
+        except InstanceLost:
+            raise  # its scheduler ends what the instance held
+        except InvalidArgument as exc:
+            if len(batch.calls) == 1:
+                return functools.partial(fail_all, batch.calls, exc)
+            # The model refused one request's input: run them one by one, so only it fails.
+            deliveries = [await self.run(instance, alone) for alone in kind.one_by_one(batch)]
+            return functools.partial(_call_all, deliveries)
         except Exception as exc:
-            return await self.recover(instance, batch, exc)
-
-    def settle(
-        self, batch: Batch[P], compute: Timestamps, result: ExecutionResult, instance: str
-    ) -> Deliver:
-        """What answers the callers of `batch`, which `instance` executed into `result` (it was
-        handed over at `compute.compute_start`); raises as `run`'s execution would (then see
-        `recover`)."""
-        if result.ready_ns > compute.compute_start:  # it waited behind the batch before
-            compute.compute_start = result.ready_ns
-        answers = self._answers(batch, result.outputs)
-        return functools.partial(self._deliver, batch, answers, compute, result, instance)
-
-    async def recover(self, instance: Instance, batch: Batch[P], exc: Exception) -> Deliver:
-        """What answers the callers of `batch`, whose execution on `instance` (or `settle`)
-        raised `exc`; re-raises `InstanceLost` (its scheduler ends what the instance held)."""
-        if isinstance(exc, InstanceLost):
-            raise exc
-        if not isinstance(exc, InvalidArgument):
             return functools.partial(fail_all, batch.calls, batch_failure(exc))
-        if len(batch.calls) == 1:
-            return functools.partial(fail_all, batch.calls, exc)
-        # The model refused one request's input: run them one by one, so only it fails.
-        deliveries = [await self.run(instance, alone) for alone in self._kind.one_by_one(batch)]
-        return functools.partial(_call_all, deliveries)
+        return functools.partial(self._deliver, batch, answers, compute, result, instance.name)
 
     def run_here(self, instance: RunsHere, call: P) -> tuple[Answer, Deliver]:
         """Execute one request's batch on the calling thread (its caller waits for it and was

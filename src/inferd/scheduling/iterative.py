@@ -29,23 +29,19 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Sequence
-from typing import cast
+from collections.abc import Sequence
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.responses import ResponseChannel
-from inferd.core.types import Array, InferRequest, Timestamps
-from inferd.instances.instance import Instance, Outcome, Submits
-from inferd.scheduling.batch import Batch, BatchCallback, Deliver, fail_undelivered
+from inferd.core.types import Array, InferRequest
+from inferd.instances.instance import Instance
+from inferd.scheduling.batch import BatchCallback, fail_undelivered
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
 from inferd.scheduling.slotted import SlottedScheduler
-
-# A step whose execution raised: its batch, its held channels, and what it raised.
-_Failed = tuple[Batch[SequenceStep], list[ResponseChannel], BaseException]
 
 
 class IterativeBatcher(SlottedScheduler):
@@ -59,8 +55,9 @@ class IterativeBatcher(SlottedScheduler):
         output_names: Sequence[str],
         on_batch: BatchCallback | None = None,
     ) -> None:
-        self._kind = IterativeSteps(settings, list(output_names))
-        super().__init__(instances, settings, self._kind, on_batch, "iterative")
+        super().__init__(
+            instances, settings, IterativeSteps(settings, list(output_names)), on_batch, "iterative"
+        )
         self._running: dict[SequenceKey, IterativeRun] = {}  # backlog and slots
         self._admission = settings.admission or BatchingSettings(settings.max_batch_size, True)
         self._backlog = PriorityQueue(self._admission)
@@ -178,138 +175,44 @@ class IterativeBatcher(SlottedScheduler):
 
     async def _worker(self, index: int) -> None:
         instance = self._instances[index]
-        chained = isinstance(instance, Submits)
-        while (steps := await self._next_step(index)) is not None:
-            if chained:
-                await self._chain(index, cast(Submits, instance), steps)
-            else:
-                channels = _hold(steps)
-                await self._ran(instance, steps, channels, self._runner.run(instance, list(steps)))
-
-    async def _chain(self, index: int, instance: Submits, steps: list[SequenceStep]) -> None:
-        """Run `steps`, then each next step as soon as the one before ended, from the instance's
-        result callback (`_ended`: no task resumes between two steps), until no step is ready;
-        a step whose execution raised is recovered here (it may run again, row by row)."""
         loop = asyncio.get_running_loop()
-        while True:
-            stopped: asyncio.Future[_Failed | None] = loop.create_future()
-            self._hand_over(index, instance, steps, stopped)
-            failed = await stopped
-            if failed is None:
-                return
-            batch, channels, exc = failed
-            if not isinstance(exc, Exception):
+        while (steps := await self._next_step(index)) is not None:
+            channels = [c for step in steps if (c := step.request.responses) is not None]
+            for channel in channels:
+                channel.hold()
+            try:
+                deliver = await self._runner.run(instance, list(steps))
+                deliver()
+            except Exception as exc:
+                fail_undelivered(instance.name, steps, exc)
+            finally:
+                # The step's responses reach their readers once this task has handed the
+                # next step to the instance (its next wait), not before: so the model runs
+                # while the loop encodes and writes them.
                 loop.call_soon(_release, channels)
-                raise exc
-            steps = batch.calls
-            await self._ran(instance, steps, channels, self._runner.recover(instance, batch, exc))
-            if (ready := self._ready(index)) is None:
-                return
-            steps = ready
-
-    def _hand_over(
-        self,
-        index: int,
-        instance: Submits,
-        steps: list[SequenceStep],
-        stopped: asyncio.Future[_Failed | None],
-    ) -> None:
-        """Hand `steps` to the instance; `_ended` goes on from its outcome."""
-        channels = _hold(steps)
-        batch = Batch(list[SequenceStep | None](steps))
-        compute = Timestamps(compute_start=time.monotonic_ns())
-        try:
-            inputs = self._kind.inputs(batch)
-            output_names = self._kind.output_names(batch)
-        except Exception as exc:
-            _settle(stopped, (batch, channels, exc))
-            return
-        ended = functools.partial(self._ended, index, instance, batch, compute, channels, stopped)
-        instance.submit(inputs, output_names, batch.requests, ended)
-
-    def _ended(
-        self,
-        index: int,
-        instance: Submits,
-        batch: Batch[SequenceStep],
-        compute: Timestamps,
-        channels: list[ResponseChannel],
-        stopped: asyncio.Future[_Failed | None],
-        outcome: Outcome,
-    ) -> None:
-        """A step's outcome (on the event loop): deliver it and hand the next step over at
-        once; its responses reach their readers after that, so the model computes while the
-        loop encodes and writes them. What raised goes back to `_chain`."""
-        if isinstance(outcome, BaseException):
-            _settle(stopped, (batch, channels, outcome))
-            return
-        try:
-            deliver = self._runner.settle(batch, compute, outcome, instance.name)
-        except Exception as exc:
-            _settle(stopped, (batch, channels, exc))
-            return
-        try:
-            deliver()
-        except Exception as exc:
-            fail_undelivered(instance.name, batch.calls, exc)
-        self._after_all(batch.calls)
-        ready = self._ready(index)
-        if ready is None:
-            _settle(stopped, None)
-        else:
-            self._hand_over(index, instance, ready, stopped)
-        stopped.get_loop().call_soon(_release, channels)
-
-    async def _ran(
-        self,
-        instance: Instance,
-        steps: list[SequenceStep],
-        channels: list[ResponseChannel],
-        delivery: Awaitable[Deliver],
-    ) -> None:
-        """Deliver a step once `delivery` is known, then queue each request's next step."""
-        try:
-            deliver = await delivery
-            deliver()
-        except Exception as exc:
-            fail_undelivered(instance.name, steps, exc)
-        finally:
-            # The step's responses reach their readers once this task has handed the
-            # next step to the instance (its next wait), not before: so the model runs
-            # while the loop encodes and writes them.
-            asyncio.get_running_loop().call_soon(_release, channels)
-        self._after_all(steps)
-
-    def _after_all(self, steps: list[SequenceStep]) -> None:
-        now = time.monotonic_ns()
-        for step in steps:
-            self._after(step, now)
+            now = time.monotonic_ns()
+            for step in steps:
+                self._after(step, now)
 
     async def _next_step(self, index: int) -> list[SequenceStep] | None:
         """One step of the running requests in the instance's slots that batch together, or
         None once stopping with nothing left."""
-        while (steps := self._ready(index)) is None:
+        while True:
+            waiting = self._waiting(index)
+            if waiting:
+                # The request that waited longest, and every one whose shapes match its.
+                first = min(waiting, key=_enqueued)
+                if not self._initial:
+                    return [self._take(r.sequence) for r in waiting if r.shapes == first.shapes]
+                shapes = first.sequence.head_shapes(self._initial)
+                return [
+                    self._take(run.sequence)
+                    for run in waiting
+                    if run.sequence.head_shapes(self._initial) == shapes
+                ]
             if self._stopping:
                 return None
             await self._wakeups[index].sleep(None)
-        return steps
-
-    def _ready(self, index: int) -> list[SequenceStep] | None:
-        """One step of the running requests in the instance's slots that batch together, or
-        None if none has a step to run."""
-        waiting = self._waiting(index)
-        if not waiting:
-            return None
-        # The request that waited longest, and every one whose shapes match its.
-        first = min(waiting, key=_enqueued)
-        if not self._initial:
-            return [self._take(r.sequence) for r in waiting if r.shapes == first.shapes]
-        shapes = first.sequence.head_shapes(self._initial)
-        return [
-            self._take(run.sequence)
-            for run in waiting
-            if run.sequence.head_shapes(self._initial) == shapes
-        ]
 
     def _waiting(self, index: int) -> list[IterativeRun]:
         """The requests in the instance's slots with a step to run; drops the abandoned and
@@ -386,19 +289,6 @@ class IterativeBatcher(SlottedScheduler):
 
 def _enqueued(run: IterativeRun) -> int:
     return run.sequence.steps[0].enqueued_ns
-
-
-def _hold(steps: list[SequenceStep]) -> list[ResponseChannel]:
-    """Hold the responses the step's requests send until `_release`."""
-    channels = [c for step in steps if (c := step.request.responses) is not None]
-    for channel in channels:
-        channel.hold()
-    return channels
-
-
-def _settle(stopped: asyncio.Future[_Failed | None], failed: _Failed | None) -> None:
-    if not stopped.done():  # its worker was cancelled meanwhile
-        stopped.set_result(failed)
 
 
 def _release(channels: list[ResponseChannel]) -> None:
