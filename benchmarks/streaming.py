@@ -22,9 +22,11 @@ time to first token (TTFT) and inter-token latency p50/p99, tokens/s; the model'
 time at batch 1 and at the mean running batch of the iterative setup, measured here in the
 same run, and the iterative tokens/s as a ratio of the raw batched step rate (tokens per
 second a loop of raw steps at that batch size makes); and the server's CPU time per token
-(model steps included), which a loaded machine disturbs less than rates, and that of its
-event-loop thread alone (the frontend and the scheduler, without the model's steps). Figures
-are printed, never asserted.
+(model steps included), which a loaded machine disturbs less than rates, that of its
+event-loop thread alone (the frontend and the scheduler, without the model's steps), of its
+instance's thread (the model's steps) and of the client (this process); and the iterative
+setup's period per step beside the time its instance's thread ran in it and waited for a core
+(Linux schedstat). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -212,15 +214,31 @@ def mean_running_batch(http_url: str, model: str) -> float:
     return int(stats["inference_count"]) / max(1, int(stats["execution_count"]))
 
 
-def server_cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU time the server process used so far (Linux): every thread, and its main thread
-    alone (the event loop: the frontends and schedulers, without the models' steps)."""
+def server_cpu_seconds(pid: int) -> tuple[float, dict[int, tuple[float, float]]]:
+    """CPU time the server process used so far (Linux), all of it; and for each live thread,
+    by thread id, the seconds it ran and the seconds it waited for a core while runnable
+    (its main thread is the event loop: the frontends and schedulers; the busiest other one
+    the model instance's, running the model's steps)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ran, waited = (int(ns) / 1e9 for ns in (task / "schedstat").read_text().split()[:2])
+        except OSError:  # the thread ended meanwhile
+            continue
+        threads[int(task.name)] = (ran, waited)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), threads
 
-    def used(stat: str) -> float:
-        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    return used(f"/proc/{pid}/stat"), used(f"/proc/{pid}/task/{pid}/stat")
+def threads_since(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> dict[int, tuple[float, float]]:
+    """Each thread's seconds run and waited for a core between two `server_cpu_seconds`."""
+    spent = {}
+    for thread, (ran, waited) in after.items():
+        ran_before, waited_before = before.get(thread, (0.0, 0.0))
+        spent[thread] = (ran - ran_before, waited - waited_before)
+    return spent
 
 
 def raw_step_ms(namespace: dict[str, Any], rows: int, seconds: float = 1.0) -> float:
@@ -264,7 +282,9 @@ def main() -> None:
     )
     print(f"{'':<20} {'ms':>9} {'ms':>9} {'ms':>8} {'ms':>8}")
     rates: dict[str, tuple[float, float, float]] = {}
-    served_cpu: dict[str, tuple[float, float]] = {}  # server CPU seconds per token: all, loop
+    # Seconds per token: the whole server's CPU time, its event loop's, its instance thread's,
+    # the client's, and the time the instance's thread waited for a core
+    served_cpu: dict[str, tuple[float, float, float, float, float]] = {}
     running = 0.0
     for label in args.only:
         mode, scheduling, batched = SETUPS[label]
@@ -278,22 +298,29 @@ def main() -> None:
                 CONFIG.format(name=name, max_batch_size=size, mode=mode, scheduling=scheduling)
             )
             with served(Path(tmp)) as server:
-                before = server_cpu_seconds(server.process.pid)
+                pid = server.process.pid
+                before, client_before = server_cpu_seconds(pid), time.process_time()
                 requests, wall = drive(server.grpc_url, name, plans)
-                after = server_cpu_seconds(server.process.pid)
+                after, client_after = server_cpu_seconds(pid), time.process_time()
                 rates[label] = summary(label, requests, wall)
                 tokens = sum(len(r.tokens) for r in requests)
+                spent = threads_since(before[1], after[1])
+                instance = max(times for thread, times in spent.items() if thread != pid)
                 served_cpu[label] = (
                     (after[0] - before[0]) / tokens,
-                    (after[1] - before[1]) / tokens,
+                    spent[pid][0] / tokens,
+                    instance[0] / tokens,
+                    (client_after - client_before) / tokens,
+                    instance[1] / tokens,
                 )
                 if label == "iterative":
                     running = mean_running_batch(server.http_url, name)
     print()
-    for label, (seconds, loop) in served_cpu.items():
+    for label, (seconds, loop, instance, client, _) in served_cpu.items():
         print(
-            f"server CPU per token, {label}: {seconds * 1e6:.0f} us "
-            f"(event-loop thread {loop * 1e6:.0f} us)"
+            f"CPU per token, {label}: server {seconds * 1e6:.0f} us (event-loop thread "
+            f"{loop * 1e6:.0f} us, instance thread {instance * 1e6:.0f} us), "
+            f"client {client * 1e6:.0f} us"
         )
     one = raw_step_ms(namespace, 1)
     print(f"\nraw step at batch 1: {one:.3f} ms ({1000 / one:.0f} tokens/s)")
@@ -307,6 +334,11 @@ def main() -> None:
             f"{batched_ms:.3f} ms ({raw_rate:.0f} tokens/s)"
         )
         print(f"iterative tokens/s / raw batched step rate: {served_rate / raw_rate:.2f}")
+        _, _, ran, _, waited = (seconds * running * 1000 for seconds in served_cpu["iterative"])
+        print(
+            f"served period per step: {running / served_rate * 1000:.3f} ms, of which the "
+            f"instance thread ran {ran:.3f} ms (its step) and waited {waited:.3f} ms for a core"
+        )
         if "one per execution" in rates:
             print(
                 f"iterative / one per execution: {served_rate / rates['one per execution'][0]:.2f}x"

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
-from inferd.core.errors import InvalidArgument, Unavailable
+from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
+from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ModelInstance
 from inferd.scheduling.iterative import IterativeBatcher
@@ -50,8 +51,9 @@ def iterative(
     max_batch_size: int = 4,
     gate: threading.Event | None = None,
     parameters: Mapping[str, str] | None = None,
+    backend: Counter | None = None,
 ) -> tuple[IterativeBatcher, Counter]:
-    """`parameters`: the model's config `parameters`."""
+    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind."""
     controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {STATE}"
     entries = " ".join(
         f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
@@ -60,7 +62,7 @@ def iterative(
     if entries:  # after sequence_batching's brace; the template's closing brace ends the last
         controls += "} " + entries[:-1]
     settings = sequence_settings(max_batch_size=max_batch_size, extra=controls)
-    backend = Counter(gate)
+    backend = backend or Counter(gate)
     scheduler = IterativeBatcher(
         [ModelInstance("m_0", Device(DeviceKind.CPU), backend)], settings, ["y"]
     )
@@ -150,4 +152,110 @@ async def test_bad_requests_are_refused() -> None:
         await scheduler.submit(steps(1, sequence_id=1.5))
     gate.set()
     await named
+    await scheduler.stop()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the condition never held")
+
+
+class Talker(Counter):
+    """A decoupled Counter: each step also sends the count so far to the request's channel,
+    the final response with its last step."""
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        outputs = super().execute(inputs, output_names, requests)
+        for row, request in enumerate(requests):
+            assert request.responses is not None
+            request.responses.send({"y": outputs["y"][row]}, final=not request.rescheduled)
+        return outputs
+
+
+class Failing(Counter):
+    """A Counter whose second step of a request of 13 steps raises `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        if any(x == 13 and made == 1 for x, made in zip(inputs["x"], inputs["S_IN"], strict=True)):
+            raise self.error
+        return super().execute(inputs, output_names, requests)
+
+
+@synchronous
+async def test_each_steps_responses_reach_the_reader_in_order_the_final_last() -> None:
+    scheduler, _ = iterative(backend=Talker())
+
+    async def run(count: int) -> list[tuple[int, bool]]:
+        request = steps(count)
+        channel = request.responses = ResponseChannel()
+        execution = asyncio.ensure_future(scheduler.submit(request))
+        received = []
+        while not received or not received[-1][1]:
+            item = await asyncio.wait_for(channel.get(), 10)
+            assert item.outputs is not None
+            received.append((int(item.outputs["y"].reshape(-1)[0]), item.final))
+        await execution
+        return received
+
+    counts = (3, 40, 7)
+    for count, received in zip(counts, await asyncio.gather(*map(run, counts)), strict=True):
+        assert received == [(made, made == count) for made in range(1, count + 1)]
+    await scheduler.stop()
+
+
+@synchronous
+async def test_a_request_cancelled_between_steps_runs_no_further_step() -> None:
+    scheduler, backend = iterative()
+    first = asyncio.create_task(scheduler.submit(steps(10**9)))
+    second = asyncio.create_task(scheduler.submit(steps(10**9)))
+    await until(lambda: len(backend.steps) >= 3)
+    first.cancel()
+    await until(lambda: len(backend.steps[-1]) == 1)  # a step without it
+    second.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    key = backend.steps[0][0]
+    with_it = [key in step for step in backend.steps]
+    assert with_it.index(False) == with_it.count(True)  # it ran in a prefix of the steps
+    await scheduler.stop()
+
+
+@synchronous
+@pytest.mark.parametrize(
+    ("error", "failed"),
+    [(InvalidArgument("refused"), InvalidArgument), (RuntimeError("broken"), ModelExecutionError)],
+)
+async def test_a_failing_step_fails_only_its_requests(
+    error: Exception, failed: type[Exception]
+) -> None:
+    """A step that raises fails the requests it ran (only the one at fault where the model
+    refused its input: the others run again one by one, and go on); later steps run."""
+    scheduler, _ = iterative(backend=Failing(error))
+    at_fault = asyncio.ensure_future(scheduler.submit(steps(13)))
+    other = asyncio.ensure_future(scheduler.submit(steps(5)))
+    with pytest.raises(failed):
+        await asyncio.wait_for(at_fault, 10)
+    if failed is InvalidArgument:
+        assert int((await asyncio.wait_for(other, 10))["y"].reshape(-1)[0]) == 5
+    else:
+        with pytest.raises(failed):
+            await asyncio.wait_for(other, 10)
+    later = await asyncio.wait_for(scheduler.submit(steps(4)), 10)
+    assert int(later["y"].reshape(-1)[0]) == 4
     await scheduler.stop()
