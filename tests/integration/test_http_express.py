@@ -18,6 +18,7 @@ import tritonclient.http as httpclient
 
 from tests.integration.server import RunningServer
 
+KEEP_ALIVE_S = 5  # uvicorn's default, which the server keeps
 A = list(range(16))
 B = [3] * 16
 BINARY_HEADER = json.dumps(
@@ -90,7 +91,9 @@ class Answers:
         return status, headers, body
 
     def closed(self) -> bool:
-        """Whether the server closed the connection (nothing more comes)."""
+        """Whether the server closed the connection, and did so itself: uvicorn's keep-alive
+        timeout (5 s) would close an idle connection it forgot to close, after this wait."""
+        self._sock.settimeout(KEEP_ALIVE_S - 1)
         return not self._buffer and self._sock.recv(1) == b""
 
     def _fill(self) -> None:
