@@ -10,7 +10,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -103,7 +103,7 @@ class Answers:
 
 
 @pytest.fixture
-def connect(server: RunningServer) -> Iterator[type[socket.socket]]:
+def connect(server: RunningServer) -> Iterator[Callable[[], socket.socket]]:
     opened: list[socket.socket] = []
 
     def open_connection() -> socket.socket:
@@ -112,7 +112,7 @@ def connect(server: RunningServer) -> Iterator[type[socket.socket]]:
         opened.append(sock)
         return sock
 
-    yield open_connection  # type: ignore[misc]
+    yield open_connection
     for sock in opened:
         sock.close()
 
@@ -129,29 +129,37 @@ def sums(body: bytes) -> list[int]:
     return data
 
 
-CASES = {
-    "json": (json_body(A), ""),
-    "json with id": (json_body(A, request_id="x-1"), ""),
-    "binary": (binary_body(A), f"Inference-Header-Content-Length: {len(BINARY_HEADER)}\r\n"),
+INFER = "/v2/models/simple/infer"
+CASES: dict[str, tuple[bytes, str, str]] = {  # body, headers, path
+    "json": (json_body(A), "", INFER),
+    "json with id": (json_body(A, request_id="x-1"), "", INFER),
+    "binary": (binary_body(A), f"Inference-Header-Content-Length: {len(BINARY_HEADER)}\r\n", INFER),
     "versioned": (json_body(A), "", "/v2/models/simple/versions/1/infer"),
     "query string": (json_body(A), "", "/v2/models/simple/infer?x=1"),
     "unknown model": (json_body(A), "", "/v2/models/nothing/infer"),
     "unknown version": (json_body(A), "", "/v2/models/simple/versions/9/infer"),
     "encoded name": (json_body(A), "", "/v2/models/sim%70le/infer"),
-    "bad json": (b"{not json", ""),
-    "wrong shape": (json_body(A[:8], B[:8]), ""),
-    "raw body to two inputs": (b"\0" * 64, "Inference-Header-Content-Length: 0\r\n"),
-    "bad header length": (binary_body(A), "Inference-Header-Content-Length: x\r\n"),
-    "header length past body": (binary_body(A), "Inference-Header-Content-Length: 99999\r\n"),
-    "traced parent": (json_body(A), "traceparent: 00-" + "a" * 32 + "-" + "b" * 16 + "-01\r\n"),
-    "foreign host": (json_body(A), "Host: evil.example\r\n"),
+    "bad json": (b"{not json", "", INFER),
+    "wrong shape": (json_body(A[:8], B[:8]), "", INFER),
+    "raw body to two inputs": (b"\0" * 64, "Inference-Header-Content-Length: 0\r\n", INFER),
+    "bad header length": (binary_body(A), "Inference-Header-Content-Length: x\r\n", INFER),
+    "header length past body": (
+        binary_body(A),
+        "Inference-Header-Content-Length: 99999\r\n",
+        INFER,
+    ),
+    "traced parent": (
+        json_body(A),
+        "traceparent: 00-" + "a" * 32 + "-" + "b" * 16 + "-01\r\n",
+        INFER,
+    ),
+    "foreign host": (json_body(A), "Host: evil.example\r\n", INFER),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_answers_are_the_asgi_paths(server: RunningServer, case: str) -> None:
-    body, headers, *path = CASES[case]
-    target = path[0] if path else "/v2/models/simple/infer"
+    body, headers, target = CASES[case]
     express = exchange(server, infer_request(body, target, headers))
     asgi = exchange(server, infer_request(body, target, headers, chunked=True))
     assert express[0] == asgi[0]
@@ -167,7 +175,7 @@ def test_answers_are_the_asgi_paths(server: RunningServer, case: str) -> None:
         assert sums(express[2]) == [a + b for a, b in zip(A, B, strict=True)]
 
 
-def test_keep_alive_serves_request_after_request(connect: type[socket.socket]) -> None:
+def test_keep_alive_serves_request_after_request(connect: Callable[[], socket.socket]) -> None:
     sock = connect()
     answers = Answers(sock)
     for i in range(5):
@@ -177,7 +185,7 @@ def test_keep_alive_serves_request_after_request(connect: type[socket.socket]) -
         assert sums(body) == [i + 3] * 16
 
 
-def test_pipelined_requests_are_answered_in_order(connect: type[socket.socket]) -> None:
+def test_pipelined_requests_are_answered_in_order(connect: Callable[[], socket.socket]) -> None:
     """Express and ASGI requests sent in one write: each answered in its turn."""
     sock = connect()
     requests = [
@@ -206,7 +214,7 @@ def test_pipelined_requests_are_answered_in_order(connect: type[socket.socket]) 
     [("1.0", ""), ("1.0", "Connection: keep-alive\r\n"), ("1.1", "Connection: close\r\n")],
 )
 def test_a_connection_to_close_is_closed_after_its_answer(
-    connect: type[socket.socket], version: str, headers: str
+    connect: Callable[[], socket.socket], version: str, headers: str
 ) -> None:
     sock = connect()
     sock.sendall(infer_request(json_body(A), headers=headers, version=version))
@@ -217,7 +225,7 @@ def test_a_connection_to_close_is_closed_after_its_answer(
     assert answers.closed()
 
 
-def test_a_body_split_across_packets_is_read_whole(connect: type[socket.socket]) -> None:
+def test_a_body_split_across_packets_is_read_whole(connect: Callable[[], socket.socket]) -> None:
     sock = connect()
     data = infer_request(
         binary_body(A), headers=f"Inference-Header-Content-Length: {len(BINARY_HEADER)}\r\n"
@@ -238,7 +246,7 @@ def test_a_body_split_across_packets_is_read_whole(connect: type[socket.socket])
 
 
 def test_a_client_gone_mid_body_leaves_the_server_serving(
-    server: RunningServer, connect: type[socket.socket]
+    server: RunningServer, connect: Callable[[], socket.socket]
 ) -> None:
     data = infer_request(json_body(A))
     sock = connect()
@@ -262,7 +270,7 @@ def test_malformed_requests_are_refused_with_json(server: RunningServer, data: b
     assert set(json.loads(body)) == {"error"}
 
 
-def test_expect_continue_is_answered(connect: type[socket.socket]) -> None:
+def test_expect_continue_is_answered(connect: Callable[[], socket.socket]) -> None:
     """`Expect: 100-continue` is the ASGI path's: the interim answer, then the real one."""
     sock = connect()
     body = json_body(A)
