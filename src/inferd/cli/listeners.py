@@ -19,6 +19,7 @@ from inferd.cli.access import allowed_hosts
 from inferd.cli.settings import ServerSettings
 from inferd.cli.tls import tls_files, uvicorn_options
 from inferd.cli.tls_reload import CertificateReload
+from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.http.hosts import HostGuard
 from inferd.frontends.http.protocol import protocol_class
 from inferd.metrics.exposition import MetricsApp
@@ -63,9 +64,12 @@ def uvicorn_server(
     files = tls_files(settings, "http")
     config = uvicorn.Config(
         app,
-        http=protocol_class(settings.http_max_header_bytes),
+        # The express lane only for the frontend served bare: a middleware (CORS) sees all.
+        http=protocol_class(
+            settings.http_max_header_bytes, app if isinstance(app, HttpFrontend) else None
+        ),
         lifespan="off",
-        access_log=False,
+        access_log=False,  # and no `limit_concurrency`: the express lane has neither
         log_config=None,
         # No X-Forwarded-* rewriting middleware and no Server header: both cost per request.
         proxy_headers=False,

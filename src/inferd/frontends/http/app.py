@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
@@ -68,11 +69,19 @@ from inferd.frontends.restricted import Forbidden, Restrictions
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
 from inferd.frontends.trace_models import check_traced_model
 
+if TYPE_CHECKING:
+    from inferd.frontends.http.express import Exchange
+
 logger = logging.getLogger(__name__)
 
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
 HEADER_LENGTH = b"inference-header-content-length"
+
+Headers = list[tuple[bytes, bytes]]
+# Answers a request: status, body, content type and any further headers. The ASGI path's sends
+# two ASGI messages; the express lane's (http/express.py) writes the bytes itself.
+Respond = Callable[[int, bytes, bytes, Headers | None], Awaitable[None]]
 
 
 class MethodNotAllowed(InvalidArgument):
@@ -113,20 +122,39 @@ class HttpFrontend:
         if scope["type"] != "http":
             return
         try:
-            self._hosts.check(scope)
+            self._hosts.check(scope["headers"])
             await self._dispatch(scope, receive, send)
         except ClientDisconnected:
             return
-        except InferdError as exc:
-            await _respond_error(send, exc)
-        except Exception as exc:  # a bug of ours: answer, log, keep serving
-            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await _respond_json(send, 500, {"error": f"internal error: {exc!r}"})
+        except Exception as exc:
+            await _answer_failure(partial(_respond, send), exc, scope["method"], scope["path"])
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max_body_bytes
+
+    async def express_infer(self, exchange: Exchange) -> None:
+        """An infer request read whole by the express lane (http/express.py), whose path
+        `infer_target` gave its model and version: answered as the ASGI path answers it."""
+        try:
+            self._hosts.check(exchange.headers)
+            self._guard(exchange.headers, "inference")
+            await self._infer_read(
+                exchange.fields,
+                exchange.body,
+                exchange.model,
+                exchange.version,
+                exchange.received,
+                exchange.until_lost,
+                exchange.respond,
+            )
+        except Exception as exc:
+            await _answer_failure(exchange.respond, exc, "POST", exchange.path)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts = _path_parts(scope)
         if parts and parts[0] == "v1":
-            self._guard(scope, "inference")
+            self._guard(scope["headers"], "inference")
             await self._openai.handle(scope, receive, send, parts)
             return
         if not parts or parts[0] != "v2":
@@ -134,30 +162,30 @@ class HttpFrontend:
         method = scope["method"]
         if len(parts) >= 3 and parts[1] == "models" and parts[-1] == "stats":
             _expect(method, "GET")
-            self._guard(scope, "statistics")
+            self._guard(scope["headers"], "statistics")
             await self._statistics_route(send, parts[2:-1])
         elif len(parts) >= 3 and parts[1] == "models":
             await self._model_route(scope, receive, send, method, parts[2:])
         elif parts == ["v2"]:
             _expect(method, "GET")
-            self._guard(scope, "metadata")
+            self._guard(scope["headers"], "metadata")
             await _respond(send, 200, self._server_metadata)
         elif len(parts) == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
             _expect(method, "GET")
-            self._guard(scope, "health")
+            self._guard(scope["headers"], "health")
             ok = self._engine.is_live() if parts[2] == "live" else self._engine.is_ready()
             await _respond(send, 200 if ok else 503, b"")
         elif parts[1:] == ["repository", "index"]:
             _expect(method, "POST")
-            self._guard(scope, "model-repository")
+            self._guard(scope["headers"], "model-repository")
             await self._repository_index(scope, receive, send)
         elif len(parts) == 5 and parts[1:3] == ["repository", "models"]:
             _expect(method, "POST")
-            self._guard(scope, "model-repository")
+            self._guard(scope["headers"], "model-repository")
             await self._model_control(scope, receive, send, parts[3], parts[4])
         elif len(parts) >= 3 and parts[1] in shm_routes.KINDS:
             _expect(method, shm_routes.method_for(parts[-1]))
-            self._guard(scope, "shared-memory")
+            self._guard(scope["headers"], "shared-memory")
             body = await self._read_body(receive, _headers(scope))
             document = loads(body) if body.strip() else None
             answer = shm_routes.handle(self._shared_memory, parts[1], parts[2:], document)
@@ -165,13 +193,13 @@ class HttpFrontend:
         else:
             await self._runtime_settings(scope, receive, send, parts)
 
-    def _guard(self, scope: Scope, group: str) -> None:
+    def _guard(self, headers: Headers, group: str) -> None:
         """Refuse a request to a restricted `group` that lacks the group's header and value."""
         restriction = self._restrictions.get(group)
         if restriction is None:
             return
         name = restriction.header.encode()
-        given = next((value for key, value in scope["headers"] if key == name), None)
+        given = next((value for key, value in headers if key == name), None)
         if not restriction.allows(given):
             raise Forbidden(f"This API is restricted, expecting header '{restriction.header}'")
 
@@ -181,32 +209,28 @@ class HttpFrontend:
         if tuple(rest[1:]) == TRACE:
             await self._runtime_settings(scope, receive, send, ["v2", "models", *rest])
             return
-        model, version = rest[0], ""
-        rest = rest[1:]
-        if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-        action = rest[0] if len(rest) == 1 else "" if not rest else None
+        model, version, action = _model_action(rest)
         if action == "infer":
             _expect(method, "POST")
-            self._guard(scope, "inference")
+            self._guard(scope["headers"], "inference")
             await self._infer(scope, receive, send, model, version)
         elif action in ("generate", "generate_stream"):
             _expect(method, "POST")
-            self._guard(scope, "inference")
+            self._guard(scope["headers"], "inference")
             await self._generate(scope, receive, send, model, version, action)
         elif action == "ready":
             _expect(method, "GET")
-            self._guard(scope, "health")
+            self._guard(scope["headers"], "health")
             ready = self._engine.model_ready(model, version)  # unknown model or version: 404
             await _respond(send, 200 if ready else 400, b"")
         elif action == "config":
             _expect(method, "GET")
-            self._guard(scope, "model-config")
+            self._guard(scope["headers"], "model-config")
             config = self._engine.model_config_json(model, version)
             await _respond(send, 200, orjson.dumps(config))
         elif action == "":
             _expect(method, "GET")
-            self._guard(scope, "metadata")
+            self._guard(scope["headers"], "metadata")
             metadata = self._engine.model_metadata(model, version)
             await _respond(send, 200, orjson.dumps(_metadata_json(metadata)))
         else:
@@ -218,6 +242,20 @@ class HttpFrontend:
         received = time.monotonic_ns()
         headers = _headers(scope)
         body = await self._read_body(receive, headers)
+        respond = partial(_respond, send)
+        await self._infer_read(headers, body, model, version, received, receive, respond)
+
+    async def _infer_read(
+        self,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        model: str,
+        version: str,
+        received: int,
+        receive: Receive,
+        respond: Respond,
+    ) -> None:
+        """An infer request whose body is read: `receive` tells its client's disconnect."""
         read = time.monotonic_ns()
         header = headers.get(HEADER_LENGTH)
         header_length = header_int(header) if header is not None else None
@@ -236,12 +274,14 @@ class HttpFrontend:
             request.trace_parent = client_trace(headers.items())
             tracing.start(request, frontend=True)
         try:
-            await self._answer_infer(receive, send, request)
+            await self._answer_infer(receive, respond, request)
         finally:
             if request.span is not None:  # traced: its span ends once answered
                 request.span.responded()
 
-    async def _answer_infer(self, receive: Receive, send: Send, request: InferRequest) -> None:
+    async def _answer_infer(
+        self, receive: Receive, respond: Respond, request: InferRequest
+    ) -> None:
         # A client that disconnects during a long inference cancels it: it leaves its queue,
         # or the model sees it cancelled.
         task = self._watcher.start(receive)
@@ -260,12 +300,12 @@ class HttpFrontend:
         timestamps = request.timestamps
         if not timestamps.trace_id:
             payload, json_length = self._answers.encode(response, request, self._shared_memory)
-            await _send_answer(send, payload, json_length)
+            await _send_answer(respond, payload, json_length)
             return
         try:  # traced: its send stamped (Triton's HTTP_SEND_*), then its trace is complete
             payload, json_length = self._answers.encode(response, request, self._shared_memory)
             timestamps.send_start = time.monotonic_ns()
-            await _send_answer(send, payload, json_length)
+            await _send_answer(respond, payload, json_length)
             timestamps.send_end = time.monotonic_ns()
         finally:
             self._engine.request_sent(request)
@@ -321,7 +361,7 @@ class HttpFrontend:
         trace = parts[1:] == list(TRACE) or (len(parts) == 5 and parts[1] == "models")
         if not trace and parts[1:] != ["logging"]:
             raise NotFound(f"no route for {scope['path']}")
-        self._guard(scope, "logging" if parts[1] == "logging" else "trace")
+        self._guard(scope["headers"], "logging" if parts[1] == "logging" else "trace")
         document = None
         if scope["method"] == "POST":
             body = await self._read_body(receive, _headers(scope))
@@ -359,14 +399,41 @@ class HttpFrontend:
         return await read_body(receive, headers, self._max_body_bytes)
 
 
+def infer_target(raw_path: bytes) -> tuple[str, str] | None:
+    """The model and version an infer route's path names; None for any other path, and for
+    one the router refuses (an empty segment)."""
+    if not raw_path.startswith(b"/v2/models/") or b"//" in raw_path:
+        return None
+    parts = _path_segments(raw_path)
+    if len(parts) < 4:
+        return None
+    model, version, action = _model_action(parts[2:])
+    return (model, version) if action == "infer" else None
+
+
 def _path_parts(scope: Scope) -> list[str]:
-    """Path segments, each percent-decoded on its own: an encoded "/" stays inside its segment,
-    so a model named "../x" reaches the handler (and is refused there) instead of routing."""
     raw = scope.get("raw_path") or scope["path"].encode()
     if b"//" in raw:  # an empty name or version would select "every model" or "the latest"
         raise InvalidArgument(f"empty segment in path '{scope['path']}'")
+    return _path_segments(raw)
+
+
+def _path_segments(raw: bytes) -> list[str]:
+    """Path segments, each percent-decoded on its own: an encoded "/" stays inside its segment,
+    so a model named "../x" reaches the handler (and is refused there) instead of routing."""
     parts = raw.decode("latin-1").strip("/").split("/")
     return [unquote(part) for part in parts] if b"%" in raw else parts
+
+
+def _model_action(rest: list[str]) -> tuple[str, str, str | None]:
+    """`{m}[/versions/{v}][/{action}]`: model, version ("" for the latest) and action ("" for
+    the model's metadata, None for a path with more segments than that)."""
+    model, version = rest[0], ""
+    rest = rest[1:]
+    if len(rest) >= 2 and rest[0] == "versions":
+        version, rest = rest[1], rest[2:]
+    action = rest[0] if len(rest) == 1 else "" if not rest else None
+    return model, version, action
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -425,22 +492,24 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_answer(send: Send, payload: bytes, json_length: int | None) -> None:
+async def _send_answer(respond: Respond, payload: bytes, json_length: int | None) -> None:
     """An infer answer: JSON, or with binary outputs after a JSON header of `json_length`."""
     if json_length is None:
-        await _respond(send, 200, payload)
+        await respond(200, payload, JSON, None)
     else:
         extra = [(b"inference-header-content-length", str(json_length).encode())]
-        await _respond(send, 200, payload, OCTET_STREAM, extra)
+        await respond(200, payload, OCTET_STREAM, extra)
 
 
-async def _respond_json(send: Send, status: int, document: Any) -> None:
-    await _respond(send, status, orjson.dumps(document))
-
-
-async def _respond_error(send: Send, error: InferdError) -> None:
-    status = 405 if isinstance(error, MethodNotAllowed) else http_status(error)
-    await _respond_json(send, status, {"error": error.message})
+async def _answer_failure(respond: Respond, exc: Exception, method: str, path: str) -> None:
+    """The answer to a request that raised `exc`: its error, or a 500 for a bug of ours (logged;
+    the server keeps serving)."""
+    if isinstance(exc, InferdError):
+        status = 405 if isinstance(exc, MethodNotAllowed) else http_status(exc)
+        await respond(status, orjson.dumps({"error": exc.message}), JSON, None)
+    else:
+        logger.error("unhandled error on %s %s", method, path, exc_info=exc)
+        await respond(500, orjson.dumps({"error": f"internal error: {exc!r}"}), JSON, None)
 
 
 def _read_over_http(request: InferRequest, received: int, read: int) -> None:

@@ -39,11 +39,12 @@ class AllowedHosts:
         self._names = {name.strip("[]") for name in given}
         self._accepted: set[bytes] = set()
 
-    def check(self, scope: Scope) -> None:
-        """Refuse the request unless its Host is allowed; the common case is one set lookup."""
+    def check(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Refuse a request with these headers unless its Host is allowed; the common case is
+        one set lookup."""
         if self._any:
             return
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"host":
                 if value not in self._accepted:
                     self._admit(value)
@@ -83,7 +84,7 @@ class HostGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                self._hosts.check(scope)
+                self._hosts.check(scope["headers"])
             except ForeignHost as exc:
                 await _refuse(send, exc.message)
                 return

@@ -1,31 +1,51 @@
 """uvicorn's httptools protocol with the server's error contract on the connection level:
 a request that does not parse as HTTP, or whose request line and headers pass
 `--http-max-header-bytes`, is answered with a JSON `{"error": ...}` (400, 431) and the
-connection closed, where uvicorn would answer plain text. Nothing changes for a request that
-parses: the parsing and the app call stay uvicorn's."""
+connection closed, where uvicorn would answer plain text. A request that parses is uvicorn's
+to parse and hand to the app, but for an infer request to the HTTP frontend, which takes the
+express lane (http/express.py)."""
 
 from __future__ import annotations
 
+import logging
+import time
+
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from inferd.frontends.http.app import HttpFrontend, infer_target
+from inferd.frontends.http.express import Exchange
+
 HEADER_LIMIT_FLAG = "--http-max-header-bytes"
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+_PLAIN_BODY = (b"identity", None)  # Content-Encoding values read without inflating
+
+logger = logging.getLogger(__name__)
 
 
 class HeaderTooLarge(Exception):
     pass
 
 
-def protocol_class(max_header_bytes: int) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http` setting, with this header limit."""
-    return type("JsonErrorProtocol", (_JsonErrorProtocol,), {"max_header_bytes": max_header_bytes})
+def protocol_class(
+    max_header_bytes: int, express: HttpFrontend | None = None
+) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http` setting, with this header limit; with `express`
+    (the app uvicorn serves, bare), its infer requests take the express lane."""
+    return type(
+        "JsonErrorProtocol",
+        (_JsonErrorProtocol,),
+        {"max_header_bytes": max_header_bytes, "express": express},
+    )
 
 
 class _JsonErrorProtocol(HttpToolsProtocol):
     max_header_bytes = 0
+    express: HttpFrontend | None = None
     _head_bytes = 0
     _refusal: tuple[int, str] | None = None
+    _reading: Exchange | None = None  # an express request whose body is still arriving
 
     # The base class's callbacks are called directly rather than through super(): these run
     # for every header of every request.
@@ -60,3 +80,80 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        exchange = self._express_exchange() if self.express is not None else None
+        if exchange is None:
+            HttpToolsProtocol.on_headers_complete(self)
+            return
+        # uvicorn's slot for the request in flight: see http/express.py.
+        self.cycle = exchange  # type: ignore[assignment]
+        self._reading = exchange
+
+    def on_body(self, body: bytes) -> None:
+        if self._reading is None:
+            HttpToolsProtocol.on_body(self, body)
+        else:
+            self._reading.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self._reading
+        if exchange is None:
+            HttpToolsProtocol.on_message_complete(self)
+            return
+        self._reading = None
+        exchange.read()
+        task = self.loop.create_task(self._answer(exchange))
+        # uvicorn's graceful shutdown waits for (and at its end cancels) the tasks here.
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _express_exchange(self) -> Exchange | None:
+        """An exchange for the request whose headers are in, if it takes the express lane: an
+        infer request, alone on its connection (a request in flight before it: it queues the
+        ASGI way), with a plain body of a declared length (never chunked: llhttp refuses both
+        framings at once) within the frontend's limit (the ASGI path refuses a larger one
+        before reading it). uvicorn runs with no per-request options that the lane would skip
+        (access log, concurrency limit: cli/listeners.py)."""
+        assert self.express is not None
+        if (
+            self.parser.get_method() != b"POST"
+            or self.expect_100_continue
+            or not (self.cycle is None or self.cycle.response_complete)
+            or self.parser.should_upgrade()
+        ):
+            return None
+        raw_path = httptools.parse_url(self.url).path
+        target = infer_target(raw_path)
+        if target is None:
+            return None
+        fields = dict(self.headers)
+        length = fields.get(b"content-length")
+        if (
+            length is None
+            or not length.isdigit()
+            or int(length) > self.express.max_body_bytes
+            or fields.get(b"content-encoding") not in _PLAIN_BODY
+        ):
+            return None
+        http_version = self.parser.get_http_version()
+        return Exchange(
+            self.transport,
+            self.flow,
+            self.server_state.default_headers,
+            self.headers,
+            fields,
+            target,
+            raw_path.decode("latin-1"),
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+            received=time.monotonic_ns(),
+        )
+
+    async def _answer(self, exchange: Exchange) -> None:
+        assert self.express is not None
+        try:
+            await self.express.express_infer(exchange)
+        except BaseException as exc:  # cancelled past the shutdown grace, as uvicorn's cycle
+            logger.error("express infer lane: %r on %s", exc, exchange.path)
+            await exchange.fail()
