@@ -1,7 +1,7 @@
 """inferd's own CPU per request, with no socket: the frontends called in-process.
 
     python benchmarks/request_inprocess.py [--cases http-c1-off http-c32-on grpc-c32-on]
-                                           [--requests 20000] [--profile FILE]
+                                           [--requests 20000] [--profile FILE] [--engine-only]
 
 The engine is built as `inferd serve` builds it (statistics, Prometheus metrics, the trace
 log and the Triton tracer all observing), with the example `simple` model (two INT32[16]
@@ -10,7 +10,9 @@ inputs; the model costs a few microseconds) with and without dynamic batching. E
 - `http-*`: to the ASGI app as uvicorn would (scope, the body in one message, binary tensors
   in and out, as `perf_analyzer` sends them);
 - `grpc-*`: through the gRPC method's deserializer, servicer and serializer, as grpc.aio
-  would call them (a `ModelInferRequest` with raw input contents).
+  would call them (a `ModelInferRequest` with raw input contents);
+- with `--engine-only`: the decoded request (`InferRequest`) straight to `Engine.infer`, so
+  the figures are the engine's, the scheduler's, the instance's and the observers' alone.
 The figures are the process's CPU time (every thread) and the event loop thread's over the
 requests: what inferd adds per request, without uvicorn's or grpc's own cost. `--profile`
 writes a cProfile of the event loop's thread (its CPU time) for the last case (read it with
@@ -158,6 +160,21 @@ def _http_sender(engine: Any, model: str) -> Sender:
     return one
 
 
+def _engine_sender(engine: Any, model: str) -> Sender:
+    """One request straight to `Engine.infer`, as a frontend hands it over once decoded: the
+    engine, scheduler, instance and observers alone."""
+    from inferd.core.types import InferRequest, RequestedOutput
+
+    data = np.arange(WIDTH, dtype=np.int32).reshape(1, WIDTH)
+
+    async def one() -> None:
+        inputs = {"INPUT0": data, "INPUT1": data}
+        outputs = [RequestedOutput("OUTPUT0"), RequestedOutput("OUTPUT1")]
+        await engine.infer(InferRequest(model, inputs, outputs=outputs))
+
+    return one
+
+
 def _grpc_sender(engine: Any, model: str) -> Sender:
     """One ModelInfer call, as grpc.aio makes it: deserializer, servicer, serializer."""
     from inferd.frontends.grpc.malformed import parser
@@ -176,7 +193,9 @@ def _grpc_sender(engine: Any, model: str) -> Sender:
     return one
 
 
-async def run_case(repository: Path, case: str, requests: int, profile: str | None) -> float:
+async def run_case(
+    repository: Path, case: str, requests: int, profile: str | None, engine_only: bool = False
+) -> float:
     from inferd.cli.serve import build_engine
     from inferd.cli.settings import ServerSettings
     from inferd.core.runtime_settings import RuntimeControls
@@ -195,7 +214,10 @@ async def run_case(repository: Path, case: str, requests: int, profile: str | No
     observers = [statistics, metrics, TraceLog(0), tracer]
     engine = build_engine(settings, observers, statistics, None, controls, None)
     await engine.start()
-    one = _http_sender(engine, model) if protocol == "http" else _grpc_sender(engine, model)
+    if engine_only:
+        one = _engine_sender(engine, model)
+    else:
+        one = _http_sender(engine, model) if protocol == "http" else _grpc_sender(engine, model)
 
     async def worker(count: int) -> None:
         for _ in range(count):
@@ -223,8 +245,9 @@ async def run_case(repository: Path, case: str, requests: int, profile: str | No
     cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
     done = per_worker * concurrency
     await engine.stop()
+    label = f"{case.split('-', 1)[1]} engine" if engine_only else case
     print(
-        f"{case:13} {cpu / done * 1e6:7.1f} us CPU/request, {loop_cpu / done * 1e6:7.1f} of it "
+        f"{label:13} {cpu / done * 1e6:7.1f} us CPU/request, {loop_cpu / done * 1e6:7.1f} of it "
         f"on the event loop ({done / elapsed:,.0f}/s wall, {cpu / elapsed:.2f} CPUs)",
         flush=True,
     )
@@ -256,6 +279,12 @@ def main() -> None:
     parser.add_argument(
         "--stages", action="store_true", help="run each case again under cProfile: by stage"
     )
+    parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="send decoded requests straight to Engine.infer: no frontend (the case's "
+        "concurrency and batching apply, its protocol does not)",
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -269,10 +298,11 @@ def main() -> None:
         for case in args.cases:
             last = case == args.cases[-1]
             profile = args.profile if last else None
-            loop_us = asyncio.run(run_case(repository, case, args.requests, profile))
+            only = args.engine_only
+            loop_us = asyncio.run(run_case(repository, case, args.requests, profile, only))
             if args.stages:
                 profile = str(repository / "stages.prof")
-                asyncio.run(run_case(repository, case, args.requests, profile))
+                asyncio.run(run_case(repository, case, args.requests, profile, only))
                 print_stages(profile, loop_us)
 
 

@@ -78,7 +78,7 @@ class Engine:
         self.controls = controls
         # Spans of requests, when the server traces so; frontends start those they decode.
         self.tracing = tracing
-        self._observers = tuple(observers)
+        self._request_finished = tuple(observer.request_finished for observer in observers)
         self._tensor_observer = next((o for o in observers if isinstance(o, TensorObserver)), None)
         self._statistics = statistics
         self._table = ModelTable()
@@ -406,10 +406,9 @@ class Engine:
         tracing: RequestTracing | None,
     ) -> None:
         """Tell the observers (and the tracing) that `request` left the engine."""
-        for observer in self._observers:
-            observer.request_finished(
-                request.model_name, version, request.timestamps, success, rows, cancelled, failure
-            )
+        name, timestamps = request.model_name, request.timestamps
+        for request_finished in self._request_finished:
+            request_finished(name, version, timestamps, success, rows, cancelled, failure)
         if tracing is not None:
             tracing.finish(request, version, failure)
 

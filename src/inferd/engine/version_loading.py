@@ -147,11 +147,13 @@ class VersionLoader:
         if not observers and tracing is None:
             return None
 
+        batch_executed = tuple(observer.batch_executed for observer in observers)
+
         def report(
             rows: int, compute: Timestamps, instance: str, calls: Sequence[Pending], padding: int
         ) -> None:
-            for observer in observers:
-                observer.batch_executed(name, version, rows, compute, instance, padding)
+            for executed in batch_executed:
+                executed(name, version, rows, compute, instance, padding)
             if tracing is not None and tracing.active:
                 requests = [call.request for call in calls]
                 tracing.batch_executed(name, version, rows, compute, instance, requests)

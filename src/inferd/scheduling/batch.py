@@ -167,12 +167,13 @@ class BatchRunner(Generic[P]):
             split: Sequence[Answer] = outputs
         else:
             split = self._kind.split(batch, outputs)
-        for call, part in zip(calls, batch.requests, strict=True):
+        answers: list[Answer] = []
+        for call, part, answer in zip(calls, batch.requests, split, strict=True):
             call.rescheduled = part.rescheduled
-        return [
-            answer if isinstance(answer, InferdError) else self._finish(call, answer)
-            for call, answer in zip(calls, split, strict=True)
-        ]
+            answers.append(
+                answer if isinstance(answer, InferdError) else self._finish(call, answer)
+            )
+        return answers
 
     def _finish(self, call: P, outputs: dict[str, Array]) -> Answer:
         try:
@@ -281,7 +282,8 @@ def wanted_outputs(calls: Sequence[Pending], names: list[str]) -> list[str]:
         requested = call.request.outputs
         if requested is None:
             return names
-        wanted.update(output.name for output in requested)
+        for output in requested:
+            wanted.add(output.name)
     return [name for name in names if name in wanted]
 
 

@@ -107,6 +107,23 @@ def test_instances_share_one_session_and_compute(mlp_version: Path) -> None:
         instance.execute({"input": np.ones((2, 9), np.float32)}, ["output"], [])
 
 
+def test_a_feed_without_a_required_input_is_refused_before_the_graph_runs(
+    tmp_path: Path,
+) -> None:
+    # A CPU session's C++ run is called directly only when every required input is fed;
+    # otherwise ONNX Runtime's own check names what is missing (no kernel runs half a graph).
+    generate_models.simple_model(tmp_path / "1" / "model.onnx", TensorProto.INT32, width=16)
+    config = ModelConfig(name="simple")
+    backend = OnnxRuntimeBackend()
+    backend.complete_config(config, tmp_path / "1", 4)
+    instance = backend.load(config, tmp_path / "1").create_instance(Device(DeviceKind.CPU), "s")
+    data = np.arange(16, dtype=np.int32).reshape(1, 16)
+    both = instance.execute({"INPUT0": data, "INPUT1": data}, ["OUTPUT0", "OUTPUT1"], [])
+    assert both["OUTPUT0"].tolist() == (data * 2).tolist()
+    with pytest.raises(ValueError, match=r"Required inputs \(\['INPUT1'\]\) are missing"):
+        instance.execute({"INPUT0": data}, ["OUTPUT0"], [])
+
+
 def test_gpu_without_cuda_is_unavailable(mlp_version: Path) -> None:
     backend = OnnxRuntimeBackend()
     if backend.gpu_available():
