@@ -21,9 +21,10 @@ execution stretched by a preempted thread says nothing about the batch size.
   controller holds, and probes again after a hold that doubles each time a probe fails (up
   to `MAX_HOLD` windows), alternating directions, so it follows a load that changes.
 
-A violation never shortens that hold, and a step up that ends in one is a failed probe:
-near the target, where noise crosses it now and then, the controller would otherwise probe
-upwards every other window, and each probe costs the throughput that waiting loses.
+A violation never shortens that hold (it starts it again at its length), and a step up that
+ends in one is a failed probe: near the target, where noise crosses it now and then, the
+controller would otherwise probe upwards every other window, and each probe costs the
+throughput that waiting loses.
 
 Waiting pays when requests reach the batcher slower than a batch runs (a slow frontend such
 as gRPC, or a model whose cost per row falls steeply with batch size): fuller batches raise
