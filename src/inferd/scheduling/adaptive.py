@@ -13,8 +13,9 @@ execution stretched by a preempted thread says nothing about the batch size.
   closed-loop clients, gets worse with smaller batches), the cap is put back and the next
   shrink waits for a hold that doubles each time one fails.
 - **p99 within the target**: hill-climb on throughput, one delay step (1/20 of the ceiling)
-  at a time. A step is judged against the mean throughput of all the windows run at the
-  setting before it (one noisy window is no reference). A step that raised throughput by
+  at a time. A step is judged against the mean throughput of the windows run at the setting
+  before it, the last `MAX_HOLD` of them (one noisy window is no reference, nor are windows
+  from before the load changed). A step that raised throughput by
   more than `GAIN` is followed by another in the same direction (upward only while p99 stays
   under `HEADROOM` x target); a step that cost throughput is taken back; a downward step that
   changed nothing is kept (same throughput, lower latency). After a step is taken back the
@@ -36,6 +37,8 @@ to when its batch finished.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
@@ -62,10 +65,9 @@ class SloController:
         self._executions: list[int] = []
         self._window_start_ns = now_ns
         self._window_rows = 0
-        # Throughput of the windows run at the current setting (summed), and the mean of
-        # those run at the setting before the last change: what a step is judged against.
-        self._run_throughput = 0.0
-        self._run_windows = 0
+        # Throughput of the last windows run at the current setting, and the mean of those
+        # run at the setting before the last change: what a step is judged against.
+        self._run: deque[float] = deque(maxlen=MAX_HOLD)
         self._reference = 0.0
         self._move = 0  # the step the last window took: +1 up, -1 down, 0 none
         self._hold = 0  # windows to wait before the next probe
@@ -95,8 +97,7 @@ class SloController:
         batch_fits = execution * 2 <= self.target_ns
         room = p99 < self.target_ns * HEADROOM
         setting = (self.delay_ns, self.batch_cap)
-        self._run_throughput += throughput
-        self._run_windows += 1
+        self._run.append(throughput)
         self._judge_shrink(p99)
         if p99 > self.target_ns:
             # Smaller batches only help when the latency is mostly execution; when it is mostly
@@ -108,8 +109,8 @@ class SloController:
             if room and batch_fits:
                 self.batch_cap = min(self.batch_cap + self._cap_step, self.max_batch_size)
         if (self.delay_ns, self.batch_cap) != setting:
-            self._reference = self._run_throughput / self._run_windows
-            self._run_throughput, self._run_windows = 0.0, 0
+            self._reference = sum(self._run) / len(self._run)
+            self._run.clear()
 
     def _shed(self, batch_fits: bool, p99: float) -> None:
         if self._move > 0:  # the step up ended in a violation: a failed probe

@@ -197,3 +197,18 @@ def test_one_long_execution_in_a_window_does_not_shrink_the_cap() -> None:
         execution = 8 * MS if batch == 0 else MS // 2
         controller.record([12 * MS] * 10, 10, execution, MIN_WINDOW_NS)
     assert (controller.delay_ns, controller.batch_cap) == (0, 32)
+
+
+def test_a_step_is_judged_against_recent_windows_only() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    step = controller.max_delay_ns // 20
+    # No room to probe upwards (p99 at 90% of the target) while the load doubles.
+    for rows in [1000] * 200 + [2000] * 2 * MAX_HOLD:
+        clock.window(controller, 9 * MS, MS, rows)
+    assert controller.delay_ns == 0
+    # With room, a probe upwards that changes nothing (against the windows before the load
+    # doubled it would look like a gain) is taken back.
+    delays = clock.run(controller, 2 * MAX_HOLD, lambda delay: 2000, 2 * MS)
+    assert max(delays) == step
+    assert delays[-1] == 0
