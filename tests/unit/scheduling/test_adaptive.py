@@ -127,3 +127,88 @@ def test_a_window_needs_enough_requests_and_enough_time() -> None:
     assert brief.delay_ns == 0
     brief.record([MS], 1, MS, MIN_WINDOW_NS)
     assert brief.delay_ns > 0  # the first full window probes upward
+
+
+def _probes_near_the_target(controller: SloController, clock: Clock, p99_at_zero: list[int]) -> int:
+    """Windows at a delay above 0 while p99 at delay 0 cycles through `p99_at_zero` and any
+    wait halves the throughput and pushes p99 over the target (closed-loop clients the
+    server keeps up with)."""
+    above = 0
+    for window in range(400):
+        if controller.delay_ns:
+            clock.window(controller, 12 * MS, MS // 2, 500)
+            above += 1
+        else:
+            clock.window(controller, p99_at_zero[window % len(p99_at_zero)], MS // 2, 1000)
+    return above
+
+
+def test_violations_near_the_target_do_not_make_the_controller_probe_upwards_often() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    # At delay 0, p99 crosses the target every other window (noise), else has room.
+    above = _probes_near_the_target(controller, clock, [11 * MS, 3 * MS])
+    # Each failed probe doubles the hold, up to MAX_HOLD windows; a violation never resets it.
+    assert 0 < above < 400 // MAX_HOLD + 6
+
+
+def test_a_step_up_that_ends_in_a_violation_is_a_failed_probe() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    above = _probes_near_the_target(controller, clock, [3 * MS])
+    assert 0 < above < 400 // MAX_HOLD + 6
+
+
+def test_a_probe_with_nowhere_to_go_does_not_shorten_the_hold() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    step = controller.max_delay_ns // 20
+    above = 0
+    for window in range(400):
+        if controller.delay_ns:  # waiting costs throughput; p99 stays within the target
+            clock.window(controller, 9 * MS, MS // 2, 500)
+            above += 1
+        else:  # every other window without the room to probe upwards
+            clock.window(controller, (9 if window % 2 else 3) * MS, MS // 2, 1000)
+        assert controller.delay_ns <= step
+    assert 0 < above < 400 // MAX_HOLD + 6
+
+
+def test_a_step_is_judged_against_the_mean_of_the_windows_before_it() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    step = controller.max_delay_ns // 20
+    clock.window(controller, 2 * MS, MS, 1000)  # the first window probes upwards
+    assert controller.delay_ns == step
+    clock.window(controller, 2 * MS, MS, 1000)  # no gain: taken back, hold two windows
+    assert controller.delay_ns == 0
+    for rows in (1100, 900):  # noisy windows at delay 0, mean 1000; then the next probe
+        clock.window(controller, 2 * MS, MS, rows)
+    assert controller.delay_ns == step
+    # 960 beats the last window (900) by more than GAIN, but is below the mean (1000).
+    clock.window(controller, 2 * MS, MS, 960)
+    assert controller.delay_ns == 0
+
+
+def test_one_long_execution_in_a_window_does_not_shrink_the_cap() -> None:
+    controller = SloController(10 * MS, 0, 32, 0)
+    # A window over the target whose median batch runs briefly, one batch of ten preempted.
+    for batch in range(10):
+        execution = 8 * MS if batch == 0 else MS // 2
+        controller.record([12 * MS] * 10, 10, execution, MIN_WINDOW_NS)
+    assert (controller.delay_ns, controller.batch_cap) == (0, 32)
+
+
+def test_a_step_is_judged_against_recent_windows_only() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    step = controller.max_delay_ns // 20
+    # No room to probe upwards (p99 at 90% of the target) while the load doubles.
+    for rows in [1000] * 200 + [2000] * 2 * MAX_HOLD:
+        clock.window(controller, 9 * MS, MS, rows)
+    assert controller.delay_ns == 0
+    # With room, a probe upwards that changes nothing (against the windows before the load
+    # doubled it would look like a gain) is taken back.
+    delays = clock.run(controller, 2 * MAX_HOLD, lambda delay: 2000, 2 * MS)
+    assert max(delays) == step
+    assert delays[-1] == 0
