@@ -40,18 +40,11 @@ from typing import Any
 
 import numpy as np
 
+import hop_parts
+from hop_parts import OBJECT_STORE_BYTES, SIZES_KIB, timed
 from inferd.backends.base import BatchRequest
-from inferd.cluster.wire import (
-    PackedAnswer,
-    PackedBatch,
-    pack_answer,
-    pack_batch,
-    unpack_answer,
-    unpack_batch,
-)
+from inferd.cluster.wire import pack_batch, unpack_answer
 
-SIZES_KIB = (1, 64, 4096)
-OBJECT_STORE_BYTES = 80 * 1024 * 1024
 # Room for the largest batch: a compiled graph's channel that is too small is resized.
 CHANNEL_BYTES = 5 * 1024 * 1024
 # The issue's bound on recovery after a SIGKILL: a batch's future waits no longer.
@@ -60,29 +53,15 @@ FAULT_WAIT_S = 10.0
 RESTART_WAIT_S = 60.0
 
 
-class Echo:
+class Echo(hop_parts.Echo):
+    """The hop benchmark's bare actor, with what the fault part asks of it."""
+
     def pid(self) -> int:
         return os.getpid()
 
     def sleep_then_echo(self, value: str) -> str:
         time.sleep(0.5 if value == "slow" else 0.0)
         return value
-
-    def packed(self, batch: PackedBatch) -> PackedAnswer:
-        inputs, _, _ = unpack_batch(batch)
-        return pack_answer({"OUTPUT0": inputs["INPUT0"]}, 0, "incarnation")
-
-
-async def timed(call: Callable[[], Awaitable[object]], seconds: float) -> list[float]:
-    for _ in range(10):
-        await call()
-    samples = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 async def measure(sizes: list[int], seconds: float, rounds: int) -> None:

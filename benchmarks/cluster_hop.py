@@ -29,7 +29,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,18 +38,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from hop_parts import OBJECT_STORE_BYTES, SIZES_KIB, Echo, timed
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.cluster.host import HostSpec, InstanceHost
 from inferd.cluster.remote import Peers, RemoteInstance
 from inferd.cluster.telemetry import BatchCounters, ClusterTelemetry
 from inferd.cluster.wire import (
-    PackedAnswer,
-    PackedBatch,
-    pack_answer,
     pack_batch,
     unpack_answer,
-    unpack_batch,
 )
 from inferd.core.model_config import parse_pbtxt
 from inferd.instances.instance import ModelInstance
@@ -60,24 +56,6 @@ name: "identity" platform: "onnxruntime_onnx" max_batch_size: 8
 input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
 output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
 """
-SIZES_KIB = (1, 64, 4096)
-OBJECT_STORE_BYTES = 80 * 1024 * 1024
-
-
-class Echo:
-    """The bare actor: returns what it is given, in each of the forms below."""
-
-    def echo(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return inputs
-
-    def as_arrays(
-        self, inputs: dict[str, Any], output_names: list[str], requests: list[BatchRequest]
-    ) -> tuple[dict[str, Any], int, str]:
-        return {"OUTPUT0": inputs["INPUT0"]}, 0, "incarnation"
-
-    def packed(self, batch: PackedBatch) -> PackedAnswer:
-        inputs, _, _ = unpack_batch(batch)
-        return pack_answer({"OUTPUT0": inputs["INPUT0"]}, 0, "incarnation")
 
 
 def identity_model(folder: Path) -> Path:
@@ -93,18 +71,6 @@ def identity_model(folder: Path) -> Path:
     version.mkdir(parents=True)
     onnx.save(model, version / "model.onnx")
     return version
-
-
-async def timed(call: Callable[[], Awaitable[object]], seconds: float) -> list[float]:
-    for _ in range(10):
-        await call()
-    samples = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 async def measure(version: Path, sizes: list[int], seconds: float, rounds: int) -> None:
