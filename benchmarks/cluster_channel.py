@@ -28,7 +28,6 @@ Figures are printed, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -38,10 +37,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
 import hop_parts
-from hop_parts import OBJECT_STORE_BYTES, SIZES_KIB, timed
+from hop_parts import OBJECT_STORE_BYTES, sweep, sweep_arguments
 from inferd.backends.base import BatchRequest
 from inferd.cluster.wire import pack_batch, unpack_answer
 
@@ -86,15 +83,7 @@ async def measure(sizes: list[int], seconds: float, rounds: int) -> None:
 
         return {"actor call": call, "compiled graph": channel}
 
-    rows: dict[tuple[int, str], list[float]] = {}
-    for _ in range(rounds):
-        for kib in sizes:
-            for label, call in paths({"INPUT0": np.ones((1, kib * 256), np.float32)}).items():
-                rows.setdefault((kib, label), []).extend(await timed(call, seconds / rounds))
-    print(f"{'payload':>8}  {'path':<16} {'batches':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for (kib, label), samples in rows.items():
-        p50, p99 = np.percentile(samples, [50, 99]) * 1000
-        print(f"{kib:>5} KiB  {label:<16} {len(samples):>8} {p50:>8.3f} {p99:>8.3f}")
+    await sweep(paths, sizes, seconds, rounds)
     compiled.teardown()
 
 
@@ -186,10 +175,7 @@ def two_node_ray() -> Iterator[None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per point, all rounds")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES_KIB), help="KiB")
+    parser = sweep_arguments(__doc__)
     parser.add_argument("--part", choices=["latency", "fault"], default="latency")
     args = parser.parse_args()
     with two_node_ray():

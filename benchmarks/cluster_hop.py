@@ -24,7 +24,6 @@ Figures are printed, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -34,11 +33,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from hop_parts import OBJECT_STORE_BYTES, SIZES_KIB, Echo, timed
+from hop_parts import OBJECT_STORE_BYTES, Echo, sweep, sweep_arguments
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.backends.registry import BackendRegistry
 from inferd.cluster.host import HostSpec, InstanceHost
@@ -110,15 +108,7 @@ async def measure(version: Path, sizes: list[int], seconds: float, rounds: int) 
             "in-process": lambda: local.execute(inputs, names, requests),
         }
 
-    rows: dict[tuple[int, str], list[float]] = {}
-    for _ in range(rounds):
-        for kib in sizes:
-            for label, call in paths({"INPUT0": np.ones((1, kib * 256), np.float32)}).items():
-                rows.setdefault((kib, label), []).extend(await timed(call, seconds / rounds))
-    print(f"{'payload':>8}  {'path':<22} {'batches':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for (kib, label), samples in rows.items():
-        p50, p99 = np.percentile(samples, [50, 99]) * 1000
-        print(f"{kib:>5} KiB  {label:<22} {len(samples):>8} {p50:>8.3f} {p99:>8.3f}")
+    await sweep(paths, sizes, seconds, rounds)
     local.close()
     remote.close()
 
@@ -147,10 +137,7 @@ def local_ray(object_store_bytes: int = OBJECT_STORE_BYTES) -> Iterator[None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per point, all rounds")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES_KIB), help="KiB")
+    parser = sweep_arguments(__doc__)
     args = parser.parse_args()
     with local_ray(), tempfile.TemporaryDirectory() as folder:
         version = identity_model(Path(folder))
