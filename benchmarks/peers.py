@@ -44,6 +44,8 @@ from peer_clients import PERF_ANALYZER_TRANSPORTS, PLAIN, Sample, perf_analyzer,
 from peer_report import label, machine, plot, table
 
 PERF_ANALYZER_SERVERS = ("inferd", "triton", "mlserver")
+# perf_analyzer's words when a loaded machine, not the server, spoilt a cell: that cell only.
+TRANSIENT = ("stable measurement", "No valid requests recorded")
 
 
 def _arguments() -> argparse.Namespace:
@@ -111,7 +113,7 @@ def _measure(
                 sample = perf_analyzer(
                     server, transport, concurrency, args.window_ms, args.client_cpus
                 )
-            if isinstance(sample, str) and "stable" in sample:  # a loaded machine: this cell only
+            if isinstance(sample, str) and any(word in sample for word in TRANSIENT):
                 print(f"  {server.name} {transport} c={concurrency}: no stable figures: {sample}")
                 continue
             if isinstance(sample, str):  # perf_analyzer cannot drive it; the plain client can
