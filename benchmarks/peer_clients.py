@@ -1,9 +1,9 @@
 """The load generators of benchmarks/peers.py and the check of every server's answer.
 
-- Triton's `perf_analyzer` (C++) for the servers it can drive: HTTP binary, HTTP JSON, gRPC.
+- Triton's `perf_analyzer` (C++) for every V2 server (inferd, Triton, MLServer) over each of
+  HTTP binary, HTTP JSON and gRPC that the server takes (MLServer takes no binary tensors).
 - A plain-HTTP closed loop (one process per concurrent client, stdlib http.client, the V2 JSON
-  body) for every server, including those that do not speak V2 in full (Ray Serve) or that
-  perf_analyzer cannot drive (MLServer has no model-config endpoint).
+  body) for every server, including Ray Serve, which speaks no V2.
 """
 
 from __future__ import annotations

@@ -48,7 +48,11 @@ def best(samples: list[Sample]) -> tuple[Sample, float]:
     return top, 100 * (top.throughput - low) / top.throughput
 
 
-def table(rounds: dict[Cell, list[Sample]], limit: Limit) -> str:
+def table(
+    rounds: dict[Cell, list[Sample]], limit: Limit, unmeasured: dict[tuple[str, str], str]
+) -> str:
+    """The best round of each cell, then a row for each (server, transport) not measured, with
+    the reason."""
     lines = [
         f"{'server':<9} {'client / transport':<27} {'batch':<5} {'c':>3} {'inf/s':>8} "
         f"{'spread':>7} {'p50 ms':>8} {'p99 ms':>8} {'CPU':>5} {'inf/CPU-s':>9} "
@@ -66,6 +70,10 @@ def table(rounds: dict[Cell, list[Sample]], limit: Limit) -> str:
             f"{sample.p50_ms:8.2f} {sample.p99_ms:8.2f} {sample.server_cpu:5.2f} "
             f"{_per_cpu_second(sample)} {ratio:>11}"
         )
+    for (server, transport), why in sorted(
+        unmeasured.items(), key=lambda item: _order(Cell(*item[0], "off", 0))
+    ):
+        lines.append(f"{server:<9} {_client(transport):<27} not measured: {why}")
     lines.append(f"raw ONNX Runtime in-process (one thread, server's core): {limit}")
     lines.append(
         "inf/s: best round; spread: (best - worst) / best over rounds, (1) where one round gave "

@@ -18,6 +18,9 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2
+
 from common import ROOT, free_port
 
 PEERS = ROOT / "benchmarks" / "peers"
@@ -211,18 +214,33 @@ def mlserver(model: Path, batching: bool, cpus: str, device: str) -> AbstractCon
         "grpc_port": grpc,
         "metrics_port": metrics,
         "parallel_workers": 0,
+        # Its default (debug on) logs every request, which no other server here does.
+        "debug": False,
+    }
+    config = _triton_model_config()
+    tensors = {
+        kind: [{"name": kind, "datatype": "FP32", "shape": [-1, 256]}]
+        for kind in ("input", "output")
     }
     model_settings = {
         "name": "mlp",
         "implementation": "mlserver_runtime.OnnxMLP",
-        "parameters": {"uri": str(model), "extra": {"device": device}},
+        # The metadata (inputs, outputs) and Triton-form config perf_analyzer reads first.
+        "inputs": tensors["input"],
+        "outputs": tensors["output"],
+        "parameters": {
+            "uri": str(model),
+            "extra": {"device": device, "triton_config": _as_json(config.config)},
+        },
         "max_batch_size": MAX_BATCH if batching else 0,
         "max_batch_time": DELAY_US / 1e6 if batching else 0,
     }
     (folder / "settings.json").write_text(json.dumps(settings))
     (folder / "model-settings.json").write_text(json.dumps(model_settings))
-    python = peer_python("mlserver", device)
-    command = [str(python.parent / "mlserver"), "start", str(folder)]
+    command = [
+        str(peer_python("mlserver", device)), str(PEERS / "mlserver_server.py"), str(folder),
+        config.SerializeToString().hex(),
+    ]  # fmt: skip
     return started("mlserver", command, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", cpus, folder)
 
 
@@ -234,6 +252,27 @@ def rayserve(model: Path, batching: bool, cpus: str, device: str) -> AbstractCon
         "--delay-us", str(DELAY_US), "--device", device,
     ]  # fmt: skip
     return started("rayserve", command, f"127.0.0.1:{port}", None, cpus)
+
+
+def _triton_model_config() -> service_pb2.ModelConfigResponse:
+    """The example MLP's config in Triton's form, which perf_analyzer reads before it sends
+    load: batch-1 rows of 256 in, 256 out. max_batch_size says the leading dimension is the
+    batch (as in inferd's and Triton's configs); it is the same with MLServer's batching off."""
+    config = model_config_pb2.ModelConfig(name="mlp", max_batch_size=MAX_BATCH)
+    for tensors, name in ((config.input, "input"), (config.output, "output")):
+        tensors.add(name=name, data_type=model_config_pb2.TYPE_FP32, dims=[256])
+    return service_pb2.ModelConfigResponse(config=config)
+
+
+def _as_json(config: model_config_pb2.ModelConfig) -> dict[str, object]:
+    """Triton's JSON form of a model config (field names as in config.pbtxt, numbers as numbers)."""
+    return json.loads(
+        json_format.MessageToJson(config, preserving_proto_field_name=True),
+        object_hook=lambda fields: {
+            key: [int(dim) for dim in value] if key == "dims" else value
+            for key, value in fields.items()
+        },
+    )
 
 
 LAUNCHERS = {"inferd": inferd, "triton": triton, "mlserver": mlserver, "rayserve": rayserve}
