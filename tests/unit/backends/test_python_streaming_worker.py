@@ -1,5 +1,6 @@
 """A decoupled model's worker process, seen from the server (`StreamingWorker`): the steps of
-one iterative request share one key, and nothing of the request stays once it ended."""
+one iterative request share one key, and nothing of the request stays once it ended, also
+when its client went away before its batch reached the worker."""
 
 from __future__ import annotations
 
@@ -27,13 +28,38 @@ class InferdModel:
 """
 
 
-def test_an_iterative_requests_steps_share_one_stream_that_ends_with_it(tmp_path: Path) -> None:
+# Logs whether it saw its request cancelled within 10 s (else it holds the instance so long).
+WAITS_FOR_CANCEL = """
+import time
+
+class InferdModel:
+    def initialize(self, context):
+        self.marker = context.parameters["marker"]
+
+    def execute(self, batch):
+        sender = batch.requests[0].sender
+        deadline = time.monotonic() + 10
+        while not sender.is_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(self.marker, "w") as marker:
+            marker.write(f"cancelled={sender.is_cancelled()}")
+"""
+
+
+def isolated(tmp_path: Path, code: str, parameters: dict[str, str]) -> IsolatedInstance:
+    """An instance of the decoupled model `code` in a worker process."""
     model_file = tmp_path / "1" / "model.py"
     model_file.parent.mkdir()
-    model_file.write_text(MODEL)
-    context = ModelContext("m", 1, tmp_path, model_file.parent, {}, {}, "m_0", "cpu", "cpu", 0)
+    model_file.write_text(code)
+    context = ModelContext(
+        "m", 1, tmp_path, model_file.parent, {}, parameters, "m_0", "cpu", "cpu", 0
+    )
     setup = WorkerSetup(model_file, "streaming_worker_m", context, {"OUT": "FP32"}, False, True)
-    instance = IsolatedInstance(setup, None, 1)
+    return IsolatedInstance(setup, None, 1)
+
+
+def test_an_iterative_requests_steps_share_one_stream_that_ends_with_it(tmp_path: Path) -> None:
+    instance = isolated(tmp_path, MODEL, {})
 
     async def steps(count: int) -> list[bool]:
         channel = ResponseChannel()
@@ -54,5 +80,30 @@ def test_an_iterative_requests_steps_share_one_stream_that_ends_with_it(tmp_path
         assert isinstance(worker, StreamingWorker)
         assert not worker._streams and not worker._by_channel
         assert next(worker._keys) == 1  # one key for the 20 steps
+    finally:
+        instance.close()
+
+
+def test_a_request_cancelled_before_its_batch_ran_is_cancelled_for_the_model(
+    tmp_path: Path,
+) -> None:
+    # Its client went away after the scheduler handed its batch to the instance: the
+    # channel's cancellation came before the worker knew the request.
+    marker = tmp_path / "seen"
+    instance = isolated(tmp_path, WAITS_FOR_CANCEL, {"marker": str(marker)})
+
+    async def cancelled_first() -> None:
+        channel = ResponseChannel()
+        channel.cancel()
+        request = BatchRequest(0, 1, responses=channel)
+        inputs = {"IN": np.array([0], np.int64)}
+        await asyncio.to_thread(instance.execute, inputs, ["OUT"], [request])
+
+    try:
+        asyncio.run(cancelled_first())
+        assert marker.read_text() == "cancelled=True"
+        worker = instance._worker
+        assert isinstance(worker, StreamingWorker)
+        assert not worker._streams and not worker._by_channel
     finally:
         instance.close()

@@ -7,8 +7,8 @@ time `custom_metrics.MetricUpdate`s (a model's metric changes), which the server
 
 A decoupled model's worker also sends `Streamed` responses at any time (before or after its
 batch's `BatchDone`; their tensors in its streams segment, `stream_memory.py`), and takes
-`CancelRequest` and `PauseStream` at any time; each request is named by a key the server gave
-it (`ExecuteBatch.streams`; the same key in each step of an iterative request).
+`CancelRequest`, `EndStream` and `PauseStream` at any time; each request is named by a key the
+server gave it (`ExecuteBatch.streams`; the same key in each step of an iterative request).
 Any other worker gets `CancelRequest`s only while its batch runs, naming a request by its
 index after `ExecuteBatch.first_key`; a late one (its batch finished) is ignored.
 """
@@ -99,6 +99,15 @@ class Streamed:
 @dataclass(frozen=True, slots=True)
 class CancelRequest:
     """The client of the request named `key` went away."""
+
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndStream:
+    """The server ended the stream of the decoupled request named `key` without the model's
+    final response (the scheduler failed it, e.g. an iterative request that idled out between
+    two steps): the model's further sends for it are dropped."""
 
     key: int
 

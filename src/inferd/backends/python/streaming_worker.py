@@ -12,6 +12,14 @@ into the channel. Only what was already on its way when the worker was told wait
 that exceed `OVERFLOW_LIMIT` bytes across the worker's requests, the reader stops reading the
 pipe until their readers take some. An iterative request keeps its key (and its queue) across
 its steps.
+
+A request's entry here (and its sink in the worker) goes when its stream ends: at the model's
+final response; at a failure of the batch it runs in (`run` raises; the worker ends the
+batch's sinks itself); when its client goes away (the channel's `on_cancel`: the worker is
+told, `CancelRequest`); and when the server ended the stream itself, say an iterative request
+that idled out between two steps: the channel has no hook for that, so each batch looks for
+such streams once it was sent, and the worker is told (`EndStream`). Nothing is told before
+the batch that names the request reached the worker, which would not know its key yet.
 """
 
 from __future__ import annotations
@@ -28,7 +36,13 @@ from dataclasses import dataclass, field
 
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.backends.python.isolated_worker import Worker, WorkerLost
-from inferd.backends.python.protocol import CancelRequest, PauseStream, Streamed, WorkerSetup
+from inferd.backends.python.protocol import (
+    CancelRequest,
+    EndStream,
+    PauseStream,
+    Streamed,
+    WorkerSetup,
+)
 from inferd.backends.python.stream_memory import StreamReader
 from inferd.core.calls import ModelCalls
 from inferd.core.errors import InferdError, Internal, Unavailable
@@ -50,6 +64,7 @@ class _Stream:
     channel: ResponseChannel
     waiting: deque[_Response] = field(default_factory=deque)  # beyond the channel's bound
     paused: bool = False  # the worker was told to hold its sends
+    sent: bool = False  # a batch naming it went to the worker: it can be told of its end
 
 
 class StreamingWorker(Worker):
@@ -94,7 +109,7 @@ class StreamingWorker(Worker):
         if stream is None:  # else a step of an iterative request that ran before
             stream = _Stream(next(self._keys), channel)
             self._streams[stream.key] = self._by_channel[channel] = stream
-            channel.on_cancel(functools.partial(self._cancel, stream))
+            channel.on_cancel(functools.partial(self._client_left, stream))
             channel.on_room(functools.partial(self._drain, stream))
         return stream
 
@@ -115,17 +130,38 @@ class StreamingWorker(Worker):
             ours.close()
         super().stop()
 
-    def _cancel(self, stream: _Stream) -> None:
+    def _client_left(self, stream: _Stream) -> None:
+        """Its client went away (on the event loop)."""
+        if stream.sent:  # else `_end_ended`, once its batch was sent
+            self._end(stream)
+
+    def _end_ended(self) -> None:
+        """Once a batch was sent (every stream here then was): end the streams that ended
+        without the model's final response, the server's doing or a cancellation before the
+        worker knew the request."""
+        for stream in list(self._streams.values()):
+            stream.sent = True  # before the look: else a cancellation now might go untold
+            if stream.channel.cancelled or stream.channel.closed:
+                self._end(stream)
+
+    def _end(self, stream: _Stream) -> None:
+        """Forget `stream`, and have the worker take no more of its sends."""
         with self._overflow:
             self._drop(stream)
         if self._forget(stream):
+            cancelled = stream.channel.cancelled
+            message = CancelRequest(stream.key) if cancelled else EndStream(stream.key)
             with contextlib.suppress(WorkerLost):  # its requests fail as it is replaced
-                self._send(CancelRequest(stream.key))
+                self._send(message)
 
     def _receive(
         self, timeout: float | None, requests: Sequence[BatchRequest] = (), first_key: int = 0
     ) -> object:
-        # A decoupled request's cancellation reaches the worker through its channel (`_cancel`).
+        # A decoupled request's cancellation reaches the worker through its channel
+        # (`_client_left`), not the base class's polling; once the batch was sent (this is
+        # called then), so do the ends no hook saw.
+        if requests:
+            self._end_ended()
         if self._reader is None:
             self._reader = threading.Thread(target=self._read, name="worker-reader", daemon=True)
             self._reader.start()

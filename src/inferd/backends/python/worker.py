@@ -177,8 +177,13 @@ def _serve_streams(
     outputs: Segment,
 ) -> None:
     """A decoupled model's loop: see `worker_streams.py`."""
-    while (message := reader.next_batch()) is not None:
-        pipe.send(_run(instance, message, inputs, outputs, reader.sinks(message)))
+    while (batch := reader.next_batch()) is not None:
+        message, sinks = batch
+        reply = _run(instance, message, inputs, outputs, sinks)
+        if isinstance(reply, Failed):  # the server ends their streams with the failure
+            for sink in sinks:
+                sink.end(cancelled=False)
+        pipe.send(reply)
 
 
 if __name__ == "__main__":

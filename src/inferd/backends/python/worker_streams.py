@@ -6,6 +6,11 @@ channel: its responses go to the server as `Streamed` messages (their tensors in
 memory, `stream_memory.py`), from whatever thread sends them and also after the batch's
 `BatchDone`. While the server holds more of a request's responses than its reader has taken
 (`PauseStream`), that request's sends wait here, and only its: the others' go on.
+
+A sink is kept (`BatchReader.open_sinks`) until its request ends: the model's final response,
+the server's `CancelRequest` (its client went away) or `EndStream` (the server failed it), or
+the failure of the batch it ran in. The reader thread makes a batch's sinks as it reads the
+batch, so a cancellation the server sends after the batch always finds its sink.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from multiprocessing.connection import Connection
 from inferd.backends.python.protocol import (
     CallAnswer,
     CancelRequest,
+    EndStream,
     ExecuteBatch,
     PauseStream,
     WireError,
@@ -59,8 +65,11 @@ class PipeSink:
     def cancelled(self) -> bool:
         return self._cancelled
 
-    def cancel(self) -> None:
-        self._cancelled = True
+    def end(self, cancelled: bool) -> None:
+        """Take no more sends: the request's client went away (`cancelled`), or the request
+        failed."""
+        self._cancelled = self._cancelled or cancelled
+        self._closed = True
         self._open.pop(self._key, None)
         self._going.set()  # a waiting send returns, dropped
 
@@ -81,8 +90,8 @@ class PipeSink:
             self._going.wait()
             if self._closed or self._cancelled:
                 return False
-            self._closed = final
-            if final:
+            if final:  # never reopens a sink that `end` closed meanwhile
+                self._closed = True
                 self._open.pop(self._key, None)
             wire_error = None if error is None else WireError.of(error)
             try:
@@ -100,7 +109,9 @@ class BatchReader:
         self._pipe = pipe
         self._writer = writer
         self.open_sinks: dict[int, PipeSink] = {}
-        self._batches: queue.SimpleQueue[ExecuteBatch | None] = queue.SimpleQueue()
+        self._batches: queue.SimpleQueue[tuple[ExecuteBatch, list[PipeSink]] | None] = (
+            queue.SimpleQueue()
+        )
         self.deliver: Callable[[CallAnswer], None] | None = None  # answers to the model's calls
         threading.Thread(target=self._read, name="server-reader", daemon=True).start()
 
@@ -108,10 +119,10 @@ class BatchReader:
         try:
             while True:
                 message = self._pipe.conn.recv()
-                if isinstance(message, CancelRequest):
+                if isinstance(message, CancelRequest | EndStream):
                     sink = self.open_sinks.get(message.key)
                     if sink is not None:
-                        sink.cancel()
+                        sink.end(cancelled=isinstance(message, CancelRequest))
                 elif isinstance(message, PauseStream):
                     sink = self.open_sinks.get(message.key)
                     if sink is not None:
@@ -120,7 +131,7 @@ class BatchReader:
                     if self.deliver is not None:
                         self.deliver(message)
                 else:
-                    self._batches.put(message)
+                    self._batches.put((message, self._sinks(message)))
         except (EOFError, OSError):
             pass
         finally:
@@ -129,11 +140,12 @@ class BatchReader:
                 sink.pause(False)  # nor would one waiting for its reader
             self._batches.put(None)
 
-    def next_batch(self) -> ExecuteBatch | None:
-        """The next batch to run, or None once the server closed the pipe."""
+    def next_batch(self) -> tuple[ExecuteBatch, list[PipeSink]] | None:
+        """The next batch to run with its requests' sinks, or None once the server closed the
+        pipe."""
         return self._batches.get()
 
-    def sinks(self, message: ExecuteBatch) -> list[PipeSink]:
+    def _sinks(self, message: ExecuteBatch) -> list[PipeSink]:
         """The batch's requests' sinks: an iterative request's next step sends on the sink of
         its earlier steps (the same key)."""
         sinks = []

@@ -1,0 +1,261 @@
+"""Every way a decoupled request's stream ends on the server's side also ends it for the model,
+in the server's process and in a worker process: the model's sender drops what it sends from
+then on, so nothing of the request stays behind (in a worker process: its entry in the
+server's `StreamingWorker` and its sink in the worker go with it). The endings: the model's
+final response, a failing `execute`, the client's cancellation, and an iterative request that
+the server fails because it idled out between two steps; and in a worker process, the death
+of the worker, which ends every stream it had open with an error instead of leaving its
+client waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tests.integration.model_files import write
+from tests.integration.server import RunningServer, running_server
+from tests.integration.test_decoupled import ISOLATIONS, Stream
+
+# Each request gets a prober: a thread that sends on the request's sender until a send is
+# dropped, and logs whether that happened (the request ended for the model too) before its
+# deadline. PROBED holds what the models share: `execute` decides how the request ends.
+PROBED = """
+import threading
+import time
+import numpy as np
+
+class Probed:
+    def initialize(self, context):
+        self.marker = context.parameters["marker"]
+        self.lock = threading.Lock()
+        self.probed = set()
+
+    def log(self, line):
+        with self.lock, open(self.marker, "a") as marker:
+            marker.write(line + "\\n")
+
+    def probe(self, request):
+        if request.id in self.probed:  # the later steps of an iterative request
+            return
+        self.probed.add(request.id)
+        threading.Thread(target=self.send_until_dropped, args=(request.id, request.sender)).start()
+        self.log(f"start {request.id}")
+
+    def send_until_dropped(self, request_id, sender):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not sender.send({"OUT": np.array([7], np.int32)}):
+                self.log(f"{request_id} dropped")
+                return
+            time.sleep(0.02)
+        self.log(f"{request_id} still open")
+"""
+
+# IN = 0: the final response; 1: `execute` fails; 2: no final response (the stream stays
+# open until its client cancels it); 3: the process dies.
+ENDINGS = (
+    PROBED
+    + """
+import os
+import signal
+
+class InferdModel(Probed):
+    def execute(self, batch):
+        for request in batch.requests:
+            self.probe(request)
+            ending = int(request.inputs["IN"][0])
+            if ending == 0:
+                request.sender.send({"OUT": np.array([0], np.int32)}, final=True)
+            elif ending == 1:
+                raise RuntimeError("failing on purpose")
+            elif ending == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+"""
+)
+
+# Iterative, one step at a time at least 200 ms long: IN = 0 finishes at its first step, any
+# other value never does. A request's steps batch only with requests of its shape, so a
+# request whose next step waits behind another shape's idles out (1 ms).
+IDLING = (
+    PROBED
+    + """
+class InferdModel(Probed):
+    def execute(self, batch):
+        time.sleep(0.2)
+        for request in batch.requests:
+            self.probe(request)
+            if request.inputs["IN"].any():
+                request.reschedule()
+            else:
+                request.sender.close()
+"""
+)
+
+CONFIG = """
+name: "{name}"
+backend: "python"
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "IN", data_type: TYPE_INT32, dims: [ -1 ] }} ]
+output [ {{ name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+parameters [
+  {{ key: "isolation", value: {{ string_value: "{isolation}" }} }},
+  {{ key: "marker", value: {{ string_value: "{marker}" }} }}
+]
+{scheduling}
+"""
+
+ONE_INSTANCE = """
+max_batch_size: 0
+instance_group [ { count: 1, kind: KIND_CPU } ]
+"""
+
+ITERATIVE = """
+max_batch_size: 2
+sequence_batching { iterative_sequence: true  max_sequence_idle_microseconds: 1000 }
+instance_group [ { count: 1, kind: KIND_CPU } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("stream_endings")
+    for isolation in ISOLATIONS:
+        for base, code, scheduling in (
+            ("endings", ENDINGS, ONE_INSTANCE),
+            ("idling", IDLING, ITERATIVE),
+        ):
+            name = f"{base}_{isolation}"
+            marker = root / f"{name}.seen"
+            config = CONFIG.format(
+                name=name, isolation=isolation, marker=marker, scheduling=scheduling
+            )
+            write(root, name, code, config)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[RunningServer]:
+    with running_server(repository) as running:
+        yield running
+
+
+def logged(marker: Path, start: str) -> str:
+    """The first line the model logged that begins with `start`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines = marker.read_text().splitlines() if marker.exists() else []
+        found = [line for line in lines if line.startswith(start)]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"{marker} never got a line that begins with {start!r}")
+
+
+def probed(marker: Path, request_id: str) -> str:
+    """What the request's prober logged: '<id> dropped' or '<id> still open'."""
+    return logged(marker, f"{request_id} ")
+
+
+def send_row(stream: Stream, model: str, row: list[int], request_id: str) -> None:
+    """A request of one row (batch size 1), for the batching iterative model."""
+    data = np.array([row], np.int32)
+    tensor = grpcclient.InferInput("IN", list(data.shape), "INT32")
+    tensor.set_data_from_numpy(data)
+    stream.client.async_stream_infer(
+        model, [tensor], request_id=request_id, enable_empty_final_response=True
+    )
+
+
+def ended(stream: Stream, request_id: str) -> str:
+    """How the request's stream ended for its client: 'final', or the error's message."""
+    while True:
+        result, error = stream.results.get(timeout=60)
+        if error is not None:
+            return str(error.message())
+        response = result.get_response()
+        if response.id == request_id and response.parameters["triton_final_response"].bool_param:
+            return "final"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize(
+    ("ending", "request_id", "seen"),
+    [(0, "final", "final"), (1, "failed", "failing on purpose")],
+)
+def test_a_stream_that_ended_drops_what_the_model_still_sends(
+    server: RunningServer,
+    repository: Path,
+    isolation: str,
+    ending: int,
+    request_id: str,
+    seen: str,
+) -> None:
+    model = f"endings_{isolation}"
+    stream = Stream(server)
+    try:
+        stream.send(model, [ending], request_id)
+        assert seen in ended(stream, request_id)
+    finally:
+        stream.close()
+    assert probed(repository / f"{model}.seen", request_id) == f"{request_id} dropped"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_cancelled_stream_drops_what_the_model_still_sends(
+    server: RunningServer, repository: Path, isolation: str
+) -> None:
+    model = f"endings_{isolation}"
+    marker = repository / f"{model}.seen"
+    stream = Stream(server)
+    stream.send(model, [2], "cancelled")
+    logged(marker, "start cancelled")
+    _, error = stream.results.get(timeout=60)  # a probe's response: the stream is open
+    assert error is None
+    stream.close(cancel=True)
+    assert probed(marker, "cancelled") == "cancelled dropped"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_an_iterative_request_that_idled_out_drops_what_the_model_still_sends(
+    server: RunningServer, repository: Path, isolation: str
+) -> None:
+    model = f"idling_{isolation}"
+    marker = repository / f"{model}.seen"
+    idling, other = Stream(server), Stream(server)
+    try:
+        send_row(idling, model, [1], "idling")
+        logged(marker, "start idling")
+        # Of another shape: its step runs alone, between two of `idling`'s steps.
+        send_row(other, model, [0, 0], "other")
+        assert ended(other, "other") == "final"
+        assert "idled out between two steps" in ended(idling, "idling")
+        # The server looks for streams it ended once it sends its worker another batch.
+        send_row(other, model, [0], "next")
+        assert ended(other, "next") == "final"
+    finally:
+        idling.close()
+        other.close()
+    assert probed(marker, "idling") == "idling dropped"
+
+
+def test_a_worker_that_dies_ends_every_stream_it_had_open(
+    server: RunningServer, repository: Path
+) -> None:
+    model = "endings_process"
+    held, dying = Stream(server), Stream(server)
+    try:
+        held.send(model, [2], "held")
+        logged(repository / f"{model}.seen", "start held")
+        dying.send(model, [3], "dying")
+        assert ended(dying, "dying") != "final"  # its batch failed, or its stream
+        assert "stopped before answering" in ended(held, "held")
+        dying.send(model, [0], "after")  # in a new worker
+        assert ended(dying, "after") == "final"
+    finally:
+        held.close()
+        dying.close()
