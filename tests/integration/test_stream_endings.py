@@ -2,15 +2,17 @@
 in the server's process and in a worker process: the model's sender drops what it sends from
 then on, so nothing of the request stays behind (in a worker process: its entry in the
 server's `StreamingWorker` and its sink in the worker go with it). The endings: the model's
-final response, a failing `execute`, the client's cancellation, and an iterative request that
-the server fails because it idled out between two steps; and in a worker process, the death
-of the worker, which ends every stream it had open with an error instead of leaving its
-client waiting."""
+final response, a failing `execute`, the client's cancellation (a gRPC stream cancelled, an
+SSE client that disconnects), and an iterative request that the server fails because it
+idled out between two steps; and in a worker process, the death of the worker, which ends
+every stream it had open with an error instead of leaving its client waiting."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -205,19 +207,43 @@ def test_a_stream_that_ended_drops_what_the_model_still_sends(
     assert probed(repository / f"{model}.seen", request_id) == f"{request_id} dropped"
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_a_cancelled_stream_drops_what_the_model_still_sends(
-    server: RunningServer, repository: Path, isolation: str
-) -> None:
-    model = f"endings_{isolation}"
-    marker = repository / f"{model}.seen"
+def cancel_grpc(server: RunningServer, model: str, marker: Path, request_id: str) -> None:
+    """A gRPC stream cancelled (tritonclient's `stop_stream(cancel_requests=True)`) once its
+    request answered."""
     stream = Stream(server)
-    stream.send(model, [2], "cancelled")
-    logged(marker, "start cancelled")
+    stream.send(model, [2], request_id)
+    logged(marker, f"start {request_id}")
     _, error = stream.results.get(timeout=60)  # a probe's response: the stream is open
     assert error is None
     stream.close(cancel=True)
-    assert probed(marker, "cancelled") == "cancelled dropped"
+
+
+def cancel_sse(server: RunningServer, model: str, marker: Path, request_id: str) -> None:
+    """A `generate_stream` whose client disconnects after the first event."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    body = json.dumps({"IN": [2], "id": request_id})
+    connection.request("POST", f"/v2/models/{model}/generate_stream", body=body.encode())
+    response = connection.getresponse()
+    assert response.status == 200
+    while not response.readline().startswith(b"data: "):
+        pass
+    response.close()
+    connection.close()
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize("cancel", [cancel_grpc, cancel_sse], ids=["grpc", "sse"])
+def test_a_cancelled_stream_drops_what_the_model_still_sends(
+    server: RunningServer,
+    repository: Path,
+    isolation: str,
+    cancel: Callable[[RunningServer, str, Path, str], None],
+) -> None:
+    model = f"endings_{isolation}"
+    marker = repository / f"{model}.seen"
+    request_id = f"cancelled-{cancel.__name__}"
+    cancel(server, model, marker, request_id)
+    assert probed(marker, request_id) == f"{request_id} dropped"
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
