@@ -1,6 +1,7 @@
 """A decoupled model's worker process, seen from the server (`StreamingWorker`): the steps of
 one iterative request share one key, and nothing of the request stays once it ended, also
-when its client went away before its batch reached the worker."""
+when its client went away before its batch reached the worker, or when the server ended its
+stream itself."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from inferd.backends.python.api import ModelContext
 from inferd.backends.python.isolated import IsolatedInstance
 from inferd.backends.python.protocol import WorkerSetup
 from inferd.backends.python.streaming_worker import StreamingWorker
+from inferd.core.errors import Unavailable
 from inferd.core.responses import ResponseChannel
 
 # One response per execution; the final one when IN is 1.
@@ -104,6 +106,30 @@ def test_a_request_cancelled_before_its_batch_ran_is_cancelled_for_the_model(
         assert marker.read_text() == "cancelled=True"
         worker = instance._worker
         assert isinstance(worker, StreamingWorker)
+        assert not worker._streams and not worker._by_channel
+    finally:
+        instance.close()
+
+
+def test_a_stream_the_server_ended_is_forgotten_by_the_next_batch(tmp_path: Path) -> None:
+    instance = isolated(tmp_path, MODEL, {})
+
+    async def ended_by_the_server() -> StreamingWorker:
+        channel = ResponseChannel()
+        request = BatchRequest(0, 1, responses=channel)
+        inputs = {"IN": np.array([0], np.int64)}  # not the last step: no final response
+        await asyncio.to_thread(instance.execute, inputs, ["OUT"], [request])
+        # As the engine's failure of the request (an iterative one that idled out) does.
+        channel.send(error=Unavailable("idled out"))
+        worker = instance._worker
+        assert isinstance(worker, StreamingWorker)
+        assert len(worker._streams) == 1
+        last = BatchRequest(0, 1, responses=ResponseChannel())
+        await asyncio.to_thread(instance.execute, {"IN": np.array([1], np.int64)}, ["OUT"], [last])
+        return worker
+
+    try:
+        worker = asyncio.run(ended_by_the_server())
         assert not worker._streams and not worker._by_channel
     finally:
         instance.close()
