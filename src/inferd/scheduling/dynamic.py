@@ -13,8 +13,9 @@ for it there (a model's call to another model: `lease.py`). A batch whose instan
 for rate limiter resources keeps growing meanwhile (`_grow`).
 
 With batching off and every instance running its batches one after another on its own
-thread (`Stages`, the in-process instances), there are no workers: the instances' own
-completions move the requests from the queue to the instances (`relay.py`).
+thread (`Stages`: the in-process instances, not rate-limited or remote ones), there are no
+workers: the instances' own completions move the requests from the queue to the instances,
+and an idle one is lent from there (`relay.py`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
