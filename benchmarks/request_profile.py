@@ -46,7 +46,7 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
             r"encode_|raw_bytes|raw_contents|serialize_|json_data|_respond"
             r"|http/binary_answers\.py|grpc/unary_headers\.py",
         ),
-        ("hand-offs (loop <-> instance thread)", r"instances/instance\.py|_deliver_"),
+        ("hand-offs (loop <-> instance thread)", r"instances/instance\.py"),
         ("queueing and batching", r"inferd/scheduling/"),
         ("engine (routing to a model)", r"inferd/engine/"),
         ("frontend (routing, headers)", r"inferd/frontends/"),

@@ -232,13 +232,6 @@ class OnnxInstance:
         self._session = session
         graph_inputs = session.get_inputs()  # those without a default (initializers are not)
         self._string_inputs = {i.name for i in graph_inputs if i.type == "tensor(string)"}
-        self._required = frozenset(i.name for i in graph_inputs)
-        # ONNX Runtime's Python `run` checks on every call what always holds for a CPU session
-        # fed every required input: no graph capture, no other provider to fall back to, no
-        # input missing. There the session's C++ `run` is called directly: about 1 µs less per
-        # batch, with the GIL held, on the instance's thread. (Looked up per call: a fallback
-        # replaces the session's C++ part.)
-        self._direct = session.get_providers() == ["CPUExecutionProvider"]
         self._errors = _ort().capi.onnxruntime_pybind11_state
 
     def execute(
@@ -250,16 +243,9 @@ class OnnxInstance:
         feed = dict(inputs)
         for name in self._string_inputs.intersection(feed):
             feed[name] = _as_str_array(feed[name], name)
-        errors, session = self._errors, self._session
         try:
-            if self._direct and self._required.issubset(feed):
-                try:
-                    results = session._sess.run(list(output_names), feed, None)
-                except errors.EPFail:  # the Python `run` retries on its fallback providers
-                    results = session.run(list(output_names), feed)
-            else:
-                results = session.run(list(output_names), feed)
-        except errors.InvalidArgument as exc:
+            results = self._session.run(list(output_names), feed)
+        except self._errors.InvalidArgument as exc:
             # Shapes the config allows (-1 dims) that the graph itself rejects: the client's fault.
             raise InvalidArgument(f"ONNX Runtime rejected the inputs: {exc}") from exc
         return dict(zip(output_names, results, strict=True))

@@ -6,9 +6,9 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device
 from inferd.core.errors import Cancelled, InferdError, ModelExecutionError
@@ -24,6 +24,12 @@ class ExecutionResult:
     compute_start_ns: int
     compute_end_ns: int
     ready_ns: int = 0
+
+
+# How a batch handed to an instance ended: its result, or what it raised.
+Outcome = ExecutionResult | BaseException
+C = TypeVar("C")
+Done = Callable[[C, Outcome], None]  # called on the event loop with its context and the outcome
 
 
 class Instance(Protocol):
@@ -74,6 +80,17 @@ class Stages(Instance, Protocol):
     def waiting(self) -> int:
         """Batches handed over that have not started yet."""
 
+    def hand(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+        done: Done[C],
+        context: C,
+    ) -> None:
+        """`execute` without awaiting it: `done(context, outcome)` is called on the event loop
+        (one loop callback) once the batch ended, or was not run (`Cancelled`)."""
+
 
 class ModelInstance:
     """Runs batches for one instance of a model in its own thread, off the event loop.
@@ -101,10 +118,20 @@ class ModelInstance:
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ExecutionResult] = loop.create_future()
-        self._jobs.put(_Job(loop, future, inputs, output_names, requests))
+        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
+        self.hand(inputs, output_names, requests, _settle, future)
         return await future
+
+    def hand(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+        done: Done[C],
+        context: C,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._jobs.put(_Job(loop, done, context, inputs, output_names, requests))
 
     def execute_here(
         self,
@@ -129,16 +156,16 @@ class ModelInstance:
                 return
             if ready and job.requests and all(request.cancelled for request in job.requests):
                 error = Cancelled("the request was cancelled before it started")
-                job.loop.call_soon_threadsafe(_deliver_exception, job.future, error)
+                job.loop.call_soon_threadsafe(job.done, job.context, error)
                 continue
             try:
                 result = self._run(job.inputs, job.output_names, job.requests)
-            except BaseException as exc:  # delivered to the awaiting coroutine, which reports it
+            except BaseException as exc:  # delivered to the loop, which reports it
                 ready = time.monotonic_ns()
-                job.loop.call_soon_threadsafe(_deliver_exception, job.future, exc)
+                job.loop.call_soon_threadsafe(job.done, job.context, exc)
             else:
                 result.ready_ns, ready = ready, result.compute_end_ns
-                job.loop.call_soon_threadsafe(_deliver_result, job.future, result)
+                job.loop.call_soon_threadsafe(job.done, job.context, result)
 
     def _run(
         self,
@@ -176,17 +203,17 @@ def run_batch(
 @dataclass(slots=True)
 class _Job:
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[ExecutionResult]
+    done: Done[Any]
+    context: Any
     inputs: Mapping[str, Array]
     output_names: Sequence[str]
     requests: Sequence[BatchRequest]
 
 
-def _deliver_result(future: asyncio.Future[ExecutionResult], result: ExecutionResult) -> None:
-    if not future.done():  # the awaiting request may have been cancelled meanwhile
-        future.set_result(result)
-
-
-def _deliver_exception(future: asyncio.Future[ExecutionResult], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _settle(future: asyncio.Future[ExecutionResult], outcome: Outcome) -> None:
+    if future.done():  # the awaiting request may have been cancelled meanwhile
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -28,7 +28,7 @@ import numpy as np
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.core.errors import InferdError, InstanceLost, Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
-from inferd.instances.instance import ExecutionResult, Instance, RunsHere
+from inferd.instances.instance import ExecutionResult, Instance, Outcome, RunsHere, Stages
 from inferd.scheduling.adaptive import SloController
 
 # rows of its requests, compute marks of the batch, the instance's name, its requests
@@ -124,9 +124,6 @@ class BatchRunner(Generic[P]):
             result = await instance.execute(
                 kind.inputs(batch), kind.output_names(batch), batch.requests
             )
-            if result.ready_ns > compute.compute_start:  # it waited behind the batch before
-                compute.compute_start = result.ready_ns
-            answers = self._answers(batch, result.outputs)
         except InstanceLost:
             raise  # its scheduler ends what the instance held
         except InvalidArgument as exc:
@@ -137,7 +134,41 @@ class BatchRunner(Generic[P]):
             return functools.partial(_call_all, deliveries)
         except Exception as exc:
             return functools.partial(fail_all, batch.calls, batch_failure(exc))
-        return functools.partial(self._deliver, batch, answers, compute, result, instance.name)
+        return self._delivery(batch, compute, result, instance.name)
+
+    def hand(self, instance: Stages, call: P, then: Callable[[Deliver], None]) -> None:
+        """Hand one request's batch to `instance` without awaiting it: once it ended, `then`
+        gets what answers its caller, in the instance's one callback on the event loop."""
+        kind = self._kind
+        batch = Batch([call])
+        context = _Handed(batch, Timestamps(compute_start=time.monotonic_ns()), instance, then)
+        try:
+            inputs = kind.inputs(batch)
+        except Exception as exc:  # answered from the loop, as a failed execution is
+            asyncio.get_running_loop().call_soon(self._handed_back, context, exc)
+            return
+        instance.hand(inputs, kind.output_names(batch), batch.requests, self._handed_back, context)
+
+    def _handed_back(self, handed: _Handed[P], outcome: Outcome) -> None:
+        batch = handed.batch
+        if isinstance(outcome, ExecutionResult):
+            deliver = self._delivery(batch, handed.compute, outcome, handed.instance.name)
+        else:
+            error = outcome if isinstance(outcome, Exception) else Internal(repr(outcome))
+            deliver = functools.partial(fail_all, batch.calls, batch_failure(error))
+        handed.then(deliver)
+
+    def _delivery(
+        self, batch: Batch[P], compute: Timestamps, result: ExecutionResult, instance: str
+    ) -> Deliver:
+        """What answers the callers of a batch that ran: its outputs split, or its failure."""
+        if result.ready_ns > compute.compute_start:  # it waited behind the batch before
+            compute.compute_start = result.ready_ns
+        try:
+            answers = self._answers(batch, result.outputs)
+        except Exception as exc:
+            return functools.partial(fail_all, batch.calls, batch_failure(exc))
+        return functools.partial(self._deliver, batch, answers, compute, result, instance)
 
     def run_here(self, instance: RunsHere, call: P) -> tuple[Answer, Deliver]:
         """Execute one request's batch on the calling thread (its caller waits for it and was
@@ -205,6 +236,16 @@ class BatchRunner(Generic[P]):
             latencies = [end - (c.request.timestamps.received or c.enqueued_ns) for c in calls]
             execution = result.compute_end_ns - result.compute_start_ns
             self._slo.record(latencies, batch.filled, execution, end)
+
+
+@dataclass(slots=True, eq=False)
+class _Handed(Generic[P]):
+    """A batch handed to an instance (`BatchRunner.hand`), until its outcome is back."""
+
+    batch: Batch[P]
+    compute: Timestamps
+    instance: Stages
+    then: Callable[[Deliver], None]
 
 
 class Wakeup:

@@ -12,13 +12,10 @@ once on that instance in its own task (`idle.py`), or on the thread of a caller 
 for it there (a model's call to another model: `lease.py`). A batch whose instance must wait
 for rate limiter resources keeps growing meanwhile (`_grow`).
 
-With batching off, an instance that runs its batches one after another on its own thread
-(`Stages`) has a second worker on a spare slot (`idle.py`): while one request runs, the next
-in the queue is already handed to the instance and waits there, so the instance starts it as
-the first ends instead of waiting for the event loop to deliver the first and hand it the
-next (a thread hand-off each way fewer per request under load). The next request is only
-taken from the queue, in the queue's order, once the one before is on the instance;
-it counts as pending until it starts, and does not run if its caller has gone by then.
+With batching off and every instance running its batches one after another on its own
+thread (`Stages`: the in-process instances, not rate-limited or remote ones), there are no
+workers: the instances' own completions move the requests from the queue to the instances,
+and an idle one is lent from there (`relay.py`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
@@ -46,12 +43,13 @@ from inferd.scheduling.claim import Claim
 from inferd.scheduling.delay_hook import delay_gate
 from inferd.scheduling.dynamic_settings import BatchingSettings
 from inferd.scheduling.idle import IdleSlots, Slot
-from inferd.scheduling.lease import Lease
+from inferd.scheduling.lease import Lease, Lender
 from inferd.scheduling.ordering import ResponseOrder, Turn
 from inferd.scheduling.preferred import preferred_cut, preferred_growth
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.ragged import ragged_signature
 from inferd.scheduling.rate_limiter import Gate
+from inferd.scheduling.relay import Relay
 from inferd.scheduling.stacked import RaggedKind, StackedKind
 
 
@@ -114,7 +112,12 @@ class DynamicBatcher:
         self._batched = settings.max_batch_size > 0
         # Whether a waiting caller may run a request on its own thread (`lend_here`).
         self._here = all(isinstance(instance, RunsHere) for instance in self._instances)
-        self._staging: list[Stages] = []  # the instances with a spare slot
+        staging = [instance for instance in self._instances if isinstance(instance, Stages)]
+        self._relay = (
+            Relay(staging, self._runner, self._queue, self._batched)
+            if self._run_at_once and len(staging) == len(self._instances)
+            else None
+        )
 
     @property
     def slo(self) -> SloController | None:
@@ -122,18 +125,11 @@ class DynamicBatcher:
         return self._slo
 
     def start(self) -> None:
+        if self._relay is not None:
+            return  # the instances' completions take the requests from the queue
         slots = [
             Slot(instance) for instance in self._instances for _ in range(instance.pipeline_depth)
         ]
-        # Only where each request runs alone anyway: a batch handed over early would stop
-        # growing early.
-        if self._run_at_once:
-            self._staging = [slot.instance for slot in slots if isinstance(slot.instance, Stages)]
-            slots += [
-                Slot(slot.instance, main=slot)
-                for slot in slots
-                if isinstance(slot.instance, Stages)
-            ]
         self._workers = [
             asyncio.create_task(self._worker(slot), name=f"worker:{slot.instance.name}")
             for slot in slots
@@ -142,15 +138,16 @@ class DynamicBatcher:
     def pending(self) -> int:
         """Requests not yet executing: queued, in a batch waiting for resources, or handed to
         an instance behind the batch it runs (Triton's pending count)."""
+        if self._relay is not None:
+            return self._relay.pending()
         waiting = self._awaiting.values()
-        staged = sum(instance.waiting() for instance in self._staging)
-        return (
-            len(self._queue) + staged + sum(not q.future.done() for batch in waiting for q in batch)
-        )
+        return len(self._queue) + sum(not q.future.done() for batch in waiting for q in batch)
 
     async def submit(self, request: InferRequest) -> dict[str, Array]:
         if self._stopping:
             raise Unavailable(f"model '{request.model_name}' is being unloaded")
+        if self._relay is not None:
+            return await self._relay.submit(request)
         if (slot := self._lend()) is not None:
             return await self._run_now(slot, request)
         queued = self._enqueue(request)
@@ -168,11 +165,15 @@ class DynamicBatcher:
         """An idle instance for one request that its caller runs on its own thread (`Lease`),
         when `submit` would run that request at once and the instances can run elsewhere;
         None when it must take `submit`'s path."""
-        if not self._here or self._stopping or (slot := self._lend()) is None:
+        if not self._here or self._stopping:
+            return None
+        lender: Lender = self._relay or self._idle
+        slot = self._relay.lend() if self._relay is not None else self._lend()
+        if slot is None:
             return None
         instance = cast(RunsHere, slot.instance)  # `_here`: every instance is
         future = asyncio.get_running_loop().create_future()
-        return Lease(self._runner, self._idle, slot, instance, future, self._batched)
+        return Lease(self._runner, lender, slot, instance, future, self._batched)
 
     def _lend(self) -> Slot | None:
         """An idle instance for a request to run on at once, when nothing waits before it."""
@@ -222,6 +223,8 @@ class DynamicBatcher:
     async def stop(self) -> None:
         self._stopping = True
         self._wakeup.wake()
+        if self._relay is not None:
+            await self._relay.stop()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _worker(self, slot: Slot) -> None:
@@ -308,10 +311,9 @@ class DynamicBatcher:
         delay = slo.delay_ns if slo else settings.max_queue_delay_ns
         batch: list[Queued] = []
         rows = 0
-        owner = slot.owner  # a spare waits while its main slot is lent
         while True:
-            if owner.lent:
-                await self._idle.wait_back(owner)
+            if slot.lent:
+                await self._idle.wait_back(slot)
             if self._delay is not None:
                 if self._delay.holds(len(self._queue)) and not self._stopping:
                     await self._sleep(None, 1, None)

@@ -5,11 +5,6 @@ instance waits for work would only be handed to that instance's worker: a wake-u
 worker's task, a trip through the queue, and a second wake-up to answer the caller. Instead
 it borrows the idle instance and runs in its caller's task (`DynamicBatcher.submit`). The
 instance's worker takes nothing from the queue until its instance is back.
-
-An instance that runs its batches one after another on its own thread (`Stages`) has a
-spare slot besides: its worker hands the instance the next request while one runs (see
-`DynamicBatcher`). A spare is never lent, and its instance is lent only while the spare is
-idle too, so that a batch run on a caller's thread never overlaps one on the instance's.
 """
 
 from __future__ import annotations
@@ -20,25 +15,16 @@ from inferd.instances.instance import Instance
 
 
 class Slot:
-    """One place to run a batch: an instance, once per `pipeline_depth`, owned by a worker;
-    or the spare of such a slot (`main`), where the next batch waits on the instance."""
+    """One place to run a batch: an instance, once per `pipeline_depth`, owned by a worker
+    (or by `Relay`), that may be lent to one request."""
 
-    __slots__ = ("instance", "lent", "main", "returned", "spare")
+    __slots__ = ("instance", "lent", "returned")
 
-    def __init__(self, instance: Instance, main: Slot | None = None) -> None:
+    def __init__(self, instance: Instance) -> None:
         self.instance = instance
         self.lent = False
         # Its worker's wait for it, while lent: set when it comes back.
         self.returned: asyncio.Future[None] | None = None
-        self.main = main
-        self.spare: Slot | None = None
-        if main is not None:
-            main.spare = self
-
-    @property
-    def owner(self) -> Slot:
-        """The slot whose lending stops this one's worker: its main slot, or itself."""
-        return self.main or self
 
 
 class IdleSlots:
@@ -67,15 +53,12 @@ class IdleSlots:
             await slot.returned
 
     def lend(self) -> Slot | None:
-        """An idle slot for a request to run on now, or None when every slot is busy (a
-        spare, or a slot whose spare is not idle, counts as busy)."""
-        idle = self._idle
-        for slot in reversed(idle):
-            if slot.main is None and (slot.spare is None or slot.spare in idle):
-                del idle[slot]
-                slot.lent = True
-                return slot
-        return None
+        """An idle slot for a request to run on now, or None when every slot is busy."""
+        if not self._idle:
+            return None
+        slot, _ = self._idle.popitem()
+        slot.lent = True
+        return slot
 
     def give_back(self, slot: Slot) -> None:
         slot.lent = False

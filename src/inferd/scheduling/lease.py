@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import RunsHere
 from inferd.scheduling.batch import Answer, BatchRunner, Deliver, fail_undelivered
-from inferd.scheduling.idle import IdleSlots, Slot
+from inferd.scheduling.idle import Slot
 from inferd.scheduling.queue import Queued
+
+
+class Lender(Protocol):
+    """What lent the slot, and takes it back (`IdleSlots`, or `Relay`)."""
+
+    def give_back(self, slot: Slot) -> None: ...
 
 
 class Lease:
@@ -39,7 +46,7 @@ class Lease:
     def __init__(
         self,
         runner: BatchRunner[Queued],
-        idle: IdleSlots,
+        idle: Lender,
         slot: Slot,
         instance: RunsHere,
         future: asyncio.Future[dict[str, Array]],

@@ -110,8 +110,7 @@ def test_instances_share_one_session_and_compute(mlp_version: Path) -> None:
 def test_a_feed_without_a_required_input_is_refused_before_the_graph_runs(
     tmp_path: Path,
 ) -> None:
-    # A CPU session's C++ run is called directly only when every required input is fed;
-    # otherwise ONNX Runtime's own check names what is missing (no kernel runs half a graph).
+    # ONNX Runtime's own check names what is missing (no kernel runs half a graph).
     generate_models.simple_model(tmp_path / "1" / "model.onnx", TensorProto.INT32, width=16)
     config = ModelConfig(name="simple")
     backend = OnnxRuntimeBackend()

@@ -1,5 +1,6 @@
-"""With batching off, a request that finds an instance idle runs on it in its caller's task;
-the instance's worker waits for it to come back."""
+"""With batching off, on instances that do not stage (`Stages`: those have no workers, see
+test_relay.py), a request that finds an instance idle runs on it in its caller's task; the
+instance's worker waits for it to come back."""
 
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ def test_a_request_on_an_idle_instance_is_answered_from_its_own_task() -> None:
             assert task is not None
             delivered_by.append(task.get_name())
 
-        models = instances(Doubler())
-        scheduler = DynamicBatcher(models, settings(), ["y"], on_batch)
+        counted = Counted(instances(Doubler())[0])
+        scheduler = DynamicBatcher([counted], settings(), ["y"], on_batch)
         scheduler.start()
         try:
             await asyncio.sleep(0.01)  # the worker waits for work
@@ -71,7 +72,7 @@ def test_a_request_on_an_idle_instance_is_answered_from_its_own_task() -> None:
             np.testing.assert_array_equal(result["y"], np.full((1, 4), 2.0))
         finally:
             await scheduler.stop()
-            models[0].close()
+            counted.close()
         assert delivered_by == ["caller"]
 
     run(scenario)

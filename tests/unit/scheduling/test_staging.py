@@ -1,4 +1,4 @@
-"""With batching off, the next request waits on its instance while one runs (a spare slot):
+"""With batching off, the next request waits on its instance while one runs (`relay.py`):
 order, errors, one batch at a time per instance, cancellation while it waits, pending counts
 and compute marks."""
 
@@ -98,12 +98,15 @@ def sent(
 async def staging_behind_one(
     scheduler: DynamicBatcher, instance: ModelInstance, backend: Held, requests: list[InferRequest]
 ) -> list[asyncio.Task[dict[str, Array]]]:
-    """Submit `requests` (the first two held): the first runs on its caller's task, the rest
-    queue; once it is released, the second runs on the instance and the third waits there."""
+    """Submit `requests` (the first two held): the first runs on the instance, the second
+    waits there behind it and the rest queue; once the first ended, the second runs and the
+    third waits on the instance."""
     tasks = sent(scheduler, requests)
-    await asyncio.sleep(0.01)
-    backend.holds[0].set()
     await until(lambda: instance.waiting() == 1)
+    assert scheduler.pending() == len(requests) - 1  # one waits on the instance, the rest queue
+    backend.holds[0].set()
+    await until(lambda: backend.ran == [0] and scheduler.pending() == len(requests) - 2)
+    assert instance.waiting() == 1
     return tasks
 
 
@@ -170,8 +173,7 @@ def test_the_instance_is_not_lent_while_a_request_waits_or_runs_on_it() -> None:
             tasks = sent(scheduler, values(3))
             await asyncio.sleep(0.01)
             backend.holds[0].set()
-            # 1 runs and ends; 2, handed over behind it, now runs (held) on the instance
-            # while the main slot's worker is idle again.
+            # 1 runs and ends; 2, handed over behind it, now runs (held) on the instance.
             await until(lambda: tasks[1].done() and not scheduler.pending())
             assert scheduler.lend_here() is None
             later = sent(scheduler, [request(3)])
@@ -225,8 +227,7 @@ def test_nothing_is_handed_to_an_instance_lent_to_a_caller_thread() -> None:
     async def scenario() -> None:
         backend = Held(holds=[0])
         async with staged(backend) as (scheduler, _):
-            # 0 runs in its caller's task and 1 queues behind it; then 1 runs from the
-            # queue, after which the spare's worker is the one waiting for work.
+            # 0 runs on the instance and 1 waits there behind it; then both are done.
             first = sent(scheduler, values(2))
             await asyncio.sleep(0.01)
             backend.release()

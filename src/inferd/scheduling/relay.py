@@ -1,0 +1,158 @@
+"""Unbatched requests on instances that stage, driven by the instances' own completions.
+
+With batching off, every batch is one request. Where every instance runs its batches one after
+another on its own thread (`Stages`), no worker task stands between the queue and the
+instances: a request that finds the queue empty and an instance with room is handed to that
+instance by its caller's task; any other waits in the queue. Each instance holds at most two:
+one running and the next waiting on it, which starts as the first ends without a round trip
+through the event loop. When a request ends, the instance's thread makes one loop callback
+(`Relay._finished`) that reports the batch, answers the caller's future and hands that
+instance the next queued request. Under load a request so costs its caller's task and that
+one callback, as a bare server's does, where a worker task would add a wake-up, a task step and
+a future hand-off per request.
+
+A request handed over counts as pending until it starts or its caller goes away, and does not
+run if its caller has gone by then (`Stages`). A request in the queue stays there,
+withdrawable, until an instance has room; requests are handed over in the queue's order
+(without batching there are no priority levels, queue policies or `preserve_ordering`: those
+are `dynamic_batching`'s). An idle instance may be lent to a caller that runs a request on its
+own thread (`Lease`); nothing is handed to it until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
+
+from inferd.core.types import Array, InferRequest
+from inferd.instances.instance import Stages
+from inferd.scheduling.batch import BatchRunner, Deliver, fail_undelivered
+from inferd.scheduling.idle import Slot
+from inferd.scheduling.queue import PriorityQueue, Queued
+
+HELD = 2  # requests an instance holds at once: the one it runs and the next, waiting there
+
+
+class _Lane:
+    """One instance, the requests handed to it and not yet ended, and its lending slot."""
+
+    __slots__ = ("handed", "instance", "slot")
+
+    def __init__(self, instance: Stages) -> None:
+        self.instance = instance
+        self.handed: deque[Queued] = deque()  # in the order the instance runs them
+        self.slot = Slot(instance)
+
+    @property
+    def held(self) -> int:
+        return len(self.handed)
+
+    def waiting(self) -> int:
+        """Requests handed over that have not started, whose callers still wait."""
+        started = len(self.handed) - self.instance.waiting()
+        return sum(not call.future.done() for call in islice(self.handed, started, None))
+
+
+class Relay:
+    """Moves a model's unbatched requests from its queue to its instances (see the module)."""
+
+    def __init__(
+        self,
+        instances: Sequence[Stages],
+        runner: BatchRunner[Queued],
+        queue: PriorityQueue,
+        batched: bool,
+    ) -> None:
+        """`batched`: the model has a batch axis (a request's rows count along it)."""
+        self._lanes = [_Lane(instance) for instance in instances]
+        self._runner = runner
+        self._queue = queue
+        self._batched = batched
+        self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
+
+    def pending(self) -> int:
+        """Requests queued or handed to an instance behind the one it runs."""
+        return len(self._queue) + sum(lane.waiting() for lane in self._lanes)
+
+    async def submit(self, request: InferRequest) -> dict[str, Array]:
+        now = time.monotonic_ns()
+        request.timestamps.queued = now
+        rows = request.batch_size() if self._batched else 1
+        future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
+        # A request queues only while no instance has room, and an instance with room again
+        # takes from the queue at once (`_refill`): nothing queued ever waits for a free one.
+        lane = self._roomiest()
+        if lane is not None:
+            self._hand(lane, Queued(request, future, now, rows, queued=False))
+            return await future
+        queued = Queued(request, future, now, rows)
+        self._queue.push(queued)
+        try:
+            return await future
+        except asyncio.CancelledError:  # its client went away: it leaves the queue now
+            self._queue.withdraw(queued)
+            raise
+
+    def lend(self) -> Slot | None:
+        """An idle instance's slot for one request that its caller runs on its own thread
+        (none is idle while requests queue); None when there is none."""
+        for lane in self._lanes:
+            if not lane.held and not lane.slot.lent:
+                lane.slot.lent = True
+                return lane.slot
+        return None
+
+    def give_back(self, slot: Slot) -> None:
+        """A lent slot is back: its instance takes the next queued requests."""
+        slot.lent = False
+        lane = next(lane for lane in self._lanes if lane.slot is slot)
+        self._refill(lane)
+
+    async def stop(self) -> None:
+        """Once the queue is empty and every instance is back and done (new requests are
+        refused by then)."""
+        if not self._idle():
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def _roomiest(self) -> _Lane | None:
+        """The instance holding the fewest requests, if it has room and is not lent."""
+        best: _Lane | None = None
+        for lane in self._lanes:
+            if not lane.slot.lent and lane.held < HELD and (best is None or lane.held < best.held):
+                best = lane
+        return best
+
+    def _hand(self, lane: _Lane, call: Queued) -> None:
+        lane.handed.append(call)
+
+        def then(deliver: Deliver) -> None:
+            self._finished(lane, call, deliver)
+
+        self._runner.hand(lane.instance, call, then)
+
+    def _finished(self, lane: _Lane, call: Queued, deliver: Deliver) -> None:
+        lane.handed.remove(call)  # the first, but for a batch that never reached the instance
+        try:
+            deliver()
+        except Exception as exc:
+            fail_undelivered(lane.instance.name, [call], exc)
+        self._refill(lane)
+
+    def _refill(self, lane: _Lane) -> None:
+        """Hand `lane` queued requests while it has room."""
+        while lane.held < HELD:  # a lent instance holds nothing, and is back before this
+            call = self._queue.pop(time.monotonic_ns())
+            if call is None:
+                break
+            self._hand(lane, call)
+        drained = self._drained
+        if drained is not None and not drained.done() and self._idle():
+            drained.set_result(None)
+
+    def _idle(self) -> bool:
+        """Every instance done and back (so nothing is queued either)."""
+        return all(not lane.held and not lane.slot.lent for lane in self._lanes)
