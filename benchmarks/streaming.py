@@ -51,7 +51,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common import served  # noqa: E402
-from http2_stream import Http2Stream  # noqa: E402
+from http2_stream import Http2Calls  # noqa: E402
 
 MODEL = """\
 import numpy as np
@@ -262,10 +262,13 @@ def drive_grpc(url: str, model: str, plans: list[list[int]]) -> tuple[list[Track
     return list(tracked.values()), wall
 
 
-def drive_http2(url: str, model: str, plans: list[list[int]]) -> tuple[list[Tracked], float]:
+def drive_http2(
+    url: str, model: str, plans: list[list[int]], calls: int = 1
+) -> tuple[list[Tracked], float]:
     """As `drive_tritonclient`, with the leanest client: `ModelStreamInfer` spoken over a plain
-    socket (`Http2Stream`), as a client in a compiled language costs next to nothing per
-    token; every response of a read is stamped with the time of that read."""
+    socket (`Http2Calls`), as a client in a compiled language costs next to nothing per
+    token; every response of a read is stamped with the time of that read. With `calls` > 1,
+    stream s sends on call s % calls (all on one connection)."""
     from tritonclient.grpc import service_pb2 as pb
 
     batched = model != "one"
@@ -287,15 +290,16 @@ def drive_http2(url: str, model: str, plans: list[list[int]]) -> tuple[list[Trac
             raw_input_contents=[np.array([length], np.int32).tobytes()],
         ).SerializeToString()
 
-    with Http2Stream(url, "/inference.GRPCInferenceService/ModelStreamInfer") as call:
+    path = "/inference.GRPCInferenceService/ModelStreamInfer"
+    with Http2Calls(url, path, calls) as connection:
         start = time.perf_counter()
-        call.send([request(stream) for stream in range(len(plans))])
+        for stream in range(len(plans)):
+            connection.send(stream % calls, [request(stream)])
         unfinished = len(plans)
         while unfinished:
-            messages = call.receive()
+            messages = connection.receive()
             now = time.perf_counter()
-            more = []
-            for message in messages:
+            for _, message in messages:
                 response = parse(message)
                 if response.error_message:
                     raise RuntimeError(f"a request failed: {response.error_message}")
@@ -307,17 +311,17 @@ def drive_http2(url: str, model: str, plans: list[list[int]]) -> tuple[list[Trac
                 stream = int(request_id.split("-")[0])
                 cursor[stream] += 1
                 if cursor[stream] < len(plans[stream]):
-                    more.append(request(stream))
+                    connection.send(stream % calls, [request(stream)])
                 else:
                     unfinished -= 1
-            if more:
-                call.send(more)
         wall = time.perf_counter() - start
     return list(tracked.values()), wall
 
 
 CLIENTS = {
     "http2": drive_http2,
+    # One gRPC call per stream, as `--streams` clients of their own would open
+    "http2-calls": lambda url, model, plans: drive_http2(url, model, plans, len(plans)),
     "grpc": drive_grpc,
     "tritonclient": drive_tritonclient,
 }
@@ -397,7 +401,9 @@ def main() -> None:
         "--client",
         choices=list(CLIENTS),
         default="http2",
-        help="http2: gRPC spoken over a plain socket, next to no client CPU per token; grpc: "
+        help="http2: gRPC spoken over a plain socket, next to no client CPU per token, every "
+        "stream's requests on one call, as with the others; http2-calls: the same, one call "
+        "per stream (so the server writes the calls' responses side by side); grpc: "
         "grpc's own Python client with tritonclient's stubs; tritonclient: its stream "
         "callbacks (the grpc clients cost about 100 us of CPU per token, on the same cores)",
     )
