@@ -500,6 +500,23 @@ def test_requested_outputs_apply_to_each_response(stream: Stream) -> None:
     assert all(r.as_numpy("OUT") is None for r in answered)
 
 
+def test_a_classification_asked_of_a_stream_applies_to_each_response(stream: Stream) -> None:
+    # Such a response is changed before it is sent: it takes the stream's own path, not the
+    # one that encodes a response as the model sent it in the callback that delivers it.
+    values = grpcclient.InferInput("IN", [3], "INT32")
+    values.set_data_from_numpy(np.array([4, 5, 6], dtype=np.int32))
+    stream.client.async_stream_infer(
+        "repeat_none",
+        [values],
+        outputs=[grpcclient.InferRequestedOutput("OUT", class_count=1)],
+        request_id="top-1",
+        enable_empty_final_response=True,
+    )
+    seen = stream.collect(1)
+    answered = [result.as_numpy("OUT") for _, result, final in seen if not final]
+    assert [a.tolist() for a in answered] == [[b"4:0"], [b"5:0"], [b"6:0"]]
+
+
 # Triton's own example models, when a checkout of triton-inference-server/python_backend is
 # named (they are not part of this repository): copied unchanged into a repository made here.
 TRITON_PYTHON_BACKEND = os.environ.get("INFERD_TRITON_PYTHON_BACKEND", "")

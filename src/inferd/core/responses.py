@@ -20,6 +20,12 @@ its request runs), sends queue without waking the reader or the loop; `release` 
 all of them at once. So the loop does not turn to a step's responses (one per request of the
 running batch) while the model is still sending them, and the scheduler hands the next step
 to the instance before the loop encodes them. A send that would block releases the hold.
+
+Reading directly: while the reader waits in `get`, a consumer that can take a response on the
+event loop there and then (`read_directly`: the gRPC stream, which encodes it into its
+outbox) is offered each one first, in order, so a step's responses reach their stream in the
+callback that releases them, with no task woken per response. What it declines, and every
+response after that, is left to `get`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferd.core.errors import InferdError, Internal
-from inferd.core.types import Array
+from inferd.core.types import Array, InferResponse
 
 MAX_UNREAD = 32  # responses of one request waiting for its reader before sends block
 
@@ -62,6 +68,15 @@ class ResponseSink(Protocol):
         """Queue one response; False when dropped (after the final one, or cancelled)."""
 
 
+class ResponseTaker(Protocol):
+    """A consumer of a stream's responses that can take one synchronously, on the event loop
+    (`Engine.stream` reads its channel directly for it, `ResponseChannel.read_directly`)."""
+
+    def offer(self, response: InferResponse) -> bool:
+        """Take `response` now (True), or leave it to be yielded as usual (False: no room for
+        it now, or it cannot take it as it is)."""
+
+
 class ResponseChannel:
     """A `ResponseSink` drained on the event loop it was made on."""
 
@@ -69,6 +84,7 @@ class ResponseChannel:
         "_cancel_callbacks",
         "_cancelled",
         "_closed",
+        "_direct",
         "_held",
         "_items",
         "_lock",
@@ -96,6 +112,7 @@ class ResponseChannel:
         self._closed = False  # the final response (or an error) was sent
         self._cancelled = False
         self._cancel_callbacks: list[Callable[[], None]] = []
+        self._direct: Callable[[StreamItem], bool] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -154,8 +171,22 @@ class ResponseChannel:
 
     def _wake_reader(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is None or waiter.done():
+            return
+        direct = self._direct
+        if direct is not None:  # it takes what it can; `get` waits on if it took them all
+            items = self._items
+            while items and direct(items[0]):
+                self._take()
+            if not items:
+                return
+        waiter.set_result(None)
+
+    def read_directly(self, reader: Callable[[StreamItem], bool] | None) -> None:
+        """While `get` waits, offer each response to `reader` first (on the event loop, in
+        order): one it takes (returns True) is read then and there; the first it declines,
+        and every one after it, wake `get`. None: no longer."""
+        self._direct = reader
 
     def hold(self) -> None:
         """Queue sends without waking the reader, until `release` (on the event loop)."""
@@ -165,8 +196,9 @@ class ResponseChannel:
         """Wake the reader for what was sent while held (on the event loop)."""
         with self._lock:
             self._held = False
-            if self._items:
-                self._wake_reader()
+            pending = bool(self._items)
+        if pending:  # outside the lock: a direct reader takes it
+            self._wake_reader()
 
     async def get(self) -> StreamItem:
         """The next response, in the order they were sent."""
@@ -176,6 +208,10 @@ class ResponseChannel:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._take()
+
+    def _take(self) -> StreamItem:
+        """The first response, read: room for a send that waits for it."""
         with self._lock:
             self._unread -= 1
             room = self._unread == MAX_UNREAD - 1  # room again: wake a blocked send

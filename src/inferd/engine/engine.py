@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from inferd.backends.base import DeviceKind
@@ -27,7 +27,7 @@ from inferd.core.observer import (
     TensorObserver,
     failure_reason,
 )
-from inferd.core.responses import ResponseChannel
+from inferd.core.responses import ResponseChannel, ResponseTaker, StreamItem
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
 from inferd.core.tracing import RequestTracing
@@ -278,12 +278,18 @@ class Engine:
             response.parameters.update(response_parameters(request))
         return response
 
-    async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+    async def stream(
+        self, request: InferRequest, taker: ResponseTaker | None = None
+    ) -> AsyncIterator[InferResponse]:
         """Every response of one request, the last with `final` set: exactly one for a model
         that is not decoupled (through `infer`); zero or more, then the final flag (maybe a
         response without outputs), for a decoupled one. Closing the iterator early cancels
         the request: it leaves its queue, or the model sees it cancelled. A decoupled
-        request's `outputs` are consumed (the responses are cut to them here)."""
+        request's `outputs` are consumed (the responses are cut to them here).
+
+        `taker`: a decoupled request's responses but the last (and a failure) are offered to
+        it as they arrive, on the event loop, where they need no change but the cut (no
+        output reshaped, none asked for with parameters); those it takes are not yielded."""
         loaded = self._table.find_version(request.model_name, request.model_version)
         if not loaded.decoupled:
             yield await self.infer(request)
@@ -307,15 +313,14 @@ class Engine:
             request.responses = channel
             execution = asyncio.ensure_future(loaded.scheduler.submit(request))
             execution.add_done_callback(channel.execution_done)
+            if taker is not None and _as_sent(loaded, requested):
+                channel.read_directly(self._direct_reader(request, version, requested, taker))
             while True:
                 item = await channel.get()
                 if item.error is not None:
                     raise item.error
                 outputs = _selected(requested, self._finish(loaded, item.outputs or {}, requested))
-                if timestamps.responses is not None:
-                    timestamps.responses.append(time.monotonic_ns())
-                timestamps.first_response = timestamps.first_response or time.monotonic_ns()
-                self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+                self._responded(request, outputs)
                 yield InferResponse(
                     request.model_name, version, outputs, request.id, final=item.final
                 )
@@ -335,6 +340,7 @@ class Engine:
             raise
         finally:
             loaded.in_flight -= 1
+            channel.read_directly(None)
             if execution is not None and not execution.done():
                 execution.cancel()  # still queued: leaves the queue
             channel.cancel()  # a no-op once the final response was sent
@@ -447,6 +453,36 @@ class Engine:
             if array is not None:  # an optional input the request left out
                 inputs[spec.name] = apply_reshape(array, spec, spec.reshape, batched)
 
+    def _direct_reader(
+        self,
+        request: InferRequest,
+        version: str,
+        requested: list[RequestedOutput] | None,
+        taker: ResponseTaker,
+    ) -> Callable[[StreamItem], bool]:
+        """What offers `stream`'s responses to `taker` (`ResponseChannel.read_directly`); the
+        last one and a failure are left to `stream`, which ends the request with them."""
+
+        def read(item: StreamItem) -> bool:
+            if item.final or item.error is not None:
+                return False
+            outputs = _selected(requested, item.outputs or {})
+            response = InferResponse(request.model_name, version, outputs, request.id, final=False)
+            if not taker.offer(response):
+                return False
+            self._responded(request, outputs)
+            return True
+
+        return read
+
+    def _responded(self, request: InferRequest, outputs: dict[str, Array]) -> None:
+        """A response of a stream is out: stamped, and its tensors traced."""
+        timestamps = request.timestamps
+        if timestamps.responses is not None:
+            timestamps.responses.append(time.monotonic_ns())
+        timestamps.first_response = timestamps.first_response or time.monotonic_ns()
+        self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
+
     def _finish(
         self,
         loaded: LoadedVersion,
@@ -500,6 +536,13 @@ class Engine:
         observer = self._tensor_observer
         if observer is not None and observer.tensors_on:
             observer.request_tensors(request.model_name, request.timestamps, activity, tensors)
+
+
+def _as_sent(loaded: LoadedVersion, requested: list[RequestedOutput] | None) -> bool:
+    """A streamed response needs no change but its cut to the outputs asked for (`_finish`
+    changes nothing): no output is reshaped, none asked for with parameters (a
+    classification, or shared memory to write it to)."""
+    return not loaded.reshaped_outputs and not any(o.parameters for o in requested or ())
 
 
 def _selected(

@@ -179,3 +179,80 @@ def test_a_send_that_would_wait_on_a_held_channel_releases_it() -> None:
         return len(items)
 
     assert asyncio.run(scenario()) == MAX_UNREAD * 3 + 1
+
+
+def test_a_direct_reader_takes_responses_in_order_until_it_declines_one() -> None:
+    # What it declines, and every response after that, reach `get` in their order.
+    async def scenario() -> tuple[list[int], bool, list[int], bool]:
+        channel = ResponseChannel()
+        taken: list[int] = []
+
+        def direct(item: StreamItem) -> bool:
+            if item.final or item.outputs is None or int(item.outputs["OUT"][0]) == 2:
+                return False
+            taken.append(int(item.outputs["OUT"][0]))
+            return True
+
+        channel.read_directly(direct)
+        channel.hold()
+        reader = asyncio.ensure_future(drain(channel))
+        await asyncio.sleep(0)  # the reader waits
+
+        def model() -> None:
+            for value in range(MAX_UNREAD):
+                assert channel.send({"OUT": np.array([value])})
+
+        thread = threading.Thread(target=model)
+        thread.start()
+        thread.join()
+        channel.release()
+        await asyncio.sleep(0.01)
+        woken_while_taken = reader.done()
+        behind = channel.behind  # what it took is read: no longer waiting for the reader
+        assert channel.send(final=True)
+        items = await asyncio.wait_for(reader, 10)
+        read = [int(i.outputs["OUT"][0]) for i in items if i.outputs]
+        return taken, woken_while_taken, read, behind
+
+    taken, woken_while_taken, read, behind = asyncio.run(scenario())
+    assert taken == [0, 1]
+    assert not woken_while_taken
+    assert read == list(range(2, MAX_UNREAD))
+    assert not behind
+
+
+def test_a_direct_reader_leaves_the_reader_waiting_when_it_takes_everything() -> None:
+    # What it takes is read: a model's sends beyond MAX_UNREAD do not wait for the reader.
+    async def scenario() -> tuple[list[int], bool, bool]:
+        channel = ResponseChannel()
+        taken: list[int] = []
+
+        def direct(item: StreamItem) -> bool:
+            assert item.outputs is not None
+            taken.append(int(item.outputs["OUT"][0]))
+            return True
+
+        channel.read_directly(direct)
+        reader = asyncio.ensure_future(channel.get())
+        await asyncio.sleep(0)
+
+        def model() -> None:
+            for value in range(MAX_UNREAD * 2):
+                assert channel.send({"OUT": np.array([value])})
+
+        thread = threading.Thread(target=model)
+        thread.start()
+        while thread.is_alive():
+            await asyncio.sleep(0.01)
+        waiting = not reader.done()
+        behind = channel.behind
+        channel.read_directly(None)  # no longer: `get` gets the next one
+        threading.Thread(target=channel.send, args=({"OUT": np.array([-1])},)).start()
+        item = await asyncio.wait_for(reader, 10)
+        assert item.outputs is not None
+        return [*taken, int(item.outputs["OUT"][0])], waiting, behind
+
+    read, waiting, behind = asyncio.run(scenario())
+    assert read == [*range(MAX_UNREAD * 2), -1]
+    assert waiting
+    assert not behind

@@ -70,6 +70,24 @@ def test_the_outbox_holds_at_most_its_limit_and_its_end_gets_through() -> None:
     asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
+def test_an_offer_is_put_only_with_room_and_no_put_waiting() -> None:
+    async def scenario() -> None:
+        outbox = Outbox(2)
+        assert outbox.offer(1)
+        assert outbox.offer(2)
+        assert not outbox.offer(3)  # full
+        third = asyncio.ensure_future(outbox.put(3))
+        await asyncio.sleep(0.01)
+        assert await outbox.get() == 1  # room, given to the put that waits for it
+        assert not outbox.offer(4)
+        await third
+        assert [await outbox.get() for _ in range(2)] == [2, 3]
+        assert outbox.offer(5)
+        assert await outbox.get() == 5
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
 def test_a_cancelled_put_passes_its_room_on() -> None:
     async def scenario() -> None:
         outbox = Outbox(1)

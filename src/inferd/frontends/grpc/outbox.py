@@ -19,7 +19,16 @@ from typing import Any
 class Outbox:
     """Responses in the order they were put; `get` gives None once closed and drained."""
 
-    __slots__ = ("_closed", "_items", "_limit", "_loop", "_on_room", "_reader", "_writers")
+    __slots__ = (
+        "_closed",
+        "_granted",
+        "_items",
+        "_limit",
+        "_loop",
+        "_on_room",
+        "_reader",
+        "_writers",
+    )
 
     def __init__(self, limit: int, on_room: Callable[[], None] | None = None) -> None:
         # Its own: asyncio.get_running_loop() costs a getpid() system call per wait.
@@ -30,6 +39,7 @@ class Outbox:
         self._reader: asyncio.Future[None] | None = None
         # Puts waiting for room (a cancelled one stays, skipped when its turn comes).
         self._writers: deque[asyncio.Future[None]] = deque()
+        self._granted = 0  # puts woken for room that have not taken it yet
         self._on_room = on_room
 
     @property
@@ -44,10 +54,21 @@ class Outbox:
                 await room
             except asyncio.CancelledError:
                 if not room.cancelled():  # woken, then cancelled: the room goes to the next
+                    self._granted -= 1
                     self._wake_writer()
                 raise
+            self._granted -= 1
         self._items.append(item)
         self._wake_reader()
+
+    def offer(self, item: Any) -> bool:
+        """Put `item` if there is room and no `put` waits for it (they keep their turn, also
+        once woken for room and not yet run); False, and nothing put, otherwise."""
+        if len(self._items) >= self._limit or self._writers or self._granted:
+            return False
+        self._items.append(item)
+        self._wake_reader()
+        return True
 
     def close(self) -> None:
         self._closed = True
@@ -78,4 +99,5 @@ class Outbox:
             room = self._writers.popleft()
             if not room.done():
                 room.set_result(None)
+                self._granted += 1
                 return

@@ -13,7 +13,10 @@ so a client that reads slowly holds the requests back):
   sequence waiting for the slot of one whose last step is still to be read);
 - a decoupled model's responses leave as the model sends them, interleaved with other
   requests', each tagged with its request's id. The final flag alone (a response without
-  outputs) is sent only when the request sets `triton_enable_empty_final_response`.
+  outputs) is sent only when the request sets `triton_enable_empty_final_response`. While
+  the outbox has room, each response but the last is encoded into it in the callback that
+  delivers it (`_Taker`, `Engine.stream`'s `taker`): a step of an iterative batch wakes no
+  task per response.
 
 As in Triton, every response carries the `triton_final_response` parameter: true on the last
 one of its request (the only one of a model that is not decoupled, and a failure).
@@ -36,6 +39,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from inferd.core.errors import InferdError
 from inferd.core.tracing import TraceParent
+from inferd.core.types import InferResponse
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.codec import decode_infer_request
 from inferd.frontends.grpc.malformed import Malformed
@@ -179,7 +183,8 @@ class StreamCall:
             request.trace_parent = self._trace_parent
             empty_final = request.parameters.get(EMPTY_FINAL_PARAMETER) is True
             encoder = StreamEncoder(request.outputs, self._shared_memory)
-            async for response in self._engine.stream(request):
+            taker = _Taker(encoder, self._outbox)
+            async for response in self._engine.stream(request, taker):
                 if response.outputs or not response.final or empty_final:
                     response.parameters[FINAL_PARAMETER] = response.final
                     # Waiting for room here leaves the model's responses in its channel,
@@ -190,6 +195,27 @@ class StreamCall:
         except Exception as exc:  # a bug of ours: report it in-stream, keep the stream
             logger.exception("unhandled error in ModelStreamInfer")
             await self._outbox.put(_error(message, f"internal error: {exc!r}"))
+
+
+class _Taker:
+    """Encodes a response of one request into the call's outbox in the callback that delivers
+    it, while the outbox has room (`ResponseTaker`)."""
+
+    __slots__ = ("_encoder", "_outbox")
+
+    def __init__(self, encoder: StreamEncoder, outbox: Outbox) -> None:
+        self._encoder = encoder
+        self._outbox = outbox
+
+    def offer(self, response: InferResponse) -> bool:
+        if self._outbox.full:
+            return False
+        response.parameters[FINAL_PARAMETER] = False  # never the last: `stream` yields that
+        try:
+            encoded = self._encoder.encode(response)
+        except Exception:  # left to `_stream`, which encodes it again and reports the error
+            return False
+        return self._outbox.offer(encoded)
 
 
 def _error(message: Any, error: str) -> Any:
