@@ -107,7 +107,11 @@ def _load_torchscript(path: Path, device: torch.device) -> LoadedModule:
 def load_exported_program(path: Path) -> Any:
     import torch
 
-    program = torch.export.load(str(path))
+    with warnings.catch_warnings():
+        # torch 2.11's loader builds its weights from read-only bytes and warns about its own
+        # call, once per process, into the server's log; later releases do not.
+        warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
+        program = torch.export.load(str(path))
     if program.call_spec.in_spec.child(1).context:
         raise InvalidArgument(
             f"'{path.name}' was exported with keyword inputs; export with positional args only"
