@@ -34,8 +34,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from inferd.core.errors import InferdError, Internal
 from inferd.core.types import Array, InferResponse
@@ -43,9 +42,10 @@ from inferd.core.types import Array, InferResponse
 MAX_UNREAD = 32  # responses of one request waiting for its reader before sends block
 
 
-@dataclass(frozen=True, slots=True)
-class StreamItem:
-    """One send: outputs (None: the final flag alone), or an error; `final` ends the stream."""
+class StreamItem(NamedTuple):
+    """One send: outputs (None: the final flag alone), or an error; `final` ends the stream.
+    A named tuple: made once per token on the model's thread, where a frozen dataclass's
+    construction costs about twice as much."""
 
     outputs: dict[str, Array] | None
     error: InferdError | None
@@ -133,9 +133,10 @@ class ResponseChannel:
         error: InferdError | None = None,
         final: bool = False,
     ) -> bool:
-        item = StreamItem(outputs, error, final or error is not None)
+        final = final or error is not None
+        item = StreamItem(outputs, error, final)
         with self._lock:  # one order for sends from several threads
-            if not item.final and threading.get_ident() != self._loop_thread:
+            if not final and threading.get_ident() != self._loop_thread:
                 while self._unread >= MAX_UNREAD and not (self._closed or self._cancelled):
                     if self._held:  # else the reader that makes room never wakes
                         self._held = False
@@ -145,7 +146,7 @@ class ResponseChannel:
                         return False
             if self._closed or self._cancelled:
                 return False
-            self._closed = item.final
+            self._closed = final
             self._unread += 1
             self._items.append(item)
             if not self._held and not self._schedule_wake():

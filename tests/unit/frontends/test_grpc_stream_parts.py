@@ -126,3 +126,21 @@ def test_a_token_response_is_encoded_to_its_final_bytes() -> None:
     encoded = encoder.encode(_response(_token(2)))
     assert isinstance(encoded, bytes)
     assert encoded == _full(_response(_token(2)))
+
+
+def test_a_token_reuses_the_last_header_only_while_nothing_in_it_changed() -> None:
+    encoder = StreamEncoder(None, DISABLED)
+    encoder.encode(_response(_token(1)))
+    encoder.encode(_response(_token(2)))
+    encoder._headers.clear()  # the next token's bytes come from the last header alone
+    assert encoder.encode(_response(_token(3))) == _full(_response(_token(3)))
+    variants = [
+        _response(_token(5), index=1),  # a parameter's value
+        _response(_token(5), index=1, tag="x"),  # a parameter more
+        _response({"WORD": np.array([5], np.int32)}),  # the output's name
+        _response({"TOKEN": np.array([5], np.int64)}),  # its datatype
+        _response({"TOKEN": np.array([5, 6], np.int32)}),  # its shape
+    ]
+    for variant in variants:
+        for response in [_response(_token(1)), _response(_token(2)), variant, variant]:
+            assert serialize_stream_response(encoder.encode(response)) == _full(response)
