@@ -149,6 +149,41 @@ class Tracked:
     tokens: list[float] = field(default_factory=list)
 
 
+class Progress:
+    """How far each stream of `plans` is: the requests sent, their tokens' arrival times, and
+    the streams not yet finished; the bookkeeping every client shares."""
+
+    def __init__(self, plans: list[list[int]]) -> None:
+        self.plans = plans
+        self.tracked: dict[str, Tracked] = {}
+        self.cursor = [0] * len(plans)
+        self.unfinished = len(plans)
+
+    def start(self, stream: int) -> tuple[str, int]:
+        """The id and length of `stream`'s next request, tracked from now."""
+        length = self.plans[stream][self.cursor[stream]]
+        request_id = f"{stream}-{self.cursor[stream]}"
+        self.tracked[request_id] = Tracked(time.perf_counter(), [length])
+        return request_id, length
+
+    def answered(self, request_id: str, now: float) -> int | None:
+        """Stamps a token of `request_id`; where it was the request's last, returns the stream
+        whose next request is due (None where that stream has no more: it is finished)."""
+        request = self.tracked[request_id]
+        request.tokens.append(now)
+        if len(request.tokens) < request.lengths[0]:
+            return None
+        stream = int(request_id.split("-")[0])
+        self.cursor[stream] += 1
+        if self.cursor[stream] < len(self.plans[stream]):
+            return stream
+        self.unfinished -= 1
+        return None
+
+    def requests(self) -> list[Tracked]:
+        return list(self.tracked.values())
+
+
 def drive_tritonclient(url: str, model: str, plans: list[list[int]]) -> tuple[list[Tracked], float]:
     """Each stream of `plans` sends its requests back to back on one tritonclient gRPC stream
     (its callback thread); returns every request's token arrival times and the wall time."""
@@ -156,16 +191,13 @@ def drive_tritonclient(url: str, model: str, plans: list[list[int]]) -> tuple[li
 
     client = grpcclient.InferenceServerClient(url)
     done: queue.Queue[Exception | None] = queue.Queue()
-    tracked: dict[str, Tracked] = {}
-    cursor = [0] * len(plans)
+    progress = Progress(plans)
     lock = threading.Lock()
 
     def send(stream: int) -> None:
-        length = plans[stream][cursor[stream]]
+        request_id, length = progress.start(stream)
         tensor = grpcclient.InferInput("LENGTH", [1, 1] if batched else [1], "INT32")
         tensor.set_data_from_numpy(np.full([1, 1] if batched else [1], length, np.int32))
-        request_id = f"{stream}-{cursor[stream]}"
-        tracked[request_id] = Tracked(time.perf_counter(), [length])
         client.async_stream_infer(model, [tensor], request_id=request_id)
 
     def callback(result: Any, error: Any) -> None:
@@ -173,17 +205,11 @@ def drive_tritonclient(url: str, model: str, plans: list[list[int]]) -> tuple[li
             done.put(error)
             return
         now = time.perf_counter()
-        response = result.get_response()
         with lock:
-            request = tracked[response.id]
-            request.tokens.append(now)
-            if len(request.tokens) < request.lengths[0]:
-                return
-            stream, _ = (int(part) for part in response.id.split("-"))
-            cursor[stream] += 1
-            if cursor[stream] < len(plans[stream]):
+            stream = progress.answered(result.get_response().id, now)
+            if stream is not None:
                 send(stream)
-            else:
+            elif not progress.unfinished:
                 done.put(None)
 
     batched = model != "one"
@@ -192,14 +218,28 @@ def drive_tritonclient(url: str, model: str, plans: list[list[int]]) -> tuple[li
     with lock:
         for stream in range(len(plans)):
             send(stream)
-    for _ in plans:
-        error = done.get(timeout=3600)
-        if error is not None:
-            raise RuntimeError(f"a request failed: {error}")
+    error = done.get(timeout=3600)
+    if error is not None:
+        raise RuntimeError(f"a request failed: {error}")
     wall = time.perf_counter() - start
     client.stop_stream()
     client.close()
-    return list(tracked.values()), wall
+    return progress.requests(), wall
+
+
+def _request(model: str, request_id: str, length: int) -> Any:
+    """The ModelInferRequest of one stream request, with tritonclient's generated messages."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="LENGTH", datatype="INT32", shape=[1] if model == "one" else [1, 1]
+    )
+    return pb.ModelInferRequest(
+        model_name=model,
+        id=request_id,
+        inputs=[tensor],
+        raw_input_contents=[np.array([length], np.int32).tobytes()],
+    )
 
 
 def drive_grpc(url: str, model: str, plans: list[list[int]]) -> tuple[list[Tracked], float]:
@@ -207,29 +247,13 @@ def drive_grpc(url: str, model: str, plans: list[list[int]]) -> tuple[list[Track
     on one bidirectional stream, each response read on this thread as it arrives (so a token
     costs this process a protobuf parse and grpc's hand-over, not a callback's work)."""
     import grpc
-    from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc
 
-    batched = model != "one"
-    tracked: dict[str, Tracked] = {}
-    cursor = [0] * len(plans)
+    progress = Progress(plans)
     outgoing: queue.SimpleQueue[Any] = queue.SimpleQueue()  # None: no more requests
 
     def send(stream: int) -> None:
-        length = plans[stream][cursor[stream]]
-        request_id = f"{stream}-{cursor[stream]}"
-        tracked[request_id] = Tracked(time.perf_counter(), [length])
-        tensor = pb.ModelInferRequest.InferInputTensor(
-            name="LENGTH", datatype="INT32", shape=[1, 1] if batched else [1]
-        )
-        outgoing.put(
-            pb.ModelInferRequest(
-                model_name=model,
-                id=request_id,
-                inputs=[tensor],
-                raw_input_contents=[np.array([length], np.int32).tobytes()],
-            )
-        )
+        outgoing.put(_request(model, *progress.start(stream)))
 
     with grpc.insecure_channel(url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -237,29 +261,20 @@ def drive_grpc(url: str, model: str, plans: list[list[int]]) -> tuple[list[Track
         start = time.perf_counter()
         for stream in range(len(plans)):
             send(stream)
-        unfinished = len(plans)
         for response in responses:
             now = time.perf_counter()
             if response.error_message:
                 raise RuntimeError(f"a request failed: {response.error_message}")
-            request_id = response.infer_response.id
-            answered = tracked[request_id]
-            answered.tokens.append(now)
-            if len(answered.tokens) < answered.lengths[0]:
-                continue
-            stream = int(request_id.split("-")[0])
-            cursor[stream] += 1
-            if cursor[stream] < len(plans[stream]):
+            stream = progress.answered(response.infer_response.id, now)
+            if stream is not None:
                 send(stream)
-            else:
-                unfinished -= 1
-                if not unfinished:
-                    break
+            elif not progress.unfinished:
+                break
         wall = time.perf_counter() - start
         outgoing.put(None)
-        if unfinished:
+        if progress.unfinished:
             raise RuntimeError("the server ended the stream early")
-    return list(tracked.values()), wall
+    return progress.requests(), wall
 
 
 def drive_http2(
@@ -271,51 +286,29 @@ def drive_http2(
     stream s sends on call s % calls (all on one connection)."""
     from tritonclient.grpc import service_pb2 as pb
 
-    batched = model != "one"
-    tracked: dict[str, Tracked] = {}
-    cursor = [0] * len(plans)
+    progress = Progress(plans)
     parse = pb.ModelStreamInferResponse.FromString
 
     def request(stream: int) -> bytes:
-        length = plans[stream][cursor[stream]]
-        request_id = f"{stream}-{cursor[stream]}"
-        tracked[request_id] = Tracked(time.perf_counter(), [length])
-        tensor = pb.ModelInferRequest.InferInputTensor(
-            name="LENGTH", datatype="INT32", shape=[1, 1] if batched else [1]
-        )
-        return pb.ModelInferRequest(
-            model_name=model,
-            id=request_id,
-            inputs=[tensor],
-            raw_input_contents=[np.array([length], np.int32).tobytes()],
-        ).SerializeToString()
+        return bytes(_request(model, *progress.start(stream)).SerializeToString())
 
     path = "/inference.GRPCInferenceService/ModelStreamInfer"
     with Http2Calls(url, path, calls) as connection:
         start = time.perf_counter()
         for stream in range(len(plans)):
             connection.send(stream % calls, [request(stream)])
-        unfinished = len(plans)
-        while unfinished:
+        while progress.unfinished:
             messages = connection.receive()
             now = time.perf_counter()
             for _, message in messages:
                 response = parse(message)
                 if response.error_message:
                     raise RuntimeError(f"a request failed: {response.error_message}")
-                request_id = response.infer_response.id
-                answered = tracked[request_id]
-                answered.tokens.append(now)
-                if len(answered.tokens) < answered.lengths[0]:
-                    continue
-                stream = int(request_id.split("-")[0])
-                cursor[stream] += 1
-                if cursor[stream] < len(plans[stream]):
+                stream = progress.answered(response.infer_response.id, now)
+                if stream is not None:
                     connection.send(stream % calls, [request(stream)])
-                else:
-                    unfinished -= 1
         wall = time.perf_counter() - start
-    return list(tracked.values()), wall
+    return progress.requests(), wall
 
 
 CLIENTS = {
