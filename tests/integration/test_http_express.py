@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from inferd.frontends.http.protocol import MAX_ROUTES
 from tests.integration.server import RunningServer
 
 KEEP_ALIVE_S = 5  # uvicorn's default, which the server keeps
@@ -183,6 +184,29 @@ def test_keep_alive_serves_request_after_request(connect: Callable[[], socket.so
         status, headers, body = answers.next()
         assert status == b"HTTP/1.1 200 OK" and b"connection" not in headers
         assert sums(body) == [i + 3] * 16
+
+
+def test_each_target_routes_as_its_own_past_the_kept_routes(
+    connect: Callable[[], socket.socket],
+) -> None:
+    """The routes of request targets seen before are kept (protocol.py), at most MAX_ROUTES:
+    targets that differ only in their query, in their model or in their action each route as
+    their own, before and after more distinct targets than that were seen."""
+    sock = connect()
+    answers = Answers(sock)
+    first = "/v2/models/simple/infer?n=0"
+    targets = [f"/v2/models/simple/infer?n={i}" for i in range(MAX_ROUTES + 2)]
+    for target in [first, "/v2/models/nothing/infer?n=0", *targets, first, targets[-1]]:
+        sock.sendall(infer_request(json_body([1] * 16), target))
+        status, _, body = answers.next()
+        if "nothing" in target:
+            assert status.startswith(b"HTTP/1.1 404")
+        else:
+            assert status == b"HTTP/1.1 200 OK" and sums(body) == [4] * 16
+    # A known target of another route (the model's metadata, not infer) takes the ASGI way.
+    sock.sendall(b"GET /v2/models/simple HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status, _, body = answers.next()
+    assert status == b"HTTP/1.1 200 OK" and json.loads(body)["name"] == "simple"
 
 
 def test_pipelined_requests_are_answered_in_order(connect: Callable[[], socket.socket]) -> None:
