@@ -80,9 +80,11 @@ def test_metrics_label_each_instance_with_its_device(placement_server: RunningSe
         if family.name == "inferd_model_instance"
         for sample in family.samples
     ]
-    device = "gpu:0" if HAS_CUDA_PROVIDER else "cpu"
-    assert sorted((s.labels["instance"], s.labels["device"], s.value) for s in samples) == [
-        ("auto_0", device, 1.0),
-        ("auto_1", device, 1.0),
-    ]
-    assert {s.labels["model"] for s in samples} == {"auto"}  # gpu_only has no instance
+    labels = sorted((s.labels["model"], s.labels["instance"], s.labels["device"]) for s in samples)
+    if HAS_CUDA_PROVIDER:
+        expected = [("auto", "auto_0", "gpu:0"), ("auto", "auto_1", "gpu:0")]
+        expected.append(("gpu_only", "gpu_only_0_0", "gpu:0"))
+    else:  # gpu_only has no instance
+        expected = [("auto", "auto_0", "cpu"), ("auto", "auto_1", "cpu")]
+    assert labels == expected
+    assert {s.value for s in samples} == {1.0}

@@ -118,6 +118,21 @@ def _providers(device: Device, tensorrt: dict[str, str] | None) -> list[Any]:
     return [("TensorrtExecutionProvider", {**tensorrt, "device_id": device.index}), *cuda]
 
 
+def _check_providers(session: Any, device: Device, tensorrt: dict[str, str] | None) -> None:
+    """ONNX Runtime drops a provider whose libraries fail to load and runs on the next one, so a
+    GPU instance whose CUDA libraries are missing would quietly run on the CPU."""
+    if device.kind is DeviceKind.CPU:
+        return
+    started = session.get_providers()
+    if "CUDAExecutionProvider" not in started:
+        raise Unavailable(
+            "ONNX Runtime could not start its CUDA provider (are the CUDA and cuDNN libraries "
+            f"it was built for installed?): it started only {started}"
+        )
+    if tensorrt is not None and "TensorrtExecutionProvider" not in started:
+        logger.warning("ONNX Runtime could not start its TensorRT provider: using CUDA")
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
     platforms = ("onnxruntime_onnx",)
@@ -216,6 +231,7 @@ class OnnxModel:
                     raise
                 except Exception as exc:
                     raise Unavailable(f"ONNX Runtime failed to create a session: {exc}") from exc
+                _check_providers(session, device, self._tensorrt)
                 self._sessions[device] = session
             return session
 
