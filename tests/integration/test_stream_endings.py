@@ -5,7 +5,12 @@ server's `StreamingWorker` and its sink in the worker go with it). The endings: 
 final response, a failing `execute`, the client's cancellation (a gRPC stream cancelled, an
 SSE client that disconnects), and an iterative request that the server fails because it
 idled out between two steps; and in a worker process, the death of the worker, which ends
-every stream it had open with an error instead of leaving its client waiting."""
+every stream it had open with an error instead of leaving its client waiting.
+
+The server's own endings, over gRPC and SSE: a request past its queue timeout (a dynamic
+batcher's queue, an iterative model's backlog) and a stream open when its model is unloaded
+end with UNAVAILABLE and a message that says so, and nothing of them stays (the next request
+runs, nothing is pending or in flight; the unloaded model loads and serves again)."""
 
 from __future__ import annotations
 
@@ -398,6 +403,7 @@ def test_a_stream_whose_request_times_out_in_the_queue_ends_unavailable(
         # It holds the one instance (`queued`) or the one slot of the running batch.
         send_in(holder, model, batched(model, [1]), holder_id)
         logged(marker, f"start {holder_id}")
+        assert metric(server, "inferd_inference_in_flight_request_count", model) >= 1
         outcome = time_out(server, model, timed_id)
         assert "request timed out in the queue before it could be scheduled" in outcome
         if time_out is timed_out_sse:  # refused before its first event: UNAVAILABLE's status
