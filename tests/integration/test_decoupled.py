@@ -1,7 +1,8 @@
 """Decoupled models over gRPC streaming, read by tritonclient's stream callbacks: 0, 1 and
 many responses per request, requests interleaved on one stream, empty final responses, an
-error mid-stream, the unary endpoints' errors, a refused load, and cancellation seen by the
-model, for Python models in the server's process and in worker processes."""
+error mid-stream, the unary endpoints' errors, a refused load, cancellation seen by the
+model, and outputs asked for, classified or reshaped in each response, for Python models in
+the server's process and in worker processes."""
 
 from __future__ import annotations
 
@@ -175,6 +176,12 @@ parameters [
 ]
 """
 
+# REPEAT's OUT, of shape [1], comes to the client in its configured dims [1, 1].
+OUT_RESHAPED = (
+    '{ name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] }',
+    '{ name: "OUT", data_type: TYPE_INT32, dims: [ 1, 1 ], reshape: { shape: [ 1 ] } }',
+)
+
 SQUARE_CONFIG = """
 name: "{name}"
 backend: "python"
@@ -202,6 +209,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 code,
                 REPEAT_CONFIG.format(name=name, isolation=isolation, marker=marker),
             )
+        name = f"repeat_reshaped_{isolation}"
+        config = REPEAT_CONFIG.format(name=name, isolation=isolation, marker="")
+        write(root, name, REPEAT, config.replace(*OUT_RESHAPED))
         name = f"double_{isolation}"
         write(root, name, DOUBLE, DOUBLE_CONFIG.format(name=name, isolation=isolation))
         name = f"square_{isolation}"
@@ -515,6 +525,17 @@ def test_a_classification_asked_of_a_stream_applies_to_each_response(stream: Str
     seen = stream.collect(1)
     answered = [result.as_numpy("OUT") for _, result, final in seen if not final]
     assert [a.tolist() for a in answered] == [[b"4:0"], [b"5:0"], [b"6:0"]]
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_an_output_reshape_applies_to_each_streamed_response(
+    stream: Stream, isolation: str
+) -> None:
+    # As a classification: changed before it is sent, so not encoded as the model sent it.
+    stream.send(f"repeat_reshaped_{isolation}", [4, 5, 6], "reshaped")
+    seen = stream.collect(1)
+    answered = [result.as_numpy("OUT") for _, result, final in seen if not final]
+    assert [a.tolist() for a in answered] == [[[4]], [[5]], [[6]]]
 
 
 # Triton's own example models, when a checkout of triton-inference-server/python_backend is

@@ -5,7 +5,11 @@ A decoupled model answers a request with zero or more responses, then a final fl
 any thread (the instance's, or one of the model's own, even after `execute` returned). Each
 send is handed to the event loop in order; the engine's `stream` awaits them one by one, so
 a stream needs no task of its own. Cancellation flows the other way: `cancel` marks the
-channel, a model polls `cancelled`, and later sends are dropped.
+channel, a model polls `cancelled`, and later sends are dropped. The reader calls `cancel`
+whenever it leaves the stream, also one that had ended (the final response, or an error: the
+server's own, say an iterative request that idled out): it then marks nothing, but its
+`on_end` listeners learn at once that nothing more will be read, and free what they keep for
+the request.
 
 Backpressure: at most `MAX_UNREAD` responses wait for the stream's reader. A send from a
 model's thread beyond that blocks until the reader takes one (or the request is cancelled),
@@ -81,10 +85,10 @@ class ResponseChannel:
     """A `ResponseSink` drained on the event loop it was made on."""
 
     __slots__ = (
-        "_cancel_callbacks",
         "_cancelled",
         "_closed",
         "_direct",
+        "_end_callbacks",
         "_held",
         "_items",
         "_lock",
@@ -111,7 +115,7 @@ class ResponseChannel:
         self._on_room: list[Callable[[], None]] = []
         self._closed = False  # the final response (or an error) was sent
         self._cancelled = False
-        self._cancel_callbacks: list[Callable[[], None]] = []
+        self._end_callbacks: list[Callable[[], None]] = []
         self._direct: Callable[[StreamItem], bool] | None = None
 
     @property
@@ -238,16 +242,18 @@ class ResponseChannel:
             failure = error if isinstance(error, InferdError) else Internal(str(error))
             self.send(error=failure)
 
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (on the event loop) when the request is cancelled."""
-        self._cancel_callbacks.append(callback)
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop, once) when the reader leaves the stream
+        (`cancel`): the request was cancelled (`cancelled`), or its stream had ended."""
+        self._end_callbacks.append(callback)
 
     def cancel(self) -> None:
-        """The client is gone: mark the request, drop what it would still send."""
+        """The reader leaves the stream: unless it had ended, its client is gone, so mark the
+        request and drop what it would still send. Either way tell the `on_end` listeners."""
         with self._lock:
-            if self._cancelled or self._closed:
-                return
-            self._cancelled = True
-            self._room.notify_all()  # a blocked send returns, dropped
-        for callback in self._cancel_callbacks:
+            callbacks, self._end_callbacks = self._end_callbacks, []
+            if not (self._cancelled or self._closed):
+                self._cancelled = True
+                self._room.notify_all()  # a blocked send returns, dropped
+        for callback in callbacks:
             callback()

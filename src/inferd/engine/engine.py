@@ -305,6 +305,7 @@ class Engine:
         tracing = self._traced(request)
         self._arrived(request)
         loaded.in_flight += 1
+        loaded.streams.add(channel)
         try:
             self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
             self._prepare(loaded, request)
@@ -340,6 +341,7 @@ class Engine:
             raise
         finally:
             loaded.in_flight -= 1
+            loaded.streams.discard(channel)
             channel.read_directly(None)
             if execution is not None and not execution.done():
                 execution.cancel()  # still queued: leaves the queue

@@ -242,7 +242,8 @@ class ModelLifecycle:
             await self._replace(name, None, unloaded=True)
 
     async def _replace(self, name: str, entry: ModelEntry | None, unloaded: bool = False) -> None:
-        """Swap a model's entry at once; the old versions finish what they accepted, then close."""
+        """Swap a model's entry at once; the old versions finish what they accepted, fail the
+        streams still open after that, then close."""
         old = self._table.put(name, entry, unloaded)
         versions = entry.version_names() if entry is not None else []
         for observer in self._observers:
@@ -250,6 +251,7 @@ class ModelLifecycle:
         if old is not None:
             for loaded in old.versions.values():
                 await loaded.scheduler.stop()
+                loaded.end_streams()
                 await asyncio.to_thread(loaded.close)
         await self._retain(name, entry)
         if not self.stopping:

@@ -17,6 +17,7 @@ from inferd.core.config_audit import enforce_config_fields
 from inferd.core.config_checks import validate_config
 from inferd.core.errors import InvalidArgument, Unavailable, Unsupported
 from inferd.core.model_config import ModelConfig, ModelInstanceGroup
+from inferd.core.responses import ResponseChannel
 from inferd.engine.api import LoadOptions
 from inferd.engine.classification import with_labels
 from inferd.engine.request_checks import ModelTensor
@@ -66,11 +67,24 @@ class LoadedVersion:
     warmup_seconds: float = field(init=False, default=0.0)
     # Whether its requests go through the server's response cache (set when it loads).
     cached: bool = field(init=False, default=False)
+    # The channels of its decoupled requests whose streams are open (`Engine.stream`).
+    streams: set[ResponseChannel] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled
         self.reshaped_inputs = tuple(s for s in self.inputs.values() if s.reshape is not None)
         self.reshaped_outputs = tuple(s for s in self.outputs.values() if s.reshape is not None)
+
+    def end_streams(self) -> None:
+        """Fail every stream still open, on the event loop, once its scheduler stopped: the
+        version is going, so a model that would send on from threads of its own (or never
+        send its final response) leaves its client an error, not an endless stream."""
+        unloaded = Unavailable(
+            f"model '{self.model_name}' version {self.version} was unloaded before this "
+            "request's stream ended"
+        )
+        for channel in list(self.streams):
+            channel.send(error=unloaded)
 
     def close(self) -> None:
         if self.holder is not None:

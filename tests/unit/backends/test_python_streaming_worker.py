@@ -1,7 +1,7 @@
 """A decoupled model's worker process, seen from the server (`StreamingWorker`): the steps of
 one iterative request share one key, and nothing of the request stays once it ended, also
 when its client went away before its batch reached the worker, or when the server ended its
-stream itself."""
+stream itself (freed as its reader leaves it, or by the next batch before that)."""
 
 from __future__ import annotations
 
@@ -111,16 +111,42 @@ def test_a_request_cancelled_before_its_batch_ran_is_cancelled_for_the_model(
         instance.close()
 
 
-def test_a_stream_the_server_ended_is_forgotten_by_the_next_batch(tmp_path: Path) -> None:
+async def ended_by_the_server(instance: IsolatedInstance) -> ResponseChannel:
+    """A request whose first step ran (no final response), then failed by the server, as the
+    engine fails an iterative one that idled out; its reader has read the error."""
+    channel = ResponseChannel()
+    request = BatchRequest(0, 1, responses=channel)
+    inputs = {"IN": np.array([0], np.int64)}  # not the last step: no final response
+    await asyncio.to_thread(instance.execute, inputs, ["OUT"], [request])
+    channel.send(error=Unavailable("idled out"))
+    while (await channel.get()).error is None:
+        pass
+    return channel
+
+
+def test_a_stream_the_server_ended_is_forgotten_when_its_reader_leaves(tmp_path: Path) -> None:
     instance = isolated(tmp_path, MODEL, {})
 
-    async def ended_by_the_server() -> StreamingWorker:
-        channel = ResponseChannel()
-        request = BatchRequest(0, 1, responses=channel)
-        inputs = {"IN": np.array([0], np.int64)}  # not the last step: no final response
-        await asyncio.to_thread(instance.execute, inputs, ["OUT"], [request])
-        # As the engine's failure of the request (an iterative one that idled out) does.
-        channel.send(error=Unavailable("idled out"))
+    async def reader_leaves() -> tuple[int, int]:
+        channel = await ended_by_the_server(instance)
+        worker = instance._worker
+        assert isinstance(worker, StreamingWorker)
+        before = len(worker._streams)
+        channel.cancel()  # as `Engine.stream` does as it ends
+        return before, len(worker._streams) + len(worker._by_channel)
+
+    try:
+        assert asyncio.run(reader_leaves()) == (1, 0)
+    finally:
+        instance.close()
+
+
+def test_a_stream_the_server_ended_is_forgotten_by_the_next_batch(tmp_path: Path) -> None:
+    # Its reader has not left it yet: the next batch sent finds it ended.
+    instance = isolated(tmp_path, MODEL, {})
+
+    async def next_batch() -> StreamingWorker:
+        await ended_by_the_server(instance)
         worker = instance._worker
         assert isinstance(worker, StreamingWorker)
         assert len(worker._streams) == 1
@@ -129,7 +155,7 @@ def test_a_stream_the_server_ended_is_forgotten_by_the_next_batch(tmp_path: Path
         return worker
 
     try:
-        worker = asyncio.run(ended_by_the_server())
+        worker = asyncio.run(next_batch())
         assert not worker._streams and not worker._by_channel
     finally:
         instance.close()

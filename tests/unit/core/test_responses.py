@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from inferd.core.errors import InvalidArgument, ModelExecutionError
+from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
 from inferd.core.responses import MAX_UNREAD, ResponseChannel, StreamItem
 
 
@@ -71,12 +71,28 @@ def test_cancel_marks_the_channel_tells_its_listeners_and_drops_later_sends() ->
     async def scenario() -> tuple[bool, list[str], bool]:
         channel = ResponseChannel()
         told: list[str] = []
-        channel.on_cancel(lambda: told.append("cancelled"))
+        channel.on_end(lambda: told.append("ended"))
         channel.cancel()
         channel.cancel()  # once is enough
         return channel.cancelled, told, channel.send({"OUT": np.array([1])})
 
-    assert asyncio.run(scenario()) == (True, ["cancelled"], False)
+    assert asyncio.run(scenario()) == (True, ["ended"], False)
+
+
+def test_leaving_an_ended_stream_tells_its_listeners_without_cancelling_it() -> None:
+    # The server failed the request (as an iterative one that idled out): its reader read the
+    # error and leaves; what the request holds elsewhere is freed then, not later.
+    async def scenario() -> tuple[bool, list[str]]:
+        channel = ResponseChannel()
+        told: list[str] = []
+        channel.on_end(lambda: told.append("ended"))
+        channel.send(error=Unavailable("idled out"))
+        await channel.get()
+        channel.cancel()
+        channel.cancel()
+        return channel.cancelled, told
+
+    assert asyncio.run(scenario()) == (False, ["ended"])
 
 
 def test_a_send_after_the_server_loop_closed_is_dropped() -> None:

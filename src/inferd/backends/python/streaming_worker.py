@@ -15,11 +15,12 @@ its steps.
 
 A request's entry here (and its sink in the worker) goes when its stream ends: at the model's
 final response; at a failure of the batch it runs in (`run` raises; the worker ends the
-batch's sinks itself); when its client goes away (the channel's `on_cancel`: the worker is
-told, `CancelRequest`); and when the server ended the stream itself, say an iterative request
-that idled out between two steps: the channel has no hook for that, so each batch looks for
-such streams once it was sent, and the worker is told (`EndStream`). Nothing is told before
-the batch that names the request reached the worker, which would not know its key yet.
+batch's sinks itself); and when the stream's reader leaves it (the channel's `on_end`): its
+client went away (the worker is told, `CancelRequest`), or the server ended the stream itself,
+say an iterative request that idled out between two steps or a model being unloaded (the
+worker is told, `EndStream`). Nothing is told before the batch that names the request reached
+the worker, which would not know its key yet: each batch, once sent, looks for the streams
+that ended before (`_end_ended`).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class StreamingWorker(Worker):
         if stream is None:  # else a step of an iterative request that ran before
             stream = _Stream(next(self._keys), channel)
             self._streams[stream.key] = self._by_channel[channel] = stream
-            channel.on_cancel(functools.partial(self._client_left, stream))
+            channel.on_end(functools.partial(self._reader_left, stream))
             channel.on_room(functools.partial(self._drain, stream))
         return stream
 
@@ -130,8 +131,8 @@ class StreamingWorker(Worker):
             ours.close()
         super().stop()
 
-    def _client_left(self, stream: _Stream) -> None:
-        """Its client went away (on the event loop)."""
+    def _reader_left(self, stream: _Stream) -> None:
+        """Its reader left the stream, cancelled or ended (on the event loop)."""
         if stream.sent:  # else `_end_ended`, once its batch was sent
             self._end(stream)
 
@@ -158,8 +159,8 @@ class StreamingWorker(Worker):
         self, timeout: float | None, requests: Sequence[BatchRequest] = (), first_key: int = 0
     ) -> object:
         # A decoupled request's cancellation reaches the worker through its channel
-        # (`_client_left`), not the base class's polling; once the batch was sent (this is
-        # called then), so do the ends no hook saw.
+        # (`_reader_left`), not the base class's polling; once the batch was sent (this is
+        # called then), so do the ends that came before.
         if requests:
             self._end_ended()
         if self._reader is None:
