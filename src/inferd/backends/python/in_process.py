@@ -24,7 +24,7 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
-from inferd.backends.python.bls import callers_of, calls_parent, calls_trace
+from inferd.backends.python.bls import BLS_CALLERS, callers_of, calls_parent, calls_trace
 from inferd.backends.python.model_file import ModelFactory
 from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
@@ -126,7 +126,12 @@ class InProcessInstance:
     def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
         """The model's scope, naming the models waiting on the batch's requests, and the span
         and the trace its calls continue."""
-        callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
+        callers = [
+            name
+            for r in requests
+            if BLS_CALLERS in r.parameters
+            for name in callers_of(r.parameters)
+        ]
         parent = calls_parent(requests)
         trace_id = calls_trace(requests)
         if not callers and parent is None and not trace_id:
