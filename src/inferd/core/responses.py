@@ -23,7 +23,10 @@ Holding: while a scheduler `hold`s the channel (the iterative scheduler does, wh
 its request runs), sends queue without waking the reader or the loop; `release` wakes it with
 all of them at once. So the loop does not turn to a step's responses (one per request of the
 running batch) while the model is still sending them, and the scheduler hands the next step
-to the instance before the loop encodes them. A send that would block releases the hold.
+to the instance before the loop encodes them. Holds nest: the scheduler holds the channel for
+the next step before it releases the step before, and that release hands the reader what
+was sent so far but keeps holding for the step now running. A send that would block releases
+every hold.
 
 Reading directly: while the reader waits in `get`, a consumer that can take a response on the
 event loop there and then (`read_directly`: the gRPC stream, which encodes it into its
@@ -90,6 +93,7 @@ class ResponseChannel:
         "_direct",
         "_end_callbacks",
         "_held",
+        "_holds",
         "_items",
         "_lock",
         "_loop",
@@ -108,7 +112,8 @@ class ResponseChannel:
         self._items: deque[StreamItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._waking = False  # a `_wake` is scheduled on the loop and has not run yet
-        self._held = False
+        self._held = False  # sends queue without waking the reader (`hold`)
+        self._holds = 0  # holds not yet released
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # the reader took a response
         self._unread = 0  # sent and not yet taken by `get`
@@ -144,6 +149,7 @@ class ResponseChannel:
                 while self._unread >= MAX_UNREAD and not (self._closed or self._cancelled):
                     if self._held:  # else the reader that makes room never wakes
                         self._held = False
+                        self._holds = 0
                         self._schedule_wake()
                     # A timeout, so that a send outliving the server's loop ends.
                     if not self._room.wait(1.0) and self._loop.is_closed():
@@ -194,13 +200,18 @@ class ResponseChannel:
         self._direct = reader
 
     def hold(self) -> None:
-        """Queue sends without waking the reader, until `release` (on the event loop)."""
-        self._held = True
+        """Queue sends without waking the reader, until every hold is released (on the event
+        loop)."""
+        with self._lock:
+            self._holds += 1
+            self._held = True
 
     def release(self) -> None:
-        """Wake the reader for what was sent while held (on the event loop)."""
+        """Wake the reader for what was sent so far (on the event loop); later sends wake it
+        once no other hold is left."""
         with self._lock:
-            self._held = False
+            self._holds = max(0, self._holds - 1)
+            self._held = self._holds > 0
             pending = bool(self._items)
         if pending:  # outside the lock: a direct reader takes it
             self._wake_reader()

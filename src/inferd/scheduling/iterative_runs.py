@@ -7,10 +7,11 @@ import asyncio
 from dataclasses import dataclass
 
 from inferd.core.types import Array, InferRequest
-from inferd.scheduling.batch import Batch
+from inferd.scheduling.batch import Batch, stack_inputs
 from inferd.scheduling.queue import Queued
+from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceRecord, SequenceStep
-from inferd.scheduling.sequence_tensors import Row, SequenceBatches
+from inferd.scheduling.sequence_tensors import Row, SequenceBatches, batch_inputs
 
 
 @dataclass(slots=True, eq=False)
@@ -43,7 +44,28 @@ class IterativeRun:
 
 class IterativeSteps(SequenceBatches):
     """The sequence batcher's batches, one row per running request (no padding rows); a step
-    handed back answers nothing yet (a decoupled model has sent its partial responses)."""
+    handed back answers nothing yet (a decoupled model has sent its partial responses).
+
+    A request's inputs are the same in each of its steps, and the running batch mostly the same
+    requests from one step to the next: the last step's stacked inputs are used again while
+    its requests, in their order, are the step's (each request's own inputs, stacked, are not
+    built anew per step; the control inputs and states still are)."""
+
+    def __init__(self, settings: SequenceSettings, output_names: list[str]) -> None:
+        super().__init__(settings, output_names)
+        # The requests of the last step of several rows, in order, and their inputs stacked
+        self._stacked: tuple[list[InferRequest], dict[str, Array]] | None = None
+
+    def inputs(self, batch: Batch[SequenceStep]) -> dict[str, Array]:
+        requests = [step.request for step in batch.calls]
+        last = self._stacked
+        if last is not None and _same(last[0], requests):
+            stacked = last[1]
+        else:
+            stacked = stack_inputs([request.inputs for request in requests])
+            # One row's are its request's own arrays: nothing to keep.
+            self._stacked = (requests, stacked) if len(requests) > 1 else None
+        return batch_inputs(batch.rows, self._settings, stacked=stacked)
 
     def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
         return [[step] for step in batch.calls]
@@ -52,3 +74,8 @@ class IterativeSteps(SequenceBatches):
         if call.rescheduled and not outputs:
             return outputs
         return super().finish(call, outputs)
+
+
+def _same(kept: list[InferRequest], requests: list[InferRequest]) -> bool:
+    """The same request objects, in the same order."""
+    return len(kept) == len(requests) and all(a is b for a, b in zip(kept, requests, strict=True))

@@ -7,7 +7,7 @@ state is the sequence's last state, or the initial state at its start.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -64,12 +64,16 @@ class SequenceBatches:
 
 
 def batch_inputs(
-    rows: Sequence[Row], settings: SequenceSettings, states: bool = True
+    rows: Sequence[Row],
+    settings: SequenceSettings,
+    states: bool = True,
+    stacked: Mapping[str, Array] | None = None,
 ) -> dict[str, Array]:
     """Model inputs, control inputs and (unless `states` is False) states for `rows` (at least
-    one of them real)."""
-    # A copy: the control inputs and states join the request's own inputs.
-    inputs = dict(stack_inputs([row.request.inputs if row else None for row in rows]))
+    one of them real); `stacked`: the rows' own inputs, already stacked."""
+    if stacked is None:
+        stacked = stack_inputs([row.request.inputs if row else None for row in rows])
+    inputs = dict(stacked)  # a copy: the control inputs and states join the requests' own
     shape = (len(rows), 1) if settings.batched else (1,)
     for control in settings.controls:
         inputs[control.name] = _control_tensor(control, rows, shape)

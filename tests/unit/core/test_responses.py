@@ -175,6 +175,37 @@ def test_a_held_channel_wakes_its_reader_on_release_with_every_send_in_order() -
     assert items[-1].final
 
 
+def test_a_release_hands_over_what_was_sent_but_keeps_a_later_hold() -> None:
+    # The iterative scheduler holds a channel for the next step before it releases the step
+    # before: that release delivers the earlier step's responses, not the new step's.
+    async def scenario() -> tuple[list[int], bool, list[int]]:
+        channel = ResponseChannel()
+        channel.hold()
+
+        def send(value: int) -> None:
+            thread = threading.Thread(target=channel.send, args=({"OUT": np.array([value])},))
+            thread.start()
+            thread.join()
+
+        send(0)
+        channel.hold()  # the next step
+        channel.release()  # the step before
+        first = [int((await asyncio.wait_for(channel.get(), 10)).outputs["OUT"][0])]
+        getter = asyncio.ensure_future(channel.get())
+        await asyncio.sleep(0)  # the reader waits
+        send(1)  # the next step's, while it is held
+        await asyncio.sleep(0.05)
+        woken_while_held = getter.done()
+        channel.release()
+        second = [int((await asyncio.wait_for(getter, 10)).outputs["OUT"][0])]
+        return first, woken_while_held, second
+
+    first, woken_while_held, second = asyncio.run(scenario())
+    assert first == [0]
+    assert not woken_while_held
+    assert second == [1]
+
+
 def test_a_send_that_would_wait_on_a_held_channel_releases_it() -> None:
     # Were the hold kept, the reader would never make room for the send (nor would the
     # step that holds it end).

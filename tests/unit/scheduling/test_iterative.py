@@ -259,3 +259,38 @@ async def test_a_failing_step_fails_only_its_requests(
     later = await asyncio.wait_for(scheduler.submit(steps(4)), 10)
     assert int(later["y"].reshape(-1)[0]) == 4
     await scheduler.stop()
+
+
+class Recorder(Counter):
+    """A Counter that records each step's rows as (correlation id, x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[tuple[int, int]]] = []
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        keys, xs = inputs["CORRID"].reshape(-1), inputs["x"].reshape(-1)
+        self.rows.append([(int(key), int(x)) for key, x in zip(keys, xs, strict=True)])
+        return super().execute(inputs, output_names, requests)
+
+
+@synchronous
+async def test_each_step_stacks_its_own_requests_inputs_as_the_running_batch_changes() -> None:
+    # Two slots: when the 2-step request ends, the backlog's 4-step request takes its row, so
+    # the next step has as many rows as the one before but not the same requests.
+    recorder = Recorder()
+    scheduler, _ = iterative(max_batch_size=2, backend=recorder)
+    answers = await asyncio.gather(*(scheduler.submit(steps(n)) for n in (2, 6, 4)))
+    assert [int(a["y"][0, 0]) for a in answers] == [2, 6, 4]
+    x_of: dict[int, set[int]] = {}
+    for rows in recorder.rows:
+        for key, x in rows:
+            x_of.setdefault(key, set()).add(x)
+    assert sorted(x_of.values(), key=min) == [{2}, {4}, {6}]  # one x per request, its own
+    assert [len(rows) for rows in recorder.rows] == [2] * 6  # c ran where a had
+    await scheduler.stop()

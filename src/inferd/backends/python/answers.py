@@ -13,6 +13,7 @@ import numpy as np
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.backends.python.api import Batch, InferenceError, Request
 from inferd.backends.python.bls import BLS_CALLERS
+from inferd.backends.python.step_requests import StepRequests
 from inferd.backends.python.triton_errors import TritonError, raised_error
 from inferd.core.batch_io import BatchIO
 from inferd.core.errors import InferdError, InvalidArgument, ModelExecutionError
@@ -30,12 +31,14 @@ def make_batch(
     requests: Sequence[BatchRequest],
     batched: bool,
     batch_io: BatchIO | None = None,
+    steps: StepRequests | None = None,
 ) -> Batch:
     """The user's view of a batch: the stacked arrays as they are, each request's rows as views.
 
     Without a batch axis (max_batch_size 0) a batch holds one request, which owns every input.
     In a ragged batch (`batch_io`), a request sees its ragged inputs in its own shape and none
-    of the batch inputs, which describe the whole batch.
+    of the batch inputs, which describe the whole batch. `steps`: an iterative sequence
+    model's `Request`s, reused from the step before.
     """
     stacked = dict(inputs)
     if batch_io is not None:
@@ -46,17 +49,14 @@ def make_batch(
         ]
     else:
         views = [stacked] * len(requests)
-    described = [
-        Request(
-            view,
-            r.start,
-            r.end,
-            r.id,
-            _own(r.parameters),
-            origin=r,
-        )
-        for r, view in zip(requests, views, strict=True)
-    ]
+    own = [_own(r.parameters) for r in requests]
+    if steps is not None:
+        described = steps.described(requests, views, own)
+    else:
+        described = [
+            Request(view, r.start, r.end, r.id, parameters, origin=r)
+            for r, view, parameters in zip(requests, views, own, strict=True)
+        ]
     return Batch(stacked, list(output_names), described)
 
 

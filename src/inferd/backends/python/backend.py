@@ -131,6 +131,7 @@ class PythonModel:
         self._batched = config.max_batch_size > 0
         self._batch_io = BatchIO.from_config(config)
         self._decoupled = config.model_transaction_policy.decoupled
+        self._iterative = config.sequence_batching.iterative_sequence
         self._label = f"{config.name}_{version_path.name}"
         self._module_name = ""
         self._calls: ModelCalls | None = None
@@ -183,6 +184,7 @@ class PythonModel:
             self._decoupled,
             self._calls,
             self._batch_io,
+            self._iterative,
         )
 
     def close(self) -> None:

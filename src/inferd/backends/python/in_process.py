@@ -24,10 +24,11 @@ from inferd.backends.python.answers import (
     to_batch_outputs,
 )
 from inferd.backends.python.api import ModelContext
-from inferd.backends.python.bls import callers_of, calls_parent, calls_trace
+from inferd.backends.python.bls import BLS_CALLERS, callers_of, calls_parent, calls_trace
 from inferd.backends.python.model_file import ModelFactory
 from inferd.backends.python.model_scope import ModelScope, entered
 from inferd.backends.python.sender import ResponseSender
+from inferd.backends.python.step_requests import StepRequests
 from inferd.core.batch_io import BatchIO
 from inferd.core.calls import ModelCalls
 from inferd.core.datatypes import numpy_dtype
@@ -48,10 +49,12 @@ class InProcessInstance:
         decoupled: bool = False,
         calls: ModelCalls | None = None,
         batch_io: BatchIO | None = None,
+        iterative: bool = False,
     ) -> None:
         """`output_datatypes`: V2 datatype of every output the model may be asked for;
         `calls`: what the model's code uses to call other models (BLS); `batch_io`: the
-        model's ragged batching, when it has any."""
+        model's ragged batching, when it has any; `iterative`: the model runs iterative
+        sequences (a request handed back keeps its `Request` for its next step)."""
         self._context = context
         self._scope = ModelScope(context.model_name, calls)
         self._dtypes: OutputDtypes = {
@@ -61,6 +64,7 @@ class InProcessInstance:
         self._batch_io = batch_io
         self._scattered = frozenset(batch_io.scattered) if batch_io is not None else frozenset()
         self._decoupled = decoupled
+        self._steps = StepRequests() if iterative else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None  # a decoupled model's running loop
         try:
@@ -85,14 +89,18 @@ class InProcessInstance:
         sinks: Sequence[ResponseSink | None] | None = None,
     ) -> BatchOutputs:
         """Run one batch; a decoupled model sends to `sinks` (default: the requests' own)."""
-        batch = make_batch(inputs, output_names, requests, self._batched, self._batch_io)
+        batch = make_batch(
+            inputs, output_names, requests, self._batched, self._batch_io, self._steps
+        )
         if self._decoupled:
             for request, sink in zip(
                 batch.requests, sinks or [r.responses for r in requests], strict=True
             ):
                 if sink is None:
                     raise Internal("a request for a decoupled model came without its channel")
-                request.sender = ResponseSender(sink, self._dtypes)
+                sender = request.sender
+                if sender is None or not sender.sends_to(sink):  # kept from its step before
+                    request.sender = ResponseSender(sink, self._dtypes)
         try:
             with entered(self._batch_scope(requests)):
                 result = self._wait(self._model.execute(batch))
@@ -118,7 +126,12 @@ class InProcessInstance:
     def _batch_scope(self, requests: Sequence[BatchRequest]) -> ModelScope:
         """The model's scope, naming the models waiting on the batch's requests, and the span
         and the trace its calls continue."""
-        callers = [name for r in requests if r.parameters for name in callers_of(r.parameters)]
+        callers = [
+            name
+            for r in requests
+            if BLS_CALLERS in r.parameters
+            for name in callers_of(r.parameters)
+        ]
         parent = calls_parent(requests)
         trace_id = calls_trace(requests)
         if not callers and parent is None and not trace_id:

@@ -46,6 +46,10 @@ class ResponseSender:
     def is_cancelled(self) -> bool:
         return self._sink.cancelled
 
+    def sends_to(self, sink: ResponseSink) -> bool:
+        """Whether it sends to `sink` (so a request's next step may keep it)."""
+        return self._sink is sink
+
     def _converted(self, outputs: Mapping[str, Any]) -> dict[str, Array]:
         converted: dict[str, Array] = {}
         for name, value in outputs.items():
