@@ -15,8 +15,8 @@ from inferd.core.errors import Cancelled, InferdError, ModelExecutionError
 from inferd.core.types import Array
 
 # A batch runs on the event loop only where its instance's batches took this long or less
-# (`RunsOnLoop.short`): the loop then waits for the model no longer than a request's two
-# thread hand-offs and its answer would cost on a loaded core.
+# on average (`RunsOnLoop.short`): how long one request may hold the loop, while every other
+# connection waits. A few times the example MLP's batch-1 run (about 0.1 ms on one core).
 LOOP_LIMIT_NS = 500_000
 # Batches an instance measures before it may run one on the loop, and the weight of the
 # newest in its typical execution time (an exponential moving average).
