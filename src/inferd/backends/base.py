@@ -27,6 +27,12 @@ A backend whose models can run without an input the config marks `optional: true
 A backend whose models can take a ragged batch (`allow_ragged_batch` inputs flattened into
 one 1-D tensor, `batch_input` tensors added, `batch_output` scattered by the server) sets
 `supports_ragged = True`; the loader refuses such a config on any other.
+
+A backend instance whose `execute` may also be called from the event loop's thread sets
+`runs_on_loop = True`: it never waits for the event loop (no call to another model), holds no
+state bound to its thread (a CUDA stream, a thread-local session), and is safe to call from
+another thread than its own. A model without batching may then run a short request there when
+nothing else of it is in flight (scheduling/relay.py). ONNX Runtime on CPU sets it.
 """
 
 from __future__ import annotations

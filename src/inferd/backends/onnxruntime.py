@@ -236,7 +236,7 @@ class OnnxModel:
             return session
 
     def create_instance(self, device: Device, name: str) -> OnnxInstance:
-        return OnnxInstance(self.session(device))
+        return OnnxInstance(self.session(device), runs_on_loop=device.kind is DeviceKind.CPU)
 
     def close(self) -> None:
         with self._lock:
@@ -244,8 +244,11 @@ class OnnxModel:
 
 
 class OnnxInstance:
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, runs_on_loop: bool = False) -> None:
         self._session = session
+        # On CPU a run may be made from the event loop's thread (base.py): a session's `run`
+        # is thread-safe and calls nothing back.
+        self.runs_on_loop = runs_on_loop
         graph_inputs = session.get_inputs()  # those without a default (initializers are not)
         self._string_inputs = {i.name for i in graph_inputs if i.type == "tensor(string)"}
         self._errors = _ort().capi.onnxruntime_pybind11_state

@@ -17,6 +17,14 @@ withdrawable, until an instance has room; requests are handed over in the queue'
 (without batching there are no priority levels, queue policies or `preserve_ordering`: those
 are `dynamic_batching`'s). An idle instance may be lent to a caller that runs a request on its
 own thread (`Lease`); nothing is handed to it until it is back.
+
+A request that finds the model quiet runs on the event loop itself, in its caller's task,
+where its instance allows it (`RunsOnLoop`: the backend declares that safe, and the instance's
+batches measured so far are short, `LOOP_LIMIT_NS`). Quiet: no instance holds or is lent a
+request, and the request arrived after the model's last request ended. A client that waits
+for each answer before it sends the next (concurrency 1) so saves both thread hand-offs and
+their wake-ups. Under load the last condition fails (requests overlap), so they keep going to
+the instances' threads, each instance running its own, while the loop serves the next ones.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections.abc import Sequence
 from itertools import islice
 
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import Stages
+from inferd.instances.instance import RunsOnLoop, Stages
 from inferd.scheduling.batch import BatchRunner, Deliver, fail_undelivered
 from inferd.scheduling.idle import Slot
 from inferd.scheduling.queue import PriorityQueue, Queued
@@ -39,10 +47,11 @@ HELD = 2  # requests an instance holds at once: the one it runs and the next, wa
 class _Lane:
     """One instance, the requests handed to it and not yet ended, and its lending slot."""
 
-    __slots__ = ("handed", "instance", "slot")
+    __slots__ = ("handed", "instance", "on_loop", "slot")
 
     def __init__(self, instance: Stages) -> None:
         self.instance = instance
+        self.on_loop = instance if isinstance(instance, RunsOnLoop) else None
         self.handed: deque[Queued] = deque()  # in the order the instance runs them
         self.slot = Slot(instance)
 
@@ -72,6 +81,8 @@ class Relay:
         self._queue = queue
         self._batched = batched
         self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
+        self._held = 0  # requests handed to the instances and not yet ended
+        self._ended_ns = 0  # when the model's last request ended
 
     def pending(self) -> int:
         """Requests queued or handed to an instance behind the one it runs."""
@@ -82,6 +93,10 @@ class Relay:
         request.timestamps.queued = now
         rows = request.batch_size() if self._batched else 1
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
+        if not self._held and request.timestamps.received >= self._ended_ns:
+            here = self._on_loop()
+            if here is not None:
+                return self._run_on_loop(here, Queued(request, future, now, rows, queued=False))
         # A request queues only while no instance has room, and an instance with room again
         # takes from the queue at once (`_refill`): nothing queued ever waits for a free one.
         lane = self._roomiest()
@@ -126,8 +141,31 @@ class Relay:
                 best = lane
         return best
 
+    def _on_loop(self) -> _Lane | None:
+        """An instance that may run a request on the loop now, when none is lent."""
+        found = None
+        for lane in self._lanes:
+            if lane.slot.lent:
+                return None
+            if found is None and lane.on_loop is not None and lane.on_loop.short():
+                found = lane
+        return found
+
+    def _run_on_loop(self, lane: _Lane, call: Queued) -> dict[str, Array]:
+        """Run `call` on `lane`'s instance here, on the loop, and answer it as `_finished`
+        does. Nothing is handed to the instance, queued or lent meanwhile: the loop is busy."""
+        assert lane.on_loop is not None
+        _, deliver = self._runner.run_here(lane.on_loop, call)  # answers an error as a failure
+        try:
+            deliver()
+        except Exception as exc:
+            fail_undelivered(lane.instance.name, [call], exc)
+        self._ended_ns = time.monotonic_ns()
+        return call.future.result()  # its answer, or the error it failed with
+
     def _hand(self, lane: _Lane, call: Queued) -> None:
         lane.handed.append(call)
+        self._held += 1
 
         def then(deliver: Deliver) -> None:
             self._finished(lane, call, deliver)
@@ -136,6 +174,8 @@ class Relay:
 
     def _finished(self, lane: _Lane, call: Queued, deliver: Deliver) -> None:
         lane.handed.remove(call)  # the first, but for a batch that never reached the instance
+        self._held -= 1
+        self._ended_ns = time.monotonic_ns()
         try:
             deliver()
         except Exception as exc:

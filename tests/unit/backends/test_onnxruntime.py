@@ -101,6 +101,7 @@ def test_instances_share_one_session_and_compute(mlp_version: Path) -> None:
     cpu = Device(DeviceKind.CPU)
     assert model.session(cpu) is model.session(cpu)
     instance = model.create_instance(cpu, "mlp_0")
+    assert instance.runs_on_loop  # on CPU a run may be made from the event loop (base.py)
     out = instance.execute({"input": np.ones((2, 8), np.float32)}, ["output"], [])
     assert out["output"].shape == (2, 4)
     with pytest.raises(InvalidArgument, match="rejected"):

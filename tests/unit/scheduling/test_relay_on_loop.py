@@ -1,0 +1,213 @@
+"""With batching off, a request that finds its model quiet runs on the event loop (`relay.py`,
+`RunsOnLoop`): only where the backend declares it safe and its batches measured short, only
+when nothing else of the model is in flight, with errors, statistics and a failing observer
+handled as on the instance's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+
+from inferd.backends.base import Device, DeviceKind
+from inferd.core.errors import Internal, InvalidArgument
+from inferd.core.types import InferRequest, Timestamps
+from inferd.instances import instance as instance_module
+from inferd.instances.instance import LOOP_WARMUP_BATCHES, ModelInstance
+from inferd.scheduling.batch import Pending
+from inferd.scheduling.dynamic import DynamicBatcher
+from tests.unit.scheduling.fakes import request, settings
+from tests.unit.scheduling.test_dynamic import run
+from tests.unit.scheduling.test_staging import Held, sent
+
+LOOP = "MainThread"
+
+
+class OnLoop(Held):
+    """A `Held` doubler whose backend declares its batches safe on the event loop."""
+
+    runs_on_loop = True
+
+
+def arrived(value: float) -> InferRequest:
+    """A request stamped as a frontend stamps it when it arrives."""
+    sending = request(value)
+    sending.timestamps.received = time.monotonic_ns()
+    return sending
+
+
+@asynccontextmanager
+async def relayed(
+    *backends: Held, reported: list[tuple[int, Timestamps]] | None = None, broken: float = -2
+) -> AsyncIterator[DynamicBatcher]:
+    """A scheduler on `backends`; each batch's rows and compute marks go to `reported`, and
+    the observer raises for a request of value `broken`."""
+
+    def on_batch(
+        rows: int, compute: Timestamps, instance: str, calls: Sequence[Pending], padding: int
+    ) -> None:
+        if float(calls[0].request.inputs["x"][0, 0]) == broken:
+            raise RuntimeError("observer broke")
+        if reported is not None:
+            reported.append((rows, compute))
+
+    models = [
+        ModelInstance(f"m_{i}", Device(DeviceKind.CPU), backend)
+        for i, backend in enumerate(backends)
+    ]
+    scheduler = DynamicBatcher(models, settings(), ["y"], on_batch)
+    scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        for backend in backends:
+            backend.release()
+        await scheduler.stop()
+        for model in models:
+            model.close()
+
+
+async def one_by_one(scheduler: DynamicBatcher, count: int, first: float = 0) -> None:
+    """`count` requests, each sent once the one before is answered (concurrency 1)."""
+    for value in range(count):
+        sending = arrived(first + value)
+        answer = await asyncio.wait_for(scheduler.submit(sending), 5)
+        np.testing.assert_array_equal(answer["y"], sending.inputs["x"] * 2)
+
+
+def test_once_measured_short_a_request_alone_runs_on_the_loop_and_is_reported() -> None:
+    async def scenario() -> None:
+        backend = OnLoop()
+        reported: list[tuple[int, Timestamps]] = []
+        async with relayed(backend, reported=reported) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES + 3)
+        # The first batches are measured on the instance's thread, the rest run on the loop.
+        assert LOOP not in backend.threads[:LOOP_WARMUP_BATCHES]
+        assert backend.threads[LOOP_WARMUP_BATCHES:] == [LOOP] * 3
+        assert len(reported) == LOOP_WARMUP_BATCHES + 3
+        rows, compute = reported[-1]
+        assert rows == 1
+        assert 0 < compute.compute_start <= compute.compute_input_end
+        assert compute.compute_input_end <= compute.compute_output_start <= compute.compute_end
+
+    run(scenario)
+
+
+def test_a_backend_that_does_not_declare_it_never_runs_on_the_loop() -> None:
+    async def scenario() -> None:
+        backend = Held()
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES + 3)
+        assert LOOP not in backend.threads
+
+    run(scenario)
+
+
+def test_batches_measured_longer_than_the_limit_stay_on_the_instance_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(instance_module, "LOOP_LIMIT_NS", 0)  # every batch takes longer
+
+    async def scenario() -> None:
+        backend = OnLoop()
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES + 3)
+        assert LOOP not in backend.threads
+
+    run(scenario)
+
+
+def test_a_request_behind_one_in_flight_waits_on_the_instance_in_order() -> None:
+    async def scenario() -> None:
+        backend = OnLoop(holds=[100])
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            held = sent(scheduler, [request(100)])  # arrived before the last one ended
+            await asyncio.sleep(0.01)
+            behind = sent(scheduler, [arrived(101), arrived(102)])
+            await asyncio.sleep(0.02)
+            assert len(backend.ran) == LOOP_WARMUP_BATCHES  # nothing ran on the loop meanwhile
+            backend.release()
+            await asyncio.wait_for(asyncio.gather(*held, *behind), 5)
+        assert backend.ran[-3:] == [100.0, 101.0, 102.0]
+        assert backend.threads[-3:] == ["m_0"] * 3
+        assert backend.most == 1
+
+    run(scenario)
+
+
+def test_a_request_that_arrived_before_the_last_one_ended_goes_to_the_instance_thread() -> None:
+    async def scenario() -> None:
+        backend = OnLoop()
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            early = arrived(50)  # arrived while the next one was in flight
+            await one_by_one(scheduler, 1, first=51)
+            await asyncio.wait_for(scheduler.submit(early), 5)
+        assert backend.threads[-2:] == [LOOP, "m_0"]
+
+    run(scenario)
+
+
+def test_a_busy_instance_keeps_an_idle_one_on_its_own_thread() -> None:
+    async def scenario() -> None:
+        first, second = OnLoop(holds=[100]), OnLoop()
+        async with relayed(first, second) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)  # all on the first, the idle one
+            held = sent(scheduler, [request(100)])  # arrived before the last one ended
+            await asyncio.sleep(0.01)
+            await one_by_one(scheduler, 1, first=7)
+            assert second.threads == ["m_1"]
+            first.release()
+            await asyncio.wait_for(asyncio.gather(*held), 5)
+        assert first.threads[-1] == "m_0"
+
+    run(scenario)
+
+
+def test_a_refused_request_on_the_loop_fails_alone_and_the_next_runs() -> None:
+    async def scenario() -> None:
+        backend = OnLoop()
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            with pytest.raises(InvalidArgument, match="refused"):
+                await scheduler.submit(arrived(-1))
+            await one_by_one(scheduler, 1, first=3)
+        assert backend.threads[-2:] == [LOOP, LOOP]
+
+    run(scenario)
+
+
+def test_a_failing_observer_on_the_loop_fails_only_its_request() -> None:
+    async def scenario() -> None:
+        backend = OnLoop()
+        async with relayed(backend, broken=30) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            with pytest.raises(Internal, match="delivering the batch failed"):
+                await scheduler.submit(arrived(30))
+            await one_by_one(scheduler, 1, first=31)
+        assert backend.threads[-2:] == [LOOP, LOOP]
+
+    run(scenario)
+
+
+def test_nothing_runs_on_the_loop_while_an_instance_is_lent() -> None:
+    async def scenario() -> None:
+        first, second = OnLoop(), OnLoop()
+        async with relayed(first, second) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            lease = scheduler.lend_here()  # the first, idle: lent to a model's call
+            assert lease is not None
+            try:
+                await one_by_one(scheduler, 1, first=9)
+            finally:
+                lease.give_back()
+            assert second.threads == ["m_1"]
+            await one_by_one(scheduler, 1, first=10)
+        assert first.threads[-1] == LOOP
+
+    run(scenario)
