@@ -14,8 +14,10 @@ was chosen (the last `MAX_HOLD`); now and then it **probes** a neighbouring rung
 window and judges that window against the home's windows (median p99, mean throughput):
 
 1. A probe that meets the target where the home does not, or that raises throughput by more
-   than `GAIN`, wins; so does one with the same throughput (within `GAIN`) and less waiting
-   when both meet the target, or a lower p99 when neither does. The winner becomes the
+   than `GAIN` (or, where successive windows at home differ by more, than `NOISE` times
+   their mean relative difference: on a busy machine one window says little), wins; so
+   does one with the same throughput and less waiting when both meet the target, or a lower
+   p99 when neither does. The winner becomes the
    home, and the next rung the same way is probed at once.
 2. A probe that loses is taken back, and the next waits for a hold that doubles each time a
    probe loses (up to `MAX_HOLD` windows; a win sets it back to one). Probes alternate up
@@ -54,6 +56,8 @@ MIN_DELAY_NS = 200_000  # the shortest non-zero rung is at least this
 HEADROOM = 0.8
 SEVERE = 2.0
 GAIN = 0.03  # a throughput or p99 change smaller than this share is noise
+NOISE_WINDOWS = 8  # the noise is a moving average over about this many windows
+NOISE = 2.0  # ... as is one within this many times the windows' own spread
 MAX_HOLD = 32
 EXECUTION_BOUND = 2  # p99 within this many executions: latency is mostly execution
 
@@ -85,7 +89,10 @@ class SloController:
         self._home = 0  # the rung the probes are judged against
         self._windows: deque[Window] = deque(maxlen=MAX_HOLD)  # run at home since it was chosen
         self._probe = 0  # the direction of the probe running now: +1 up, -1 down, 0 none
-        self._hold = 1  # windows at home before the next probe
+        # The mean relative difference in throughput between successive windows at home: how
+        # much one window says on this machine, at this load.
+        self._noise = 0.0
+        self._hold = 2  # windows at home before the next probe (the first two: a noise)
         self._hold_length = 1
         self._probe_down = False  # the direction of the last probe after a hold
         self._cap_before_shrink = 0  # the cap a shrink on probation replaced (0: none)
@@ -117,6 +124,10 @@ class SloController:
     def _at_home(self, window: Window, execution: int) -> None:
         p99 = window[1]
         home_met = bool(self._windows) and self._reference()[1] <= self.target_ns
+        if self._windows:
+            last = self._windows[-1][0]
+            difference = abs(window[0] - last) * 2 / (window[0] + last or 1)
+            self._noise += (difference - self._noise) / NOISE_WINDOWS
         self._windows.append(window)
         if self._steer_cap(p99, execution):
             self._windows.clear()  # windows at another cap are no reference
@@ -177,7 +188,7 @@ class SloController:
         meets, home_meets = probe[1] <= self.target_ns, home[1] <= self.target_ns
         if meets != home_meets:
             return meets
-        if abs(probe[0] - home[0]) > home[0] * GAIN:
+        if abs(probe[0] - home[0]) > home[0] * max(GAIN, NOISE * self._noise):
             return probe[0] > home[0]
         if meets:
             return direction < 0  # the same throughput with less waiting

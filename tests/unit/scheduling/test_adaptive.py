@@ -63,6 +63,10 @@ def test_delay_climbs_while_waiting_raises_throughput_up_to_the_ceiling() -> Non
     controller = SloController(10 * MS, 4 * MS, 32, clock.now)
     assert (controller.delay_ns, controller.batch_cap) == (0, 32)
     # A slow frontend: fuller batches keep paying, 10% per rung.
+    # Two windows at home, then each won probe is followed by the next rung up at once: one
+    # window a rung.
+    clock.run(controller, len(controller.delays), lambda rung: int(1000 * 1.1**rung), 2 * MS)
+    assert controller.delay_ns == 4 * MS
     clock.run(controller, 40, lambda rung: int(1000 * 1.1**rung), 2 * MS)
     assert controller.delay_ns == 4 * MS
 
@@ -84,6 +88,15 @@ def test_the_climb_stops_where_throughput_peaks() -> None:
     assert sum(1 for rung in rungs[-100:] if rung == 3) > 90  # holds at the peak, probes around
 
 
+def test_probes_go_both_ways_and_follow_a_peak_that_moves_down() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+    clock.run(controller, 100, lambda rung: 2000 - 200 * abs(rung - 3), 2 * MS)
+    assert controller.delay_ns == controller.delays[3]
+    rungs = clock.run(controller, 300, lambda rung: 2000 - 200 * abs(rung - 1), 2 * MS)
+    assert sum(1 for rung in rungs[-100:] if rung == 1) > 90
+
+
 def test_over_the_target_a_short_delay_that_meets_it_is_kept() -> None:
     # Closed-loop clients on a busy server: at delay 0 p99 is over the target; the shortest
     # delay fills batches and brings it within, at a little less throughput; longer ones
@@ -101,7 +114,8 @@ def test_over_the_target_a_short_delay_that_meets_it_is_kept() -> None:
 def test_where_no_delay_meets_the_target_it_settles_at_the_fastest() -> None:
     clock = Clock()
     controller = SloController(5 * MS, 20 * MS, 32, clock.now)
-    rungs = clock.serve(controller, 300, lambda rung: (9 * MS, 3000 - 300 * abs(rung - 2)))
+    # p99 over twice the target everywhere: no rung met it, so none steps down at once.
+    rungs = clock.serve(controller, 300, lambda rung: (12 * MS, 3000 - 300 * abs(rung - 2)))
     assert sum(1 for rung in rungs[-100:] if rung == 2) > 90
 
 
@@ -142,6 +156,20 @@ def test_the_cap_shrinks_when_one_execution_takes_most_of_the_target() -> None:
     assert controller.batch_cap == 26
 
 
+def test_windows_at_another_batch_cap_are_no_reference_for_a_probe() -> None:
+    clock = Clock()
+    controller = SloController(10 * MS, 0, 32, clock.now)
+    for _ in range(MAX_HOLD):  # a light load, and waiting buys nothing
+        clock.window(controller, 3 * MS, 2 * MS, 500)
+    clock.window(controller, 12 * MS, 8 * MS, 1000)  # batches too big for the target: 24
+    assert (controller.delay_ns, controller.batch_cap) == (0, 24)
+    # With short executions and room the cap grows back, while waiting still buys nothing.
+    # Against the windows at the old load and cap, one window up would look like a gain.
+    rungs = clock.serve(controller, 100, lambda rung: (3 * MS, 1000))
+    assert controller.batch_cap == 32
+    assert sum(1 for rung in rungs if rung > 0) < 10
+
+
 def test_latency_that_is_queueing_never_shrinks_the_cap() -> None:
     # Closed-loop clients on a saturated server: smaller batches would only add queueing.
     clock = Clock()
@@ -172,7 +200,9 @@ def test_a_window_needs_enough_requests_and_enough_time() -> None:
     brief.record([MS] * MIN_SAMPLES, 100, MS, MIN_WINDOW_NS // 2)
     assert brief.delay_ns == 0
     brief.record([MS], 1, MS, MIN_WINDOW_NS)
-    assert brief.delay_ns == brief.delays[1]  # the first full window probes upward
+    assert brief.delay_ns == 0
+    brief.record([MS] * MIN_SAMPLES, 100, MS, 2 * MIN_WINDOW_NS)
+    assert brief.delay_ns == brief.delays[1]  # the second full window probes upward
 
 
 def _probes_near_the_target(controller: SloController, clock: Clock, p99_at_zero: list[int]) -> int:
@@ -217,7 +247,8 @@ def test_a_probe_is_judged_against_the_mean_of_the_windows_before_it() -> None:
     clock = Clock()
     controller = SloController(10 * MS, 20 * MS, 32, clock.now)
     shortest = controller.delays[1]
-    clock.window(controller, 2 * MS, MS, 1000)  # the first window probes upwards
+    for _ in range(2):  # the second window probes upwards
+        clock.window(controller, 2 * MS, MS, 1000)
     assert controller.delay_ns == shortest
     clock.window(controller, 2 * MS, MS, 1000)  # no gain: taken back, hold two windows
     assert controller.delay_ns == 0
@@ -232,8 +263,8 @@ def test_a_probe_is_judged_against_the_mean_of_the_windows_before_it() -> None:
 def test_a_probe_is_judged_against_the_median_p99_of_the_windows_before_it() -> None:
     clock = Clock()
     controller = SloController(10 * MS, 20 * MS, 32, clock.now)
-    clock.window(controller, 2 * MS, MS, 1000)  # the first window probes upwards
-    clock.window(controller, 2 * MS, MS, 1000)  # no gain: taken back, hold two windows
+    for _ in range(3):  # the second window probes upwards; no gain: taken back
+        clock.window(controller, 2 * MS, MS, 1000)
     # One window stretched past the target by a preempted thread: the home still meets it,
     # and a probe over the target loses, whatever its throughput.
     for latency in (2 * MS, 30 * MS, 2 * MS):
@@ -266,3 +297,23 @@ def test_a_probe_is_judged_against_recent_windows_only() -> None:
     rungs = clock.run(controller, 2 * MAX_HOLD, lambda rung: 2000, 2 * MS)
     assert max(rungs) == 1
     assert rungs[-1] == 0
+
+
+def test_a_gain_within_the_noise_of_the_home_windows_is_no_gain() -> None:
+    def settles(rows_at_zero: list[int]) -> int:
+        """The rung held most in the last 100 of 300 windows, where one rung up gives 1100
+        and every other rung less, and delay 0 cycles through `rows_at_zero`."""
+        clock = Clock()
+        controller = SloController(10 * MS, 20 * MS, 32, clock.now)
+        windows = iter(range(300))
+
+        def serve(rung: int) -> tuple[int, int]:
+            window = next(windows)
+            rows = [rows_at_zero[window % len(rows_at_zero)], 1100][rung] if rung < 2 else 500
+            return 2 * MS, rows
+
+        rungs = clock.serve(controller, 300, serve)[-100:]
+        return max(set(rungs), key=rungs.count)
+
+    assert settles([1000]) == 1  # 10% is a gain on a quiet machine
+    assert settles([700, 1300]) == 0  # not where the windows at home spread by 30%
