@@ -13,12 +13,13 @@ a few rungs away. The controller keeps a **home** rung and the windows run at it
 was chosen (the last `MAX_HOLD`); now and then it **probes** a neighbouring rung for one
 window and judges that window against the home's windows (median p99, mean throughput):
 
-1. A probe that meets the target where the home does not, or that raises throughput by more
-   than `GAIN` (or, where successive windows at home differ by more, than `NOISE` times
-   their mean relative difference: on a busy machine one window says little), wins; so
-   does one with the same throughput and less waiting when both meet the target, or a lower
-   p99 when neither does. The winner becomes the
-   home, and the next rung the same way is probed at once.
+1. A probe that meets the target where the home does not wins; so does one that raises
+   throughput by more than the noise: `GAIN`, or `NOISE` times the mean relative difference
+   between successive windows at home where that is more (on a busy machine one window
+   says little). At the same throughput, less waiting wins when both meet the target, and
+   a lower p99 when neither does. The winner becomes the home, and the next rung the same
+   way is probed at once. The first probe comes after two windows, the noise's first
+   measure.
 2. A probe that loses is taken back, and the next waits for a hold that doubles each time a
    probe loses (up to `MAX_HOLD` windows; a win sets it back to one). Probes alternate up
    and down, so the controller follows a load that changes without paying much for it.
@@ -57,7 +58,7 @@ HEADROOM = 0.8
 SEVERE = 2.0
 GAIN = 0.03  # a throughput or p99 change smaller than this share is noise
 NOISE_WINDOWS = 8  # the noise is a moving average over about this many windows
-NOISE = 2.0  # ... as is one within this many times the windows' own spread
+NOISE = 2.0  # a throughput change within this many times the noise is noise too
 MAX_HOLD = 32
 EXECUTION_BOUND = 2  # p99 within this many executions: latency is mostly execution
 
@@ -92,7 +93,7 @@ class SloController:
         # The mean relative difference in throughput between successive windows at home: how
         # much one window says on this machine, at this load.
         self._noise = 0.0
-        self._hold = 2  # windows at home before the next probe (the first two: a noise)
+        self._hold = 2  # windows at home before the next probe
         self._hold_length = 1
         self._probe_down = False  # the direction of the last probe after a hold
         self._cap_before_shrink = 0  # the cap a shrink on probation replaced (0: none)
