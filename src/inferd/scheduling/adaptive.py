@@ -17,9 +17,9 @@ window and judges that window against the home's windows (median p99, mean throu
    throughput by more than the noise: `GAIN`, or `NOISE` times the mean relative difference
    between successive windows at home where that is more (on a busy machine one window
    says little). At the same throughput, less waiting wins when both meet the target, and
-   a lower p99 when neither does. The winner becomes the home, and the next rung the same
-   way is probed at once. The first probe comes after two windows, the noise's first
-   measure.
+   a p99 lower by more than its own noise (measured the same way) when neither does. The
+   winner becomes the home, and the next rung the same way is probed at once. The first
+   probe comes after two windows, the noise's first measure.
 2. A probe that loses is taken back, and the next waits for a hold that doubles each time a
    probe loses (up to `MAX_HOLD` windows; a win sets it back to one). Probes alternate up
    and down, so the controller follows a load that changes without paying much for it.
@@ -90,9 +90,11 @@ class SloController:
         self._home = 0  # the rung the probes are judged against
         self._windows: deque[Window] = deque(maxlen=MAX_HOLD)  # run at home since it was chosen
         self._probe = 0  # the direction of the probe running now: +1 up, -1 down, 0 none
-        # The mean relative difference in throughput between successive windows at home: how
-        # much one window says on this machine, at this load.
+        # The mean relative difference in throughput (and in p99) between successive windows
+        # at home: how much one window says on this machine, at this load.
         self._noise = 0.0
+        self._p99_noise = 0.0
+        self._pairs = 0  # successive windows at home seen, up to NOISE_WINDOWS
         self._hold = 2  # windows at home before the next probe
         self._hold_length = 1
         self._probe_down = False  # the direction of the last probe after a hold
@@ -126,9 +128,10 @@ class SloController:
         p99 = window[1]
         home_met = bool(self._windows) and self._reference()[1] <= self.target_ns
         if self._windows:
-            last = self._windows[-1][0]
-            difference = abs(window[0] - last) * 2 / (window[0] + last or 1)
-            self._noise += (difference - self._noise) / NOISE_WINDOWS
+            last = self._windows[-1]
+            self._pairs = min(self._pairs + 1, NOISE_WINDOWS)  # from the first pair on, a mean
+            self._noise += (_difference(window[0], last[0]) - self._noise) / self._pairs
+            self._p99_noise += (_difference(window[1], last[1]) - self._p99_noise) / self._pairs
         self._windows.append(window)
         if self._steer_cap(p99, execution):
             self._windows.clear()  # windows at another cap are no reference
@@ -193,7 +196,7 @@ class SloController:
             return probe[0] > home[0]
         if meets:
             return direction < 0  # the same throughput with less waiting
-        return probe[1] < home[1] * (1 - GAIN)
+        return probe[1] < home[1] * (1 - max(GAIN, NOISE * self._p99_noise))
 
     def _steer_cap(self, p99: float, execution: int) -> bool:
         """Judge a shrink on probation, shrink or grow the cap; True when the cap changed."""
@@ -228,3 +231,8 @@ class SloController:
             self._cap_hold = self._cap_hold_length
             self._cap_hold_length = min(self._cap_hold_length * 2, MAX_HOLD)
         self._cap_before_shrink = 0
+
+
+def _difference(value: float, last: float) -> float:
+    """The difference between two windows' figures, relative to their mean."""
+    return abs(value - last) * 2 / (value + last or 1)

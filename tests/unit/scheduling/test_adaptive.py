@@ -317,3 +317,24 @@ def test_a_gain_within_the_noise_of_the_home_windows_is_no_gain() -> None:
 
     assert settles([1000]) == 1  # 10% is a gain on a quiet machine
     assert settles([700, 1300]) == 0  # not where the windows at home spread by 30%
+
+
+def test_where_no_delay_meets_the_target_a_lower_p99_within_its_noise_is_no_gain() -> None:
+    def settles(p99_at_zero: list[int]) -> int:
+        """The rung held most in the last 100 of 300 windows, all at one throughput and over
+        the target, where one rung up gives p99 8 ms and the windows at delay 0 cycle through
+        `p99_at_zero`."""
+        clock = Clock()
+        controller = SloController(5 * MS, 20 * MS, 32, clock.now)
+        at_zero = iter(range(300))
+
+        def serve(rung: int) -> tuple[int, int]:
+            if rung:
+                return 8 * MS + rung, 3000
+            return p99_at_zero[next(at_zero) % len(p99_at_zero)], 3000
+
+        rungs = clock.serve(controller, 300, serve)[-100:]
+        return max(set(rungs), key=rungs.count)
+
+    assert settles([9 * MS]) == 1  # 11% lower is a gain where windows agree
+    assert settles([9 * MS, 11 * MS]) == 0  # not where they differ by 20%
