@@ -291,7 +291,8 @@ SLO_CEILING_US = 20000
 def slo(root: Path, seconds: float, concurrencies: list[int]) -> None:
     """Every fixed delay against the adaptive batcher (target 5 ms, delay <= 20 ms), per
     concurrency; then the adaptive batcher's throughput over the best fixed delay whose p99
-    meets the target (the issue's target: >= 0.95x, and the target held)."""
+    meets the target (the issue's target: >= 0.95x, and the target held) and over the
+    fastest fixed delay."""
     reference = raw_onnxruntime(root, 16, seconds, None)
     results: list[Result] = []
     verdicts: list[str] = []
@@ -311,7 +312,11 @@ def slo(root: Path, seconds: float, concurrencies: list[int]) -> None:
         results += [*fixed, adaptive]
         verdicts.append(_verdict(concurrency, fixed, adaptive))
     print_table(results, reference)
-    print(f"\nadaptive vs the best fixed delay with p99 <= {SLO_MS:g} ms:")
+    print(f"\nadaptive vs fixed delays, target p99 <= {SLO_MS:g} ms:")
+    print(
+        f"{'conc':>4} {'adaptive/s':>10} {'p99 ms':>7} {'best fixed meeting it':>32} "
+        f"{'ratio':>6} {'fastest fixed':>32} {'ratio':>6} {'target':>6}"
+    )
     print("\n".join(verdicts))
 
 
@@ -320,17 +325,24 @@ def _delay(microseconds: int) -> str:
 
 
 def _verdict(concurrency: int, fixed: list[Result], adaptive: Result) -> str:
-    """The ratio to the best fixed delay meeting the target; where none does (a loaded
-    machine), to the fastest fixed delay, so that a run still says something."""
-    held = "held" if adaptive.p99_ms <= SLO_MS else "MISSED"
+    """The ratio to the best fixed delay meeting the target ("none" where none does, on a
+    loaded machine), and to the fastest fixed delay, so that every run says something; the
+    target is held where the adaptive p99 meets it, and missed only where a fixed delay
+    met it."""
     meeting = [result for result in fixed if result.p99_ms <= SLO_MS]
-    best = max(meeting or fixed, key=lambda result: result.throughput)
-    ratio = adaptive.throughput / best.throughput
-    compared = "" if meeting else "no fixed delay meets the target; fastest: "
+    fastest = max(fixed, key=lambda result: result.throughput)
+    if meeting:
+        best = max(meeting, key=lambda result: result.throughput)
+        best_text = f"{best.label} ({best.throughput:.0f}/s, {best.p99_ms:.2f})"
+        best_ratio = f"{adaptive.throughput / best.throughput:.2f}"
+    else:
+        best_text, best_ratio = "none", "-"
+    held = "held" if adaptive.p99_ms <= SLO_MS else "MISSED" if meeting else "none"
+    fastest_text = f"{fastest.label} ({fastest.throughput:.0f}/s, {fastest.p99_ms:.2f})"
     return (
-        f"  c={concurrency}: {compared}{ratio:.2f}x of {best.label} ({best.throughput:.0f}/s, "
-        f"p99 {best.p99_ms:.2f} ms); adaptive {adaptive.throughput:.0f}/s, "
-        f"p99 {adaptive.p99_ms:.2f} ms, target {held}"
+        f"{concurrency:>4} {adaptive.throughput:>10.0f} {adaptive.p99_ms:>7.2f} {best_text:>32} "
+        f"{best_ratio:>6} {fastest_text:>32} "
+        f"{adaptive.throughput / fastest.throughput:>6.2f} {held:>6}"
     )
 
 

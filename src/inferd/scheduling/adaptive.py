@@ -1,36 +1,45 @@
-"""SLO-adaptive batching: steer the queue delay and batch cap to keep p99 under a target
-while getting the most throughput out of the instances.
+"""SLO-adaptive batching: find the queue delay (and batch cap) that serves best at the current
+load: p99 under the target if any delay can keep it there, and the most throughput among
+the delays that do (the most throughput of all where none does).
 
 Evaluated once per window of completed requests (at least `MIN_SAMPLES` requests and
 `MIN_WINDOW_NS`), never per request. A window's execution time is its median batch's: one
 execution stretched by a preempted thread says nothing about the batch size.
 
-- **p99 above the target**: halve the queue delay (multiplicative decrease). When the delay
-  is already 0, one batch execution alone takes more than half the target, and p99 is within
-  two executions (the latency is execution, not queueing), the batch may be too big for the
-  target, so the batch cap shrinks by a quarter as well. That shrink is a
-  probe: when the next window's p99 is no better (latency made of queueing, as with
-  closed-loop clients, gets worse with smaller batches), the cap is put back and the next
-  shrink waits for a hold that doubles each time one fails.
-- **p99 within the target**: hill-climb on throughput, one delay step (1/20 of the ceiling)
-  at a time. A step is judged against the mean throughput of the windows run at the setting
-  before it, the last `MAX_HOLD` of them (one noisy window is no reference, nor are windows
-  from before the load changed). A step that raised throughput by
-  more than `GAIN` is followed by another in the same direction (upward only while p99 stays
-  under `HEADROOM` x target); a step that cost throughput is taken back; a downward step that
-  changed nothing is kept (same throughput, lower latency). After a step is taken back the
-  controller holds, and probes again after a hold that doubles each time a probe fails (up
-  to `MAX_HOLD` windows), alternating directions, so it follows a load that changes.
+The delay moves on a ladder: 0, then the ceiling halved until it would drop under
+`MIN_DELAY_NS` (for 20 ms: 0, 0.31, 0.62, 1.25, 2.5, 5, 10, 20 ms), so that both the short
+delays that fill batches under closed-loop load and the long ones a slow frontend needs are
+a few rungs away. The controller keeps a **home** rung and the windows run at it since it
+was chosen (the last `MAX_HOLD`); now and then it **probes** a neighbouring rung for one
+window and judges that window against the home's windows (median p99, mean throughput):
 
-A violation never shortens that hold (it starts it again at its length), and a step up that
-ends in one is a failed probe: near the target, where noise crosses it now and then, the
-controller would otherwise probe upwards every other window, and each probe costs the
-throughput that waiting loses.
+1. A probe that meets the target where the home does not wins; so does one that raises
+   throughput by more than the noise: `GAIN`, or `NOISE` times the mean relative difference
+   between successive windows at home where that is more (on a busy machine one window
+   says little). At the same throughput, less waiting wins when both meet the target, and
+   a p99 lower by more than its own noise (measured the same way) when neither does. The
+   winner becomes the home, and the next rung the same way is probed at once. The first
+   probe comes after two windows, the noise's first measure.
+2. A probe that loses is taken back, and the next waits for a hold that doubles each time a
+   probe loses (up to `MAX_HOLD` windows; a win sets it back to one). Probes alternate up
+   and down, so the controller follows a load that changes without paying much for it.
+3. Upward probes are allowed while the home's p99 has room (under `HEADROOM` x target) or
+   is over the target (under closed-loop load a short delay lowers p99 by filling
+   batches), not in between, where waiting longer would cross the target.
+4. A window at a home that met the target with p99 over `SEVERE` x target (the load rose)
+   probes one rung down at once, judged against that window alone.
 
-Waiting pays when requests reach the batcher slower than a batch runs (a slow frontend such
-as gRPC, or a model whose cost per row falls steeply with batch size): fuller batches raise
-throughput, and the controller climbs. It does not pay for closed-loop clients that the
-server already keeps up with: waiting only lowers their rate, and the controller stays at 0.
+Under the target, waiting is only kept where it buys throughput (a slow frontend such as
+gRPC, or a model whose cost per row falls steeply with batch size); for closed-loop clients
+the server keeps up with, every upward probe loses and the controller stays at 0. Where no
+delay meets the target, the wins are throughput wins, and it settles at the fastest rung.
+
+The batch cap: at delay 0, with p99 over the target, one batch execution taking more than
+half the target and p99 within two executions (the latency is execution, not queueing),
+the batch may be too big for the target, and the cap shrinks by a quarter. That shrink is
+on probation: when the next window's p99 is no better, the cap is put back and the next
+shrink waits for a hold that doubles each time one fails. While p99 has room and executions
+stay under half the target, the cap grows back by 1/16 a window.
 
 Latency is the server's own: from when the frontend received the request (or it was queued)
 to when its batch finished.
@@ -44,11 +53,24 @@ import numpy as np
 
 MIN_SAMPLES = 100
 MIN_WINDOW_NS = 20_000_000
+MIN_DELAY_NS = 200_000  # the shortest non-zero rung is at least this
 HEADROOM = 0.8
-GAIN = 0.03  # a throughput change smaller than this share is noise
+SEVERE = 2.0
+GAIN = 0.03  # a throughput or p99 change smaller than this share is noise
+NOISE_WINDOWS = 8  # the noise is a moving average over about this many windows
+NOISE = 2.0  # a throughput change within this many times the noise is noise too
 MAX_HOLD = 32
 EXECUTION_BOUND = 2  # p99 within this many executions: latency is mostly execution
-_STEPS = 20
+
+Window = tuple[float, float]  # (throughput, p99 in ns)
+
+
+def delay_ladder(max_delay_ns: int) -> tuple[int, ...]:
+    """0, then `max_delay_ns` halved while it stays at or over `MIN_DELAY_NS`, ascending."""
+    rungs = [max_delay_ns]
+    while rungs[-1] // 2 >= MIN_DELAY_NS:
+        rungs.append(rungs[-1] // 2)
+    return (0, *reversed(rungs))
 
 
 class SloController:
@@ -56,23 +78,26 @@ class SloController:
         self.target_ns = target_ns
         # Without a configured delay, waiting up to half the target still leaves it room.
         self.max_delay_ns = max_delay_ns or target_ns // 2
+        self.delays = delay_ladder(self.max_delay_ns)
         self.max_batch_size = max_batch_size
         self.delay_ns = 0
         self.batch_cap = max_batch_size
-        self._delay_step = max(self.max_delay_ns // _STEPS, 1)
         self._cap_step = max(max_batch_size // 16, 1)
         self._latencies: list[int] = []
         self._executions: list[int] = []
         self._window_start_ns = now_ns
         self._window_rows = 0
-        # Throughput of the last windows run at the current setting, and the mean of those
-        # run at the setting before the last change: what a step is judged against.
-        self._run: deque[float] = deque(maxlen=MAX_HOLD)
-        self._reference = 0.0
-        self._move = 0  # the step the last window took: +1 up, -1 down, 0 none
-        self._hold = 0  # windows to wait before the next probe
+        self._home = 0  # the rung the probes are judged against
+        self._windows: deque[Window] = deque(maxlen=MAX_HOLD)  # run at home since it was chosen
+        self._probe = 0  # the direction of the probe running now: +1 up, -1 down, 0 none
+        # The mean relative difference in throughput (and in p99) between successive windows
+        # at home: how much one window says on this machine, at this load.
+        self._noise = 0.0
+        self._p99_noise = 0.0
+        self._pairs = 0  # successive windows at home seen, up to NOISE_WINDOWS
+        self._hold = 2  # windows at home before the next probe
         self._hold_length = 1
-        self._probe_down = False
+        self._probe_down = False  # the direction of the last probe after a hold
         self._cap_before_shrink = 0  # the cap a shrink on probation replaced (0: none)
         self._p99_before_shrink = 0.0
         self._cap_hold = 0
@@ -94,36 +119,106 @@ class SloController:
     def _adjust(self, throughput: float) -> None:
         p99 = float(np.percentile(np.fromiter(self._latencies, np.int64), 99))
         execution = sorted(self._executions)[len(self._executions) // 2]
-        batch_fits = execution * 2 <= self.target_ns
-        room = p99 < self.target_ns * HEADROOM
-        setting = (self.delay_ns, self.batch_cap)
-        self._run.append(throughput)
+        if self._probe:
+            self._judge_probe((throughput, p99))
+        else:
+            self._at_home((throughput, p99), execution)
+
+    def _at_home(self, window: Window, execution: int) -> None:
+        p99 = window[1]
+        home_met = bool(self._windows) and self._reference()[1] <= self.target_ns
+        if self._windows:
+            last = self._windows[-1]
+            self._pairs = min(self._pairs + 1, NOISE_WINDOWS)  # from the first pair on, a mean
+            self._noise += (_difference(window[0], last[0]) - self._noise) / self._pairs
+            self._p99_noise += (_difference(window[1], last[1]) - self._p99_noise) / self._pairs
+        self._windows.append(window)
+        if self._steer_cap(p99, execution):
+            self._windows.clear()  # windows at another cap are no reference
+            return
+        if home_met and p99 > SEVERE * self.target_ns and self._home > 0:
+            self._windows.clear()
+            self._windows.append(window)
+            self._start_probe(-1)
+            return
+        self._hold -= 1
+        if self._hold <= 0:
+            self._probe_after_hold()
+
+    def _probe_after_hold(self) -> None:
+        """Probe the other way than last time, or this way again if that one is closed."""
+        self._probe_down = not self._probe_down
+        first, second = (-1, +1) if self._probe_down else (+1, -1)
+        for direction in (first, second):
+            if self._may_probe(direction):
+                self._start_probe(direction)
+                return
+        self._hold = self._hold_length  # nowhere to probe: hold as long again, no success
+
+    def _may_probe(self, direction: int) -> bool:
+        if direction < 0:
+            return self._home > 0
+        p99 = self._reference()[1]
+        crossing = self.target_ns * HEADROOM <= p99 <= self.target_ns
+        return self._home + 1 < len(self.delays) and not crossing
+
+    def _start_probe(self, direction: int) -> None:
+        self._probe = direction
+        self.delay_ns = self.delays[self._home + direction]
+
+    def _judge_probe(self, window: Window) -> None:
+        direction, self._probe = self._probe, 0
+        if self._wins(window, self._reference(), direction):
+            self._home += direction
+            self._windows.clear()
+            self._windows.append(window)
+            self._hold_length = 1
+            if self._may_probe(direction):
+                self._start_probe(direction)
+            else:
+                self._hold = self._hold_length
+        else:
+            self.delay_ns = self.delays[self._home]
+            self._hold_length = min(self._hold_length * 2, MAX_HOLD)
+            self._hold = self._hold_length
+
+    def _reference(self) -> Window:
+        """The home's windows: mean throughput, median p99 (one preempted window is no p99)."""
+        throughput = sum(window[0] for window in self._windows) / len(self._windows)
+        p99s = sorted(window[1] for window in self._windows)
+        return throughput, p99s[len(p99s) // 2]
+
+    def _wins(self, probe: Window, home: Window, direction: int) -> bool:
+        meets, home_meets = probe[1] <= self.target_ns, home[1] <= self.target_ns
+        if meets != home_meets:
+            return meets
+        if abs(probe[0] - home[0]) > home[0] * max(GAIN, NOISE * self._noise):
+            return probe[0] > home[0]
+        if meets:
+            return direction < 0  # the same throughput with less waiting
+        return probe[1] < home[1] * (1 - max(GAIN, NOISE * self._p99_noise))
+
+    def _steer_cap(self, p99: float, execution: int) -> bool:
+        """Judge a shrink on probation, shrink or grow the cap; True when the cap changed."""
+        cap = self.batch_cap
         self._judge_shrink(p99)
+        batch_fits = execution * 2 <= self.target_ns
         if p99 > self.target_ns:
             # Smaller batches only help when the latency is mostly execution; when it is mostly
             # queueing (closed-loop clients on a saturated server) they make it worse.
             execution_bound = p99 <= EXECUTION_BOUND * execution
-            self._shed(batch_fits or not execution_bound, p99)
-        else:
-            self._climb(throughput, room)
-            if room and batch_fits:
-                self.batch_cap = min(self.batch_cap + self._cap_step, self.max_batch_size)
-        if (self.delay_ns, self.batch_cap) != setting:
-            self._reference = sum(self._run) / len(self._run)
-            self._run.clear()
+            if self.delay_ns == 0 and not batch_fits and execution_bound and self.batch_cap > 1:
+                self._shrink_cap(p99)
+        elif p99 < self.target_ns * HEADROOM and batch_fits:
+            self.batch_cap = min(self.batch_cap + self._cap_step, self.max_batch_size)
+        return self.batch_cap != cap
 
-    def _shed(self, batch_fits: bool, p99: float) -> None:
-        if self._move > 0:  # the step up ended in a violation: a failed probe
-            self._hold_length = min(self._hold_length * 2, MAX_HOLD)
-        self.delay_ns = self.delay_ns // 2 if self.delay_ns > self._delay_step else 0
-        if self.delay_ns == 0 and not batch_fits and self.batch_cap > 1:
-            if self._cap_hold > 0:
-                self._cap_hold -= 1
-            else:
-                self._cap_before_shrink, self._p99_before_shrink = self.batch_cap, p99
-                self.batch_cap = max(1, self.batch_cap * 3 // 4)
-        self._move = 0
-        self._hold = self._hold_length
+    def _shrink_cap(self, p99: float) -> None:
+        if self._cap_hold > 0:
+            self._cap_hold -= 1
+            return
+        self._cap_before_shrink, self._p99_before_shrink = self.batch_cap, p99
+        self.batch_cap = max(1, self.batch_cap * 3 // 4)
 
     def _judge_shrink(self, p99: float) -> None:
         """Keep the last shrink of the cap if it lowered p99; else put the cap back."""
@@ -137,46 +232,7 @@ class SloController:
             self._cap_hold_length = min(self._cap_hold_length * 2, MAX_HOLD)
         self._cap_before_shrink = 0
 
-    def _climb(self, throughput: float, room: bool) -> None:
-        last = self._reference
-        gained = last > 0 and throughput > last * (1 + GAIN)
-        lost = last > 0 and throughput < last * (1 - GAIN)
-        if self._move > 0:
-            if gained and room and self.delay_ns < self.max_delay_ns:
-                self._step(+1)
-            elif gained:
-                self._settle(success=True)
-            else:
-                self._step(-1)  # waiting longer bought nothing: take it back
-                self._settle(success=False)
-        elif self._move < 0:
-            if lost:
-                self._step(+1)  # waiting less cost throughput: take it back
-                self._settle(success=False)
-            elif self.delay_ns > 0:
-                self._step(-1)  # no worse with less waiting: keep going down
-            else:
-                self._settle(success=True)
-        else:
-            self._hold -= 1
-            if self._hold <= 0:
-                self._probe(room)
 
-    def _probe(self, room: bool) -> None:
-        self._probe_down = not self._probe_down
-        if self._probe_down and self.delay_ns > 0:
-            self._step(-1)
-        elif room and self.delay_ns < self.max_delay_ns:
-            self._step(+1)
-        else:  # nowhere to probe: hold as long again, without counting it a success
-            self._hold = self._hold_length
-
-    def _step(self, direction: int) -> None:
-        delay = self.delay_ns + direction * self._delay_step
-        self.delay_ns = min(max(delay, 0), self.max_delay_ns)
-        self._move = direction
-
-    def _settle(self, success: bool) -> None:
-        self._move = 0
-        self._hold_length = 1 if success else min(self._hold_length * 2, MAX_HOLD)
-        self._hold = self._hold_length
+def _difference(value: float, last: float) -> float:
+    """The difference between two windows' figures, relative to their mean."""
+    return abs(value - last) * 2 / (value + last or 1)
