@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import queue
 import threading
 import time
@@ -149,7 +147,6 @@ class ModelInstance:
         return self._jobs.qsize()
 
     def _serve(self) -> None:
-        no_wakeup_preemption()
         jobs = self._jobs
         ready = 0  # the end of the batch before, while the next one waited behind it
         while True:
@@ -182,21 +179,6 @@ class ModelInstance:
         self._jobs.put(None)
         self._thread.join()
         self._backend_instance.close()
-
-
-def no_wakeup_preemption() -> None:
-    """Make the calling thread one whose wake-ups do not preempt the thread running (Linux's
-    SCHED_BATCH; elsewhere, or where refused, nothing changes).
-
-    An instance thread is woken by the event loop handing it a batch, while the loop holds the
-    GIL and goes on with its work. Woken on the loop's core, it would preempt the loop only to
-    block on the GIL at once: two context switches per batch, with the loop (and the GIL) off
-    the core meanwhile, where any other process may take it. Not preempting, it runs once the
-    loop lets go of the core or at the scheduler's next tick; its share of the CPU, and how it
-    competes while it runs, are as before."""
-    if hasattr(os, "SCHED_BATCH"):
-        with contextlib.suppress(OSError):  # e.g. a sandbox that forbids it: the default stays
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def run_batch(
