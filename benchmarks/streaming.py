@@ -1,7 +1,7 @@
 """Continuous batching of a generative stand-in model: iterative sequences vs one request per
 execution vs static batches, over gRPC streaming.
 
-    python benchmarks/streaming.py [--streams 64] [--rounds 1] [--min-steps 16] [--max-steps 256]
+    python benchmarks/streaming.py [--streams 64] [--rounds 2] [--min-steps 16] [--max-steps 256]
 
 The model is a decoupled Python model whose step costs a fixed amount of numpy work per batch
 (`--layers` passes of `--width`-square weights over a fixed probe, as a decode step on an
@@ -17,7 +17,10 @@ one instance, BLAS on one thread:
   runs every request of its batch until the longest one ends (all rows computed throughout).
 
 `--streams` clients each send `--rounds` requests back to back, of lengths drawn uniformly
-from [min, max] steps (the same draw for every setup), on one tritonclient stream. Printed:
+from [min, max] steps (the same draw for every setup), on one tritonclient stream. Two rounds
+by default, so that requests also arrive while others run, as they do in service: with one
+round every request arrives in the first burst, one static batch takes them all at once, and
+nothing is left for continuous batching to schedule around. Printed:
 time to first token (TTFT) and inter-token latency p50/p99, tokens/s; the model's raw step
 time at batch 1 and at the mean running batch of the iterative setup, measured here in the
 same run, and the iterative tokens/s as a ratio of the raw batched step rate (tokens per
@@ -384,7 +387,7 @@ def raw_step_ms(namespace: dict[str, Any], rows: int, seconds: float = 1.0) -> f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--min-steps", type=int, default=16)
     parser.add_argument("--max-steps", type=int, default=256)
     parser.add_argument("--width", type=int, default=2048)
