@@ -186,6 +186,44 @@ def test_keep_alive_serves_request_after_request(connect: Callable[[], socket.so
         assert sums(body) == [i + 3] * 16
 
 
+def test_keep_alive_timeout_counts_from_the_last_answer(
+    connect: Callable[[], socket.socket],
+) -> None:
+    """The keep-alive timer is set once per idle period (protocol.py): requests (express and
+    ASGI) that come within the timeout of the previous answer, though past the timeout since
+    the first, find the connection open."""
+    sock = connect()
+    answers = Answers(sock)
+    ready = b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for i in range(4):
+        sock.sendall(infer_request(json_body([i] * 16)) if i % 2 == 0 else ready)
+        status, _, _ = answers.next()
+        assert status == b"HTTP/1.1 200 OK"
+        time.sleep(KEEP_ALIVE_S * 0.5)
+
+
+def test_keep_alive_timeout_waits_for_a_request_on_its_way(
+    connect: Callable[[], socket.socket],
+) -> None:
+    """A request whose first bytes came before the timeout is answered whenever the rest
+    comes, as uvicorn's timer (stopped by any bytes) does; then the idle connection is closed
+    once the timeout has passed since that answer."""
+    sock = connect()
+    answers = Answers(sock)
+    sock.sendall(infer_request(json_body(A)))
+    assert answers.next()[0] == b"HTTP/1.1 200 OK"
+    data = infer_request(json_body(A))
+    time.sleep(KEEP_ALIVE_S * 0.5)
+    sock.sendall(data[:30])
+    time.sleep(KEEP_ALIVE_S * 0.8)  # past the timeout since the first answer
+    sock.sendall(data[30:])
+    status, headers, body = answers.next()
+    assert status == b"HTTP/1.1 200 OK" and b"connection" not in headers
+    assert sums(body)[0] == 3
+    sock.settimeout(KEEP_ALIVE_S * 3)
+    assert sock.recv(1) == b""
+
+
 def test_each_target_routes_as_its_own_past_the_kept_routes(
     connect: Callable[[], socket.socket],
 ) -> None:
