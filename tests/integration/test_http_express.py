@@ -11,6 +11,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 
 import numpy as np
 import pytest
@@ -285,6 +286,49 @@ def test_a_connection_to_close_is_closed_after_its_answer(
     assert status == b"HTTP/1.1 200 OK" and answer_headers[b"connection"] == b"close"
     assert sums(body)[0] == 3
     assert answers.closed()
+
+
+def test_answer_heads_are_kept_per_kind_of_answer(connect: Callable[[], socket.socket]) -> None:
+    """Answers of each kind (status, content type, extra headers, keep-alive) in turn, within
+    about a second (one set of uvicorn's default headers): each with its own head, as kept by
+    the express lane (express.py)."""
+    keeping, closing = connect(), connect()
+    answers = Answers(keeping)
+    binary_headers = f"Inference-Header-Content-Length: {len(BINARY_HEADER)}\r\n"
+    for _ in range(2):
+        keeping.sendall(infer_request(json_body(A)))
+        status, headers, _ = answers.next()
+        assert status == b"HTTP/1.1 200 OK" and b"connection" not in headers
+        assert headers[b"content-type"] == b"application/json"
+        keeping.sendall(infer_request(binary_body(A), headers=binary_headers))
+        status, headers, body = answers.next()
+        assert headers[b"content-type"] == b"application/octet-stream"
+        assert int(headers[b"inference-header-content-length"]) < len(body)
+        keeping.sendall(infer_request(json_body(A), "/v2/models/nothing/infer"))
+        status, headers, _ = answers.next()
+        assert (
+            status.startswith(b"HTTP/1.1 404") and b"inference-header-content-length" not in headers
+        )
+    closing.sendall(infer_request(json_body(A), version="1.0"))
+    status, headers, _ = Answers(closing).next()
+    assert status == b"HTTP/1.1 200 OK" and headers[b"connection"] == b"close"
+    keeping.sendall(infer_request(json_body(A)))
+    assert b"connection" not in answers.next()[1]
+
+
+def test_answers_carry_the_current_date(connect: Callable[[], socket.socket]) -> None:
+    """The express lane's kept answer heads follow uvicorn's `date` header, which changes each
+    second."""
+    sock = connect()
+    answers = Answers(sock)
+    dates = []
+    for _ in range(2):
+        sock.sendall(infer_request(json_body(A)))
+        status, headers, _ = answers.next()
+        assert status == b"HTTP/1.1 200 OK"
+        dates.append(parsedate_to_datetime(headers[b"date"].decode()))
+        time.sleep(2.5)
+    assert dates[1] > dates[0]
 
 
 def test_a_body_split_across_packets_is_read_whole(connect: Callable[[], socket.socket]) -> None:
