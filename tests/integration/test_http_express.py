@@ -11,6 +11,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 
 import numpy as np
 import pytest
@@ -186,6 +187,44 @@ def test_keep_alive_serves_request_after_request(connect: Callable[[], socket.so
         assert sums(body) == [i + 3] * 16
 
 
+def test_keep_alive_timeout_counts_from_the_last_answer(
+    connect: Callable[[], socket.socket],
+) -> None:
+    """The keep-alive timer is set once per idle period (protocol.py): requests (express and
+    ASGI) that come within the timeout of the previous answer, though past the timeout since
+    the first, find the connection open."""
+    sock = connect()
+    answers = Answers(sock)
+    ready = b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for i in range(4):
+        sock.sendall(infer_request(json_body([i] * 16)) if i % 2 == 0 else ready)
+        status, _, _ = answers.next()
+        assert status == b"HTTP/1.1 200 OK"
+        time.sleep(KEEP_ALIVE_S * 0.5)
+
+
+def test_keep_alive_timeout_waits_for_a_request_on_its_way(
+    connect: Callable[[], socket.socket],
+) -> None:
+    """A request whose first bytes came before the timeout is answered whenever the rest
+    comes, as uvicorn's timer (stopped by any bytes) does; then the idle connection is closed
+    once the timeout has passed since that answer."""
+    sock = connect()
+    answers = Answers(sock)
+    sock.sendall(infer_request(json_body(A)))
+    assert answers.next()[0] == b"HTTP/1.1 200 OK"
+    data = infer_request(json_body(A))
+    time.sleep(KEEP_ALIVE_S * 0.5)
+    sock.sendall(data[:30])
+    time.sleep(KEEP_ALIVE_S * 0.8)  # past the timeout since the first answer
+    sock.sendall(data[30:])
+    status, headers, body = answers.next()
+    assert status == b"HTTP/1.1 200 OK" and b"connection" not in headers
+    assert sums(body)[0] == 3
+    sock.settimeout(KEEP_ALIVE_S * 3)
+    assert sock.recv(1) == b""
+
+
 def test_each_target_routes_as_its_own_past_the_kept_routes(
     connect: Callable[[], socket.socket],
 ) -> None:
@@ -247,6 +286,49 @@ def test_a_connection_to_close_is_closed_after_its_answer(
     assert status == b"HTTP/1.1 200 OK" and answer_headers[b"connection"] == b"close"
     assert sums(body)[0] == 3
     assert answers.closed()
+
+
+def test_answer_heads_are_kept_per_kind_of_answer(connect: Callable[[], socket.socket]) -> None:
+    """Answers of each kind (status, content type, extra headers, keep-alive) in turn, within
+    about a second (one set of uvicorn's default headers): each with its own head, as kept by
+    the express lane (express.py)."""
+    keeping, closing = connect(), connect()
+    answers = Answers(keeping)
+    binary_headers = f"Inference-Header-Content-Length: {len(BINARY_HEADER)}\r\n"
+    for _ in range(2):
+        keeping.sendall(infer_request(json_body(A)))
+        status, headers, _ = answers.next()
+        assert status == b"HTTP/1.1 200 OK" and b"connection" not in headers
+        assert headers[b"content-type"] == b"application/json"
+        keeping.sendall(infer_request(binary_body(A), headers=binary_headers))
+        status, headers, body = answers.next()
+        assert headers[b"content-type"] == b"application/octet-stream"
+        assert int(headers[b"inference-header-content-length"]) < len(body)
+        keeping.sendall(infer_request(json_body(A), "/v2/models/nothing/infer"))
+        status, headers, _ = answers.next()
+        assert (
+            status.startswith(b"HTTP/1.1 404") and b"inference-header-content-length" not in headers
+        )
+    closing.sendall(infer_request(json_body(A), version="1.0"))
+    status, headers, _ = Answers(closing).next()
+    assert status == b"HTTP/1.1 200 OK" and headers[b"connection"] == b"close"
+    keeping.sendall(infer_request(json_body(A)))
+    assert b"connection" not in answers.next()[1]
+
+
+def test_answers_carry_the_current_date(connect: Callable[[], socket.socket]) -> None:
+    """The express lane's kept answer heads follow uvicorn's `date` header, which changes each
+    second."""
+    sock = connect()
+    answers = Answers(sock)
+    dates = []
+    for _ in range(2):
+        sock.sendall(infer_request(json_body(A)))
+        status, headers, _ = answers.next()
+        assert status == b"HTTP/1.1 200 OK"
+        dates.append(parsedate_to_datetime(headers[b"date"].decode()))
+        time.sleep(2.5)
+    assert dates[1] > dates[0]
 
 
 def test_a_body_split_across_packets_is_read_whole(connect: Callable[[], socket.socket]) -> None:

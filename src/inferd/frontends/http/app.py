@@ -81,7 +81,8 @@ HEADER_LENGTH = b"inference-header-content-length"
 Headers = list[tuple[bytes, bytes]]
 # Answers a request: status, body, content type and any further headers. The ASGI path's sends
 # two ASGI messages; the express lane's (http/express.py) writes the bytes itself.
-Respond = Callable[[int, bytes, bytes, Headers | None], Awaitable[None]]
+ExtraHeaders = tuple[tuple[bytes, bytes], ...]  # hashable: the express lane keys on them
+Respond = Callable[[int, bytes, bytes, ExtraHeaders | None], Awaitable[None]]
 
 
 class MethodNotAllowed(InvalidArgument):
@@ -483,7 +484,7 @@ async def _respond(
     status: int,
     body: bytes,
     content_type: bytes = JSON,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    extra_headers: ExtraHeaders | None = None,
 ) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if extra_headers:
@@ -497,7 +498,7 @@ async def _send_answer(respond: Respond, payload: bytes, json_length: int | None
     if json_length is None:
         await respond(200, payload, JSON, None)
     else:
-        extra = [(b"inference-header-content-length", str(json_length).encode())]
+        extra = ((b"inference-header-content-length", b"%d" % json_length),)
         await respond(200, payload, OCTET_STREAM, extra)
 
 

@@ -17,14 +17,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from inferd.frontends.http.asgi import Message
+from inferd.frontends.kept_headers import keep
+
+if TYPE_CHECKING:
+    from inferd.frontends.http.app import ExtraHeaders
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _INTERNAL_ERROR = b"Internal Server Error"
+MAX_HEADS: Final = 64
+
+DefaultHeaders = list[tuple[bytes, bytes]]
+HeadKey = tuple[int, bytes, "ExtraHeaders | None", bool]
+# The head of each kind of answer (status, content type, extra headers, keep-alive), split
+# around its content length, with the default headers it was written with: uvicorn replaces
+# those (a new list, its `date` header) each second, and a head of older ones is written again.
+# Writing a head costs about 2 us; a kept one, a dict lookup and a join.
+_heads: dict[HeadKey, tuple[DefaultHeaders, bytes, bytes]] = {}
 
 
 class Exchange:
@@ -107,7 +121,7 @@ class Exchange:
         status: int,
         body: bytes,
         content_type: bytes,
-        extra_headers: list[tuple[bytes, bytes]] | None,
+        extra_headers: ExtraHeaders | None,
     ) -> None:
         """Write the answer, as uvicorn's cycle writes one given a content length: its default
         headers (`date`) first, `connection: close` when the connection ends after it."""
@@ -115,16 +129,13 @@ class Exchange:
             await self.flow.drain()
         if self.disconnected:
             return
-        head = [STATUS_LINE[status]]
-        for name, value in self.default_headers:
-            head += (name, b": ", value, b"\r\n")
-        head += (b"content-type: ", content_type, b"\r\ncontent-length: %d\r\n" % len(body))
-        for name, value in extra_headers or ():
-            head += (name, b": ", value, b"\r\n")
-        if not self.keep_alive:
-            head.append(b"connection: close\r\n")
-        head += (b"\r\n", body)
-        self.transport.write(b"".join(head))
+        defaults = self.default_headers
+        key = (status, content_type, extra_headers, self.keep_alive)
+        kept = _heads.get(key)
+        if kept is None or kept[0] is not defaults:
+            kept = (defaults, *_head(key, defaults))
+            keep(_heads, key, kept, MAX_HEADS)
+        self.transport.write(b"".join((kept[1], b"%d" % len(body), kept[2], body)))
         self.response_complete = True
         if not self.keep_alive:
             self.transport.close()
@@ -137,3 +148,19 @@ class Exchange:
             self.transport.close()
             return
         await self.respond(500, _INTERNAL_ERROR, b"text/plain; charset=utf-8", None)
+
+
+def _head(key: HeadKey, defaults: DefaultHeaders) -> tuple[bytes, bytes]:
+    """An answer's head, up to its content length's value and from the end of that line."""
+    status, content_type, extra_headers, keep_alive = key
+    head = [STATUS_LINE[status]]
+    for name, value in defaults:
+        head += (name, b": ", value, b"\r\n")
+    head += (b"content-type: ", content_type, b"\r\ncontent-length: ")
+    rest = [b"\r\n"]
+    for name, value in extra_headers or ():
+        rest += (name, b": ", value, b"\r\n")
+    if not keep_alive:
+        rest.append(b"connection: close\r\n")
+    rest.append(b"\r\n")
+    return b"".join(head), b"".join(rest)

@@ -7,6 +7,7 @@ express lane (http/express.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import ClassVar
@@ -57,12 +58,27 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _refusal: tuple[int, str] | None = None
     _reading: Exchange | None = None  # an express request whose body is still arriving
+    # The keep-alive timeout, armed lazily (see `on_response_complete`): when the last answer
+    # went out with no byte received since (None: a request is on its way), and the timer.
+    _answered_at: float | None = None
+    _idle_timer: asyncio.TimerHandle | None = None
     # `express_route` of each request target seen, shared by the server's connections: a
     # client sends the same few targets request after request (routing one: about 2 us).
     _routes: ClassVar[dict[bytes, tuple[tuple[str, str], str] | None]] = {}
 
     # The base class's callbacks are called directly rather than through super(): these run
     # for every header of every request.
+    def data_received(self, data: bytes) -> None:
+        self._answered_at = None
+        HttpToolsProtocol.data_received(self, data)
+
+    def on_message_begin(self) -> None:
+        """uvicorn's, less its ASGI scope (a dict and a copy of the app state per request),
+        which `on_headers_complete` builds only for a request that goes the ASGI way."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
     def on_url(self, url: bytes) -> None:
         # self.url starts empty with each request, so this also resets the count.
         self._head_bytes = len(self.url) + len(url)
@@ -98,11 +114,20 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         exchange = self._express_exchange() if self.express is not None else None
         if exchange is None:
+            self._begin_scope()
             HttpToolsProtocol.on_headers_complete(self)
             return
         # uvicorn's slot for the request in flight: see http/express.py.
         self.cycle = exchange  # type: ignore[assignment]
         self._reading = exchange
+
+    def _begin_scope(self) -> None:
+        """uvicorn's scope of the request whose headers are in, as its `on_message_begin`
+        would have begun it."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        self.scope["headers"] = headers
 
     def on_body(self, body: bytes) -> None:
         if self._reading is None:
@@ -169,6 +194,41 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             on_response=self.on_response_complete,
             received=time.monotonic_ns(),
         )
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but for its keep-alive timeout: uvicorn arms a timer after each answer
+        and cancels it at the next request's first bytes (about 2 us of the loop per request).
+        Here the answer notes its time, and one timer per idle period checks, when due, whether
+        the connection has been idle for the timeout since its last answer (and closes it, as
+        uvicorn's would), or sets itself again for when it would be."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._answered_at = now = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(now + self.timeout_keep_alive, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        answered_at = self._answered_at
+        if answered_at is None:  # a request came since; its answer sets the timer again
+            return
+        due = answered_at + self.timeout_keep_alive
+        if self.loop.time() < due:
+            self._idle_timer = self.loop.call_at(due, self._idle_check)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        HttpToolsProtocol.connection_lost(self, exc)
 
     async def _answer(self, exchange: Exchange) -> None:
         assert self.express is not None
