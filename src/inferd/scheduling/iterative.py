@@ -264,7 +264,7 @@ class IterativeBatcher(SlottedScheduler):
             run.result.set_exception(error)
             self._finish(run)
         elif step.rescheduled and not self._stopping and not run.answered():
-            self._queue_step(run, start=False, now=now)
+            _renew(step, now)
         else:
             run.result.set_result(step.future.result())
             self._finish(run)
@@ -289,6 +289,16 @@ class IterativeBatcher(SlottedScheduler):
 
 def _enqueued(run: IterativeRun) -> int:
     return run.sequence.steps[0].enqueued_ns
+
+
+def _renew(step: SequenceStep, now: int) -> None:
+    """Queue the request's next step, handed back at `now`, as its last step's record renewed
+    (one record fewer to build per row and step). No wake-up: only the worker
+    that ran the step renews it, and it looks for its next step at once."""
+    step.future = step.future.get_loop().create_future()
+    step.enqueued_ns = now
+    step.start = False
+    step.sequence.steps.append(step)
 
 
 def _release(channels: list[ResponseChannel]) -> None:
