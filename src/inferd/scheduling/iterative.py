@@ -92,7 +92,7 @@ class IterativeBatcher(SlottedScheduler):
         if request.responses is not None:
             request.responses.on_room(functools.partial(self._reader_caught_up, run))
         if run.queued is None:
-            self._queue_step(run, start=True)
+            self._queue_start(run)
         try:
             return await run.result
         finally:  # failed in the backlog (timed out) or its caller went away
@@ -127,7 +127,7 @@ class IterativeBatcher(SlottedScheduler):
         run = self._running[queued.request.parameters["sequence_id"]]
         run.queued = None
         self._table.place(run.sequence)
-        self._queue_step(run, start=True)
+        self._queue_start(run)
 
     def _key(self, request: InferRequest) -> SequenceKey:
         key = request.parameters.get("sequence_id", 0)
@@ -146,14 +146,15 @@ class IterativeBatcher(SlottedScheduler):
             )
         return key
 
-    def _queue_step(self, run: IterativeRun, start: bool, now: int | None = None) -> None:
+    def _queue_start(self, run: IterativeRun) -> None:
+        """Queue the request's first step (its later ones: `_renew`)."""
         step = SequenceStep(
             run.request,
             run.result.get_loop().create_future(),  # not get_running_loop: a getpid() each
-            time.monotonic_ns() if now is None else now,
+            time.monotonic_ns(),
             1,
             run.sequence,
-            start,
+            True,
             False,
         )
         run.sequence.steps.append(step)
@@ -264,7 +265,7 @@ class IterativeBatcher(SlottedScheduler):
             run.result.set_exception(error)
             self._finish(run)
         elif step.rescheduled and not self._stopping and not run.answered():
-            self._queue_step(run, start=False, now=now)
+            _renew(step, now)
         else:
             run.result.set_result(step.future.result())
             self._finish(run)
@@ -289,6 +290,16 @@ class IterativeBatcher(SlottedScheduler):
 
 def _enqueued(run: IterativeRun) -> int:
     return run.sequence.steps[0].enqueued_ns
+
+
+def _renew(step: SequenceStep, now: int) -> None:
+    """Queue the request's next step, handed back at `now`, as its last step's record renewed
+    (one record fewer to build per row and step). No wake-up: only the worker
+    that ran the step renews it, and it looks for its next step at once."""
+    step.future = step.future.get_loop().create_future()
+    step.enqueued_ns = now
+    step.start = False
+    step.sequence.steps.append(step)
 
 
 def _release(channels: list[ResponseChannel]) -> None:

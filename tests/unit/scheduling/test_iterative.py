@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -293,4 +294,38 @@ async def test_each_step_stacks_its_own_requests_inputs_as_the_running_batch_cha
             x_of.setdefault(key, set()).add(x)
     assert sorted(x_of.values(), key=min) == [{2}, {4}, {6}]  # one x per request, its own
     assert [len(rows) for rows in recorder.rows] == [2] * 6  # c ran where a had
+    await scheduler.stop()
+
+
+class SlowCounter(Counter):
+    """A Counter whose every step takes `STEP_S` at least."""
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        time.sleep(STEP_S)
+        return super().execute(inputs, output_names, requests)
+
+
+STEP_S = 0.005
+
+
+@synchronous
+async def test_a_request_runs_longer_than_its_idle_limit_by_steps_within_it() -> None:
+    # Its idle clock restarts at each step it is handed back in, so 60 steps of 5 ms each
+    # (300 ms at least) never idle out under a limit of 200 ms between steps.
+    controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {STATE}"
+    settings = sequence_settings(
+        max_batch_size=4, extra=controls + " max_sequence_idle_microseconds: 200000"
+    )
+    backend = SlowCounter()
+    scheduler = IterativeBatcher(
+        [ModelInstance("m_0", Device(DeviceKind.CPU), backend)], settings, ["y"]
+    )
+    scheduler.start()
+    outputs = await asyncio.wait_for(scheduler.submit(steps(60)), 10)
+    assert int(outputs["y"].reshape(-1)[0]) == 60
     await scheduler.stop()
