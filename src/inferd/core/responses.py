@@ -92,7 +92,6 @@ class ResponseChannel:
         "_closed",
         "_direct",
         "_end_callbacks",
-        "_held",
         "_holds",
         "_items",
         "_lock",
@@ -112,8 +111,7 @@ class ResponseChannel:
         self._items: deque[StreamItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._waking = False  # a `_wake` is scheduled on the loop and has not run yet
-        self._held = False  # sends queue without waking the reader (`hold`)
-        self._holds = 0  # holds not yet released
+        self._holds = 0  # holds not yet released: sends queue without waking the reader
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # the reader took a response
         self._unread = 0  # sent and not yet taken by `get`
@@ -147,8 +145,7 @@ class ResponseChannel:
         with self._lock:  # one order for sends from several threads
             if not final and threading.get_ident() != self._loop_thread:
                 while self._unread >= MAX_UNREAD and not (self._closed or self._cancelled):
-                    if self._held:  # else the reader that makes room never wakes
-                        self._held = False
+                    if self._holds:  # else the reader that makes room never wakes
                         self._holds = 0
                         self._schedule_wake()
                     # A timeout, so that a send outliving the server's loop ends.
@@ -159,7 +156,7 @@ class ResponseChannel:
             self._closed = final
             self._unread += 1
             self._items.append(item)
-            if not self._held and not self._schedule_wake():
+            if not self._holds and not self._schedule_wake():
                 return False
         return True
 
@@ -204,14 +201,12 @@ class ResponseChannel:
         loop)."""
         with self._lock:
             self._holds += 1
-            self._held = True
 
     def release(self) -> None:
         """Wake the reader for what was sent so far (on the event loop); later sends wake it
         once no other hold is left."""
         with self._lock:
             self._holds = max(0, self._holds - 1)
-            self._held = self._holds > 0
             pending = bool(self._items)
         if pending:  # outside the lock: a direct reader takes it
             self._wake_reader()

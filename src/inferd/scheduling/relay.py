@@ -81,7 +81,6 @@ class Relay:
         self._queue = queue
         self._batched = batched
         self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
-        self._held = 0  # requests handed to the instances and not yet ended
         self._ended_ns = 0  # when the model's last request ended
 
     def pending(self) -> int:
@@ -93,7 +92,7 @@ class Relay:
         request.timestamps.queued = now
         rows = request.batch_size() if self._batched else 1
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
-        if not self._held and request.timestamps.received >= self._ended_ns:
+        if request.timestamps.received >= self._ended_ns:
             here = self._on_loop()
             if here is not None:
                 return self._run_on_loop(here, Queued(request, future, now, rows, queued=False))
@@ -142,10 +141,11 @@ class Relay:
         return best
 
     def _on_loop(self) -> _Lane | None:
-        """An instance that may run a request on the loop now, when none is lent."""
+        """An instance that may run a request on the loop now, when none holds or is lent
+        a request."""
         found = None
         for lane in self._lanes:
-            if lane.slot.lent:
+            if lane.handed or lane.slot.lent:
                 return None
             if found is None and lane.on_loop is not None and lane.on_loop.short():
                 found = lane
@@ -165,7 +165,6 @@ class Relay:
 
     def _hand(self, lane: _Lane, call: Queued) -> None:
         lane.handed.append(call)
-        self._held += 1
 
         def then(deliver: Deliver) -> None:
             self._finished(lane, call, deliver)
@@ -174,7 +173,6 @@ class Relay:
 
     def _finished(self, lane: _Lane, call: Queued, deliver: Deliver) -> None:
         lane.handed.remove(call)  # the first, but for a batch that never reached the instance
-        self._held -= 1
         self._ended_ns = time.monotonic_ns()
         try:
             deliver()
