@@ -9,7 +9,9 @@ channel, a model polls `cancelled`, and later sends are dropped. The reader call
 whenever it leaves the stream, also one that had ended (the final response, or an error: the
 server's own, say an iterative request that idled out): it then marks nothing, but its
 `on_end` listeners learn at once that nothing more will be read, and free what they keep for
-the request.
+the request. The server ending a stream of its own accord (`end`: its model is being unloaded)
+cancels the request for the model as a client's going away does, after the reader's last
+response (the error that says why).
 
 Backpressure: at most `MAX_UNREAD` responses wait for the stream's reader. A send from a
 model's thread beyond that blocks until the reader takes one (or the request is cancelled),
@@ -250,8 +252,23 @@ class ResponseChannel:
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call `callback` (on the event loop, once) when the reader leaves the stream
-        (`cancel`): the request was cancelled (`cancelled`), or its stream had ended."""
+        (`cancel`): the request was cancelled (`cancelled`), or its stream had ended; or when
+        the server ends it (`end`)."""
         self._end_callbacks.append(callback)
+
+    def end(self, error: InferdError) -> None:
+        """The server ends the stream before the model did (its model is being unloaded):
+        `error` is the reader's last response, and the request is cancelled for the model as
+        for a client that went away, so that a model that works on it until `cancelled` (on
+        its own threads, or in a step the unload waits for) stops. The `on_end` listeners
+        learn at once, not when the reader leaves: a worker process must hear of it before it
+        is stopped. A stream that had ended is left as it was."""
+        if not self.send(error=error):
+            return
+        with self._lock:
+            self._cancelled = True
+            self._room.notify_all()  # a blocked send returns, dropped
+        self.cancel()
 
     def cancel(self) -> None:
         """The reader leaves the stream: unless it had ended, its client is gone, so mark the

@@ -78,13 +78,14 @@ class LoadedVersion:
     def end_streams(self) -> None:
         """Fail every stream still open, on the event loop, once its scheduler stopped: the
         version is going, so a model that would send on from threads of its own (or never
-        send its final response) leaves its client an error, not an endless stream."""
+        send its final response) leaves its client an error, not an endless stream; and its
+        request is cancelled for the model, whose threads may stop (`ResponseChannel.end`)."""
         unloaded = Unavailable(
             f"model '{self.model_name}' version {self.version} was unloaded before this "
             "request's stream ended"
         )
         for channel in list(self.streams):
-            channel.send(error=unloaded)
+            channel.end(unloaded)
 
     def close(self) -> None:
         if self.holder is not None:

@@ -16,7 +16,9 @@ a cancelled one is dropped before its next step and its slot freed. A request wh
 behind (`ResponseChannel.behind`) runs no step until the reader catches up, and its idle
 clock waits with it. Requests beyond the running batch wait in the backlog, in the order of
 the model's admission settings (`admission.py`: the dynamic batcher's priorities, queue
-policy and timeouts).
+policy and timeouts). Unloading the model ends every request it holds with UNAVAILABLE
+and cancels it for the model (`IterativeRun.end`), so that a step running then, which the
+unload waits for, may stop early; none follows.
 
 A decoupled model's responses sent during a step are held in their channels
 (`ResponseChannel.hold`) until the worker has handed the next step to the instance: the model
@@ -164,8 +166,7 @@ class IterativeBatcher(SlottedScheduler):
     async def stop(self) -> None:
         self._stopping = True
         for run in list(self._running.values()):
-            if not run.result.done():
-                run.result.set_exception(Unavailable("the model is being unloaded"))
+            run.end(Unavailable("the model is being unloaded"))
             if not run.sequence.running:
                 self._finish(run)
         for wakeup in self._wakeups:

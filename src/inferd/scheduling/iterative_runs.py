@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from inferd.core.errors import InferdError
 from inferd.core.types import Array, InferRequest
 from inferd.scheduling.batch import Batch, stack_inputs
 from inferd.scheduling.queue import Queued
@@ -30,6 +31,18 @@ class IterativeRun:
         """The caller went away (or the request already failed): run no more steps of it."""
         channel = self.request.responses
         return self.result.done() or (channel is not None and channel.cancelled)
+
+    def end(self, error: InferdError) -> None:
+        """The server ends the request (its model is being unloaded): its caller gets `error`,
+        and the model sees it cancelled, as for a client that went away, so that a step of it
+        running now (which the unload waits for) may stop early."""
+        if self.result.done():
+            return
+        self.result.set_exception(error)
+        self.request.cancelled = True
+        channel = self.request.responses
+        if channel is not None:
+            channel.end(error)
 
     def behind(self) -> bool:
         """Its reader has not caught up with its responses: its next step waits."""

@@ -1,5 +1,5 @@
 """The per-request response channel: order across threads, the final flag, errors, cancel,
-and the bound on responses waiting for the reader."""
+the server's ending of a stream, and the bound on responses waiting for the reader."""
 
 from __future__ import annotations
 
@@ -93,6 +93,40 @@ def test_leaving_an_ended_stream_tells_its_listeners_without_cancelling_it() -> 
         return channel.cancelled, told
 
     assert asyncio.run(scenario()) == (False, ["ended"])
+
+
+def test_the_server_ending_a_stream_hands_its_reader_the_error_and_cancels_the_request() -> None:
+    # A model being unloaded: the model must see the request cancelled, and a worker process
+    # be told (the listeners) before it is stopped, not once the reader reads the error.
+    async def scenario() -> tuple[list[str], bool, bool, list[StreamItem]]:
+        channel = ResponseChannel()
+        told: list[str] = []
+        channel.on_end(lambda: told.append("ended"))
+        channel.send({"OUT": np.array([1])})
+        channel.end(Unavailable("unloaded"))
+        at_once = list(told)
+        dropped = not channel.send({"OUT": np.array([2])})
+        items = await drain(channel)
+        channel.cancel()  # the reader leaves: nobody is told twice
+        assert told == ["ended"]
+        return at_once, channel.cancelled, dropped, items
+
+    at_once, cancelled, dropped, items = asyncio.run(scenario())
+    assert (at_once, cancelled, dropped) == (["ended"], True, True)
+    assert [item.outputs is not None for item in items] == [True, False]
+    assert isinstance(items[1].error, Unavailable) and items[1].final
+
+
+def test_the_server_ending_a_stream_that_had_ended_leaves_it_as_it_was() -> None:
+    async def scenario() -> tuple[list[str], bool, list[StreamItem]]:
+        channel = ResponseChannel()
+        told: list[str] = []
+        channel.on_end(lambda: told.append("ended"))
+        channel.send(final=True)  # the model's answer was complete
+        channel.end(Unavailable("unloaded"))
+        return list(told), channel.cancelled, await drain(channel)
+
+    assert asyncio.run(scenario()) == ([], False, [StreamItem(None, None, True)])
 
 
 def test_a_send_after_the_server_loop_closed_is_dropped() -> None:
