@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 
 from common import served  # noqa: E402
 from http2_stream import Http2Calls  # noqa: E402
+from sse_stream import SseStreams  # noqa: E402
 
 MODEL = """\
 import numpy as np
@@ -314,12 +315,56 @@ def drive_http2(
     return progress.requests(), wall
 
 
+def drive_sse(url: str, model: str, plans: list[list[int]]) -> tuple[list[Tracked], float]:
+    """As `drive_http2`, over HTTP/1.1 instead (`url` is the HTTP port's): each stream sends
+    its requests as `generate_stream`, back to back on a keep-alive connection of its own
+    (`SseStreams`), the next once the answer before it has ended; every event of a read is
+    stamped with the time of that read."""
+    import orjson
+
+    progress = Progress(plans)
+    asked = [""] * len(plans)  # by stream, the id of its request in flight
+    due: set[int] = set()  # the streams whose next request goes when their answer ends
+
+    def send(stream: int) -> None:
+        request_id, length = progress.start(stream)
+        asked[stream] = request_id
+        connections.send(stream, orjson.dumps({"LENGTH": length, "id": request_id}))
+
+    with SseStreams(url, f"/v2/models/{model}/generate_stream", len(plans)) as connections:
+        start = time.perf_counter()
+        for stream in range(len(plans)):
+            send(stream)
+        while progress.unfinished:
+            events = connections.receive()
+            now = time.perf_counter()
+            for stream, event in events:
+                if event is None:  # its answer ended
+                    request = progress.tracked[asked[stream]]
+                    if len(request.tokens) < request.lengths[0]:
+                        raise RuntimeError("the server ended an answer early")
+                    if stream in due:
+                        due.remove(stream)
+                        send(stream)
+                    else:  # its last
+                        connections.close(stream)
+                    continue
+                response = orjson.loads(event)
+                if "error" in response or response["id"] != asked[stream]:
+                    raise RuntimeError(f"a request failed: {response}")
+                if progress.answered(asked[stream], now) is not None:
+                    due.add(stream)
+        wall = time.perf_counter() - start
+    return progress.requests(), wall
+
+
 CLIENTS = {
     "http2": drive_http2,
     # One gRPC call per stream, as `--streams` clients of their own would open
     "http2-calls": lambda url, model, plans: drive_http2(url, model, plans, len(plans)),
     "grpc": drive_grpc,
     "tritonclient": drive_tritonclient,
+    "sse": drive_sse,
 }
 
 
@@ -440,7 +485,8 @@ def main() -> None:
             with served(Path(tmp)) as server:
                 pid = server.process.pid
                 before, client_before = server_cpu_seconds(pid), time.process_time()
-                requests, wall = CLIENTS[args.client](server.grpc_url, name, plans)
+                url = server.http_url if args.client == "sse" else server.grpc_url
+                requests, wall = CLIENTS[args.client](url, name, plans)
                 after, client_after = server_cpu_seconds(pid), time.process_time()
                 rates[label] = summary(label, requests, wall)
                 tokens = sum(len(r.tokens) for r in requests)
