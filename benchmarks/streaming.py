@@ -1,5 +1,5 @@
 """Continuous batching of a generative stand-in model: iterative sequences vs one request per
-execution vs static batches, over gRPC streaming.
+execution vs static batches, over gRPC streaming or generate_stream (SSE).
 
     python benchmarks/streaming.py [--streams 64] [--rounds 2] [--min-steps 16] [--max-steps 256]
 
@@ -17,7 +17,8 @@ one instance, BLAS on one thread:
   runs every request of its batch until the longest one ends (all rows computed throughout).
 
 `--streams` clients each send `--rounds` requests back to back, of lengths drawn uniformly
-from [min, max] steps (the same draw for every setup), on one tritonclient stream. Two rounds
+from [min, max] steps (the same draw for every setup), on one gRPC stream (`--client sse`:
+each stream on a keep-alive HTTP/1.1 connection of its own, as `generate_stream`). Two rounds
 by default, so that requests also arrive while others run, as they do in service: with one
 round every request arrives in the first burst, one static batch takes them all at once, and
 nothing is left for continuous batching to schedule around. Printed:
@@ -446,7 +447,9 @@ def main() -> None:
         "stream's requests on one call, as with the others; http2-calls: the same, one call "
         "per stream (so the server writes the calls' responses side by side); grpc: "
         "grpc's own Python client with tritonclient's stubs; tritonclient: its stream "
-        "callbacks (the grpc clients cost about 100 us of CPU per token, on the same cores)",
+        "callbacks (the grpc clients cost about 100 us of CPU per token, on the same cores); "
+        "sse: each stream's requests as generate_stream (server-sent events) on a keep-alive "
+        "HTTP/1.1 connection of its own, read as leanly as http2's",
     )
     args = parser.parse_args()
     rng = np.random.default_rng(1)
