@@ -1,5 +1,5 @@
 """Continuous batching of a generative stand-in model: iterative sequences vs one request per
-execution vs static batches, over gRPC streaming.
+execution vs static batches, over gRPC streaming or generate_stream (SSE).
 
     python benchmarks/streaming.py [--streams 64] [--rounds 2] [--min-steps 16] [--max-steps 256]
 
@@ -17,7 +17,8 @@ one instance, BLAS on one thread:
   runs every request of its batch until the longest one ends (all rows computed throughout).
 
 `--streams` clients each send `--rounds` requests back to back, of lengths drawn uniformly
-from [min, max] steps (the same draw for every setup), on one tritonclient stream. Two rounds
+from [min, max] steps (the same draw for every setup), on one gRPC stream (`--client sse`:
+each stream on a keep-alive HTTP/1.1 connection of its own, as `generate_stream`). Two rounds
 by default, so that requests also arrive while others run, as they do in service: with one
 round every request arrives in the first burst, one static batch takes them all at once, and
 nothing is left for continuous batching to schedule around. Printed:
@@ -55,6 +56,7 @@ import numpy as np  # noqa: E402
 
 from common import served  # noqa: E402
 from http2_stream import Http2Calls  # noqa: E402
+from sse_stream import SseStreams  # noqa: E402
 
 MODEL = """\
 import numpy as np
@@ -314,12 +316,56 @@ def drive_http2(
     return progress.requests(), wall
 
 
+def drive_sse(url: str, model: str, plans: list[list[int]]) -> tuple[list[Tracked], float]:
+    """As `drive_http2`, over HTTP/1.1 instead (`url` is the HTTP port's): each stream sends
+    its requests as `generate_stream`, back to back on a keep-alive connection of its own
+    (`SseStreams`), the next once the answer before it has ended; every event of a read is
+    stamped with the time of that read."""
+    import orjson
+
+    progress = Progress(plans)
+    asked = [""] * len(plans)  # by stream, the id of its request in flight
+    due: set[int] = set()  # the streams whose next request goes when their answer ends
+
+    def send(stream: int) -> None:
+        request_id, length = progress.start(stream)
+        asked[stream] = request_id
+        connections.send(stream, orjson.dumps({"LENGTH": length, "id": request_id}))
+
+    with SseStreams(url, f"/v2/models/{model}/generate_stream", len(plans)) as connections:
+        start = time.perf_counter()
+        for stream in range(len(plans)):
+            send(stream)
+        while progress.unfinished:
+            events = connections.receive()
+            now = time.perf_counter()
+            for stream, event in events:
+                if event is None:  # its answer ended
+                    request = progress.tracked[asked[stream]]
+                    if len(request.tokens) < request.lengths[0]:
+                        raise RuntimeError("the server ended an answer early")
+                    if stream in due:
+                        due.remove(stream)
+                        send(stream)
+                    else:  # its last
+                        connections.close(stream)
+                    continue
+                response = orjson.loads(event)
+                if "error" in response or response["id"] != asked[stream]:
+                    raise RuntimeError(f"a request failed: {response}")
+                if progress.answered(asked[stream], now) is not None:
+                    due.add(stream)
+        wall = time.perf_counter() - start
+    return progress.requests(), wall
+
+
 CLIENTS = {
     "http2": drive_http2,
     # One gRPC call per stream, as `--streams` clients of their own would open
     "http2-calls": lambda url, model, plans: drive_http2(url, model, plans, len(plans)),
     "grpc": drive_grpc,
     "tritonclient": drive_tritonclient,
+    "sse": drive_sse,
 }
 
 
@@ -401,7 +447,9 @@ def main() -> None:
         "stream's requests on one call, as with the others; http2-calls: the same, one call "
         "per stream (so the server writes the calls' responses side by side); grpc: "
         "grpc's own Python client with tritonclient's stubs; tritonclient: its stream "
-        "callbacks (the grpc clients cost about 100 us of CPU per token, on the same cores)",
+        "callbacks (the grpc clients cost about 100 us of CPU per token, on the same cores); "
+        "sse: each stream's requests as generate_stream (server-sent events) on a keep-alive "
+        "HTTP/1.1 connection of its own, read as leanly as http2's",
     )
     args = parser.parse_args()
     rng = np.random.default_rng(1)
@@ -440,7 +488,8 @@ def main() -> None:
             with served(Path(tmp)) as server:
                 pid = server.process.pid
                 before, client_before = server_cpu_seconds(pid), time.process_time()
-                requests, wall = CLIENTS[args.client](server.grpc_url, name, plans)
+                url = server.http_url if args.client == "sse" else server.grpc_url
+                requests, wall = CLIENTS[args.client](url, name, plans)
                 after, client_after = server_cpu_seconds(pid), time.process_time()
                 rates[label] = summary(label, requests, wall)
                 tokens = sum(len(r.tokens) for r in requests)

@@ -100,6 +100,8 @@ def test_one_element_outputs_are_scalars_and_others_flat_lists() -> None:
         "half": np.array([0.5], dtype=np.float16),
         "brain": np.array([1.5, 2.5], dtype=ml_dtypes.bfloat16),
         "flag": np.array([[True]]),
+        "token": np.array([[7]], dtype=np.uint64),
+        "single": np.array([0.1], dtype=np.float32),
     }
     response = InferResponse("m", "1", outputs, "r", {"tokens": 2})
     assert json.loads(encode_generate_response(response)) == {
@@ -108,6 +110,8 @@ def test_one_element_outputs_are_scalars_and_others_flat_lists() -> None:
         "half": 0.5,
         "brain": [1.5, 2.5],
         "flag": True,
+        "token": 7,
+        "single": 0.1,
         "tokens": 2,
         "model_name": "m",
         "model_version": "1",

@@ -73,6 +73,14 @@ def test_an_error_before_the_first_response_is_raised_for_the_caller_to_answer()
         stream(responses(0, InvalidArgument("bad input")))
 
 
+def test_a_final_flag_sent_alone_is_no_event() -> None:
+    async def source() -> AsyncIterator[InferResponse]:
+        yield response(1)
+        yield InferResponse("m", "1", {}, final=True)  # a decoupled model's close()
+
+    assert [event["y"] for event in events(stream(source()))] == [1]
+
+
 def test_no_response_is_an_empty_stream() -> None:
     sent = stream(responses(0))
     assert sent[0]["status"] == 200 and events(sent) == []

@@ -325,11 +325,11 @@ class HttpFrontend:
         if self._engine.tracing is not None:  # the engine spans it, in the client's trace
             request.trace_parent = client_trace(headers.items())
         responses = self._engine.stream(request)
-        answered = responses_with_outputs(responses)
         try:
             if action == "generate_stream":
-                await until_disconnect(receive, send_event_stream(send, answered))
+                await until_disconnect(receive, send_event_stream(send, responses))
             else:
+                answered = responses_with_outputs(responses)
                 await until_disconnect(receive, _send_one_response(send, answered))
         finally:
             if isinstance(responses, AsyncGenerator):  # stop a stream left before its end

@@ -155,11 +155,16 @@ def _unfillable(spec: ModelTensor, batched: bool, model: str, given: str) -> Inv
 async def responses_with_outputs(
     responses: AsyncIterator[InferResponse],
 ) -> AsyncIterator[InferResponse]:
-    """The responses that carry outputs: a decoupled model's final flag sent on its own (an
-    empty final response) is no response of its own to generate, as in Triton."""
+    """The responses that are `generated`."""
     async for response in responses:
-        if response.outputs or not response.final:
+        if generated(response):
             yield response
+
+
+def generated(response: InferResponse) -> bool:
+    """Whether `response` is one to answer with: a decoupled model's final flag sent on its
+    own (an empty final response) is no response of its own to generate, as in Triton."""
+    return bool(response.outputs) or not response.final
 
 
 def encode_generate_response(response: InferResponse) -> bytes:
@@ -177,5 +182,9 @@ def encode_generate_response(response: InferResponse) -> bytes:
 
 
 def _output_value(array: Array) -> Any:
+    # One integer or flag (a token id) as a Python scalar: the same JSON, written sooner. Not a
+    # float: orjson writes a float32 by its own shortest digits, a Python float by a double's.
+    if array.size == 1 and array.dtype.kind in "biu":
+        return array.item()
     data = json_data(array, v2_datatype(array.dtype))
     return data[0] if array.size == 1 else data

@@ -10,32 +10,41 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import orjson
 
 from inferd.core.errors import InferdError
 from inferd.core.types import InferResponse
 from inferd.frontends.http.asgi import Send
-from inferd.frontends.http.generate import encode_generate_response
+from inferd.frontends.http.generate import encode_generate_response, generated
 
 logger = logging.getLogger(__name__)
 
 EVENT_STREAM = b"text/event-stream; charset=utf-8"
 _HEADERS = [(b"content-type", EVENT_STREAM), (b"cache-control", b"no-cache")]
 
+Item = TypeVar("Item")
+
 
 async def send_events(
     send: Send,
-    events: AsyncIterator[bytes],
+    items: AsyncIterator[Item],
+    event_data: Callable[[Item], bytes | None],
     error_data: Callable[[Exception], bytes],
     done: bytes | None = None,
 ) -> None:
-    """Each of `events` as a `data:` event, then `done` as a last one if given. The status goes
-    with the first event: an error before it is answered as any error; after it, `error_data`
-    makes the stream's last event of it."""
+    """Each of `items` as a `data:` event of `event_data(item)` (None: no event), then `done`
+    as a last one if given. The status goes with the first event: an error before it is
+    answered as any error; after it, `error_data` makes the stream's last event of it.
+    (`items` are encoded here rather than by a generator of events over them: one async
+    generator less per event to suspend and resume.)"""
     started = False
     try:
-        async for data in events:
+        async for item in items:
+            data = event_data(item)
+            if data is None:
+                continue
             if not started:
                 await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
                 started = True
@@ -52,9 +61,13 @@ async def send_events(
 
 
 async def send_event_stream(send: Send, responses: AsyncIterator[InferResponse]) -> None:
-    """`generate_stream`'s answer: one event per response, `{"error": ...}` for an error."""
-    events = (encode_generate_response(response) async for response in responses)
-    await send_events(send, events, _error_data)
+    """`generate_stream`'s answer: one event per response that carries outputs (`generated`),
+    `{"error": ...}` for an error."""
+    await send_events(send, responses, _generate_data, _error_data)
+
+
+def _generate_data(response: InferResponse) -> bytes | None:
+    return encode_generate_response(response) if generated(response) else None
 
 
 async def _send_event(send: Send, data: bytes) -> None:

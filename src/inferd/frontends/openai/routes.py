@@ -221,8 +221,7 @@ async def _chunks(
 
 async def _send_events(send: Send, chunks: AsyncIterator[dict[str, Any]]) -> None:
     """Each chunk as a `data:` event, then `data: [DONE]`."""
-    events = (orjson.dumps(chunk) async for chunk in chunks)
-    await send_events(send, events, _error_event, b"[DONE]")
+    await send_events(send, chunks, orjson.dumps, _error_event, b"[DONE]")
 
 
 def _error_event(error: Exception) -> bytes:
