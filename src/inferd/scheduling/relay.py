@@ -28,11 +28,12 @@ the instances' threads, each instance running its own, while the loop serves the
 A process that may use only one CPU (`usable_cpus`, counted when the relay is made) has no
 such overlap to keep: the loop and the instances' threads take turns on that CPU, and each
 hand-off only adds its wake-ups. There, while an instance may run on the loop, a request runs
-on the loop whenever no instance holds or is lent one, whenever it arrived; one that finds an
-instance busy queues (none is handed over), and once the last busy one is done the queue runs
-on the loop, in order. Under load the model so leaves the threads once its first batches
-(measured there) are done, and stays on the loop while its batches stay short; handing each
-arrival to a busy instance instead would keep one busy for as long as the load lasts.
+on the loop whenever no instance holds or is lent one, even one that arrived before the last
+ended; one that finds an instance busy queues (none is handed over), and once the last busy
+one is done the queue runs on the loop, in order. Under load the model so leaves the threads
+once its first batches (measured there) are done, and stays on the loop while its batches stay
+short; handing each arrival to a busy instance instead would keep one busy as long as the
+load lasts.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Relay:
         self._batched = batched
         self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
         self._ended_ns = 0  # when the model's last request ended
-        # On one CPU a request that overlaps the last one may run on the loop too (see the module).
+        # One usable CPU: no overlap to keep, so short requests run on the loop under load too.
         self._one_cpu = usable_cpus() == 1
 
     def pending(self) -> int:
@@ -147,8 +148,9 @@ class Relay:
             await self._drained
 
     def _roomiest(self) -> _Lane | None:
-        """The instance holding the fewest requests, if it has room and is not lent; none on
-        one CPU while a request may run on the loop (it waits there for the others: `_refill`)."""
+        """The instance holding the fewest requests, if it has room and is not lent. None on
+        one CPU while an instance may run on the loop: the request queues until no instance
+        is busy, then runs on the loop (`_refill`)."""
         if self._one_cpu and self._any_short():
             return None
         best: _Lane | None = None
