@@ -18,8 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import tritonclient.http as httpclient  # noqa: E402
 from tests.integration.server import running_server  # noqa: E402
 
 import generate_models  # noqa: E402
+from common import pinned  # noqa: E402
 
 WIDTH = 256
 CONFIG = """\
@@ -83,20 +83,6 @@ def write_repository(root: Path, setup: Setup, max_batch_size: int) -> Path:
     )
     (repository / "mlp" / "config.pbtxt").write_text(config)
     return repository
-
-
-@contextmanager
-def pinned(cpus: set[int] | None) -> Iterator[None]:
-    """Run the block (and the processes it starts) on `cpus`, then restore this process."""
-    if cpus is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _p50_p99(ms: np.ndarray) -> list[float]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,17 +35,36 @@ def write_mlp_repository(repository: Path, config: str | None) -> Path:
 
 
 @contextmanager
-def served(repository: Path, *args: str, cpu: str | None = None) -> Iterator[RunningServer]:
-    """The real server, optionally pinned to CPUs with taskset (e.g. cpu="0")."""
-    with running_server(repository, *args) as server:
-        if cpu:
-            import subprocess
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run the block (and the processes it starts) on `cpus`, then restore this process."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
-            subprocess.run(
-                ["taskset", "-a", "-p", "-c", cpu, str(server.process.pid)],
-                check=True,
-                capture_output=True,
-            )
+
+def cpu_list(cpus: str) -> set[int]:
+    """A `taskset -c` list ("0", "4-7", "0,2-3") as a set of CPUs."""
+    chosen: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        chosen.update(range(int(first), int(last or first) + 1))
+    return chosen
+
+
+@contextmanager
+def served(repository: Path, *args: str, cpu: str | None = None) -> Iterator[RunningServer]:
+    """The real server, optionally pinned to CPUs (a `taskset -c` list, e.g. cpu="0"). Pinned
+    from its start, as `taskset` would launch it: what it sizes by its usable CPUs at start
+    (the relay's one-CPU rule) sees them."""
+    with ExitStack() as stack:
+        with pinned(cpu_list(cpu) if cpu else None):
+            server = stack.enter_context(running_server(repository, *args))
         yield server
 
 

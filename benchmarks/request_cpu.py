@@ -2,6 +2,7 @@
 
     python benchmarks/request_cpu.py [--trees SRC ...] [--rounds 3] [--seconds 3]
                                      [--cases http-c1-off http-c32-on grpc-c32-on]
+                                     [--server-cpus 0 --client-cpus 1]
 
 Throughput on a shared machine says little; the CPU time the server process spends per
 request says more, because a loaded machine slows both sides but the server's work per
@@ -10,7 +11,8 @@ inputs, an ONNX add and subtract: the model itself costs a few microseconds), wi
 dynamic batching (max batch 16, 500 us), statistics and metrics on as by default, and loads
 it with `perf_analyzer` (batch 1, binary tensors). The figure is the server's CPU seconds
 (user + system, every thread) over the requests it answered in that time (its statistics'
-success count), in microseconds.
+success count), in microseconds. Unpinned by default; `--server-cpus` starts the server
+pinned to those CPUs (a `taskset -c` list), `--client-cpus` runs `perf_analyzer` on those.
 
 `--trees` runs each case once per source tree (a `src` folder put first on PYTHONPATH), the
 trees alternating within each round, so that an A/B of two branches shares the machine's
@@ -79,15 +81,19 @@ def answered(http_port: int, model: str) -> int:
     return int(document["model_stats"][0]["inference_stats"]["success"]["count"])
 
 
-def measure(repository: Path, tree: str, case: str, seconds: float) -> tuple[float, float]:
+def measure(
+    repository: Path, tree: str, case: str, args: argparse.Namespace
+) -> tuple[float, float]:
     """(server CPU us per request, requests per second) of one case on one source tree."""
     protocol, concurrency, batching = CASES[case]
     model = f"simple_{batching}"
+    seconds = args.seconds
     os.environ["PYTHONPATH"] = tree  # the server subprocess imports this tree
-    with served(repository, "--log-verbose", "0") as server:
+    with served(repository, "--log-verbose", "0", cpu=args.server_cpus) as server:
         url = server.http_url if protocol == "http" else server.grpc_url
+        client = ["taskset", "-c", args.client_cpus] if args.client_cpus else []
         command = [
-            PERF_ANALYZER, "-m", model, "-u", url, "-i", protocol, "-b", "1",
+            *client, PERF_ANALYZER, "-m", model, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", str(concurrency),
             "--stability-percentage", "999", "--max-trials", "3", "--measurement-interval",
         ]  # fmt: skip
@@ -108,6 +114,8 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--server-cpus", help="taskset -c list the server starts pinned to")
+    parser.add_argument("--client-cpus", help="taskset -c list perf_analyzer runs on")
     args = parser.parse_args()
     best: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -116,7 +124,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for case in args.cases:
                 for tree in args.trees:
-                    us, rate = measure(repository, tree, case, args.seconds)
+                    us, rate = measure(repository, tree, case, args)
                     best.setdefault((case, tree), []).append(us)
                     figures = f"{us:7.1f} us/request, {rate:,.0f}/s"
                     print(f"round {round_ + 1} {case:13} {tree}: {figures}")

@@ -25,6 +25,15 @@ request, and the request arrived after the model's last request ended. A client 
 for each answer before it sends the next (concurrency 1) so saves both thread hand-offs and
 their wake-ups. Under load the last condition fails (requests overlap), so they keep going to
 the instances' threads, each instance running its own, while the loop serves the next ones.
+A process that may use only one CPU (`usable_cpus`, counted when the relay is made) has no
+such overlap to keep: the loop and the instances' threads take turns on that CPU, and each
+hand-off only adds its wake-ups. There, while an instance may run on the loop, a request runs
+on the loop whenever no instance holds or is lent one, even one that arrived before the last
+ended; one that finds an instance busy queues (none is handed over), and once the last busy
+one is done the queue runs on the loop, in order. Under load the model so leaves the threads
+once its first batches (measured there) are done, and stays on the loop while its batches stay
+short; handing each arrival to a busy instance instead would keep one busy as long as the
+load lasts.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from collections.abc import Sequence
 from itertools import islice
 
 from inferd.core.types import Array, InferRequest
+from inferd.core.usable_cpus import usable_cpus
 from inferd.instances.instance import RunsOnLoop, Stages
 from inferd.scheduling.batch import BatchRunner, Deliver, fail_undelivered
 from inferd.scheduling.idle import Slot
@@ -82,6 +92,8 @@ class Relay:
         self._batched = batched
         self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
         self._ended_ns = 0  # when the model's last request ended
+        # One usable CPU: no overlap to keep, so short requests run on the loop under load too.
+        self._one_cpu = usable_cpus() == 1
 
     def pending(self) -> int:
         """Requests queued or handed to an instance behind the one it runs."""
@@ -92,12 +104,15 @@ class Relay:
         request.timestamps.queued = now
         rows = request.batch_size() if self._batched else 1
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
-        if request.timestamps.received >= self._ended_ns:
+        if self._one_cpu or request.timestamps.received >= self._ended_ns:
             here = self._on_loop()
             if here is not None:
-                return self._run_on_loop(here, Queued(request, future, now, rows, queued=False))
-        # A request queues only while no instance has room, and an instance with room again
-        # takes from the queue at once (`_refill`): nothing queued ever waits for a free one.
+                call = Queued(request, future, now, rows, queued=False)
+                self._run_on_loop(here, call)
+                return future.result()  # its answer, or the error it failed with
+        # A request queues only while no instance has room (or, on one CPU, while it waits
+        # to run on the loop), and an instance with room again takes from the queue at once
+        # (`_refill`): nothing queued ever waits for a free one.
         lane = self._roomiest()
         if lane is not None:
             self._hand(lane, Queued(request, future, now, rows, queued=False))
@@ -133,7 +148,11 @@ class Relay:
             await self._drained
 
     def _roomiest(self) -> _Lane | None:
-        """The instance holding the fewest requests, if it has room and is not lent."""
+        """The instance holding the fewest requests, if it has room and is not lent. None on
+        one CPU while an instance may run on the loop: the request queues until no instance
+        is busy, then runs on the loop (`_refill`)."""
+        if self._one_cpu and self._any_short():
+            return None
         best: _Lane | None = None
         for lane in self._lanes:
             if not lane.slot.lent and lane.held < HELD and (best is None or lane.held < best.held):
@@ -151,7 +170,10 @@ class Relay:
                 found = lane
         return found
 
-    def _run_on_loop(self, lane: _Lane, call: Queued) -> dict[str, Array]:
+    def _any_short(self) -> bool:
+        return any(lane.on_loop is not None and lane.on_loop.short() for lane in self._lanes)
+
+    def _run_on_loop(self, lane: _Lane, call: Queued) -> None:
         """Run `call` on `lane`'s instance here, on the loop, and answer it as `_finished`
         does. Nothing is handed to the instance, queued or lent meanwhile: the loop is busy."""
         assert lane.on_loop is not None
@@ -161,7 +183,6 @@ class Relay:
         except Exception as exc:
             fail_undelivered(lane.instance.name, [call], exc)
         self._ended_ns = time.monotonic_ns()
-        return call.future.result()  # its answer, or the error it failed with
 
     def _hand(self, lane: _Lane, call: Queued) -> None:
         lane.handed.append(call)
@@ -181,15 +202,23 @@ class Relay:
         self._refill(lane)
 
     def _refill(self, lane: _Lane) -> None:
-        """Hand `lane` queued requests while it has room."""
-        while lane.held < HELD:  # a lent instance holds nothing, and is back before this
-            call = self._queue.pop(time.monotonic_ns())
+        """Hand `lane` queued requests while it has room; on one CPU, while a request may run
+        on the loop, run them here instead, once no instance holds or is lent one."""
+        if self._one_cpu:
+            while (here := self._on_loop()) is not None and (call := self._next()) is not None:
+                self._run_on_loop(here, call)
+        # A lent instance holds nothing, and is back before this.
+        while lane.held < HELD and not (self._one_cpu and self._any_short()):
+            call = self._next()
             if call is None:
                 break
             self._hand(lane, call)
         drained = self._drained
         if drained is not None and not drained.done() and self._idle():
             drained.set_result(None)
+
+    def _next(self) -> Queued | None:
+        return self._queue.pop(time.monotonic_ns())
 
     def _idle(self) -> bool:
         """Every instance done and back (so nothing is queued either)."""

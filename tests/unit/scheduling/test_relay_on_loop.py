@@ -1,25 +1,28 @@
 """With batching off, a request that finds its model quiet runs on the event loop (`relay.py`,
 `RunsOnLoop`): only where the backend declares it safe and its batches measured short, only
 when nothing else of the model is in flight, with errors, statistics and a failing observer
-handled as on the instance's thread."""
+handled as on the instance's thread. With more than one CPU a request that overlaps the one
+before goes to the instance's thread; with one (the process pinned to it here) it need not."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import numpy as np
 import pytest
 
 from inferd.backends.base import Device, DeviceKind
 from inferd.core.errors import Internal, InvalidArgument
-from inferd.core.types import InferRequest, Timestamps
+from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances import instance as instance_module
 from inferd.instances.instance import LOOP_WARMUP_BATCHES, ModelInstance
 from inferd.scheduling.batch import Pending
 from inferd.scheduling.dynamic import DynamicBatcher
+from tests.unit.core.test_usable_cpus import on_cpus
 from tests.unit.scheduling.fakes import request, settings
 from tests.unit.scheduling.test_dynamic import run
 from tests.unit.scheduling.test_staging import Held, sent
@@ -121,6 +124,25 @@ def test_batches_measured_longer_than_the_limit_stay_on_the_instance_thread(
     run(scenario)
 
 
+def run_on(cpus: int, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """`scenario`, its scheduler made while the process may use `cpus` CPUs."""
+    with on_cpus(cpus):
+        run(scenario)
+
+
+async def sent_to_the_thread(
+    scheduler: DynamicBatcher, monkeypatch: pytest.MonkeyPatch, value: float
+) -> list[asyncio.Task[dict[str, Array]]]:
+    """A request sent while the model's batches count as long, so handed to an instance's
+    thread (where a held one stays); once it is there they count as short again, however
+    long it is held."""
+    monkeypatch.setattr(instance_module, "LOOP_LIMIT_NS", 0)
+    tasks = sent(scheduler, [arrived(value)])
+    await asyncio.sleep(0.01)
+    monkeypatch.setattr(instance_module, "LOOP_LIMIT_NS", 10**12)
+    return tasks
+
+
 def test_a_request_behind_one_in_flight_waits_on_the_instance_in_order() -> None:
     async def scenario() -> None:
         backend = OnLoop(holds=[100])
@@ -137,20 +159,69 @@ def test_a_request_behind_one_in_flight_waits_on_the_instance_in_order() -> None
         assert backend.threads[-3:] == ["m_0"] * 3
         assert backend.most == 1
 
-    run(scenario)
+    run_on(2, scenario)
+
+
+def test_on_one_cpu_requests_behind_one_in_flight_wait_then_run_on_the_loop_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        backend = OnLoop(holds=[100])
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            held = await sent_to_the_thread(scheduler, monkeypatch, 100)
+            behind = sent(scheduler, [arrived(101), arrived(102)])
+            await asyncio.sleep(0.02)
+            assert len(backend.ran) == LOOP_WARMUP_BATCHES  # nothing ran on the loop meanwhile
+            backend.release()
+            await asyncio.wait_for(asyncio.gather(*held, *behind), 5)
+        assert backend.ran[-3:] == [100.0, 101.0, 102.0]
+        assert backend.threads[-3:] == ["m_0", LOOP, LOOP]
+        assert backend.most == 1
+
+    run_on(1, scenario)
+
+
+async def arrived_before_the_last_one_ended(backend: OnLoop) -> None:
+    async with relayed(backend) as scheduler:
+        await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+        early = arrived(50)  # arrived while the next one was in flight
+        await one_by_one(scheduler, 1, first=51)
+        await asyncio.wait_for(scheduler.submit(early), 5)
 
 
 def test_a_request_that_arrived_before_the_last_one_ended_goes_to_the_instance_thread() -> None:
-    async def scenario() -> None:
-        backend = OnLoop()
-        async with relayed(backend) as scheduler:
-            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
-            early = arrived(50)  # arrived while the next one was in flight
-            await one_by_one(scheduler, 1, first=51)
-            await asyncio.wait_for(scheduler.submit(early), 5)
-        assert backend.threads[-2:] == [LOOP, "m_0"]
+    backend = OnLoop()
+    run_on(2, lambda: arrived_before_the_last_one_ended(backend))
+    assert backend.threads[-2:] == [LOOP, "m_0"]
 
-    run(scenario)
+
+def test_on_one_cpu_a_request_that_arrived_before_the_last_one_ended_runs_on_the_loop() -> None:
+    backend = OnLoop()
+    run_on(1, lambda: arrived_before_the_last_one_ended(backend))
+    assert backend.threads[-2:] == [LOOP, LOOP]
+
+
+async def sent_together(backend: OnLoop) -> None:
+    """Once measured short, four requests that arrive together."""
+    async with relayed(backend) as scheduler:
+        await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+        together = sent(scheduler, [arrived(value) for value in range(20, 24)])
+        await asyncio.wait_for(asyncio.gather(*together), 5)
+    assert backend.ran[-4:] == [20.0, 21.0, 22.0, 23.0]
+
+
+def test_requests_that_arrive_together_go_to_the_instance_thread() -> None:
+    backend = OnLoop()
+    run_on(2, lambda: sent_together(backend))
+    # The first finds the model quiet; the others arrived before it ended.
+    assert backend.threads[-4:] == [LOOP, "m_0", "m_0", "m_0"]
+
+
+def test_on_one_cpu_requests_that_arrive_together_run_on_the_loop() -> None:
+    backend = OnLoop()
+    run_on(1, lambda: sent_together(backend))
+    assert backend.threads[-4:] == [LOOP] * 4
 
 
 def test_a_busy_instance_keeps_an_idle_one_on_its_own_thread() -> None:
@@ -166,7 +237,29 @@ def test_a_busy_instance_keeps_an_idle_one_on_its_own_thread() -> None:
             await asyncio.wait_for(asyncio.gather(*held), 5)
         assert first.threads[-1] == "m_0"
 
-    run(scenario)
+    run_on(2, scenario)
+
+
+def test_on_one_cpu_queued_requests_wait_for_every_busy_instance_then_run_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        first, second = OnLoop(holds=[100]), OnLoop(holds=[200])
+        async with relayed(first, second) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)  # all on the first, the idle one
+            held = await sent_to_the_thread(scheduler, monkeypatch, 100)  # on the first
+            held += await sent_to_the_thread(scheduler, monkeypatch, 200)  # on the second
+            waiting = sent(scheduler, [arrived(7)])
+            second.release()  # the second is done, the first still busy: 7 waits
+            await asyncio.wait_for(held[1], 5)
+            await asyncio.sleep(0.02)
+            assert not waiting[0].done()
+            first.release()
+            await asyncio.wait_for(asyncio.gather(*held, *waiting), 5)
+        assert second.threads == ["m_1"]
+        assert first.threads[-2:] == ["m_0", LOOP]
+
+    run_on(1, scenario)
 
 
 def test_a_refused_request_on_the_loop_fails_alone_and_the_next_runs() -> None:
@@ -210,4 +303,24 @@ def test_nothing_runs_on_the_loop_while_an_instance_is_lent() -> None:
             await one_by_one(scheduler, 1, first=10)
         assert first.threads[-1] == LOOP
 
-    run(scenario)
+    run_on(2, scenario)
+
+
+def test_on_one_cpu_a_request_waits_for_a_lent_instance_then_runs_on_the_loop() -> None:
+    async def scenario() -> None:
+        first, second = OnLoop(), OnLoop()
+        async with relayed(first, second) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            lease = scheduler.lend_here()  # the first, idle: lent to a model's call
+            assert lease is not None
+            try:
+                waiting = sent(scheduler, [arrived(9)])
+                await asyncio.sleep(0.02)
+                assert not waiting[0].done()
+            finally:
+                lease.give_back()
+            await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        assert second.threads == []
+        assert first.threads[-1] == LOOP
+
+    run_on(1, scenario)
