@@ -4,6 +4,7 @@ model lifecycle that holds the request path. Frontends talk only to it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -287,6 +288,12 @@ class Engine:
         the request: it leaves its queue, or the model sees it cancelled. A decoupled
         request's `outputs` are consumed (the responses are cut to them here).
 
+        As in Triton, a request is complete at its final response: the iterator ends right
+        after it, though the model's `execute` may still run; the request leaves the engine
+        (its statistics, a success; the in-flight gauge) when that execution ends. So a
+        frontend's answer ends at the final response, and its client leaving after that
+        cancels nothing.
+
         `taker`: a decoupled request's responses but the last (and a failure) are offered to
         it as they arrive, on the event loop, where they need no change but the cut (no
         output reshaped, none asked for with parameters); those it takes are not yielded."""
@@ -327,9 +334,6 @@ class Engine:
                 )
                 if item.final:
                     break
-            # The final response may come before `execute` returned: the request's compute
-            # marks are stamped when it does.
-            await asyncio.wait([execution])
             success = True
         except (GeneratorExit, asyncio.CancelledError):
             # Closed early or its task cancelled: its client went away.
@@ -340,14 +344,28 @@ class Engine:
             failure = failure_reason(exc)
             raise
         finally:
-            loaded.in_flight -= 1
             loaded.streams.discard(channel)
             channel.read_directly(None)
-            if execution is not None and not execution.done():
-                execution.cancel()  # still queued: leaves the queue
-            channel.cancel()  # a no-op once the final response was sent
-            timestamps.sent = time.monotonic_ns()
-            self._finished(request, version, success, 0, cancelled, failure, tracing)
+            channel.cancel()  # a no-op for the model once the final response was sent
+            ended = functools.partial(
+                self._stream_ended, loaded, request, version, success, cancelled, failure, tracing
+            )
+            _end_with(execution, success, ended)
+
+    def _stream_ended(
+        self,
+        loaded: LoadedVersion,
+        request: InferRequest,
+        version: str,
+        success: bool,
+        cancelled: bool,
+        failure: FailureReason | None,
+        tracing: RequestTracing | None,
+    ) -> None:
+        """A decoupled request left the engine: its stream ended and its execution too."""
+        loaded.in_flight -= 1
+        request.timestamps.sent = time.monotonic_ns()
+        self._finished(request, version, success, 0, cancelled, failure, tracing)
 
     def call_here(self, request: InferRequest) -> HereCall | None:
         """A model's call (BLS) checked and lent an instance idle now, for its waiting thread
@@ -538,6 +556,22 @@ class Engine:
         observer = self._tensor_observer
         if observer is not None and observer.tensors_on:
             observer.request_tensors(request.model_name, request.timestamps, activity, tensors)
+
+
+def _end_with(
+    execution: asyncio.Future[Any] | None, answered: bool, ended: Callable[[], None]
+) -> None:
+    """Call `ended` once a decoupled request's stream ended: when its execution ends, if the
+    model sent its final response (`answered`; `execute` may go on after it, and the request's
+    compute marks are stamped when it returns); at once otherwise, its execution cancelled (a
+    queued one leaves its queue)."""
+    if execution is None or execution.done():
+        ended()
+    elif answered:
+        execution.add_done_callback(lambda _: ended())
+    else:
+        execution.cancel()
+        ended()
 
 
 def _as_sent(loaded: LoadedVersion, requested: list[RequestedOutput] | None) -> bool:
