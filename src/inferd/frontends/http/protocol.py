@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from inferd.frontends.http.app import HttpFrontend, infer_target
 from inferd.frontends.http.express import Exchange
 from inferd.frontends.kept_headers import keep
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 HEADER_LIMIT_FLAG = "--http-max-header-bytes"
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
@@ -58,6 +61,9 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _refusal: tuple[int, str] | None = None
     _reading: Exchange | None = None  # an express request whose body is still arriving
+    # The request being answered (express or ASGI): uvicorn's `self.cycle` is the newest,
+    # which is another one when requests are pipelined behind it.
+    _running: Exchange | RequestResponseCycle | None = None
     # The keep-alive timeout, armed lazily (see `on_response_complete`): when the last answer
     # went out with no byte received since (None: a request is on its way), and the timer.
     _answered_at: float | None = None
@@ -119,7 +125,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             return
         # uvicorn's slot for the request in flight: see http/express.py.
         self.cycle = exchange  # type: ignore[assignment]
-        self._reading = exchange
+        self._reading = self._running = exchange
 
     def _begin_scope(self) -> None:
         """uvicorn's scope of the request whose headers are in, as its `on_message_begin`
@@ -128,6 +134,10 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_message_begin(self)
         self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
         self.scope["headers"] = headers
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        HttpToolsProtocol._start_asgi_task(self, cycle, app)
 
     def on_body(self, body: bytes) -> None:
         if self._reading is None:
@@ -228,6 +238,13 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        # uvicorn tells only its newest request that the client is gone; the running one,
+        # with requests pipelined behind it, must know too: its model sees it cancelled,
+        # and its answer is not written to the closed transport (an error under uvloop).
+        running = self._running
+        if running is not None and running is not self.cycle and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
         HttpToolsProtocol.connection_lost(self, exc)
 
     async def _answer(self, exchange: Exchange) -> None:
