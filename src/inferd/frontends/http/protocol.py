@@ -61,6 +61,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _refusal: tuple[int, str] | None = None
     _reading: Exchange | None = None  # an express request whose body is still arriving
+    _refused: bytes | None = None  # the answer to bytes that did not parse, once they came
     # The request being answered (express or ASGI): uvicorn's `self.cycle` is the newest,
     # which is another one when requests are pipelined behind it.
     _running: Exchange | RequestResponseCycle | None = None
@@ -107,6 +108,8 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         raise HeaderTooLarge
 
     def send_400_response(self, msg: str) -> None:
+        if self._refused is not None:  # bytes after those refused, while waiting to say so
+            return
         status, error = self._refusal or (400, "malformed HTTP request")
         body = orjson.dumps({"error": error})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
@@ -114,7 +117,28 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         head.extend(name + b": " + value + b"\r\n" for name, value in defaults)
         head.append(b"content-type: application/json\r\n")
         head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
+        self._refused = b"".join(head) + body
+        if self._answering_before_refusal():
+            # Answers go out in order: this one once those of the requests before it have.
+            self.flow.pause_reading()
+            return
+        self._end_refused()
+
+    def _answering_before_refusal(self) -> bool:
+        """Whether requests before the bad bytes are still to be answered. A queued request
+        whose body they cut leaves the queue, the refusal its answer: it would wait for the
+        rest of its body forever."""
+        newest = self.cycle
+        if isinstance(newest, RequestResponseCycle) and newest.more_body:
+            if not self.pipeline or self.pipeline[0][0] is not newest:
+                return False  # running: the refusal answers it now
+            self.pipeline.popleft()
+        running = self._running
+        return running is not None and not running.response_complete and self._reading is None
+
+    def _end_refused(self) -> None:
+        assert self._refused is not None
+        self.transport.write(self._refused)
         self.transport.close()
 
     def on_headers_complete(self) -> None:
@@ -218,6 +242,9 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+            return
+        if self._refused is not None:
+            self._end_refused()
             return
         self._answered_at = now = self.loop.time()
         if self._idle_timer is None:
