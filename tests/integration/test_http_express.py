@@ -272,6 +272,39 @@ def test_pipelined_requests_are_answered_in_order(connect: Callable[[], socket.s
             assert sums(body) == [value + 3] * 16
 
 
+MALFORMED_BEHIND = {
+    "request line": b"GARBAGE\r\n\r\n",
+    # A request whose chunked body does not parse: its headers are in, it is queued, and it
+    # must not wait for the rest of its body once the others are answered.
+    "body": b"POST /v2/models/simple/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b'Transfer-Encoding: chunked\r\n\r\n4\r\n{"in\r\nzz\r\n',
+}
+
+
+@pytest.mark.parametrize("malformed", list(MALFORMED_BEHIND))
+@pytest.mark.parametrize("chunked", [False, True], ids=["express", "asgi"])
+def test_requests_before_a_malformed_one_are_answered_first(
+    connect: Callable[[], socket.socket], chunked: bool, malformed: str
+) -> None:
+    """Bytes that do not parse, pipelined behind requests: those are answered in order, then
+    the 400, and the connection closed (the 400 written at once would stand in the place of
+    the first answer, and the others be lost)."""
+    sock = connect()
+    sock.sendall(
+        infer_request(json_body([1] * 16), chunked=chunked)
+        + infer_request(json_body([2] * 16))
+        + MALFORMED_BEHIND[malformed]
+    )
+    answers = Answers(sock)
+    for value in (1, 2):
+        status, _, body = answers.next()
+        assert status == b"HTTP/1.1 200 OK" and sums(body) == [value + 3] * 16
+    status, headers, body = answers.next()
+    assert status.startswith(b"HTTP/1.1 400") and headers[b"connection"] == b"close"
+    assert json.loads(body) == {"error": "malformed HTTP request"}
+    assert answers.closed()
+
+
 @pytest.mark.parametrize(
     ("version", "headers"),
     [("1.0", ""), ("1.0", "Connection: keep-alive\r\n"), ("1.1", "Connection: close\r\n")],

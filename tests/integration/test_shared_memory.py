@@ -102,12 +102,9 @@ def test_simple_model_with_inputs_and_outputs_in_shared_memory(
         )
         np.testing.assert_array_equal(contents, expected)
     if isinstance(client, httpclient.InferenceServerClient):
-        assert "data" not in result.get_output("OUTPUT1")
-        assert result.get_output("OUTPUT1")["parameters"] == {
-            "shared_memory_region": out_name,
-            "shared_memory_byte_size": TENSOR_BYTES,
-            "shared_memory_offset": TENSOR_BYTES,
-        }
+        # Neither data nor parameters, as Triton: Triton's C++ client (perf_analyzer
+        # --shared-memory system) fails on an output whose parameters lack binary_data_size.
+        assert set(result.get_output("OUTPUT1")) == {"name", "datatype", "shape"}
     else:
         assert result.get_response().raw_output_contents == [b"", b""]
 

@@ -130,20 +130,27 @@ def http_infer(server: RunningServer, model: str, value: int, request_id: str) -
     return int(result.as_numpy("OUT")[0])
 
 
-def disconnecting_infer(server: RunningServer, model: str, request_id: str) -> socket.socket:
-    """An HTTP infer of IN = 1 sent on a raw socket, whose caller closes it to go away."""
+def infer_bytes(model: str, request_id: str, value: int = 1, chunked: bool = False) -> bytes:
+    """An HTTP infer of IN = `value`; `chunked` frames its body so (the ASGI path, not the
+    express lane)."""
     body = json.dumps(
         {
             "id": request_id,
-            "inputs": [{"name": "IN", "shape": [1], "datatype": "INT32", "data": [1]}],
+            "inputs": [{"name": "IN", "shape": [1], "datatype": "INT32", "data": [value]}],
         }
     ).encode()
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
     head = (
         f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
     ).encode()
+    return head + (b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
+
+
+def disconnecting_infer(server: RunningServer, model: str, request_id: str) -> socket.socket:
+    """An HTTP infer of IN = 1 sent on a raw socket, whose caller closes it to go away."""
     connection = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
-    connection.sendall(head + body)
+    connection.sendall(infer_bytes(model, request_id))
     return connection
 
 
@@ -187,6 +194,29 @@ def test_an_http_client_that_disconnects_cancels_its_running_request(
     eventually(lambda: metric(server, "inferd_inference_request_cancelled", model) > cancelled)
     assert metric(server, "nv_inference_pending_request_count", model) == 0
     assert http_infer(server, model, 0, "after-http") == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["express", "asgi"])
+def test_a_client_that_disconnects_with_requests_pipelined_cancels_its_running_one(
+    server: RunningServer, repository: Path, chunked: bool
+) -> None:
+    """Three requests sent in one write: a quick one (on the express lane, or chunked the ASGI
+    way), a running one, a health check. uvicorn marks only a connection's newest request
+    disconnected when its client goes: the running one, the second, must be seen gone too
+    (else it runs on, and its answer is written to the closed connection: under uvloop an
+    error, logged with a traceback)."""
+    running = f"pipelined-{'asgi' if chunked else 'express'}"
+    connection = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+    connection.sendall(
+        infer_bytes("watch", f"{running}-quick", value=0, chunked=chunked)
+        + infer_bytes("watch", running)
+        + b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    eventually(lambda: f"start {running}" in seen(repository, "watch"))
+    connection.close()
+    eventually(lambda: f"cancelled {running}" in seen(repository, "watch"))
+    assert http_infer(server, "watch", 0, f"after-{running}") == 0
+    assert "unhandled error" not in server.log_text()
 
 
 def test_an_http_client_that_disconnects_takes_its_request_out_of_the_queue(

@@ -304,9 +304,10 @@ def encode_infer_response(
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         parameters = requested.get(name, {})
         location = tensor_location(parameters, "output", name)
-        if location is not None:  # reported without data, as Triton does
+        if location is not None:
+            # Reported without data or parameters, as Triton does: its C++ client
+            # (perf_analyzer) reads `binary_data_size` from any output that has parameters.
             write_tensor(shared_memory, location, name, array, datatype)
-            entry["parameters"] = location.parameters()
         elif bool(parameters.get("binary_data", binary_default)):
             raw = raw_bytes(array, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from inferd.frontends.http.app import HttpFrontend, infer_target
 from inferd.frontends.http.express import Exchange
 from inferd.frontends.kept_headers import keep
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 HEADER_LIMIT_FLAG = "--http-max-header-bytes"
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
@@ -58,6 +61,10 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _refusal: tuple[int, str] | None = None
     _reading: Exchange | None = None  # an express request whose body is still arriving
+    _refused: bytes | None = None  # the answer to bytes that did not parse, once they came
+    # The request being answered (express or ASGI): uvicorn's `self.cycle` is the newest,
+    # which is another one when requests are pipelined behind it.
+    _running: Exchange | RequestResponseCycle | None = None
     # The keep-alive timeout, armed lazily (see `on_response_complete`): when the last answer
     # went out with no byte received since (None: a request is on its way), and the timer.
     _answered_at: float | None = None
@@ -101,6 +108,8 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         raise HeaderTooLarge
 
     def send_400_response(self, msg: str) -> None:
+        if self._refused is not None:  # bytes after those refused, while waiting to say so
+            return
         status, error = self._refusal or (400, "malformed HTTP request")
         body = orjson.dumps({"error": error})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
@@ -108,7 +117,28 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         head.extend(name + b": " + value + b"\r\n" for name, value in defaults)
         head.append(b"content-type: application/json\r\n")
         head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
+        self._refused = b"".join(head) + body
+        if self._answering_before_refusal():
+            # Answers go out in order: this one once those of the requests before it have.
+            self.flow.pause_reading()
+            return
+        self._end_refused()
+
+    def _answering_before_refusal(self) -> bool:
+        """Whether requests before the bad bytes are still to be answered. A queued request
+        whose body they cut leaves the queue, the refusal its answer: it would wait for the
+        rest of its body forever."""
+        newest = self.cycle
+        if isinstance(newest, RequestResponseCycle) and newest.more_body:
+            if not self.pipeline or self.pipeline[0][0] is not newest:
+                return False  # running: the refusal answers it now
+            self.pipeline.popleft()
+        running = self._running
+        return running is not None and not running.response_complete and self._reading is None
+
+    def _end_refused(self) -> None:
+        assert self._refused is not None
+        self.transport.write(self._refused)
         self.transport.close()
 
     def on_headers_complete(self) -> None:
@@ -119,7 +149,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             return
         # uvicorn's slot for the request in flight: see http/express.py.
         self.cycle = exchange  # type: ignore[assignment]
-        self._reading = exchange
+        self._reading = self._running = exchange
 
     def _begin_scope(self) -> None:
         """uvicorn's scope of the request whose headers are in, as its `on_message_begin`
@@ -128,6 +158,10 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_message_begin(self)
         self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
         self.scope["headers"] = headers
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        HttpToolsProtocol._start_asgi_task(self, cycle, app)
 
     def on_body(self, body: bytes) -> None:
         if self._reading is None:
@@ -209,6 +243,9 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
             return
+        if self._refused is not None:
+            self._end_refused()
+            return
         self._answered_at = now = self.loop.time()
         if self._idle_timer is None:
             self._idle_timer = self.loop.call_at(now + self.timeout_keep_alive, self._idle_check)
@@ -228,6 +265,13 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        # uvicorn tells only its newest request that the client is gone; the running one,
+        # with requests pipelined behind it, must know too: its model sees it cancelled,
+        # and its answer is not written to the closed transport (an error under uvloop).
+        running = self._running
+        if running is not None and running is not self.cycle and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
         HttpToolsProtocol.connection_lost(self, exc)
 
     async def _answer(self, exchange: Exchange) -> None:
