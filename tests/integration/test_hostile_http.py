@@ -193,6 +193,30 @@ def test_binary_data_size_and_data_together_are_refused(server: RunningServer) -
     )
 
 
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [
+        (
+            {"parameters": {"binary_data_output": "yes"}},
+            "parameter 'binary_data_output' of the request must be a boolean",
+        ),
+        (
+            {"outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": 1}}]},
+            "parameter 'binary_data' of output 'OUTPUT0' must be a boolean",
+        ),
+    ],
+)
+def test_a_binary_data_flag_that_is_not_a_boolean_is_refused(
+    server: RunningServer, document: dict[str, Any], error: str
+) -> None:
+    inputs = [simple_input("INPUT0", [1] * 16), simple_input("INPUT1", [1] * 16)]
+    body = json.dumps({"inputs": inputs, **document}).encode()
+    status, _, answer = request(server.http_port, "POST", INFER, body)
+    assert error_of(status, answer) == error
+    body = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": False}}).encode()
+    assert request(server.http_port, "POST", INFER, body)[0] == 200
+
+
 # ---- 4. gRPC statistics of a version without a model ---------------------------------------
 
 

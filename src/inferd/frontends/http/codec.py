@@ -80,7 +80,7 @@ def decode_infer_request(
         inputs=inputs,
         id=request_id,
         outputs=_decode_outputs(document.get("outputs"), shared_memory),
-        parameters=_parameters(document, "request"),
+        parameters=_flagged(_parameters(document, "request"), "binary_data_output", "the request"),
     )
 
 
@@ -92,6 +92,14 @@ def _parameters(item: dict[str, Any], kind: str, name: str | None = None) -> dic
     if not isinstance(parameters, dict):
         owner = kind if name is None else f"{kind} '{name}'"
         raise InvalidArgument(f"'parameters' of {owner} must be an object")
+    return parameters
+
+
+def _flagged(parameters: dict[str, Any], flag: str, owner: str) -> dict[str, Any]:
+    """`parameters`, whose `flag` is a JSON boolean where given: Triton refuses any other value
+    rather than read it as true or false."""
+    if not isinstance(parameters.get(flag, False), bool):
+        raise InvalidArgument(f"parameter '{flag}' of {owner} must be a boolean")
     return parameters
 
 
@@ -281,7 +289,7 @@ def _decode_outputs(
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument("each requested output needs a string 'name'")
         name = item["name"]
-        parameters = _parameters(item, "output", name)
+        parameters = _flagged(_parameters(item, "output", name), "binary_data", f"output '{name}'")
         location = tensor_location(parameters, "output", name)
         if location is not None:  # fail before inference, as Triton does
             shared_memory.check(location)
