@@ -372,7 +372,7 @@ class DynamicBatcher:
         instance: Instance,
         batch: list[Queued],
         turn: Turn | None,
-        on_loop: RunsOnLoop | None = None,
+        on_loop: RunsOnLoop | None,
     ) -> None:
         """Run `batch` on `instance` and deliver it (in its `turn`, when ordering). With
         `on_loop` (the same instance, on one CPU) a batch runs here on the loop while the
