@@ -170,25 +170,43 @@ class BatchRunner(Generic[P]):
             return functools.partial(fail_all, batch.calls, batch_failure(exc))
         return functools.partial(self._deliver, batch, answers, compute, result, instance)
 
-    def run_here(self, instance: RunsHere, call: P) -> tuple[Answer, Deliver]:
-        """Execute one request's batch on the calling thread (its caller waits for it and was
-        lent `instance`); its answer, and what reports the batch and answers its future, to be
-        called on the event loop."""
+    def run_here(self, instance: RunsHere, rows: list[P | None]) -> tuple[list[Answer], Deliver]:
+        """Execute the batch of `rows` (at least one real) on the calling thread: a caller's
+        that was lent `instance` and waits for it, or the event loop's where `instance` may run
+        there (`RunsOnLoop`). Each request's answer, in the order of its rows, and what reports
+        the batch and answers their futures, to be called on the event loop. As in `run`, a
+        batch whose input the model refuses runs again one request at a time."""
         kind = self._kind
-        batch = Batch([call])
+        batch = Batch(rows)
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
             result = instance.execute_here(
                 kind.inputs(batch), kind.output_names(batch), batch.requests
             )
+        except InvalidArgument as exc:
+            if len(batch.calls) > 1:
+                return self._one_by_one_here(instance, batch)
+            return self._failed_here(batch, exc)
+        except Exception as exc:
+            return self._failed_here(batch, exc)
+        try:
             answers = self._answers(batch, result.outputs)
         except Exception as exc:
-            error = batch_failure(exc)
-            return error, functools.partial(fail_all, batch.calls, error)
-        # Its caller has the answer now, before the loop delivers it.
+            return self._failed_here(batch, exc)
+        # Its callers have the answers now, before the loop delivers them.
         compute.compute_end = time.monotonic_ns()
         deliver = functools.partial(self._deliver, batch, answers, compute, result, instance.name)
-        return answers[0], deliver
+        return answers, deliver
+
+    def _one_by_one_here(self, instance: RunsHere, batch: Batch[P]) -> tuple[list[Answer], Deliver]:
+        ran = [self.run_here(instance, alone) for alone in self._kind.one_by_one(batch)]
+        answers = [answer for answered, _ in ran for answer in answered]
+        return answers, functools.partial(_call_all, [deliver for _, deliver in ran])
+
+    @staticmethod
+    def _failed_here(batch: Batch[P], exc: Exception) -> tuple[list[Answer], Deliver]:
+        error = batch_failure(exc)
+        return [error] * len(batch.calls), functools.partial(fail_all, batch.calls, error)
 
     def _answers(self, batch: Batch[P], outputs: BatchOutputs) -> list[Answer]:
         calls = batch.calls

@@ -17,6 +17,12 @@ thread (`Stages`: the in-process instances, not rate-limited or remote ones), th
 workers: the instances' own completions move the requests from the queue to the instances,
 and an idle one is lent from there (`relay.py`).
 
+A process that may use only one CPU has no overlap between the loop and the instances'
+threads to keep: there a worker runs its formed batch on the loop itself (`BatchRunner.run_here`)
+where the instance allows it (`RunsOnLoop`: its backend declares it safe, its batches measured
+short, and no rate limiter stands before it), as the relay does with batching off. The batches
+run there keep feeding the instance's measure of its batch times (`ModelInstance._run`).
+
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
 a few wake-ups however many requests it gathers.
@@ -31,11 +37,13 @@ from typing import Any, cast
 
 from inferd.core.errors import Unavailable
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import Instance, RunsHere, Stages
+from inferd.core.usable_cpus import usable_cpus
+from inferd.instances.instance import Instance, RunsHere, RunsOnLoop, Stages
 from inferd.scheduling.adaptive import SloController
 from inferd.scheduling.batch import (
     BatchCallback,
     BatchRunner,
+    Deliver,
     Wakeup,
     fail_undelivered,
 )
@@ -118,6 +126,9 @@ class DynamicBatcher:
             if self._run_at_once and len(staging) == len(self._instances)
             else None
         )
+        # One usable CPU: an instance's thread cannot overlap the loop, so a short batch runs
+        # on the loop rather than being handed over (`_execute`), as the relay's requests do.
+        self._one_cpu = usable_cpus() == 1
 
     @property
     def slo(self) -> SloController | None:
@@ -230,6 +241,9 @@ class DynamicBatcher:
     async def _worker(self, slot: Slot) -> None:
         # Batches of one cannot grow: a gate then takes its resources as it executes.
         gate = slot.instance if isinstance(slot.instance, Gate) and self._settings.enabled else None
+        # A rate-limited instance (a `Gate`) is no `RunsOnLoop`: its batches wait for their
+        # resources, and run on its thread.
+        on_loop = slot.instance if self._one_cpu and isinstance(slot.instance, RunsOnLoop) else None
         while True:
             turn: Turn | None = None
             claim: Claim | None = None
@@ -251,7 +265,7 @@ class DynamicBatcher:
                 if claim is not None:
                     await claim.wait()
                     self._awaiting.pop(slot, None)
-                await self._execute(claim or slot.instance, batch, turn)
+                await self._execute(claim or slot.instance, batch, turn, on_loop)
             except Exception as exc:
                 fail_undelivered(slot.instance.name, batch, exc)
             finally:
@@ -353,11 +367,26 @@ class DynamicBatcher:
         self._wake_signature = signature
         await self._wakeup.sleep(deadline_ns)
 
-    async def _execute(self, instance: Instance, batch: list[Queued], turn: Turn | None) -> None:
+    async def _execute(
+        self,
+        instance: Instance,
+        batch: list[Queued],
+        turn: Turn | None,
+        on_loop: RunsOnLoop | None,
+    ) -> None:
+        """Run `batch` on `instance` and deliver it (in its `turn`, when ordering). With
+        `on_loop` (the same instance, on one CPU) a batch runs here on the loop while the
+        instance's batches are short: handing it to the instance's thread would only add two
+        wake-ups and the switches between the threads on that one CPU."""
         _stop_timers(batch)
         live: list[Queued | None] = [queued for queued in batch if not queued.future.done()]
         # Empty when every request timed out or was abandoned while the batch formed.
-        deliver = await self._runner.run(instance, live) if live else _nothing
+        if not live:
+            deliver: Deliver = _nothing
+        elif on_loop is not None and on_loop.short():
+            _, deliver = self._runner.run_here(on_loop, live)
+        else:
+            deliver = await self._runner.run(instance, live)
         if turn is None:
             deliver()
         else:

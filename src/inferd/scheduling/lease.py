@@ -70,8 +70,8 @@ class Lease:
         request.timestamps.queued = now
         rows = request.batch_size() if self._batched else 1
         self._call = call = Queued(request, self._future, now, rows, queued=False)
-        answer, self._deliver = self._runner.run_here(self._instance, call)
-        return answer
+        answers, self._deliver = self._runner.run_here(self._instance, [call])
+        return answers[0]
 
     def give_back(self) -> None:
         """On the event loop: report the batch, answer its future, and give the instance back."""

@@ -33,7 +33,8 @@ ended; one that finds an instance busy queues (none is handed over), and once th
 one is done the queue runs on the loop, in order. Under load the model so leaves the threads
 once its first batches (measured there) are done, and stays on the loop while its batches stay
 short; handing each arrival to a busy instance instead would keep one busy as long as the
-load lasts.
+load lasts. With dynamic batching on, the one-CPU rule applies to formed batches instead: the
+batcher's worker runs a short batch on the loop (`DynamicBatcher._execute`).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ class Relay:
         """Run `call` on `lane`'s instance here, on the loop, and answer it as `_finished`
         does. Nothing is handed to the instance, queued or lent meanwhile: the loop is busy."""
         assert lane.on_loop is not None
-        _, deliver = self._runner.run_here(lane.on_loop, call)  # answers an error as a failure
+        _, deliver = self._runner.run_here(lane.on_loop, [call])  # answers an error as a failure
         try:
             deliver()
         except Exception as exc:
