@@ -14,14 +14,13 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from inferd.backends.base import Device, DeviceKind
 from inferd.core.errors import InvalidArgument
 from inferd.instances import instance as instance_module
-from inferd.instances.instance import LOOP_WARMUP_BATCHES, ModelInstance
+from inferd.instances.instance import LOOP_WARMUP_BATCHES
 from inferd.scheduling.dynamic import DynamicBatcher
 from tests.unit.scheduling.fakes import request, settings
 from tests.unit.scheduling.test_relay_on_loop import LOOP, OnLoop, run_on
-from tests.unit.scheduling.test_staging import sent
+from tests.unit.scheduling.test_staging import batcher, sent
 
 ROWS = 4  # the batch cap: four requests sent together form one full batch
 
@@ -29,21 +28,9 @@ ROWS = 4  # the batch cap: four requests sent together form one full batch
 @asynccontextmanager
 async def batching(*backends: OnLoop, extra: str = "") -> AsyncIterator[DynamicBatcher]:
     """A dynamic batcher (no queue delay, batches of up to `ROWS`) on `backends`."""
-    models = [
-        ModelInstance(f"m_{i}", Device(DeviceKind.CPU), backend)
-        for i, backend in enumerate(backends)
-    ]
     config = settings(f"dynamic_batching {{ {extra} }}", max_batch_size=ROWS)
-    scheduler = DynamicBatcher(models, config, ["y"])
-    scheduler.start()
-    try:
+    async with batcher(backends, config) as (scheduler, _):
         yield scheduler
-    finally:
-        for backend in backends:
-            backend.release()
-        await scheduler.stop()
-        for model in models:
-            model.close()
 
 
 async def together(scheduler: DynamicBatcher, first: float) -> None:

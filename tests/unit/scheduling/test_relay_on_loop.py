@@ -15,17 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferd.backends.base import Device, DeviceKind
 from inferd.core.errors import Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances import instance as instance_module
-from inferd.instances.instance import LOOP_WARMUP_BATCHES, ModelInstance
+from inferd.instances.instance import LOOP_WARMUP_BATCHES
 from inferd.scheduling.batch import Pending
 from inferd.scheduling.dynamic import DynamicBatcher
 from tests.unit.core.test_usable_cpus import on_cpus
 from tests.unit.scheduling.fakes import request, settings
 from tests.unit.scheduling.test_dynamic import run
-from tests.unit.scheduling.test_staging import Held, sent
+from tests.unit.scheduling.test_staging import Held, batcher, sent
 
 LOOP = "MainThread"
 
@@ -58,20 +57,8 @@ async def relayed(
         if reported is not None:
             reported.append((rows, compute))
 
-    models = [
-        ModelInstance(f"m_{i}", Device(DeviceKind.CPU), backend)
-        for i, backend in enumerate(backends)
-    ]
-    scheduler = DynamicBatcher(models, settings(), ["y"], on_batch)
-    scheduler.start()
-    try:
+    async with batcher(backends, settings(), on_batch) as (scheduler, _):
         yield scheduler
-    finally:
-        for backend in backends:
-            backend.release()
-        await scheduler.stop()
-        for model in models:
-            model.close()
 
 
 async def one_by_one(scheduler: DynamicBatcher, count: int, first: float = 0) -> None:

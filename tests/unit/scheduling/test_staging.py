@@ -17,7 +17,9 @@ from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ModelInstance
+from inferd.scheduling.batch import BatchCallback
 from inferd.scheduling.dynamic import DynamicBatcher
+from inferd.scheduling.dynamic_settings import BatchingSettings
 from tests.unit.scheduling.fakes import request, settings
 from tests.unit.scheduling.test_dynamic import run
 from tests.unit.scheduling.test_lease import Watched
@@ -52,20 +54,16 @@ class Held(Watched):
 
 
 @asynccontextmanager
-async def staged(
-    *backends: Held, batches: list[Timestamps] | None = None
+async def batcher(
+    backends: Sequence[Held], config: BatchingSettings, on_batch: BatchCallback | None = None
 ) -> AsyncIterator[tuple[DynamicBatcher, list[ModelInstance]]]:
-    def on_batch(
-        rows: int, compute: Timestamps, instance: str, calls: object, padding: int
-    ) -> None:
-        if batches is not None:
-            batches.append(compute)
-
+    """A started batcher on an instance of each of `backends`; after the block the backends
+    let go of what they hold, the batcher stops and its instances close."""
     models = [
         ModelInstance(f"m_{i}", Device(DeviceKind.CPU), backend)
         for i, backend in enumerate(backends)
     ]
-    scheduler = DynamicBatcher(models, settings(), ["y"], on_batch)
+    scheduler = DynamicBatcher(models, config, ["y"], on_batch)
     scheduler.start()
     try:
         yield scheduler, models
@@ -75,6 +73,20 @@ async def staged(
         await scheduler.stop()
         for model in models:
             model.close()
+
+
+@asynccontextmanager
+async def staged(
+    *backends: Held, batches: list[Timestamps] | None = None
+) -> AsyncIterator[tuple[DynamicBatcher, list[ModelInstance]]]:
+    def on_batch(
+        rows: int, compute: Timestamps, instance: str, calls: object, padding: int
+    ) -> None:
+        if batches is not None:
+            batches.append(compute)
+
+    async with batcher(backends, settings(), on_batch) as running:
+        yield running
 
 
 def values(count: int) -> list[InferRequest]:
