@@ -11,7 +11,6 @@ after them, else the config's order), BYTES inputs as text columns.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from inferd.core.model_config import (
     tensor_datatype,
 )
 from inferd.core.types import Array
+from inferd.core.usable_cpus import usable_cpus
 
 DEFAULT_INPUT = "input__0"
 _CONFIG_TYPE_BY_KIND = {"f": "TYPE_FP", "i": "TYPE_INT", "u": "TYPE_UINT"}
@@ -124,13 +124,14 @@ def refuse_accelerators(config: ModelConfig, backend: str) -> None:
 
 
 def threads_per_instance(config: ModelConfig, parameter: str) -> int:
-    """The library's thread count: the config parameter, else the CPU cores shared evenly
-    among the model's instances (so N instances do not each start one thread per core)."""
+    """The library's thread count: the config parameter, else the CPUs this process may use
+    (`usable_cpus`: a pinned or quota-limited server cannot use all the machine's) shared
+    evenly among the model's instances (so N instances do not each start one thread per CPU)."""
     given = int_parameter(config, parameter, minimum=1)
     if given is not None:
         return given
     instances = sum(max(group.count, 1) for group in config.instance_group) or 1
-    return max(1, (os.cpu_count() or 1) // instances)
+    return max(1, usable_cpus() // instances)
 
 
 @dataclass(frozen=True, slots=True)

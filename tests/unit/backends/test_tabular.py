@@ -9,6 +9,7 @@ from inferd.backends.feature_table import AS_TEXT, FeatureTable
 from inferd.backends.tabular import OutputSpec, config_type, threads_per_instance
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import parse_pbtxt
+from tests.unit.core.test_usable_cpus import on_cpus
 
 THREE_INPUTS = """max_batch_size: 4
 input [
@@ -89,9 +90,15 @@ def test_config_types_of_numpy_dtypes() -> None:
     assert config_type(np.dtype("complex64")) is None
 
 
-def test_threads_are_shared_among_instances(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    config = parse_pbtxt("instance_group [{ count: 3 }, { count: 1 }]")
-    assert threads_per_instance(config, "nthread") == 2
+def test_threads_are_the_usable_cpus_shared_among_instances() -> None:
+    one, three = (
+        parse_pbtxt("instance_group [{ count: 1 }]"),
+        parse_pbtxt("instance_group [{ count: 3 }]"),
+    )
+    with on_cpus(2):
+        assert threads_per_instance(one, "nthread") == 2
+        assert threads_per_instance(three, "nthread") == 1
+    with on_cpus(1):  # a server pinned to one CPU, on a machine of more
+        assert threads_per_instance(one, "nthread") == 1
     config = parse_pbtxt('parameters { key: "nthread" value { string_value: "5" } }')
     assert threads_per_instance(config, "nthread") == 5
