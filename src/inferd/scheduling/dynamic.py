@@ -120,15 +120,15 @@ class DynamicBatcher:
         self._batched = settings.max_batch_size > 0
         # Whether a waiting caller may run a request on its own thread (`lend_here`).
         self._here = all(isinstance(instance, RunsHere) for instance in self._instances)
-        staging = [instance for instance in self._instances if isinstance(instance, Stages)]
-        self._relay = (
-            Relay(staging, self._runner, self._queue, self._batched)
-            if self._run_at_once and len(staging) == len(self._instances)
-            else None
-        )
         # One usable CPU: an instance's thread cannot overlap the loop, so a short batch runs
         # on the loop rather than being handed over (`_execute`), as the relay's requests do.
         self._one_cpu = usable_cpus() == 1
+        staging = [instance for instance in self._instances if isinstance(instance, Stages)]
+        self._relay = (
+            Relay(staging, self._runner, self._queue, self._batched, self._one_cpu)
+            if self._run_at_once and len(staging) == len(self._instances)
+            else None
+        )
 
     @property
     def slo(self) -> SloController | None:

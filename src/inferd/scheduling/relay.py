@@ -25,7 +25,7 @@ request, and the request arrived after the model's last request ended. A client 
 for each answer before it sends the next (concurrency 1) so saves both thread hand-offs and
 their wake-ups. Under load the last condition fails (requests overlap), so they keep going to
 the instances' threads, each instance running its own, while the loop serves the next ones.
-A process that may use only one CPU (`usable_cpus`, counted when the relay is made) has no
+A process that may use only one CPU (`usable_cpus`, counted when the model loads) has no
 such overlap to keep: the loop and the instances' threads take turns on that CPU, and each
 hand-off only adds its wake-ups. There, while an instance may run on the loop, a request runs
 on the loop whenever no instance holds or is lent one, even one that arrived before the last
@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from itertools import islice
 
 from inferd.core.types import Array, InferRequest
-from inferd.core.usable_cpus import usable_cpus
 from inferd.instances.instance import RunsOnLoop, Stages
 from inferd.scheduling.batch import BatchRunner, Deliver, fail_undelivered
 from inferd.scheduling.idle import Slot
@@ -85,16 +84,17 @@ class Relay:
         runner: BatchRunner[Queued],
         queue: PriorityQueue,
         batched: bool,
+        one_cpu: bool,
     ) -> None:
-        """`batched`: the model has a batch axis (a request's rows count along it)."""
+        """`batched`: the model has a batch axis (a request's rows count along it); `one_cpu`:
+        the process may use one CPU only, so there is no overlap to keep (see the module)."""
         self._lanes = [_Lane(instance) for instance in instances]
         self._runner = runner
         self._queue = queue
         self._batched = batched
         self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
         self._ended_ns = 0  # when the model's last request ended
-        # One usable CPU: no overlap to keep, so short requests run on the loop under load too.
-        self._one_cpu = usable_cpus() == 1
+        self._one_cpu = one_cpu
 
     def pending(self) -> int:
         """Requests queued or handed to an instance behind the one it runs."""
@@ -152,7 +152,7 @@ class Relay:
         """The instance holding the fewest requests, if it has room and is not lent. None on
         one CPU while an instance may run on the loop: the request queues until no instance
         is busy, then runs on the loop (`_refill`)."""
-        if self._one_cpu and self._any_short():
+        if self._loop_only():
             return None
         best: _Lane | None = None
         for lane in self._lanes:
@@ -171,8 +171,12 @@ class Relay:
                 found = lane
         return found
 
-    def _any_short(self) -> bool:
-        return any(lane.on_loop is not None and lane.on_loop.short() for lane in self._lanes)
+    def _loop_only(self) -> bool:
+        """On one CPU, while an instance may run on the loop: nothing is handed to the
+        instances' threads, queued requests wait to run on the loop (`_refill`)."""
+        return self._one_cpu and any(
+            lane.on_loop is not None and lane.on_loop.short() for lane in self._lanes
+        )
 
     def _run_on_loop(self, lane: _Lane, call: Queued) -> None:
         """Run `call` on `lane`'s instance here, on the loop, and answer it as `_finished`
@@ -209,7 +213,7 @@ class Relay:
             while (here := self._on_loop()) is not None and (call := self._next()) is not None:
                 self._run_on_loop(here, call)
         # A lent instance holds nothing, and is back before this.
-        while lane.held < HELD and not (self._one_cpu and self._any_short()):
+        while lane.held < HELD and not self._loop_only():
             call = self._next()
             if call is None:
                 break
