@@ -21,8 +21,9 @@ and cancels it for the model (`IterativeRun.end`), so that a step running then, 
 unload waits for, may stop early; none follows.
 
 A decoupled model's responses sent during a step are held in their channels
-(`ResponseChannel.hold`) until the worker has handed the next step to the instance: the model
-then computes while the event loop encodes and writes them.
+(`ResponseChannel.hold`) until the next step has started on the instance (`started`, which its
+thread calls as it starts the model; with no next step ready, until the worker waits for
+one): the model then computes while the event loop encodes and writes them.
 """
 
 from __future__ import annotations
