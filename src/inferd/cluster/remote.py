@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
@@ -72,7 +72,12 @@ class RemoteInstance:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
+        if started is not None:
+            # When its host starts the batch is not known here: once on its way (the
+            # actor call is made before this call first waits), it counts as started.
+            asyncio.get_running_loop().call_soon(started)
         try:
             return await self.call(inputs, output_names, requests)
         except (RayActorError, ActorUnavailableError) as exc:

@@ -24,8 +24,8 @@ one slow client does not stall a running batch (`on_room` wakes it).
 Holding: while a scheduler `hold`s the channel (the iterative scheduler does, while a step of
 its request runs), sends queue without waking the reader or the loop; `release` wakes it with
 all of them at once. So the loop does not turn to a step's responses (one per request of the
-running batch) while the model is still sending them, and the scheduler hands the next step
-to the instance before the loop encodes them. Holds nest: the scheduler holds the channel for
+running batch) while the model is still sending them, and the next step starts on the
+instance before the loop encodes them. Holds nest: the scheduler holds the channel for
 the next step before it releases the step before, and that release hands the reader what
 was sent so far but keeps holding for the step now running. A send that would block releases
 every hold.

@@ -59,7 +59,11 @@ class Instance(Protocol):
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
-    ) -> ExecutionResult: ...
+        started: Callable[[], None] | None = None,
+    ) -> ExecutionResult:
+        """Run the batch; `started`, where given, is called on the event loop once the batch
+        starts to run (not at all for one that never starts): work it sets off on the loop
+        then overlaps the batch's computation."""
 
     def close(self) -> None: ...
 
@@ -142,9 +146,11 @@ class ModelInstance:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
-        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
-        self.hand(inputs, output_names, requests, _settle, future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ExecutionResult] = loop.create_future()
+        self._jobs.put(_Job(loop, _settle, future, inputs, output_names, requests, started))
         return await future
 
     def hand(
@@ -190,6 +196,14 @@ class ModelInstance:
                 error = Cancelled("the request was cancelled before it started")
                 job.loop.call_soon_threadsafe(job.done, job.context, error)
                 continue
+            if job.started is not None:
+                # Told from this thread as the batch starts, not by the loop as it hands the
+                # batch over: this thread holds the GIL here and keeps it until the model
+                # first releases it (in numpy, say), so what `started` sets off on the loop
+                # overlaps the model's computation. Set off at the hand-over, it would run
+                # first: this thread, woken meanwhile, waits for the GIL until the loop idles,
+                # as the loop takes it back after each system call before a waiter wakes.
+                job.loop.call_soon_threadsafe(job.started)
             try:
                 result = self._run(job.inputs, job.output_names, job.requests)
             except BaseException as exc:  # delivered to the loop, which reports it
@@ -249,6 +263,7 @@ class _Job:
     inputs: Mapping[str, Array]
     output_names: Sequence[str]
     requests: Sequence[BatchRequest]
+    started: Callable[[], None] | None = None
 
 
 def _settle(future: asyncio.Future[ExecutionResult], outcome: Outcome) -> None:

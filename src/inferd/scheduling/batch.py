@@ -115,14 +115,18 @@ class BatchRunner(Generic[P]):
         self._on_batch = on_batch
         self._slo = slo
 
-    async def run(self, instance: Instance, rows: list[P | None]) -> Deliver:
-        """Execute the batch of `rows` (at least one real); returns what answers its callers."""
+    async def run(
+        self, instance: Instance, rows: list[P | None], started: Callable[[], None] | None = None
+    ) -> Deliver:
+        """Execute the batch of `rows` (at least one real); returns what answers its callers.
+        `started`: as in `Instance.execute` (called for each batch, where the model refuses
+        the batch's input and its requests run one by one)."""
         kind = self._kind
         batch = Batch(rows)
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
             result = await instance.execute(
-                kind.inputs(batch), kind.output_names(batch), batch.requests
+                kind.inputs(batch), kind.output_names(batch), batch.requests, started
             )
         except InstanceLost:
             raise  # its scheduler ends what the instance held
@@ -130,7 +134,9 @@ class BatchRunner(Generic[P]):
             if len(batch.calls) == 1:
                 return functools.partial(fail_all, batch.calls, exc)
             # The model refused one request's input: run them one by one, so only it fails.
-            deliveries = [await self.run(instance, alone) for alone in kind.one_by_one(batch)]
+            deliveries = [
+                await self.run(instance, alone, started) for alone in kind.one_by_one(batch)
+            ]
             return functools.partial(_call_all, deliveries)
         except Exception as exc:
             return functools.partial(fail_all, batch.calls, batch_failure(exc))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from inferd.backends.base import BatchRequest
 from inferd.core.types import Array
@@ -40,14 +40,15 @@ class Claim:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         """The first execution runs on the claimed resources (awaited first); any more (a
         batch retried one request at a time) take their own, as a gate's do."""
         if not self._unused:
-            return await self._gate.execute(inputs, output_names, requests)
+            return await self._gate.execute(inputs, output_names, requests, started)
         await self.wait()
         self._unused = False
-        return await self._gate.execute_held(inputs, output_names, requests)
+        return await self._gate.execute_held(inputs, output_names, requests, started)
 
     def drop(self) -> None:
         """Nothing ran on the claim (its batch emptied): give it up."""

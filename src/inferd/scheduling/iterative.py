@@ -21,8 +21,9 @@ and cancels it for the model (`IterativeRun.end`), so that a step running then, 
 unload waits for, may stop early; none follows.
 
 A decoupled model's responses sent during a step are held in their channels
-(`ResponseChannel.hold`) until the worker has handed the next step to the instance: the model
-then computes while the event loop encodes and writes them.
+(`ResponseChannel.hold`) until the next step has started on the instance (`started`, which its
+thread calls as it starts the model; with no next step ready, until the worker waits for
+one): the model then computes while the event loop encodes and writes them.
 """
 
 from __future__ import annotations
@@ -177,28 +178,34 @@ class IterativeBatcher(SlottedScheduler):
 
     async def _worker(self, index: int) -> None:
         instance = self._instances[index]
-        loop = asyncio.get_running_loop()
-        while (steps := await self._next_step(index)) is not None:
+        held: list[ResponseChannel] = []  # the channels of the step before, until released
+        while (steps := await self._next_step(index, held)) is not None:
             channels = [c for step in steps if (c := step.request.responses) is not None]
             for channel in channels:
                 channel.hold()
+            # The step before's responses reach their readers once this step has started on
+            # the instance, not before: so the model runs while the loop encodes and writes
+            # them.
+            release = functools.partial(_release, held)
             try:
-                deliver = await self._runner.run(instance, list(steps))
+                deliver = await self._runner.run(instance, list(steps), release)
                 deliver()
             except Exception as exc:
                 fail_undelivered(instance.name, steps, exc)
             finally:
-                # The step's responses reach their readers once this task has handed the
-                # next step to the instance (its next wait), not before: so the model runs
-                # while the loop encodes and writes them.
-                loop.call_soon(_release, channels)
+                release()  # the step never started (cancelled), or the instance cannot tell
+            held = channels
             now = time.monotonic_ns()
             for step in steps:
                 self._after(step, now)
 
-    async def _next_step(self, index: int) -> list[SequenceStep] | None:
+    async def _next_step(
+        self, index: int, held: list[ResponseChannel]
+    ) -> list[SequenceStep] | None:
         """One step of the running requests in the instance's slots that batch together, or
-        None once stopping with nothing left."""
+        None once stopping with nothing left. The channels `held` are released before it
+        waits for a step: no step runs then for their responses to overlap, and a request
+        whose reader is behind waits for the reader."""
         while True:
             waiting = self._waiting(index)
             if waiting:
@@ -212,6 +219,7 @@ class IterativeBatcher(SlottedScheduler):
                     for run in waiting
                     if run.sequence.head_shapes(self._initial) == shapes
                 ]
+            _release(held)
             if self._stopping:
                 return None
             await self._wakeups[index].sleep(None)
@@ -304,5 +312,8 @@ def _renew(step: SequenceStep, now: int) -> None:
 
 
 def _release(channels: list[ResponseChannel]) -> None:
-    for channel in channels:
+    """Release the holds of a step on `channels`, once: the list is emptied."""
+    released = channels.copy()
+    channels.clear()
+    for channel in released:
         channel.release()

@@ -34,7 +34,7 @@ import enum
 import heapq
 import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -299,20 +299,22 @@ class Gate:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         if not self.limiter.try_acquire(self):
             await self.limiter.acquire(self)
-        return await self.execute_held(inputs, output_names, requests)
+        return await self.execute_held(inputs, output_names, requests, started)
 
     async def execute_held(
         self,
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         """`execute` on resources already taken for it (a granted `Claim`)."""
         try:
-            return await self.inner.execute(inputs, output_names, requests)
+            return await self.inner.execute(inputs, output_names, requests, started)
         finally:
             self.limiter.release(self)
 

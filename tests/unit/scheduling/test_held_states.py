@@ -6,7 +6,7 @@ whose state the instance lost never fed the initial state."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -56,6 +56,7 @@ class Holding:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         self.received.append((set(inputs), list(output_names)))
         fed = dict(inputs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -38,6 +38,7 @@ class Counted:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         self._running += 1
         self.most = max(self.most, self._running)

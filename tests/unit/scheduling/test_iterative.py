@@ -16,7 +16,7 @@ from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
-from inferd.instances.instance import ModelInstance
+from inferd.instances.instance import ExecutionResult, Instance, ModelInstance
 from inferd.scheduling.iterative import IterativeBatcher
 from tests.unit.scheduling.test_sequence import CORRID, STATE, sequence_settings, synchronous
 
@@ -53,8 +53,10 @@ def iterative(
     gate: threading.Event | None = None,
     parameters: Mapping[str, str] | None = None,
     backend: Counter | None = None,
+    wrap: Callable[[ModelInstance], Instance] = lambda instance: instance,
 ) -> tuple[IterativeBatcher, Counter]:
-    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind."""
+    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind;
+    `wrap`: what the scheduler runs in place of the backend's instance."""
     controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {STATE}"
     entries = " ".join(
         f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
@@ -65,7 +67,7 @@ def iterative(
     settings = sequence_settings(max_batch_size=max_batch_size, extra=controls)
     backend = backend or Counter(gate)
     scheduler = IterativeBatcher(
-        [ModelInstance("m_0", Device(DeviceKind.CPU), backend)], settings, ["y"]
+        [wrap(ModelInstance("m_0", Device(DeviceKind.CPU), backend))], settings, ["y"]
     )
     scheduler.start()
     return scheduler, backend
@@ -218,6 +220,99 @@ async def test_each_steps_responses_reach_the_reader_in_order_the_final_last() -
     counts = (3, 40, 7)
     for count, received in zip(counts, await asyncio.gather(*map(run, counts)), strict=True):
         assert received == [(made, made == count) for made in range(1, count + 1)]
+    await scheduler.stop()
+
+
+class Awaiting(Talker):
+    """A Talker whose every step but a request's first waits (10 s at most) until the reader
+    has taken the response before; `had` records, for each, whether it had."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = threading.Event()  # set by the reader as it takes each response
+        self.had: list[bool] = []
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        if inputs["S_IN"].reshape(-1)[0] > 0:
+            self.had.append(self.taken.wait(10))
+            self.taken.clear()
+        return super().execute(inputs, output_names, requests)
+
+
+async def read_to_the_end(channel: ResponseChannel, taken: threading.Event) -> list[int]:
+    """Each response's y, in order, until the final one; `taken` is set at each."""
+    received: list[int] = []
+    while True:
+        item = await asyncio.wait_for(channel.get(), 30)
+        taken.set()
+        assert item.outputs is not None
+        received.append(int(item.outputs["y"].reshape(-1)[0]))
+        if item.final:
+            return received
+
+
+@synchronous
+async def test_a_steps_responses_reach_the_reader_while_the_next_step_runs() -> None:
+    """Held while their step runs, and released as the next step starts on the instance (its
+    thread says so), not once it ended."""
+    backend = Awaiting()
+    scheduler, _ = iterative(backend=backend)
+    request = steps(3)
+    request.responses = ResponseChannel()
+    execution = asyncio.ensure_future(scheduler.submit(request))
+    assert await read_to_the_end(request.responses, backend.taken) == [1, 2, 3]
+    await execution
+    assert backend.had == [True, True]
+    await scheduler.stop()
+
+
+class Refusing:
+    """A model instance that refuses a request's second step before starting it (as one whose
+    resources cannot be had), and runs every other step on `inner`."""
+
+    def __init__(self, inner: ModelInstance) -> None:
+        self.name = inner.name
+        self.device = inner.device
+        self.pipeline_depth = inner.pipeline_depth
+        self.inner = inner
+
+    async def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
+    ) -> ExecutionResult:
+        if inputs["S_IN"].reshape(-1)[0] == 1:
+            raise Unavailable("refused before it started")
+        return await self.inner.execute(inputs, output_names, requests, started)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@synchronous
+async def test_a_stream_whose_next_step_never_started_reaches_its_end() -> None:
+    """The holds of the step before are released all the same, so the stream's error (sent
+    as the engine does, once the request failed) reaches the reader."""
+    scheduler, _ = iterative(backend=Talker(), wrap=Refusing)
+    request = steps(3)
+    channel = request.responses = ResponseChannel()
+    execution = asyncio.ensure_future(scheduler.submit(request))
+    first = await asyncio.wait_for(channel.get(), 30)
+    assert first.outputs is not None and int(first.outputs["y"].reshape(-1)[0]) == 1
+    with pytest.raises(Unavailable, match="refused"):
+        await execution
+    reading = asyncio.ensure_future(channel.get())
+    await asyncio.sleep(0)  # it waits for the next response, as the engine's reader does
+    channel.execution_done(execution)
+    last = await asyncio.wait_for(reading, 30)
+    assert isinstance(last.error, Unavailable) and last.final
     await scheduler.stop()
 
 

@@ -40,6 +40,7 @@ class Idle:
         inputs: Mapping[str, Array],
         output_names: Sequence[str],
         requests: Sequence[BatchRequest],
+        started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         if self.fail is not None:
             raise self.fail
