@@ -165,7 +165,8 @@ def main() -> None:
                 for tree in servers:
                     us, rate = measure(repository, tree, case, args)
                     best.setdefault((case, tree), []).append(us)
-                    figures = f"{us:7.1f} us/request, {rate:,.0f}/s"
+                    busy = us * rate / 1e6  # CPUs the server kept busy
+                    figures = f"{us:7.1f} us/request, {rate:,.0f}/s, {busy:.2f} CPUs busy"
                     print(f"round {round_ + 1} {case:13} {tree}: {figures}")
     print("\nbest of each (server CPU us per request):")
     for (case, tree), rounds_us in best.items():
