@@ -75,9 +75,15 @@ class GreedyBatcher:
     def _run(self) -> None:
         while True:
             batch = self._gather()
-            inputs = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
-            (outputs,) = self._session.run([self._output], {self._input: inputs})
             assert self._loop is not None
+            # A batch the model refuses (rows of another width) fails its own requests; an
+            # exception left to end this thread would leave every later request waiting forever.
+            try:
+                inputs = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
+                (outputs,) = self._session.run([self._output], {self._input: inputs})
+            except Exception as error:
+                self._loop.call_soon_threadsafe(_fail, batch, error)
+                continue
             self._loop.call_soon_threadsafe(_resolve, batch, outputs)
 
 
@@ -85,8 +91,20 @@ def _resolve(batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], outputs
     start = 0
     for rows, future in batch:
         end = start + len(rows)
-        future.set_result(outputs[start:end])
+        # A future already done (its request cancelled) must not stop the loop before the
+        # batch's other futures are answered. `try` costs nothing where nothing is raised
+        # (contextlib.suppress would cost a call per request).
+        try:  # noqa: SIM105
+            future.set_result(outputs[start:end])
+        except asyncio.InvalidStateError:
+            pass
         start = end
+
+
+def _fail(batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _json_body(document: object) -> bytes:

@@ -33,8 +33,9 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
+from baseline_run import MAX_BATCH
 from common import free_port, served, write_mlp_repository
-from request_path import BATCHING, CONFIG, MAX_BATCH, Sample, perf_analyzer
+from request_path import BATCHING, CONFIG, Sample, perf_analyzer
 
 SERVICE = "inference.GRPCInferenceService"
 WIDTH = 256

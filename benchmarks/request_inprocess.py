@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from request_cpu import CASES, write_repository
+from request_cpu import CASES, SIMPLE, write_repositories
 
 # (stage, the functions (file, name) whose cumulative time it is), for the breakdown of a
 # profile. The rest is routing, the scheduler's queue and batch, the hand-offs and asyncio.
@@ -205,8 +205,8 @@ async def run_case(
     from inferd.metrics.triton_trace import TritonTracer
 
     protocol, concurrency, batching = CASES[case]
-    model = f"simple_{batching}"
-    settings = ServerSettings((str(repository),))
+    model = SIMPLE
+    settings = ServerSettings((str(repository / batching),))
     statistics = Statistics()
     metrics = PrometheusMetrics(statistics)
     tracer = TritonTracer({})
@@ -294,7 +294,7 @@ def main() -> None:
         pass
     with tempfile.TemporaryDirectory() as folder:
         repository = Path(folder)
-        write_repository(repository)
+        write_repositories(repository, mlp=False)
         for case in args.cases:
             last = case == args.cases[-1]
             profile = args.profile if last else None

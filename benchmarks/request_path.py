@@ -16,10 +16,7 @@ with the spread, the ratios inferd / baseline, and c=1 p50 next to raw ONNX Runt
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from common import ROOT, Cell, free_port, served, time_calls, write_mlp_repository
+from baseline_run import DELAY_US, MAX_BATCH, served_baseline
+from common import Cell, served, time_calls, write_mlp_repository
 from perf_analyzer_run import TRANSPORTS, UNSTABLE, run_perf_analyzer
 
-MAX_BATCH = 16
-DELAY_US = 500
 BATCHING = {"off": "", "on": f"dynamic_batching {{ max_queue_delay_microseconds: {DELAY_US} }}"}
 CONFIG = """
 max_batch_size: {max_batch}
@@ -65,20 +61,8 @@ def perf_analyzer(
 
 
 def measure_baseline(model: Path, batching: str, args: argparse.Namespace) -> dict[Cell, Sample]:
-    port = free_port()
-    command = [
-        "taskset", "-c", args.server_cpus,
-        sys.executable, str(ROOT / "benchmarks" / "baseline_server.py"),
-        str(model), "--port", str(port), "--delay-us", str(DELAY_US),
-        "--max-batch", str(MAX_BATCH if batching == "on" else 1),
-    ]  # fmt: skip
-    server = subprocess.Popen(command)
-    try:
-        _wait_for_port(port)
-        return _sweep("baseline", f"127.0.0.1:{port}", {"HTTP binary": None}, batching, args)
-    finally:
-        server.terminate()
-        server.wait()
+    with served_baseline(model, batching, args.server_cpus) as baseline:
+        return _sweep("baseline", baseline.url, {"HTTP binary": None}, batching, args)
 
 
 def measure_inferd(repository: Path, batching: str, args: argparse.Namespace) -> dict[Cell, Sample]:
@@ -105,18 +89,6 @@ def _sweep(
             if sample is not None:
                 samples[Cell(name, transport, batching, concurrency)] = sample
     return samples
-
-
-def _wait_for_port(port: int, timeout_s: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"baseline server did not listen on {port}")
 
 
 def raw_onnxruntime(model: Path, seconds: float) -> tuple[float, float, float]:

@@ -25,9 +25,10 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from baseline_run import MAX_BATCH
 from common import served, write_mlp_repository
 from perf_analyzer_run import PERF_ANALYZER
-from request_path import BATCHING, CONFIG, MAX_BATCH
+from request_path import BATCHING, CONFIG
 
 # (stage, pattern on "function (file)") tried from the innermost frame outwards; first match wins.
 STAGES: list[tuple[str, re.Pattern[str]]] = [
