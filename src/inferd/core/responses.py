@@ -143,9 +143,16 @@ class ResponseChannel:
         final: bool = False,
     ) -> bool:
         final = final or error is not None
-        item = StreamItem(outputs, error, final)
+        # `tuple.__new__` straight: a named tuple's own `__new__` is a Python function,
+        # whose call costs more than the tuple.
+        item = tuple.__new__(StreamItem, (outputs, error, final))
         with self._lock:  # one order for sends from several threads
-            if not final and threading.get_ident() != self._loop_thread:
+            # The thread is asked only when the send might block: the usual send does not.
+            if (
+                not final
+                and self._unread >= MAX_UNREAD
+                and threading.get_ident() != self._loop_thread
+            ):
                 while self._unread >= MAX_UNREAD and not (self._closed or self._cancelled):
                     if self._holds:  # else the reader that makes room never wakes
                         self._holds = 0
