@@ -44,9 +44,7 @@ def make_batch(
     if batch_io is not None:
         views = _ragged_views(stacked, requests, batch_io)
     elif batched:
-        views = [
-            {name: array[r.start : r.end] for name, array in stacked.items()} for r in requests
-        ]
+        views = _row_views(stacked, requests)
     else:
         views = [stacked] * len(requests)
     own = [_own(r.parameters) for r in requests]
@@ -58,6 +56,23 @@ def make_batch(
             for r, view, parameters in zip(requests, views, own, strict=True)
         ]
     return Batch(stacked, list(output_names), described)
+
+
+def _row_views(
+    stacked: dict[str, Array], requests: Sequence[BatchRequest]
+) -> list[dict[str, Array]]:
+    """Each request's rows of every stacked input, as views. Plain loops: an iterative
+    model's step runs this for every request, and a comprehension per request (a function
+    call each, before Python 3.12) cost about twice as much."""
+    inputs = list(stacked.items())
+    views = []
+    for r in requests:
+        start, end = r.start, r.end
+        view = {}
+        for name, array in inputs:
+            view[name] = array[start:end]
+        views.append(view)
+    return views
 
 
 def _ragged_views(
