@@ -174,7 +174,10 @@ class BatchRunner(Generic[P]):
             answers = self._answers(batch, result.outputs)
         except Exception as exc:
             return functools.partial(fail_all, batch.calls, batch_failure(exc))
-        return functools.partial(self._deliver, batch, answers, compute, result, instance)
+        padding = batch.size - batch.filled
+        return functools.partial(
+            self._deliver, batch.calls, batch.filled, padding, answers, compute, result, instance
+        )
 
     def run_here(self, instance: RunsHere, rows: list[P | None]) -> tuple[list[Answer], Deliver]:
         """Execute the batch of `rows` (at least one real) on the calling thread: a caller's
@@ -192,16 +195,20 @@ class BatchRunner(Generic[P]):
         except InvalidArgument as exc:
             if len(batch.calls) > 1:
                 return self._one_by_one_here(instance, batch)
-            return self._failed_here(batch, exc)
+            return self._failed_here(batch.calls, exc)
         except Exception as exc:
-            return self._failed_here(batch, exc)
+            return self._failed_here(batch.calls, exc)
         try:
             answers = self._answers(batch, result.outputs)
         except Exception as exc:
-            return self._failed_here(batch, exc)
+            return self._failed_here(batch.calls, exc)
         # Its callers have the answers now, before the loop delivers them.
         compute.compute_end = time.monotonic_ns()
-        deliver = functools.partial(self._deliver, batch, answers, compute, result, instance.name)
+        padding = batch.size - batch.filled
+        name = instance.name
+        deliver = functools.partial(
+            self._deliver, batch.calls, batch.filled, padding, answers, compute, result, name
+        )
         return answers, deliver
 
     def _one_by_one_here(self, instance: RunsHere, batch: Batch[P]) -> tuple[list[Answer], Deliver]:
@@ -210,9 +217,9 @@ class BatchRunner(Generic[P]):
         return answers, functools.partial(_call_all, [deliver for _, deliver in ran])
 
     @staticmethod
-    def _failed_here(batch: Batch[P], exc: Exception) -> tuple[list[Answer], Deliver]:
+    def _failed_here(calls: list[P], exc: Exception) -> tuple[list[Answer], Deliver]:
         error = batch_failure(exc)
-        return [error] * len(batch.calls), functools.partial(fail_all, batch.calls, error)
+        return [error] * len(calls), functools.partial(fail_all, calls, error)
 
     def _answers(self, batch: Batch[P], outputs: BatchOutputs) -> list[Answer]:
         calls = batch.calls
@@ -222,44 +229,48 @@ class BatchRunner(Generic[P]):
             split: Sequence[Answer] = outputs
         else:
             split = self._kind.split(batch, outputs)
-        answers: list[Answer] = []
-        for call, part, answer in zip(calls, batch.requests, split, strict=True):
-            call.rescheduled = part.rescheduled
-            answers.append(
-                answer if isinstance(answer, InferdError) else self._finish(call, answer)
-            )
-        return answers
+        return [
+            self._answer(call, part, answer)
+            for call, part, answer in zip(calls, batch.requests, split, strict=True)
+        ]
 
-    def _finish(self, call: P, outputs: dict[str, Array]) -> Answer:
+    def _answer(self, call: P, part: BatchRequest, answer: Answer) -> Answer:
+        """What `call` gets from its share `answer` of the batch's outputs."""
+        call.rescheduled = part.rescheduled
+        if isinstance(answer, InferdError):
+            return answer
         try:
-            return self._kind.finish(call, outputs)
+            return self._kind.finish(call, answer)
         except InferdError as exc:
             return exc
 
     def _deliver(
         self,
-        batch: Batch[P],
+        calls: list[P],
+        filled: int,
+        padding: int,
         answers: list[Answer],
         compute: Timestamps,
         result: ExecutionResult,
         instance: str,
     ) -> None:
+        """Report the batch of `calls` (`filled` rows carry them, `padding` rows do not) and
+        answer them."""
         compute.compute_input_end = result.compute_start_ns
         compute.compute_output_start = result.compute_end_ns
         end = compute.compute_end = compute.compute_end or time.monotonic_ns()
         if self._on_batch is not None:
-            self._on_batch(batch.filled, compute, instance, batch.calls, batch.size - batch.filled)
-        for call, answer in zip(batch.calls, answers, strict=True):
+            self._on_batch(filled, compute, instance, calls, padding)
+        for call, answer in zip(calls, answers, strict=True):
             call.request.timestamps.copy_compute(compute)
             if isinstance(answer, InferdError):
                 call.fail(answer)
             elif not call.future.done():
                 call.future.set_result(answer)
         if self._slo is not None:
-            calls = batch.calls
             latencies = [end - (c.request.timestamps.received or c.enqueued_ns) for c in calls]
             execution = result.compute_end_ns - result.compute_start_ns
-            self._slo.record(latencies, batch.filled, execution, end)
+            self._slo.record(latencies, filled, execution, end)
 
 
 @dataclass(slots=True, eq=False)

@@ -58,7 +58,7 @@ from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.ragged import ragged_signature
 from inferd.scheduling.rate_limiter import Gate
 from inferd.scheduling.relay import Relay
-from inferd.scheduling.stacked import RaggedKind, StackedKind
+from inferd.scheduling.stacked import RaggedKind, StackedRunner
 
 
 def _signature(request: InferRequest) -> tuple[Any, ...]:
@@ -99,8 +99,11 @@ class DynamicBatcher:
             else None
         )
         io = settings.batch_io
-        kind = StackedKind(list(output_names)) if io is None else RaggedKind(list(output_names), io)
-        self._runner = BatchRunner(kind, on_batch, self._slo)
+        self._runner: BatchRunner[Queued] = (
+            StackedRunner(list(output_names), on_batch, self._slo)
+            if io is None
+            else BatchRunner(RaggedKind(list(output_names), io), on_batch, self._slo)
+        )
         self._signature = _signature if io is None else ragged_signature(io.ragged)
         # The forming worker's sleep: woken by its deadline, or by `submit` once `_wake_rows`
         # more rows (or a request of another shape) arrived.
