@@ -69,7 +69,7 @@ def classify_outputs(
 ) -> None:
     """Replace, in place, each output asked for as a classification by its top-K strings."""
     for output in requested or ():
-        if not output.parameters:  # the common case: a raw tensor
+        if PARAMETER not in output.parameters:  # the common case: a raw tensor
             continue
         count = class_count(output)
         array = outputs.get(output.name)

@@ -11,6 +11,7 @@ from inferd.core.datatypes import numpy_dtype, v2_datatype
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import ConfigTensor, tensor_datatype
 from inferd.core.types import Array, InferRequest
+from inferd.engine.classification import PARAMETER as CLASSIFICATION
 from inferd.engine.classification import check_classification
 
 
@@ -42,8 +43,6 @@ class ModelTensor:
 
 
 def _shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
-    if shape == dims:  # the common case, compared in C
-        return True
     return len(shape) == len(dims) and all(
         d == -1 or d == s for s, d in zip(shape, dims, strict=True)
     )
@@ -66,7 +65,8 @@ def _check_input(model: str, spec: ModelTensor, array: Array, max_batch_size: in
                 f"{max_batch_size} (shape {list(shape)})"
             )
         shape = shape[1:]
-    if not _shape_matches(shape, spec.dims):
+    # The common case, the exact dims, is compared in C without a call.
+    if shape != spec.dims and not _shape_matches(shape, spec.dims):
         raise InvalidArgument(
             f"input '{spec.name}' has shape {list(array.shape)}, model '{model}' expects "
             f"{spec.wire_shape(max_batch_size)}"
@@ -108,7 +108,7 @@ def check_request(
             )
         if output.name in requested:  # Triton's wording, which its clients' tests match
             raise InvalidArgument(f"output '{output.name}' already exists in request")
-        if output.parameters:  # where a classification is asked for
+        if CLASSIFICATION in output.parameters:  # binary_data and the like need no check
             check_classification(output, outputs[output.name])
         requested.add(output.name)
 

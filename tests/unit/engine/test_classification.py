@@ -11,6 +11,7 @@ from inferd.core.types import RequestedOutput
 from inferd.engine.classification import (
     check_classification,
     class_count,
+    classify_outputs,
     read_labels,
     top_k,
     with_labels,
@@ -31,6 +32,18 @@ SPECS = {t.name: ModelTensor.from_config(t) for t in CONFIG.output}
 
 def _strings(array: np.ndarray) -> list[object]:
     return np.vectorize(bytes.decode, otypes=[object])(array).tolist()  # type: ignore[no-any-return]
+
+
+def test_only_outputs_asking_classification_are_ranked_whatever_else_they_ask() -> None:
+    scores = np.array([[0.1, 0.7, 0.2, 0.0]], np.float32)
+    outputs = {"p": scores, "h": scores}
+    requested = [
+        RequestedOutput("p", {"binary_data": True, "classification": 1}),
+        RequestedOutput("h", {"binary_data": True}),
+    ]
+    classify_outputs(requested, outputs, SPECS, batched=True)
+    assert _strings(outputs["p"]) == [["0.700000:1"]]
+    assert outputs["h"] is scores
 
 
 def test_the_documented_example_ranks_by_value() -> None:
