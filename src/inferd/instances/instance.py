@@ -171,8 +171,18 @@ class ModelInstance:
         requests: Sequence[BatchRequest],
     ) -> ExecutionResult:
         """`execute` on the calling thread, for a caller its scheduler lent the instance to
-        (so no batch runs on its own thread meanwhile)."""
-        return self._run(inputs, output_names, requests)
+        (so no batch runs on its own thread meanwhile); the instance's thread runs its batches
+        with it too."""
+        result = run_batch(self._backend_instance, self.name, inputs, output_names, requests)
+        # One thread runs the instance's batches at a time (its own, or a borrower's), so
+        # these updates never race.
+        took = result.compute_end_ns - result.compute_start_ns
+        if self._measured:
+            self._typical_ns += (took - self._typical_ns) // _EMA_WEIGHT
+        else:
+            self._typical_ns = took
+        self._measured += 1
+        return result
 
     def waiting(self) -> int:
         return self._jobs.qsize()
@@ -205,30 +215,13 @@ class ModelInstance:
                 # as the loop takes it back after each system call before a waiter wakes.
                 job.loop.call_soon_threadsafe(job.started)
             try:
-                result = self._run(job.inputs, job.output_names, job.requests)
+                result = self.execute_here(job.inputs, job.output_names, job.requests)
             except BaseException as exc:  # delivered to the loop, which reports it
                 ready = time.monotonic_ns()
                 job.loop.call_soon_threadsafe(job.done, job.context, exc)
             else:
                 result.ready_ns, ready = ready, result.compute_end_ns
                 job.loop.call_soon_threadsafe(job.done, job.context, result)
-
-    def _run(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest],
-    ) -> ExecutionResult:
-        result = run_batch(self._backend_instance, self.name, inputs, output_names, requests)
-        # One thread runs the instance's batches at a time (its own, or a borrower's), so
-        # these updates never race.
-        took = result.compute_end_ns - result.compute_start_ns
-        if self._measured:
-            self._typical_ns += (took - self._typical_ns) // _EMA_WEIGHT
-        else:
-            self._typical_ns = took
-        self._measured += 1
-        return result
 
     def close(self) -> None:
         self._jobs.put(None)
