@@ -260,8 +260,9 @@ class OnnxInstance:
         requests: Sequence[BatchRequest],
     ) -> dict[str, Array]:
         feed = dict(inputs)
-        for name in self._string_inputs.intersection(feed):
-            feed[name] = _as_str_array(feed[name], name)
+        if self._string_inputs:  # most graphs have none
+            for name in self._string_inputs.intersection(feed):
+                feed[name] = _as_str_array(feed[name], name)
         try:
             results = self._session.run(list(output_names), feed)
         except self._errors.InvalidArgument as exc:
