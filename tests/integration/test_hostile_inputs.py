@@ -207,6 +207,69 @@ def test_grpc_sequence_id_of_every_kind(
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+# ---- the parameters Triton reserves, on any model ------------------------------------------
+
+
+def doubled(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A request to the in-process WRONG model, which answers it (no sequences, no priorities)."""
+    inputs = [tensor("IN", "FP32", [1, 1], [1.0]), tensor("MODE", "BYTES", [1, 1], ["ok"])]
+    return {"inputs": inputs, "parameters": parameters}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({"priority": "1"}, "'priority' must be a non-negative integer"),
+        ({"priority": -1}, "'priority' must be a non-negative integer"),
+        ({"priority": True}, "'priority' must be a non-negative integer"),
+        ({"priority": 1.5}, "'priority' must be a non-negative integer"),
+        ({"timeout": "100"}, "'timeout' must be a non-negative integer"),
+        ({"sequence_id": 1.5}, "'sequence_id' must be an integer or a string"),
+        ({"sequence_start": "true"}, "'sequence_start' must be a boolean"),
+        ({"sequence_end": 1}, "'sequence_end' must be a boolean"),
+    ],
+)
+def test_reserved_parameters_of_the_wrong_kind_are_400_for_any_model(
+    server: RunningServer, parameters: dict[str, Any], expected: str
+) -> None:
+    """As Triton's frontends refuse them, whether or not the model's scheduler reads them."""
+    status, body = infer(server.http_port, WRONG["none"], doubled(parameters))
+    assert (status, expected in body["error"]) == (400, True), body
+
+
+def test_reserved_parameters_of_their_kind_pass_a_model_that_ignores_them(
+    server: RunningServer,
+) -> None:
+    parameters = {"priority": 3, "timeout": 100, "sequence_id": "a", "sequence_start": True}
+    status, body = infer(server.http_port, WRONG["none"], doubled(parameters))
+    assert (status, body["outputs"][0]["data"]) == (200, [2.0]), body
+
+
+def test_grpc_reserved_parameters_of_the_wrong_kind_for_any_model(server: RunningServer) -> None:
+    def message(key: str, kind: str, value: Any) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name=WRONG["none"])
+        values = request.inputs.add(name="IN", datatype="FP32", shape=[1, 1])
+        values.contents.fp32_contents.append(1)
+        mode = request.inputs.add(name="MODE", datatype="BYTES", shape=[1, 1])
+        mode.contents.bytes_contents.append(b"ok")
+        setattr(request.parameters[key], kind, value)
+        return request
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for key, kind, value in [
+            ("priority", "string_param", "1"),
+            ("timeout", "double_param", 100.0),
+            ("sequence_start", "int64_param", 1),
+        ]:
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.ModelInfer(message(key, kind, value), timeout=30)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (key, kind)
+            assert f"'{key}' must be" in (raised.value.details() or "")
+        answer = stub.ModelInfer(message("priority", "uint64_param", 2), timeout=30)
+        assert answer.outputs[0].name == "OUT"
+
+
 def test_full_slots_and_backlog_answer_503_and_idle_sequences_free_them(
     server: RunningServer,
 ) -> None:

@@ -9,7 +9,7 @@ import contextvars
 import logging
 import socket
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from prometheus_client import ProcessCollector
@@ -74,7 +74,9 @@ def uvicorn_server(
         # No X-Forwarded-* rewriting middleware and no Server header: both cost per request.
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # Typed int by uvicorn, but only the delay of its asyncio.timeout: a float keeps the
+        # fraction, which int() cut (a grace under a second was none for HTTP streams).
+        timeout_graceful_shutdown=cast(int, settings.shutdown_grace_seconds),
         **uvicorn_options(files),
     )
     server = UvicornServer(config)

@@ -28,6 +28,7 @@ from inferd.core.observer import (
     TensorObserver,
     failure_reason,
 )
+from inferd.core.request_parameters import check_reserved
 from inferd.core.responses import ResponseChannel, ResponseTaker, StreamItem
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
@@ -463,6 +464,7 @@ class Engine:
         """Check the request against the version's tensors and apply the configured reshapes."""
         batched = loaded.config.max_batch_size > 0
         if request.parameters:
+            check_reserved(request.parameters)
             callers = request.parameters.get(CALLERS)
             if isinstance(callers, list):  # a model's call (BLS), maybe an ensemble's step of one
                 refuse_waiting_caller(request.model_name, callers)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from inferd.core.batch_io import BatchIO
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import ModelConfig, ModelQueuePolicy, string_parameter
+from inferd.core.request_parameters import non_negative_int
 from inferd.core.types import Parameters
 
 LATENCY_SLO_PARAMETER = "inferd.latency_slo_ms"
@@ -41,7 +42,7 @@ class QueuePolicy:
         """The queue timeout of one request: the default, or a shorter one it asks for."""
         if not self.allow_timeout_override or "timeout" not in parameters:
             return self.default_timeout_ns
-        requested = _non_negative_int(parameters["timeout"], "timeout") * 1000
+        requested = non_negative_int(parameters["timeout"], "timeout") * 1000
         if requested == 0:
             return self.default_timeout_ns
         if self.default_timeout_ns == 0:
@@ -105,7 +106,7 @@ class BatchingSettings:
         """The queue (0 = highest priority) a request goes to; `priority` 0 means the default."""
         if "priority" not in parameters:
             return self.default_priority_level - 1 if self.priority_levels else 0
-        priority = _non_negative_int(parameters["priority"], "priority")
+        priority = non_negative_int(parameters["priority"], "priority")
         if not self.priority_levels:
             return 0  # as in Triton, a model without priority levels ignores the parameter
         if priority == 0:
@@ -137,13 +138,6 @@ def _refuse_admission(config: ModelConfig) -> None:
             "(sequence_batching { iterative_sequence: true }); other models set priorities "
             "and queue policies in dynamic_batching"
         )
-
-
-def _non_negative_int(value: object, name: str) -> int:
-    # bool is an int subclass; `"priority": true` is a client mistake, not priority 1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgument(f"request parameter '{name}' must be a non-negative integer")
-    return value
 
 
 def _latency_slo_ns(config: ModelConfig) -> int:

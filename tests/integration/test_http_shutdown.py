@@ -1,0 +1,64 @@
+"""SIGTERM with a `generate_stream` in flight: the HTTP frontend gives it the whole grace
+period, a fraction of a second included, as the gRPC frontend does."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+from pathlib import Path
+
+from tests.integration.model_files import write
+from tests.integration.server import running_server
+
+# Its first response at once; its final one 0.3 s after the test has sent SIGTERM (it
+# creates the file `go` then).
+MODEL = """
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+GO = Path(__file__).parent / "go"
+
+
+class InferdModel:
+    def execute(self, batch):
+        for request in batch.requests:
+            threading.Thread(target=self.answer, args=(request.sender,)).start()
+
+    def answer(self, sender):
+        sender.send({"OUT": np.array([1], np.int32)})
+        while not GO.exists():
+            time.sleep(0.01)
+        time.sleep(0.3)
+        sender.send({"OUT": np.array([2], np.int32)}, final=True)
+"""
+CONFIG = """
+name: "after_sigterm"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+"""
+
+
+def test_sigterm_gives_a_stream_a_grace_under_a_second(tmp_path: Path) -> None:
+    write(tmp_path, "after_sigterm", MODEL, CONFIG)
+    with running_server(tmp_path, "--shutdown-grace-seconds", "0.9") as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        connection.request(
+            "POST", "/v2/models/after_sigterm/generate_stream", body=json.dumps({"IN": 1})
+        )
+        answer = connection.getresponse()
+        assert answer.status == 200
+        assert answer.readline().startswith(b"data:")  # the first response: it runs
+        server.process.send_signal(signal.SIGTERM)
+        (tmp_path / "after_sigterm" / "1" / "go").touch()
+        rest = answer.read()  # raises where the server cut the stream short
+        connection.close()
+        events = [json.loads(line[5:]) for line in rest.splitlines() if line.startswith(b"data:")]
+        assert [event["OUT"] for event in events] == [2]
+        assert server.process.wait(timeout=30) == 0
