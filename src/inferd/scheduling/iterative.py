@@ -133,15 +133,14 @@ class IterativeBatcher(SlottedScheduler):
         self._queue_start(run)
 
     def _key(self, request: InferRequest) -> SequenceKey:
-        key = request.parameters.get("sequence_id", 0)
+        # An int or a str: its kind was checked with the request's (`check_reserved`).
+        key: SequenceKey = request.parameters.get("sequence_id", 0)
         if key == 0 or key == "":
             while True:  # a fresh id, of the kind the model's CORRID takes
                 fresh = next(self._fresh_ids)
                 key = str(fresh) if self._settings.string_ids else fresh
                 if key not in self._running:
                     return key
-        if isinstance(key, bool) or not isinstance(key, int | str):
-            raise InvalidArgument("request parameter 'sequence_id' must be an integer or a string")
         if key in self._running:
             raise InvalidArgument(
                 f"sequence {key} of model '{request.model_name}' is still running: each "

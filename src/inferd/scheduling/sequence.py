@@ -19,12 +19,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from inferd.core.errors import InstanceLost, InvalidArgument, Unavailable
-from inferd.core.types import Array, InferRequest, Parameters
+from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
 from inferd.scheduling.batch import BatchCallback, BatchRunner, fail_all, fail_undelivered
 from inferd.scheduling.delay_hook import POLL_NS, DelayGate, delay_gate
@@ -138,8 +137,8 @@ class SequenceBatcher(SlottedScheduler):
                 f"inference request to model '{model}' must specify a non-zero or non-empty "
                 "correlation ID"
             )
-        if isinstance(key, bool) or not isinstance(key, int | str):
-            raise InvalidArgument("request parameter 'sequence_id' must be an integer or a string")
+        # Its kind (an int or a str, not a bool) was checked with every request's
+        # (`request_parameters.check_reserved`).
         if isinstance(key, int):
             self._check_number_id(model, key)
         elif self._settings.string_ids is False:
@@ -151,7 +150,8 @@ class SequenceBatcher(SlottedScheduler):
                 f"inference request to model '{model}' must specify batch-size 1 due to "
                 "requirements of sequence batcher"
             )
-        return key, _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
+        start, end = parameters.get("sequence_start", False), parameters.get("sequence_end", False)
+        return key, start, end
 
     def _check_number_id(self, model: str, key: int) -> None:
         if self._settings.string_ids:
@@ -295,10 +295,3 @@ class SequenceBatcher(SlottedScheduler):
 def _answered(step: SequenceStep) -> bool:
     future = step.future
     return future.done() and not future.cancelled() and future.exception() is None
-
-
-def _flag(parameters: Parameters, name: str) -> bool:
-    value: Any = parameters.get(name, False)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"request parameter '{name}' must be a boolean")
-    return value
