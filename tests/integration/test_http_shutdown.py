@@ -62,3 +62,79 @@ def test_sigterm_gives_a_stream_a_grace_under_a_second(tmp_path: Path) -> None:
         events = [json.loads(line[5:]) for line in rest.splitlines() if line.startswith(b"data:")]
         assert [event["OUT"] for event in events] == [2]
         assert server.process.wait(timeout=30) == 0
+
+
+# Streams "z" every few milliseconds until its request is cancelled: it outlives any grace.
+ENDLESS = """
+import threading
+import time
+
+import numpy as np
+
+
+class InferdModel:
+    def execute(self, batch):
+        for request in batch.requests:
+            threading.Thread(target=self.generate, args=(request.sender,)).start()
+
+    def generate(self, sender):
+        while not sender.is_cancelled():
+            sender.send({"TEXT": np.array([b"z"], dtype=object)})
+            time.sleep(0.005)
+        sender.close()
+"""
+ENDLESS_CONFIG = """
+name: "endless"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "PROMPT", data_type: TYPE_STRING, dims: [ 1 ] } ]
+output [ { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] } ]
+parameters [
+  { key: "openai.task", value: { string_value: "completions" } },
+  { key: "openai.input", value: { string_value: "PROMPT" } },
+  { key: "openai.output", value: { string_value: "TEXT" } }
+]
+"""
+
+
+def cut_stream(repository: Path, path: str, document: dict[str, object]) -> tuple[list[bytes], str]:
+    """The `data:` payloads of a stream still running when a 0.3 s shutdown grace expires,
+    read to the end of its chunked body (http.client raises IncompleteRead on a body cut
+    short), and the server's log."""
+    write(repository, "endless", ENDLESS, ENDLESS_CONFIG)
+    with running_server(repository, "--shutdown-grace-seconds", "0.3") as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        connection.request("POST", path, body=json.dumps(document))
+        answer = connection.getresponse()
+        assert answer.status == 200
+        assert answer.readline().startswith(b"data:")  # it runs
+        server.process.send_signal(signal.SIGTERM)
+        rest = answer.read()
+        connection.close()
+        assert server.process.wait(timeout=30) == 0
+    data = [line[6:] for line in rest.splitlines() if line.startswith(b"data: ")]
+    return data, server.log_text()
+
+
+def test_a_generate_stream_cut_at_the_grace_ends_with_an_error_event(tmp_path: Path) -> None:
+    data, log = cut_stream(tmp_path, "/v2/models/endless/generate_stream", {"PROMPT": "a"})
+    assert json.loads(data[-1]) == {"error": "the server is shutting down"}
+    assert all("error" not in json.loads(payload) for payload in data[:-1])
+    assert "Exception in ASGI application" not in log
+
+
+def test_an_openai_stream_cut_at_the_grace_ends_with_an_error_and_done(tmp_path: Path) -> None:
+    document = {"model": "endless", "prompt": "a", "stream": True}
+    data, log = cut_stream(tmp_path, "/v1/completions", document)
+    assert data[-1] == b"[DONE]"
+    assert json.loads(data[-2]) == {
+        "error": {
+            "message": "the server is shutting down",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert all("error" not in json.loads(payload) for payload in data[:-2])
+    assert "Exception in ASGI application" not in log
