@@ -44,12 +44,12 @@ async def until_disconnect(receive: Receive, answer: Coroutine[Any, Any, None]) 
     watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # a client leaving ends the watcher, never this wait
         work.cancel(SHUTTING_DOWN)
         await asyncio.wait((work,))
         if work.cancelled():
             raise
-        _running_task().uncancel()
+        _running_task().uncancel()  # handled: the answer ended its response
     finally:  # the answer, its watcher, or both are done, or the handler is cancelled again
         for task in (watcher, work):
             task.cancel()
