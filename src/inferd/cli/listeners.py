@@ -39,6 +39,18 @@ def not_quieted(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not _quiet_lifecycle.get()
 
 
+# uvicorn logs as an ERROR that it cancels the requests still running at the end of the
+# shutdown grace: cutting them is what the grace asks for (a stream ends with an error event).
+_GRACE_EXCEEDED = "Cancel %s running task(s), timeout graceful shutdown exceeded"
+
+
+def grace_exceeded_as_warning(record: logging.LogRecord) -> bool:
+    if record.msg != _GRACE_EXCEEDED:
+        return True
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return logging.getLogger(record.name).isEnabledFor(logging.WARNING)  # --log-level error
+
+
 class UvicornServer(uvicorn.Server):
     """uvicorn without its own signal handling: `serve` decides when every frontend stops."""
 

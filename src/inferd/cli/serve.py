@@ -24,6 +24,7 @@ from inferd.cli.access import (
 )
 from inferd.cli.listeners import (
     bind_socket,
+    grace_exceeded_as_warning,
     host_collectors,
     not_quieted,
     scheme,
@@ -246,7 +247,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("uvicorn.error").addFilter(not_quieted)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(not_quieted)
+    uvicorn_log.addFilter(grace_exceeded_as_warning)
     if not settings.cluster:
         return _run_loop(serve(settings))
     from inferd.cluster.connect import ClusterSettings

@@ -1,4 +1,5 @@
-"""The generate_stream answer and the disconnect watch, driven through the ASGI callables."""
+"""The generate_stream answer, the disconnect watch and the server's shutdown cutting a stream,
+driven through the ASGI callables."""
 
 from __future__ import annotations
 
@@ -124,3 +125,88 @@ def test_the_answer_s_error_propagates_and_the_watch_ends() -> None:
 
     with pytest.raises(InvalidArgument, match="refused"):
         asyncio.run(scenario())
+
+
+async def stalled(count: int, waiting: asyncio.Event) -> AsyncIterator[InferResponse]:
+    """`count` responses, then none ever again (a model still generating): `waiting` is set
+    once they are all sent."""
+    for value in range(count):
+        yield response(value)
+    waiting.set()
+    await asyncio.Event().wait()
+    yield response(count)
+
+
+async def never() -> Message:
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
+
+
+def cut_stream(count: int, cut: str) -> tuple[list[Message], BaseException | None]:
+    """What a generate_stream stalled after `count` responses sends, and what its handler
+    raises, when it is then cut: by the server's shutdown (its handler task cancelled, as
+    uvicorn does at the end of the grace) or by its client leaving."""
+
+    async def scenario() -> tuple[list[Message], BaseException | None]:
+        sent: list[Message] = []
+        waiting = asyncio.Event()
+        gone = asyncio.Event()
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        async def receive() -> Message:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        answer = send_event_stream(send, stalled(count, waiting))
+        handler = asyncio.create_task(until_disconnect(receive, answer))
+        await waiting.wait()
+        if cut == "shutdown":
+            handler.cancel()
+        else:
+            gone.set()
+        await asyncio.wait((handler,))
+        if handler.cancelled():
+            return sent, None
+        assert handler.cancelling() == 0  # a cancellation it ended is no longer pending
+        return sent, handler.exception()
+
+    return asyncio.run(scenario())
+
+
+def test_a_stream_cut_by_the_shutdown_ends_with_an_error_event() -> None:
+    sent, raised = cut_stream(2, "shutdown")
+    assert raised is None  # uvicorn logs no failure, and its response is complete
+    assert events(sent)[2:] == [{"error": "the server is shutting down"}]
+    assert sent[-1] == {"type": "http.response.body", "body": b""}
+
+
+def test_a_stream_cut_by_the_shutdown_before_its_first_event_is_unavailable() -> None:
+    sent, raised = cut_stream(0, "shutdown")
+    assert sent == []
+    assert isinstance(raised, Unavailable)  # the frontend answers it 503
+    assert raised.message == "the server is shutting down"
+
+
+def test_a_stream_its_client_left_writes_nothing_more() -> None:
+    sent, raised = cut_stream(2, "disconnect")
+    assert raised is None
+    assert len(sent) == 3  # the status and two events: no error event, no end of body
+
+
+def test_the_shutdown_goes_on_through_an_answer_that_does_not_end_itself() -> None:
+    async def scenario() -> bool:
+        started = asyncio.Event()
+
+        async def answer() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        handler = asyncio.create_task(until_disconnect(never, answer()))
+        await started.wait()
+        handler.cancel()
+        await asyncio.wait((handler,))
+        return handler.cancelled()
+
+    assert asyncio.run(scenario())  # uvicorn answers it as it did before

@@ -1,6 +1,7 @@
 """The ASGI contract the HTTP frontend speaks (the parts of it used here), and running an answer
 only as long as its client is there to read it: a stream for its whole length
-(`until_disconnect`), a unary answer once it has taken a while (`DisconnectWatcher`)."""
+(`until_disconnect`), a unary answer once it has taken a while (`DisconnectWatcher`); and
+telling an answer cut by the server's shutdown from one cut by its client (`cut_by_shutdown`)."""
 
 from __future__ import annotations
 
@@ -18,22 +19,49 @@ Send = Callable[[Message], Awaitable[None]]
 # sooner, and one that does has nothing worth stopping.
 WATCH_AFTER_S = 0.1
 
+# What an answer is cancelled with when the server's shutdown cuts it (`until_disconnect`).
+SHUTTING_DOWN = "the server is shutting down"
+
+
+def cut_by_shutdown(cancelled: asyncio.CancelledError) -> bool:
+    """Whether an answer run by `until_disconnect` was cancelled by the server's shutdown (it
+    may still end its response, as a stream does with an error event), rather than by its
+    client leaving (nobody reads what it would write)."""
+    return cancelled.args == (SHUTTING_DOWN,)
+
 
 async def until_disconnect(receive: Receive, answer: Coroutine[Any, Any, None]) -> None:
     """Run `answer` (which sends the response) to its end, or cancel it as soon as the client
     disconnects, so that the work behind a response nobody reads stops (the inference task, a
     stream's model). Its errors propagate. Call it only once the request body has been read in
-    full: the next message on `receive` is then the disconnect."""
+    full: the next message on `receive` is then the disconnect.
+
+    When this handler is itself cancelled (uvicorn cancels what still runs when the shutdown
+    grace expires), `answer` is cancelled with `SHUTTING_DOWN`; if it ends its response
+    instead of being cancelled, the handler returns as it does (or raises its error), so that
+    uvicorn neither logs the cancellation as a failure nor cuts the response short."""
     work = asyncio.ensure_future(answer)
     watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also when this handler is itself cancelled (server shutdown)
+    except asyncio.CancelledError:  # a client leaving ends the watcher, never this wait
+        work.cancel(SHUTTING_DOWN)
+        await asyncio.wait((work,))
+        if work.cancelled():
+            raise
+        _running_task().uncancel()  # handled: the answer ended its response
+    finally:  # the answer, its watcher, or both are done, or the handler is cancelled again
         for task in (watcher, work):
             task.cancel()
         await asyncio.gather(watcher, work, return_exceptions=True)
     if not work.cancelled():
         work.result()  # re-raise the answer's error, if any
+
+
+def _running_task() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    return task
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -64,8 +92,7 @@ class DisconnectWatcher:
 
     def start(self, receive: Receive) -> asyncio.Task[Any]:
         """Watch the running task's answer; returns the task, for `disconnected` and `stop`."""
-        task = asyncio.current_task()
-        assert task is not None
+        task = _running_task()
         self._in_flight[task] = receive
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._round)

@@ -8,15 +8,16 @@ The status is sent with the first response, so an error before it is answered as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import orjson
 
-from inferd.core.errors import InferdError
+from inferd.core.errors import InferdError, Unavailable
 from inferd.core.types import InferResponse
-from inferd.frontends.http.asgi import Send
+from inferd.frontends.http.asgi import SHUTTING_DOWN, Send, cut_by_shutdown
 from inferd.frontends.http.generate import encode_generate_response, generated
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ async def send_events(
 ) -> None:
     """Each of `items` as a `data:` event of `event_data(item)` (None: no event), then `done`
     as a last one if given. The status goes with the first event: an error before it is
-    answered as any error; after it, `error_data` makes the stream's last event of it.
+    answered as any error; after it, `error_data` makes the stream's last event of it. The
+    server's shutdown cutting the stream is such an error (UNAVAILABLE), a client leaving none.
     (`items` are encoded here rather than by a generator of events over them: one async
     generator less per event to suspend and resume.)"""
     started = False
@@ -53,11 +55,30 @@ async def send_events(
         if not started:
             raise
         await _send_event(send, error_data(exc))
+    except asyncio.CancelledError as cancelled:
+        await _send_shutdown(send, cancelled, started, error_data)
     if not started:  # a model may answer a request with no response at all
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     if done is not None:
         await _send_event(send, done)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _send_shutdown(
+    send: Send,
+    cancelled: asyncio.CancelledError,
+    started: bool,
+    error_data: Callable[[Exception], bytes],
+) -> None:
+    """A stream cancelled by the server's shutdown ends as with any error, UNAVAILABLE: its
+    status before its first event, its last event after. A cancellation for its client
+    leaving goes on: nobody reads the rest."""
+    if not cut_by_shutdown(cancelled):
+        raise cancelled
+    stopping = Unavailable(SHUTTING_DOWN)
+    if not started:
+        raise stopping from None
+    await _send_event(send, error_data(stopping))
 
 
 async def send_event_stream(send: Send, responses: AsyncIterator[InferResponse]) -> None:
