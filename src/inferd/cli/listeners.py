@@ -19,6 +19,7 @@ from inferd.cli.access import allowed_hosts
 from inferd.cli.settings import ServerSettings
 from inferd.cli.tls import tls_files, uvicorn_options
 from inferd.cli.tls_reload import CertificateReload
+from inferd.core.errors import Unavailable
 from inferd.frontends.http.app import HttpFrontend
 from inferd.frontends.http.hosts import HostGuard
 from inferd.frontends.http.protocol import protocol_class
@@ -59,12 +60,17 @@ class UvicornServer(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, service: str) -> socket.socket:
+    """A listening socket for `service` (named in the error when the address is taken)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"cannot listen for {service} on {host}:{port}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 
@@ -101,11 +107,9 @@ def start_metrics(
     settings: ServerSettings,
     collectors: Sequence[Collector],
     certificates: CertificateReload,
-) -> tuple[UvicornServer, asyncio.Task[None]] | None:
-    """The Prometheus endpoint (any path answers), or None when `--metrics-port 0`."""
-    if not settings.metrics_port:
-        return None
-    sock = bind_socket(settings.host, settings.metrics_port)
+    sock: socket.socket,
+) -> tuple[UvicornServer, asyncio.Task[None]]:
+    """The Prometheus endpoint (any path answers) on `sock`."""
     registry = metrics.registry()
     for collector in collectors:
         registry.register(collector)

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from inferd.cli.rate_limit import rate_limit_error, rate_limiter
 from inferd.cli.settings import ServerSettings, add_server_arguments, settings_from_args
 from inferd.cli.tls import tls_files
 from inferd.cli.tls_reload import CertificateReload
-from inferd.core.errors import InferdError
+from inferd.core.errors import InferdError, Unavailable
 from inferd.core.observer import Observer
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.tracing import RequestTracing
@@ -104,16 +105,16 @@ def _log_models(engine: Engine) -> None:
             logger.warning("model %s: %s %s", label, row.state.value, row.reason)
 
 
-async def _start_grpc(
+def _grpc_server(
     engine: Engine,
     shared_memory: SharedMemoryRegistry,
     settings: ServerSettings,
     certificates: CertificateReload,
 ) -> Any:
-    """The started gRPC server, or None when `--grpc-port 0` disables it."""
+    """The gRPC server, bound and not started, or None when `--grpc-port 0` disables it."""
     if not settings.grpc_port:
         return None
-    server, port = create_grpc_server(
+    server, _ = create_grpc_server(
         engine,
         settings.host,
         settings.grpc_port,
@@ -123,10 +124,29 @@ async def _start_grpc(
         certificates.grpc_credentials(tls_files(settings, "grpc")),
         restrictions(settings, "grpc"),
     )
-    await server.start()
-    secure = " (TLS)" if settings.grpc_use_ssl else ""
-    logger.info("gRPC service listening on %s:%d%s", settings.host, port, secure)
     return server
+
+
+def _bind_all(
+    engine: Engine,
+    shared_memory: SharedMemoryRegistry,
+    settings: ServerSettings,
+    certificates: CertificateReload,
+) -> tuple[socket.socket, Any, socket.socket | None]:
+    """Every address the server listens on, bound before any service starts, so that one
+    taken address stops the start-up with its error and nothing half-started: the HTTP
+    socket, the gRPC server (or None) and the metrics socket (or None)."""
+    bound: list[socket.socket] = []
+    try:
+        bound.append(bind_socket(settings.host, settings.http_port, "HTTP"))
+        grpc_server = _grpc_server(engine, shared_memory, settings, certificates)
+        if settings.metrics_port:
+            bound.append(bind_socket(settings.host, settings.metrics_port, "metrics"))
+    except Unavailable:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound[0], grpc_server, bound[1] if settings.metrics_port else None
 
 
 def _settle_garbage_collector() -> None:
@@ -180,7 +200,14 @@ async def serve(
         cuda=cuda_memory.load() if settings.enable_shared_memory else None,
         limits=RegionLimits(settings.shared_memory_max_regions, settings.shared_memory_max_bytes),
     )
-    http_socket = bind_socket(settings.host, settings.http_port)
+    certificates = CertificateReload()
+    try:
+        http_socket, grpc_server, metrics_socket = _bind_all(
+            engine, shared_memory, settings, certificates
+        )
+    except Unavailable:
+        await engine.stop()
+        raise
     http_app: App = HttpFrontend(
         engine,
         settings.http_max_body_bytes,
@@ -192,14 +219,20 @@ async def serve(
     if settings.cors_allow_origin:  # otherwise no middleware at all: it costs per request
         cors = Cors(http_app, parse_origins(settings.cors_allow_origin))
         http_app = HostGuard(cors, allowed_hosts(settings))  # before a preflight is answered
-    certificates = CertificateReload()
     http_server = uvicorn_server(http_app, settings, certificates, "HTTP")
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     host, port = http_socket.getsockname()[:2]
     logger.info("HTTP service listening on %s://%s:%d", scheme(settings), host, port)
-    grpc_server = await _start_grpc(engine, shared_memory, settings, certificates)
+    if grpc_server is not None:
+        await grpc_server.start()
+        secure = " (TLS)" if settings.grpc_use_ssl else ""
+        logger.info("gRPC service listening on %s:%d%s", settings.host, settings.grpc_port, secure)
     collected = [*collectors, *host_collectors(settings), ModelMetrics()]
-    metrics_server = start_metrics(metrics, settings, collected, certificates)
+    metrics_server = (
+        None
+        if metrics_socket is None
+        else start_metrics(metrics, settings, collected, certificates, metrics_socket)
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from tritonclient.grpc import service_pb2 as pb
 
+from inferd.core.errors import Unavailable
 from inferd.engine.engine import Engine
 from inferd.frontends.grpc.health import HealthService
 from inferd.frontends.grpc.malformed import parser
@@ -49,12 +50,16 @@ def create_grpc_server(
         )
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    # Both raise RuntimeError when they cannot bind.
-    bound: int = (
-        server.add_insecure_port(address)
-        if credentials is None
-        else server.add_secure_port(address, credentials)
-    )
+    try:
+        bound: int = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
+    except RuntimeError:  # grpc's way of saying it cannot bind
+        raise Unavailable(
+            f"cannot listen for gRPC on {address}: the address is in use or not available"
+        ) from None
     return server, bound
 
 
