@@ -1,11 +1,10 @@
 """The HTTP frontend's watch of unary answers: a client that leaves a long answer cancels it,
-a short answer is never watched, and a cancellation from elsewhere is not taken for one."""
+a short answer is never watched, and a cancellation from elsewhere (the server's shutdown) is
+not taken for one; either cancellation is handled, the handler going on to answer or return."""
 
 from __future__ import annotations
 
 import asyncio
-
-import pytest
 
 from inferd.frontends.http.asgi import WATCH_AFTER_S, DisconnectWatcher, Message
 
@@ -31,7 +30,7 @@ async def answer(watcher: DisconnectWatcher, client: Client, work: asyncio.Futur
     except asyncio.CancelledError:
         if watcher.disconnected(task):
             return "client left"
-        raise
+        return "shutting down"
     finally:
         watcher.stop(task)
     return "answered"
@@ -62,15 +61,25 @@ def test_a_short_answer_is_never_watched() -> None:
     assert asyncio.run(scenario()) == ("answered", 0)
 
 
-def test_another_cancellation_goes_on() -> None:
-    async def scenario() -> None:
-        watcher, client = DisconnectWatcher(), Client()
-        work = asyncio.get_running_loop().create_future()
-        handler = asyncio.ensure_future(answer(watcher, client, work))
-        while client.reads == 0:
-            await asyncio.sleep(WATCH_AFTER_S / 4)
-        handler.cancel()  # e.g. the server shutting down, the client still there
-        await handler
+async def cancelled_answer(client_leaves: bool) -> tuple[str, bool, int]:
+    """A long answer's handler cancelled from elsewhere (uvicorn at the end of the shutdown
+    grace), its client gone first or not: what it answers, whether its work was cancelled,
+    and the cancellations it has left pending once handled (asyncio's `cancelling`)."""
+    watcher, client = DisconnectWatcher(), Client()
+    work = asyncio.get_running_loop().create_future()
+    handler = asyncio.ensure_future(answer(watcher, client, work))
+    while client.reads == 0:
+        await asyncio.sleep(WATCH_AFTER_S / 4)
+    if client_leaves:
+        client.left.set()
+        await asyncio.sleep(0)  # the watch cancels the handler
+    handler.cancel()
+    return await handler, work.cancelled(), handler.cancelling()
 
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(scenario())
+
+def test_a_shutdown_cancellation_is_not_a_disconnect() -> None:
+    assert asyncio.run(cancelled_answer(client_leaves=False)) == ("shutting down", True, 0)
+
+
+def test_a_client_gone_before_a_shutdown_cancellation_is_not_answered() -> None:
+    assert asyncio.run(cancelled_answer(client_leaves=True)) == ("client left", True, 0)

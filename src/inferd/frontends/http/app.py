@@ -44,7 +44,15 @@ from inferd.core.types import InferRequest, InferResponse
 from inferd.engine.api import ModelMetadata
 from inferd.engine.engine import Engine
 from inferd.frontends.http import shared_memory as shm_routes
-from inferd.frontends.http.asgi import DisconnectWatcher, Receive, Scope, Send, until_disconnect
+from inferd.frontends.http.asgi import (
+    DisconnectWatcher,
+    Receive,
+    Scope,
+    Send,
+    shutdown_error,
+    shutting_down,
+    until_disconnect,
+)
 from inferd.frontends.http.binary_answers import BinaryAnswers
 from inferd.frontends.http.body import ClientDisconnected, header_int, read_body
 from inferd.frontends.http.codec import decode_infer_request, loads
@@ -295,7 +303,7 @@ class HttpFrontend:
         except asyncio.CancelledError:
             if self._watcher.disconnected(task):
                 return  # nobody to answer
-            raise
+            raise shutting_down() from None
         finally:
             self._watcher.stop(task)
         timestamps = request.timestamps
@@ -467,10 +475,13 @@ async def _send_one_response(send: Send, responses: AsyncIterator[InferResponse]
     """`generate`: the one response of the request; a model giving more (the stream stops at
     the second) or none is refused with Triton's error."""
     received: list[InferResponse] = []
-    async for response in responses:
-        received.append(response)
-        if len(received) > 1:
-            break
+    try:
+        async for response in responses:
+            received.append(response)
+            if len(received) > 1:
+                break
+    except asyncio.CancelledError as cancelled:
+        raise shutdown_error(cancelled) from None
     if len(received) != 1:
         raise InvalidArgument(
             "generate expects model to produce exactly 1 response, use generate stream for "

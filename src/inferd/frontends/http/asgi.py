@@ -1,13 +1,16 @@
 """The ASGI contract the HTTP frontend speaks (the parts of it used here), and running an answer
 only as long as its client is there to read it: a stream for its whole length
 (`until_disconnect`), a unary answer once it has taken a while (`DisconnectWatcher`); and
-telling an answer cut by the server's shutdown from one cut by its client (`cut_by_shutdown`)."""
+telling an answer cut by the server's shutdown from one cut by its client (`cut_by_shutdown`,
+`DisconnectWatcher.disconnected`), the first answered as any error (`shutting_down`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+from inferd.core.errors import Unavailable
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -28,6 +31,21 @@ def cut_by_shutdown(cancelled: asyncio.CancelledError) -> bool:
     may still end its response, as a stream does with an error event), rather than by its
     client leaving (nobody reads what it would write)."""
     return cancelled.args == (SHUTTING_DOWN,)
+
+
+def shutting_down() -> Unavailable:
+    """The error of an answer cut by the server's shutdown: answered as any error is, 503 in
+    the endpoint's own error shape before its response has started (a stream's last event
+    after), rather than uvicorn's 500 and traceback for a cancelled handler."""
+    return Unavailable(SHUTTING_DOWN)
+
+
+def shutdown_error(cancelled: asyncio.CancelledError) -> Unavailable:
+    """`shutting_down()` for an answer run by `until_disconnect` that the server's shutdown
+    cancelled; a cancellation for its client leaving is raised again (nobody reads an answer)."""
+    if not cut_by_shutdown(cancelled):
+        raise cancelled
+    return shutting_down()
 
 
 async def until_disconnect(receive: Receive, answer: Coroutine[Any, Any, None]) -> None:
@@ -77,8 +95,8 @@ class DisconnectWatcher:
     timer armed and cancelled per request: about 6 us).
 
     The handler calls `start` once the request body is read in full, `disconnected` when its
-    task is cancelled (True: the client left, and nobody is to be answered), and `stop` at its
-    end, whatever happened.
+    task is cancelled (True: the client left, and nobody is to be answered; False: the server's
+    shutdown cut it, answered `shutting_down()`), and `stop` at its end, whatever happened.
     """
 
     __slots__ = ("_armed", "_gone", "_in_flight", "_seen", "_timer")
@@ -99,9 +117,13 @@ class DisconnectWatcher:
         return task
 
     def disconnected(self, task: asyncio.Task[Any]) -> bool:
-        """Whether the task's cancellation came from its client leaving, and from nothing else
-        (a server shutdown's cancellation goes on)."""
-        return task in self._gone and task.uncancel() == 0
+        """Whether the task's cancellation came from its client leaving (a watch cancelled it)
+        rather than from the server's shutdown (uvicorn cancels the handlers still running when
+        the grace expires). Either way the cancellation is handled: the task goes on, to answer
+        or to return."""
+        while task.cancelling():
+            task.uncancel()
+        return task in self._gone
 
     def stop(self, task: asyncio.Task[Any]) -> None:
         del self._in_flight[task]

@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import orjson
 
-from inferd.core.errors import InferdError, Unavailable
+from inferd.core.errors import InferdError
 from inferd.core.types import InferResponse
-from inferd.frontends.http.asgi import SHUTTING_DOWN, Send, cut_by_shutdown
+from inferd.frontends.http.asgi import Send, shutdown_error
 from inferd.frontends.http.generate import encode_generate_response, generated
 
 logger = logging.getLogger(__name__)
@@ -73,9 +73,7 @@ async def _send_shutdown(
     """A stream cancelled by the server's shutdown ends as with any error, UNAVAILABLE: its
     status before its first event, its last event after. A cancellation for its client
     leaving goes on: nobody reads the rest."""
-    if not cut_by_shutdown(cancelled):
-        raise cancelled
-    stopping = Unavailable(SHUTTING_DOWN)
+    stopping = shutdown_error(cancelled)
     if not started:
         raise stopping from None
     await _send_event(send, error_data(stopping))
