@@ -18,6 +18,7 @@ from typing import Any
 from tests.integration.model_files import write
 from tests.integration.server import running_server
 from tests.integration.test_generate import wait_for
+from tests.integration.test_openai import ENDLESS_CONFIG
 
 # Its first response at once; its final one 0.3 s after the test has sent SIGTERM (it
 # creates the file `go` then).
@@ -98,19 +99,6 @@ class InferdModel:
             time.sleep(0.005)
         sender.close()
 """
-ENDLESS_CONFIG = """
-name: "endless"
-backend: "python"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "PROMPT", data_type: TYPE_STRING, dims: [ 1 ] } ]
-output [ { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] } ]
-parameters [
-  { key: "openai.task", value: { string_value: "completions" } },
-  { key: "openai.input", value: { string_value: "PROMPT" } },
-  { key: "openai.output", value: { string_value: "TEXT" } }
-]
-"""
 # Runs its request until it is cancelled (30 s at most), creating the file `running` at once
 # and `cancelled` once it sees it cancelled: a unary request that outlives any grace. It also
 # serves /v1/embeddings.
@@ -146,6 +134,7 @@ parameters [
   { key: "openai.output", value: { string_value: "OUT" } }
 ]
 """
+# `endless` takes test_openai's decoupled PROMPT -> TEXT config for /v1/completions.
 MODELS = {"endless": (ENDLESS, ENDLESS_CONFIG), "held": (HELD, HELD_CONFIG)}
 ASGI_FAILURE = "Exception in ASGI application"  # uvicorn's log of a handler that raised
 EXPRESS_FAILURE = "express infer lane: CancelledError"  # the express lane's, the same
