@@ -49,7 +49,7 @@ from inferd.frontends.http.asgi import (
     Receive,
     Scope,
     Send,
-    shutdown_error,
+    shutdown_as_error,
     shutting_down,
     until_disconnect,
 )
@@ -475,13 +475,11 @@ async def _send_one_response(send: Send, responses: AsyncIterator[InferResponse]
     """`generate`: the one response of the request; a model giving more (the stream stops at
     the second) or none is refused with Triton's error."""
     received: list[InferResponse] = []
-    try:
+    with shutdown_as_error():
         async for response in responses:
             received.append(response)
             if len(received) > 1:
                 break
-    except asyncio.CancelledError as cancelled:
-        raise shutdown_error(cancelled) from None
     if len(received) != 1:
         raise InvalidArgument(
             "generate expects model to produce exactly 1 response, use generate stream for "

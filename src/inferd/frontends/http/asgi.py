@@ -7,7 +7,8 @@ telling an answer cut by the server's shutdown from one cut by its client (`cut_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from inferd.core.errors import Unavailable
@@ -46,6 +47,17 @@ def shutdown_error(cancelled: asyncio.CancelledError) -> Unavailable:
     if not cut_by_shutdown(cancelled):
         raise cancelled
     return shutting_down()
+
+
+@contextlib.contextmanager
+def shutdown_as_error() -> Iterator[None]:
+    """Around the wait of an answer run by `until_disconnect`, before its response starts: the
+    server's shutdown cancelling it becomes `shutting_down()`, answered as any error (503 in
+    the endpoint's own shape); a client leaving still cancels it."""
+    try:
+        yield
+    except asyncio.CancelledError as cancelled:
+        raise shutdown_error(cancelled) from None
 
 
 async def until_disconnect(receive: Receive, answer: Coroutine[Any, Any, None]) -> None:

@@ -21,7 +21,7 @@ from inferd.core.errors import InferdError, InvalidArgument
 from inferd.core.tracing import TraceParent
 from inferd.core.types import Array, InferRequest
 from inferd.engine.engine import Engine
-from inferd.frontends.http.asgi import Receive, Scope, Send, shutdown_error, until_disconnect
+from inferd.frontends.http.asgi import Receive, Scope, Send, shutdown_as_error, until_disconnect
 from inferd.frontends.http.codec import loads
 from inferd.frontends.http.generate import tensor_from_json
 from inferd.frontends.http.sse import send_events
@@ -179,10 +179,8 @@ async def _send_embeddings(
     mapping: OpenAIMapping,
     base64_encoded: bool,
 ) -> None:
-    try:
+    with shutdown_as_error():
         responses = await asyncio.gather(*(engine.infer(r) for r in requests))
-    except asyncio.CancelledError as cancelled:
-        raise shutdown_error(cancelled) from None
     vectors: list[Array] = []
     tokens: int | None = 0 if mapping.prompt_tokens_output else None
     for response in responses:
@@ -200,10 +198,8 @@ async def _send_embeddings(
 async def _send_whole(
     send: Send, answer: Answer, pieces: AsyncIterator[str], outcome: Outcome
 ) -> None:
-    try:
+    with shutdown_as_error():
         text = "".join([piece async for piece in pieces])
-    except asyncio.CancelledError as cancelled:
-        raise shutdown_error(cancelled) from None
     await _respond(send, 200, answer.whole(text, outcome.finish_reason, outcome.usage()))
 
 
