@@ -21,7 +21,9 @@ A process that may use only one CPU has no overlap between the loop and the inst
 threads to keep: there a worker runs its formed batch on the loop itself (`BatchRunner.run_here`)
 where the instance allows it (`RunsOnLoop`: its backend declares it safe, its batches measured
 short, and no rate limiter stands before it), as the relay does with batching off. The batches
-run there keep feeding the instance's measure of its batch times (`ModelInstance._run`).
+run there keep feeding the instance's measure of its batch times (`ModelInstance._run`). After
+each, the worker lets the loop write the answers and read the arrivals before it forms the
+next batch (`catch_up.py`).
 
 The forming worker sleeps on one future with one timer for the batch's deadline; `submit`
 wakes it only when the arrivals since it slept could complete the batch, so a batch costs
@@ -47,6 +49,7 @@ from inferd.scheduling.batch import (
     Wakeup,
     fail_undelivered,
 )
+from inferd.scheduling.catch_up import let_loop_catch_up
 from inferd.scheduling.claim import Claim
 from inferd.scheduling.delay_hook import delay_gate
 from inferd.scheduling.dynamic_settings import BatchingSettings
@@ -380,14 +383,16 @@ class DynamicBatcher:
         """Run `batch` on `instance` and deliver it (in its `turn`, when ordering). With
         `on_loop` (the same instance, on one CPU) a batch runs here on the loop while the
         instance's batches are short: handing it to the instance's thread would only add two
-        wake-ups and the switches between the threads on that one CPU."""
+        wake-ups and the switches between the threads on that one CPU. After such a batch the loop
+        catches up (`catch_up.py`) before the worker forms the next."""
         _stop_timers(batch)
         live: list[Queued | None] = [queued for queued in batch if not queued.future.done()]
+        here = on_loop if live and on_loop is not None and on_loop.short() else None
         # Empty when every request timed out or was abandoned while the batch formed.
         if not live:
             deliver: Deliver = _nothing
-        elif on_loop is not None and on_loop.short():
-            _, deliver = self._runner.run_here(on_loop, live)
+        elif here is not None:
+            _, deliver = self._runner.run_here(here, live)
         else:
             deliver = await self._runner.run(instance, live)
         if turn is None:
@@ -395,6 +400,8 @@ class DynamicBatcher:
         else:
             assert self._order is not None  # a turn is only handed out when ordering
             self._order.complete(turn, deliver)
+        if here is not None:  # it held the loop: answers and arrivals go before the next batch
+            await let_loop_catch_up()
 
 
 def _nothing() -> None:

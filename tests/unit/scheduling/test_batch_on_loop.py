@@ -2,7 +2,8 @@
 loop where its instance allows it (`RunsOnLoop`, batches measured short), rather than handing
 it to the instance's thread (`DynamicBatcher._execute`): each request gets its own answer, a
 refused batch fails only the request at fault, `preserve_ordering` still delivers in order,
-and the batches it runs there keep measuring the instance. With more CPUs (the process pinned
+the batches it runs there keep measuring the instance, and a batch's callers have their
+answers before the next batch holds the loop. With more CPUs (the process pinned
 to two here) every batch goes to the thread."""
 
 from __future__ import annotations
@@ -130,5 +131,30 @@ def test_on_one_cpu_a_batch_on_the_loop_is_delivered_in_its_turn(
             LOOP,
             "m_0" if first.ran[0] == 100 else "m_1",
         ]
+
+    run_on(1, scenario)
+
+
+def test_on_one_cpu_the_callers_of_a_batch_on_the_loop_are_answered_before_the_next_runs() -> None:
+    """The worker lets the loop catch up before it forms the next batch: the first batch's
+    callers have their answers (their clients could send again, to join the next batch) before
+    the batch queued behind theirs holds the loop in turn."""
+
+    async def scenario() -> None:
+        backend = OnLoop()
+        batches_when_answered: list[int] = []
+
+        async def answered(value: float) -> None:
+            await scheduler.submit(request(value))
+            batches_when_answered.append(len(backend.batches))
+
+        async with batching(backend) as scheduler:
+            for index in range(LOOP_WARMUP_BATCHES):
+                await together(scheduler, first=10 * index)
+            callers = [answered(100 + value) for value in range(2 * ROWS)]
+            await asyncio.wait_for(asyncio.gather(*callers), 5)
+        warm = LOOP_WARMUP_BATCHES
+        assert backend.threads[warm:] == [LOOP, LOOP]
+        assert batches_when_answered == [warm + 1] * ROWS + [warm + 2] * ROWS
 
     run_on(1, scenario)
