@@ -38,9 +38,9 @@ from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
-from inferd.scheduling.batch import BatchCallback, fail_undelivered
+from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
 from inferd.scheduling.dynamic_settings import BatchingSettings
-from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps
+from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps, step_batch
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
@@ -178,6 +178,7 @@ class IterativeBatcher(SlottedScheduler):
     async def _worker(self, index: int) -> None:
         instance = self._instances[index]
         held: list[ResponseChannel] = []  # the channels of the step before, until released
+        batch: Batch[SequenceStep] | None = None  # the step before's
         while (steps := await self._next_step(index, held)) is not None:
             channels = [c for step in steps if (c := step.request.responses) is not None]
             for channel in channels:
@@ -186,17 +187,16 @@ class IterativeBatcher(SlottedScheduler):
             # the instance, not before: so the model runs while the loop encodes and writes
             # them.
             release = functools.partial(_release, held)
+            batch = step_batch(steps, batch)
             try:
-                deliver = await self._runner.run(instance, list(steps), release)
+                deliver = await self._runner.run_batch(instance, batch, release)
                 deliver()
             except Exception as exc:
                 fail_undelivered(instance.name, steps, exc)
             finally:
                 release()  # the step never started (cancelled), or the instance cannot tell
             held = channels
-            now = time.monotonic_ns()
-            for step in steps:
-                self._after(step, now)
+            self._after(steps, time.monotonic_ns())
 
     async def _next_step(
         self, index: int, held: list[ResponseChannel]
@@ -261,22 +261,24 @@ class IterativeBatcher(SlottedScheduler):
             step.request.parameters["sequence_start"] = False
         return step
 
-    def _after(self, step: SequenceStep, now: int) -> None:
-        """A step ran (it ended at `now`): queue the request's next step, or answer its
-        caller."""
-        sequence = step.sequence
-        sequence.running = False
-        run = self._running[sequence.key]
-        if run.abandoned():
-            self._finish(run)
-        elif (error := step.future.exception()) is not None:
-            run.result.set_exception(error)
-            self._finish(run)
-        elif step.rescheduled and not self._stopping and not run.answered():
-            _renew(step, now)
-        else:
-            run.result.set_result(step.future.result())
-            self._finish(run)
+    def _after(self, steps: list[SequenceStep], now: int) -> None:
+        """A step of `steps` ran (it ended at `now`): queue each request's next step, or
+        answer its caller."""
+        running = self._running
+        for step in steps:
+            sequence = step.sequence
+            sequence.running = False
+            run = running[sequence.key]
+            if run.abandoned():
+                self._finish(run)
+            elif (error := step.future.exception()) is not None:
+                run.result.set_exception(error)
+                self._finish(run)
+            elif step.rescheduled and not self._stopping and not run.answered():
+                _renew(step, now)
+            else:
+                run.result.set_result(step.future.result())
+                self._finish(run)
 
     def _finish(self, run: IterativeRun) -> None:
         """The request is done with: free its slot for the backlog."""

@@ -422,3 +422,47 @@ async def test_a_request_runs_longer_than_its_idle_limit_by_steps_within_it() ->
     outputs = await asyncio.wait_for(scheduler.submit(steps(60)), 10)
     assert int(outputs["y"].reshape(-1)[0]) == 60
     await scheduler.stop()
+
+
+class MarkingOnly(Counter):
+    """A Counter that marks only the requests it hands back (`rescheduled` left as it was for
+    the others, as a backend whose answer names those alone), and records each step's
+    requests as the backend sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Sequence[BatchRequest]] = []
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        self.requests.append(requests)
+        count = inputs["S_IN"] + 1
+        for row, request in enumerate(requests):
+            if count[row, 0] < inputs["x"][row, 0]:
+                request.rescheduled = True
+        self.steps.append([int(key) for key in inputs["CORRID"].reshape(-1)])
+        return {"y": count, "S_OUT": count}
+
+
+@synchronous
+async def test_a_step_of_the_same_requests_runs_their_batch_again_unmarked() -> None:
+    """While the running batch keeps its requests, each step runs the step before's batch
+    (the backend sees the same request records), with the marks of the step before cleared:
+    a request the model no longer hands back ends."""
+    backend = MarkingOnly()
+    scheduler, _ = iterative(backend=backend)
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(scheduler.submit(steps(n)) for n in (3, 6))), 10
+    )
+    assert [int(a["y"][0, 0]) for a in answers] == [3, 6]
+    assert [len(rows) for rows in backend.steps] == [2, 2, 2, 1, 1, 1]
+    seen, rows = backend.requests, backend.steps
+    for step in range(1, len(seen)):
+        kept = [any(a is b for b in seen[step - 1]) for a in seen[step]]
+        # The same requests: the same records; the 6-step request alone: new ones
+        assert kept == [rows[step] == rows[step - 1]] * len(rows[step])
+    await scheduler.stop()
