@@ -85,6 +85,13 @@ class Batch(Generic[P]):
         self.size = start  # rows along the batch axis, padding included
         self.filled = filled  # rows that carry a request
 
+    def again(self) -> Batch[P]:
+        """The batch, to run again (the same rows, each request's share kept): the marks the
+        backend set in its last run (`rescheduled`) are cleared."""
+        for request in self.requests:
+            request.rescheduled = False
+        return self
+
 
 class BatchKind(Protocol[P]):
     """What differs between batchers in executing a batch."""
@@ -121,8 +128,13 @@ class BatchRunner(Generic[P]):
         """Execute the batch of `rows` (at least one real); returns what answers its callers.
         `started`: as in `Instance.execute` (called for each batch, where the model refuses
         the batch's input and its requests run one by one)."""
+        return await self.run_batch(instance, Batch(rows), started)
+
+    async def run_batch(
+        self, instance: Instance, batch: Batch[P], started: Callable[[], None] | None = None
+    ) -> Deliver:
+        """`run` of a formed batch (one kept from a batch before: see `Batch.again`)."""
         kind = self._kind
-        batch = Batch(rows)
         compute = Timestamps(compute_start=time.monotonic_ns())
         try:
             result = await instance.execute(

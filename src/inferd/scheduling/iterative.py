@@ -38,9 +38,9 @@ from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.responses import ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
-from inferd.scheduling.batch import BatchCallback, fail_undelivered
+from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
 from inferd.scheduling.dynamic_settings import BatchingSettings
-from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps
+from inferd.scheduling.iterative_runs import IterativeRun, IterativeSteps, step_batch
 from inferd.scheduling.queue import PriorityQueue, Queued
 from inferd.scheduling.sequence_settings import SequenceSettings
 from inferd.scheduling.sequence_slots import SequenceKey, SequenceRecord, SequenceStep
@@ -65,6 +65,9 @@ class IterativeBatcher(SlottedScheduler):
         self._admission = settings.admission or BatchingSettings(settings.max_batch_size, True)
         self._backlog = PriorityQueue(self._admission)
         self._fresh_ids = itertools.count(1)
+        # Per instance: its worker's last look at its slots took every step waiting there, and
+        # no step was queued there since (`_queue_start`): see `_again`.
+        self._took_all = [False] * len(self._instances)
 
     def pending(self) -> int:
         """Requests waiting for a slot or for their next step."""
@@ -161,6 +164,7 @@ class IterativeBatcher(SlottedScheduler):
         )
         run.sequence.steps.append(step)
         if run.sequence.instance is not None:
+            self._took_all[run.sequence.instance] = False
             self._wakeups[run.sequence.instance].wake()
 
     async def stop(self) -> None:
@@ -178,7 +182,9 @@ class IterativeBatcher(SlottedScheduler):
     async def _worker(self, index: int) -> None:
         instance = self._instances[index]
         held: list[ResponseChannel] = []  # the channels of the step before, until released
-        while (steps := await self._next_step(index, held)) is not None:
+        batch: Batch[SequenceStep] | None = None  # the step before's
+        steps = await self._next_step(index, held)
+        while steps is not None:
             channels = [c for step in steps if (c := step.request.responses) is not None]
             for channel in channels:
                 channel.hold()
@@ -186,8 +192,9 @@ class IterativeBatcher(SlottedScheduler):
             # the instance, not before: so the model runs while the loop encodes and writes
             # them.
             release = functools.partial(_release, held)
+            batch = step_batch(steps, batch)
             try:
-                deliver = await self._runner.run(instance, list(steps), release)
+                deliver = await self._runner.run_batch(instance, batch, release)
                 deliver()
             except Exception as exc:
                 fail_undelivered(instance.name, steps, exc)
@@ -195,8 +202,10 @@ class IterativeBatcher(SlottedScheduler):
                 release()  # the step never started (cancelled), or the instance cannot tell
             held = channels
             now = time.monotonic_ns()
-            for step in steps:
-                self._after(step, now)
+            went_on = self._after(steps, now)
+            steps = self._again(index, steps, now) if went_on else None
+            if steps is None:
+                steps = await self._next_step(index, held)
 
     async def _next_step(
         self, index: int, held: list[ResponseChannel]
@@ -206,18 +215,23 @@ class IterativeBatcher(SlottedScheduler):
         waits for a step: no step runs then for their responses to overlap, and a request
         whose reader is behind waits for the reader."""
         while True:
+            self._took_all[index] = True  # until a step waiting there is left (or queued)
             waiting = self._waiting(index)
             if waiting:
                 # The request that waited longest, and every one whose shapes match its.
                 first = min(waiting, key=_enqueued)
                 if not self._initial:
-                    return [self._take(r.sequence) for r in waiting if r.shapes == first.shapes]
-                shapes = first.sequence.head_shapes(self._initial)
-                return [
-                    self._take(run.sequence)
-                    for run in waiting
-                    if run.sequence.head_shapes(self._initial) == shapes
-                ]
+                    taken = [self._take(r.sequence) for r in waiting if r.shapes == first.shapes]
+                else:
+                    shapes = first.sequence.head_shapes(self._initial)
+                    taken = [
+                        self._take(run.sequence)
+                        for run in waiting
+                        if run.sequence.head_shapes(self._initial) == shapes
+                    ]
+                if len(taken) < len(waiting):
+                    self._took_all[index] = False
+                return taken
             _release(held)
             if self._stopping:
                 return None
@@ -236,6 +250,7 @@ class IterativeBatcher(SlottedScheduler):
             abandoned = run.abandoned()
             if not abandoned:
                 if run.behind():
+                    self._took_all[index] = False
                     continue  # until its reader catches up
                 step = sequence.steps[0]
                 if not step.start and now - step.enqueued_ns > idle_ns:
@@ -252,6 +267,23 @@ class IterativeBatcher(SlottedScheduler):
             waiting.append(run)
         return waiting
 
+    def _again(self, index: int, steps: list[SequenceStep], now: int) -> list[SequenceStep] | None:
+        """The next step when it is sure to be the same requests' as the step of `steps`, each
+        of which went on (its next step queued at `now`), without a look at every slot of the
+        instance: the last look took every step waiting there and none was queued since, so
+        theirs are the only ones; none of them was dropped since (no await came between), and
+        without implicit states their shapes are as they were. Else (one of them now waits
+        for its reader or idled out, or may not batch with the others) None: `_next_step`
+        looks."""
+        if not self._took_all[index] or self._initial:
+            return None
+        if time.monotonic_ns() - now > self._settings.idle_ns:
+            return None
+        running = self._running
+        if any(running[step.sequence.key].behind() for step in steps):
+            return None
+        return [self._take(step.sequence) for step in steps]
+
     def _take(self, sequence: SequenceRecord) -> SequenceStep:
         step = sequence.steps.popleft()
         sequence.running = True
@@ -261,22 +293,28 @@ class IterativeBatcher(SlottedScheduler):
             step.request.parameters["sequence_start"] = False
         return step
 
-    def _after(self, step: SequenceStep, now: int) -> None:
-        """A step ran (it ended at `now`): queue the request's next step, or answer its
-        caller."""
-        sequence = step.sequence
-        sequence.running = False
-        run = self._running[sequence.key]
-        if run.abandoned():
-            self._finish(run)
-        elif (error := step.future.exception()) is not None:
-            run.result.set_exception(error)
-            self._finish(run)
-        elif step.rescheduled and not self._stopping and not run.answered():
-            _renew(step, now)
-        else:
-            run.result.set_result(step.future.result())
-            self._finish(run)
+    def _after(self, steps: list[SequenceStep], now: int) -> bool:
+        """A step of `steps` ran (it ended at `now`): queue each request's next step, or
+        answer its caller. True when every one went on (its next step queued)."""
+        running = self._running
+        went_on = True
+        for step in steps:
+            sequence = step.sequence
+            sequence.running = False
+            run = running[sequence.key]
+            if run.abandoned():
+                self._finish(run)
+            elif (error := step.future.exception()) is not None:
+                run.result.set_exception(error)
+                self._finish(run)
+            elif step.rescheduled and not self._stopping and not run.answered():
+                _renew(step, now)
+                continue
+            else:
+                run.result.set_result(step.future.result())
+                self._finish(run)
+            went_on = False
+        return went_on
 
     def _finish(self, run: IterativeRun) -> None:
         """The request is done with: free its slot for the backlog."""

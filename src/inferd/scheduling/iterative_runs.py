@@ -60,24 +60,24 @@ class IterativeSteps(SequenceBatches):
     handed back answers nothing yet (a decoupled model has sent its partial responses).
 
     A request's inputs are the same in each of its steps, and the running batch mostly the same
-    requests from one step to the next: the last step's stacked inputs are used again while
-    its requests, in their order, are the step's (each request's own inputs, stacked, are not
-    built anew per step; the control inputs and states still are)."""
+    requests from one step to the next: a step whose rows are the last step's runs the last
+    step's batch again (`step_batch`), and the inputs stacked for it are used again (each
+    request's own inputs are not stacked anew per step; the control inputs and states still
+    are built per step)."""
 
     def __init__(self, settings: SequenceSettings, output_names: list[str]) -> None:
         super().__init__(settings, output_names)
-        # The requests of the last step of several rows, in order, and their inputs stacked
-        self._stacked: tuple[list[InferRequest], dict[str, Array]] | None = None
+        # The last batch of several rows, and its requests' inputs stacked
+        self._stacked: tuple[Batch[SequenceStep], dict[str, Array]] | None = None
 
     def inputs(self, batch: Batch[SequenceStep]) -> dict[str, Array]:
-        requests = [step.request for step in batch.calls]
         last = self._stacked
-        if last is not None and _same(last[0], requests):
+        if last is not None and last[0] is batch:
             stacked = last[1]
         else:
-            stacked = stack_inputs([request.inputs for request in requests])
+            stacked = stack_inputs([step.request.inputs for step in batch.calls])
             # One row's are its request's own arrays: nothing to keep.
-            self._stacked = (requests, stacked) if len(requests) > 1 else None
+            self._stacked = (batch, stacked) if len(batch.calls) > 1 else None
         return batch_inputs(batch.rows, self._settings, stacked=stacked)
 
     def one_by_one(self, batch: Batch[SequenceStep]) -> list[list[Row]]:
@@ -89,6 +89,15 @@ class IterativeSteps(SequenceBatches):
         return super().finish(call, outputs)
 
 
-def _same(kept: list[InferRequest], requests: list[InferRequest]) -> bool:
-    """The same request objects, in the same order."""
-    return len(kept) == len(requests) and all(a is b for a, b in zip(kept, requests, strict=True))
+def step_batch(steps: list[SequenceStep], last: Batch[SequenceStep] | None) -> Batch[SequenceStep]:
+    """The batch of a step of `steps`: `last`, the batch of the instance's step before, again
+    while its rows are the same steps (a request's next step is its step record renewed:
+    `iterative._renew`) in the same order, so the same requests; else a new one."""
+    if last is not None and _same(last.calls, steps):
+        return last.again()
+    return Batch(list(steps))
+
+
+def _same(kept: list[SequenceStep], steps: list[SequenceStep]) -> bool:
+    """The same step records, in the same order."""
+    return len(kept) == len(steps) and all(a is b for a, b in zip(kept, steps, strict=True))

@@ -5,19 +5,23 @@ requests."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inferd.backends.base import BatchRequest, Device, DeviceKind
 from inferd.core.errors import InvalidArgument, ModelExecutionError, Unavailable
-from inferd.core.responses import ResponseChannel
+from inferd.core.model_config import parse_pbtxt
+from inferd.core.responses import MAX_UNREAD, ResponseChannel
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import ExecutionResult, Instance, ModelInstance
 from inferd.scheduling.iterative import IterativeBatcher
+from inferd.scheduling.sequence_settings import SequenceSettings
 from tests.unit.scheduling.test_sequence import CORRID, STATE, sequence_settings, synchronous
 
 
@@ -48,6 +52,39 @@ class Counter:
         pass
 
 
+class Tally(Counter):
+    """A Counter without implicit state (S_IN, S_OUT): it keeps each running request's count
+    itself, by correlation id, as a model that holds its requests' state in its own memory;
+    `talks`: each step also sends the count to the request's channel, the final response with
+    its last step."""
+
+    def __init__(self, talks: bool = False) -> None:
+        super().__init__()
+        self.talks = talks
+        self.made: dict[int, int] = {}
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        keys = [int(key) for key in inputs["CORRID"].reshape(-1)]
+        self.steps.append(keys)
+        counts = []
+        for key, wanted, request in zip(keys, inputs["x"][:, 0], requests, strict=True):
+            count = self.made.pop(key, 0) + 1
+            request.rescheduled = bool(count < wanted)
+            if request.rescheduled:
+                self.made[key] = count
+            if self.talks:
+                assert request.responses is not None
+                y = np.array([count], dtype=np.int32)
+                request.responses.send({"y": y}, final=not request.rescheduled)
+            counts.append(count)
+        return {"y": np.array(counts, dtype=np.int32).reshape(-1, 1)}
+
+
 def iterative(
     max_batch_size: int = 4,
     gate: threading.Event | None = None,
@@ -55,9 +92,11 @@ def iterative(
     backend: Counter | None = None,
     wrap: Callable[[ModelInstance], Instance] = lambda instance: instance,
 ) -> tuple[IterativeBatcher, Counter]:
-    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind;
-    `wrap`: what the scheduler runs in place of the backend's instance."""
-    controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {STATE}"
+    """`parameters`: the model's config `parameters`; `backend`: a Counter of another kind (a
+    `Tally`: a model without implicit state); `wrap`: what the scheduler runs in place of the
+    backend's instance."""
+    state = "" if isinstance(backend, Tally) else STATE
+    controls = f"iterative_sequence: true, control_input [ {CORRID.lstrip(',')} ] {state}"
     entries = " ".join(
         f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
         for key, value in (parameters or {}).items()
@@ -78,8 +117,13 @@ def steps(count: int, **parameters: object) -> InferRequest:
 
 
 @synchronous
-async def test_a_later_short_request_joins_the_running_batch_and_finishes_first() -> None:
-    scheduler, backend = iterative()
+@pytest.mark.parametrize("kind", [Counter, Tally])
+async def test_a_later_short_request_joins_the_running_batch_and_finishes_first(
+    kind: type[Counter],
+) -> None:
+    # With implicit state, and without: then a step of the same requests as the one before
+    # is taken without a look at every slot, as long as no other step was queued meanwhile.
+    scheduler, backend = iterative(backend=kind())
     finished: list[int] = []
 
     async def run(count: int) -> None:
@@ -315,8 +359,11 @@ async def test_a_stream_whose_next_step_never_started_reaches_its_end() -> None:
 
 
 @synchronous
-async def test_a_request_cancelled_between_steps_runs_no_further_step() -> None:
-    scheduler, backend = iterative()
+@pytest.mark.parametrize("kind", [Counter, Tally])
+async def test_a_request_cancelled_between_steps_runs_no_further_step(
+    kind: type[Counter],
+) -> None:
+    scheduler, backend = iterative(backend=kind())
     first = asyncio.create_task(scheduler.submit(steps(10**9)))
     second = asyncio.create_task(scheduler.submit(steps(10**9)))
     await until(lambda: len(backend.steps) >= 3)
@@ -422,3 +469,112 @@ async def test_a_request_runs_longer_than_its_idle_limit_by_steps_within_it() ->
     outputs = await asyncio.wait_for(scheduler.submit(steps(60)), 10)
     assert int(outputs["y"].reshape(-1)[0]) == 60
     await scheduler.stop()
+
+
+class MarkingOnly(Counter):
+    """A Counter that marks only the requests it hands back (`rescheduled` left as it was for
+    the others, as a backend whose answer names those alone), and records each step's
+    requests as the backend sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Sequence[BatchRequest]] = []
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest],
+    ) -> dict[str, Array]:
+        self.requests.append(requests)
+        count = inputs["S_IN"] + 1
+        for row, request in enumerate(requests):
+            if count[row, 0] < inputs["x"][row, 0]:
+                request.rescheduled = True
+        self.steps.append([int(key) for key in inputs["CORRID"].reshape(-1)])
+        return {"y": count, "S_OUT": count}
+
+
+@synchronous
+async def test_a_step_of_the_same_requests_runs_their_batch_again_unmarked() -> None:
+    """While the running batch keeps its requests, each step runs the step before's batch
+    (the backend sees the same request records), with the marks of the step before cleared:
+    a request the model no longer hands back ends."""
+    backend = MarkingOnly()
+    scheduler, _ = iterative(backend=backend)
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(scheduler.submit(steps(n)) for n in (3, 6))), 10
+    )
+    assert [int(a["y"][0, 0]) for a in answers] == [3, 6]
+    assert [len(rows) for rows in backend.steps] == [2, 2, 2, 1, 1, 1]
+    seen, rows = backend.requests, backend.steps
+    for step in range(1, len(seen)):
+        kept = [any(a is b for b in seen[step - 1]) for a in seen[step]]
+        # The same requests: the same records; the 6-step request alone: new ones
+        assert kept == [rows[step] == rows[step - 1]] * len(rows[step])
+    await scheduler.stop()
+
+
+@synchronous
+async def test_a_request_whose_reader_is_behind_runs_no_step_while_the_others_go_on() -> None:
+    """Its steps wait once `MAX_UNREAD` of its responses wait for its reader, also where the
+    next step is taken without a look at every slot (no implicit state), and go on once the
+    reader caught up, while the others still run."""
+    backend = Tally(talks=True)
+    scheduler, _ = iterative(backend=backend)
+    slow, endless = steps(MAX_UNREAD + 20), steps(10**9)
+    slow.responses, endless.responses = ResponseChannel(), ResponseChannel()
+    slow_run = asyncio.ensure_future(scheduler.submit(slow))
+    endless_run = asyncio.ensure_future(scheduler.submit(endless))
+    reading = asyncio.ensure_future(_read_on(endless.responses))
+    await until(lambda: len(backend.steps) > MAX_UNREAD + 10)
+    key = slow.parameters["sequence_id"]
+    assert sum(key in keys for keys in backend.steps) == MAX_UNREAD  # its reader is behind
+    slow_read = await asyncio.wait_for(read_to_the_end(slow.responses, threading.Event()), 10)
+    assert slow_read == list(range(1, MAX_UNREAD + 21))
+    await asyncio.wait_for(slow_run, 10)
+    assert not endless_run.done()
+    reading.cancel()
+    endless_run.cancel()
+    await asyncio.gather(endless_run, reading, return_exceptions=True)
+    await scheduler.stop()
+
+
+@synchronous
+async def test_requests_whose_inputs_do_not_batch_together_take_turns() -> None:
+    """Each step runs the request that waited longest and those whose inputs' shapes match
+    its, so two that cannot share a batch take turns, also without implicit state."""
+    config = parse_pbtxt(
+        f"""
+        name: "m"
+        max_batch_size: 4
+        input [ {{ name: "x", data_type: TYPE_INT32, dims: [ -1 ] }} ]
+        output [ {{ name: "y", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+        sequence_batching {{ iterative_sequence: true, control_input [ {CORRID.lstrip(",")} ] }}
+        """
+    )
+    backend = Tally()
+    scheduler = IterativeBatcher(
+        [ModelInstance("m_0", Device(DeviceKind.CPU), backend)],
+        SequenceSettings.from_config(config, Path(".")),
+        ["y"],
+    )
+    scheduler.start()
+    endless = asyncio.ensure_future(scheduler.submit(steps(10**9)))
+    await until(lambda: len(backend.steps) > 3)
+    wide = InferRequest("m", {"x": np.array([[4, 0]], dtype=np.int32)})
+    outputs = await asyncio.wait_for(scheduler.submit(wide), 10)
+    assert int(outputs["y"][0, 0]) == 4
+    key = wide.parameters["sequence_id"]
+    ran = [keys == [key] for keys in backend.steps]
+    assert ran.count(True) == 4
+    assert not any(a and b for a, b in itertools.pairwise(ran))  # never twice in a row
+    endless.cancel()
+    await asyncio.gather(endless, return_exceptions=True)
+    await scheduler.stop()
+
+
+async def _read_on(channel: ResponseChannel) -> None:
+    """Take each response as it comes, until cancelled."""
+    while True:
+        await channel.get()
