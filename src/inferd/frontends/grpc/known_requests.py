@@ -2,8 +2,8 @@
 
 A client sends the same model, version, inputs (names, datatypes, shapes) and outputs with
 every request; only `raw_input_contents` changes. Parsing that into a protobuf message and
-checking it cost about 7 us of the event loop's time per request (the MLP's one FP32[1, 256]
-input), against about 1.5 us for HTTP's kept headers (`http/known_headers.py`). So the bytes
+checking it cost 7.2 us of the event loop's time per request (the MLP's one FP32[1, 256]
+input), 3.6 us through a plan. So, as HTTP's kept headers do (`http/known_headers.py`), the bytes
 of a request before its raw contents (its header) are kept with what they decoded to (its
 `Plan`), and the next request with the same header bytes only views its raw contents through
 the plan, where they lie in the call's bytes: the checks that depend on the header alone passed
@@ -44,7 +44,10 @@ def _raw_input_tag() -> int:
     number: int = descriptor.fields_by_name["raw_input_contents"].number
     if number != max(field.number for field in descriptor.fields):
         raise RuntimeError(f"{_MESSAGE}.raw_input_contents is not its last field")
-    return number << 3 | _LENGTH_DELIMITED
+    tag = number << 3 | _LENGTH_DELIMITED
+    if tag > 0x7F:
+        raise RuntimeError(f"{_MESSAGE}.raw_input_contents's tag takes more than one byte")
+    return tag
 
 
 # Every field of ModelInferRequest is length-delimited (strings, messages, bytes) with a
