@@ -47,7 +47,7 @@ STAGES = [
         "decode",
         [
             ("grpc/codec.py", "decode_infer_request"),
-            ("grpc/malformed.py", "parse"),
+            ("grpc/known_requests.py", "decode"),
             ("http/codec.py", "decode_infer_request"),
             ("http/known_headers.py", "decode"),
         ],
@@ -176,18 +176,17 @@ def _engine_sender(engine: Any, model: str) -> Sender:
 
 
 def _grpc_sender(engine: Any, model: str) -> Sender:
-    """One ModelInfer call, as grpc.aio makes it: deserializer, servicer, serializer."""
-    from inferd.frontends.grpc.malformed import parser
+    """One ModelInfer call, as grpc.aio makes it: servicer (which decodes the call's bytes
+    itself, without a deserializer), serializer."""
     from inferd.frontends.grpc.servicer import GrpcFrontend
     from inferd.frontends.grpc.wire import serialize_infer_response
 
     frontend = GrpcFrontend(engine)
-    parse = parser(pb.ModelInferRequest)
     data = grpc_request(model)
     context = _Context()
 
     async def one() -> None:
-        answer = await frontend.ModelInfer(parse(data), context)
+        answer = await frontend.ModelInfer(data, context)
         serialize_infer_response(answer)
 
     return one

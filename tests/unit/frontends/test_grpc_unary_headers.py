@@ -38,6 +38,16 @@ def test_answers_with_a_known_header_are_protobufs_own() -> None:
     assert len(headers._headers) == 1
 
 
+def test_answers_without_bytes_outputs_are_joined_at_once() -> None:
+    headers = UnaryHeaders()
+    for seed in range(3):  # the first builds the prefixes; the others join the answer at once
+        outputs = {"y": np.arange(4, dtype=np.int32).reshape(2, 2) + seed, "z": np.ones(3)}
+        response = InferResponse("m", "1", outputs)
+        encoded = headers.encode(response, None, DISABLED)
+        assert isinstance(encoded, bytes) == (seed > 0)
+        assert serialize_infer_response(encoded) == _protobuf_bytes(response)
+
+
 def test_another_id_or_shape_gets_its_own_header() -> None:
     headers = UnaryHeaders()
     responses = [

@@ -68,6 +68,8 @@ _SERIALIZERS: Final[dict[str, Callable[[Any], bytes]]] = {
     "ModelInfer": serialize_infer_response,
     "ModelStreamInfer": serialize_stream_response,
 }
+# ModelInfer decodes its call's bytes itself (known_requests.py): no protobuf message first.
+_UNPARSED: Final = frozenset({"ModelInfer"})
 _MAKERS: Final[dict[tuple[bool, bool], Callable[..., Any]]] = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
@@ -91,7 +93,9 @@ def _service_handler(
         make = _MAKERS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             behaviour,
-            request_deserializer=parser(getattr(module, method.input_type.name)),
+            request_deserializer=None
+            if method.name in _UNPARSED
+            else parser(getattr(module, method.input_type.name)),
             response_serializer=_SERIALIZERS.get(
                 method.name, getattr(module, method.output_type.name).SerializeToString
             ),

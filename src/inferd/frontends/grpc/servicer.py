@@ -32,6 +32,7 @@ from inferd.engine.engine import Engine
 from inferd.engine.model_files import is_file_parameter
 from inferd.frontends.grpc.codec import decode_infer_request, encode_infer_response
 from inferd.frontends.grpc.errors import grpc_status, status_details
+from inferd.frontends.grpc.known_requests import KnownRequests
 from inferd.frontends.grpc.malformed import Malformed
 from inferd.frontends.grpc.runtime_settings import log_settings, trace_setting
 from inferd.frontends.grpc.stream import StreamCall
@@ -79,6 +80,7 @@ class GrpcFrontend:
         self._shared_memory = shared_memory
         self._server_name = server_name
         self._extensions = extensions(shared_memory, engine.statistics_enabled, engine.controls)
+        self._requests = KnownRequests()
         self._answers = UnaryHeaders()
 
     # ---- health and metadata ---------------------------------------------------------------
@@ -130,8 +132,11 @@ class GrpcFrontend:
     # ---- inference -------------------------------------------------------------------------
 
     @_rpc
-    async def ModelInfer(self, request: Any, context: Context) -> Any:
-        return await self._infer(request, context, unary=True)
+    async def ModelInfer(self, request: bytes, context: Context) -> Any:
+        """`request`: the call's bytes (no deserializer), decoded by `known_requests.py`."""
+        received = time.monotonic_ns()
+        decoded = self._requests.decode(request, self._shared_memory)
+        return await self._serve(decoded, received, context, unary=True)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Context
@@ -146,15 +151,20 @@ class GrpcFrontend:
         async for response in call.responses(request_iterator):
             yield response
 
-    async def _infer(
-        self, message: Any, context: Context | None = None, unary: bool = False
-    ) -> Any:
-        """One request: a unary call's (`context`, `unary`) or a stream's message (whose
-        answer's header the stream changes: it is built for it alone)."""
+    async def _infer(self, message: Any, context: Context | None = None) -> Any:
+        """One message of a stream (whose answer's header the stream changes: it is built for
+        it alone); `context` where its requests are traced as spans."""
         received = time.monotonic_ns()
-        if isinstance(message, Malformed):  # a stream's message; `_rpc` catches the others
+        if isinstance(message, Malformed):
             raise message.error()
         request = decode_infer_request(message, self._shared_memory)
+        return await self._serve(request, received, context, unary=False)
+
+    async def _serve(
+        self, request: InferRequest, received: int, context: Context | None, unary: bool
+    ) -> Any:
+        """Run one decoded request (of a unary call, or of a stream's message) and encode its
+        answer."""
         request.timestamps.received = received
         request.timestamps.protocol = "GRPC"
         request.timestamps.sends = unary  # stamped by `_answer_infer`

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from inferd.core.datatypes import BYTES, v2_datatype
 from inferd.core.types import Array, InferResponse, RequestedOutput
 from inferd.frontends.grpc.codec import encode_infer_response, raw_contents
-from inferd.frontends.grpc.wire import EncodedInferResponse, stream_message, stream_prefixes
+from inferd.frontends.grpc.wire import EncodedInferResponse, message_bytes, stream_prefixes
 from inferd.frontends.shared_memory import REGION, SharedMemoryRegistry
 
 # Distinct headers kept per request: a model whose shapes change with every response (text
@@ -58,7 +58,7 @@ class StreamEncoder:
                 and array.dtype == last.dtype
                 and response.parameters == last.parameters
             ):
-                return stream_message(last.prefixes, [np.ascontiguousarray(array)])
+                return message_bytes(last.prefixes, [np.ascontiguousarray(array)])
         key = (
             tuple(response.parameters.items()),
             *[(name, array.dtype, array.shape) for name, array in outputs.items()],
@@ -78,7 +78,7 @@ class StreamEncoder:
                 ((name, array),) = outputs.items()
                 parameters = dict(response.parameters)  # its values hash: immutable
                 self._last = _Token(parameters, name, array.dtype, array.shape, header)
-            return stream_message(header, [np.ascontiguousarray(a) for a in outputs.values()])
+            return message_bytes(header, [np.ascontiguousarray(a) for a in outputs.values()])
         raw = [raw_contents(array, v2_datatype(array.dtype)) for array in outputs.values()]
         return EncodedInferResponse(header, raw)
 

@@ -86,8 +86,11 @@ def _join(chunks: list[Chunk]) -> bytes:
     return b"".join(cast("list[bytes]", chunks))
 
 
-def serialize_infer_response(response: EncodedInferResponse) -> bytes:
-    """The bytes of a ModelInfer answer."""
+def serialize_infer_response(response: EncodedInferResponse | bytes) -> bytes:
+    """The bytes of a ModelInfer answer: an `EncodedInferResponse`, or the bytes themselves
+    (`message_bytes`)."""
+    if isinstance(response, bytes):
+        return response
     return _join(_chunks(response)[0])
 
 
@@ -105,21 +108,28 @@ def serialize_stream_response(
     return _join([_INFER_RESPONSE_TAG + _varint(length), *chunks])
 
 
-def stream_prefixes(header: bytes, sizes: list[int]) -> list[bytes]:
-    """What comes before each raw output (of `sizes` bytes) in the ModelStreamInfer answer of
-    `header` (serialised); the first also before the header. See `stream_message`."""
+def infer_prefixes(header: bytes, sizes: list[int]) -> list[bytes]:
+    """What comes before each raw output (of `sizes` bytes) in the ModelInfer answer of
+    `header` (serialised); the first also the header. See `message_bytes`."""
     entries = [_RAW_OUTPUT_TAG + _varint(size) for size in sizes]
-    length = len(header) + sum(len(entry) for entry in entries) + sum(sizes)
-    start = _INFER_RESPONSE_TAG + _varint(length) + header
     if not entries:
-        return [start]
-    entries[0] = start + entries[0]
+        return [header]
+    entries[0] = header + entries[0]
     return entries
 
 
-def stream_message(prefixes: list[bytes], raw_outputs: list[Array]) -> bytes:
-    """The bytes of a ModelStreamInfer answer from its `stream_prefixes` and its outputs'
-    raw contents (contiguous, of the sizes the prefixes were made for)."""
+def stream_prefixes(header: bytes, sizes: list[int]) -> list[bytes]:
+    """The same for the ModelStreamInfer answer of `header`: the first prefix also starts the
+    `infer_response` field that holds the rest."""
+    prefixes = infer_prefixes(header, sizes)
+    length = sum(len(prefix) for prefix in prefixes) + sum(sizes)
+    prefixes[0] = _INFER_RESPONSE_TAG + _varint(length) + prefixes[0]
+    return prefixes
+
+
+def message_bytes(prefixes: list[bytes], raw_outputs: list[Array]) -> bytes:
+    """The bytes of an answer from its prefixes (`infer_prefixes`, `stream_prefixes`) and its
+    outputs' raw contents (contiguous, of the sizes the prefixes were made for)."""
     if not raw_outputs:
         return prefixes[0]
     if len(raw_outputs) == 1:  # a token's response, mostly: a third of the general case's cost
