@@ -15,6 +15,7 @@ from inferd.frontends.grpc import known_requests
 from inferd.frontends.grpc.codec import decode_infer_request
 from inferd.frontends.grpc.known_requests import KnownRequests, split
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
+from tests.unit.frontends.test_http_known_headers import same_request
 
 
 def _message(seed: int = 0, **fields: Any) -> pb.ModelInferRequest:
@@ -29,22 +30,6 @@ def _message(seed: int = 0, **fields: Any) -> pb.ModelInferRequest:
     return message
 
 
-def _same(left: InferRequest, right: InferRequest) -> None:
-    assert (left.model_name, left.model_version, left.id) == (
-        right.model_name,
-        right.model_version,
-        right.id,
-    )
-    assert list(left.inputs) == list(right.inputs)
-    for name, array in left.inputs.items():
-        other = right.inputs[name]
-        assert array.dtype == other.dtype and array.shape == other.shape
-        np.testing.assert_array_equal(array, other)
-        assert not array.flags.writeable  # a view of the call's bytes, as the full path gives
-    assert left.outputs == right.outputs
-    assert left.parameters == right.parameters
-
-
 def _views(request: InferRequest, data: bytes) -> bool:
     return all(np.shares_memory(a, np.frombuffer(data, np.uint8)) for a in request.inputs.values())
 
@@ -55,7 +40,7 @@ def test_a_header_seen_before_decodes_as_the_full_path_from_the_calls_bytes() ->
         message = _message(seed)
         data = message.SerializeToString()
         decoded = known.decode(data, DISABLED)
-        _same(decoded, decode_infer_request(message))
+        same_request(decoded, decode_infer_request(message))
         assert _views(decoded, data) == (seed > 0)  # the plan's arrays view the call's bytes
     assert len(known._plans) == 1
 
@@ -102,7 +87,7 @@ def test_a_layout_protobuf_does_not_write_takes_the_full_path() -> None:
     assert split(reordered) is None
     known = KnownRequests()
     for _ in range(2):
-        _same(known.decode(reordered, DISABLED), decode_infer_request(message))
+        same_request(known.decode(reordered, DISABLED), decode_infer_request(message))
     assert not known._plans
 
 

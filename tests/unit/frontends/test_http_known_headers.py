@@ -42,7 +42,9 @@ def _body(header: bytes, seed: int) -> bytes:
     return header + a.tobytes() + b.tobytes()
 
 
-def _same(left: InferRequest, right: InferRequest) -> None:
+def same_request(left: InferRequest, right: InferRequest) -> None:
+    """The two decodings agree, and the fast one's inputs are read-only views (as the full
+    path's are)."""
     assert (left.model_name, left.model_version, left.id) == (
         right.model_name,
         right.model_version,
@@ -53,7 +55,7 @@ def _same(left: InferRequest, right: InferRequest) -> None:
         other = right.inputs[name]
         assert array.dtype == other.dtype and array.shape == other.shape
         np.testing.assert_array_equal(array, other)
-        assert not array.flags.writeable  # a view of the body, as the full path gives
+        assert not array.flags.writeable
     assert left.outputs == right.outputs
     assert left.parameters == right.parameters
 
@@ -64,7 +66,7 @@ def test_a_header_seen_before_decodes_as_the_full_path() -> None:
     for seed in range(3):  # the first decodes in full and is kept; the others use its plan
         body = _body(header, seed)
         decoded = headers.decode(body, len(header), "m", "2", DISABLED)
-        _same(decoded, decode_infer_request(body, len(header), "m", "2"))
+        same_request(decoded, decode_infer_request(body, len(header), "m", "2"))
     assert len(headers._plans) == 1
 
 
