@@ -3,12 +3,13 @@ without sockets, the kernel or the scheduler.
 
     python benchmarks/request_express.py [--servers inferd baseline] [--rounds 2]
                                          [--requests 10000] [--concurrency 8] [--profile FILE]
+                                         [--batching off|on]
 
 Each server is built as it serves: inferd's HTTP frontend behind its own protocol class (so an
 infer request takes the express lane, http/protocol.py), with statistics, Prometheus metrics,
-the trace log and the Triton tracer observing, batching off; `baseline_server.py`'s app
-behind uvicorn's httptools protocol, batching off (its model thread still takes each
-request). Both serve the example MLP (one intra-op thread). `--concurrency` connections are
+the trace log and the Triton tracer observing; `baseline_server.py`'s app behind uvicorn's
+httptools protocol (its model thread takes each request, or batch). `--batching on` gives
+both the batching of `request_path.py` (16 requests, 500 us). Both serve the example MLP (one intra-op thread). `--concurrency` connections are
 opened on a fake transport; each sends the next request (`perf_analyzer`'s batch-1 binary
 request, bytes as they come off the socket) as soon as its answer is written, so the
 protocols parse, route, run and answer exactly as under load, minus the system calls. The
@@ -40,9 +41,9 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from baseline_run import MAX_BATCH
+from baseline_run import DELAY_US, MAX_BATCH
 from common import write_mlp_repository
-from request_path import CONFIG
+from request_path import BATCHING, CONFIG
 
 WIDTH = 256  # the MLP's input and output width
 WARM_UP = 2000
@@ -139,7 +140,7 @@ async def inferd_app(repository: Path) -> tuple[Any, type[HttpToolsProtocol], An
     return app, protocol_class(16 * 1024, express=app), engine
 
 
-def baseline_app(model: Path) -> Any:
+def baseline_app(model: Path, batching: str) -> Any:
     import onnxruntime as ort
 
     from baseline_server import BaselineApp
@@ -148,7 +149,11 @@ def baseline_app(model: Path) -> Any:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    return BaselineApp(session, 1, 0)
+    return (
+        BaselineApp(session, MAX_BATCH, DELAY_US)
+        if batching == "on"
+        else BaselineApp(session, 1, 0)
+    )
 
 
 class Load:
@@ -200,7 +205,7 @@ async def measure(
     if server == "inferd":
         app, protocol, engine = await inferd_app(repository)
     else:
-        app, protocol = baseline_app(model), HttpToolsProtocol
+        app, protocol = baseline_app(model, args.batching), HttpToolsProtocol
     load = Load(protocol, app, args.concurrency)
     await load.run(WARM_UP)
     answer = load.clients[0].answers[-1]
@@ -234,12 +239,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--profile")
+    parser.add_argument("--batching", choices=["off", "on"], default="off")
     args = parser.parse_args()
     import uvloop
 
     with tempfile.TemporaryDirectory() as folder:
         repository = Path(folder)
-        model = write_mlp_repository(repository, CONFIG.format(max_batch=MAX_BATCH, batching=""))
+        model = write_mlp_repository(
+            repository, CONFIG.format(max_batch=MAX_BATCH, batching=BATCHING[args.batching])
+        )
         for round_ in range(args.rounds):
             for server in args.servers:
                 last = round_ == args.rounds - 1 and server == "inferd"

@@ -305,6 +305,31 @@ def test_requests_before_a_malformed_one_are_answered_first(
     assert answers.closed()
 
 
+def test_answers_held_in_pairs_reach_their_own_connections(
+    connect: Callable[[], socket.socket],
+) -> None:
+    """Requests in flight together on several connections, their answers written in pairs
+    (http/answer_pairs.py): each connection gets its own, round after round; one whose
+    request has bytes that do not parse pipelined behind it gets its answer first, then
+    the 400."""
+    socks = [connect() for _ in range(6)]
+    answers = [Answers(sock) for sock in socks]
+    for round_ in range(12):
+        for index, sock in enumerate(socks):
+            sock.sendall(infer_request(json_body([round_ * 10 + index] * 16)))
+        for index, connection in enumerate(answers):
+            status, _, body = connection.next()
+            assert status == b"HTTP/1.1 200 OK"
+            assert sums(body) == [round_ * 10 + index + 3] * 16
+    for index, sock in enumerate(socks):
+        sock.sendall(infer_request(json_body([index] * 16)) + (b"GARBAGE\r\n\r\n" * (index == 0)))
+    for index, connection in enumerate(answers):
+        status, _, body = connection.next()
+        assert status == b"HTTP/1.1 200 OK" and sums(body) == [index + 3] * 16
+    status, _, _ = answers[0].next()
+    assert status.startswith(b"HTTP/1.1 400") and answers[0].closed()
+
+
 @pytest.mark.parametrize(
     ("version", "headers"),
     [("1.0", ""), ("1.0", "Connection: keep-alive\r\n"), ("1.1", "Connection: close\r\n")],

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from inferd.frontends.http.answer_pairs import AnswerPairs
 from inferd.frontends.http.asgi import Message
 from inferd.frontends.kept_headers import keep
 
@@ -56,6 +57,7 @@ class Exchange:
         "keep_alive",
         "model",
         "on_response",
+        "pairs",
         "path",
         "received",
         "response_complete",
@@ -75,6 +77,7 @@ class Exchange:
         keep_alive: bool,
         on_response: Callable[[], None],
         received: int,
+        pairs: AnswerPairs,
     ) -> None:
         self.transport = transport
         self.flow = flow
@@ -86,6 +89,7 @@ class Exchange:
         self.keep_alive = keep_alive
         self.on_response = on_response
         self.received = received
+        self.pairs = pairs  # the server's: see http/answer_pairs.py
         self.chunks: list[bytes] = []
         self.body = b""
         self.disconnected = False
@@ -124,7 +128,8 @@ class Exchange:
         extra_headers: ExtraHeaders | None,
     ) -> None:
         """Write the answer, as uvicorn's cycle writes one given a content length: its default
-        headers (`date`) first, `connection: close` when the connection ends after it."""
+        headers (`date`) first, `connection: close` when the connection ends after it. On a
+        connection kept alive, the answer may leave paired with the next (`AnswerPairs`)."""
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
         if self.disconnected:
@@ -135,9 +140,12 @@ class Exchange:
         if kept is None or kept[0] is not defaults:
             kept = (defaults, *_head(key, defaults))
             keep(_heads, key, kept, MAX_HEADS)
-        self.transport.write(b"".join((kept[1], b"%d" % len(body), kept[2], body)))
+        answer = b"".join((kept[1], b"%d" % len(body), kept[2], body))
         self.response_complete = True
-        if not self.keep_alive:
+        if self.keep_alive:
+            self.pairs.write(self.transport, answer)
+        else:
+            self.transport.write(answer)
             self.transport.close()
         self.on_response()
 

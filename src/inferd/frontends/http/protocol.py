@@ -16,6 +16,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from inferd.frontends.http.answer_pairs import AnswerPairs
 from inferd.frontends.http.app import HttpFrontend, infer_target
 from inferd.frontends.http.express import Exchange
 from inferd.frontends.kept_headers import keep
@@ -43,7 +44,12 @@ def protocol_class(
     return type(
         "JsonErrorProtocol",
         (_JsonErrorProtocol,),
-        {"max_header_bytes": max_header_bytes, "express": express, "_routes": {}},
+        {
+            "max_header_bytes": max_header_bytes,
+            "express": express,
+            "_routes": {},
+            "_pairs": AnswerPairs(),
+        },
     )
 
 
@@ -72,6 +78,10 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     # `express_route` of each request target seen, shared by the server's connections: a
     # client sends the same few targets request after request (routing one: about 2 us).
     _routes: ClassVar[dict[bytes, tuple[tuple[str, str], str] | None]] = {}
+    # The server's express answers held to leave in pairs (http/answer_pairs.py): one held
+    # for a connection leaves before the protocol itself writes there (a refusal) or closes
+    # it (graceful shutdown).
+    _pairs: ClassVar[AnswerPairs]
 
     # The base class's callbacks are called directly rather than through super(): these run
     # for every header of every request.
@@ -138,6 +148,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
 
     def _end_refused(self) -> None:
         assert self._refused is not None
+        self._pairs.release(self.transport)  # the answer before it may be held
         self.transport.write(self._refused)
         self.transport.close()
 
@@ -176,6 +187,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             return
         self._reading = None
         exchange.read()
+        self._pairs.in_flight += 1
         task = self.loop.create_task(self._answer(exchange))
         # uvicorn's graceful shutdown waits for (and at its end cancels) the tasks here.
         task.add_done_callback(self.tasks.discard)
@@ -227,6 +239,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
             on_response=self.on_response_complete,
             received=time.monotonic_ns(),
+            pairs=self._pairs,
         )
 
     def on_response_complete(self) -> None:
@@ -261,6 +274,12 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown closes a connection whose answer is complete: a held
+        answer leaves first."""
+        self._pairs.release(self.transport)
+        HttpToolsProtocol.shutdown(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -281,3 +300,5 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         except BaseException as exc:  # cancelled past the shutdown grace, as uvicorn's cycle
             logger.error("express infer lane: %r on %s", exc, exchange.path)
             await exchange.fail()
+        finally:
+            self._pairs.in_flight -= 1
