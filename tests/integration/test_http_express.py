@@ -305,11 +305,11 @@ def test_requests_before_a_malformed_one_are_answered_first(
     assert answers.closed()
 
 
-def test_answers_held_in_pairs_reach_their_own_connections(
+def test_answers_held_in_groups_reach_their_own_connections(
     connect: Callable[[], socket.socket],
 ) -> None:
-    """Requests in flight together on several connections, their answers written in pairs
-    (http/answer_pairs.py): each connection gets its own, round after round; one whose
+    """Requests in flight together on several connections, their answers written in groups
+    (http/answer_groups.py): each connection gets its own, round after round; one whose
     request has bytes that do not parse pipelined behind it gets its answer first, then
     the 400."""
     socks = [connect() for _ in range(6)]

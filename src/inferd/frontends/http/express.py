@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from inferd.frontends.http.answer_pairs import AnswerPairs
+from inferd.frontends.http.answer_groups import AnswerGroups
 from inferd.frontends.http.asgi import Message
 from inferd.frontends.kept_headers import keep
 
@@ -47,6 +47,7 @@ class Exchange:
 
     __slots__ = (
         "_lost",
+        "answer_groups",
         "body",
         "chunks",
         "default_headers",
@@ -57,7 +58,6 @@ class Exchange:
         "keep_alive",
         "model",
         "on_response",
-        "pairs",
         "path",
         "received",
         "response_complete",
@@ -77,7 +77,7 @@ class Exchange:
         keep_alive: bool,
         on_response: Callable[[], None],
         received: int,
-        pairs: AnswerPairs,
+        answer_groups: AnswerGroups,
     ) -> None:
         self.transport = transport
         self.flow = flow
@@ -89,7 +89,7 @@ class Exchange:
         self.keep_alive = keep_alive
         self.on_response = on_response
         self.received = received
-        self.pairs = pairs  # the server's: see http/answer_pairs.py
+        self.answer_groups = answer_groups  # the server's: see http/answer_groups.py
         self.chunks: list[bytes] = []
         self.body = b""
         self.disconnected = False
@@ -129,7 +129,7 @@ class Exchange:
     ) -> None:
         """Write the answer, as uvicorn's cycle writes one given a content length: its default
         headers (`date`) first, `connection: close` when the connection ends after it. On a
-        connection kept alive, the answer may leave paired with the next (`AnswerPairs`)."""
+        connection kept alive, the answer may wait to leave with the next ones (`AnswerGroups`)."""
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
         if self.disconnected:
@@ -143,7 +143,7 @@ class Exchange:
         answer = b"".join((kept[1], b"%d" % len(body), kept[2], body))
         self.response_complete = True
         if self.keep_alive:
-            self.pairs.write(self.transport, answer)
+            self.answer_groups.write(self.transport, answer)
         else:
             self.transport.write(answer)
             self.transport.close()

@@ -16,7 +16,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from inferd.frontends.http.answer_pairs import AnswerPairs
+from inferd.frontends.http.answer_groups import AnswerGroups
 from inferd.frontends.http.app import HttpFrontend, infer_target
 from inferd.frontends.http.express import Exchange
 from inferd.frontends.kept_headers import keep
@@ -48,7 +48,7 @@ def protocol_class(
             "max_header_bytes": max_header_bytes,
             "express": express,
             "_routes": {},
-            "_pairs": AnswerPairs(),
+            "_answer_groups": AnswerGroups(),
         },
     )
 
@@ -78,10 +78,10 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     # `express_route` of each request target seen, shared by the server's connections: a
     # client sends the same few targets request after request (routing one: about 2 us).
     _routes: ClassVar[dict[bytes, tuple[tuple[str, str], str] | None]] = {}
-    # The server's express answers held to leave in pairs (http/answer_pairs.py): one held
-    # for a connection leaves before the protocol itself writes there (a refusal) or closes
+    # The server's express answers held to leave in groups (http/answer_groups.py): those
+    # held leave before the protocol itself writes on one's connection (a refusal) or closes
     # it (graceful shutdown).
-    _pairs: ClassVar[AnswerPairs]
+    _answer_groups: ClassVar[AnswerGroups]
 
     # The base class's callbacks are called directly rather than through super(): these run
     # for every header of every request.
@@ -148,7 +148,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
 
     def _end_refused(self) -> None:
         assert self._refused is not None
-        self._pairs.release(self.transport)  # the answer before it may be held
+        self._answer_groups.release(self.transport)  # the answer before it may be held
         self.transport.write(self._refused)
         self.transport.close()
 
@@ -187,7 +187,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             return
         self._reading = None
         exchange.read()
-        self._pairs.in_flight += 1
+        self._answer_groups.in_flight += 1
         task = self.loop.create_task(self._answer(exchange))
         # uvicorn's graceful shutdown waits for (and at its end cancels) the tasks here.
         task.add_done_callback(self.tasks.discard)
@@ -239,7 +239,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
             on_response=self.on_response_complete,
             received=time.monotonic_ns(),
-            pairs=self._pairs,
+            answer_groups=self._answer_groups,
         )
 
     def on_response_complete(self) -> None:
@@ -277,7 +277,7 @@ class _JsonErrorProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown closes a connection whose answer is complete: a held
         answer leaves first."""
-        self._pairs.release(self.transport)
+        self._answer_groups.release(self.transport)
         HttpToolsProtocol.shutdown(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -301,4 +301,4 @@ class _JsonErrorProtocol(HttpToolsProtocol):
             logger.error("express infer lane: %r on %s", exc, exchange.path)
             await exchange.fail()
         finally:
-            self._pairs.in_flight -= 1
+            self._answer_groups.in_flight -= 1
