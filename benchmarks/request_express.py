@@ -8,13 +8,14 @@ without sockets, the kernel or the scheduler.
 Each server is built as it serves: inferd's HTTP frontend behind its own protocol class (so an
 infer request takes the express lane, http/protocol.py), with statistics, Prometheus metrics,
 the trace log and the Triton tracer observing; `baseline_server.py`'s app behind uvicorn's
-httptools protocol (its model thread takes each request, or batch). `--batching on` gives
-both the batching of `request_path.py` (16 requests, 500 us). Both serve the example MLP (one intra-op thread). `--concurrency` connections are
-opened on a fake transport; each sends the next request (`perf_analyzer`'s batch-1 binary
-request, bytes as they come off the socket) as soon as its answer is written, so the
-protocols parse, route, run and answer exactly as under load, minus the system calls. The
-figures are the process's CPU time per request (every thread: the baseline's model thread
-too) and the event loop thread's; run it pinned (`taskset -c 0`) to count what one CPU does.
+httptools protocol (its model thread takes each request, or batch). `--batching on` gives both
+the batching of `request_path.py` (16 requests, 500 us). Both serve the example MLP (one
+intra-op thread). `--concurrency` connections are opened on a fake transport; each sends the next
+request (`perf_analyzer`'s batch-1 binary request, bytes as they come off the socket) as soon
+as its answer is written, so the protocols parse, route, run and answer exactly as under load,
+minus the system calls. The figures are the process's CPU time per request (every thread: the
+baseline's model thread too) and the event loop thread's; run it pinned (`taskset -c 0`) to
+count what one CPU does.
 
 Where `request_path.py` finds inferd behind the baseline on one CPU but this does not, the
 difference is not in inferd's Python: look at the socket path, or at what else ran on that

@@ -9,11 +9,11 @@ of microseconds apart, and each one wakes its client anew.
 
 So an answer written while other express requests are in flight (read, not yet answered) is
 held until the group is complete (`GROUP` answers written) or the loop's current pass ends,
-whichever comes first, and then they all leave back to back: a client woken by the first
-finds the others already there. An answer so waits at most for `GROUP - 1` other requests' turns on the loop, and
-never past the pass it was written in; one alone in flight (a client at concurrency 1)
-leaves at once. Nothing else its connection writes may overtake it: the protocol has the
-held answers written before it writes there itself or closes it (`release`).
+whichever comes first, and then they all leave back to back: a client woken by the first finds
+the others already there. An answer so waits at most for `GROUP - 1` other requests' turns on
+the loop, and never past the pass it was written in; one alone in flight (a client at
+concurrency 1) leaves at once. Nothing else its connection writes may overtake it: the protocol
+has the held answers written before it writes there itself or closes it (`release`).
 """
 
 from __future__ import annotations
