@@ -7,7 +7,12 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
+import uvicorn
+from uvicorn.server import ServerState
+
 from inferd.frontends.http.answer_groups import GROUP, AnswerGroups
+from inferd.frontends.http.express import Exchange
+from inferd.frontends.http.protocol import protocol_class
 
 
 class Connection:
@@ -137,3 +142,44 @@ async def test_an_answer_held_for_a_closed_connection_is_dropped(
     groups.write(second.transport, b"b")
     await asyncio.sleep(0)
     assert second.received() == b"b"
+
+
+class Frontend:
+    """What the protocol asks of the HTTP frontend for an express request."""
+
+    max_body_bytes = 1 << 20
+
+    async def express_infer(self, exchange: Exchange) -> None:
+        await exchange.respond(200, b"{}", b"application/json", None)
+
+
+def test_an_express_request_cancelled_before_it_ran_is_counted_out() -> None:
+    """uvicorn's shutdown may cancel a request's task before its first step: the request
+    still leaves the count of those in flight, or every later answer would be held."""
+
+    async def run(cancelled: bool) -> None:
+        protocol_type = protocol_class(16 * 1024, express=Frontend())  # type: ignore[arg-type]
+        config = uvicorn.Config(app=Frontend(), http=protocol_type, lifespan="off", loop="none")  # type: ignore[arg-type]
+        config.load()
+        loop = asyncio.get_running_loop()
+        server_end, client_end = socket.socketpair()
+        with client_end:
+            connection = protocol_type(
+                config=config, server_state=ServerState(), app_state={}, _loop=loop
+            )
+            await loop.connect_accepted_socket(lambda: connection, server_end)
+            connection.data_received(
+                b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            groups = connection._answer_groups  # type: ignore[attr-defined]
+            assert groups.in_flight == 1
+            (task,) = connection.tasks
+            if cancelled:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(0)  # its done callbacks run
+            assert groups.in_flight == 0 and not connection.tasks
+            connection.transport.close()
+
+    for cancelled in (True, False):
+        asyncio.run(run(cancelled))

@@ -190,8 +190,14 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         self._answer_groups.in_flight += 1
         task = self.loop.create_task(self._answer(exchange))
         # uvicorn's graceful shutdown waits for (and at its end cancels) the tasks here.
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._answer_ended)
         self.tasks.add(task)
+
+    def _answer_ended(self, task: asyncio.Task[None]) -> None:
+        """An express request's task is done: its answer, if any, was written. Counted out
+        here, not in the task itself, which a shutdown may cancel before it ever ran."""
+        self.tasks.discard(task)
+        self._answer_groups.in_flight -= 1
 
     def _express_exchange(self) -> Exchange | None:
         """An exchange for the request whose headers are in, if it takes the express lane: an
@@ -300,5 +306,3 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         except BaseException as exc:  # cancelled past the shutdown grace, as uvicorn's cycle
             logger.error("express infer lane: %r on %s", exc, exchange.path)
             await exchange.fail()
-        finally:
-            self._answer_groups.in_flight -= 1
