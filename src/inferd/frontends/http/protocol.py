@@ -96,18 +96,24 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         self.expect_100_continue = False
         self.headers = []
 
+    # `on_url` and `on_header` do uvicorn's part themselves: a call less per header.
     def on_url(self, url: bytes) -> None:
+        self.url += url
         # self.url starts empty with each request, so this also resets the count.
-        self._head_bytes = len(self.url) + len(url)
+        self._head_bytes = len(self.url)
         if self._head_bytes > self.max_header_bytes:
             self._refuse_head()
-        HttpToolsProtocol.on_url(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > self.max_header_bytes:
             self._refuse_head()
-        HttpToolsProtocol.on_header(self, name, value)
+        name = name.lower()
+        # llhttp keeps a value's trailing whitespace, which is not part of it (RFC 9110, 5.5).
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def _refuse_head(self) -> None:
         # Raising inside a parser callback makes httptools stop and report a parser error,
