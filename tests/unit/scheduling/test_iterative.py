@@ -45,8 +45,12 @@ class Counter:
         count = inputs["S_IN"] + 1  # [rows, 1], or [1] without a batch axis
         made, wanted = count.reshape(-1), inputs["x"].reshape(-1)
         for row, request in enumerate(requests):
-            request.rescheduled = bool(made[row] < wanted[row])
+            self.mark(request, bool(made[row] < wanted[row]))
         return {"y": count, "S_OUT": count}
+
+    def mark(self, request: BatchRequest, again: bool) -> None:
+        """Hand `request` back for another step, or not."""
+        request.rescheduled = again
 
     def close(self) -> None:
         pass
@@ -487,12 +491,11 @@ class MarkingOnly(Counter):
         requests: Sequence[BatchRequest],
     ) -> dict[str, Array]:
         self.requests.append(requests)
-        count = inputs["S_IN"] + 1
-        for row, request in enumerate(requests):
-            if count[row, 0] < inputs["x"][row, 0]:
-                request.rescheduled = True
-        self.steps.append([int(key) for key in inputs["CORRID"].reshape(-1)])
-        return {"y": count, "S_OUT": count}
+        return super().execute(inputs, output_names, requests)
+
+    def mark(self, request: BatchRequest, again: bool) -> None:
+        if again:
+            request.rescheduled = True
 
 
 @synchronous

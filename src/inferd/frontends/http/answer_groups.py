@@ -13,7 +13,8 @@ whichever comes first, and then they all leave back to back: a client woken by t
 the others already there. An answer so waits at most for `GROUP - 1` other requests' turns on
 the loop, and never past the pass it was written in; one alone in flight (a client at
 concurrency 1) leaves at once. Nothing else its connection writes may overtake it: the protocol
-has the held answers written before it writes there itself or closes it (`release`).
+has the held answers written before it writes there itself or closes it (`release`), and a
+request pipelined behind it is answered by a task that starts after the pass ends.
 """
 
 from __future__ import annotations

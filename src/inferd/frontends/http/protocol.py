@@ -200,8 +200,8 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         self.tasks.add(task)
 
     def _answer_ended(self, task: asyncio.Task[None]) -> None:
-        """An express request's task is done: its answer, if any, was written. Counted out
-        here, not in the task itself, which a shutdown may cancel before it ever ran."""
+        """An express request's task is done: its answer, if any, is written or held.
+        Counted out here, not in the task itself, which a shutdown may cancel before it ran."""
         self.tasks.discard(task)
         self._answer_groups.in_flight -= 1
 
