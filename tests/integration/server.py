@@ -26,6 +26,9 @@ class RunningServer:
     process: subprocess.Popen[str]
     ports: dict[str, int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # Set only by the ready line: the end of stderr also ends the wait, and at that moment
+    # a server that failed to bind may not have been reaped yet (poll() still says running).
+    ready: bool = False
 
     @property
     def http_port(self) -> int:
@@ -58,6 +61,7 @@ def _pump(server: RunningServer, ready: threading.Event) -> None:
         if match:
             server.ports[match.group(1)] = int(match.group(3))
         if _READY in line:
+            server.ready = True
             ready.set()
     ready.set()
 
@@ -107,7 +111,7 @@ def _start(
         pump = threading.Thread(target=_pump, args=(server, ready), daemon=True)
         pump.start()
         try:
-            started = ready.wait(timeout) and process.poll() is None
+            started = ready.wait(timeout) and server.ready and process.poll() is None
         except BaseException:  # a test's timeout or Ctrl-C: stop what was started
             _close(server, pump)
             raise

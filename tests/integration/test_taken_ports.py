@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.server import running_server
+
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
@@ -39,3 +41,13 @@ def test_a_taken_port_stops_the_start_with_one_line(
     expected = f"cannot serve: cannot listen for {service} on 127.0.0.1:{taken_port}: {message}"
     assert expected in finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+def test_the_test_harness_reports_a_server_that_could_not_bind(
+    tmp_path: Path, taken_port: int
+) -> None:
+    # The harness once handed such a server to a module's tests, with no ports, when stderr
+    # ended before the exiting process was reaped; every test of the module then failed.
+    starting = running_server(tmp_path, "--metrics-port", str(taken_port))
+    with pytest.raises(RuntimeError, match="cannot listen for metrics"), starting:
+        pass
