@@ -32,6 +32,7 @@ from inferd.backends.base import BatchRequest, Device
 from inferd.cluster.telemetry import BatchCounters, ClusterTelemetry
 from inferd.cluster.wire import pack_batch, unpack_answer
 from inferd.core.errors import InferdError, InstanceLost, ModelExecutionError, Unavailable
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array
 from inferd.instances.instance import ExecutionResult, Instance
 
@@ -77,7 +78,7 @@ class RemoteInstance:
         if started is not None:
             # When its host starts the batch is not known here: once on its way (the
             # actor call is made before this call first waits), it counts as started.
-            asyncio.get_running_loop().call_soon(started)
+            running_loop().call_soon(started)
         try:
             return await self.call(inputs, output_names, requests)
         except (RayActorError, ActorUnavailableError) as exc:

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from inferd.core.errors import InferdError, Internal
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array, InferResponse
 
 MAX_UNREAD = 32  # responses of one request waiting for its reader before sends block
@@ -107,7 +108,7 @@ class ResponseChannel:
     )
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = running_loop()
         self._loop_thread = threading.get_ident()
         # Appended by `send` (in its order, under the lock), taken by `get` on the loop.
         self._items: deque[StreamItem] = deque()

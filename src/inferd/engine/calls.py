@@ -23,6 +23,7 @@ from typing import Any
 
 from inferd.core.calls import ResponseStream
 from inferd.core.errors import InferdError, Unavailable
+from inferd.core.running_loop import running_loop
 from inferd.core.tracing import RequestTracing
 from inferd.core.types import Array, InferRequest, InferResponse, RequestedOutput
 from inferd.engine.loader import LoadedVersion
@@ -204,6 +205,6 @@ def _cancel_with(
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running on this thread, if any."""
     try:
-        return asyncio.get_running_loop()
+        return running_loop()
     except RuntimeError:
         return None

@@ -30,6 +30,7 @@ from inferd.core.observer import (
 )
 from inferd.core.request_parameters import check_reserved
 from inferd.core.responses import ResponseChannel, ResponseTaker, StreamItem
+from inferd.core.running_loop import running_loop
 from inferd.core.runtime_settings import NO_CONTROLS, RuntimeControls
 from inferd.core.statistics import StatisticsSource, VersionStatistics
 from inferd.core.tracing import RequestTracing
@@ -94,7 +95,7 @@ class Engine:
 
     async def start(self) -> None:
         """Load what the control mode asks for; in poll mode, then follow the repository."""
-        self._calls.attach(asyncio.get_running_loop())
+        self._calls.attach(running_loop())
         await self._lifecycle.start()
 
     async def stop(self) -> None:
@@ -394,7 +395,7 @@ class Engine:
             tracing,
             self._finish,
             self._end_here,
-            asyncio.get_running_loop(),
+            running_loop(),
         )
         loaded.in_flight += 1
         try:

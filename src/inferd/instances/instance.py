@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from inferd.backends.base import BackendInstance, BatchOutputs, BatchRequest, Device
 from inferd.core.errors import Cancelled, InferdError, ModelExecutionError
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array
 
 # A batch runs on the event loop only where its instance's batches took this long or less
@@ -148,7 +149,7 @@ class ModelInstance:
         requests: Sequence[BatchRequest],
         started: Callable[[], None] | None = None,
     ) -> ExecutionResult:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         future: asyncio.Future[ExecutionResult] = loop.create_future()
         self._jobs.put(_Job(loop, _settle, future, inputs, output_names, requests, started))
         return await future
@@ -161,7 +162,7 @@ class ModelInstance:
         done: Done[C],
         context: C,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         self._jobs.put(_Job(loop, done, context, inputs, output_names, requests))
 
     def execute_here(

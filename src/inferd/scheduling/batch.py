@@ -27,6 +27,7 @@ import numpy as np
 
 from inferd.backends.base import BatchOutputs, BatchRequest
 from inferd.core.errors import InferdError, InstanceLost, Internal, InvalidArgument
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances.instance import ExecutionResult, Instance, Outcome, RunsHere, Stages
 from inferd.scheduling.adaptive import SloController
@@ -163,7 +164,7 @@ class BatchRunner(Generic[P]):
         try:
             inputs = kind.inputs(batch)
         except Exception as exc:  # answered from the loop, as a failed execution is
-            asyncio.get_running_loop().call_soon(self._handed_back, context, exc)
+            running_loop().call_soon(self._handed_back, context, exc)
             return
         instance.hand(inputs, kind.output_names(batch), batch.requests, self._handed_back, context)
 
@@ -315,7 +316,7 @@ class Wakeup:
 
     async def sleep(self, deadline_ns: int | None) -> None:
         """Until `wake` is called, or until `deadline_ns` (None: no deadline)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         timer = None

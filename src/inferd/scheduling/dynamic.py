@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from inferd.core.errors import Unavailable
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array, InferRequest
 from inferd.core.usable_cpus import usable_cpus
 from inferd.instances.instance import Instance, RunsHere, RunsOnLoop, Stages
@@ -189,7 +190,7 @@ class DynamicBatcher:
         if slot is None:
             return None
         instance = cast(RunsHere, slot.instance)  # `_here`: every instance is
-        future = asyncio.get_running_loop().create_future()
+        future = running_loop().create_future()
         return Lease(self._runner, lender, slot, instance, future, self._batched)
 
     def _lend(self) -> Slot | None:
@@ -202,7 +203,7 @@ class DynamicBatcher:
         now = time.monotonic_ns()
         request.timestamps.queued = now
         rows = request.batch_size() if self._batched else 1
-        future = asyncio.get_running_loop().create_future()
+        future = running_loop().create_future()
         call = Queued(request, future, now, rows, queued=False)  # never in the queue
         try:
             try:
@@ -218,7 +219,7 @@ class DynamicBatcher:
         settings = self._settings
         now = time.monotonic_ns()
         request.timestamps.queued = now
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         if not settings.enabled:
             rows = request.batch_size() if self._batched else 1
             queued = Queued(request, loop.create_future(), now, rows)

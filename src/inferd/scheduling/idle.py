@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from inferd.core.running_loop import running_loop
 from inferd.instances.instance import Instance
 
 
@@ -49,7 +50,7 @@ class IdleSlots:
         """Until a lent slot is back: its worker takes nothing from the queue meanwhile, so
         what waits there stays withdrawable and counted as pending."""
         while slot.lent:
-            slot.returned = asyncio.get_running_loop().create_future()
+            slot.returned = running_loop().create_future()
             await slot.returned
 
     def lend(self) -> Slot | None:

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 from inferd.core.errors import InvalidArgument, Unavailable
 from inferd.core.responses import ResponseChannel
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
 from inferd.scheduling.batch import Batch, BatchCallback, fail_undelivered
@@ -90,7 +91,7 @@ class IterativeBatcher(SlottedScheduler):
         request.parameters["sequence_id"] = key
         request.parameters["sequence_start"] = True
         request.timestamps.queued = now = time.monotonic_ns()
-        run = IterativeRun(request, SequenceRecord(key), asyncio.get_running_loop().create_future())
+        run = IterativeRun(request, SequenceRecord(key), running_loop().create_future())
         run.shapes = tuple((name, array.shape) for name, array in request.inputs.items())
         if len(self._backlog) or not self._table.place(run.sequence):
             self._enqueue(run, level, timeout_ns, now)

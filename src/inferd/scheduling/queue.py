@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferd.core.errors import Unavailable
+from inferd.core.running_loop import running_loop
 from inferd.scheduling.batch import Pending
 from inferd.scheduling.dynamic_settings import BatchingSettings, QueuePolicy
 
@@ -66,7 +67,7 @@ class PriorityQueue:
         if timeout_ns:
             pending.deadline_ns = pending.enqueued_ns + timeout_ns
             if not self._levels[pending.level].policy.delay_on_timeout:
-                loop = asyncio.get_running_loop()
+                loop = running_loop()
                 pending.timer = loop.call_later(timeout_ns / 1e9, self.expire, pending)
 
     def pop(self, now_ns: int) -> Queued | None:

@@ -41,6 +41,7 @@ from typing import Final
 from inferd.backends.base import BatchRequest, Device
 from inferd.core.errors import InvalidArgument
 from inferd.core.model_config import ModelInstanceGroup
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array
 from inferd.instances.instance import ExecutionResult, Instance
 
@@ -209,7 +210,7 @@ class RateLimiter:
         once they are taken for it."""
         if self.try_acquire(gate):
             return None
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = running_loop().create_future()
         heapq.heappush(self._waiting, (gate.scaled_priority, next(self._arrivals), gate, waiter))
         self._dispatch()
         return waiter
@@ -233,7 +234,7 @@ class RateLimiter:
         gate.executions += 1
         self._give_back(gate.needs)
         if self._waiting:
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         waiting = self._waiting

@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Sequence
 from itertools import islice
 
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import RunsOnLoop, Stages
 from inferd.scheduling.batch import BatchRunner, Deliver, fail_undelivered
@@ -104,7 +105,7 @@ class Relay:
         now = time.monotonic_ns()
         request.timestamps.queued = now
         rows = request.batch_size() if self._batched else 1
-        future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Array]] = running_loop().create_future()
         if self._one_cpu or request.timestamps.received >= self._ended_ns:
             here = self._on_loop()
             if here is not None:
@@ -145,7 +146,7 @@ class Relay:
         """Once the queue is empty and every instance is back and done (new requests are
         refused by then)."""
         if not self._idle():
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = running_loop().create_future()
             await self._drained
 
     def _roomiest(self) -> _Lane | None:

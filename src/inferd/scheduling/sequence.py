@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from inferd.core.errors import InstanceLost, InvalidArgument, Unavailable
+from inferd.core.running_loop import running_loop
 from inferd.core.types import Array, InferRequest
 from inferd.instances.instance import Instance
 from inferd.scheduling.batch import BatchCallback, BatchRunner, fail_all, fail_undelivered
@@ -113,7 +114,7 @@ class SequenceBatcher(SlottedScheduler):
             table.close(sequence)
         now = time.monotonic_ns()
         request.timestamps.queued = now
-        future = asyncio.get_running_loop().create_future()
+        future = running_loop().create_future()
         step = SequenceStep(request, future, now, 1, sequence, start, end)
         sequence.steps.append(step)
         self._queued += 1
@@ -269,7 +270,7 @@ class SequenceBatcher(SlottedScheduler):
         if sequence.ended:
             self._release(sequence, forgotten)
         elif not self._stopping:
-            loop = asyncio.get_running_loop()
+            loop = running_loop()
             sequence.idle_timer = loop.call_later(
                 self._settings.idle_ns / 1e9, self._expire, sequence
             )

@@ -38,6 +38,7 @@ from typing import Any, Final
 from tritonclient.grpc import service_pb2 as pb
 
 from inferd.core.errors import InferdError
+from inferd.core.running_loop import running_loop
 from inferd.core.tracing import TraceParent
 from inferd.core.types import InferResponse
 from inferd.engine.engine import Engine
@@ -101,7 +102,7 @@ class StreamCall:
         try:
             async for message in request_iterator:
                 while self._waiting >= ANSWERS_WAITING and self._outbox.full:
-                    self._paused = asyncio.get_running_loop().create_future()
+                    self._paused = running_loop().create_future()
                     try:
                         await self._paused
                     finally:
@@ -142,7 +143,7 @@ class StreamCall:
                 self._window.release()
             return
         previous = self._last_answer
-        sent = self._last_answer = asyncio.get_running_loop().create_future()
+        sent = self._last_answer = running_loop().create_future()
         try:
             try:
                 answer = await self._answer(message)

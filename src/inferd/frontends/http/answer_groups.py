@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 
+from inferd.core.running_loop import running_loop
+
 # Answers that leave together at most. With one CPU, batching off, `perf_analyzer` at
 # concurrency 32 (docs/benchmarks.md): 1.03 interrupts to the client's CPU per request with
 # none held; 0.55-0.63 in pairs; 0.33-0.36 in fours, the throughput 3-8 % above pairs; 0.21 in
@@ -46,7 +48,7 @@ class AnswerGroups:
             held.append((transport, answer))
             if not self._end_of_pass_due:
                 self._end_of_pass_due = True
-                asyncio.get_running_loop().call_soon(self._end_of_pass)
+                running_loop().call_soon(self._end_of_pass)
             return
         if held:
             self._write_held()

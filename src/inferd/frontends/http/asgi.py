@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from inferd.core.errors import Unavailable
+from inferd.core.running_loop import running_loop, running_task
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -79,19 +80,13 @@ async def until_disconnect(receive: Receive, answer: Coroutine[Any, Any, None]) 
         await asyncio.wait((work,))
         if work.cancelled():
             raise
-        _running_task().uncancel()  # handled: the answer ended its response
+        running_task().uncancel()  # handled: the answer ended its response
     finally:  # the answer, its watcher, or both are done, or the handler is cancelled again
         for task in (watcher, work):
             task.cancel()
         await asyncio.gather(watcher, work, return_exceptions=True)
     if not work.cancelled():
         work.result()  # re-raise the answer's error, if any
-
-
-def _running_task() -> asyncio.Task[Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    return task
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -122,10 +117,10 @@ class DisconnectWatcher:
 
     def start(self, receive: Receive) -> asyncio.Task[Any]:
         """Watch the running task's answer; returns the task, for `disconnected` and `stop`."""
-        task = _running_task()
+        task = running_task()
         self._in_flight[task] = receive
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._round)
+            self._timer = running_loop().call_later(WATCH_AFTER_S, self._round)
         return task
 
     def disconnected(self, task: asyncio.Task[Any]) -> bool:
@@ -150,9 +145,7 @@ class DisconnectWatcher:
                 self._armed[task] = asyncio.ensure_future(self._watch(task, receive))
         self._seen = set(self._in_flight)
         self._timer = (
-            asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._round)
-            if self._in_flight
-            else None
+            running_loop().call_later(WATCH_AFTER_S, self._round) if self._in_flight else None
         )
 
     async def _watch(self, task: asyncio.Task[Any], receive: Receive) -> None:

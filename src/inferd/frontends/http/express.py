@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from inferd.core.running_loop import running_loop
 from inferd.frontends.http.answer_groups import AnswerGroups
 from inferd.frontends.http.asgi import Message
 from inferd.frontends.kept_headers import keep
@@ -116,7 +117,7 @@ class Exchange:
         """An ASGI `receive` for the disconnect watcher: returns once the client is gone."""
         if not self.disconnected:
             if self._lost is None:
-                self._lost = asyncio.get_running_loop().create_future()
+                self._lost = running_loop().create_future()
             await self._lost
         return _DISCONNECT
 
