@@ -53,15 +53,19 @@ class BinaryAnswers:
 def _all_binary(response: InferResponse, request: InferRequest) -> bool:
     """Whether every output goes back as binary data, none of them BYTES or in shared memory."""
     default = bool(request.parameters.get("binary_data_output", False))
-    requested = {o.name: o.parameters for o in request.outputs or ()}
+    # The outputs asked for are few (and their names distinct): scanning them costs less than
+    # a dict of them per answer.
+    requested = request.outputs or ()
     for name, array in response.outputs.items():
-        parameters = requested.get(name)
-        if parameters is None:
-            binary = default
-        elif REGION in parameters:
+        if array.dtype.kind == "O":
             return False
-        else:
-            binary = bool(parameters.get("binary_data", default))
-        if not binary or array.dtype.kind == "O":
+        binary = default
+        for output in requested:
+            if output.name == name:
+                if REGION in output.parameters:
+                    return False
+                binary = bool(output.parameters.get("binary_data", default))
+                break
+        if not binary:
             return False
     return True

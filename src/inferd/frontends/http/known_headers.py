@@ -41,7 +41,6 @@ _NOT_KEPT: Final = (b'"data"', b"shared_memory_")
 class _Input:
     name: str
     dtype: np.dtype[Any]
-    count: int
     offset: int  # in the body, past the header
     shape: tuple[int, ...]
 
@@ -61,7 +60,8 @@ class Plan:
             model_name=model_name,
             model_version=model_version,
             inputs={
-                i.name: np.frombuffer(body, i.dtype, i.count, i.offset).reshape(i.shape)
+                # A read-only view of the body's bytes, as `np.frombuffer` gives.
+                i.name: np.ndarray(i.shape, i.dtype, body, i.offset)
                 for i in self.inputs
             },
             # Fresh containers: the engine and models may change a request's own.
@@ -122,7 +122,7 @@ def _plan(header: bytes, header_length: int, request: InferRequest) -> Plan | No
             or array.dtype.kind == "O"  # BYTES: its elements' lengths are in the data
         ):
             return None
-        inputs.append(_Input(name, array.dtype, array.size, offset, array.shape))
+        inputs.append(_Input(name, array.dtype, offset, array.shape))
         offset += array.nbytes
     outputs = request.outputs
     if outputs is not None and any(_SHARED_MEMORY_KEYS.intersection(o.parameters) for o in outputs):
