@@ -142,7 +142,7 @@ class Engine:
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         loaded = self._table.find_version(name, version)
-        batch = loaded.config.max_batch_size
+        batch = loaded.max_batch_size
         return ModelMetadata(
             name=name,
             versions=self._table.version_names(name),
@@ -164,7 +164,7 @@ class Engine:
         """The inputs of the version a request names, as resolved at load, and its
         max_batch_size."""
         loaded = self._table.find_version(name, version)
-        return list(loaded.inputs.values()), loaded.config.max_batch_size
+        return list(loaded.inputs.values()), loaded.max_batch_size
 
     @property
     def statistics_enabled(self) -> bool:
@@ -253,7 +253,7 @@ class Engine:
         # steps may release the inputs.
         ensemble_rows = 0
         if loaded.ensemble is not None:
-            ensemble_rows = request.batch_size() if loaded.config.max_batch_size > 0 else 1
+            ensemble_rows = request.batch_size() if loaded.max_batch_size > 0 else 1
         cancelled = False
         failure: FailureReason | None = None
         tracing = self._traced(request)
@@ -463,13 +463,13 @@ class Engine:
 
     def _prepare(self, loaded: LoadedVersion, request: InferRequest) -> None:
         """Check the request against the version's tensors and apply the configured reshapes."""
-        batched = loaded.config.max_batch_size > 0
+        batched = loaded.max_batch_size > 0
         if request.parameters:
             check_reserved(request.parameters)
             callers = request.parameters.get(CALLERS)
             if isinstance(callers, list):  # a model's call (BLS), maybe an ensemble's step of one
                 refuse_waiting_caller(request.model_name, callers)
-        check_request(request, loaded.inputs, loaded.outputs, loaded.config.max_batch_size)
+        check_request(request, loaded.inputs, loaded.outputs, loaded.max_batch_size)
         inputs = request.inputs
         for spec in loaded.reshaped_inputs:
             array = inputs.get(spec.name)
@@ -514,7 +514,7 @@ class Engine:
     ) -> dict[str, Array]:
         """Outputs reshaped back to their configured dims; those asked for as classifications
         turned into their top-K strings."""
-        batched = loaded.config.max_batch_size > 0
+        batched = loaded.max_batch_size > 0
         for spec in loaded.reshaped_outputs:
             array = outputs.get(spec.name)
             if array is not None:  # an output the request did not ask for
