@@ -119,6 +119,8 @@ def test_a_higher_priority_request_takes_the_slot_first(client: Client) -> None:
 def test_a_full_priority_level_answers_unavailable(client: Client) -> None:
     client.hold_the_slot()
     client.send("first")
+    # Two calls sent back to back may reach the server in either order: one at a time.
+    eventually(lambda: client.waiting() == 1)
     client.send("second")
     eventually(lambda: client.waiting() == 2)
     client.send("refused")  # max_queue_size 2 at level 2
