@@ -156,7 +156,7 @@ class IterativeBatcher(SlottedScheduler):
         """Queue the request's first step (its later ones: `_renew`)."""
         step = SequenceStep(
             run.request,
-            run.result.get_loop().create_future(),  # not get_running_loop: a getpid() each
+            running_loop().create_future(),
             time.monotonic_ns(),
             1,
             run.sequence,

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from inferd.core.running_loop import running_loop
+
 
 class Outbox:
     """Responses in the order they were put; `get` gives None once closed and drained."""
@@ -24,15 +26,12 @@ class Outbox:
         "_granted",
         "_items",
         "_limit",
-        "_loop",
         "_on_room",
         "_reader",
         "_writers",
     )
 
     def __init__(self, limit: int, on_room: Callable[[], None] | None = None) -> None:
-        # Its own: asyncio.get_running_loop() costs a getpid() system call per wait.
-        self._loop = asyncio.get_running_loop()
         self._items: deque[Any] = deque()
         self._limit = limit
         self._closed = False
@@ -48,7 +47,7 @@ class Outbox:
 
     async def put(self, item: Any) -> None:
         while len(self._items) >= self._limit:
-            room = self._loop.create_future()
+            room = running_loop().create_future()
             self._writers.append(room)
             try:
                 await room
@@ -78,7 +77,7 @@ class Outbox:
         while not self._items:
             if self._closed:
                 return None
-            self._reader = self._loop.create_future()
+            self._reader = running_loop().create_future()
             try:
                 await self._reader
             finally:
