@@ -247,7 +247,7 @@ class Engine:
                 f"model '{request.model_name}' is decoupled: it answers with a stream of "
                 "responses, which a unary infer cannot carry"
             )
-        version = str(loaded.version)
+        version = loaded.version_name
         success = False
         # An ensemble has no execution of its own to count its rows; read them before its
         # steps may release the inputs.
@@ -260,7 +260,17 @@ class Engine:
         self._arrived(request)
         loaded.in_flight += 1
         try:
-            outputs = await self._run(loaded, request)
+            self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
+            self._prepare(loaded, request)
+            # Awaited here, not in a coroutine of its own: a level less that every step of the
+            # request passes through.
+            cache = self.settings.response_cache
+            if loaded.cached and cache is not None:
+                outputs = await self._run_cached(loaded, request, cache)
+            else:
+                submitted = await loaded.scheduler.submit(request)
+                outputs = self._finish(loaded, submitted, request.outputs)
+            self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
             success = True
         except asyncio.CancelledError:
             # Its client went away: a queued request leaves its queue as the scheduler's
@@ -306,7 +316,7 @@ class Engine:
         timestamps = request.timestamps
         if not timestamps.received:
             timestamps.received = time.monotonic_ns()
-        version = str(loaded.version)
+        version = loaded.version_name
         success = cancelled = False
         failure: FailureReason | None = None
         channel = ResponseChannel()
@@ -420,7 +430,7 @@ class Engine:
                 self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
             loaded.in_flight -= 1
             reason = None if failure is None else failure_reason(failure)
-            version = str(loaded.version)
+            version = loaded.version_name
             self._finished(request, version, failure is None, 0, False, reason, call.tracing)
 
     def _finished(
@@ -520,17 +530,6 @@ class Engine:
             if array is not None:  # an output the request did not ask for
                 outputs[spec.name] = apply_reshape(array, spec, spec.dims, batched)
         classify_outputs(requested, outputs, loaded.outputs, batched)
-        return outputs
-
-    async def _run(self, loaded: LoadedVersion, request: InferRequest) -> dict[str, Array]:
-        self._trace_tensors(request, TENSOR_QUEUE_INPUT, request.inputs)
-        self._prepare(loaded, request)
-        cache = self.settings.response_cache
-        if loaded.cached and cache is not None:
-            outputs = await self._run_cached(loaded, request, cache)
-        else:
-            outputs = self._finish(loaded, await loaded.scheduler.submit(request), request.outputs)
-        self._trace_tensors(request, TENSOR_BACKEND_OUTPUT, outputs)
         return outputs
 
     async def _run_cached(

@@ -63,6 +63,8 @@ class LoadedVersion:
     # The config's, read by every request: a field of the protobuf message costs a lookup by
     # name (0.1-0.2 us), a field here an attribute load.
     max_batch_size: int = field(init=False)
+    # `version` as the statistics and responses name it, built once rather than per request.
+    version_name: str = field(init=False)
     # Requests inside the engine right now (the in-flight gauge); counted on the event loop.
     in_flight: int = field(init=False, default=0)
     # `model_warmup`, run on every instance before the version serves, and how long it took.
@@ -76,6 +78,7 @@ class LoadedVersion:
     def __post_init__(self) -> None:
         self.decoupled = self.config.model_transaction_policy.decoupled
         self.max_batch_size = self.config.max_batch_size
+        self.version_name = str(self.version)
         self.reshaped_inputs = tuple(s for s in self.inputs.values() if s.reshape is not None)
         self.reshaped_outputs = tuple(s for s in self.outputs.values() if s.reshape is not None)
 
