@@ -35,6 +35,15 @@ once its first batches (measured there) are done, and stays on the loop while it
 short; handing each arrival to a busy instance instead would keep one busy as long as the
 load lasts. With dynamic batching on, the one-CPU rule applies to formed batches instead: the
 batcher's worker runs a short batch on the loop (`DynamicBatcher._execute`).
+
+On one CPU, at most `RUNS_PER_PASS` requests run on the loop in one pass of it; the others
+queue, and run in the next passes in their order, after the loop has read what arrived
+meanwhile, which queues behind them. Run all at once, the requests read in one burst (all
+32 clients' at concurrency 32) keep the loop from reading for as long as they all run, and
+a request that arrives meanwhile waits for all of them, then for its turn in the next burst:
+twice the median latency (docs/benchmarks.md). Four a pass keep the answers leaving in
+groups (`frontends/http/answer_groups.py`), and the loop's read of its sockets to one per
+four model runs.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from inferd.scheduling.idle import Slot
 from inferd.scheduling.queue import PriorityQueue, Queued
 
 HELD = 2  # requests an instance holds at once: the one it runs and the next, waiting there
+RUNS_PER_PASS = 4  # on one CPU, requests run on the loop in one pass of it at most
 
 
 class _Lane:
@@ -96,6 +106,8 @@ class Relay:
         self._drained: asyncio.Future[None] | None = None  # `stop`'s wait
         self._ended_ns = 0  # when the model's last request ended
         self._one_cpu = one_cpu
+        self._runs_in_pass = 0  # requests run on the loop since its pass began
+        self._next_pass_due = False
 
     def pending(self) -> int:
         """Requests queued or handed to an instance behind the one it runs."""
@@ -108,7 +120,7 @@ class Relay:
         future: asyncio.Future[dict[str, Array]] = running_loop().create_future()
         if self._one_cpu or request.timestamps.received >= self._ended_ns:
             here = self._on_loop()
-            if here is not None:
+            if here is not None and self._loop_has_turn():
                 call = Queued(request, future, now, rows, queued=False)
                 self._run_on_loop(here, call)
                 return future.result()  # its answer, or the error it failed with
@@ -128,8 +140,11 @@ class Relay:
             raise
 
     def lend(self) -> Slot | None:
-        """An idle instance's slot for one request that its caller runs on its own thread
-        (none is idle while requests queue); None when there is none."""
+        """An idle instance's slot for one request that its caller runs on its own thread;
+        None when there is none, or while requests queue (on one CPU they may wait for the
+        loop's next pass while every instance is idle)."""
+        if len(self._queue):
+            return None
         for lane in self._lanes:
             if not lane.held and not lane.slot.lent:
                 lane.slot.lent = True
@@ -179,6 +194,33 @@ class Relay:
             lane.on_loop is not None and lane.on_loop.short() for lane in self._lanes
         )
 
+    def _loop_has_turn(self) -> bool:
+        """On one CPU, whether a request may run on the loop now: nothing queued before it,
+        and the pass has room."""
+        return not self._one_cpu or (self._runs_in_pass < RUNS_PER_PASS and not len(self._queue))
+
+    def _next_pass_soon(self) -> None:
+        if not self._next_pass_due:
+            self._next_pass_due = True
+            running_loop().call_soon(self._next_pass)
+
+    def _next_pass(self) -> None:
+        """A new pass of the loop (its I/O read since): the queued requests' turn."""
+        self._next_pass_due = False
+        self._runs_in_pass = 0
+        self._run_queued()
+        self._check_drained()
+
+    def _run_queued(self) -> None:
+        """On one CPU, run queued requests on the loop while the pass has room and no
+        instance is busy; the rest wait for the next pass."""
+        while (
+            self._runs_in_pass < RUNS_PER_PASS
+            and (here := self._on_loop()) is not None
+            and (call := self._next()) is not None
+        ):
+            self._run_on_loop(here, call)
+
     def _run_on_loop(self, lane: _Lane, call: Queued) -> None:
         """Run `call` on `lane`'s instance here, on the loop, and answer it as `_finished`
         does. Nothing is handed to the instance, queued or lent meanwhile: the loop is busy."""
@@ -189,6 +231,9 @@ class Relay:
         except Exception as exc:
             fail_undelivered(lane.instance.name, [call], exc)
         self._ended_ns = time.monotonic_ns()
+        if self._one_cpu:
+            self._runs_in_pass += 1
+            self._next_pass_soon()
 
     def _hand(self, lane: _Lane, call: Queued) -> None:
         lane.handed.append(call)
@@ -211,14 +256,16 @@ class Relay:
         """Hand `lane` queued requests while it has room; on one CPU, while a request may run
         on the loop, run them here instead, once no instance holds or is lent one."""
         if self._one_cpu:
-            while (here := self._on_loop()) is not None and (call := self._next()) is not None:
-                self._run_on_loop(here, call)
+            self._run_queued()
         # A lent instance holds nothing, and is back before this.
         while lane.held < HELD and not self._loop_only():
             call = self._next()
             if call is None:
                 break
             self._hand(lane, call)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
         drained = self._drained
         if drained is not None and not drained.done() and self._idle():
             drained.set_result(None)
@@ -227,5 +274,7 @@ class Relay:
         return self._queue.pop(time.monotonic_ns())
 
     def _idle(self) -> bool:
-        """Every instance done and back (so nothing is queued either)."""
-        return all(not lane.held and not lane.slot.lent for lane in self._lanes)
+        """Nothing queued, and every instance done and back."""
+        return not len(self._queue) and all(
+            not lane.held and not lane.slot.lent for lane in self._lanes
+        )

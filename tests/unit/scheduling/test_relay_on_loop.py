@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import pytest
 
+from inferd.backends.base import BatchRequest
 from inferd.core.errors import Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances import instance as instance_module
 from inferd.instances.instance import LOOP_WARMUP_BATCHES
 from inferd.scheduling.batch import Pending
 from inferd.scheduling.dynamic import DynamicBatcher
+from inferd.scheduling.relay import RUNS_PER_PASS
 from tests.unit.core.test_usable_cpus import on_cpus
 from tests.unit.scheduling.fakes import request, settings
 from tests.unit.scheduling.test_dynamic import run
@@ -309,5 +311,91 @@ def test_on_one_cpu_a_request_waits_for_a_lent_instance_then_runs_on_the_loop() 
             await asyncio.wait_for(asyncio.gather(*waiting), 5)
         assert second.threads == []
         assert first.threads[-1] == LOOP
+
+    run_on(1, scenario)
+
+
+class Ticked(OnLoop):
+    """An `OnLoop` doubler that notes the loop's pass each request ran in: `tick` is counted
+    once a pass by `ticking`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tick = 0
+        self.passes: list[int] = []
+
+    def execute(
+        self,
+        inputs: Mapping[str, Array],
+        output_names: Sequence[str],
+        requests: Sequence[BatchRequest] = (),
+    ) -> dict[str, Array]:
+        self.passes.append(self.tick)
+        return super().execute(inputs, output_names, requests)
+
+
+async def ticking(backend: Ticked) -> None:
+    while True:
+        backend.tick += 1
+        await asyncio.sleep(0)  # its next step is in the loop's next pass
+
+
+def test_on_one_cpu_requests_that_arrive_together_run_a_few_a_pass_in_their_order() -> None:
+    """So a request that arrives meanwhile is read and queued behind them, rather than waiting
+    for every one read before it to run, then for its own turn in the next burst."""
+    backend = Ticked()
+
+    async def scenario() -> None:
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            ticker = asyncio.ensure_future(ticking(backend))
+            together = sent(scheduler, [arrived(value) for value in range(20, 30)])
+            await asyncio.sleep(0)  # the first pass: four of them ran
+            later = sent(scheduler, [arrived(99)])
+            answers = await asyncio.wait_for(asyncio.gather(*together, *later), 5)
+            ticker.cancel()
+        assert [answer["y"][0, 0] for answer in answers] == [v * 2 for v in [*range(20, 30), 99]]
+
+    run_on(1, scenario)
+    assert backend.ran[-11:] == [*range(20, 30), 99]
+    assert backend.threads[-11:] == [LOOP] * 11
+    passes = backend.passes[-11:]
+    assert len(set(passes[:RUNS_PER_PASS])) == 1
+    assert passes[RUNS_PER_PASS - 1] < passes[RUNS_PER_PASS]
+    assert passes[2 * RUNS_PER_PASS - 1] < passes[2 * RUNS_PER_PASS]
+    assert passes[-3] == passes[-1]  # the one that came later ran in the pass of the last two
+
+
+def test_on_one_cpu_a_stop_serves_the_requests_waiting_for_the_next_pass() -> None:
+    backend = OnLoop()
+
+    async def scenario() -> None:
+        async with relayed(backend) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            together = sent(scheduler, [arrived(value) for value in range(40, 50)])
+            await asyncio.sleep(0)  # four ran, six wait for the next passes
+            assert scheduler.pending() == 10 - RUNS_PER_PASS
+            await scheduler.stop()  # no pass of the loop in between, but its own waits
+            assert all(task.done() for task in together)
+            assert [task.result()["y"][0, 0] for task in together] == [v * 2 for v in range(40, 50)]
+
+    run_on(1, scenario)
+    assert backend.threads[-10:] == [LOOP] * 10
+
+
+def test_on_one_cpu_no_instance_is_lent_while_requests_wait_for_their_pass() -> None:
+    async def scenario() -> None:
+        async with relayed(OnLoop()) as scheduler:
+            await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
+            together = sent(scheduler, [arrived(value) for value in range(60, 66)])
+            await asyncio.sleep(0)  # four ran, two wait for the next pass
+            lent = scheduler.lend_here()
+            if lent is not None:  # it would hold them up until given back
+                lent.give_back()
+            assert lent is None
+            await asyncio.wait_for(asyncio.gather(*together), 5)
+            lease = scheduler.lend_here()
+            assert lease is not None
+            lease.give_back()
 
     run_on(1, scenario)
