@@ -52,6 +52,15 @@ class RunningServer:
     def log_text(self) -> str:
         return "\n".join(self.log)
 
+    def count_logged(self, text: str, expected: int, timeout: float = 5) -> int:
+        """How often `text` is in the log, once it is there `expected` times or `timeout`
+        passed: the server writes a line before it answers, but the line reaches the log
+        through a pipe and this process's reading thread, maybe after the answer."""
+        deadline = time.monotonic() + timeout
+        while (count := self.log_text().count(text)) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return count
+
 
 def _pump(server: RunningServer, ready: threading.Event) -> None:
     assert server.process.stderr is not None

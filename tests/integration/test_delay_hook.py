@@ -132,7 +132,7 @@ def test_requests_sent_one_by_one_batch_together(server: RunningServer) -> None:
     stats = _stats(server, ADD)
     assert _batch_sizes(stats) == {2: 1}
     assert (stats["execution_count"], stats["inference_count"]) == (1, 2)
-    assert "Delaying batcher thread of add_one_0_0 until 2 queued requests..." in server.log_text()
+    assert server.count_logged("Delaying batcher thread of add_one_0_0 until 2 queued requests", 1)
 
 
 def test_a_padded_direct_batch_counts_at_its_executed_size(server: RunningServer) -> None:

@@ -202,6 +202,7 @@ def test_logger_lines_reach_the_server_log_named_by_the_model(server: RunningSer
         infer(client, httpclient, "logging", {"IN": np.ones(2, dtype=np.float32)})
     finally:
         client.close()
+    server.count_logged("inferd.model.logging: explicit info line", 1)  # its last line
     lines = server.log_text().splitlines()
 
     def logged(level: str, text: str) -> bool:

@@ -100,4 +100,4 @@ def test_an_answer_larger_than_the_cache_misses_each_time_and_is_logged(tmp_path
         runs, stats = _runs_twice(server.http_url)
         assert runs == [1, 2]
         assert (stats["hits"], stats["misses"]) == (0, 2)
-        assert server.log_text().count("Failed to insert key [") == 2
+        assert server.count_logged("Failed to insert key [", 2) == 2
