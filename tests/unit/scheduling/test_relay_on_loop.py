@@ -7,15 +7,15 @@ before goes to the instance's thread; with one (the process pinned to it here) i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import pytest
 
-from inferd.backends.base import BatchRequest
 from inferd.core.errors import Internal, InvalidArgument
 from inferd.core.types import Array, InferRequest, Timestamps
 from inferd.instances import instance as instance_module
@@ -315,55 +315,37 @@ def test_on_one_cpu_a_request_waits_for_a_lent_instance_then_runs_on_the_loop() 
     run_on(1, scenario)
 
 
-class Ticked(OnLoop):
-    """An `OnLoop` doubler that notes the loop's pass each request ran in: `tick` is counted
-    once a pass by `ticking`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tick = 0
-        self.passes: list[int] = []
-
-    def execute(
-        self,
-        inputs: Mapping[str, Array],
-        output_names: Sequence[str],
-        requests: Sequence[BatchRequest] = (),
-    ) -> dict[str, Array]:
-        self.passes.append(self.tick)
-        return super().execute(inputs, output_names, requests)
-
-
-async def ticking(backend: Ticked) -> None:
+async def counting_passes(reported: list[tuple[int, Timestamps]], counts: list[int]) -> None:
+    """Note, once a pass of the loop, how many batches have been reported so far."""
     while True:
-        backend.tick += 1
+        counts.append(len(reported))
         await asyncio.sleep(0)  # its next step is in the loop's next pass
 
 
 def test_on_one_cpu_requests_that_arrive_together_run_a_few_a_pass_in_their_order() -> None:
     """So a request that arrives meanwhile is read and queued behind them, rather than waiting
     for every one read before it to run, then for its own turn in the next burst."""
-    backend = Ticked()
+    backend = OnLoop()
+    reported: list[tuple[int, Timestamps]] = []
+    counts: list[int] = []
 
     async def scenario() -> None:
-        async with relayed(backend) as scheduler:
+        async with relayed(backend, reported=reported) as scheduler:
             await one_by_one(scheduler, LOOP_WARMUP_BATCHES)
-            ticker = asyncio.ensure_future(ticking(backend))
+            counter = asyncio.ensure_future(counting_passes(reported, counts))
             together = sent(scheduler, [arrived(value) for value in range(20, 30)])
             await asyncio.sleep(0)  # the first pass: four of them ran
             later = sent(scheduler, [arrived(99)])
             answers = await asyncio.wait_for(asyncio.gather(*together, *later), 5)
-            ticker.cancel()
+            counter.cancel()
         assert [answer["y"][0, 0] for answer in answers] == [v * 2 for v in [*range(20, 30), 99]]
 
     run_on(1, scenario)
     assert backend.ran[-11:] == [*range(20, 30), 99]
     assert backend.threads[-11:] == [LOOP] * 11
-    passes = backend.passes[-11:]
-    assert len(set(passes[:RUNS_PER_PASS])) == 1
-    assert passes[RUNS_PER_PASS - 1] < passes[RUNS_PER_PASS]
-    assert passes[2 * RUNS_PER_PASS - 1] < passes[2 * RUNS_PER_PASS]
-    assert passes[-3] == passes[-1]  # the one that came later ran in the pass of the last two
+    per_pass = [after - before for before, after in itertools.pairwise(counts)]
+    assert max(per_pass) == RUNS_PER_PASS
+    assert sum(per_pass) == 11 and len([runs for runs in per_pass if runs]) == 3
 
 
 def test_on_one_cpu_a_stop_serves_the_requests_waiting_for_the_next_pass() -> None:

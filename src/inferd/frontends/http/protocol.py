@@ -207,6 +207,8 @@ class _JsonErrorProtocol(HttpToolsProtocol):
         self.tasks.add(task)
 
     def _answer_ended(self, task: asyncio.Task[None]) -> None:
+        """An express request's task is done: it leaves the tasks uvicorn's shutdown waits
+        for, and the count in flight."""
         self.tasks.discard(task)
         self._answer_groups.in_flight -= 1
 
